@@ -1,0 +1,168 @@
+"""Messages on the bus.
+
+Two channels:
+
+* the conductor's **inbox** queue (``InboxMessage``): everything the conductor reacts to;
+* the **dispatch** topic (``DispatchMessage``): work for one container, carried with the
+  attribute ``container_id`` so that each container's subscription can filter on it.
+
+Every message is JSON with a ``type`` discriminator. ``encode``/``decode_*`` turn them into
+the bus's ``OutboundMessage`` (body bytes + string attributes) and back.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Literal
+
+from pydantic import Field, TypeAdapter
+
+from core.models import CrawlCounts, CrawlSpec, Frozen
+from core.ports.message_bus import OutboundMessage
+
+# --------------------------------------------------------------------------- inbox
+
+
+class CrawlSubmitted(Frozen):
+    type: Literal["crawl.submitted"] = "crawl.submitted"
+    tenant_id: str
+    crawl_id: str
+
+
+class ContainerReady(Frozen):
+    """``ready: GUID`` — the container's subscription exists and it takes work."""
+
+    type: Literal["container.ready"] = "container.ready"
+    container_id: str
+    egress_ip: str | None = None
+    version: str = ""
+    capacity: int = 1
+
+
+class Progress(Frozen):
+    type: Literal["crawl.progress"] = "crawl.progress"
+    container_id: str
+    tenant_id: str
+    crawl_id: str
+    counts: CrawlCounts
+
+
+class CrawlCompleted(Frozen):
+    type: Literal["crawl.completed"] = "crawl.completed"
+    container_id: str
+    tenant_id: str
+    crawl_id: str
+    counts: CrawlCounts
+
+
+class CrawlFailed(Frozen):
+    type: Literal["crawl.failed"] = "crawl.failed"
+    container_id: str
+    tenant_id: str
+    crawl_id: str
+    error: str
+    retryable: bool = False
+    counts: CrawlCounts = CrawlCounts()
+
+
+class ProxyStats(Frozen):
+    requests: int = 0
+    errors: int = 0
+    mean_latency_ms: float = 0.0
+
+
+class Heartbeat(Frozen):
+    type: Literal["container.heartbeat"] = "container.heartbeat"
+    container_id: str
+    in_flight: list[str] = []
+    proxy: ProxyStats = ProxyStats()
+
+
+class KillTimer(Frozen):
+    """Stop ``container_id`` if it is still idle at ``generation`` when this fires.
+
+    ``fire_at`` is the real deadline: a scheduler whose native delay is shorter delivers the
+    message early and the conductor schedules it again (chaining).
+    """
+
+    type: Literal["container.kill-timer"] = "container.kill-timer"
+    tenant_id: str
+    container_id: str
+    generation: int
+    fire_at: datetime
+
+
+class ContainerExited(Frozen):
+    type: Literal["container.exited"] = "container.exited"
+    tenant_id: str
+    container_id: str
+    exit_code: int | None = None
+    reason: str = ""
+
+
+class WebhookDue(Frozen):
+    type: Literal["crawl.webhook"] = "crawl.webhook"
+    tenant_id: str
+    crawl_id: str
+
+
+InboxMessage = Annotated[
+    CrawlSubmitted
+    | ContainerReady
+    | Progress
+    | CrawlCompleted
+    | CrawlFailed
+    | Heartbeat
+    | KillTimer
+    | ContainerExited
+    | WebhookDue,
+    Field(discriminator="type"),
+]
+
+# --------------------------------------------------------------------------- dispatch
+
+
+class RunCrawl(Frozen):
+    """Work for one container: run (or resume, from its checkpoint) this crawl."""
+
+    type: Literal["crawl.run"] = "crawl.run"
+    container_id: str
+    tenant_id: str
+    crawl_id: str
+    attempt: int
+    spec: CrawlSpec
+    session: str | None = None
+
+
+class CancelCrawl(Frozen):
+    type: Literal["crawl.cancel"] = "crawl.cancel"
+    container_id: str
+    tenant_id: str
+    crawl_id: str
+
+
+DispatchMessage = Annotated[RunCrawl | CancelCrawl, Field(discriminator="type")]
+
+_inbox: TypeAdapter[InboxMessage] = TypeAdapter(InboxMessage)
+_dispatch: TypeAdapter[DispatchMessage] = TypeAdapter(DispatchMessage)
+
+
+def encode(message: Frozen) -> OutboundMessage:
+    """Serialise a message for the bus; dispatch messages carry ``container_id``."""
+    attributes = {"type": str(getattr(message, "type", ""))}
+    container_id = getattr(message, "container_id", None)
+    if container_id:
+        attributes["container_id"] = str(container_id)
+    tenant_id = getattr(message, "tenant_id", None)
+    if tenant_id:
+        attributes["tenant_id"] = str(tenant_id)
+    return OutboundMessage(body=message.model_dump_json().encode(), attributes=attributes)
+
+
+def decode_inbox(body: bytes) -> InboxMessage:
+    """Parse an inbox message; raises ``pydantic.ValidationError`` on garbage."""
+    return _inbox.validate_json(body)
+
+
+def decode_dispatch(body: bytes) -> DispatchMessage:
+    return _dispatch.validate_json(body)

@@ -1,0 +1,276 @@
+"""Domain records: what tenants ask for and what the conductor keeps.
+
+Every model is a frozen pydantic v2 model; records change by ``model_copy(update=...)`` and
+are written back through the StateStore with compare-and-set.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from enum import StrEnum
+from typing import Annotated, Any
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+
+class Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+# --------------------------------------------------------------------------- requests
+
+#: Request headers a tenant may set on its crawl (lower-case). Anything else is refused, in
+#: particular headers that unlock cloud metadata services (``Metadata-Flavor``, ``Metadata``,
+#: ``X-aws-ec2-metadata-token``) and hop-by-hop or routing headers (``Host``, ``X-Forwarded-*``).
+ALLOWED_HEADERS = frozenset(
+    {
+        "accept",
+        "accept-language",
+        "authorization",
+        "cache-control",
+        "cookie",
+        "referer",
+        "user-agent",
+    }
+)
+
+MAX_URL_LENGTH = 2048
+
+
+def check_http_url(value: str) -> str:
+    """Syntactic check of a crawlable URL: http(s), a host, no whitespace, bounded length."""
+    if len(value) > MAX_URL_LENGTH:
+        raise ValueError(f"URL longer than {MAX_URL_LENGTH} characters")
+    if any(ch.isspace() for ch in value):
+        raise ValueError("URL contains whitespace")
+    try:
+        parts = urlsplit(value)
+        host = parts.hostname
+        parts.port  # noqa: B018 - raises ValueError on a bad port
+    except ValueError as exc:
+        raise ValueError(f"not a valid URL: {exc}") from exc
+    if parts.scheme not in ("http", "https"):
+        raise ValueError("only http and https URLs can be crawled")
+    if not host:
+        raise ValueError("URL has no host")
+    return value
+
+
+class Scope(StrEnum):
+    """Which discovered links a crawl follows (seeds are always fetched)."""
+
+    same_host = "same-host"
+    same_domain = "same-domain"  # same registrable domain (public suffix list)
+    any = "any"
+
+
+class CrawlSpec(Frozen):
+    """What a tenant asks to crawl: the body of ``POST /v1/crawls``."""
+
+    seeds: Annotated[list[str], Field(min_length=1, max_length=1000)]
+    scope: Scope = Scope.same_host
+    include: Annotated[list[str], Field(max_length=100)] = []
+    exclude: Annotated[list[str], Field(max_length=100)] = []
+    max_depth: Annotated[int, Field(ge=0, le=100)] = 3
+    max_pages: Annotated[int, Field(ge=1, le=1_000_000)] = 100
+    session: Annotated[str | None, Field(min_length=1, max_length=128)] = None
+    egress: Annotated[str | None, Field(max_length=64)] = None
+    region: Annotated[str | None, Field(max_length=64)] = None
+    webhook_url: str | None = None
+    headers: dict[str, str] = {}
+    respect_robots: bool = True
+
+    @field_validator("seeds")
+    @classmethod
+    def _seeds_are_http(cls, seeds: list[str]) -> list[str]:
+        return [check_http_url(s.strip()) for s in seeds]
+
+    @field_validator("webhook_url")
+    @classmethod
+    def _webhook_is_http(cls, url: str | None) -> str | None:
+        return None if url is None else check_http_url(url)
+
+    @field_validator("include", "exclude")
+    @classmethod
+    def _patterns_compile(cls, patterns: list[str]) -> list[str]:
+        for pattern in patterns:
+            if len(pattern) > 500:
+                raise ValueError("pattern longer than 500 characters")
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise ValueError(f"invalid regular expression {pattern!r}: {exc}") from exc
+        return patterns
+
+    @field_validator("headers")
+    @classmethod
+    def _headers_allowed(cls, headers: dict[str, str]) -> dict[str, str]:
+        clean: dict[str, str] = {}
+        for name, value in headers.items():
+            lower = name.lower()
+            if lower not in ALLOWED_HEADERS:
+                allowed = ", ".join(sorted(ALLOWED_HEADERS))
+                raise ValueError(f"header {name!r} may not be set (allowed: {allowed})")
+            if "\n" in value or "\r" in value or len(value) > 8192:
+                raise ValueError(f"header {name!r} has an invalid value")
+            clean[lower] = value
+        return clean
+
+
+# --------------------------------------------------------------------------- crawls
+
+
+class CrawlState(StrEnum):
+    pending = "pending"
+    dispatched = "dispatched"
+    completed = "completed"
+    failed = "failed"
+    cancelled = "cancelled"
+    dead_lettered = "dead-lettered"
+
+    @property
+    def terminal(self) -> bool:
+        return self not in (CrawlState.pending, CrawlState.dispatched)
+
+
+class CrawlCounts(Frozen):
+    queued: int = 0
+    fetched: int = 0
+    failed: int = 0
+    bytes: int = 0
+
+
+class Crawl(Frozen):
+    """A crawl request and where it stands. Stored in table ``crawls``, partition = tenant."""
+
+    id: str
+    tenant_id: str
+    spec: CrawlSpec
+    state: CrawlState = CrawlState.pending
+    container_id: str | None = None
+    attempts: int = 0
+    counts: CrawlCounts = CrawlCounts()
+    reason: str | None = None
+    created_at: datetime
+    updated_at: datetime
+    dispatched_at: datetime | None = None
+    finished_at: datetime | None = None
+
+
+# --------------------------------------------------------------------------- containers
+
+
+class ContainerState(StrEnum):
+    starting = "starting"
+    ready = "ready"
+    draining = "draining"
+    stopped = "stopped"
+    failed = "failed"
+
+    @property
+    def live(self) -> bool:
+        return self in (ContainerState.starting, ContainerState.ready, ContainerState.draining)
+
+
+class Egress(Frozen):
+    """One place containers can run and leave from: runtime + region + optional proxy."""
+
+    name: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9-]{0,62}$")]
+    runtime: str = "local"
+    region: str = "local"
+    proxy_url: str | None = None
+    cost_per_second: Annotated[float, Field(ge=0)] = 0.0
+
+
+class Container(Frozen):
+    """A crawler container. Stored in table ``containers``, partition = tenant."""
+
+    id: str
+    tenant_id: str
+    egress: Egress
+    state: ContainerState = ContainerState.starting
+    in_flight: tuple[str, ...] = ()
+    capacity: Annotated[int, Field(ge=1)] = 4
+    generation: int = 0
+    started_at: datetime
+    ready_at: datetime | None = None
+    last_heartbeat: datetime | None = None
+    stopped_at: datetime | None = None
+    egress_ip: str | None = None
+    reason: str | None = None
+
+    @property
+    def free_slots(self) -> int:
+        return self.capacity - len(self.in_flight)
+
+
+class SessionBinding(Frozen):
+    """Sticky session: (tenant, session key) → container. Table ``sessions``."""
+
+    tenant_id: str
+    session: str
+    container_id: str
+    egress: str
+    bound_at: datetime
+
+
+# --------------------------------------------------------------------------- tenants
+
+
+class Quotas(Frozen):
+    max_containers: Annotated[int, Field(ge=1, le=1000)] = 4
+    parallel_per_container: Annotated[int, Field(ge=1, le=256)] = 4
+    max_pending: Annotated[int, Field(ge=1, le=1_000_000)] = 1000
+    submissions_per_minute: Annotated[int, Field(ge=1, le=100_000)] = 120
+
+
+class TenantState(StrEnum):
+    active = "active"
+    deleting = "deleting"
+
+
+class Tenant(Frozen):
+    """A customer account. Table ``tenants``, partition ``tenants``."""
+
+    id: str
+    name: str
+    key_prefix: str
+    key_sha256: str
+    quotas: Quotas = Quotas()
+    state: TenantState = TenantState.active
+    resources: dict[str, str] = {}
+    created_at: datetime
+
+
+class TenantCreate(Frozen):
+    """Body of ``POST /v1/tenants``."""
+
+    name: Annotated[str, Field(min_length=1, max_length=100, pattern=r"^[\w .@-]+$")]
+    quotas: Quotas = Quotas()
+
+
+class PageRecord(BaseModel):
+    """One fetched (or failed) URL, as written to the manifest and ``pages.jsonl``."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    url: str
+    final_url: str | None = None
+    status: int | None = None
+    headers: dict[str, str] = {}
+    fetched_at: datetime
+    elapsed_ms: float = 0.0
+    bytes: int = 0
+    sha256: str | None = None
+    title: str | None = None
+    links: int = 0
+    depth: int = 0
+    content_type: str | None = None
+    error: str | None = None
+
+
+def dump(model: BaseModel) -> dict[str, Any]:
+    """JSON-safe dict of a model, as stored in the StateStore."""
+    return model.model_dump(mode="json")

@@ -1,0 +1,61 @@
+"""ContainerRuntime port: start, stop and describe crawler containers, one per GUID."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Protocol
+
+from core.models import Egress
+
+
+@dataclass(frozen=True, slots=True)
+class ContainerSpec:
+    container_id: str  # the GUID
+    tenant_id: str
+    egress: Egress
+    env: Mapping[str, str] = field(default_factory=dict)  # GUID + connection settings
+    image: str = ""
+
+
+class RunState(StrEnum):
+    pending = "pending"
+    running = "running"
+    exited = "exited"
+    unknown = "unknown"  # the runtime has no record of it
+
+
+@dataclass(frozen=True, slots=True)
+class ContainerStatus:
+    container_id: str
+    state: RunState
+    exit_code: int | None = None
+    detail: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class RuntimeCapabilities:
+    name: str
+    typical_start_s: float
+    max_grace_s: float
+
+
+class ContainerRuntime(Protocol):
+    capabilities: RuntimeCapabilities
+
+    async def start_container(self, *, spec: ContainerSpec) -> None:
+        """Start a container; returns once the start was accepted (not when ready)."""
+        ...
+
+    async def stop_container(self, *, container_id: str, grace_s: float = 10) -> None:
+        """SIGTERM-like stop, forced after ``grace_s``; stopping a gone one is a no-op."""
+        ...
+
+    async def describe(self, *, container_id: str) -> ContainerStatus: ...
+
+    async def list_running(self) -> list[ContainerStatus]: ...
+
+    async def close(self) -> None:
+        """Release clients; the local runtime also stops what it started."""
+        ...

@@ -1,0 +1,117 @@
+"""MessageBus port: queues with leases, and a topic with per-container filtered subscriptions.
+
+A *queue* (the conductor inbox) is point-to-point with at-least-once delivery: ``receive``
+leases messages for ``visibility_timeout`` seconds; ``ack`` removes one; ``release`` makes it
+visible again (optionally after a delay); after ``max_deliveries`` leases a message moves to the
+queue's dead-letter queue (``dead_letter_queue(name)``), as does ``dead_letter``.
+
+The *dispatch topic* fans out to subscriptions. Each container owns one subscription whose
+filter is ``{"container_id": GUID}``; the subscription is received from like a queue, as
+``Subscription(topic, name)``. Brokers differ in how reliably filters apply (``filters_applied``,
+``filter_propagation_s``), so receivers must check ``container_id`` themselves.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Protocol
+
+
+@dataclass(frozen=True, slots=True)
+class OutboundMessage:
+    body: bytes
+    attributes: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Queue:
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class Subscription:
+    topic: str
+    name: str
+
+
+Source = Queue | Subscription
+
+
+@dataclass(frozen=True, slots=True)
+class Lease:
+    """A received message, held until acked, released or its visibility timeout ends."""
+
+    source: Source
+    message_id: str
+    body: bytes
+    attributes: Mapping[str, str]
+    delivery_count: int
+    receipt: str  # adapter-specific token proving the lease (lease id, receipt handle, ack id)
+
+
+@dataclass(frozen=True, slots=True)
+class BusCapabilities:
+    max_message_bytes: int
+    filters_applied: bool  # False where the broker (or its emulator) ignores filters
+    filter_propagation_s: float  # how long a new filter may take to take effect
+    max_visibility_timeout_s: float
+    native_dead_letter: bool
+
+
+def dead_letter_queue(name: str) -> str:
+    """Name of the dead-letter queue belonging to queue ``name``."""
+    return f"{name}-dlq"
+
+
+class MessageBus(Protocol):
+    capabilities: BusCapabilities
+
+    async def ensure_queue(self, *, name: str, max_deliveries: int = 5) -> None:
+        """Create the queue and its dead-letter queue if they do not exist."""
+        ...
+
+    async def send(self, *, queue: str, message: OutboundMessage, delay_s: float = 0) -> str:
+        """Enqueue; returns the message id. ``delay_s`` within the scheduler's native limit."""
+        ...
+
+    async def receive(
+        self,
+        *,
+        source: Source,
+        max_messages: int = 10,
+        visibility_timeout_s: float = 60,
+        wait_s: float = 0,
+    ) -> list[Lease]:
+        """Lease up to ``max_messages`` visible messages, waiting up to ``wait_s`` for one."""
+        ...
+
+    async def ack(self, *, lease: Lease) -> None:
+        """Remove a leased message for good. Acking an expired lease is a no-op or Conflict."""
+        ...
+
+    async def release(self, *, lease: Lease, delay_s: float = 0) -> None:
+        """Give a leased message back, visible again after ``delay_s``."""
+        ...
+
+    async def dead_letter(self, *, lease: Lease, reason: str) -> None:
+        """Move a leased message to its dead-letter queue with ``reason``."""
+        ...
+
+    async def ensure_topic(self, *, topic: str) -> None: ...
+
+    async def publish(self, *, topic: str, message: OutboundMessage) -> str:
+        """Deliver to every subscription of ``topic`` whose filter matches the attributes."""
+        ...
+
+    async def ensure_subscription(
+        self, *, topic: str, name: str, filter: Mapping[str, str]
+    ) -> Subscription:
+        """Create (idempotently) a subscription receiving messages whose attributes match."""
+        ...
+
+    async def delete_subscription(self, *, topic: str, name: str) -> None:
+        """Remove a subscription and what it holds; missing is not an error."""
+        ...
+
+    async def close(self) -> None: ...

@@ -1,0 +1,79 @@
+"""Typed settings, one place. Every field can be set as ``SKYCRAWL_<FIELD>`` in the
+environment (nested models as JSON), or in a ``.env`` file.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from core.models import Egress
+
+
+def _split_csv(value: object) -> object:
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
+
+
+class SkycrawlSettings(BaseSettings):
+    """Settings of the control plane (API, conductor, housekeeping)."""
+
+    model_config = SettingsConfigDict(env_prefix="SKYCRAWL_", extra="ignore", frozen=True)
+
+    provider: str = Field("local", description="Adapter family: local, aws, azure or gcp.")
+    inbox_queue: str = Field("skycrawl-inbox", description="The conductor's inbox queue.")
+    dispatch_topic: str = Field(
+        "skycrawl-dispatch", description="Topic carrying work to containers."
+    )
+    idle_ttl_s: float = Field(
+        60.0, gt=0, description="Stop a container this long after its last work."
+    )
+    startup_timeout_s: float = Field(120.0, gt=0, description="Reap a container not ready by then.")
+    heartbeat_interval_s: float = Field(5.0, gt=0, description="How often containers heartbeat.")
+    heartbeat_timeout_s: float = Field(60.0, gt=0, description="Reap a container silent this long.")
+    stop_grace_s: float = Field(10.0, ge=0, description="SIGTERM → SIGKILL grace when stopping.")
+    max_attempts: int = Field(3, ge=1, description="Dispatch attempts before dead-lettering.")
+    max_deliveries: int = Field(
+        5, ge=1, description="Inbox deliveries before a message is dead-lettered."
+    )
+    timer_period_s: float = Field(5.0, gt=0, description="Housekeeping period (reaper, backlog).")
+    checkpoint_interval_s: float = Field(5.0, gt=0, description="Engine checkpoint period.")
+    operator_key: str | None = Field(
+        None, description="Operator API key (plaintext) for /v1/tenants."
+    )
+    public_base_url: str = Field("", description="Base of status URLs returned by the API.")
+    engine_image: str = Field(
+        "skycrawl-engine:latest", description="Container image of the engine."
+    )
+    egresses: list[Egress] = Field(
+        default_factory=lambda: [Egress(name="local")],
+        description="Egress pool: JSON list of {name, runtime, region, proxy_url, cost_per_second}.",
+    )
+    allow_cidrs: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Comma-separated CIDRs the crawler may fetch although not global (tests, demos).",
+    )
+    user_agent: str = Field(
+        "skycrawl/0.1 (+https://github.com/skycrawl)", description="Crawler UA."
+    )
+    max_request_bytes: int = Field(1_000_000, gt=0, description="Largest API request body.")
+
+    @field_validator("allow_cidrs", mode="before")
+    @classmethod
+    def _csv(cls, value: object) -> object:
+        return _split_csv(value)
+
+
+class LocalSettings(BaseSettings):
+    """Settings of the embedded local provider."""
+
+    model_config = SettingsConfigDict(env_prefix="SKYCRAWL_LOCAL_", extra="ignore", frozen=True)
+
+    data_dir: Path = Field(
+        Path(".skycrawl"), description="Where SQLite files, blobs and logs live."
+    )
+    python: str = Field("", description="Interpreter for engine subprocesses (default: this one).")

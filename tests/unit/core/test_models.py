@@ -1,0 +1,53 @@
+from __future__ import annotations
+
+import pytest
+from pydantic import ValidationError
+
+from core.messages import CrawlSubmitted, RunCrawl, decode_dispatch, decode_inbox, encode
+from core.models import CrawlSpec, Scope
+
+
+def test_spec_defaults_and_header_normalisation() -> None:
+    spec = CrawlSpec(seeds=["https://example.com/"], headers={"Accept-Language": "en"})
+    assert spec.scope is Scope.same_host
+    assert spec.headers == {"accept-language": "en"}
+
+
+@pytest.mark.parametrize(
+    "seed",
+    [
+        "ftp://example.com/",
+        "file:///etc/passwd",
+        "http:///nohost",
+        "javascript:alert(1)",
+        "http://a b/",
+    ],
+)
+def test_spec_refuses_non_http_or_hostless_seeds(seed: str) -> None:
+    with pytest.raises(ValidationError):
+        CrawlSpec(seeds=[seed])
+
+
+@pytest.mark.parametrize(
+    "header", ["Metadata-Flavor", "X-aws-ec2-metadata-token", "Host", "Metadata"]
+)
+def test_spec_refuses_headers_that_unlock_metadata(header: str) -> None:
+    with pytest.raises(ValidationError, match="may not be set"):
+        CrawlSpec(seeds=["https://example.com/"], headers={header: "x"})
+
+
+def test_spec_refuses_unknown_fields_and_bad_regex() -> None:
+    with pytest.raises(ValidationError):
+        CrawlSpec.model_validate({"seeds": ["https://example.com/"], "bogus": 1})
+    with pytest.raises(ValidationError, match="invalid regular expression"):
+        CrawlSpec(seeds=["https://example.com/"], include=["("])
+
+
+def test_messages_round_trip_with_routing_attributes() -> None:
+    spec = CrawlSpec(seeds=["https://example.com/"])
+    run = RunCrawl(container_id="c1", tenant_id="t1", crawl_id="k1", attempt=1, spec=spec)
+    out = encode(run)
+    assert out.attributes["container_id"] == "c1"
+    assert decode_dispatch(out.body) == run
+    sub = CrawlSubmitted(tenant_id="t1", crawl_id="k1")
+    assert decode_inbox(encode(sub).body) == sub
