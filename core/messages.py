@@ -33,6 +33,7 @@ class ContainerReady(Frozen):
     """``ready: GUID`` — the container's subscription exists and it takes work."""
 
     type: Literal["container.ready"] = "container.ready"
+    tenant_id: str
     container_id: str
     egress_ip: str | None = None
     version: str = ""
@@ -73,6 +74,7 @@ class ProxyStats(Frozen):
 
 class Heartbeat(Frozen):
     type: Literal["container.heartbeat"] = "container.heartbeat"
+    tenant_id: str
     container_id: str
     in_flight: list[str] = []
     proxy: ProxyStats = ProxyStats()
@@ -100,6 +102,15 @@ class ContainerExited(Frozen):
     reason: str = ""
 
 
+class CancelRequested(Frozen):
+    """The API marked a crawl cancelled; the conductor frees its slot and tells the container."""
+
+    type: Literal["crawl.cancel-requested"] = "crawl.cancel-requested"
+    tenant_id: str
+    crawl_id: str
+    container_id: str | None = None
+
+
 class WebhookDue(Frozen):
     type: Literal["crawl.webhook"] = "crawl.webhook"
     tenant_id: str
@@ -115,6 +126,7 @@ InboxMessage = Annotated[
     | Heartbeat
     | KillTimer
     | ContainerExited
+    | CancelRequested
     | WebhookDue,
     Field(discriminator="type"),
 ]

@@ -198,6 +198,7 @@ class Container(Frozen):
     ready_at: datetime | None = None
     last_heartbeat: datetime | None = None
     stopped_at: datetime | None = None
+    idle_since: datetime | None = None  # when in_flight last became empty
     egress_ip: str | None = None
     reason: str | None = None
 

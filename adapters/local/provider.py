@@ -1,0 +1,79 @@
+"""The embedded local provider: every port on one machine, nothing to install or pay for.
+
+``build_ports`` lays out ``SKYCRAWL_LOCAL_DATA_DIR`` (default ``./.skycrawl``)::
+
+    <data_dir>/bus.sqlite3     queues, dispatch topic, subscriptions, timers (SqliteMessageBus,
+                               SqliteScheduler)
+    <data_dir>/state.sqlite3   tenants, crawls, containers, sessions (SqliteStateStore)
+    <data_dir>/blobs/          pages, manifests, checkpoints, exports (FileBlobStore)
+    <data_dir>/logs/           one <GUID>.log and, while it runs, <GUID>.pid per engine
+                               subprocess (SubprocessRuntime)
+    <data_dir>/tenants/        one directory and tenant.sqlite3 per tenant
+                               (DirectoryProvisioner)
+
+Engine subprocesses find the same files through ``engine_env`` (``SKYCRAWL_PROVIDER=local``
+and the absolute ``SKYCRAWL_LOCAL_DATA_DIR``). Everything is safe for several processes on
+one machine; nothing is shared across machines. Settings: ``SKYCRAWL_LOCAL_DATA_DIR``,
+``SKYCRAWL_LOCAL_PYTHON`` (interpreter of the engine, default this one) and
+``SKYCRAWL_STOP_GRACE_S`` (how long ``close()`` lets engines exit before SIGKILL).
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+
+from adapters.local.blob_store import FileBlobStore
+from adapters.local.container_runtime import SubprocessRuntime
+from adapters.local.message_bus import SqliteMessageBus
+from adapters.local.provisioner import DirectoryProvisioner
+from adapters.local.scheduler import SqliteScheduler
+from adapters.local.state_store import SqliteStateStore
+from core.clock import Clock, SystemClock
+from core.ports import Ports
+from core.settings import LocalSettings, SkycrawlSettings
+
+
+def build_ports(
+    settings: SkycrawlSettings,
+    local: LocalSettings,
+    *,
+    clock: Clock | None = None,
+    runtime_command: Sequence[str] | None = None,
+) -> Ports:
+    """Create the data directory layout and every local adapter on it."""
+    clock = clock or SystemClock()
+    data_dir = local.data_dir.resolve()
+    for sub in ("blobs", "logs", "tenants"):
+        (data_dir / sub).mkdir(parents=True, exist_ok=True)
+    bus = SqliteMessageBus(data_dir / "bus.sqlite3", clock=clock)
+    command = runtime_command or (local.python or sys.executable, "-m", "engine_container")
+    return Ports(
+        bus=bus,
+        scheduler=SqliteScheduler(bus),
+        state=SqliteStateStore(data_dir / "state.sqlite3", clock=clock),
+        blobs=FileBlobStore(data_dir / "blobs"),
+        runtime=SubprocessRuntime(
+            command=command,
+            log_dir=data_dir / "logs",
+            clock=clock,
+            close_grace_s=settings.stop_grace_s,
+        ),
+        provisioner=DirectoryProvisioner(data_dir),
+        clock=clock,
+    )
+
+
+def engine_env(local: LocalSettings) -> dict[str, str]:
+    """What an engine subprocess needs to reach the same bus, state and blobs."""
+    return {
+        "SKYCRAWL_PROVIDER": "local",
+        "SKYCRAWL_LOCAL_DATA_DIR": str(local.data_dir.resolve()),
+    }
+
+
+def build_container_ports(settings: SkycrawlSettings) -> tuple[SqliteMessageBus, FileBlobStore]:
+    """The bus and blob store an engine container uses, from its environment
+    (``SKYCRAWL_LOCAL_DATA_DIR`` as passed by ``engine_env``)."""
+    data_dir = LocalSettings().data_dir.resolve()
+    return SqliteMessageBus(data_dir / "bus.sqlite3"), FileBlobStore(data_dir / "blobs")

@@ -1,0 +1,298 @@
+"""Local StateStore: versioned JSON items in one SQLite file (``state.sqlite3``).
+
+Features
+    Compare-and-set on every write (``create`` / ``replace`` / ``delete`` check the stored
+    version inside one ``BEGIN IMMEDIATE`` transaction), partition queries in key order with
+    ``after`` / ``limit`` paging, and per-item expiry: an item whose ``expires_at`` has passed
+    is invisible at once and purged lazily (on ``create`` of the same key, and by a sweep at
+    most once a minute per instance), so the core never has to delete expired items itself.
+
+Processes
+    Several processes may open the same file: the database runs in WAL mode with a 30 s busy
+    timeout, and writers serialise on SQLite's write lock. A lock still held after the timeout
+    surfaces as ``core.errors.Retryable``.
+
+Threads
+    Each instance owns one connection on one dedicated worker thread (``SqliteThread``, also
+    used by the local message bus); every call is shipped there with ``run_in_executor``, so
+    the event loop never blocks on SQLite and the connection never changes threads.
+
+Limits
+    An item's JSON is at most 1 MiB (``capabilities.max_item_bytes``); ``data`` must be JSON
+    serialisable and ``expires_at`` timezone-aware, else ``core.errors.InvalidRequest``.
+    Durability is ``synchronous=NORMAL``: a crashed process loses nothing committed, a power
+    cut may lose the last transactions.
+
+Settings
+    ``SKYCRAWL_LOCAL_DATA_DIR`` (the file is ``<data_dir>/state.sqlite3``). Costs nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+import time
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+from core.clock import Clock, SystemClock
+from core.errors import Conflict, InvalidRequest, Retryable
+from core.ports.state_store import Item, StateCapabilities
+
+T = TypeVar("T")
+
+_BUSY_TIMEOUT_S = 30.0
+_PURGE_EVERY_S = 60.0
+_MAX_ITEM_BYTES = 1024 * 1024
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS items (
+    tbl TEXT NOT NULL,
+    partition TEXT NOT NULL,
+    key TEXT NOT NULL,
+    data TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    expires_us INTEGER,
+    PRIMARY KEY (tbl, partition, key)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS items_expiry ON items (expires_us) WHERE expires_us IS NOT NULL;
+"""
+
+
+class SqliteThread:
+    """One SQLite connection, opened lazily and used only by one dedicated worker thread.
+
+    ``read`` runs a function in autocommit mode; ``write`` runs it inside ``BEGIN IMMEDIATE``
+    (the database write lock is taken up front, so two processes never interleave a
+    read-modify-write) and commits, or rolls back if it raises.
+    """
+
+    def __init__(self, path: Path, *, schema: str) -> None:
+        self.path = path
+        self._schema = schema
+        self._conn: sqlite3.Connection | None = None
+        self._closed = False
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"{path.name}")
+
+    async def read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        return await self._submit(self._do_read, fn)
+
+    async def write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        return await self._submit(self._do_write, fn)
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self._executor, self._do_close)
+        self._executor.shutdown(wait=False)
+
+    async def _submit(
+        self,
+        runner: Callable[[Callable[[sqlite3.Connection], T]], T],
+        fn: Callable[[sqlite3.Connection], T],
+    ) -> T:
+        if self._closed:
+            raise RuntimeError(f"{self.path.name} is closed")
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(self._executor, runner, fn)
+        except sqlite3.OperationalError as exc:
+            if "locked" in str(exc) or "busy" in str(exc):
+                raise Retryable(f"{self.path.name}: {exc}") from exc
+            raise
+
+    def _connection(self) -> sqlite3.Connection:
+        if self._conn is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            conn = sqlite3.connect(self.path, timeout=_BUSY_TIMEOUT_S, isolation_level=None)
+            try:
+                conn.execute("PRAGMA journal_mode=WAL")
+                conn.execute("PRAGMA synchronous=NORMAL")
+                conn.executescript(f"BEGIN IMMEDIATE;\n{self._schema}\nCOMMIT;")
+            except BaseException:
+                conn.close()
+                raise
+            self._conn = conn
+        return self._conn
+
+    def _do_read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        return fn(self._connection())
+
+    def _do_write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        conn = self._connection()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            result = fn(conn)
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        return result
+
+    def _do_close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+
+def _to_us(moment: datetime | None) -> int | None:
+    if moment is None:
+        return None
+    if moment.tzinfo is None:
+        raise InvalidRequest("expires_at must be timezone-aware")
+    return round(moment.timestamp() * 1_000_000)
+
+
+def _from_us(value: int | None) -> datetime | None:
+    return None if value is None else datetime.fromtimestamp(value / 1_000_000, UTC)
+
+
+def _item(row: tuple[Any, ...]) -> Item:
+    table, partition, key, data, version, expires_us = row
+    return Item(table, partition, key, json.loads(data), version, _from_us(expires_us))
+
+
+class SqliteStateStore:
+    """StateStore on one SQLite file, safe for several processes at once."""
+
+    capabilities = StateCapabilities(max_item_bytes=_MAX_ITEM_BYTES, native_ttl=True)
+
+    def __init__(self, path: Path, *, clock: Clock | None = None) -> None:
+        self._db = SqliteThread(path, schema=_SCHEMA)
+        self._clock: Clock = clock or SystemClock()
+        self._last_purge = 0.0
+
+    def _now_us(self) -> int:
+        return round(self._clock.now().timestamp() * 1_000_000)
+
+    async def get(self, *, table: str, partition: str, key: str) -> Item | None:
+        now = self._now_us()
+
+        def op(conn: sqlite3.Connection) -> Item | None:
+            row = conn.execute(
+                "SELECT tbl, partition, key, data, version, expires_us FROM items WHERE tbl=? AND partition=? AND key=? AND (expires_us IS NULL OR expires_us > ?)",
+                (table, partition, key, now),
+            ).fetchone()
+            return None if row is None else _item(row)
+
+        return await self._db.read(op)
+
+    async def create(
+        self,
+        *,
+        table: str,
+        partition: str,
+        key: str,
+        data: Mapping[str, Any],
+        expires_at: datetime | None = None,
+    ) -> Item:
+        encoded, expires_us, now = _encode(data), _to_us(expires_at), self._now_us()
+        purge = self._purge_due()
+
+        def op(conn: sqlite3.Connection) -> None:
+            if purge:
+                conn.execute("DELETE FROM items WHERE expires_us <= ?", (now,))
+            conn.execute(
+                "DELETE FROM items WHERE tbl=? AND partition=? AND key=? AND expires_us <= ?",
+                (table, partition, key, now),
+            )
+            try:
+                conn.execute(
+                    "INSERT INTO items (tbl, partition, key, data, version, expires_us) VALUES (?, ?, ?, ?, 1, ?)",
+                    (table, partition, key, encoded, expires_us),
+                )
+            except sqlite3.IntegrityError as exc:
+                raise Conflict(f"{table}/{partition}/{key} already exists") from exc
+
+        await self._db.write(op)
+        return Item(table, partition, key, json.loads(encoded), 1, _from_us(expires_us))
+
+    async def replace(
+        self, *, item: Item, data: Mapping[str, Any], expires_at: datetime | None = None
+    ) -> Item:
+        encoded, expires_us, now = _encode(data), _to_us(expires_at), self._now_us()
+
+        def op(conn: sqlite3.Connection) -> int:
+            return conn.execute(
+                "UPDATE items SET data=?, version=version+1, expires_us=? "
+                "WHERE tbl=? AND partition=? AND key=? AND version=? AND (expires_us IS NULL OR expires_us > ?)",
+                (encoded, expires_us, item.table, item.partition, item.key, item.version, now),
+            ).rowcount
+
+        if await self._db.write(op) != 1:
+            raise Conflict(f"{item.table}/{item.partition}/{item.key} is not at v{item.version}")
+        return Item(
+            item.table,
+            item.partition,
+            item.key,
+            json.loads(encoded),
+            item.version + 1,
+            _from_us(expires_us),
+        )
+
+    async def delete(self, *, item: Item) -> None:
+        now = self._now_us()
+
+        def op(conn: sqlite3.Connection) -> int:
+            return conn.execute(
+                "DELETE FROM items WHERE tbl=? AND partition=? AND key=? AND version=? AND (expires_us IS NULL OR expires_us > ?)",
+                (item.table, item.partition, item.key, item.version, now),
+            ).rowcount
+
+        if await self._db.write(op) != 1:
+            raise Conflict(f"{item.table}/{item.partition}/{item.key} is not at v{item.version}")
+
+    async def query(
+        self, *, table: str, partition: str, limit: int | None = None, after: str | None = None
+    ) -> list[Item]:
+        if limit is not None and limit < 0:
+            raise InvalidRequest("limit must not be negative")
+        now = self._now_us()
+        sql = "SELECT tbl, partition, key, data, version, expires_us FROM items WHERE tbl=? AND partition=? AND (expires_us IS NULL OR expires_us > ?)"
+        params: list[Any] = [table, partition, now]
+        if after is not None:
+            sql += " AND key > ?"
+            params.append(after)
+        sql += " ORDER BY key LIMIT ?"
+        params.append(-1 if limit is None else limit)
+
+        def op(conn: sqlite3.Connection) -> list[Item]:
+            return [_item(row) for row in conn.execute(sql, params)]
+
+        return await self._db.read(op)
+
+    async def scan(self, *, table: str) -> list[Item]:
+        now = self._now_us()
+
+        def op(conn: sqlite3.Connection) -> list[Item]:
+            sql = "SELECT tbl, partition, key, data, version, expires_us FROM items WHERE tbl=? AND (expires_us IS NULL OR expires_us > ?) ORDER BY partition, key"
+            return [_item(row) for row in conn.execute(sql, (table, now))]
+
+        return await self._db.read(op)
+
+    async def close(self) -> None:
+        await self._db.close()
+
+    def _purge_due(self) -> bool:
+        now = time.monotonic()
+        if now - self._last_purge < _PURGE_EVERY_S:
+            return False
+        self._last_purge = now
+        return True
+
+
+def _encode(data: Mapping[str, Any]) -> str:
+    try:
+        encoded = json.dumps(dict(data), separators=(",", ":"), sort_keys=True)
+    except (TypeError, ValueError) as exc:
+        raise InvalidRequest(f"item data is not JSON: {exc}") from exc
+    if len(encoded.encode()) > _MAX_ITEM_BYTES:
+        raise InvalidRequest(f"item larger than {_MAX_ITEM_BYTES} bytes")
+    return encoded

@@ -1,0 +1,110 @@
+"""Run one command and report its own resource usage as JSON.
+
+    python bench/_measure.py [--timeout S] [--stdout F] [--stderr F] -- CMD [ARG...]
+
+The command runs in a new session; it is reaped with ``os.wait4`` so the figures are those of
+that process (plus any descendants it waited for), not of the harness or other crawls:
+``{"rc", "wall_s", "user_s", "sys_s", "maxrss_kb", "timed_out"}`` on stdout. On timeout the
+whole process group gets SIGTERM, then SIGKILL 10 s later; SIGINT, SIGTERM and SIGHUP sent to
+this launcher are passed on to the group as SIGTERM.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from typing import IO
+
+
+def _kill_group(pgid: int, sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, sig)
+
+
+def measure(
+    cmd: list[str],
+    *,
+    timeout: float | None = None,
+    stdout: IO[bytes] | int | None = None,
+    stderr: IO[bytes] | int | None = None,
+) -> dict[str, object]:
+    timed_out = threading.Event()
+    started = time.perf_counter()
+    proc = subprocess.Popen(
+        cmd, stdin=subprocess.DEVNULL, stdout=stdout, stderr=stderr, start_new_session=True
+    )
+
+    done = threading.Event()
+
+    def watchdog() -> None:
+        if done.wait(timeout):
+            return
+        timed_out.set()
+        _kill_group(proc.pid, signal.SIGTERM)
+        if not done.wait(10):
+            _kill_group(proc.pid, signal.SIGKILL)
+
+    if timeout:
+        threading.Thread(target=watchdog, daemon=True).start()
+
+    def forward(signum: int, frame: object) -> None:
+        # The crawl is in its own session: a Ctrl-C or SIGTERM meant for us must reach it.
+        _kill_group(proc.pid, signal.SIGTERM)
+
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, forward)
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - started
+    done.set()
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    # Leftovers of the crawl (if any) must not outlive it and skew the next one.
+    _kill_group(proc.pid, signal.SIGKILL)
+    return {
+        "rc": proc.returncode,
+        "wall_s": round(wall, 4),
+        "user_s": round(usage.ru_utime, 4),
+        "sys_s": round(usage.ru_stime, 4),
+        "maxrss_kb": usage.ru_maxrss,
+        "timed_out": timed_out.is_set(),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--timeout", type=float, default=None, help="seconds before killing")
+    parser.add_argument("--stdout", help="file for the command's stdout (default: discard)")
+    parser.add_argument("--stderr", help="file for the command's stderr (default: discard)")
+    parser.add_argument("cmd", nargs=argparse.REMAINDER, help="-- CMD [ARG...]")
+    args = parser.parse_args(argv)
+    cmd = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd
+    if not cmd:
+        parser.error("no command given")
+    with contextlib.ExitStack() as stack:
+        out = stack.enter_context(open(args.stdout, "wb")) if args.stdout else None
+        err = stack.enter_context(open(args.stderr, "wb")) if args.stderr else None
+        try:
+            result = measure(
+                cmd,
+                timeout=args.timeout,
+                stdout=out or subprocess.DEVNULL,
+                stderr=err or subprocess.DEVNULL,
+            )
+        except OSError as exc:  # e.g. the executable does not exist
+            if err:
+                err.write(f"{type(exc).__name__}: {exc}\n".encode())
+            result = {"rc": 127, "wall_s": 0.0, "user_s": 0.0, "sys_s": 0.0, "maxrss_kb": 0}
+            result["timed_out"] = False
+    json.dump(result, sys.stdout)
+    sys.stdout.write("\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

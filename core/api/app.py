@@ -1,0 +1,160 @@
+"""The HTTP API, framework-free: ``await Api(...).handle(ApiRequest) -> ApiResponse``.
+
+Routes (see ``/openapi.json``)::
+
+    POST   /v1/crawls                     tenant    submit (202 + status URL)
+    GET    /v1/crawls                     tenant    list, newest first
+    GET    /v1/crawls/{id}                tenant    status, counts, timings
+    GET    /v1/crawls/{id}/pages          tenant    page records, cursor pagination
+    GET    /v1/crawls/{id}/export         tenant    ?format=jsonl|warc
+    DELETE /v1/crawls/{id}                tenant    cancel (202; 409 if already finished)
+    POST   /v1/tenants                    operator  create (201, API key shown once)
+    GET    /v1/tenants[/{id}]             operator  list / get
+    DELETE /v1/tenants/{id}               operator  teardown (204)
+    GET    /v1/containers                 operator  every container record
+    GET    /healthz, /openapi.json        public
+
+Authentication is ``Authorization: Bearer <key>``. A tenant key on an operator route, or the
+operator key on a tenant route, is 403; anything else that is not a valid key is 401. A crawl
+of another tenant is 404, exactly like a crawl that does not exist. Bodies larger than
+``settings.max_request_bytes`` are 413 before anything else is looked at. Every error is an
+RFC 9457 problem (``core.api.problems``); unexpected exceptions are logged and answered 500.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from core.api.crawls import CrawlRoutes
+from core.api.http import ApiRequest, ApiResponse
+from core.api.openapi import build_openapi
+from core.api.problems import from_exception, problem_response, too_large
+from core.api.results import ResultRoutes
+from core.api.routing import Context, Reply, Route, Router
+from core.api.schemas import Health
+from core.api.tenants import TenantRoutes
+from core.clock import Clock
+from core.errors import ConfigurationError, Forbidden, Unauthorized
+from core.models import Tenant
+from core.netguard import AddressPolicy
+from core.ports.blob_store import BlobStore
+from core.ports.message_bus import MessageBus
+from core.records import Records
+from core.settings import SkycrawlSettings
+from core.tenancy import TenantService
+
+API_VERSION = "0.1.0"
+
+
+class Api:
+    """Every route of the public API over the core's records, bus and blobs."""
+
+    def __init__(
+        self,
+        *,
+        records: Records,
+        tenants: TenantService,
+        bus: MessageBus,
+        blobs: BlobStore,
+        clock: Clock,
+        settings: SkycrawlSettings,
+    ) -> None:
+        self.settings = settings
+        self._tenants = tenants
+        try:
+            policy = AddressPolicy.from_cidrs(settings.allow_cidrs)
+        except ValueError as exc:
+            raise ConfigurationError(f"SKYCRAWL_ALLOW_CIDRS: {exc}") from exc
+        crawls = CrawlRoutes(
+            records=records, tenants=tenants, bus=bus, clock=clock, settings=settings, policy=policy
+        )
+        results = ResultRoutes(records=records, blobs=blobs)
+        admin = TenantRoutes(records=records, tenants=tenants, settings=settings)
+        self.router = Router(
+            [*self._system_routes(), *crawls.routes(), *results.routes(), *admin.routes()]
+        )
+        self._openapi: Any = None
+
+    async def handle(self, request: ApiRequest) -> ApiResponse:
+        """Answer one request; never raises."""
+        try:
+            response = await self._dispatch(request)
+        except Exception as exc:
+            response = problem_response(from_exception(exc), instance=request.path)
+        response.headers.setdefault("cache-control", "no-store")
+        return response
+
+    async def _dispatch(self, request: ApiRequest) -> ApiResponse:
+        limit = self.settings.max_request_bytes
+        if len(request.body) > limit:
+            raise too_large(limit)
+        route, params = self.router.resolve(request.method.upper(), request.path)
+        tenant = await self._authenticate(route, request)
+        return await route.handler(Context(request, params, tenant))
+
+    async def _authenticate(self, route: Route, request: ApiRequest) -> Tenant | None:
+        header = request.header("authorization")
+        if route.auth == "tenant":
+            try:
+                return await self._tenants.authenticate(header)
+            except Unauthorized:
+                if self._is_operator(header):
+                    raise Forbidden("the operator key cannot act as a tenant") from None
+                raise
+        if route.auth == "operator":
+            try:
+                self._tenants.authenticate_operator(header)
+            except Unauthorized:
+                if await self._is_tenant(header):
+                    raise Forbidden("tenant keys cannot use operator routes") from None
+                raise
+        return None
+
+    def _is_operator(self, header: str | None) -> bool:
+        try:
+            self._tenants.authenticate_operator(header)
+        except Unauthorized:
+            return False
+        return True
+
+    async def _is_tenant(self, header: str | None) -> bool:
+        try:
+            await self._tenants.authenticate(header)
+        except Unauthorized:
+            return False
+        return True
+
+    # ------------------------------------------------------------------ public routes
+
+    async def healthz(self, ctx: Context) -> ApiResponse:
+        return ApiResponse.json(200, Health())
+
+    async def openapi(self, ctx: Context) -> ApiResponse:
+        if self._openapi is None:
+            self._openapi = build_openapi(
+                self.router.routes,
+                title="skycrawl",
+                version=API_VERSION,
+                server=self.settings.public_base_url,
+            )
+        return ApiResponse.json(200, self._openapi)
+
+    def _system_routes(self) -> list[Route]:
+        return [
+            Route(
+                "GET",
+                "/healthz",
+                self.healthz,
+                "Liveness",
+                auth="none",
+                replies=(Reply(200, "Alive.", Health),),
+            ),
+            Route(
+                "GET",
+                "/openapi.json",
+                self.openapi,
+                "This document",
+                auth="none",
+                replies=(Reply(200, "OpenAPI 3.1 document."),),
+            ),
+        ]

@@ -1,0 +1,317 @@
+"""Tenant routes for crawls: submit, list, status, cancel.
+
+Submitting validates the body (``CrawlSpec``) and its URLs (``core.netguard``), replays an
+earlier answer for a repeated ``Idempotency-Key`` (24 h), checks the quotas, stores the crawl
+and its ``active`` index entry, then puts ``CrawlSubmitted`` on the conductor's inbox. If a step
+fails, the earlier ones are undone, so a failed request leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import logging
+import re
+import uuid
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+
+from core.api.http import ApiResponse
+from core.api.idempotency import IdempotencyKeys, busy, idempotency_key, spec_digest
+from core.api.problems import HttpProblem
+from core.api.routing import JSON_BODY_ERRORS, PAGING, Context, Param, Reply, Route
+from core.api.schemas import CrawlAccepted, CrawlList, CrawlStatus
+from core.api.validation import parse_json_body, query_int
+from core.clock import Clock
+from core.errors import Conflict, NotFound, Retryable, SkycrawlError, UnsafeUrl
+from core.messages import CancelRequested, CrawlSubmitted, encode
+from core.models import Crawl, CrawlSpec, CrawlState, Frozen, Tenant
+from core.netguard import AddressPolicy, check_url
+from core.ports.message_bus import MessageBus
+from core.records import ActiveCrawl, Records, Versioned
+from core.settings import SkycrawlSettings
+from core.tenancy import TenantService
+
+log = logging.getLogger("skycrawl.api")
+
+_CRAWL_ID = re.compile(r"cr_[0-9a-f]{32}")
+
+Undo = Callable[[], Awaitable[None]]
+
+
+async def load_crawl(records: Records, tenant_id: str, crawl_id: str) -> Versioned[Crawl]:
+    """The tenant's crawl; ``NotFound`` for a crawl that does not exist or is not theirs."""
+    found = None
+    if _CRAWL_ID.fullmatch(crawl_id):
+        found = await records.crawls.get(tenant_id, crawl_id)
+    if found is None:
+        raise NotFound(f"no crawl {crawl_id!r}")
+    return found
+
+
+def check_spec_urls(spec: CrawlSpec, policy: AddressPolicy) -> None:
+    """``UnsafeUrl`` (listing every offending URL) for seeds or a webhook the policy refuses."""
+    targets = [(["seeds", i], url) for i, url in enumerate(spec.seeds)]
+    if spec.webhook_url is not None:
+        targets.append((["webhook_url"], spec.webhook_url))
+    errors: list[dict[str, object]] = []
+    for loc, url in targets:
+        try:
+            check_url(url, policy)
+        except UnsafeUrl as exc:
+            errors.append({"loc": loc, "msg": exc.detail, "type": "unsafe_url"})
+    if errors:
+        raise UnsafeUrl("a URL targets an address the crawler may not fetch", errors=errors)
+
+
+class CrawlRoutes:
+    def __init__(
+        self,
+        *,
+        records: Records,
+        tenants: TenantService,
+        bus: MessageBus,
+        clock: Clock,
+        settings: SkycrawlSettings,
+        policy: AddressPolicy,
+    ) -> None:
+        self._records = records
+        self._tenants = tenants
+        self._bus = bus
+        self._clock = clock
+        self._settings = settings
+        self._policy = policy
+        self._base_url = settings.public_base_url.rstrip("/")
+        self._keys = IdempotencyKeys(records, clock)
+
+    # ------------------------------------------------------------------ submit
+
+    async def submit_crawl(self, ctx: Context) -> ApiResponse:
+        tenant = ctx.owner
+        spec = parse_json_body(ctx.request, CrawlSpec)
+        check_spec_urls(spec, self._policy)
+        key = idempotency_key(ctx.request)
+        digest = spec_digest(spec)
+        if key is not None:
+            earlier = await self._keys.earlier(tenant.id, key, digest)
+            if earlier is not None:
+                return self._accepted(earlier, replayed=True)
+        await self._tenants.check_submission(tenant)
+        return await self._store_and_send(tenant, spec, key, digest)
+
+    async def _store_and_send(
+        self, tenant: Tenant, spec: CrawlSpec, key: str | None, digest: str
+    ) -> ApiResponse:
+        now = self._clock.now()
+        crawl = Crawl(
+            id=f"cr_{uuid.uuid4().hex}",
+            tenant_id=tenant.id,
+            spec=spec,
+            created_at=now,
+            updated_at=now,
+        )
+        undo: list[Undo] = []
+        try:
+            await self._store(crawl, undo)
+            if key is not None:
+                if not await self._keys.claim(crawl, key, digest):
+                    await _run_undo(undo)  # a concurrent request with this key won
+                    return self._accepted(await self._earlier_or_busy(tenant.id, key, digest))
+                undo.append(lambda: self._keys.release(tenant.id, key))
+            await self._send(CrawlSubmitted(tenant_id=tenant.id, crawl_id=crawl.id))
+        except BaseException:
+            await _run_undo(undo)
+            raise
+        log.info("tenant %s submitted crawl %s", tenant.id, crawl.id)
+        return self._accepted(crawl)
+
+    async def _earlier_or_busy(self, tenant_id: str, key: str, digest: str) -> Crawl:
+        earlier = await self._keys.earlier(tenant_id, key, digest)
+        if earlier is None:
+            raise busy()
+        return earlier
+
+    async def _send(self, message: Frozen) -> None:
+        """Put ``message`` on the conductor's inbox; a broken inbox is a server error."""
+        try:
+            await self._bus.send(queue=self._settings.inbox_queue, message=encode(message))
+        except Retryable:
+            raise
+        except SkycrawlError as exc:  # e.g. NotFound for a missing queue: not the client's 404
+            raise RuntimeError(f"cannot send to the inbox: {exc}") from exc
+
+    async def _store(self, crawl: Crawl, undo: list[Undo]) -> None:
+        tid, cid = crawl.tenant_id, crawl.id
+        await self._records.crawls.create(tid, cid, crawl)
+        undo.append(lambda: self._records.crawls.discard(tid, cid))
+        await self._records.active.create(
+            tid, cid, ActiveCrawl(crawl_id=cid, created_at=crawl.created_at)
+        )
+        undo.append(lambda: self._records.active.discard(tid, cid))
+
+    def _accepted(self, crawl: Crawl, *, replayed: bool = False) -> ApiResponse:
+        url = f"{self._base_url}/v1/crawls/{crawl.id}"
+        headers = {"location": url}
+        if replayed:
+            headers["idempotent-replayed"] = "true"
+        body = CrawlAccepted(id=crawl.id, status=crawl.state, status_url=url)
+        return ApiResponse.json(202, body, headers=headers)
+
+    # ------------------------------------------------------------------ read
+
+    async def get_crawl(self, ctx: Context) -> ApiResponse:
+        found = await load_crawl(self._records, ctx.tenant_id, ctx.params["crawl_id"])
+        return ApiResponse.json(200, self._status(found.value))
+
+    async def list_crawls(self, ctx: Context) -> ApiResponse:
+        """Newest first; the cursor is the (created_at, id) of the last item returned."""
+        limit = query_int(ctx.request, "limit", default=100, low=1, high=1000)
+        after = _decode_list_cursor(ctx.request.query.get("cursor"))
+        crawls = sorted(
+            (v.value for v in await self._records.crawls.query(ctx.tenant_id)),
+            key=lambda c: (c.created_at, c.id),
+            reverse=True,
+        )
+        if after is not None:
+            crawls = [c for c in crawls if (c.created_at, c.id) < after]
+        page = crawls[:limit]
+        cursor = _encode_list_cursor(page[-1]) if len(crawls) > limit else None
+        body = CrawlList(items=[self._status(c) for c in page], next_cursor=cursor)
+        return ApiResponse.json(200, body)
+
+    def _status(self, crawl: Crawl) -> CrawlStatus:
+        return CrawlStatus.of(crawl, now=self._clock.now(), base_url=self._base_url)
+
+    # ------------------------------------------------------------------ cancel
+
+    async def cancel_crawl(self, ctx: Context) -> ApiResponse:
+        tenant_id, crawl_id = ctx.tenant_id, ctx.params["crawl_id"]
+        before, written = await self._mark_cancelled(tenant_id, crawl_id)
+        try:
+            await self._records.active.discard(tenant_id, crawl_id)
+            await self._send(
+                CancelRequested(
+                    tenant_id=tenant_id, crawl_id=crawl_id, container_id=before.container_id
+                )
+            )
+        except BaseException:
+            await self._revert_cancel(before, written)
+            raise
+        log.info("tenant %s cancelled crawl %s", tenant_id, crawl_id)
+        return ApiResponse.json(202, self._status(written.value))
+
+    async def _mark_cancelled(
+        self, tenant_id: str, crawl_id: str
+    ) -> tuple[Crawl, Versioned[Crawl]]:
+        for _ in range(20):
+            found = await load_crawl(self._records, tenant_id, crawl_id)
+            before = found.value
+            if before.state.terminal:
+                raise HttpProblem(
+                    409,
+                    f"the crawl is already {before.state.value}",
+                    slug="crawl-finished",
+                    title="Crawl already finished",
+                )
+            now = self._clock.now()
+            update = {"state": CrawlState.cancelled, "finished_at": now, "updated_at": now}
+            after = before.model_copy(update={**update, "reason": "cancelled by the tenant"})
+            try:
+                return before, await self._records.crawls.replace(found, after)
+            except Conflict:
+                continue
+        raise Conflict(f"crawl {crawl_id}: too much contention")
+
+    async def _revert_cancel(self, before: Crawl, written: Versioned[Crawl]) -> None:
+        try:
+            await self._records.crawls.replace(written, before)
+            active = ActiveCrawl(crawl_id=before.id, created_at=before.created_at)
+            await self._records.active.create(before.tenant_id, before.id, active)
+        except Exception:
+            log.exception("crawl %s: could not revert a failed cancel", before.id)
+
+    # ------------------------------------------------------------------ routes
+
+    def _submit_route(self) -> Route:
+        return Route(
+            "POST",
+            "/v1/crawls",
+            self.submit_crawl,
+            "Submit a crawl",
+            body=CrawlSpec,
+            replies=(
+                Reply(202, "Accepted.", CrawlAccepted, headers=("Location",)),
+                Reply(409, "The same Idempotency-Key is in flight.", headers=("Retry-After",)),
+                Reply(422, "Invalid body, unsafe URL or reused Idempotency-Key."),
+                *JSON_BODY_ERRORS,
+                Reply(429, "A quota was reached.", headers=("Retry-After",)),
+            ),
+            params=(
+                Param(
+                    "Idempotency-Key",
+                    "header",
+                    "Repeat a request safely for 24 h: same key and body, same answer.",
+                    {"type": "string", "minLength": 1, "maxLength": 255},
+                ),
+            ),
+        )
+
+    def routes(self) -> list[Route]:
+        not_found = Reply(404, "No such crawl (or not yours).")
+        return [
+            self._submit_route(),
+            Route(
+                "GET",
+                "/v1/crawls",
+                self.list_crawls,
+                "List crawls, newest first",
+                replies=(Reply(200, "A page of crawls.", CrawlList), Reply(400, "Bad cursor.")),
+                params=PAGING,
+            ),
+            Route(
+                "GET",
+                "/v1/crawls/{crawl_id}",
+                self.get_crawl,
+                "Status of a crawl",
+                replies=(Reply(200, "The crawl.", CrawlStatus), not_found),
+            ),
+            Route(
+                "DELETE",
+                "/v1/crawls/{crawl_id}",
+                self.cancel_crawl,
+                "Cancel a crawl",
+                replies=(
+                    Reply(202, "Cancelled; the container is told to stop.", CrawlStatus),
+                    not_found,
+                    Reply(409, "The crawl has already finished."),
+                ),
+            ),
+        ]
+
+
+async def _run_undo(undo: list[Undo]) -> None:
+    while undo:
+        step = undo.pop()
+        try:
+            await step()
+        except Exception:
+            log.exception("undoing a failed submission failed")
+
+
+def _encode_list_cursor(crawl: Crawl) -> str:
+    raw = f"{crawl.created_at.isoformat()}|{crawl.id}".encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _decode_list_cursor(cursor: str | None) -> tuple[datetime, str] | None:
+    if not cursor:
+        return None
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        created, crawl_id = raw.split("|")
+        at = datetime.fromisoformat(created)
+    except (ValueError, binascii.Error, UnicodeDecodeError):
+        raise HttpProblem(400, "invalid cursor") from None
+    if at.tzinfo is None:
+        raise HttpProblem(400, "invalid cursor")
+    return at, crawl_id

@@ -1,0 +1,125 @@
+"""Routes: method + path template → handler, with what ``/openapi.json`` says about them."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from pydantic import BaseModel
+
+from core.api.http import JSON, ApiRequest, ApiResponse
+from core.api.problems import HttpProblem
+from core.errors import Unauthorized
+from core.models import Tenant
+
+Auth = Literal["tenant", "operator", "none"]
+
+
+@dataclass(frozen=True, slots=True)
+class Context:
+    """A request being handled: its path parameters and who sent it."""
+
+    request: ApiRequest
+    params: Mapping[str, str]
+    tenant: Tenant | None = None
+
+    @property
+    def owner(self) -> Tenant:
+        """The authenticated tenant (routes with ``auth="tenant"`` always have one)."""
+        if self.tenant is None:
+            raise Unauthorized("this route needs a tenant key")
+        return self.tenant
+
+    @property
+    def tenant_id(self) -> str:
+        return self.owner.id
+
+
+Handler = Callable[[Context], Awaitable[ApiResponse]]
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """One documented response of a route."""
+
+    status: int
+    description: str
+    model: type[BaseModel] | None = None
+    content_type: str = JSON
+    headers: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Param:
+    """A documented query or header parameter."""
+
+    name: str
+    location: Literal["query", "header"]
+    description: str
+    schema: Mapping[str, Any] = field(default_factory=lambda: {"type": "string"})
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    method: str
+    path: str  # template, e.g. "/v1/crawls/{crawl_id}"
+    handler: Handler
+    summary: str
+    auth: Auth = "tenant"
+    body: type[BaseModel] | None = None
+    replies: tuple[Reply, ...] = ()
+    params: tuple[Param, ...] = ()
+
+    def match(self, path: str) -> dict[str, str] | None:
+        """Path parameters if ``path`` fits the template (one non-empty segment each)."""
+        want = self.path.split("/")
+        got = path.split("/")
+        if len(want) != len(got):
+            return None
+        params: dict[str, str] = {}
+        for pattern, segment in zip(want, got, strict=True):
+            if pattern.startswith("{") and pattern.endswith("}"):
+                if not segment:
+                    return None
+                params[pattern[1:-1]] = segment
+            elif pattern != segment:
+                return None
+        return params
+
+
+JSON_BODY_ERRORS = (
+    Reply(400, "The body is not JSON."),
+    Reply(413, "The body is too large."),
+    Reply(415, "The body is not JSON (Content-Type)."),
+    Reply(422, "The body is not valid."),
+)
+PAGING = (
+    Param("cursor", "query", "Opaque cursor from the previous page's next_cursor."),
+    Param(
+        "limit",
+        "query",
+        "Items per page (default 100).",
+        {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100},
+    ),
+)
+
+
+class Router:
+    def __init__(self, routes: list[Route]) -> None:
+        self.routes = tuple(routes)
+
+    def resolve(self, method: str, path: str) -> tuple[Route, dict[str, str]]:
+        """The route for ``method path``; 404 if no path fits, 405 (with Allow) if no method."""
+        allowed: list[str] = []
+        for route in self.routes:
+            params = route.match(path)
+            if params is None:
+                continue
+            if route.method == method:
+                return route, params
+            allowed.append(route.method)
+        if not allowed:
+            raise HttpProblem(404, f"no route for {path}")
+        allow = ", ".join(sorted(set(allowed)))
+        raise HttpProblem(405, f"{method} is not allowed here", headers={"allow": allow})

@@ -1,0 +1,166 @@
+"""Typed tables over the StateStore, with the compare-and-set loop in one place.
+
+=============  ==========  ==============  ==============================================
+table          partition   key             holds
+=============  ==========  ==============  ==============================================
+tenants        "tenants"   tenant id       ``Tenant``
+api_keys       "keys"      key prefix      ``ApiKey`` (prefix → tenant, SHA-256 of key)
+crawls         tenant id   crawl id        ``Crawl``
+active         tenant id   crawl id        ``ActiveCrawl``: index of non-terminal crawls
+containers     tenant id   GUID            ``Container``
+fleets         tenant id   "fleet"         ``Fleet``: live container GUIDs (limit by CAS)
+sessions       tenant id   session key     ``SessionBinding``
+idempotency    tenant id   key             ``IdempotencyRecord`` (expires after 24 h)
+rate           tenant id   minute          ``RateCounter`` (expires after 2 min)
+=============  ==========  ==============  ==============================================
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Generic, TypeVar
+
+from pydantic import BaseModel
+
+from core.errors import Conflict
+from core.models import Container, Crawl, Frozen, SessionBinding, Tenant, dump
+from core.ports.state_store import Item, StateStore
+
+M = TypeVar("M", bound=BaseModel)
+
+
+class ApiKey(Frozen):
+    prefix: str
+    tenant_id: str
+    key_sha256: str
+
+
+class ActiveCrawl(Frozen):
+    crawl_id: str
+    created_at: datetime
+
+
+class Fleet(Frozen):
+    tenant_id: str
+    containers: tuple[str, ...] = ()
+
+
+class IdempotencyRecord(Frozen):
+    key: str
+    crawl_id: str
+    request_sha256: str
+    created_at: datetime
+
+
+class RateCounter(Frozen):
+    count: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Versioned(Generic[M]):
+    """A record as read, with the store item that proves its version for compare-and-set."""
+
+    value: M
+    item: Item
+
+
+class Table(Generic[M]):
+    """One StateStore table holding one model type."""
+
+    def __init__(self, state: StateStore, name: str, model: type[M]) -> None:
+        self._state = state
+        self.name = name
+        self._model = model
+
+    def _wrap(self, item: Item) -> Versioned[M]:
+        return Versioned(self._model.model_validate(item.data), item)
+
+    async def get(self, partition: str, key: str) -> Versioned[M] | None:
+        item = await self._state.get(table=self.name, partition=partition, key=key)
+        return None if item is None else self._wrap(item)
+
+    async def create(
+        self, partition: str, key: str, value: M, *, expires_at: datetime | None = None
+    ) -> Versioned[M]:
+        """Insert; ``Conflict`` if the key exists."""
+        item = await self._state.create(
+            table=self.name, partition=partition, key=key, data=dump(value), expires_at=expires_at
+        )
+        return Versioned(value, item)
+
+    async def replace(
+        self, current: Versioned[M], value: M, *, expires_at: datetime | None = None
+    ) -> Versioned[M]:
+        """Overwrite if unchanged since ``current`` was read; ``Conflict`` otherwise."""
+        item = await self._state.replace(item=current.item, data=dump(value), expires_at=expires_at)
+        return Versioned(value, item)
+
+    async def delete(self, current: Versioned[M]) -> None:
+        await self._state.delete(item=current.item)
+
+    async def discard(self, partition: str, key: str) -> None:
+        """Delete whatever version is there; missing is fine."""
+        for _ in range(20):
+            current = await self.get(partition, key)
+            if current is None:
+                return
+            try:
+                await self.delete(current)
+                return
+            except Conflict:
+                continue
+        raise Conflict(f"{self.name}/{partition}/{key}: too much contention")
+
+    async def mutate(
+        self, partition: str, key: str, change: Callable[[M], M | None], *, attempts: int = 20
+    ) -> tuple[M | None, bool]:
+        """Read, apply ``change``, compare-and-set; retry on Conflict.
+
+        ``change`` returns the new value, or None for "no change". Returns
+        ``(value, changed)``; value is None when the record does not exist.
+        """
+        for _ in range(attempts):
+            current = await self.get(partition, key)
+            if current is None:
+                return None, False
+            new = change(current.value)
+            if new is None or new == current.value:
+                return current.value, False
+            try:
+                await self.replace(current, new)
+            except Conflict:
+                continue
+            return new, True
+        raise Conflict(f"{self.name}/{partition}/{key}: too much contention")
+
+    async def query(
+        self, partition: str, *, limit: int | None = None, after: str | None = None
+    ) -> list[Versioned[M]]:
+        items = await self._state.query(
+            table=self.name, partition=partition, limit=limit, after=after
+        )
+        return [self._wrap(item) for item in items]
+
+    async def scan(self) -> list[Versioned[M]]:
+        return [self._wrap(item) for item in await self._state.scan(table=self.name)]
+
+
+class Records:
+    """Every table the core uses, over one StateStore."""
+
+    def __init__(self, state: StateStore) -> None:
+        self.state = state
+        self.tenants = Table(state, "tenants", Tenant)
+        self.api_keys = Table(state, "api_keys", ApiKey)
+        self.crawls = Table(state, "crawls", Crawl)
+        self.active = Table(state, "active", ActiveCrawl)
+        self.containers = Table(state, "containers", Container)
+        self.fleets = Table(state, "fleets", Fleet)
+        self.sessions = Table(state, "sessions", SessionBinding)
+        self.idempotency = Table(state, "idempotency", IdempotencyRecord)
+        self.rate = Table(state, "rate", RateCounter)
+
+    async def live_containers(self, tenant_id: str) -> list[Container]:
+        return [v.value for v in await self.containers.query(tenant_id) if v.value.state.live]

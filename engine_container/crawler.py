@@ -1,0 +1,296 @@
+"""One crawl: a pool of workers pulling URLs from the frontier until it is exhausted.
+
+Per URL: robots.txt (when ``spec.respect_robots``), a per-host politeness slot, the fetch
+(SSRF-guarded, capped), retries of transient failures (connect errors, timeouts, 429, 500,
+502, 503, 504; never other 4xx or SSRF refusals) with exponential backoff and full jitter,
+link and title extraction for HTML, then one ``PageRecord`` to the sink.
+
+Checkpoints (every ``checkpoint_interval_s``): under the crawl's record lock the sink flushes
+its buffered chunk first, then the frontier state (queue incl. URLs in flight, seen set,
+counters, next chunk ``seq``) is saved. A page is marked done in the frontier in the same
+step as it enters the sink's buffer, so a checkpoint never names a page both as done and as
+queued: a resumed crawl re-fetches only pages after the last checkpoint, and its manifest
+chunks continue at ``next_seq`` (``BlobSink`` first deletes chunks a dead attempt wrote after
+that checkpoint), so every page is in the manifest exactly once.
+
+Hashing and HTML parsing of bodies over ``OFFLOAD_BYTES`` run in a worker thread (GIL-free),
+so a 2-core container uses both cores; the event loop keeps the network and the frontier.
+
+Cancellation (SIGTERM): the workers stop taking URLs, in-flight fetches are abandoned (their
+URLs stay queued in the checkpoint), the sink flushes, the checkpoint is saved, and
+``CancelledError`` is re-raised. ``on_progress`` is called at most once a second, and once
+at the end of a completed crawl.
+
+Counts: ``fetched`` pages got an HTTP response below 400 and no error; ``failed`` are all the
+others (network errors, refusals, robots.txt, 4xx/5xx); ``bytes`` are wire bytes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import uuid
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from yarl import URL
+
+from core.models import CrawlCounts, CrawlSpec, PageRecord
+from engine_container.fetcher import FetchClient, FetchResult
+from engine_container.frontier import Frontier, QueuedUrl, checkpoint_counts
+from engine_container.parsing import NO_FACTS, BodyFacts, ParsedPage, examine
+from engine_container.politeness import Politeness, parse_retry_after
+from engine_container.robots import RobotsCache
+from engine_container.settings import EngineSettings
+from engine_container.sinks import PageSink
+
+log = logging.getLogger(__name__)
+
+PROGRESS_INTERVAL_S = 1.0
+OFFLOAD_BYTES = 4096  # bodies this large are hashed and parsed in a worker thread
+TRANSIENT_STATUSES = frozenset({429, 500, 502, 503, 504})
+ProgressCallback = Callable[[CrawlCounts], Awaitable[None]]
+
+
+def is_transient(result: FetchResult) -> bool:
+    """Worth retrying: network trouble or a status that says "later"."""
+    if result.error_kind is not None:
+        return result.error_kind.transient
+    return result.status in TRANSIENT_STATUSES
+
+
+class Crawler:
+    """Runs one ``CrawlSpec`` to completion (or cancellation) with ``run()``."""
+
+    def __init__(
+        self,
+        spec: CrawlSpec,
+        fetcher: FetchClient,
+        sink: PageSink,
+        settings: EngineSettings,
+        *,
+        checkpoint: dict[str, Any] | None = None,
+        on_progress: ProgressCallback | None = None,
+    ) -> None:
+        self._spec = spec
+        self._fetcher = fetcher
+        self._sink = sink
+        self._settings = settings
+        self._on_progress = on_progress
+        self._resumed = checkpoint is not None
+        if checkpoint is not None:
+            self._frontier = Frontier.from_checkpoint(spec, checkpoint)
+            counts = checkpoint_counts(checkpoint)
+        else:
+            self._frontier = Frontier(spec)
+            counts = CrawlCounts()
+        self._fetched, self._failed, self._bytes = counts.fetched, counts.failed, counts.bytes
+        self._session_key = spec.session or f"crawl-{uuid.uuid4().hex}"
+        self._headers = dict(spec.headers) or None
+        self._politeness = Politeness(
+            per_host_concurrency=settings.per_host_concurrency,
+            min_delay_s=settings.per_host_delay_s,
+        )
+        self._robots = (
+            RobotsCache(
+                fetcher,
+                user_agent=spec.headers.get("user-agent", settings.user_agent),
+                ttl_s=settings.robots_ttl_s,
+                session_key=self._session_key,
+            )
+            if spec.respect_robots
+            else None
+        )
+        self._lock = asyncio.Lock()  # sink.add + frontier.done, and flush + checkpoint
+        self._changed = asyncio.Event()
+
+    def counts(self) -> CrawlCounts:
+        return CrawlCounts(
+            queued=self._frontier.queued + self._frontier.in_flight,
+            fetched=self._fetched,
+            failed=self._failed,
+            bytes=self._bytes,
+        )
+
+    async def run(self) -> CrawlCounts:
+        """Crawl until the frontier is exhausted; re-raises CancelledError after checkpointing."""
+        if not self._resumed:
+            self._frontier.add_seeds()
+        workers = [asyncio.create_task(self._worker()) for _ in range(self._settings.concurrency)]
+        background = [asyncio.create_task(self._checkpoint_loop())]
+        if self._on_progress is not None:
+            background.append(asyncio.create_task(self._progress_loop()))
+        completed = False
+        try:
+            await asyncio.gather(*workers)
+            completed = True
+        finally:
+            for task in [*workers, *background]:
+                task.cancel()
+            await asyncio.gather(*workers, *background, return_exceptions=True)
+            await self._finish(completed)
+        await self._report()
+        return self.counts()
+
+    # ----------------------------------------------------------------- workers
+
+    async def _worker(self) -> None:
+        while True:
+            item = self._frontier.take()
+            if item is None:
+                if self._frontier.in_flight == 0:
+                    self._changed.set()  # wake the others: they are done too
+                    return
+                self._changed.clear()
+                await self._changed.wait()
+                continue
+            await self._process(item)
+            self._changed.set()
+
+    async def _process(self, item: QueuedUrl) -> None:
+        fetched_at = datetime.now(UTC)
+        try:
+            result, error = await self._visit(item)
+            facts = await self._examine(result, error)
+        except Exception as exc:  # a bug must not stop the crawl: record it and go on
+            log.exception("crawl %s: unexpected error on %s", self._session_key, item.url)
+            result, error, facts = None, f"internal error: {type(exc).__name__}: {exc}", NO_FACTS
+        links = self._follow(item, result, facts.page) if result is not None else 0
+        await self._record(item, result, error, fetched_at, facts, links)
+
+    async def _visit(self, item: QueuedUrl) -> tuple[FetchResult | None, str | None]:
+        """Robots check and fetch; returns the result, or an error without a fetch."""
+        try:
+            target = URL(item.url)
+        except ValueError as exc:
+            return None, f"invalid URL: {exc}"
+        delay = None
+        if self._robots is not None:
+            rules = await self._robots.rules_for(target)
+            if not rules.can_fetch(item.url, self._robots_agent()):
+                return None, "disallowed by robots.txt"
+            delay = rules.crawl_delay
+        result = await self._fetch(item.url, target.raw_host or "", delay)
+        return result, result.error
+
+    def _robots_agent(self) -> str:
+        return self._spec.headers.get("user-agent", self._settings.user_agent)
+
+    async def _fetch(self, url: str, host: str, delay: float | None) -> FetchResult:
+        settings = self._settings
+        attempt = 0
+        while True:
+            async with self._politeness.slot(host, delay):
+                result = await self._fetcher.fetch(
+                    url, session_key=self._session_key, headers=self._headers
+                )
+            if result.status in (429, 503):
+                wait = parse_retry_after(result.retry_after)
+                if wait is not None:
+                    self._politeness.defer(host, wait)
+            if attempt >= settings.retries or not is_transient(result):
+                return result
+            cap = min(settings.retry_max_s, settings.retry_base_s * 2**attempt)
+            await asyncio.sleep(random.uniform(0, cap))
+            attempt += 1
+
+    async def _examine(self, result: FetchResult | None, error: str | None) -> BodyFacts:
+        """Hash the body and parse it if it is a successful HTML page (threaded if large)."""
+        if result is None or not result.body:
+            return NO_FACTS
+        status = result.status or 0
+        parse = error is None and 200 <= status < 300 and result.parseable
+        content_type = result.headers.get("content-type")
+        if len(result.body) < OFFLOAD_BYTES:
+            return examine(result.body, content_type, parse)
+        return await asyncio.to_thread(examine, result.body, content_type, parse)
+
+    def _follow(self, item: QueuedUrl, result: FetchResult, page: ParsedPage | None) -> int:
+        """Queue the links of a parsed page; returns how many it has."""
+        if result.final_url != item.url:
+            self._frontier.mark_fetched(result.final_url)
+        if page is None:
+            return 0
+        base = result.final_url
+        if page.base:
+            with contextlib.suppress(ValueError):
+                base = str(URL(base).join(URL(page.base)))
+        if item.depth < self._spec.max_depth:
+            self._frontier.add_links(base, page.links, item.depth + 1)
+        return len(page.links)
+
+    async def _record(
+        self,
+        item: QueuedUrl,
+        result: FetchResult | None,
+        error: str | None,
+        fetched_at: datetime,
+        facts: BodyFacts,
+        links: int,
+    ) -> None:
+        body = result.body if result is not None else b""
+        status = result.status if result is not None else None
+        page = PageRecord.model_construct(
+            url=item.url,
+            final_url=result.final_url if result is not None else None,
+            status=status,
+            headers=dict(result.headers) if result is not None else {},
+            fetched_at=fetched_at,
+            elapsed_ms=result.elapsed_ms if result is not None else 0.0,
+            bytes=len(body),
+            sha256=facts.sha256,
+            title=facts.page.title if facts.page is not None else None,
+            links=links,
+            depth=item.depth,
+            content_type=result.content_type if result is not None else None,
+            error=error,
+        )
+        failed = error is not None or status is None or status >= 400
+        async with self._lock:
+            # done + add with no await in between: a checkpoint sees both or neither
+            self._frontier.done(item.url)
+            self._failed += failed
+            self._fetched += not failed
+            self._bytes += result.wire_bytes if result is not None else 0
+            await self._sink.add(page, result)
+
+    # ----------------------------------------------------------------- background
+
+    async def _finish(self, completed: bool) -> None:
+        """Final flush + checkpoint; on the cancellation path a failure is only logged."""
+        try:
+            await self._checkpoint()
+        except Exception:
+            if completed:
+                raise
+            log.exception("crawl %s: final checkpoint failed", self._session_key)
+        finally:
+            if self._spec.session is None:
+                await self._fetcher.drop_session(self._session_key)
+
+    async def _checkpoint(self) -> None:
+        async with self._lock:
+            next_seq = await self._sink.flush()
+            state = self._frontier.to_checkpoint(counts=self.counts(), next_seq=next_seq)
+        await self._sink.save_checkpoint(state)
+
+    async def _checkpoint_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self._settings.checkpoint_interval_s)
+            await self._checkpoint()
+
+    async def _progress_loop(self) -> None:
+        while True:
+            await asyncio.sleep(PROGRESS_INTERVAL_S)
+            await self._report()
+
+    async def _report(self) -> None:
+        if self._on_progress is None:
+            return
+        try:
+            await self._on_progress(self.counts())
+        except Exception:
+            log.exception("crawl %s: progress callback failed", self._session_key)

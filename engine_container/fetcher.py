@@ -1,0 +1,404 @@
+"""The engine's only way onto the network: aiohttp behind an SSRF guard and hard limits.
+
+Guarantees
+    * **SSRF**: every URL and every redirect hop passes ``core.netguard.check_url``; every
+      address DNS returns passes the policy inside a custom aiohttp resolver, and aiohttp
+      connects to exactly the addresses that resolver returned, so there is no window for DNS
+      rebinding. IP-literal hosts (which aiohttp does not resolve) are checked as written.
+      Redirects are followed by hand, hop by hop, up to ``max_redirects``.
+    * **Proxy** (``SKYCRAWL_PROXY_URL``): the proxy host itself is trusted (the operator chose
+      it), and the proxy resolves the target. The engine therefore resolves and checks the
+      target host itself before each hop; a proxy whose DNS answers differently can still
+      reach other addresses, so point proxies only at egress networks without private ranges.
+    * **Limits**: connect/read/total timeouts; bodies larger than ``max_body_bytes`` on the
+      wire or ``max_decoded_bytes`` decoded are aborted (see ``decoding``), memory stays
+      bounded by those caps. Only ``text/html`` and ``application/xhtml+xml`` bodies (or no
+      ``Content-Type`` at all) are read; other types keep status and headers, with no body.
+    * **No ambient configuration**: ``trust_env=False`` (no ``HTTP_PROXY``/``.netrc``).
+    * **Sticky sessions**: one cookie jar per session key, least recently used jars beyond
+      ``MAX_SESSIONS`` are dropped. Cookies from IP-literal hosts are kept only when the
+      operator allows address ranges (tests, intranets).
+
+aiohttp is the client because it is what makes the engine fast. Measured on this box (2
+cores, 16 concurrent keep-alive GETs of 15 KB pages from a local nginx, imports excluded):
+raw aiohttp ~190 µs of CPU per request (2,500-5,000 requests/s), httpx ~2,900 µs (~240
+requests/s), this ``Fetcher`` ~240 µs (the guard, caps and bookkeeping cost ~50 µs). All of
+the above is behind ``FetchClient.fetch``, so the client can be swapped without touching the
+crawler.
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+from collections import Counter, OrderedDict
+from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Protocol
+
+import aiohttp
+from aiohttp.abc import AbstractResolver, ResolveResult
+from yarl import URL
+
+from core.errors import UnsafeUrl
+from core.netguard import AddressPolicy, check_url, parse_host
+from engine_container.decoding import (
+    ACCEPT_ENCODING,
+    BodyDecoder,
+    BodyTooLarge,
+    UnsupportedEncoding,
+)
+from engine_container.settings import EngineSettings
+
+PARSEABLE_TYPES = frozenset({"text/html", "application/xhtml+xml"})
+RECORD_HEADERS = ("content-type", "content-length", "last-modified", "etag", "server")
+REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
+MAX_SESSIONS = 256
+
+
+class FetchError(StrEnum):
+    """What went wrong, so the caller knows whether to retry (``transient``)."""
+
+    unsafe = "unsafe"
+    invalid = "invalid"
+    connect = "connect"
+    timeout = "timeout"
+    redirects = "redirects"
+    too_large = "too-large"
+    decoding = "decoding"
+
+    @property
+    def transient(self) -> bool:
+        return self in (FetchError.connect, FetchError.timeout)
+
+
+@dataclass(frozen=True, slots=True)
+class FetchResult:
+    """One URL fetched (redirects followed), or why not."""
+
+    url: str
+    final_url: str
+    status: int | None
+    headers: Mapping[str, str]  # RECORD_HEADERS present in the response
+    body: bytes  # decoded, capped; empty for types we do not parse
+    wire_bytes: int
+    elapsed_ms: float
+    redirects: int
+    error: str | None = None
+    error_kind: FetchError | None = None
+    content_type: str | None = None  # media type without parameters, lower case
+    reason: str = ""
+    http_version: str = "1.1"
+    raw_headers: tuple[tuple[bytes, bytes], ...] = ()  # as received, for WARC
+    retry_after: str | None = None
+    truncated: bool = False  # the response had a body that was not kept (type, cap)
+
+    @property
+    def parseable(self) -> bool:
+        return self.content_type is None or self.content_type in PARSEABLE_TYPES
+
+
+class FetchClient(Protocol):
+    """What the crawler and robots cache need from a fetcher (``Fetcher`` or a stand-in)."""
+
+    async def fetch(
+        self,
+        url: str,
+        *,
+        session_key: str | None = None,
+        headers: Mapping[str, str] | None = None,
+        any_type: bool = False,
+    ) -> FetchResult: ...
+
+    async def drop_session(self, session_key: str) -> None: ...
+
+
+class GuardedResolver(AbstractResolver):
+    """Resolve with ``base`` (default: getaddrinfo), refuse if ANY address is blocked."""
+
+    def __init__(
+        self,
+        policy: AddressPolicy,
+        base: AbstractResolver | None = None,
+        trusted_hosts: frozenset[str] = frozenset(),
+    ) -> None:
+        self._policy = policy
+        self._base = base
+        self._trusted = trusted_hosts
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
+        if self._base is None:
+            self._base = aiohttp.ThreadedResolver()
+        if host not in self._trusted:
+            self._policy.check_host(host)
+        results = await self._base.resolve(host, port, family)
+        if host not in self._trusted:
+            for result in results:
+                self._policy.check_address(result["host"])
+        return results
+
+    async def close(self) -> None:
+        if self._base is not None:
+            await self._base.close()
+
+
+class Fetcher:
+    """aiohttp-based ``FetchClient``. Create inside a running event loop; ``await close()``.
+
+    ``resolver`` replaces getaddrinfo (tests map names to 127.0.0.1 with it); the SSRF guard
+    always wraps it.
+    """
+
+    def __init__(
+        self,
+        settings: EngineSettings,
+        *,
+        policy: AddressPolicy | None = None,
+        resolver: AbstractResolver | None = None,
+    ) -> None:
+        self._settings = settings
+        self._policy = policy if policy is not None else settings.address_policy()
+        self._proxy = settings.proxy_url
+        trusted = frozenset({URL(self._proxy).host or ""}) if self._proxy else frozenset()
+        self._resolver = GuardedResolver(self._policy, resolver, trusted)
+        self._connector = aiohttp.TCPConnector(
+            resolver=self._resolver,
+            limit=max(100, settings.capacity * settings.concurrency),
+            ttl_dns_cache=30,
+        )
+        self._timeout = aiohttp.ClientTimeout(
+            total=settings.total_timeout_s,
+            sock_connect=settings.connect_timeout_s,
+            sock_read=settings.read_timeout_s,
+        )
+        self._sessions: OrderedDict[str, aiohttp.ClientSession] = OrderedDict()
+        self._in_use: Counter[str] = Counter()
+        self._anonymous = self._new_session(aiohttp.DummyCookieJar())
+
+    def _new_session(self, jar: aiohttp.abc.AbstractCookieJar) -> aiohttp.ClientSession:
+        return aiohttp.ClientSession(
+            connector=self._connector,
+            connector_owner=False,
+            cookie_jar=jar,
+            timeout=self._timeout,
+            auto_decompress=False,
+            trust_env=False,
+            headers={
+                "User-Agent": self._settings.user_agent,
+                "Accept": "text/html,application/xhtml+xml;q=0.9,*/*;q=0.8",
+                "Accept-Encoding": ACCEPT_ENCODING,
+            },
+        )
+
+    async def _session(self, key: str | None) -> aiohttp.ClientSession:
+        if key is None:
+            return self._anonymous
+        session = self._sessions.get(key)
+        if session is None:
+            jar = aiohttp.CookieJar(unsafe=bool(self._policy.allow))
+            session = self._sessions[key] = self._new_session(jar)
+            await self._evict(keep=key)
+        self._sessions.move_to_end(key)
+        return session
+
+    async def _evict(self, keep: str) -> None:
+        """Close least recently used idle sessions beyond ``MAX_SESSIONS``."""
+        excess = len(self._sessions) - MAX_SESSIONS
+        if excess <= 0:
+            return
+        idle = [k for k in self._sessions if k != keep and not self._in_use[k]][:excess]
+        for key in idle:
+            await self._sessions.pop(key).close()
+
+    async def drop_session(self, session_key: str) -> None:
+        """Forget a session's cookies (a crawl without a sticky session ended)."""
+        session = self._sessions.pop(session_key, None)
+        if session is not None:
+            await session.close()
+
+    async def close(self) -> None:
+        for session in [*self._sessions.values(), self._anonymous]:
+            await session.close()
+        self._sessions.clear()
+        await self._connector.close()
+        await self._resolver.close()
+
+    async def __aenter__(self) -> Fetcher:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    async def fetch(
+        self,
+        url: str,
+        *,
+        session_key: str | None = None,
+        headers: Mapping[str, str] | None = None,
+        any_type: bool = False,
+    ) -> FetchResult:
+        """GET ``url`` following redirects; never raises for network or policy failures.
+
+        ``any_type`` reads bodies of every content type (robots.txt); otherwise only HTML.
+        """
+        session = await self._session(session_key)
+        key = session_key or ""
+        self._in_use[key] += 1
+        try:
+            return await self._follow(session, _Hop(url, time.perf_counter()), headers, any_type)
+        finally:
+            self._in_use[key] -= 1
+            if not self._in_use[key]:
+                del self._in_use[key]
+
+    async def _follow(
+        self,
+        session: aiohttp.ClientSession,
+        hop: _Hop,
+        headers: Mapping[str, str] | None,
+        any_type: bool,
+    ) -> FetchResult:
+        """Request ``hop.current``, then each redirect target, until a final response."""
+        while True:
+            try:
+                target = await self._checked(hop.current)
+                async with session.get(
+                    target, allow_redirects=False, headers=headers, proxy=self._proxy
+                ) as resp:
+                    location = _redirect_location(resp)
+                    if location is None:
+                        return await self._read(hop, resp, any_type)
+            except UnsafeUrl as exc:
+                return hop.failed(FetchError.unsafe, exc.detail)
+            except TimeoutError:
+                return hop.failed(FetchError.timeout, "timed out")
+            except aiohttp.InvalidURL as exc:
+                return hop.failed(FetchError.invalid, f"invalid URL: {exc}")
+            except (aiohttp.ClientError, OSError) as exc:
+                return hop.failed(FetchError.connect, _describe(exc))
+            if hop.redirects >= self._settings.max_redirects:
+                return hop.failed(
+                    FetchError.redirects, f"more than {self._settings.max_redirects} redirects"
+                )
+            hop.follow(location)
+
+    async def _checked(self, url: str) -> URL:
+        """The URL as aiohttp will use it, after the policy accepted it."""
+        check_url(url, self._policy)
+        try:
+            target = URL(url)
+        except ValueError as exc:
+            raise UnsafeUrl(f"not a valid URL: {exc}") from exc
+        host = target.raw_host or ""
+        self._policy.check_host(host)
+        if self._proxy and isinstance(parse_host(host), str):
+            # the proxy resolves the target: check what it should find, before sending
+            await self._resolver.resolve(host, target.port or 0, socket.AF_UNSPEC)
+        return target
+
+    async def _read(self, hop: _Hop, resp: aiohttp.ClientResponse, any_type: bool) -> FetchResult:
+        mime = _media_type(resp.headers.get("Content-Type"))
+        wanted = any_type or mime is None or mime in PARSEABLE_TYPES
+        body, wire, error = b"", 0, None
+        if wanted:
+            try:
+                body, wire = await self._read_body(resp)
+            except (BodyTooLarge, UnsupportedEncoding) as exc:
+                kind = (
+                    FetchError.too_large if isinstance(exc, BodyTooLarge) else FetchError.decoding
+                )
+                error = (kind, str(exc))
+        return FetchResult(
+            url=hop.url,
+            final_url=str(resp.url),
+            status=resp.status,
+            headers={h: v for h in RECORD_HEADERS if (v := resp.headers.get(h)) is not None},
+            body=body,
+            wire_bytes=wire,
+            elapsed_ms=hop.elapsed_ms(),
+            redirects=hop.redirects,
+            error=error[1] if error else None,
+            error_kind=error[0] if error else None,
+            content_type=mime,
+            reason=resp.reason or "",
+            http_version=f"{resp.version.major}.{resp.version.minor}" if resp.version else "1.1",
+            raw_headers=resp.raw_headers,
+            retry_after=resp.headers.get("Retry-After"),
+            truncated=error is not None or (not wanted and resp.content_length != 0),
+        )
+
+    async def _read_body(self, resp: aiohttp.ClientResponse) -> tuple[bytes, int]:
+        cap = self._settings.max_body_bytes
+        declared = resp.content_length
+        if declared is not None and declared > cap:
+            raise BodyTooLarge(f"body exceeds {cap} bytes (Content-Length)")
+        encoding = resp.headers.get("Content-Encoding")
+        if declared is not None and not encoding and declared <= self._settings.max_decoded_bytes:
+            # the parser stops at Content-Length, so one read is bounded: the common fast path
+            body = await resp.read()
+            return body, len(body)
+        decoder = BodyDecoder(encoding, self._settings.max_decoded_bytes)
+        wire = 0
+        while chunk := await resp.content.readany():
+            wire += len(chunk)
+            if wire > cap:
+                raise BodyTooLarge(f"body exceeds {cap} bytes")
+            decoder.feed(chunk)
+        return decoder.finish(), wire
+
+
+class _Hop:
+    """Where a fetch stands while following redirects."""
+
+    def __init__(self, url: str, started: float) -> None:
+        self.url = url
+        self.current = url
+        self.redirects = 0
+        self._started = started
+
+    def follow(self, location: str) -> None:
+        self.current = location
+        self.redirects += 1
+
+    def elapsed_ms(self) -> float:
+        return round((time.perf_counter() - self._started) * 1000, 3)
+
+    def failed(self, kind: FetchError, error: str) -> FetchResult:
+        return FetchResult(
+            url=self.url,
+            final_url=self.current,
+            status=None,
+            headers={},
+            body=b"",
+            wire_bytes=0,
+            elapsed_ms=self.elapsed_ms(),
+            redirects=self.redirects,
+            error=error,
+            error_kind=kind,
+        )
+
+
+def _redirect_location(resp: aiohttp.ClientResponse) -> str | None:
+    if resp.status not in REDIRECT_STATUSES:
+        return None
+    location = resp.headers.get("Location")
+    if not location:
+        return None
+    try:
+        return str(resp.url.join(URL(location)).with_fragment(None))
+    except ValueError as exc:
+        raise aiohttp.InvalidURL(location, "invalid redirect location") from exc
+
+
+def _media_type(content_type: str | None) -> str | None:
+    if not content_type:
+        return None
+    return content_type.split(";", 1)[0].strip().lower() or None
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc) or type(exc).__name__
+    return f"{type(exc).__name__}: {text}"[:500]

@@ -1,0 +1,101 @@
+"""Settings of the crawler engine (the container), read from ``SKYCRAWL_*`` environment variables.
+
+The conductor passes ``SKYCRAWL_CONTAINER_ID``, ``SKYCRAWL_TENANT_ID``, ``SKYCRAWL_EGRESS_NAME``
+and (for a proxied egress) ``SKYCRAWL_PROXY_URL`` when it starts a container; everything else
+has a production default. Limits are per crawl unless said otherwise: a container runs up to
+``capacity`` crawls at once, each with up to ``concurrency`` requests in flight, of which at
+most ``per_host_concurrency`` go to the same host.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from core.netguard import AddressPolicy
+
+DEFAULT_USER_AGENT = "skycrawl/0.1 (+https://github.com/skycrawl)"
+
+
+class EngineSettings(BaseSettings):
+    """Everything the engine reads from its environment."""
+
+    model_config = SettingsConfigDict(env_prefix="SKYCRAWL_", extra="ignore", frozen=True)
+
+    container_id: str | None = Field(
+        None, description="This container's GUID (required when taking work from the bus)."
+    )
+    tenant_id: str | None = Field(None, description="The tenant this container works for.")
+    egress_name: str = Field("local", description="Name of the egress this container runs in.")
+    proxy_url: str | None = Field(
+        None,
+        description="HTTP(S) proxy every request leaves through (http://user:pass@host:port).",
+    )
+    capacity: int = Field(4, ge=1, le=256, description="Crawls run in parallel per container.")
+    concurrency: int = Field(16, ge=1, le=1024, description="Requests in flight per crawl.")
+    per_host_concurrency: int = Field(
+        8, ge=1, le=1024, description="Requests in flight to one host, per crawl."
+    )
+    per_host_delay_s: float = Field(
+        0.0,
+        ge=0,
+        le=3600,
+        description="Minimum gap between request starts to one host (robots Crawl-delay wins "
+        "when larger).",
+    )
+    allow_cidrs: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Comma-separated non-global CIDRs the crawler may fetch (tests, demos, "
+        "intranets). Cloud metadata endpoints stay refused.",
+    )
+    user_agent: str = Field(DEFAULT_USER_AGENT, description="User-Agent of requests and robots.")
+    connect_timeout_s: float = Field(10.0, gt=0, description="TCP + TLS connect timeout.")
+    read_timeout_s: float = Field(30.0, gt=0, description="Longest wait for the next bytes.")
+    total_timeout_s: float = Field(60.0, gt=0, description="Whole request, one redirect hop.")
+    max_redirects: int = Field(10, ge=0, le=50, description="Redirect hops followed per URL.")
+    max_body_bytes: int = Field(
+        10 * 1024 * 1024, gt=0, description="Largest body on the wire; larger ones fail."
+    )
+    max_decoded_bytes: int = Field(
+        20 * 1024 * 1024,
+        gt=0,
+        description="Largest body after gzip/deflate/br decoding; decompression stops there.",
+    )
+    retries: int = Field(
+        3, ge=0, le=20, description="Retries of a transient failure (timeouts, 429, 5xx)."
+    )
+    retry_base_s: float = Field(
+        0.5, ge=0, description="Backoff base: retry n waits uniform(0, base * 2**n)."
+    )
+    retry_max_s: float = Field(30.0, ge=0, description="Longest single backoff wait.")
+    robots_ttl_s: float = Field(
+        86400.0, gt=0, le=86400, description="How long a robots.txt is cached per origin."
+    )
+    checkpoint_interval_s: float = Field(5.0, gt=0, description="Checkpoint period of a crawl.")
+    heartbeat_interval_s: float = Field(5.0, gt=0, description="Heartbeat period to the conductor.")
+
+    @field_validator("allow_cidrs", mode="before")
+    @classmethod
+    def _csv(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("allow_cidrs")
+    @classmethod
+    def _cidrs_parse(cls, value: list[str]) -> list[str]:
+        AddressPolicy.from_cidrs(value)  # ValueError names the bad entry
+        return value
+
+    @field_validator("proxy_url")
+    @classmethod
+    def _proxy_is_http(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("http://", "https://")):
+            raise ValueError("proxy_url must be an http:// or https:// URL")
+        return value or None
+
+    def address_policy(self) -> AddressPolicy:
+        """The SSRF policy these settings describe."""
+        return AddressPolicy.from_cidrs(self.allow_cidrs)

@@ -1,0 +1,238 @@
+"""Where a crawl's pages go: local files (standalone) or BlobStore chunks (in the service).
+
+``PageSink`` is what the crawler writes to: ``add`` one page record (and the fetch, for its
+WARC ``response`` record), ``flush`` buffered pages, ``save_checkpoint`` after a flush.
+
+``StandaloneSink(out_dir)`` writes ``out_dir/pages.jsonl`` and ``out_dir/crawl.warc.gz`` (a
+``warcinfo`` record, then one ``response`` record per page that got an HTTP response).
+
+``BlobSink`` writes chunks of ``chunk_pages`` pages (500 by default) under
+``core.layout.manifest_key``/``warc_key`` with dense ``seq`` numbers, and the checkpoint under
+``checkpoint_key``. A chunk is removed from the buffer only after both its objects are stored,
+so a flush interrupted by cancellation is written again, under the same ``seq``, by the next
+flush. A crawl resumed from a checkpoint continues at the checkpoint's ``next_seq``; before
+its first write it deletes the chunks numbered ``next_seq`` and up, which a container that
+died after that checkpoint may have left (their pages are fetched again), so every page is
+in the manifest exactly once.
+
+Both sinks buffer at most ``chunk_pages`` pages or ``MAX_BUFFER_BYTES`` (32 MiB) of bodies,
+whichever comes first. WARC records are built, digested and compressed in a worker thread at
+flush time (see ``engine_container.warc``), off the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, BinaryIO, Protocol
+
+from core import layout
+from core.errors import NotFound
+from core.models import PageRecord
+from core.ports.blob_store import BlobStore
+from engine_container.fetcher import FetchResult
+from engine_container.warc import gzip_members, response_record, warcinfo_record
+
+CHUNK_PAGES = 500
+MAX_BUFFER_BYTES = 32 * 1024 * 1024
+
+
+class PageSink(Protocol):
+    async def add(self, page: PageRecord, fetch: FetchResult | None) -> None:
+        """Buffer one page (and its WARC record when ``fetch`` got a response)."""
+        ...
+
+    async def flush(self) -> int:
+        """Write what is buffered; returns the next chunk ``seq``."""
+        ...
+
+    async def save_checkpoint(self, state: dict[str, Any]) -> None:
+        """Persist crawl state; called right after ``flush``."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+def page_line(page: PageRecord) -> bytes:
+    return page.model_dump_json().encode() + b"\n"
+
+
+def warc_chunk(fetches: list[tuple[FetchResult, datetime]]) -> bytes:
+    """``response`` records of fetches, gzipped one member each (runs in a worker thread)."""
+    return gzip_members(response_record(fetch, when) for fetch, when in fetches)
+
+
+class _Buffer:
+    """Page lines and fetches waiting for the next chunk."""
+
+    def __init__(self, max_pages: int) -> None:
+        self.max_pages = max_pages
+        self.lines: list[bytes] = []
+        self.fetches: list[tuple[FetchResult, datetime]] = []
+        self.size = 0
+
+    def add(self, page: PageRecord, fetch: FetchResult | None) -> bool:
+        """Buffer a page; True when the chunk is full."""
+        line = page_line(page)
+        self.lines.append(line)
+        self.size += len(line)
+        if fetch is not None and fetch.status is not None:
+            self.fetches.append((fetch, page.fetched_at))
+            self.size += len(fetch.body)
+        return len(self.lines) >= self.max_pages or self.size >= MAX_BUFFER_BYTES
+
+    def take(self) -> tuple[list[bytes], list[tuple[FetchResult, datetime]]]:
+        lines, fetches = self.lines, self.fetches
+        self.lines, self.fetches, self.size = [], [], 0
+        return lines, fetches
+
+    def drop(self, lines: int, fetches: int) -> None:
+        """Forget the first entries, once they are stored."""
+        del self.lines[:lines]
+        del self.fetches[:fetches]
+        self.size = sum(map(len, self.lines)) + sum(len(f.body) for f, _ in self.fetches)
+
+
+class StandaloneSink:
+    """``pages.jsonl`` + ``crawl.warc.gz`` in a directory (created; OSError if unwritable)."""
+
+    def __init__(self, out_dir: Path, *, chunk_pages: int = CHUNK_PAGES) -> None:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        self.pages_path = out_dir / "pages.jsonl"
+        self.warc_path = out_dir / "crawl.warc.gz"
+        self._pages: BinaryIO = self.pages_path.open("wb")
+        self._warc: BinaryIO = self.warc_path.open("wb")
+        info = {"software": "skycrawl", "format": "WARC File Format 1.1"}
+        self._warc.write(
+            gzip_members([warcinfo_record(info, datetime.now(UTC), self.warc_path.name)])
+        )
+        self._buffer = _Buffer(chunk_pages)
+        self._lock = asyncio.Lock()
+        self._writing: asyncio.Future[None] | None = None
+        self._seq = 0
+
+    async def add(self, page: PageRecord, fetch: FetchResult | None) -> None:
+        if self._buffer.add(page, fetch):
+            await self.flush()
+
+    async def flush(self) -> int:
+        async with self._lock:
+            if self._writing is not None:  # a write whose flush was cancelled: let it finish
+                await asyncio.shield(self._writing)
+                self._writing = None
+            if not self._buffer.lines:
+                return self._seq
+            lines, fetches = self._buffer.take()
+            self._writing = asyncio.ensure_future(asyncio.to_thread(self._write, lines, fetches))
+            await asyncio.shield(self._writing)
+            self._writing = None
+            self._seq += 1
+            return self._seq
+
+    def _write(self, lines: list[bytes], fetches: list[tuple[FetchResult, datetime]]) -> None:
+        self._warc.write(warc_chunk(fetches))
+        self._pages.write(b"".join(lines))
+        self._warc.flush()
+        self._pages.flush()
+
+    async def save_checkpoint(self, state: dict[str, Any]) -> None:
+        """Standalone crawls cannot be resumed: nothing to save."""
+
+    async def close(self) -> None:
+        await self.flush()
+        self._pages.close()
+        self._warc.close()
+
+
+class BlobSink:
+    """Manifest + WARC chunks of one crawl in a BlobStore, starting at chunk ``start_seq``."""
+
+    def __init__(
+        self,
+        blobs: BlobStore,
+        tenant_id: str,
+        crawl_id: str,
+        start_seq: int = 0,
+        *,
+        chunk_pages: int = CHUNK_PAGES,
+    ) -> None:
+        self._blobs = blobs
+        self._tenant = tenant_id
+        self._crawl = crawl_id
+        self._seq = start_seq
+        self._buffer = _Buffer(chunk_pages)
+        self._lock = asyncio.Lock()
+        self._stale_dropped = False
+
+    @property
+    def next_seq(self) -> int:
+        return self._seq
+
+    async def add(self, page: PageRecord, fetch: FetchResult | None) -> None:
+        if self._buffer.add(page, fetch):
+            await self.flush()
+
+    async def flush(self) -> int:
+        async with self._lock:
+            if not self._stale_dropped:
+                await self._drop_stale_chunks()
+                self._stale_dropped = True
+            lines, fetches = list(self._buffer.lines), list(self._buffer.fetches)
+            if not lines:
+                return self._seq
+            warc = await asyncio.to_thread(warc_chunk, fetches)
+            manifest = b"".join(lines)
+            seq = self._seq
+            await self._blobs.put(
+                key=layout.warc_key(self._tenant, self._crawl, seq),
+                data=warc,
+                content_type="application/warc",
+            )
+            await self._blobs.put(
+                key=layout.manifest_key(self._tenant, self._crawl, seq),
+                data=manifest,
+                content_type="application/x-ndjson",
+            )
+            self._buffer.drop(len(lines), len(fetches))
+            self._seq = seq + 1
+            return self._seq
+
+    async def _drop_stale_chunks(self) -> None:
+        """Delete chunks ``seq >= start_seq``: left by an attempt that died after its checkpoint."""
+        prefix = layout.crawl_prefix(self._tenant, self._crawl)
+        for folder in ("manifest/", "warc/"):
+            for key in await self._blobs.list(prefix=prefix + folder):
+                name = key.rsplit("/", 1)[-1].split(".", 1)[0]
+                if name.isdigit() and int(name) >= self._seq:
+                    await self._blobs.delete(key=key)
+
+    async def save_checkpoint(self, state: dict[str, Any]) -> None:
+        await save_checkpoint(self._blobs, self._tenant, self._crawl, state)
+
+    async def close(self) -> None:
+        await self.flush()
+
+
+async def save_checkpoint(
+    blobs: BlobStore, tenant_id: str, crawl_id: str, state: dict[str, Any]
+) -> None:
+    """Store a crawl checkpoint as JSON under ``core.layout.checkpoint_key``."""
+    await blobs.put(
+        key=layout.checkpoint_key(tenant_id, crawl_id),
+        data=json.dumps(state, separators=(",", ":")).encode(),
+        content_type="application/json",
+    )
+
+
+async def load_checkpoint(blobs: BlobStore, tenant_id: str, crawl_id: str) -> dict[str, Any] | None:
+    """The crawl's checkpoint, or None if it has none."""
+    try:
+        data = await blobs.get(key=layout.checkpoint_key(tenant_id, crawl_id))
+    except NotFound:
+        return None
+    state = json.loads(data)
+    if not isinstance(state, dict):
+        raise ValueError("checkpoint is not a JSON object")
+    return state

@@ -1,0 +1,295 @@
+"""Bus mode: the engine as a container the conductor started.
+
+Lifecycle (the brief's step 4-5):
+
+1. read settings (GUID, tenant, egress, bus and blob connection) from the environment;
+2. ensure the dispatch-topic subscription filtered on ``container_id = GUID``;
+3. send ``ready: GUID`` (``ContainerReady`` with the egress IP seen, version, capacity);
+4. take ``RunCrawl`` work with at most ``capacity`` crawls at once, resuming each from its
+   checkpoint; send progress, completion or failure and periodic heartbeats to the inbox;
+5. on SIGTERM: stop taking work, checkpoint what is in flight, acknowledge nothing
+   unfinished, tell the conductor (``ContainerExited``), remove the subscription, exit.
+
+Every received message is checked against this container's GUID (attribute *and* body)
+whatever the broker's filter promised; foreign messages are dropped with a log line.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+from dataclasses import dataclass, field
+from importlib.metadata import PackageNotFoundError, version
+
+from pydantic import ValidationError
+
+from core.errors import ConfigurationError, Conflict
+from core.layout import subscription_name
+from core.messages import (
+    CancelCrawl,
+    ContainerExited,
+    ContainerReady,
+    CrawlCompleted,
+    CrawlFailed,
+    Heartbeat,
+    Progress,
+    RunCrawl,
+    decode_dispatch,
+    encode,
+)
+from core.models import CrawlCounts, Frozen
+from core.ports import Lease, MessageBus, Subscription
+from core.settings import SkycrawlSettings
+from engine_container.bus_crawl import RunFn, open_crawl_runner
+from engine_container.cli import tune_gc
+from engine_container.settings import EngineSettings
+
+log = logging.getLogger("skycrawl.engine")
+
+#: Leases on work last this long; a crawl that runs longer is re-leased by the broker and
+#: recognised as a duplicate of the running one (its newest lease is the one acked).
+WORK_LEASE_S = 3600.0
+
+
+def engine_version() -> str:
+    try:
+        return version("skycrawl")
+    except PackageNotFoundError:
+        return "dev"
+
+
+@dataclass
+class _Running:
+    run: RunCrawl
+    lease: Lease
+    task: asyncio.Task[None] | None = None
+    cancelled: bool = False
+
+
+@dataclass
+class Worker:
+    bus: MessageBus
+    engine: EngineSettings
+    control: SkycrawlSettings
+    run_crawl: RunFn
+    egress_ip: str | None = None
+    running: dict[str, _Running] = field(default_factory=dict)
+    finished: set[str] = field(default_factory=set)
+
+    @property
+    def guid(self) -> str:
+        assert self.engine.container_id is not None
+        return self.engine.container_id
+
+    @property
+    def tenant_id(self) -> str:
+        return self.engine.tenant_id or ""
+
+    async def _send(self, message: Frozen) -> None:
+        await self.bus.send(queue=self.control.inbox_queue, message=encode(message))
+
+    async def run(self, stop: asyncio.Event) -> int:
+        topic = self.control.dispatch_topic
+        name = subscription_name(self.guid)
+        subscription = await self.bus.ensure_subscription(
+            topic=topic, name=name, filter={"container_id": self.guid}
+        )
+        await self._send(
+            ContainerReady(
+                tenant_id=self.tenant_id,
+                container_id=self.guid,
+                egress_ip=self.egress_ip,
+                version=engine_version(),
+                capacity=self.engine.capacity,
+            )
+        )
+        log.info("container %s ready on %s", self.guid, name)
+        beat = asyncio.create_task(self._heartbeats(stop))
+        try:
+            await self._take_work(subscription, stop)
+        finally:
+            beat.cancel()
+            await self._shutdown()
+            await self.bus.delete_subscription(topic=topic, name=name)
+        return 0
+
+    async def _take_work(self, subscription: Subscription, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            free = self.engine.capacity - sum(1 for r in self.running.values() if r.task)
+            if free <= 0:
+                await _wait(stop, 0.2)
+                continue
+            leases = await self.bus.receive(
+                source=subscription,
+                max_messages=min(free, 10),
+                visibility_timeout_s=WORK_LEASE_S,
+                wait_s=0.5,
+            )
+            for lease in leases:
+                await self._accept(lease)
+
+    async def _accept(self, lease: Lease) -> None:
+        try:
+            message = decode_dispatch(lease.body)
+        except ValidationError:
+            log.error("undecodable work message %s dropped", lease.message_id)
+            await self.bus.dead_letter(lease=lease, reason="undecodable work message")
+            return
+        owner = lease.attributes.get("container_id")
+        if owner != self.guid or message.container_id != self.guid:
+            log.warning(
+                "dropping message %s for container %s (I am %s)",
+                lease.message_id,
+                owner or message.container_id,
+                self.guid,
+            )
+            await self.bus.ack(lease=lease)
+            return
+        if isinstance(message, CancelCrawl):
+            await self._cancel(message)
+            await self.bus.ack(lease=lease)
+            return
+        if message.crawl_id in self.finished:  # a late duplicate of work already reported
+            await self.bus.ack(lease=lease)
+            return
+        current = self.running.get(message.crawl_id)
+        if current is not None:  # duplicate delivery, or the lease ran out: keep the newest
+            current.lease = lease
+            return
+        entry = _Running(run=message, lease=lease)
+        self.running[message.crawl_id] = entry
+        entry.task = asyncio.create_task(self._execute(entry), name=f"crawl-{message.crawl_id}")
+
+    async def _execute(self, entry: _Running) -> None:
+        run = entry.run
+
+        async def progress(counts: CrawlCounts) -> None:
+            await self._send(
+                Progress(
+                    container_id=self.guid,
+                    tenant_id=run.tenant_id,
+                    crawl_id=run.crawl_id,
+                    counts=counts,
+                )
+            )
+
+        try:
+            counts = await self.run_crawl(run, progress)
+        except asyncio.CancelledError:
+            if not entry.cancelled:
+                raise  # shutting down: checkpointed by the crawler, nothing acked
+            await self._finish(entry)
+            return
+        except Exception as exc:
+            log.exception("crawl %s failed", run.crawl_id)
+            await self._send(
+                CrawlFailed(
+                    container_id=self.guid,
+                    tenant_id=run.tenant_id,
+                    crawl_id=run.crawl_id,
+                    error=f"{type(exc).__name__}: {exc}",
+                    retryable=True,
+                )
+            )
+            await self._finish(entry)
+            return
+        await self._send(
+            CrawlCompleted(
+                container_id=self.guid,
+                tenant_id=run.tenant_id,
+                crawl_id=run.crawl_id,
+                counts=counts,
+            )
+        )
+        await self._finish(entry)
+
+    async def _finish(self, entry: _Running) -> None:
+        self.running.pop(entry.run.crawl_id, None)
+        self.finished.add(entry.run.crawl_id)
+        with contextlib.suppress(Conflict):
+            await self.bus.ack(lease=entry.lease)
+
+    async def _cancel(self, message: CancelCrawl) -> None:
+        entry = self.running.get(message.crawl_id)
+        if entry is None or entry.task is None:
+            return
+        entry.cancelled = True
+        entry.task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await entry.task
+
+    async def _heartbeats(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            with contextlib.suppress(Exception):
+                await self._send(
+                    Heartbeat(
+                        tenant_id=self.tenant_id,
+                        container_id=self.guid,
+                        in_flight=sorted(self.running),
+                    )
+                )
+            await _wait(stop, self.engine.heartbeat_interval_s)
+
+    async def _shutdown(self) -> None:
+        """Cancel in-flight crawls (they checkpoint), release their leases, tell the conductor."""
+        entries = list(self.running.values())
+        for entry in entries:
+            if entry.task is not None:
+                entry.task.cancel()
+        for entry in entries:
+            if entry.task is not None:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await entry.task
+            with contextlib.suppress(Conflict):
+                await self.bus.release(lease=entry.lease)
+        if entries:
+            await self._send(
+                ContainerExited(
+                    tenant_id=self.tenant_id,
+                    container_id=self.guid,
+                    exit_code=0,
+                    reason="terminated with work in flight",
+                )
+            )
+
+
+async def _wait(stop: asyncio.Event, seconds: float) -> None:
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), seconds)
+
+
+def _install_signals(stop: asyncio.Event) -> None:
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+
+
+async def _main_async(engine: EngineSettings, control: SkycrawlSettings) -> int:
+    stop = asyncio.Event()
+    _install_signals(stop)
+    async with open_crawl_runner(engine, control) as (bus, run_crawl):
+        worker = Worker(bus=bus, engine=engine, control=control, run_crawl=run_crawl)
+        return await worker.run(stop)
+
+
+def main() -> int:
+    """Entry point of ``python -m engine_container`` without ``--standalone``."""
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        engine = EngineSettings()
+        control = SkycrawlSettings()
+        if not engine.container_id:
+            raise ConfigurationError("SKYCRAWL_CONTAINER_ID is not set (or use --standalone)")
+        tune_gc()
+        return asyncio.run(_main_async(engine, control))
+    except (ConfigurationError, ValidationError) as exc:
+        print(f"engine_container: {str(exc).splitlines()[0]}", file=sys.stderr)
+        return 2
+
+
+__all__ = ["Worker", "main"]

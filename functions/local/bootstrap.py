@@ -1,0 +1,121 @@
+"""Composition root of the embedded local stack: ports, conductor, housekeeping and API,
+built once from typed settings, plus the two loops that stand in for the clouds' queue and
+timer triggers."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from adapters.local.provider import build_ports, engine_env
+from core.api import Api
+from core.conductor import Conductor, Housekeeper
+from core.inbox import drain_inbox
+from core.netguard import AddressPolicy
+from core.ports import Ports
+from core.records import Records
+from core.settings import LocalSettings, SkycrawlSettings
+from core.tenancy import TenantService
+from core.webhooks import WebhookNotifier
+
+log = logging.getLogger("skycrawl.local")
+
+
+@dataclass
+class LocalStack:
+    settings: SkycrawlSettings
+    local: LocalSettings
+    ports: Ports
+    records: Records
+    conductor: Conductor
+    housekeeper: Housekeeper
+    tenants: TenantService
+    api: Api
+
+    async def prepare(self) -> None:
+        """Create the inbox queue and the dispatch topic (idempotent)."""
+        bus = self.ports.bus
+        await bus.ensure_queue(
+            name=self.settings.inbox_queue, max_deliveries=self.settings.max_deliveries
+        )
+        await bus.ensure_topic(topic=self.settings.dispatch_topic)
+
+    async def conductor_loop(self, stop: asyncio.Event) -> None:
+        """The queue trigger: handle inbox messages until ``stop`` is set."""
+        while not stop.is_set():
+            try:
+                await drain_inbox(
+                    self.conductor, self.ports.bus, queue=self.settings.inbox_queue, wait_s=0.25
+                )
+            except Exception:
+                log.exception("conductor loop iteration failed")
+                await _wait(stop, 1.0)
+
+    async def timer_loop(self, stop: asyncio.Event) -> None:
+        """The timer trigger: housekeeping every ``timer_period_s``."""
+        while not stop.is_set():
+            try:
+                await self.housekeeper.run()
+            except Exception:
+                log.exception("housekeeping failed")
+            await _wait(stop, self.settings.timer_period_s)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        await self.prepare()
+        await asyncio.gather(self.conductor_loop(stop), self.timer_loop(stop))
+
+    async def close(self) -> None:
+        await self.ports.close()
+
+
+async def _wait(stop: asyncio.Event, seconds: float) -> None:
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), seconds)
+
+
+def build_local_stack(
+    settings: SkycrawlSettings,
+    local: LocalSettings,
+    *,
+    runtime_command: Sequence[str] | None = None,
+) -> LocalStack:
+    ports = build_ports(settings, local, runtime_command=runtime_command)
+    records = Records(ports.state)
+    notifier = WebhookNotifier(policy=AddressPolicy.from_cidrs(settings.allow_cidrs))
+    conductor = Conductor(
+        ports=ports,
+        settings=settings,
+        engine_env=engine_env(local),
+        records=records,
+        notifier=notifier,
+    )
+    tenants = TenantService(
+        records=records,
+        provisioner=ports.provisioner,
+        bus=ports.bus,
+        blobs=ports.blobs,
+        runtime=ports.runtime,
+        clock=ports.clock,
+        settings=settings,
+    )
+    api = Api(
+        records=records,
+        tenants=tenants,
+        bus=ports.bus,
+        blobs=ports.blobs,
+        clock=ports.clock,
+        settings=settings,
+    )
+    return LocalStack(
+        settings=settings,
+        local=local,
+        ports=ports,
+        records=records,
+        conductor=conductor,
+        housekeeper=Housekeeper(conductor),
+        tenants=tenants,
+        api=api,
+    )

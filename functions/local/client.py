@@ -1,0 +1,109 @@
+"""How the CLI reaches the API: over HTTP to a running ``skycrawl up``, or in-process to an
+embedded stack. Both speak ``ApiRequest``/``ApiResponse``, so the CLI has one code path and
+the same validation, quotas and error bodies as any API client.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any, Protocol
+
+import httpx
+
+from core.api import Api, ApiRequest, ApiResponse
+from core.errors import SkycrawlError
+
+
+class ApiError(SkycrawlError):
+    """The API answered with a problem document."""
+
+    def __init__(self, status: int, problem: Mapping[str, Any]) -> None:
+        detail = problem.get("detail") or problem.get("title") or f"HTTP {status}"
+        super().__init__(str(detail))
+        self.status = status
+        self.problem = dict(problem)
+
+
+class ApiClient(Protocol):
+    async def call(
+        self,
+        method: str,
+        path: str,
+        *,
+        key: str,
+        body: object | None = None,
+        query: Mapping[str, str] | None = None,
+    ) -> ApiResponse: ...
+
+    async def close(self) -> None: ...
+
+
+def _request(
+    method: str, path: str, key: str, body: object | None, query: Mapping[str, str] | None
+) -> ApiRequest:
+    headers = {"authorization": f"Bearer {key}"}
+    raw = b""
+    if body is not None:
+        raw = json.dumps(body).encode()
+        headers["content-type"] = "application/json"
+    return ApiRequest(method=method, path=path, query=dict(query or {}), headers=headers, body=raw)
+
+
+class InProcessClient:
+    def __init__(self, api: Api) -> None:
+        self._api = api
+
+    async def call(
+        self,
+        method: str,
+        path: str,
+        *,
+        key: str,
+        body: object | None = None,
+        query: Mapping[str, str] | None = None,
+    ) -> ApiResponse:
+        return await self._api.handle(_request(method, path, key, body, query))
+
+    async def close(self) -> None:
+        return None
+
+
+class HttpClient:
+    def __init__(self, base_url: str) -> None:
+        self._http = httpx.AsyncClient(base_url=base_url, timeout=30.0, trust_env=False)
+
+    async def call(
+        self,
+        method: str,
+        path: str,
+        *,
+        key: str,
+        body: object | None = None,
+        query: Mapping[str, str] | None = None,
+    ) -> ApiResponse:
+        request = _request(method, path, key, body, query)
+        response = await self._http.request(
+            method,
+            path,
+            params=dict(request.query),
+            headers=dict(request.headers),
+            content=request.body,
+        )
+        return ApiResponse(
+            status=response.status_code, headers=dict(response.headers), body=response.content
+        )
+
+    async def close(self) -> None:
+        await self._http.aclose()
+
+
+def json_or_raise(response: ApiResponse) -> Any:
+    """The JSON body of a 2xx answer; ``ApiError`` with the problem's detail otherwise."""
+    try:
+        document = json.loads(response.body) if response.body else {}
+    except ValueError:
+        document = {"detail": response.body[:200].decode(errors="replace")}
+    if response.status >= 400:
+        raise ApiError(response.status, document if isinstance(document, dict) else {})
+    return document

@@ -1,0 +1,81 @@
+"""The live view of a crawl in the terminal: a progress bar of fetched / queued / failed
+pages and the tenant's containers, refreshed from the API."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+from functions.local.session import Session
+
+TERMINAL = {"completed", "failed", "cancelled", "dead-lettered"}
+
+
+def _live_containers(containers: list[dict[str, Any]], tenant_id: str) -> list[dict[str, Any]]:
+    return [
+        c
+        for c in containers
+        if c.get("tenant_id") == tenant_id and c.get("state") in ("starting", "ready", "draining")
+    ]
+
+
+async def containers_of(session: Session, tenant_id: str) -> list[dict[str, Any]]:
+    listing = await session.get("/v1/containers", session.operator_key)
+    items: list[dict[str, Any]] = listing.get("items", []) if isinstance(listing, dict) else []
+    return _live_containers(items, tenant_id)
+
+
+async def watch_crawls(
+    session: Session, key: str, tenant_id: str, crawl_ids: list[str], console: Console
+) -> list[dict[str, Any]]:
+    """Show progress until every crawl is terminal; returns their final status documents."""
+    columns = (
+        SpinnerColumn(),
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        TextColumn("{task.fields[detail]}"),
+        TimeElapsedColumn(),
+    )
+    seen_containers: set[str] = set()
+    with Progress(*columns, console=console, transient=False) as progress:
+        tasks = {cid: progress.add_task(cid, total=None, detail="pending") for cid in crawl_ids}
+        while True:
+            statuses = [await session.get(f"/v1/crawls/{cid}", key) for cid in crawl_ids]
+            live = await containers_of(session, tenant_id)
+            seen_containers.update(c["id"] for c in live)
+            for status in statuses:
+                counts = status.get("counts", {})
+                fetched, queued = counts.get("fetched", 0), counts.get("queued", 0)
+                detail = (
+                    f"{status['status']}: {fetched} fetched, {queued} queued, "
+                    f"{counts.get('failed', 0)} failed | containers running: {len(live)} "
+                    f"(started {len(seen_containers)})"
+                )
+                total = None if status["status"] == "pending" else max(fetched + queued, 1)
+                done = status["status"] in TERMINAL
+                progress.update(
+                    tasks[status["id"]],
+                    completed=fetched if not done else (total or fetched),
+                    total=total if not done else (total or fetched or 1),
+                    detail=detail,
+                )
+            if all(s["status"] in TERMINAL for s in statuses):
+                return statuses
+            await asyncio.sleep(0.3)
+
+
+async def wait_for_zero(
+    session: Session, tenant_id: str, timeout_s: float, console: Console
+) -> bool:
+    """Wait until the tenant has no live container (scale to zero). True if it got there."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    with console.status("waiting for idle containers to stop (scale to zero)…"):
+        while loop.time() < deadline:
+            if not await containers_of(session, tenant_id):
+                return True
+            await asyncio.sleep(0.3)
+    return False

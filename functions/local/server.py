@@ -1,0 +1,46 @@
+"""``skycrawl up``: the API on 127.0.0.1 (ASGI, uvicorn), the conductor loop and the timer
+loop in one process — the whole control plane of one machine. Containers it starts are
+stopped when it exits, also on Ctrl-C."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from pathlib import Path
+
+import uvicorn
+
+from core.settings import LocalSettings, SkycrawlSettings
+from functions.local.asgi import create_asgi_app
+from functions.local.bootstrap import build_local_stack
+from functions.local.session import operator_key
+
+
+async def serve(local: LocalSettings, overrides: dict[str, object], host: str, port: int) -> None:
+    data_dir = local.data_dir
+    data_dir.mkdir(parents=True, exist_ok=True)
+    op_key = operator_key(data_dir)
+    base = f"http://{host}:{port}"
+    settings = SkycrawlSettings(
+        **{"public_base_url": base, **overrides, "operator_key": op_key}  # type: ignore[arg-type]
+    )
+    stack = build_local_stack(settings, local)
+    await stack.prepare()
+    config = uvicorn.Config(
+        create_asgi_app(stack.api), host=host, port=port, log_level="warning", lifespan="off"
+    )
+    server = uvicorn.Server(config)
+    stop = asyncio.Event()
+    loops = asyncio.create_task(stack.run(stop))
+    info = data_dir / "server.json"
+    info.write_text(json.dumps({"url": base, "pid": os.getpid()}))
+    print(f"skycrawl is up on {base}  (operator key in {Path(data_dir, 'operator.key')})")
+    print("Ctrl-C stops the server and every container it started.", flush=True)
+    try:
+        await server.serve()
+    finally:
+        stop.set()
+        await asyncio.gather(loops, return_exceptions=True)
+        await stack.close()
+        info.unlink(missing_ok=True)

@@ -1,0 +1,134 @@
+"""A CLI session with the local stack: find a running ``skycrawl up`` or embed one.
+
+Files in the data directory (``SKYCRAWL_LOCAL_DATA_DIR``, default ``.skycrawl``):
+
+* ``server.json``  — URL and PID of a running ``skycrawl up``;
+* ``operator.key`` — the local operator key (mode 0600), made on first use unless
+  ``SKYCRAWL_OPERATOR_KEY`` is set;
+* ``cli-tenant.json`` — the tenant the CLI crawls as, and its API key (mode 0600).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import secrets
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from core.settings import LocalSettings, SkycrawlSettings
+from functions.local.bootstrap import LocalStack, build_local_stack
+from functions.local.client import ApiClient, ApiError, HttpClient, InProcessClient, json_or_raise
+
+CLI_TENANT_NAME = "local"
+
+
+def _write_private(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(text)
+
+
+def operator_key(data_dir: Path) -> str:
+    """The operator key: from the environment, or the local key file (made on first use)."""
+    configured = os.environ.get("SKYCRAWL_OPERATOR_KEY")
+    if configured:
+        return configured
+    path = data_dir / "operator.key"
+    if path.exists():
+        return path.read_text().strip()
+    key = "op_" + secrets.token_urlsafe(32)
+    _write_private(path, key)
+    return key
+
+
+def running_server(data_dir: Path) -> str | None:
+    """URL of a live ``skycrawl up`` on this data directory, if any."""
+    path = data_dir / "server.json"
+    try:
+        info = json.loads(path.read_text())
+        url = str(info["url"])
+        os.kill(int(info["pid"]), 0)
+        response = httpx.get(url + "/healthz", timeout=2.0, trust_env=False)
+    except (OSError, ValueError, KeyError, httpx.HTTPError):
+        return None
+    return url if response.status_code == 200 else None
+
+
+@dataclass
+class Session:
+    client: ApiClient
+    data_dir: Path
+    operator_key: str
+    stack: LocalStack | None = None
+    server_url: str | None = None
+    _tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+    @property
+    def embedded(self) -> bool:
+        return self.stack is not None
+
+    async def tenant_key(self) -> tuple[str, str]:
+        """The CLI tenant's id and API key, creating the tenant on first use."""
+        path = self.data_dir / "cli-tenant.json"
+        if path.exists():
+            saved = json.loads(path.read_text())
+            key = str(saved["api_key"])
+            probe = await self.client.call("GET", "/v1/crawls", key=key, query={"limit": "1"})
+            if probe.status != 401:
+                return str(saved["tenant_id"]), key
+        created = json_or_raise(
+            await self.client.call(
+                "POST", "/v1/tenants", key=self.operator_key, body={"name": CLI_TENANT_NAME}
+            )
+        )
+        record = {"tenant_id": str(created["id"]), "api_key": str(created["api_key"])}
+        _write_private(path, json.dumps(record))
+        return record["tenant_id"], record["api_key"]
+
+    async def get(self, path: str, key: str, query: dict[str, str] | None = None) -> Any:
+        return json_or_raise(await self.client.call("GET", path, key=key, query=query))
+
+
+@contextlib.asynccontextmanager
+async def open_session(
+    local: LocalSettings, overrides: dict[str, Any], *, embed: bool | None = None
+) -> AsyncIterator[Session]:
+    """Talk to a running server when one is up (and ``embed`` is not True), else embed one
+    that lives as long as the session."""
+    data_dir = local.data_dir
+    data_dir.mkdir(parents=True, exist_ok=True)
+    op_key = operator_key(data_dir)
+    url = None if embed else running_server(data_dir)
+    if url is not None:
+        client = HttpClient(url)
+        try:
+            yield Session(client=client, data_dir=data_dir, operator_key=op_key, server_url=url)
+        finally:
+            await client.close()
+        return
+    settings = SkycrawlSettings(**{**overrides, "operator_key": op_key})
+    stack = build_local_stack(settings, local)
+    stop = asyncio.Event()
+    session = Session(
+        client=InProcessClient(stack.api), data_dir=data_dir, operator_key=op_key, stack=stack
+    )
+    await stack.prepare()
+    task = asyncio.create_task(stack.run(stop))
+    try:
+        yield session
+    finally:
+        stop.set()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(task, 10)
+        await stack.close()
+
+
+__all__ = ["ApiError", "Session", "open_session", "operator_key", "running_server"]

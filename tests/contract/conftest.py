@@ -1,0 +1,298 @@
+"""Contract fixtures: one fixture per port, parametrised over every implementation.
+
+Each port has a dict of *factories*: async context managers that take a scratch directory and
+yield a harness around a ready implementation (and clean it up on exit). A new backend is one
+more entry, e.g. ``BUS_FACTORIES["moto"] = moto_bus``; every test of that port then runs
+against it too. A harness says how time passes for its backend (``elapse``: advance a
+``FakeClock``, or really sleep for brokers that run on wall time) and how to open a second
+client on the same backing store (``reopen``: restarts and concurrent consumers).
+
+Names of queues, topics, tables and keys come from the ``unique`` fixture, so suites can
+share one real broker or emulator without seeing each other's data.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sys
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from adapters.local.blob_store import FileBlobStore
+from adapters.local.container_runtime import SubprocessRuntime
+from adapters.local.message_bus import SqliteMessageBus
+from adapters.local.provisioner import DirectoryProvisioner
+from adapters.local.scheduler import SqliteScheduler
+from adapters.local.state_store import SqliteStateStore
+from core.clock import Clock, FakeClock
+from core.ports import (
+    BlobStore,
+    ContainerRuntime,
+    MessageBus,
+    Provisioner,
+    Scheduler,
+    StateStore,
+)
+
+
+async def _advance_or_sleep(clock: Clock, seconds: float) -> None:
+    if isinstance(clock, FakeClock):
+        clock.advance(seconds)
+    else:
+        await asyncio.sleep(seconds)
+
+
+# --------------------------------------------------------------------------- message bus
+
+
+@dataclass
+class BusHarness:
+    bus: MessageBus
+    clock: Clock  # the clock the bus reads "now" from
+    reopen: Callable[[], MessageBus]  # another client on the same store, closed at teardown
+    visibility_s: float = 0.5  # a short visibility timeout the backend honours
+
+    async def elapse(self, seconds: float) -> None:
+        await _advance_or_sleep(self.clock, seconds)
+
+
+@contextlib.asynccontextmanager
+async def sqlite_bus(tmp: Path) -> AsyncIterator[BusHarness]:
+    clock = FakeClock()
+    opened: list[SqliteMessageBus] = []
+
+    def open_bus() -> SqliteMessageBus:
+        opened.append(SqliteMessageBus(tmp / "bus.sqlite3", clock=clock))
+        return opened[-1]
+
+    try:
+        yield BusHarness(bus=open_bus(), clock=clock, reopen=open_bus)
+    finally:
+        for bus in opened:
+            await bus.close()
+
+
+BUS_FACTORIES: dict[str, Callable[[Path], AbstractAsyncContextManager[BusHarness]]] = {
+    "sqlite": sqlite_bus,
+}
+
+
+@pytest.fixture(params=sorted(BUS_FACTORIES))
+async def bus_h(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[BusHarness]:
+    async with BUS_FACTORIES[request.param](tmp_path) as harness:
+        yield harness
+
+
+@pytest.fixture
+async def sqlite_bus_h(tmp_path: Path) -> AsyncIterator[BusHarness]:
+    """The SQLite bus alone, for tests of what only the local adapter promises."""
+    async with sqlite_bus(tmp_path) as harness:
+        yield harness
+
+
+# --------------------------------------------------------------------------- scheduler
+
+
+@dataclass
+class SchedulerHarness:
+    scheduler: Scheduler
+    bus: MessageBus  # the bus the scheduler delivers into
+    clock: Clock
+
+    async def elapse(self, seconds: float) -> None:
+        await _advance_or_sleep(self.clock, seconds)
+
+
+@contextlib.asynccontextmanager
+async def sqlite_scheduler(tmp: Path) -> AsyncIterator[SchedulerHarness]:
+    clock = FakeClock()
+    bus = SqliteMessageBus(tmp / "bus.sqlite3", clock=clock)
+    try:
+        yield SchedulerHarness(scheduler=SqliteScheduler(bus), bus=bus, clock=clock)
+    finally:
+        await bus.close()
+
+
+SCHEDULER_FACTORIES: dict[str, Callable[[Path], AbstractAsyncContextManager[SchedulerHarness]]] = {
+    "sqlite": sqlite_scheduler,
+}
+
+
+@pytest.fixture(params=sorted(SCHEDULER_FACTORIES))
+async def scheduler_h(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> AsyncIterator[SchedulerHarness]:
+    async with SCHEDULER_FACTORIES[request.param](tmp_path) as harness:
+        yield harness
+
+
+@pytest.fixture
+async def sqlite_scheduler_h(tmp_path: Path) -> AsyncIterator[SchedulerHarness]:
+    async with sqlite_scheduler(tmp_path) as harness:
+        yield harness
+
+
+# --------------------------------------------------------------------------- state store
+
+
+@dataclass
+class StateHarness:
+    store: StateStore
+    clock: Clock
+    reopen: Callable[[], StateStore]
+
+    async def elapse(self, seconds: float) -> None:
+        await _advance_or_sleep(self.clock, seconds)
+
+
+@contextlib.asynccontextmanager
+async def sqlite_state(tmp: Path) -> AsyncIterator[StateHarness]:
+    clock = FakeClock()
+    opened: list[SqliteStateStore] = []
+
+    def open_store() -> SqliteStateStore:
+        opened.append(SqliteStateStore(tmp / "state.sqlite3", clock=clock))
+        return opened[-1]
+
+    try:
+        yield StateHarness(store=open_store(), clock=clock, reopen=open_store)
+    finally:
+        for store in opened:
+            await store.close()
+
+
+STATE_FACTORIES: dict[str, Callable[[Path], AbstractAsyncContextManager[StateHarness]]] = {
+    "sqlite": sqlite_state,
+}
+
+
+@pytest.fixture(params=sorted(STATE_FACTORIES))
+async def state_h(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[StateHarness]:
+    async with STATE_FACTORIES[request.param](tmp_path) as harness:
+        yield harness
+
+
+# --------------------------------------------------------------------------- blob store
+
+
+@contextlib.asynccontextmanager
+async def file_blobs(tmp: Path) -> AsyncIterator[BlobStore]:
+    store = FileBlobStore(tmp / "blobs")
+    try:
+        yield store
+    finally:
+        await store.close()
+
+
+BLOB_FACTORIES: dict[str, Callable[[Path], AbstractAsyncContextManager[BlobStore]]] = {
+    "files": file_blobs,
+}
+
+
+@pytest.fixture(params=sorted(BLOB_FACTORIES))
+async def blobs(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[BlobStore]:
+    async with BLOB_FACTORIES[request.param](tmp_path) as store:
+        yield store
+
+
+# --------------------------------------------------------------------------- container runtime
+
+
+@dataclass
+class RuntimeHarness:
+    """Builds runtimes whose containers run a given Python ``script`` (the test workload).
+
+    Scripts report through files in ``out_dir`` (passed as ``SKYCRAWL_TEST_OUT``) and may read
+    ``SKYCRAWL_TEST_*`` variables of ``spec.env``.
+    """
+
+    make: Callable[[str], ContainerRuntime]
+    out_dir: Path
+    opened: list[ContainerRuntime] = field(default_factory=list)
+
+    def runtime(self, script: str) -> ContainerRuntime:
+        runtime = self.make(script)
+        self.opened.append(runtime)
+        return runtime
+
+    async def wait_for_file(self, name: str, timeout_s: float = 10) -> str:
+        path = self.out_dir / name
+        for _ in range(int(timeout_s / 0.02)):
+            if path.exists() and path.read_text().endswith("\n"):
+                return path.read_text()
+            await asyncio.sleep(0.02)
+        raise AssertionError(f"{name} was not written within {timeout_s} s")
+
+
+@contextlib.asynccontextmanager
+async def subprocess_runtime(tmp: Path) -> AsyncIterator[RuntimeHarness]:
+    out = tmp / "out"
+    out.mkdir()
+
+    def make(script: str) -> ContainerRuntime:
+        return SubprocessRuntime(command=(sys.executable, "-c", script), log_dir=tmp / "logs")
+
+    harness = RuntimeHarness(make=make, out_dir=out)
+    try:
+        yield harness
+    finally:
+        for runtime in harness.opened:
+            await runtime.close()
+
+
+RUNTIME_FACTORIES: dict[str, Callable[[Path], AbstractAsyncContextManager[RuntimeHarness]]] = {
+    "subprocess": subprocess_runtime,
+}
+
+
+@pytest.fixture(params=sorted(RUNTIME_FACTORIES))
+async def runtime_h(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> AsyncIterator[RuntimeHarness]:
+    async with RUNTIME_FACTORIES[request.param](tmp_path) as harness:
+        yield harness
+
+
+# --------------------------------------------------------------------------- provisioner
+
+
+@dataclass
+class ProvisionerHarness:
+    provisioner: Provisioner
+    exists: Callable[[Mapping[str, str]], Awaitable[bool]]  # are all these resources there?
+
+
+@contextlib.asynccontextmanager
+async def directory_provisioner(tmp: Path) -> AsyncIterator[ProvisionerHarness]:
+    async def exists(resources: Mapping[str, str]) -> bool:
+        return all(Path(value).exists() for value in resources.values())
+
+    yield ProvisionerHarness(provisioner=DirectoryProvisioner(tmp), exists=exists)
+
+
+PROVISIONER_FACTORIES: dict[
+    str, Callable[[Path], AbstractAsyncContextManager[ProvisionerHarness]]
+] = {"directory": directory_provisioner}
+
+
+@pytest.fixture(params=sorted(PROVISIONER_FACTORIES))
+async def provisioner_h(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> AsyncIterator[ProvisionerHarness]:
+    async with PROVISIONER_FACTORIES[request.param](tmp_path) as harness:
+        yield harness
+
+
+# --------------------------------------------------------------------------- names
+
+
+@pytest.fixture
+def unique() -> Callable[[str], str]:
+    """``unique("inbox")`` → ``inbox-1a2b3c4d``: a name no other test uses."""
+    return lambda stem: f"{stem}-{uuid.uuid4().hex[:8]}"

@@ -1,0 +1,123 @@
+"""BlobStore contract: atomic objects under ``/``-separated keys, listed in order."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from adapters.local.blob_store import FileBlobStore
+from core.errors import InvalidRequest, NotFound
+from core.ports import BlobStore
+
+
+async def test_round_trip_and_overwrite(blobs: BlobStore) -> None:
+    data = bytes(range(256)) * 4096  # 1 MiB of every byte value
+    await blobs.put(key="tenants/t1/crawls/c1/checkpoint.json", data=data)
+    assert await blobs.get(key="tenants/t1/crawls/c1/checkpoint.json") == data
+    assert await blobs.exists(key="tenants/t1/crawls/c1/checkpoint.json")
+
+    await blobs.put(
+        key="tenants/t1/crawls/c1/checkpoint.json", data=b"{}", content_type="application/json"
+    )
+    assert await blobs.get(key="tenants/t1/crawls/c1/checkpoint.json") == b"{}"
+    await blobs.put(key="empty", data=b"")
+    assert await blobs.get(key="empty") == b""
+
+
+async def test_missing_blob(blobs: BlobStore) -> None:
+    with pytest.raises(NotFound):
+        await blobs.get(key="no/such/blob")
+    assert not await blobs.exists(key="no/such/blob")
+    await blobs.delete(key="no/such/blob")  # absent is not an error
+
+
+async def test_list_is_sorted_and_filtered_by_prefix(blobs: BlobStore) -> None:
+    keys = ["a/b/2.txt", "a/b/10.txt", "a/bc/1.txt", "a/b.txt", "b/1.txt", "a/b/sub/x"]
+    for key in keys:
+        await blobs.put(key=key, data=key.encode())
+    assert await blobs.list(prefix="") == sorted(keys)
+    assert await blobs.list(prefix="a/b/") == ["a/b/10.txt", "a/b/2.txt", "a/b/sub/x"]
+    assert await blobs.list(prefix="a/b") == sorted(k for k in keys if k.startswith("a/b"))
+    assert await blobs.list(prefix="a/b/1") == ["a/b/10.txt"]
+    assert await blobs.list(prefix="zzz/") == []
+
+
+async def test_delete_and_delete_prefix(blobs: BlobStore) -> None:
+    for key in ["t/c1/m/0", "t/c1/m/1", "t/c1/w/0", "t/c2/m/0"]:
+        await blobs.put(key=key, data=b"x")
+    await blobs.delete(key="t/c1/w/0")
+    assert not await blobs.exists(key="t/c1/w/0")
+    assert await blobs.delete_prefix(prefix="t/c1/") == 2
+    assert await blobs.list(prefix="t/") == ["t/c2/m/0"]
+    assert await blobs.delete_prefix(prefix="t/c1/") == 0
+    await blobs.put(key="t/c1/m/0", data=b"again")  # the emptied "directory" is usable again
+    assert await blobs.get(key="t/c1/m/0") == b"again"
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        "",
+        "../escape",
+        "a/../../escape",
+        "/etc/passwd",
+        "a\\b",
+        "a//b",
+        "a/",
+        "./a",
+        "a/./b",
+        "a/..",
+    ],
+)
+async def test_unsafe_keys_are_rejected(blobs: BlobStore, key: str) -> None:
+    with pytest.raises(InvalidRequest):
+        await blobs.put(key=key, data=b"x")
+    with pytest.raises(InvalidRequest):
+        await blobs.get(key=key)
+
+
+async def test_readers_never_see_half_a_write(blobs: BlobStore) -> None:
+    old, new = b"a" * 2_000_000, b"b" * 2_000_000
+    await blobs.put(key="k", data=old)
+
+    async def read_many() -> set[bytes]:
+        return {await blobs.get(key="k") for _ in range(20)}
+
+    seen, _ = await asyncio.gather(read_many(), blobs.put(key="k", data=new))
+    assert seen <= {old, new}
+    assert await blobs.get(key="k") == new
+
+
+# --------------------------------------------------------------------------- files only
+
+
+async def test_files_leave_no_temporary_files_behind(tmp_path: Path) -> None:
+    store = FileBlobStore(tmp_path)
+    await asyncio.gather(*(store.put(key=f"k/{i % 3}", data=b"x" * i) for i in range(30)))
+    assert sorted(p.name for p in (tmp_path / ".tmp").iterdir()) == []
+    assert await store.list(prefix="") == ["k/0", "k/1", "k/2"]
+    await store.delete_prefix(prefix="k/")
+    assert not (tmp_path / "k").exists()
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.text(alphabet=st.sampled_from("ab./\\\x00"), max_size=12)
+    | st.lists(st.sampled_from(["a", "", ".", "..", ".tmp", "b\\c", "..."]), max_size=5).map(
+        "/".join
+    )
+)
+def test_files_never_map_a_key_outside_the_root(key: str) -> None:
+    root = Path("/srv/blobs")
+    store = FileBlobStore(root)
+    try:
+        path = store._path(key)
+    except InvalidRequest:
+        return
+    assert root in path.parents
+    assert ".." not in path.relative_to(root).parts
+    assert path.relative_to(root).parts[0] != ".tmp"

@@ -1,0 +1,212 @@
+"""ContainerRuntime contract: start with env, describe, stop with a grace, nothing left over."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from adapters.local.container_runtime import SubprocessRuntime
+from core.models import Egress
+from core.ports import ContainerRuntime, ContainerSpec, ContainerStatus, RunState
+
+if TYPE_CHECKING:
+    from tests.contract.conftest import RuntimeHarness
+
+#: The test workload. SKYCRAWL_TEST_MODE: "sleep" (default: write <GUID>.env, sleep, exit 0 on
+#: SIGTERM), "ignore" (the same, ignoring SIGTERM) or "exit:<code>" (exit at once).
+WORKLOAD = r"""
+import json, os, signal, sys, time
+cid, out = os.environ["SKYCRAWL_CONTAINER_ID"], os.environ["SKYCRAWL_TEST_OUT"]
+mode = os.environ.get("SKYCRAWL_TEST_MODE", "sleep")
+if mode.startswith("exit:"):
+    sys.exit(int(mode[5:]))
+signal.signal(signal.SIGTERM, signal.SIG_IGN if mode == "ignore" else lambda *_: sys.exit(0))
+env = {k: v for k, v in os.environ.items() if k.startswith("SKYCRAWL_")}
+env["pid"] = str(os.getpid())
+tmp = os.path.join(out, cid + ".tmp")
+with open(tmp, "w") as f:
+    f.write(json.dumps(env) + "\n")
+os.replace(tmp, os.path.join(out, cid + ".env"))
+while True:
+    time.sleep(0.05)
+"""
+
+
+def spec(
+    h: RuntimeHarness, cid: str, mode: str = "sleep", proxy: str | None = None
+) -> ContainerSpec:
+    env = {"SKYCRAWL_TEST_OUT": str(h.out_dir), "SKYCRAWL_TEST_MODE": mode, "SKYCRAWL_TEST_X": "1"}
+    egress = Egress(name="eu-proxy", proxy_url=proxy)
+    return ContainerSpec(container_id=cid, tenant_id="tenant-1", egress=egress, env=env)
+
+
+async def started(
+    h: RuntimeHarness, cid: str, mode: str = "sleep"
+) -> tuple[ContainerRuntime, dict[str, str]]:
+    runtime = h.runtime(WORKLOAD)
+    await runtime.start_container(spec=spec(h, cid, mode, proxy="http://proxy.test:3128"))
+    return runtime, json.loads(await h.wait_for_file(f"{cid}.env"))
+
+
+async def until_exited(
+    runtime: ContainerRuntime, cid: str, timeout_s: float = 10
+) -> ContainerStatus:
+    for _ in range(int(timeout_s / 0.05)):
+        status = await runtime.describe(container_id=cid)
+        if status.state is RunState.exited:
+            return status
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"{cid} still {status.state} after {timeout_s} s")
+
+
+async def test_container_gets_its_identity_and_env(runtime_h: RuntimeHarness) -> None:
+    _, env = await started(runtime_h, "c-env")
+    assert env["SKYCRAWL_CONTAINER_ID"] == "c-env"
+    assert env["SKYCRAWL_TENANT_ID"] == "tenant-1"
+    assert env["SKYCRAWL_EGRESS_NAME"] == "eu-proxy"
+    assert env["SKYCRAWL_PROXY_URL"] == "http://proxy.test:3128"
+    assert env["SKYCRAWL_TEST_X"] == "1"
+
+
+async def test_describe_running_then_stop_then_exited(runtime_h: RuntimeHarness) -> None:
+    runtime, _ = await started(runtime_h, "c-stop")
+    assert (await runtime.describe(container_id="c-stop")).state is RunState.running
+    assert [s.container_id for s in await runtime.list_running()] == ["c-stop"]
+
+    await runtime.stop_container(container_id="c-stop", grace_s=5)
+    status = await until_exited(runtime, "c-stop")
+    assert status.exit_code == 0  # it handled SIGTERM and exited cleanly
+    assert await runtime.list_running() == []
+    await runtime.stop_container(container_id="c-stop")  # stopping a gone one is a no-op
+
+
+async def test_stop_forces_a_container_that_ignores_sigterm(runtime_h: RuntimeHarness) -> None:
+    runtime, _ = await started(runtime_h, "c-stubborn", mode="ignore")
+    begun = time.monotonic()
+    await runtime.stop_container(container_id="c-stubborn", grace_s=0.3)
+    status = await until_exited(runtime, "c-stubborn")
+    assert 0.3 <= time.monotonic() - begun < 5
+    assert status.exit_code not in (None, 0)
+
+
+async def test_a_container_that_exits_reports_its_code(runtime_h: RuntimeHarness) -> None:
+    runtime = runtime_h.runtime(WORKLOAD)
+    await runtime.start_container(spec=spec(runtime_h, "c-exit", mode="exit:3"))
+    status = await until_exited(runtime, "c-exit")
+    assert status.exit_code == 3
+
+
+async def test_unknown_container(runtime_h: RuntimeHarness) -> None:
+    runtime = runtime_h.runtime(WORKLOAD)
+    assert (await runtime.describe(container_id="never-started")).state is RunState.unknown
+    await runtime.stop_container(container_id="never-started")
+
+
+# --------------------------------------------------------------------------- subprocess only
+
+
+def gone(pid: int) -> bool:
+    """True once ``pid`` no longer runs (a zombie waiting for its reaper counts as gone)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return True
+    except OSError:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        return False
+    return state in ("Z", "X")
+
+
+async def wait_gone(pid: int, timeout_s: float = 5) -> None:
+    for _ in range(int(timeout_s / 0.05)):
+        if gone(pid):
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"process {pid} still alive after {timeout_s} s")
+
+
+async def test_subprocess_close_stops_everything(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    runtime = SubprocessRuntime(
+        command=(sys.executable, "-c", WORKLOAD), log_dir=tmp_path / "logs", close_grace_s=0.3
+    )
+    env = {"SKYCRAWL_TEST_OUT": str(out)}
+    pids = []
+    for cid, mode in [("c-1", "sleep"), ("c-2", "ignore")]:
+        spec_ = ContainerSpec(
+            cid, "t", Egress(name="local"), env={**env, "SKYCRAWL_TEST_MODE": mode}
+        )
+        await runtime.start_container(spec=spec_)
+        await runtime.start_container(spec=spec_)  # still running: a no-op
+        assert (tmp_path / "logs" / f"{cid}.pid").exists()
+    for cid in ("c-1", "c-2"):
+        for _ in range(200):
+            if (out / f"{cid}.env").exists():
+                break
+            await asyncio.sleep(0.02)
+        pids.append(int(json.loads((out / f"{cid}.env").read_text())["pid"]))
+    assert len(await runtime.list_running()) == 2
+    await runtime.close()
+    for pid in pids:
+        await wait_gone(pid, 1)
+    assert list((tmp_path / "logs").glob("*.pid")) == []
+
+
+PARENT = r"""
+import asyncio, sys
+from pathlib import Path
+from adapters.local.container_runtime import SubprocessRuntime
+from core.models import Egress
+from core.ports import ContainerSpec
+
+CHILD = "import signal, time\n" + sys.argv[2] + "\nwhile True: time.sleep(0.05)"
+
+async def main() -> None:
+    runtime = SubprocessRuntime(
+        command=(sys.executable, "-c", CHILD), log_dir=Path(sys.argv[1]), close_grace_s=0.3
+    )
+    await runtime.start_container(spec=ContainerSpec("child", "t", Egress(name="local")))
+    print("started", flush=True)
+    await asyncio.sleep(3600)
+
+asyncio.run(main())
+"""
+
+
+async def child_of_parent(
+    tmp_path: Path, child_setup: str
+) -> tuple[asyncio.subprocess.Process, int]:
+    parent = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", PARENT, str(tmp_path), child_setup, stdout=asyncio.subprocess.PIPE
+    )
+    assert parent.stdout is not None
+    assert (await asyncio.wait_for(parent.stdout.readline(), 20)).strip() == b"started"
+    child = int(json.loads((tmp_path / "child.pid").read_text())["pid"])
+    await asyncio.sleep(0.2)  # let the child get going
+    assert not gone(child)
+    return parent, child
+
+
+async def test_subprocess_kill_9_of_the_parent_leaves_no_orphan(tmp_path: Path) -> None:
+    parent, child = await child_of_parent(tmp_path, "")
+    parent.send_signal(signal.SIGKILL)
+    await parent.wait()
+    await wait_gone(child)
+
+
+async def test_subprocess_ctrl_c_of_the_parent_leaves_no_child(tmp_path: Path) -> None:
+    # The child ignores SIGTERM, so only the parent's exit hook (SIGKILL after grace) ends it.
+    parent, child = await child_of_parent(tmp_path, "signal.signal(signal.SIGTERM, signal.SIG_IGN)")
+    parent.send_signal(signal.SIGINT)
+    await asyncio.wait_for(parent.wait(), 10)
+    await wait_gone(child, 2)

@@ -1,0 +1,38 @@
+"""The embedded stack with real engine subprocesses, running for one test."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from core.settings import LocalSettings, SkycrawlSettings
+from functions.local.bootstrap import build_local_stack
+from tests.e2e.support import OPERATOR_KEY, Harness
+
+
+@pytest.fixture
+async def harness(tmp_path: Path) -> AsyncIterator[Harness]:
+    settings = SkycrawlSettings(
+        allow_cidrs=["127.0.0.0/8"],
+        idle_ttl_s=2.0,
+        timer_period_s=0.5,
+        heartbeat_interval_s=0.5,
+        heartbeat_timeout_s=20.0,
+        startup_timeout_s=30.0,
+        checkpoint_interval_s=0.5,
+        stop_grace_s=3.0,
+        operator_key=OPERATOR_KEY,
+    )
+    stack = build_local_stack(settings, LocalSettings(data_dir=tmp_path / "data"))
+    stop = asyncio.Event()
+    await stack.prepare()
+    task = asyncio.create_task(stack.run(stop))
+    try:
+        yield Harness(stack=stack, stop=stop)
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 15)
+        await stack.close()

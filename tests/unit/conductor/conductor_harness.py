@@ -1,0 +1,636 @@
+"""Harness for the conductor tests: the real local ports on temporary files, one FakeClock.
+
+* ``Harness`` wires ``Conductor`` + ``Housekeeper`` over ``SqliteMessageBus``,
+  ``SqliteScheduler`` (seen through ``SchedulerProbe``), ``SqliteStateStore``,
+  ``FileBlobStore`` and ``DirectoryProvisioner``; every port reads the same ``FakeClock``, so
+  kill timers, leases and timeouts move only when a test advances it. ``another_conductor()``
+  opens a second instance over the same SQLite files, as a second function instance would.
+* ``RecordingRuntime`` is the one test double, at the container boundary.
+* ``FakeEngine`` plays the container side of the protocol the way ``engine_container.worker``
+  does: subscription first, then ``ready``; work is read from its own subscription.
+* ``submit`` / ``cancel`` write records and messages exactly as ``core.api.crawls`` does.
+
+The harness is a module (not ``conftest.py``) because the hypothesis state machine builds a
+fresh one per example outside pytest's fixtures; ``conftest.py`` holds the fixtures.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from adapters.local.blob_store import FileBlobStore
+from adapters.local.message_bus import SqliteMessageBus
+from adapters.local.provider import engine_env
+from adapters.local.provisioner import DirectoryProvisioner
+from adapters.local.scheduler import SqliteScheduler
+from adapters.local.state_store import SqliteStateStore
+from core.clock import FakeClock
+from core.conductor import Conductor, Housekeeper, HousekeepingReport
+from core.errors import Conflict, NotFound
+from core.inbox import drain_inbox
+from core.layout import subscription_name
+from core.messages import (
+    CancelCrawl,
+    CancelRequested,
+    ContainerExited,
+    ContainerReady,
+    CrawlCompleted,
+    CrawlFailed,
+    CrawlSubmitted,
+    Heartbeat,
+    KillTimer,
+    Progress,
+    RunCrawl,
+    decode_dispatch,
+    decode_inbox,
+    encode,
+)
+from core.models import (
+    Container,
+    Crawl,
+    CrawlCounts,
+    CrawlSpec,
+    CrawlState,
+    Egress,
+    Frozen,
+    Quotas,
+    SessionBinding,
+    Tenant,
+)
+from core.ports import (
+    ContainerSpec,
+    ContainerStatus,
+    OutboundMessage,
+    Ports,
+    Queue,
+    RunState,
+    RuntimeCapabilities,
+    SchedulerCapabilities,
+    Subscription,
+    dead_letter_queue,
+)
+from core.records import ActiveCrawl, Records
+from core.settings import LocalSettings, SkycrawlSettings
+
+START = datetime(2030, 1, 1, tzinfo=UTC)
+SEED = "https://example.com/"
+
+#: Small, explicit values: every timeout is reached by advancing the FakeClock a little.
+DEFAULTS: dict[str, Any] = {
+    "provider": "local",
+    "inbox_queue": "inbox",
+    "dispatch_topic": "dispatch",
+    "idle_ttl_s": 30.0,
+    "startup_timeout_s": 60.0,
+    "heartbeat_interval_s": 5.0,
+    "heartbeat_timeout_s": 40.0,
+    "stop_grace_s": 1.0,
+    "max_attempts": 3,
+    "max_deliveries": 5,
+    "timer_period_s": 5.0,
+    "checkpoint_interval_s": 5.0,
+    "engine_image": "skycrawl-engine:test",
+    "egresses": [Egress(name="local")],
+    "allow_cidrs": ["127.0.0.0/8"],
+}
+
+
+def make_settings(**overrides: Any) -> SkycrawlSettings:
+    return SkycrawlSettings(**{**DEFAULTS, **overrides})
+
+
+# --------------------------------------------------------------------------- runtime double
+
+
+class RecordingRuntime:
+    """ContainerRuntime test double: records what the conductor asks, answers as told.
+
+    ``start_container`` records the ``ContainerSpec`` (the container is then ``running``);
+    ``stop_container`` records the GUID (the container is then ``exited``); ``describe``
+    answers ``running`` / ``exited`` / ``unknown`` as the test sets with ``set_state``
+    (``unknown`` for a GUID never started). ``fail_starts`` makes the next starts raise, and
+    ``on_stop`` lets a test look at the stored records at the moment of a stop.
+
+    This is a double only at the process/cloud boundary: the real runtimes
+    (``SubprocessRuntime``, and ECS, Container Instances and Cloud Run) are covered by the
+    ContainerRuntime contract suite in ``tests/contract/``.
+    """
+
+    capabilities = RuntimeCapabilities(name="recording", typical_start_s=0.0, max_grace_s=300.0)
+
+    def __init__(self) -> None:
+        self.started: list[ContainerSpec] = []
+        self.stopped: list[str] = []
+        self.fail_starts = 0
+        self.on_start: Callable[[ContainerSpec], Awaitable[None]] | None = None
+        self.on_stop: Callable[[str], Awaitable[None]] | None = None
+        self._states: dict[str, tuple[RunState, int | None]] = {}
+
+    @property
+    def started_ids(self) -> list[str]:
+        return [spec.container_id for spec in self.started]
+
+    def spec(self, container_id: str) -> ContainerSpec:
+        return next(s for s in self.started if s.container_id == container_id)
+
+    def set_state(self, container_id: str, state: RunState, exit_code: int | None = None) -> None:
+        self._states[container_id] = (state, exit_code)
+
+    async def start_container(self, *, spec: ContainerSpec) -> None:
+        self.started.append(spec)
+        if self.on_start is not None:
+            await self.on_start(spec)
+        if self.fail_starts > 0:
+            self.fail_starts -= 1
+            self.set_state(spec.container_id, RunState.exited, 125)
+            raise RuntimeError("no capacity in this region")
+        self.set_state(spec.container_id, RunState.running)
+
+    async def stop_container(self, *, container_id: str, grace_s: float = 10) -> None:
+        if self.on_stop is not None:
+            await self.on_stop(container_id)
+        self.stopped.append(container_id)
+        state, _ = self._states.get(container_id, (RunState.unknown, None))
+        if state is RunState.running:
+            self.set_state(container_id, RunState.exited, 143)
+
+    async def describe(self, *, container_id: str) -> ContainerStatus:
+        state, code = self._states.get(container_id, (RunState.unknown, None))
+        return ContainerStatus(container_id=container_id, state=state, exit_code=code)
+
+    async def list_running(self) -> list[ContainerStatus]:
+        return [
+            ContainerStatus(container_id=cid, state=state)
+            for cid, (state, _) in self._states.items()
+            if state is RunState.running
+        ]
+
+    async def close(self) -> None:
+        return None
+
+
+class SchedulerProbe:
+    """The real ``SqliteScheduler`` behind a window: records every scheduled message and can
+    report a shorter native delay (``max_delay_s``), as SQS ``DelaySeconds`` (15 min) has."""
+
+    def __init__(self, inner: SqliteScheduler, *, max_delay_s: float | None = None) -> None:
+        self._inner = inner
+        native = inner.capabilities
+        self.capabilities = SchedulerCapabilities(
+            max_delay_s=native.max_delay_s if max_delay_s is None else max_delay_s,
+            can_cancel=native.can_cancel,
+        )
+        self.scheduled: list[tuple[datetime, OutboundMessage]] = []
+
+    async def schedule(self, *, queue: str, message: OutboundMessage, deliver_at: datetime) -> str:
+        self.scheduled.append((deliver_at, message))
+        return await self._inner.schedule(queue=queue, message=message, deliver_at=deliver_at)
+
+    async def cancel(self, *, handle: str) -> bool:
+        return await self._inner.cancel(handle=handle)
+
+
+# --------------------------------------------------------------------------- the harness
+
+#: The ``make_harness`` fixture: ``await make_harness(**settings)``.
+MakeHarness = Callable[..., Awaitable["Harness"]]
+
+
+@dataclass
+class Harness:
+    root: Path
+    clock: FakeClock
+    settings: SkycrawlSettings
+    runtime: RecordingRuntime
+    ports: Ports
+    scheduler: SchedulerProbe
+    conductor: Conductor
+    max_delay_s: float | None = None
+    sent: list[OutboundMessage] = field(default_factory=list)
+    _ids: Iterator[int] = field(default_factory=lambda: itertools.count(1))
+    _extra: list[Ports] = field(default_factory=list)
+
+    @classmethod
+    async def create(
+        cls, root: Path, *, max_delay_s: float | None = None, **overrides: Any
+    ) -> Harness:
+        clock = FakeClock(START)
+        settings = make_settings(**overrides)
+        runtime = RecordingRuntime()
+        ports, probe = _open_ports(root, clock, runtime, max_delay_s)
+        await ports.bus.ensure_queue(
+            name=settings.inbox_queue, max_deliveries=settings.max_deliveries
+        )
+        await ports.bus.ensure_topic(topic=settings.dispatch_topic)
+        ids = itertools.count(1)
+        conductor = _make_conductor(ports, settings, root, ids)
+        return cls(root, clock, settings, runtime, ports, probe, conductor, max_delay_s, _ids=ids)
+
+    def another_conductor(self) -> Conductor:
+        """A second conductor instance: its own bus and state clients on the same files."""
+        ports, _ = _open_ports(self.root, self.clock, self.runtime, self.max_delay_s)
+        self._extra.append(ports)
+        return _make_conductor(ports, self.settings, self.root, self._ids)
+
+    async def close(self) -> None:
+        for ports in (self.ports, *self._extra):
+            await ports.close()
+
+    @property
+    def records(self) -> Records:
+        return self.conductor.records
+
+    @property
+    def bus(self) -> SqliteMessageBus:
+        bus = self.ports.bus
+        assert isinstance(bus, SqliteMessageBus)
+        return bus
+
+    # ------------------------------------------------------------------ tenants and crawls
+
+    async def add_tenant(self, tenant_id: str = "t1", **quotas: int) -> Tenant:
+        tenant = Tenant(
+            id=tenant_id,
+            name=f"tenant {tenant_id}",
+            key_prefix=f"key-{tenant_id}",
+            key_sha256="0" * 64,
+            quotas=Quotas(**quotas),
+            created_at=self.clock.now(),
+        )
+        await self.records.tenants.create("tenants", tenant_id, tenant)
+        return tenant
+
+    async def submit(
+        self, tenant_id: str = "t1", *, session: str | None = None, **spec: Any
+    ) -> str:
+        """What ``POST /v1/crawls`` stores and sends; returns the crawl id."""
+        now = self.clock.now()
+        crawl_id = f"cr_{next(self._ids):032x}"
+        crawl = Crawl(
+            id=crawl_id,
+            tenant_id=tenant_id,
+            spec=CrawlSpec(seeds=[SEED], session=session, **spec),
+            created_at=now,
+            updated_at=now,
+        )
+        await self.records.crawls.create(tenant_id, crawl_id, crawl)
+        await self.records.active.create(
+            tenant_id, crawl_id, ActiveCrawl(crawl_id=crawl_id, created_at=now)
+        )
+        await self.send(CrawlSubmitted(tenant_id=tenant_id, crawl_id=crawl_id))
+        return crawl_id
+
+    async def cancel(self, tenant_id: str, crawl_id: str) -> None:
+        """What ``DELETE /v1/crawls/{id}`` does: mark cancelled, drop the index, tell the inbox."""
+        now = self.clock.now()
+        before: Crawl | None = None
+
+        def cancelled(c: Crawl) -> Crawl | None:
+            nonlocal before
+            before = c
+            if c.state.terminal:
+                return None
+            return c.model_copy(
+                update={
+                    "state": CrawlState.cancelled,
+                    "finished_at": now,
+                    "updated_at": now,
+                    "reason": "cancelled by the tenant",
+                }
+            )
+
+        _, changed = await self.records.crawls.mutate(tenant_id, crawl_id, cancelled)
+        assert changed, "only a running or pending crawl can be cancelled"
+        assert before is not None
+        await self.records.active.discard(tenant_id, crawl_id)
+        await self.send(
+            CancelRequested(
+                tenant_id=tenant_id, crawl_id=crawl_id, container_id=before.container_id
+            )
+        )
+
+    async def send(self, message: Frozen) -> OutboundMessage:
+        """Put a message on the conductor's inbox (and remember it for duplicate delivery)."""
+        outbound = encode(message)
+        await self.resend(outbound)
+        return outbound
+
+    async def resend(self, outbound: OutboundMessage) -> None:
+        self.sent.append(outbound)
+        await self.bus.send(queue=self.settings.inbox_queue, message=outbound)
+
+    # ------------------------------------------------------------------ driving
+
+    async def pump(self, conductor: Conductor | None = None, *, batch: int = 10) -> int:
+        """Hand inbox messages to ``conductor`` until none is visible; returns how many."""
+        conductor = conductor or self.conductor
+        total = 0
+        for _ in range(1000):
+            seen = await drain_inbox(
+                conductor, conductor.ports.bus, queue=self.settings.inbox_queue, max_messages=batch
+            )
+            if seen == 0:
+                return total
+            total += seen
+        raise AssertionError("the inbox never drains: handlers keep producing visible messages")
+
+    async def housekeeping(self, conductor: Conductor | None = None) -> HousekeepingReport:
+        """One run of the timer trigger, then the inbox it fed."""
+        conductor = conductor or self.conductor
+        report = await Housekeeper(conductor).run()
+        await self.pump(conductor)
+        return report
+
+    async def advance(self, seconds: float, *, beating: tuple[FakeEngine, ...] = ()) -> None:
+        """Let time pass in steps of at most 5 s; ``beating`` engines heartbeat every step.
+        Delivers what falls due (kill timers) after each step; no housekeeping."""
+        remaining = seconds
+        while remaining > 0:
+            step = min(remaining, 5.0)
+            for engine in beating:
+                await engine.heartbeat()
+            self.clock.advance(step)
+            remaining -= step
+            await self.pump()
+
+    async def run_for(self, seconds: float, *, beating: tuple[FakeEngine, ...] = ()) -> None:
+        """Like ``advance``, with the housekeeping timer firing every ``timer_period_s``."""
+        period = self.settings.timer_period_s
+        elapsed = 0.0
+        while elapsed < seconds:
+            step = min(period, seconds - elapsed)
+            await self.advance(step, beating=beating)
+            elapsed += step
+            await self.housekeeping()
+
+    def engine(self, container_id: str, tenant_id: str = "t1") -> FakeEngine:
+        return FakeEngine(self, container_id, tenant_id)
+
+    # ------------------------------------------------------------------ reading state
+
+    async def crawl(self, crawl_id: str, tenant_id: str = "t1") -> Crawl:
+        found = await self.records.crawls.get(tenant_id, crawl_id)
+        assert found is not None, f"crawl {crawl_id} is lost"
+        return found.value
+
+    async def container(self, container_id: str, tenant_id: str = "t1") -> Container:
+        found = await self.records.containers.get(tenant_id, container_id)
+        assert found is not None, f"container {container_id} has no record"
+        return found.value
+
+    async def containers(self, tenant_id: str = "t1") -> list[Container]:
+        return [v.value for v in await self.records.containers.query(tenant_id)]
+
+    async def live(self, tenant_id: str = "t1") -> list[Container]:
+        return await self.records.live_containers(tenant_id)
+
+    async def fleet(self, tenant_id: str = "t1") -> tuple[str, ...]:
+        found = await self.records.fleets.get(tenant_id, "fleet")
+        return () if found is None else found.value.containers
+
+    async def binding(self, session: str, tenant_id: str = "t1") -> SessionBinding | None:
+        found = await self.records.sessions.get(tenant_id, session)
+        return None if found is None else found.value
+
+    async def active_ids(self, tenant_id: str = "t1") -> set[str]:
+        return {v.value.crawl_id for v in await self.records.active.query(tenant_id)}
+
+    async def subscription_exists(self, container_id: str) -> bool:
+        source = Subscription(self.settings.dispatch_topic, subscription_name(container_id))
+        try:
+            leases = await self.bus.receive(source=source, max_messages=10)
+        except NotFound:
+            return False
+        for lease in leases:
+            await self.bus.release(lease=lease)
+        return True
+
+    async def dead_letters(self) -> list[tuple[dict[str, str], bytes]]:
+        """Messages in the inbox's dead-letter queue: (attributes, body)."""
+        queue = Queue(dead_letter_queue(self.settings.inbox_queue))
+        leases = await self.bus.receive(source=queue, max_messages=100)
+        for lease in leases:
+            await self.bus.release(lease=lease)
+        return [(dict(lease.attributes), lease.body) for lease in leases]
+
+    async def snapshot(self, tenant_id: str = "t1") -> dict[str, Any]:
+        """Everything a duplicate message must not change."""
+        crawls = {v.value.id: v.value for v in await self.records.crawls.query(tenant_id)}
+        containers = {c.id: c for c in await self.containers(tenant_id)}
+        sessions = {v.value.session: v.value for v in await self.records.sessions.query(tenant_id)}
+        return {
+            "crawls": crawls,
+            "containers": containers,
+            "sessions": sessions,
+            "fleet": await self.fleet(tenant_id),
+            "active": await self.active_ids(tenant_id),
+            "started": list(self.runtime.started_ids),
+            "stopped": list(self.runtime.stopped),
+        }
+
+
+def _make_conductor(
+    ports: Ports, settings: SkycrawlSettings, root: Path, ids: Iterator[int]
+) -> Conductor:
+    """A conductor as a composition root builds it: GUIDs are numbered so runs repeat."""
+    return Conductor(
+        ports=ports,
+        settings=settings,
+        engine_env=engine_env(LocalSettings(data_dir=root)),
+        new_id=lambda: f"ctr-{next(ids):04d}",
+    )
+
+
+def _open_ports(
+    root: Path, clock: FakeClock, runtime: RecordingRuntime, max_delay_s: float | None
+) -> tuple[Ports, SchedulerProbe]:
+    bus = SqliteMessageBus(root / "bus.sqlite3", clock=clock)
+    probe = SchedulerProbe(SqliteScheduler(bus), max_delay_s=max_delay_s)
+    ports = Ports(
+        bus=bus,
+        scheduler=probe,
+        state=SqliteStateStore(root / "state.sqlite3", clock=clock),
+        blobs=FileBlobStore(root / "blobs"),
+        runtime=runtime,
+        provisioner=DirectoryProvisioner(root),
+        clock=clock,
+    )
+    return ports, probe
+
+
+# --------------------------------------------------------------------------- container side
+
+
+@dataclass
+class FakeEngine:
+    """The container's side of the protocol, as ``engine_container.worker`` speaks it."""
+
+    harness: Harness
+    id: str
+    tenant_id: str = "t1"
+    foreign: list[bytes] = field(default_factory=list)  # messages not for this GUID
+
+    @property
+    def subscription(self) -> Subscription:
+        return Subscription(self.harness.settings.dispatch_topic, subscription_name(self.id))
+
+    async def subscribe(self) -> None:
+        await self.harness.bus.ensure_subscription(
+            topic=self.harness.settings.dispatch_topic,
+            name=subscription_name(self.id),
+            filter={"container_id": self.id},
+        )
+
+    async def ready(self, egress_ip: str = "203.0.113.7") -> OutboundMessage:
+        """Subscribe, then say ``ready: GUID`` (the handshake of the brief's step 4)."""
+        await self.subscribe()
+        return await self.send(
+            ContainerReady(tenant_id=self.tenant_id, container_id=self.id, egress_ip=egress_ip)
+        )
+
+    async def work(self) -> list[RunCrawl | CancelCrawl]:
+        """Take (and acknowledge) everything waiting on this container's subscription."""
+        received: list[RunCrawl | CancelCrawl] = []
+        while True:
+            try:
+                leases = await self.harness.bus.receive(source=self.subscription, max_messages=10)
+            except NotFound:  # removed when the container was stopped
+                return received
+            if not leases:
+                return received
+            for lease in leases:
+                message = decode_dispatch(lease.body)
+                if lease.attributes.get("container_id") != self.id or message.container_id != (
+                    self.id
+                ):
+                    self.foreign.append(lease.body)
+                else:
+                    received.append(message)
+                await self.harness.bus.ack(lease=lease)
+
+    async def runs(self) -> list[RunCrawl]:
+        return [m for m in await self.work() if isinstance(m, RunCrawl)]
+
+    async def send(self, message: Frozen) -> OutboundMessage:
+        return await self.harness.send(message)
+
+    async def complete(self, crawl_id: str, fetched: int = 3) -> OutboundMessage:
+        counts = CrawlCounts(queued=fetched, fetched=fetched, bytes=1000 * fetched)
+        return await self.send(
+            CrawlCompleted(
+                container_id=self.id, tenant_id=self.tenant_id, crawl_id=crawl_id, counts=counts
+            )
+        )
+
+    async def fail(self, crawl_id: str, *, retryable: bool, error: str = "boom") -> OutboundMessage:
+        return await self.send(
+            CrawlFailed(
+                container_id=self.id,
+                tenant_id=self.tenant_id,
+                crawl_id=crawl_id,
+                error=error,
+                retryable=retryable,
+            )
+        )
+
+    async def progress(self, crawl_id: str, fetched: int) -> OutboundMessage:
+        return await self.send(
+            Progress(
+                container_id=self.id,
+                tenant_id=self.tenant_id,
+                crawl_id=crawl_id,
+                counts=CrawlCounts(fetched=fetched),
+            )
+        )
+
+    async def heartbeat(self) -> OutboundMessage:
+        return await self.send(Heartbeat(tenant_id=self.tenant_id, container_id=self.id))
+
+    async def exited(self, exit_code: int = 137, reason: str = "") -> OutboundMessage:
+        """The process died: the runtime says so, and so does the message."""
+        self.harness.runtime.set_state(self.id, RunState.exited, exit_code)
+        return await self.send(
+            ContainerExited(
+                tenant_id=self.tenant_id, container_id=self.id, exit_code=exit_code, reason=reason
+            )
+        )
+
+
+# --------------------------------------------------------------------------- small helpers
+
+
+async def start_ready(
+    harness: Harness, tenant_id: str = "t1", **spec: Any
+) -> tuple[str, FakeEngine]:
+    """Submit one crawl, let its container come up, and return (crawl id, engine)."""
+    crawl_id = await harness.submit(tenant_id, **spec)
+    await harness.pump()
+    crawl = await harness.crawl(crawl_id, tenant_id)
+    assert crawl.container_id is not None
+    engine = harness.engine(crawl.container_id, tenant_id)
+    await engine.ready()
+    await harness.pump()
+    return crawl_id, engine
+
+
+def kill_timers(harness: Harness) -> list[tuple[datetime, KillTimer]]:
+    """Every kill timer scheduled so far: (deliver_at, message)."""
+    timers = []
+    for deliver_at, outbound in harness.scheduler.scheduled:
+        timer = decode_inbox(outbound.body)
+        assert isinstance(timer, KillTimer)
+        timers.append((deliver_at, timer))
+    return timers
+
+
+class InstanceKilled(BaseException):
+    """The function instance died mid-handler (a timeout kill): nothing is caught, nothing
+    released; the message comes back when its lease runs out."""
+
+
+def fail_next(
+    target: object,
+    method: str,
+    times: int = 1,
+    *,
+    when: str = "",
+    error: type[BaseException] = ConnectionError,
+) -> list[str]:
+    """Make the next ``times`` calls of ``target.method`` raise ``error`` (a transient cloud
+    fault by default), counting only calls whose keyword arguments mention ``when``.
+    Returns the list of failures so far."""
+    original = getattr(target, method)
+    failures: list[str] = []
+
+    async def flaky(**kwargs: Any) -> Any:
+        if len(failures) < times and when in repr(kwargs):
+            failures.append(method)
+            raise error(f"{method}: connection reset by peer")
+        return await original(**kwargs)
+
+    setattr(target, method, flaky)
+    return failures
+
+
+async def set_container(
+    harness: Harness, container_id: str, tenant_id: str = "t1", **update: Any
+) -> Container:
+    """Compare-and-set a container record, as a conductor instance would have."""
+
+    def change(c: Container) -> Container:
+        return c.model_copy(update=update)
+
+    for _ in range(5):
+        found = await harness.records.containers.get(tenant_id, container_id)
+        assert found is not None
+        try:
+            await harness.records.containers.replace(found, change(found.value))
+        except Conflict:
+            continue
+        return await harness.container(container_id, tenant_id)
+    raise AssertionError("could not update the container record")
