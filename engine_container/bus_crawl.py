@@ -14,7 +14,7 @@ from core.models import CrawlCounts
 from core.ports import BlobStore, MessageBus
 from core.settings import SkycrawlSettings
 from engine_container.crawler import Crawler
-from engine_container.fetcher import Fetcher
+from engine_container.fetcher import EgressStats, Fetcher
 from engine_container.frontier import checkpoint_next_seq
 from engine_container.settings import EngineSettings
 from engine_container.sinks import BlobSink, load_checkpoint
@@ -45,12 +45,12 @@ def crawl_runner(blobs: BlobStore, fetcher: Fetcher, engine: EngineSettings) -> 
 @contextlib.asynccontextmanager
 async def open_crawl_runner(
     engine: EngineSettings, control: SkycrawlSettings
-) -> AsyncIterator[tuple[MessageBus, RunFn]]:
+) -> AsyncIterator[tuple[MessageBus, RunFn, EgressStats]]:
     provider = load_provider(control.provider)
     bus, blobs = provider.build_container_ports(control)
     try:
         async with Fetcher(engine) as fetcher:
-            yield bus, crawl_runner(blobs, fetcher, engine)
+            yield bus, crawl_runner(blobs, fetcher, engine), fetcher.stats
     finally:
         await bus.close()
         await blobs.close()

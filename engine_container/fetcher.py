@@ -145,6 +145,29 @@ class GuardedResolver(AbstractResolver):
             await self._base.close()
 
 
+@dataclass
+class EgressStats:
+    """Requests, network errors and latency through this container's egress (its proxy, if
+    any) since the last heartbeat took them with ``take()``."""
+
+    requests: int = 0
+    errors: int = 0
+    total_ms: float = 0.0
+
+    def record(self, result: FetchResult) -> None:
+        self.requests += 1
+        self.total_ms += result.elapsed_ms
+        if result.status is None:
+            self.errors += 1
+
+    def take(self) -> tuple[int, int, float]:
+        """(requests, errors, mean latency in ms) since the last call; then start afresh."""
+        mean = self.total_ms / self.requests if self.requests else 0.0
+        snapshot = (self.requests, self.errors, mean)
+        self.requests, self.errors, self.total_ms = 0, 0, 0.0
+        return snapshot
+
+
 class Fetcher:
     """aiohttp-based ``FetchClient``. Create inside a running event loop; ``await close()``.
 
@@ -177,6 +200,7 @@ class Fetcher:
         self._sessions: OrderedDict[str, aiohttp.ClientSession] = OrderedDict()
         self._in_use: Counter[str] = Counter()
         self._anonymous = self._new_session(aiohttp.DummyCookieJar())
+        self.stats = EgressStats()
 
     def _new_session(self, jar: aiohttp.abc.AbstractCookieJar) -> aiohttp.ClientSession:
         return aiohttp.ClientSession(
@@ -248,7 +272,9 @@ class Fetcher:
         key = session_key or ""
         self._in_use[key] += 1
         try:
-            return await self._follow(session, _Hop(url, time.perf_counter()), headers, any_type)
+            result = await self._follow(session, _Hop(url, time.perf_counter()), headers, any_type)
+            self.stats.record(result)
+            return result
         finally:
             self._in_use[key] -= 1
             if not self._in_use[key]:

@@ -36,6 +36,7 @@ from core.messages import (
     CrawlFailed,
     Heartbeat,
     Progress,
+    ProxyStats,
     RunCrawl,
     decode_dispatch,
     encode,
@@ -45,6 +46,7 @@ from core.ports import Lease, MessageBus, Subscription
 from core.settings import SkycrawlSettings
 from engine_container.bus_crawl import RunFn, open_crawl_runner
 from engine_container.cli import tune_gc
+from engine_container.fetcher import EgressStats
 from engine_container.settings import EngineSettings
 
 log = logging.getLogger("skycrawl.engine")
@@ -75,6 +77,7 @@ class Worker:
     engine: EngineSettings
     control: SkycrawlSettings
     run_crawl: RunFn
+    stats: EgressStats = field(default_factory=EgressStats)
     egress_ip: str | None = None
     running: dict[str, _Running] = field(default_factory=dict)
     finished: set[str] = field(default_factory=set)
@@ -223,12 +226,15 @@ class Worker:
 
     async def _heartbeats(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
+            requests, errors, mean_ms = self.stats.take()
+            proxy = ProxyStats(requests=requests, errors=errors, mean_latency_ms=mean_ms)
             with contextlib.suppress(Exception):
                 await self._send(
                     Heartbeat(
                         tenant_id=self.tenant_id,
                         container_id=self.guid,
                         in_flight=sorted(self.running),
+                        proxy=proxy,
                     )
                 )
             await _wait(stop, self.engine.heartbeat_interval_s)
@@ -270,8 +276,8 @@ def _install_signals(stop: asyncio.Event) -> None:
 async def _main_async(engine: EngineSettings, control: SkycrawlSettings) -> int:
     stop = asyncio.Event()
     _install_signals(stop)
-    async with open_crawl_runner(engine, control) as (bus, run_crawl):
-        worker = Worker(bus=bus, engine=engine, control=control, run_crawl=run_crawl)
+    async with open_crawl_runner(engine, control) as (bus, run_crawl, stats):
+        worker = Worker(bus=bus, engine=engine, control=control, run_crawl=run_crawl, stats=stats)
         return await worker.run(stop)
 
 

@@ -1,0 +1,178 @@
+"""The engine in bus mode (``Worker``) against the real SQLite bus: the handshake, its own
+``container_id`` check when the broker does not filter, heartbeats, cancel and SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable, Mapping
+from pathlib import Path
+
+import pytest
+
+from adapters.local.message_bus import SqliteMessageBus
+from core.errors import NotFound
+from core.layout import subscription_name
+from core.messages import (
+    CancelCrawl,
+    ContainerExited,
+    ContainerReady,
+    CrawlCompleted,
+    Heartbeat,
+    RunCrawl,
+    decode_inbox,
+    encode,
+)
+from core.models import CrawlCounts, CrawlSpec
+from core.ports import Queue, Subscription
+from core.settings import SkycrawlSettings
+from engine_container.settings import EngineSettings
+from engine_container.worker import Worker
+
+SPEC = CrawlSpec(seeds=["https://example.com/"])
+
+
+class FilterIgnoringBus(SqliteMessageBus):
+    """The real SQLite bus, but every subscription matches everything — as Google's Pub/Sub
+    emulator (which ignores filters) or a fresh Service Bus subscription behave."""
+
+    async def ensure_subscription(
+        self, *, topic: str, name: str, filter: Mapping[str, str]
+    ) -> Subscription:
+        return await super().ensure_subscription(topic=topic, name=name, filter={})
+
+
+class Runs:
+    """The worker's crawl function: records what it was asked to run; blocks until released."""
+
+    def __init__(self) -> None:
+        self.started: list[str] = []
+        self.release = asyncio.Event()
+
+    async def __call__(self, run: RunCrawl, report: object) -> CrawlCounts:
+        self.started.append(run.crawl_id)
+        await self.release.wait()
+        return CrawlCounts(fetched=3)
+
+
+@contextlib.asynccontextmanager
+async def running_worker(tmp_path: Path, guid: str = "aaaa") -> AsyncIterator[tuple]:
+    bus = FilterIgnoringBus(tmp_path / "bus.sqlite3")
+    control = SkycrawlSettings()
+    await bus.ensure_queue(name=control.inbox_queue)
+    await bus.ensure_topic(topic=control.dispatch_topic)
+    engine = EngineSettings(container_id=guid, tenant_id="t1", heartbeat_interval_s=0.2, capacity=2)
+    runs = Runs()
+    worker = Worker(bus=bus, engine=engine, control=control, run_crawl=runs)
+    stop = asyncio.Event()
+    task = asyncio.create_task(worker.run(stop))
+    try:
+        yield bus, control, runs, stop, task
+    finally:
+        stop.set()
+        runs.release.set()
+        await asyncio.wait_for(task, 10)
+        await bus.close()
+
+
+async def inbox(bus: SqliteMessageBus, control: SkycrawlSettings) -> list:
+    leases = await bus.receive(source=Queue(control.inbox_queue), max_messages=100)
+    for lease in leases:
+        await bus.ack(lease=lease)
+    return [decode_inbox(lease.body) for lease in leases]
+
+
+async def until(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not predicate():
+        assert asyncio.get_running_loop().time() < deadline, "timed out"
+        await asyncio.sleep(0.02)
+
+
+async def wait_ready(bus: SqliteMessageBus, control: SkycrawlSettings) -> ContainerReady:
+    """The worker says ``ready`` only once its subscription exists; the conductor waits for it."""
+    for _ in range(200):
+        for message in await inbox(bus, control):
+            if isinstance(message, ContainerReady):
+                return message
+        await asyncio.sleep(0.05)
+    raise AssertionError("no ready message")
+
+
+def run_for(guid: str, crawl: str) -> RunCrawl:
+    return RunCrawl(container_id=guid, tenant_id="t1", crawl_id=crawl, attempt=1, spec=SPEC)
+
+
+async def test_ready_only_after_subscribing_then_runs_only_its_own_work(tmp_path: Path) -> None:
+    async with running_worker(tmp_path) as (bus, control, runs, _stop, _task):
+        ready = await wait_ready(bus, control)
+        assert ready.container_id == "aaaa"
+        assert ready.capacity == 2
+        # another container's work reaches this subscription (the broker ignores filters) …
+        await bus.publish(topic=control.dispatch_topic, message=encode(run_for("bbbb", "k-b")))
+        # … and a message claiming to be ours in the attribute but not in the body
+        forged = encode(run_for("bbbb", "k-forged"))
+        forged = type(forged)(
+            body=forged.body, attributes={**forged.attributes, "container_id": "aaaa"}
+        )
+        await bus.publish(topic=control.dispatch_topic, message=forged)
+        await bus.publish(topic=control.dispatch_topic, message=encode(run_for("aaaa", "k-a")))
+        await until(lambda: "k-a" in runs.started)
+        await asyncio.sleep(0.3)
+        assert runs.started == ["k-a"], "only its own work ran"
+        runs.release.set()
+        done: list = []
+        for _ in range(100):
+            done += [m for m in await inbox(bus, control) if isinstance(m, CrawlCompleted)]
+            if done:
+                break
+            await asyncio.sleep(0.05)
+        assert [(m.crawl_id, m.counts.fetched) for m in done] == [("k-a", 3)]
+
+
+async def test_heartbeats_carry_work_in_flight(tmp_path: Path) -> None:
+    async with running_worker(tmp_path) as (bus, control, runs, _stop, _task):
+        await wait_ready(bus, control)
+        await bus.publish(topic=control.dispatch_topic, message=encode(run_for("aaaa", "k1")))
+        await until(lambda: "k1" in runs.started)
+        beats: list[Heartbeat] = []
+        for _ in range(50):
+            beats += [m for m in await inbox(bus, control) if isinstance(m, Heartbeat)]
+            if any(b.in_flight == ["k1"] for b in beats):
+                break
+            await asyncio.sleep(0.05)
+        assert any(b.in_flight == ["k1"] for b in beats)
+
+
+async def test_cancel_stops_the_crawl_without_completing_it(tmp_path: Path) -> None:
+    async with running_worker(tmp_path) as (bus, control, runs, _stop, _task):
+        await wait_ready(bus, control)
+        await bus.publish(topic=control.dispatch_topic, message=encode(run_for("aaaa", "k1")))
+        await until(lambda: "k1" in runs.started)
+        cancel = CancelCrawl(container_id="aaaa", tenant_id="t1", crawl_id="k1")
+        await bus.publish(topic=control.dispatch_topic, message=encode(cancel))
+        await asyncio.sleep(0.5)
+        messages = await inbox(bus, control)
+        assert not [m for m in messages if isinstance(m, CrawlCompleted)]
+
+
+async def test_sigterm_path_releases_work_reports_exit_and_removes_subscription(
+    tmp_path: Path,
+) -> None:
+    async with running_worker(tmp_path) as (bus, control, runs, stop, task):
+        await wait_ready(bus, control)
+        await bus.publish(topic=control.dispatch_topic, message=encode(run_for("aaaa", "k1")))
+        await until(lambda: "k1" in runs.started)
+        stop.set()  # what the SIGTERM handler does
+        assert await asyncio.wait_for(task, 10) == 0
+        messages = await inbox(bus, control)
+        exited = [m for m in messages if isinstance(m, ContainerExited)]
+        assert exited
+        assert exited[0].container_id == "aaaa"
+        assert not [m for m in messages if isinstance(m, CrawlCompleted)], (
+            "nothing unfinished acked"
+        )
+        with pytest.raises(NotFound):  # the subscription is gone
+            await bus.receive(
+                source=Subscription(control.dispatch_topic, subscription_name("aaaa"))
+            )
