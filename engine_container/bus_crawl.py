@@ -4,6 +4,7 @@ function that runs (or resumes) one ``RunCrawl`` into the blob store."""
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import logging
 from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any
@@ -14,7 +15,7 @@ from core.models import CrawlCounts
 from core.ports import BlobStore, MessageBus
 from core.settings import SkycrawlSettings
 from engine_container.crawler import Crawler
-from engine_container.fetcher import EgressStats, Fetcher
+from engine_container.fetcher import Fetcher
 from engine_container.frontier import checkpoint_next_seq
 from engine_container.settings import EngineSettings
 from engine_container.sinks import BlobSink, load_checkpoint
@@ -42,15 +43,28 @@ def crawl_runner(blobs: BlobStore, fetcher: Fetcher, engine: EngineSettings) -> 
     return run_crawl
 
 
+async def observe_egress_ip(fetcher: Fetcher, echo_url: str | None) -> str | None:
+    """The address this container's requests leave from, as an echo service sees it."""
+    if not echo_url:
+        return None
+    result = await fetcher.fetch(echo_url, any_type=True)
+    text = result.body[:64].decode("ascii", "replace").strip() if result.status == 200 else ""
+    try:
+        return str(ipaddress.ip_address(text))
+    except ValueError:
+        log.warning("egress IP echo %s answered %s %r", echo_url, result.status, text[:40])
+        return None
+
+
 @contextlib.asynccontextmanager
 async def open_crawl_runner(
     engine: EngineSettings, control: SkycrawlSettings
-) -> AsyncIterator[tuple[MessageBus, RunFn, EgressStats]]:
+) -> AsyncIterator[tuple[MessageBus, RunFn, Fetcher]]:
     provider = load_provider(control.provider)
     bus, blobs = provider.build_container_ports(control)
     try:
         async with Fetcher(engine) as fetcher:
-            yield bus, crawl_runner(blobs, fetcher, engine), fetcher.stats
+            yield bus, crawl_runner(blobs, fetcher, engine), fetcher
     finally:
         await bus.close()
         await blobs.close()

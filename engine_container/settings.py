@@ -75,6 +75,12 @@ class EngineSettings(BaseSettings):
     )
     checkpoint_interval_s: float = Field(5.0, gt=0, description="Checkpoint period of a crawl.")
     heartbeat_interval_s: float = Field(5.0, gt=0, description="Heartbeat period to the conductor.")
+    ip_echo_url: str | None = Field(
+        None,
+        description="URL answering with the caller's public IP as text (e.g. an ipify-style "
+        "service), fetched once at start through the egress so `ready` reports the address "
+        "this container crawls from. Unset: the IP is not reported.",
+    )
 
     @field_validator("allow_cidrs", mode="before")
     @classmethod

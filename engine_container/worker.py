@@ -44,7 +44,7 @@ from core.messages import (
 from core.models import CrawlCounts, Frozen
 from core.ports import Lease, MessageBus, Subscription
 from core.settings import SkycrawlSettings
-from engine_container.bus_crawl import RunFn, open_crawl_runner
+from engine_container.bus_crawl import RunFn, observe_egress_ip, open_crawl_runner
 from engine_container.cli import tune_gc
 from engine_container.fetcher import EgressStats
 from engine_container.settings import EngineSettings
@@ -276,8 +276,15 @@ def _install_signals(stop: asyncio.Event) -> None:
 async def _main_async(engine: EngineSettings, control: SkycrawlSettings) -> int:
     stop = asyncio.Event()
     _install_signals(stop)
-    async with open_crawl_runner(engine, control) as (bus, run_crawl, stats):
-        worker = Worker(bus=bus, engine=engine, control=control, run_crawl=run_crawl, stats=stats)
+    async with open_crawl_runner(engine, control) as (bus, run_crawl, fetcher):
+        worker = Worker(
+            bus=bus,
+            engine=engine,
+            control=control,
+            run_crawl=run_crawl,
+            stats=fetcher.stats,
+            egress_ip=await observe_egress_ip(fetcher, engine.ip_echo_url),
+        )
         return await worker.run(stop)
 
 

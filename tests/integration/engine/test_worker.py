@@ -176,3 +176,33 @@ async def test_sigterm_path_releases_work_reports_exit_and_removes_subscription(
             await bus.receive(
                 source=Subscription(control.dispatch_topic, subscription_name("aaaa"))
             )
+
+
+@pytest.mark.parametrize(
+    ("answer", "expected"), [("203.0.113.9\n", "203.0.113.9"), ("<html>", None)]
+)
+async def test_ready_reports_the_egress_ip_an_echo_service_sees(
+    answer: str, expected: str | None
+) -> None:
+    from aiohttp import web
+
+    from engine_container.bus_crawl import observe_egress_ip
+    from engine_container.fetcher import Fetcher
+
+    async def echo(_: web.Request) -> web.Response:
+        return web.Response(text=answer)
+
+    app = web.Application()
+    app.router.add_get("/ip", echo)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    try:
+        settings = EngineSettings(allow_cidrs=["127.0.0.0/8"])
+        async with Fetcher(settings) as fetcher:
+            assert await observe_egress_ip(fetcher, f"http://127.0.0.1:{port}/ip") == expected
+            assert await observe_egress_ip(fetcher, None) is None
+    finally:
+        await runner.cleanup()
