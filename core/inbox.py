@@ -10,10 +10,11 @@ other failures release the message with a growing delay until the queue's
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 
 from core.conductor import Conductor
-from core.errors import InvalidRequest
+from core.errors import Conflict, InvalidRequest
 from core.ports import Lease, MessageBus, Queue
 
 log = logging.getLogger("skycrawl.inbox")
@@ -40,9 +41,14 @@ async def process_lease(conductor: Conductor, bus: MessageBus, lease: Lease) -> 
             exc,
             exc_info=log.isEnabledFor(logging.DEBUG),
         )
-        await bus.release(lease=lease, delay_s=retry_delay(lease.delivery_count))
+        with contextlib.suppress(Conflict):  # the lease ran out: it is delivered again anyway
+            await bus.release(lease=lease, delay_s=retry_delay(lease.delivery_count))
         return False
-    await bus.ack(lease=lease)
+    try:
+        await bus.ack(lease=lease)
+    except Conflict:  # handled too slowly: redelivered meanwhile, and handled again (idempotent)
+        log.info("inbox message %s outlived its lease; it was delivered again", lease.message_id)
+        return False
     return True
 
 

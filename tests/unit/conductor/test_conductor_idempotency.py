@@ -10,7 +10,7 @@ from conductor_harness import FakeEngine, Harness, kill_timers, start_ready
 from core.conductor import Conductor
 from core.messages import CancelCrawl, RunCrawl, WebhookDue, decode_inbox, encode
 from core.models import ContainerState, Crawl, CrawlState
-from core.ports import OutboundMessage
+from core.ports import ContainerSpec, OutboundMessage
 
 Scenario = Callable[[Harness], Awaitable[tuple[OutboundMessage, list[FakeEngine]]]]
 
@@ -247,3 +247,26 @@ async def test_an_undecodable_inbox_message_is_dead_lettered_with_a_reason(
     assert attributes["dead_letter_reason"].startswith("undecodable inbox message")
     assert attributes["dead_letter_source"] == harness.settings.inbox_queue
     assert (await harness.crawl(crawl_id)).state is CrawlState.dispatched
+
+
+async def test_a_message_whose_lease_ran_out_while_handled_does_not_break_the_batch(
+    harness: Harness,
+) -> None:
+    other = harness.another_conductor()
+    await harness.add_tenant("t1", parallel_per_container=2)
+
+    async def slow_start(spec: ContainerSpec) -> None:  # slower than the inbox lease (120 s)
+        harness.runtime.on_start = None
+        harness.clock.advance(121)
+        await harness.pump(other)  # meanwhile the other instance gets the message again
+
+    harness.runtime.on_start = slow_start
+    crawl_id = await harness.submit()
+    later = await harness.submit()
+
+    assert await harness.pump() == 2  # the lost lease of the first is no error of the batch
+
+    for crawl in (crawl_id, later):
+        assert (await harness.crawl(crawl)).state is CrawlState.dispatched
+    assert await harness.pump() == 0
+    assert await harness.dead_letters() == []
