@@ -13,14 +13,14 @@ share one real broker or emulator without seeing each other's data.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
+import importlib
 import sys
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import AbstractAsyncContextManager
-from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -30,36 +30,42 @@ from adapters.local.message_bus import SqliteMessageBus
 from adapters.local.provisioner import DirectoryProvisioner
 from adapters.local.scheduler import SqliteScheduler
 from adapters.local.state_store import SqliteStateStore
-from core.clock import Clock, FakeClock
+from core.clock import FakeClock
 from core.ports import (
     BlobStore,
     ContainerRuntime,
-    MessageBus,
-    Provisioner,
-    Scheduler,
-    StateStore,
+)
+from tests.contract.harness import (
+    BusHarness,
+    ProvisionerHarness,
+    RuntimeHarness,
+    SchedulerHarness,
+    StateHarness,
 )
 
+# --------------------------------------------------------------------------- backends
 
-async def _advance_or_sleep(clock: Clock, seconds: float) -> None:
-    if isinstance(clock, FakeClock):
-        clock.advance(seconds)
-    else:
-        await asyncio.sleep(seconds)
+CLOUD_BACKENDS = ("aws", "azure", "gcp")
+
+
+def backend_factories(kind: str) -> dict[str, Any]:
+    """Factories of ``kind`` (bus, scheduler, state, blob, runtime, provisioner) from the
+    cloud backend modules ``tests/contract/backends_<cloud>.py`` that exist: each exposes a
+    dict ``FACTORIES = {"bus": {"moto": moto_bus}, ...}``. Adding a backend is adding a file."""
+    found: dict[str, Any] = {}
+    for cloud in CLOUD_BACKENDS:
+        name = f"tests.contract.backends_{cloud}"
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name == name:
+                continue
+            raise
+        found.update(module.FACTORIES.get(kind, {}))
+    return found
 
 
 # --------------------------------------------------------------------------- message bus
-
-
-@dataclass
-class BusHarness:
-    bus: MessageBus
-    clock: Clock  # the clock the bus reads "now" from
-    reopen: Callable[[], MessageBus]  # another client on the same store, closed at teardown
-    visibility_s: float = 0.5  # a short visibility timeout the backend honours
-
-    async def elapse(self, seconds: float) -> None:
-        await _advance_or_sleep(self.clock, seconds)
 
 
 @contextlib.asynccontextmanager
@@ -81,6 +87,7 @@ async def sqlite_bus(tmp: Path) -> AsyncIterator[BusHarness]:
 BUS_FACTORIES: dict[str, Callable[[Path], AbstractAsyncContextManager[BusHarness]]] = {
     "sqlite": sqlite_bus,
 }
+BUS_FACTORIES.update(backend_factories("bus"))
 
 
 @pytest.fixture(params=sorted(BUS_FACTORIES))
@@ -99,16 +106,6 @@ async def sqlite_bus_h(tmp_path: Path) -> AsyncIterator[BusHarness]:
 # --------------------------------------------------------------------------- scheduler
 
 
-@dataclass
-class SchedulerHarness:
-    scheduler: Scheduler
-    bus: MessageBus  # the bus the scheduler delivers into
-    clock: Clock
-
-    async def elapse(self, seconds: float) -> None:
-        await _advance_or_sleep(self.clock, seconds)
-
-
 @contextlib.asynccontextmanager
 async def sqlite_scheduler(tmp: Path) -> AsyncIterator[SchedulerHarness]:
     clock = FakeClock()
@@ -122,6 +119,7 @@ async def sqlite_scheduler(tmp: Path) -> AsyncIterator[SchedulerHarness]:
 SCHEDULER_FACTORIES: dict[str, Callable[[Path], AbstractAsyncContextManager[SchedulerHarness]]] = {
     "sqlite": sqlite_scheduler,
 }
+SCHEDULER_FACTORIES.update(backend_factories("scheduler"))
 
 
 @pytest.fixture(params=sorted(SCHEDULER_FACTORIES))
@@ -139,16 +137,6 @@ async def sqlite_scheduler_h(tmp_path: Path) -> AsyncIterator[SchedulerHarness]:
 
 
 # --------------------------------------------------------------------------- state store
-
-
-@dataclass
-class StateHarness:
-    store: StateStore
-    clock: Clock
-    reopen: Callable[[], StateStore]
-
-    async def elapse(self, seconds: float) -> None:
-        await _advance_or_sleep(self.clock, seconds)
 
 
 @contextlib.asynccontextmanager
@@ -170,6 +158,7 @@ async def sqlite_state(tmp: Path) -> AsyncIterator[StateHarness]:
 STATE_FACTORIES: dict[str, Callable[[Path], AbstractAsyncContextManager[StateHarness]]] = {
     "sqlite": sqlite_state,
 }
+STATE_FACTORIES.update(backend_factories("state"))
 
 
 @pytest.fixture(params=sorted(STATE_FACTORIES))
@@ -193,6 +182,7 @@ async def file_blobs(tmp: Path) -> AsyncIterator[BlobStore]:
 BLOB_FACTORIES: dict[str, Callable[[Path], AbstractAsyncContextManager[BlobStore]]] = {
     "files": file_blobs,
 }
+BLOB_FACTORIES.update(backend_factories("blob"))
 
 
 @pytest.fixture(params=sorted(BLOB_FACTORIES))
@@ -202,32 +192,6 @@ async def blobs(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator
 
 
 # --------------------------------------------------------------------------- container runtime
-
-
-@dataclass
-class RuntimeHarness:
-    """Builds runtimes whose containers run a given Python ``script`` (the test workload).
-
-    Scripts report through files in ``out_dir`` (passed as ``SKYCRAWL_TEST_OUT``) and may read
-    ``SKYCRAWL_TEST_*`` variables of ``spec.env``.
-    """
-
-    make: Callable[[str], ContainerRuntime]
-    out_dir: Path
-    opened: list[ContainerRuntime] = field(default_factory=list)
-
-    def runtime(self, script: str) -> ContainerRuntime:
-        runtime = self.make(script)
-        self.opened.append(runtime)
-        return runtime
-
-    async def wait_for_file(self, name: str, timeout_s: float = 10) -> str:
-        path = self.out_dir / name
-        for _ in range(int(timeout_s / 0.02)):
-            if path.exists() and path.read_text().endswith("\n"):
-                return path.read_text()
-            await asyncio.sleep(0.02)
-        raise AssertionError(f"{name} was not written within {timeout_s} s")
 
 
 @contextlib.asynccontextmanager
@@ -249,6 +213,7 @@ async def subprocess_runtime(tmp: Path) -> AsyncIterator[RuntimeHarness]:
 RUNTIME_FACTORIES: dict[str, Callable[[Path], AbstractAsyncContextManager[RuntimeHarness]]] = {
     "subprocess": subprocess_runtime,
 }
+RUNTIME_FACTORIES.update(backend_factories("runtime"))
 
 
 @pytest.fixture(params=sorted(RUNTIME_FACTORIES))
@@ -262,12 +227,6 @@ async def runtime_h(
 # --------------------------------------------------------------------------- provisioner
 
 
-@dataclass
-class ProvisionerHarness:
-    provisioner: Provisioner
-    exists: Callable[[Mapping[str, str]], Awaitable[bool]]  # are all these resources there?
-
-
 @contextlib.asynccontextmanager
 async def directory_provisioner(tmp: Path) -> AsyncIterator[ProvisionerHarness]:
     async def exists(resources: Mapping[str, str]) -> bool:
@@ -279,6 +238,7 @@ async def directory_provisioner(tmp: Path) -> AsyncIterator[ProvisionerHarness]:
 PROVISIONER_FACTORIES: dict[
     str, Callable[[Path], AbstractAsyncContextManager[ProvisionerHarness]]
 ] = {"directory": directory_provisioner}
+PROVISIONER_FACTORIES.update(backend_factories("provisioner"))
 
 
 @pytest.fixture(params=sorted(PROVISIONER_FACTORIES))

@@ -16,7 +16,7 @@ from core.models import Egress
 from core.ports import ContainerRuntime, ContainerSpec, ContainerStatus, RunState
 
 if TYPE_CHECKING:
-    from tests.contract.conftest import RuntimeHarness
+    from tests.contract.harness import RuntimeHarness
 
 #: The test workload. SKYCRAWL_TEST_MODE: "sleep" (default: write <GUID>.env, sleep, exit 0 on
 #: SIGTERM), "ignore" (the same, ignoring SIGTERM) or "exit:<code>" (exit at once).

@@ -17,7 +17,7 @@ from core.errors import Conflict, InvalidRequest, NotFound
 from core.ports import Lease, MessageBus, OutboundMessage, Queue, Subscription, dead_letter_queue
 
 if TYPE_CHECKING:
-    from tests.contract.conftest import BusHarness
+    from tests.contract.harness import BusHarness
 
 Names = Callable[[str], str]
 

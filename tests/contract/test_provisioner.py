@@ -13,7 +13,7 @@ from adapters.local.provisioner import DirectoryProvisioner
 from core.errors import InvalidRequest
 
 if TYPE_CHECKING:
-    from tests.contract.conftest import ProvisionerHarness
+    from tests.contract.harness import ProvisionerHarness
 
 
 async def test_provision_is_idempotent_and_teardown_removes(

@@ -13,7 +13,7 @@ from core.ports import OutboundMessage, Queue
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from tests.contract.conftest import SchedulerHarness
+    from tests.contract.harness import SchedulerHarness
 
 
 async def scheduled(h: SchedulerHarness, name: str, in_s: float) -> str:

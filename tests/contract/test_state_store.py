@@ -15,7 +15,7 @@ from core.ports import StateStore
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from tests.contract.conftest import StateHarness
+    from tests.contract.harness import StateHarness
 
 
 async def test_create_get_and_create_twice(
