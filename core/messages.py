@@ -45,6 +45,7 @@ class Progress(Frozen):
     container_id: str
     tenant_id: str
     crawl_id: str
+    attempt: int = 0  # the RunCrawl attempt this reports on (0: unknown)
     counts: CrawlCounts
 
 
@@ -53,6 +54,7 @@ class CrawlCompleted(Frozen):
     container_id: str
     tenant_id: str
     crawl_id: str
+    attempt: int = 0  # the RunCrawl attempt this reports on (0: unknown)
     counts: CrawlCounts
 
 
@@ -61,6 +63,7 @@ class CrawlFailed(Frozen):
     container_id: str
     tenant_id: str
     crawl_id: str
+    attempt: int = 0  # the RunCrawl attempt this reports on (0: unknown)
     error: str
     retryable: bool = False
     counts: CrawlCounts = CrawlCounts()

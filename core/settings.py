@@ -41,6 +41,11 @@ class SkycrawlSettings(BaseSettings):
         5, ge=1, description="Inbox deliveries before a message is dead-lettered."
     )
     timer_period_s: float = Field(5.0, gt=0, description="Housekeeping period (reaper, backlog).")
+    container_record_ttl_s: float = Field(
+        86400.0,
+        gt=0,
+        description="Keep records of stopped containers this long (GET /v1/containers).",
+    )
     checkpoint_interval_s: float = Field(5.0, gt=0, description="Engine checkpoint period.")
     operator_key: str | None = Field(
         None, description="Operator API key (plaintext) for /v1/tenants."

@@ -80,7 +80,7 @@ class Worker:
     stats: EgressStats = field(default_factory=EgressStats)
     egress_ip: str | None = None
     running: dict[str, _Running] = field(default_factory=dict)
-    finished: set[str] = field(default_factory=set)
+    finished: set[tuple[str, int]] = field(default_factory=set)  # (crawl, attempt)
 
     @property
     def guid(self) -> str:
@@ -155,7 +155,7 @@ class Worker:
             await self._cancel(message)
             await self.bus.ack(lease=lease)
             return
-        if message.crawl_id in self.finished:  # a late duplicate of work already reported
+        if (message.crawl_id, message.attempt) in self.finished:  # a late duplicate
             await self.bus.ack(lease=lease)
             return
         current = self.running.get(message.crawl_id)
@@ -175,6 +175,7 @@ class Worker:
                     container_id=self.guid,
                     tenant_id=run.tenant_id,
                     crawl_id=run.crawl_id,
+                    attempt=run.attempt,
                     counts=counts,
                 )
             )
@@ -193,6 +194,7 @@ class Worker:
                     container_id=self.guid,
                     tenant_id=run.tenant_id,
                     crawl_id=run.crawl_id,
+                    attempt=run.attempt,
                     error=f"{type(exc).__name__}: {exc}",
                     retryable=True,
                 )
@@ -204,6 +206,7 @@ class Worker:
                 container_id=self.guid,
                 tenant_id=run.tenant_id,
                 crawl_id=run.crawl_id,
+                attempt=run.attempt,
                 counts=counts,
             )
         )
@@ -211,7 +214,7 @@ class Worker:
 
     async def _finish(self, entry: _Running) -> None:
         self.running.pop(entry.run.crawl_id, None)
-        self.finished.add(entry.run.crawl_id)
+        self.finished.add((entry.run.crawl_id, entry.run.attempt))
         with contextlib.suppress(Conflict):
             await self.bus.ack(lease=entry.lease)
 

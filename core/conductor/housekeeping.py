@@ -6,7 +6,8 @@
 * finish stops left half-done in ``draining`` by a conductor that died;
 * free fleet slots held by containers that are no longer live;
 * requeue crawls still dispatched to a container that is no longer live;
-* place backlogged crawls.
+* place backlogged crawls;
+* forget records of containers stopped more than ``container_record_ttl_s`` ago.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ RUNTIME_GRACE_S = 10.0
 class HousekeepingReport:
     reaped: list[str] = field(default_factory=list)
     stopped_idle: list[str] = field(default_factory=list)
+    purged: list[str] = field(default_factory=list)  # records of long-stopped containers
     placed: int = 0
 
 
@@ -54,9 +56,13 @@ class Housekeeper:
         return report
 
     async def _check(self, container: Container, report: HousekeepingReport) -> None:
-        if not container.state.live:
-            return
         now = self._c.ports.clock.now()
+        if not container.state.live:
+            retention = timedelta(seconds=self._settings.container_record_ttl_s)
+            if container.stopped_at is not None and now - container.stopped_at > retention:
+                await self._c.records.containers.discard(container.tenant_id, container.id)
+                report.purged.append(container.id)
+            return
         problem = await self._problem(container, now)
         if problem is not None:
             await self._c.reap(container, problem)

@@ -474,6 +474,8 @@ class FakeEngine:
     id: str
     tenant_id: str = "t1"
     foreign: list[bytes] = field(default_factory=list)  # messages not for this GUID
+    attempts: dict[str, int] = field(default_factory=dict)  # crawl -> attempt it runs
+    running: set[str] = field(default_factory=set)  # what its heartbeat reports
 
     @property
     def subscription(self) -> Subscription:
@@ -511,6 +513,11 @@ class FakeEngine:
                     self.foreign.append(lease.body)
                 else:
                     received.append(message)
+                    if isinstance(message, RunCrawl):
+                        self.attempts[message.crawl_id] = message.attempt
+                        self.running.add(message.crawl_id)
+                    else:
+                        self.running.discard(message.crawl_id)
                 await self.harness.bus.ack(lease=lease)
 
     async def runs(self) -> list[RunCrawl]:
@@ -521,18 +528,25 @@ class FakeEngine:
 
     async def complete(self, crawl_id: str, fetched: int = 3) -> OutboundMessage:
         counts = CrawlCounts(queued=fetched, fetched=fetched, bytes=1000 * fetched)
+        self.running.discard(crawl_id)
         return await self.send(
             CrawlCompleted(
-                container_id=self.id, tenant_id=self.tenant_id, crawl_id=crawl_id, counts=counts
+                container_id=self.id,
+                tenant_id=self.tenant_id,
+                crawl_id=crawl_id,
+                attempt=self.attempts.get(crawl_id, 0),
+                counts=counts,
             )
         )
 
     async def fail(self, crawl_id: str, *, retryable: bool, error: str = "boom") -> OutboundMessage:
+        self.running.discard(crawl_id)
         return await self.send(
             CrawlFailed(
                 container_id=self.id,
                 tenant_id=self.tenant_id,
                 crawl_id=crawl_id,
+                attempt=self.attempts.get(crawl_id, 0),
                 error=error,
                 retryable=retryable,
             )
@@ -544,12 +558,17 @@ class FakeEngine:
                 container_id=self.id,
                 tenant_id=self.tenant_id,
                 crawl_id=crawl_id,
+                attempt=self.attempts.get(crawl_id, 0),
                 counts=CrawlCounts(fetched=fetched),
             )
         )
 
     async def heartbeat(self) -> OutboundMessage:
-        return await self.send(Heartbeat(tenant_id=self.tenant_id, container_id=self.id))
+        return await self.send(
+            Heartbeat(
+                tenant_id=self.tenant_id, container_id=self.id, in_flight=sorted(self.running)
+            )
+        )
 
     async def exited(self, exit_code: int = 137, reason: str = "") -> OutboundMessage:
         """The process died: the runtime says so, and so does the message."""

@@ -5,11 +5,18 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 
 import pytest
-from conductor_harness import FakeEngine, Harness, kill_timers, start_ready
+from conductor_harness import FakeEngine, Harness, MakeHarness, kill_timers, start_ready
 
 from core.conductor import Conductor
-from core.messages import CancelCrawl, RunCrawl, WebhookDue, decode_inbox, encode
-from core.models import ContainerState, Crawl, CrawlState
+from core.messages import (
+    CancelCrawl,
+    CrawlCompleted,
+    RunCrawl,
+    WebhookDue,
+    decode_inbox,
+    encode,
+)
+from core.models import ContainerState, Crawl, CrawlCounts, CrawlState
 from core.ports import ContainerSpec, OutboundMessage
 
 Scenario = Callable[[Harness], Awaitable[tuple[OutboundMessage, list[FakeEngine]]]]
@@ -270,3 +277,42 @@ async def test_a_message_whose_lease_ran_out_while_handled_does_not_break_the_ba
         assert (await harness.crawl(crawl)).state is CrawlState.dispatched
     assert await harness.pump() == 0
     assert await harness.dead_letters() == []
+
+
+async def test_a_late_report_of_an_earlier_attempt_does_not_end_the_current_one(
+    harness: Harness,
+) -> None:
+    await harness.add_tenant("t1")
+    crawl_id, engine = await start_ready(harness)
+    await engine.runs()
+    await engine.fail(crawl_id, retryable=True)  # attempt 1 fails …
+    await harness.pump()
+    assert [(r.crawl_id, r.attempt) for r in await engine.runs()] == [(crawl_id, 2)]
+    stale = CrawlCompleted(
+        container_id=engine.id, tenant_id="t1", crawl_id=crawl_id, attempt=1, counts=CrawlCounts()
+    )
+    await harness.send(stale)  # … and a report about attempt 1 arrives late
+    await harness.pump()
+
+    crawl = await harness.crawl(crawl_id)
+    assert crawl.state is CrawlState.dispatched
+    assert crawl.attempts == 2
+    assert crawl_id in (await harness.container(engine.id)).in_flight
+
+
+async def test_a_retryable_failure_on_the_last_attempt_is_dead_lettered_with_a_reason(
+    make_harness: MakeHarness,
+) -> None:
+    harness = await make_harness(max_attempts=2)
+    await harness.add_tenant("t1")
+    crawl_id, engine = await start_ready(harness)
+    for _ in range(2):
+        await engine.runs()
+        await engine.fail(crawl_id, retryable=True, error="proxy refused")
+        await harness.pump()
+
+    crawl = await harness.crawl(crawl_id)
+    assert crawl.state is CrawlState.dead_lettered
+    assert crawl.reason is not None
+    assert "proxy refused" in crawl.reason
+    assert "2 attempts" in crawl.reason

@@ -494,3 +494,24 @@ async def test_backlog_placement_whose_run_message_failed_is_placed_again(
     assert crawl.state is CrawlState.dispatched
     assert crawl.attempts == 1
     assert (await harness.container(engine.id)).in_flight == (waiting,)
+
+
+async def test_records_of_long_stopped_containers_are_forgotten(make_harness: MakeHarness) -> None:
+    harness = await make_harness(container_record_ttl_s=3600.0)
+    await harness.add_tenant("t1")
+    crawl_id, engine = await start_ready(harness)
+    await engine.complete(crawl_id)
+    await harness.pump()
+    await harness.advance(harness.settings.idle_ttl_s, beating=(engine,))
+    assert (await harness.container(engine.id)).state is ContainerState.stopped
+
+    await harness.advance(3000)
+    report = await harness.housekeeping()
+    assert report.purged == []
+    assert await harness.containers()  # still listed an hour after it stopped
+
+    await harness.advance(700)
+    report = await harness.housekeeping()
+    assert report.purged == [engine.id]
+    assert await harness.containers() == []
+    assert (await harness.crawl(crawl_id)).state is CrawlState.completed  # results stay
