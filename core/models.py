@@ -184,6 +184,27 @@ class Egress(Frozen):
     cost_per_second: Annotated[float, Field(ge=0)] = 0.0
 
 
+class EgressHealth(Frozen):
+    """What a container's heartbeats say about its egress (proxy): requests, network errors
+    and a moving average of latency."""
+
+    requests: int = 0
+    errors: int = 0
+    latency_ms: float = 0.0
+
+    @property
+    def error_rate(self) -> float:
+        return self.errors / self.requests if self.requests else 0.0
+
+    def add(self, requests: int, errors: int, mean_latency_ms: float) -> EgressHealth:
+        """Fold one heartbeat's numbers in (latency weighted by request count)."""
+        total = self.requests + requests
+        if total == 0:
+            return self
+        latency = (self.latency_ms * self.requests + mean_latency_ms * requests) / total
+        return EgressHealth(requests=total, errors=self.errors + errors, latency_ms=latency)
+
+
 class Container(Frozen):
     """A crawler container. Stored in table ``containers``, partition = tenant."""
 
@@ -201,6 +222,7 @@ class Container(Frozen):
     idle_since: datetime | None = None  # when in_flight last became empty
     egress_ip: str | None = None
     reason: str | None = None
+    health: EgressHealth = EgressHealth()
 
     @property
     def free_slots(self) -> int:

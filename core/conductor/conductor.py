@@ -203,16 +203,22 @@ class Conductor:
         await self.fleet.schedule_kill(container)
 
     async def _on_heartbeat(self, msg: Heartbeat) -> None:
-        await self._touch(msg.tenant_id, msg.container_id)
+        await self._touch(msg.tenant_id, msg.container_id, msg)
 
-    async def _touch(self, tenant_id: str, container_id: str) -> Container | None:
-        """Record a sign of life from a live container."""
+    async def _touch(
+        self, tenant_id: str, container_id: str, beat_msg: Heartbeat | None = None
+    ) -> Container | None:
+        """Record a sign of life from a live container (and its egress numbers)."""
         now = self.ports.clock.now()
 
         def beat(c: Container) -> Container | None:
             if not c.state.live:
                 return None
-            return c.model_copy(update={"last_heartbeat": now})
+            update: dict[str, object] = {"last_heartbeat": now}
+            if beat_msg is not None and beat_msg.proxy.requests:
+                p = beat_msg.proxy
+                update["health"] = c.health.add(p.requests, p.errors, p.mean_latency_ms)
+            return c.model_copy(update=update)
 
         container, _ = await self.records.containers.mutate(tenant_id, container_id, beat)
         return container

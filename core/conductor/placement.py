@@ -6,17 +6,43 @@ with compare-and-set and retries when another instance got there first.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from core.errors import InvalidRequest
-from core.models import Container, ContainerState, CrawlSpec, Egress
+from core.models import Container, ContainerState, CrawlSpec, Egress, EgressHealth
+
+#: An egress whose containers saw at least this many requests, of which at least this share
+#: failed at the network level, is avoided while a healthier one can serve.
+UNHEALTHY_MIN_REQUESTS = 20
+UNHEALTHY_ERROR_RATE = 0.5
 
 
-def choose_egress(spec: CrawlSpec, pool: Sequence[Egress]) -> Egress:
+def egress_health(containers: Sequence[Container]) -> dict[str, EgressHealth]:
+    """Health per egress name, summed over the given containers' heartbeats."""
+    health: dict[str, EgressHealth] = {}
+    for c in containers:
+        seen = health.get(c.egress.name, EgressHealth())
+        health[c.egress.name] = seen.add(c.health.requests, c.health.errors, c.health.latency_ms)
+    return health
+
+
+def _unhealthy(health: EgressHealth | None) -> bool:
+    return (
+        health is not None
+        and health.requests >= UNHEALTHY_MIN_REQUESTS
+        and health.error_rate >= UNHEALTHY_ERROR_RATE
+    )
+
+
+def choose_egress(
+    spec: CrawlSpec, pool: Sequence[Egress], health: Mapping[str, EgressHealth] | None = None
+) -> Egress:
     """The egress a crawl should leave from.
 
     An explicit ``spec.egress`` must name a pool entry; otherwise ``spec.region`` narrows the
-    pool; the cheapest remaining entry wins (ties: first listed).
+    pool; egresses whose proxies are failing (see ``UNHEALTHY_*``) are passed over while a
+    healthy one remains; then the cheapest wins, and on equal cost the lower error rate and
+    latency (ties: first listed).
     """
     if not pool:
         raise InvalidRequest("no egress is configured")
@@ -29,7 +55,14 @@ def choose_egress(spec: CrawlSpec, pool: Sequence[Egress]) -> Egress:
     candidates = [e for e in pool if spec.region is None or e.region == spec.region]
     if not candidates:
         raise InvalidRequest(f"no egress in region {spec.region!r}")
-    return min(candidates, key=lambda e: e.cost_per_second)
+    seen = health or {}
+    healthy = [e for e in candidates if not _unhealthy(seen.get(e.name))] or candidates
+
+    def score(egress: Egress) -> tuple[float, float, float]:
+        h = seen.get(egress.name, EgressHealth())
+        return (egress.cost_per_second, h.error_rate, h.latency_ms)
+
+    return min(healthy, key=score)
 
 
 def accepts_work(container: Container) -> bool:

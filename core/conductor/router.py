@@ -15,7 +15,7 @@ import contextlib
 import logging
 
 from core.conductor.fleet import ContainerFleet
-from core.conductor.placement import choose_egress, pick_container
+from core.conductor.placement import choose_egress, egress_health, pick_container
 from core.conductor.transitions import CrawlTransitions
 from core.errors import Conflict, InvalidRequest
 from core.models import (
@@ -59,7 +59,8 @@ class Router:
             await self._t.finish(crawl, CrawlState.cancelled, reason="tenant deleted")
             return True
         try:
-            egress = choose_egress(crawl.spec, self.settings.egresses)
+            health = egress_health(await self.records.live_containers(tenant.id))
+            egress = choose_egress(crawl.spec, self.settings.egresses, health)
         except InvalidRequest as exc:
             await self._t.finish(crawl, CrawlState.failed, reason=exc.detail)
             return True

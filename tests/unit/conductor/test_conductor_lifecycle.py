@@ -16,7 +16,7 @@ from conductor_harness import (
     start_ready,
 )
 
-from core.messages import CancelCrawl, KillTimer, RunCrawl
+from core.messages import CancelCrawl, Heartbeat, KillTimer, ProxyStats, RunCrawl
 from core.models import ContainerState, CrawlState
 from core.ports import RunState
 
@@ -515,3 +515,22 @@ async def test_records_of_long_stopped_containers_are_forgotten(make_harness: Ma
     assert report.purged == [engine.id]
     assert await harness.containers() == []
     assert (await harness.crawl(crawl_id)).state is CrawlState.completed  # results stay
+
+
+async def test_heartbeats_accumulate_the_egress_health_that_routing_reads(
+    harness: Harness,
+) -> None:
+    await harness.add_tenant("t1")
+    _, engine = await start_ready(harness)
+    for requests, errors, latency in ((10, 1, 100.0), (30, 3, 200.0)):
+        beat = Heartbeat(
+            tenant_id="t1",
+            container_id=engine.id,
+            proxy=ProxyStats(requests=requests, errors=errors, mean_latency_ms=latency),
+        )
+        await harness.send(beat)
+        await harness.pump()
+
+    health = (await harness.container(engine.id)).health
+    assert (health.requests, health.errors) == (40, 4)
+    assert health.latency_ms == 175.0
