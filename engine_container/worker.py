@@ -45,9 +45,9 @@ from core.models import CrawlCounts, Frozen
 from core.ports import Lease, MessageBus, Subscription
 from core.settings import SkycrawlSettings
 from engine_container.bus_crawl import RunFn, observe_egress_ip, open_crawl_runner
-from engine_container.cli import tune_gc
 from engine_container.fetcher import EgressStats
 from engine_container.settings import EngineSettings
+from engine_container.tuning import tune_process
 
 log = logging.getLogger("skycrawl.engine")
 
@@ -301,7 +301,7 @@ def main() -> int:
         control = SkycrawlSettings()
         if not engine.container_id:
             raise ConfigurationError("SKYCRAWL_CONTAINER_ID is not set (or use --standalone)")
-        tune_gc()
+        tune_process()
         return asyncio.run(_main_async(engine, control))
     except (ConfigurationError, ValidationError) as exc:
         print(f"engine_container: {str(exc).splitlines()[0]}", file=sys.stderr)
