@@ -331,9 +331,15 @@ def run_one(
     elif run.rc != 0:
         run.error = f"exit code {run.rc}\n{_tail(run_dir / 'stderr.log')}"
     elif run.pages == 0 and not run.error:
-        run.error = f"no page with status 200 in the output\n{_tail(run_dir / 'stderr.log')}"
+        files = sorted(
+            f"{p.relative_to(out)} ({p.stat().st_size:,} B)" for p in out.rglob("*") if p.is_file()
+        )
+        run.error = (
+            f"no page with status 200 in the output; {out} holds: {', '.join(files) or 'nothing'}"
+            f"\nstdout: {_tail(run_dir / 'stdout.log', 3)}\nstderr: {_tail(run_dir / 'stderr.log')}"
+        )
     run.ok = not run.error
-    if not keep_output:
+    if run.ok and not keep_output:  # a failed crawl's output is kept for a post-mortem
         shutil.rmtree(out, ignore_errors=True)
     return run
 
