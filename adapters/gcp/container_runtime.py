@@ -1,0 +1,218 @@
+"""Cloud Run ContainerRuntime: every crawler container is one execution of a Cloud Run job.
+
+Why jobs, not worker pools
+    A job execution is exactly our container's life: started on demand with per-execution
+    environment overrides (``run_job`` with ``RunJobRequest.Overrides.container_overrides[].env``
+    carries the GUID, tenant, egress and connection settings), billed per second while it
+    runs, cancellable, and gone afterwards -- scale to zero for free. A worker pool would be a
+    long-lived resource per container (a deploy, ~30 s, per start, and a revision to delete),
+    scaled by instance count with one environment for all instances, and so cannot tell
+    instances their GUIDs. The job (image, CPU, memory, service account, VPC egress, task
+    timeout up to 24 h, ``max_retries`` 0) is deployed once by ``deploy/gcp``; ``spec.image``
+    is ignored -- the image is the job's.
+
+Start, stop, describe
+    ``start_container`` runs the job with one task (``task_count=1``) and the environment of
+    ``spec.env`` plus ``SKYCRAWL_CONTAINER_ID``, ``SKYCRAWL_TENANT_ID``,
+    ``SKYCRAWL_EGRESS_NAME`` and ``SKYCRAWL_PROXY_URL`` (for a proxied egress); starting a GUID
+    whose execution still runs is a no-op. ``stop_container`` cancels the execution: Cloud Run
+    sends SIGTERM and SIGKILL 10 s later -- the grace is Cloud Run's, ``grace_s`` cannot
+    shorten it (``capabilities.max_grace_s`` = 10). ``describe`` maps the execution: no
+    execution -> ``unknown``; a completion time or a terminal ``Completed`` condition ->
+    ``exited`` with the task's exit code (``last_attempt_result``; 128+signal when killed);
+    a running task -> ``running``; else ``pending`` (scheduled, image pulling).
+
+Finding a GUID's execution (stateless)
+    Execution names are chosen by Cloud Run, so the runtime remembers the names of what it
+    started, and otherwise lists the job's executions (newest first, at most
+    ``lookup_limit``) and matches ``SKYCRAWL_CONTAINER_ID`` in the execution's template, which
+    records the overridden environment. Any conductor instance can therefore describe or stop
+    any container; the opt-in live test checks this against the real service.
+
+Limits and cost
+    GUIDs are 1-128 letters, digits, ``_`` or ``-``. One job, one region (``egress.region`` is
+    informative only); environment overrides are visible to whoever can read the execution,
+    so keep proxy credentials out of egress URLs or use Secret Manager on the job. Executions
+    start in ~5-20 s. Billing is per vCPU-second and GiB-second while a task runs (~$0.000018
+    and ~$0.000002 in tier-1 regions), nothing while idle.
+
+Settings
+    ``SKYCRAWL_GCP_PROJECT``, ``SKYCRAWL_GCP_REGION``, ``SKYCRAWL_GCP_RUN_JOB``,
+    ``SKYCRAWL_GCP_RUN_CONTAINER``, ``SKYCRAWL_GCP_RUN_LOOKUP_LIMIT``.
+"""
+
+from __future__ import annotations
+
+import re
+
+from google.api_core import exceptions as gexc
+from google.cloud import run_v2
+
+from core.errors import InvalidRequest, Retryable
+from core.ports.container_runtime import (
+    ContainerSpec,
+    ContainerStatus,
+    RunState,
+    RuntimeCapabilities,
+)
+
+GUID_ENV = "SKYCRAWL_CONTAINER_ID"
+_GUID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,127}")
+_TERMINAL = (run_v2.Condition.State.CONDITION_SUCCEEDED, run_v2.Condition.State.CONDITION_FAILED)
+
+
+def container_env(spec: ContainerSpec) -> dict[str, str]:
+    """The environment a container gets: ``spec.env`` plus its identity and egress."""
+    env = {**spec.env, GUID_ENV: spec.container_id, "SKYCRAWL_TENANT_ID": spec.tenant_id}
+    env["SKYCRAWL_EGRESS_NAME"] = spec.egress.name
+    if spec.egress.proxy_url:
+        env["SKYCRAWL_PROXY_URL"] = spec.egress.proxy_url
+    return env
+
+
+def execution_guid(execution: run_v2.Execution) -> str | None:
+    """The GUID an execution was started for, from its template's environment."""
+    for container in execution.template.containers:
+        for variable in container.env:
+            if variable.name == GUID_ENV:
+                return str(variable.value)
+    return None
+
+
+def _finished(execution: run_v2.Execution) -> bool:
+    if execution.completion_time:
+        return True
+    return any(c.type_ == "Completed" and c.state in _TERMINAL for c in execution.conditions)
+
+
+class CloudRunRuntime:
+    """ContainerRuntime on executions of one Cloud Run job."""
+
+    capabilities = RuntimeCapabilities(
+        name="cloud-run-jobs", typical_start_s=15.0, max_grace_s=10.0
+    )
+
+    def __init__(
+        self,
+        *,
+        jobs: run_v2.JobsAsyncClient,
+        executions: run_v2.ExecutionsAsyncClient,
+        tasks: run_v2.TasksAsyncClient,
+        job: str,
+        container: str = "",
+        lookup_limit: int = 500,
+    ) -> None:
+        self._jobs = jobs
+        self._executions = executions
+        self._tasks = tasks
+        self._job = job
+        self._container = container
+        self._lookup_limit = lookup_limit
+        self._known: dict[str, str] = {}  # GUID -> execution name
+
+    async def _find(self, container_id: str) -> run_v2.Execution | None:
+        name = self._known.get(container_id)
+        try:
+            if name is not None:
+                return await self._executions.get_execution(name=name)
+            seen = 0
+            pager = await self._executions.list_executions(parent=self._job)
+            async for execution in pager:
+                guid = execution_guid(execution)
+                if guid is not None:
+                    self._known.setdefault(guid, execution.name)
+                if guid == container_id:
+                    return execution
+                seen += 1
+                if seen >= self._lookup_limit:
+                    break
+        except gexc.NotFound:
+            return None
+        except gexc.GoogleAPICallError as exc:
+            raise Retryable(f"Cloud Run: looking up {container_id}: {exc}") from exc
+        return None
+
+    async def start_container(self, *, spec: ContainerSpec) -> None:
+        if not _GUID.fullmatch(spec.container_id):
+            raise InvalidRequest(f"invalid container id {spec.container_id!r}")
+        if spec.container_id in self._known:
+            current = await self._find(spec.container_id)
+            if current is not None and not _finished(current):
+                return
+        env = [run_v2.EnvVar(name=k, value=v) for k, v in sorted(container_env(spec).items())]
+        override = run_v2.RunJobRequest.Overrides.ContainerOverride(env=env)
+        if self._container:
+            override.name = self._container
+        request = run_v2.RunJobRequest(
+            name=self._job,
+            overrides=run_v2.RunJobRequest.Overrides(container_overrides=[override], task_count=1),
+        )
+        try:
+            operation = await self._jobs.run_job(request=request)
+        except gexc.GoogleAPICallError as exc:
+            raise Retryable(f"Cloud Run refused to run {self._job}: {exc}") from exc
+        execution = operation.metadata
+        if execution is not None and execution.name:
+            self._known[spec.container_id] = execution.name
+
+    async def stop_container(self, *, container_id: str, grace_s: float = 10) -> None:
+        execution = await self._find(container_id)
+        if execution is None or _finished(execution):
+            return
+        try:
+            await self._executions.cancel_execution(name=execution.name)
+        except (gexc.NotFound, gexc.FailedPrecondition):
+            return  # gone, or finished meanwhile
+        except gexc.GoogleAPICallError as exc:
+            raise Retryable(f"Cloud Run could not cancel {execution.name}: {exc}") from exc
+
+    async def _exit_code(self, execution: run_v2.Execution) -> int | None:
+        try:
+            pager = await self._tasks.list_tasks(parent=execution.name)
+            async for task in pager:
+                result = task.last_attempt_result
+                if result.term_signal:
+                    return 128 + int(result.term_signal)
+                return int(result.exit_code)
+        except gexc.GoogleAPICallError:
+            pass
+        if execution.succeeded_count:
+            return 0
+        return 1 if execution.failed_count or execution.cancelled_count else None
+
+    async def _status(self, container_id: str, execution: run_v2.Execution) -> ContainerStatus:
+        detail = execution.name.rsplit("/", 1)[-1]
+        if _finished(execution):
+            code = await self._exit_code(execution)
+            return ContainerStatus(container_id, RunState.exited, code, detail)
+        if execution.running_count:
+            return ContainerStatus(container_id, RunState.running, detail=detail)
+        return ContainerStatus(container_id, RunState.pending, detail=detail)
+
+    async def describe(self, *, container_id: str) -> ContainerStatus:
+        execution = await self._find(container_id)
+        if execution is None:
+            return ContainerStatus(container_id, RunState.unknown, detail="no execution")
+        return await self._status(container_id, execution)
+
+    async def list_running(self) -> list[ContainerStatus]:
+        running: list[ContainerStatus] = []
+        try:
+            pager = await self._executions.list_executions(parent=self._job)
+            async for execution in pager:
+                guid = execution_guid(execution)
+                if guid is None or _finished(execution):
+                    continue
+                self._known.setdefault(guid, execution.name)
+                status = await self._status(guid, execution)
+                if status.state is RunState.running:
+                    running.append(status)
+                if len(running) >= self._lookup_limit:
+                    break
+        except gexc.GoogleAPICallError as exc:
+            raise Retryable(f"Cloud Run: listing executions: {exc}") from exc
+        return running
+
+    async def close(self) -> None:
+        for client in (self._jobs, self._executions, self._tasks):
+            await client.transport.close()  # type: ignore[no-untyped-call]

@@ -1,0 +1,195 @@
+"""The Google Cloud provider: every port on a managed service, nothing running while idle.
+
+==============  ============================================  =================================
+port            service                                       adapter
+==============  ============================================  =================================
+MessageBus      Pub/Sub (pull, exactly-once, filters, DLQ)    ``PubSubMessageBus``
+Scheduler       Cloud Tasks -> ``/internal/timers``           ``CloudTasksScheduler``
+StateStore      Firestore (Native mode)                       ``FirestoreStateStore``
+BlobStore       Cloud Storage                                 ``GcsBlobStore``
+Runtime         Cloud Run job executions                      ``CloudRunRuntime``
+Provisioner     Pub/Sub topic + subscription, bucket prefix   ``GcpProvisioner``
+==============  ============================================  =================================
+
+``build_ports`` takes ready SDK clients (``GcpClients``: tests, other credentials) and builds
+the missing ones from ``GcpSettings`` with Application Default Credentials. The async gRPC
+clients belong to the event loop that is running when they are made, so call
+``build_ports`` and ``build_container_ports`` from a coroutine on the loop that will use
+them (``functions/gcp/bootstrap.py`` keeps one loop per function instance).
+
+An engine container needs the bus and the blob store only (so this module imports the SDKs of
+Firestore, Cloud Tasks and Cloud Run only inside ``build_ports``): ``engine_env`` passes it
+``SKYCRAWL_PROVIDER=gcp``, the project, the bucket and the emulator hosts when set; its
+credentials are the Cloud Run job's service account. Everything else it needs the conductor
+passes itself (GUID, tenant, inbox queue, dispatch topic). See ``adapters/gcp/settings.py``
+for every setting and ``deploy/gcp/README.md`` for what to deploy and what it costs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import grpc  # type: ignore[import-untyped]
+from google.auth.credentials import AnonymousCredentials
+from google.cloud.storage import Client as StorageClient  # type: ignore[import-untyped]
+from google.pubsub_v1 import PublisherAsyncClient, SubscriberAsyncClient
+from google.pubsub_v1.services.publisher.transports import PublisherGrpcAsyncIOTransport
+from google.pubsub_v1.services.subscriber.transports import SubscriberGrpcAsyncIOTransport
+
+from adapters.gcp.blob_store import GcsBlobStore
+from adapters.gcp.message_bus import PubSubMessageBus
+from adapters.gcp.settings import GcpSettings
+from core.clock import Clock, SystemClock
+from core.ports import ContainerRuntime, Ports
+from core.settings import SkycrawlSettings
+
+if TYPE_CHECKING:  # the control plane's SDKs; an engine image needs only Pub/Sub and Storage
+    from google.cloud import firestore, run_v2, tasks_v2
+
+    from adapters.gcp.container_runtime import CloudRunRuntime
+
+_UNLIMITED = [("grpc.max_send_message_length", -1), ("grpc.max_receive_message_length", -1)]
+
+
+@dataclass
+class GcpClients:
+    """Ready SDK clients; whichever is None is built from the settings."""
+
+    publisher: PublisherAsyncClient | None = None
+    subscriber: SubscriberAsyncClient | None = None
+    firestore: firestore.AsyncClient | None = None
+    storage: StorageClient | None = None
+    tasks: tasks_v2.CloudTasksAsyncClient | None = None
+    run_jobs: run_v2.JobsAsyncClient | None = None
+    run_executions: run_v2.ExecutionsAsyncClient | None = None
+    run_tasks: run_v2.TasksAsyncClient | None = None
+
+
+def pubsub_clients(
+    emulator_host: str | None = None,
+) -> tuple[PublisherAsyncClient, SubscriberAsyncClient]:
+    """Async Pub/Sub clients, on an insecure channel to ``emulator_host`` if given. Call it
+    from a coroutine: the clients belong to the running event loop."""
+    if not emulator_host:
+        return PublisherAsyncClient(), SubscriberAsyncClient()
+    pub = grpc.aio.insecure_channel(emulator_host, options=_UNLIMITED)
+    sub = grpc.aio.insecure_channel(emulator_host, options=_UNLIMITED)
+    return (
+        PublisherAsyncClient(transport=PublisherGrpcAsyncIOTransport(channel=pub)),
+        SubscriberAsyncClient(transport=SubscriberGrpcAsyncIOTransport(channel=sub)),
+    )
+
+
+def storage_client(gcp: GcpSettings) -> StorageClient:
+    """A Cloud Storage client; anonymous, on the emulator, when one is configured."""
+    if gcp.storage_emulator_host:
+        return StorageClient(
+            project=gcp.project,
+            credentials=AnonymousCredentials(),  # type: ignore[no-untyped-call]
+            client_options={"api_endpoint": gcp.storage_emulator_host},
+        )
+    return StorageClient(project=gcp.project)
+
+
+def _bus(gcp: GcpSettings, clients: GcpClients) -> PubSubMessageBus:
+    publisher, subscriber = clients.publisher, clients.subscriber
+    if publisher is None or subscriber is None:
+        publisher, subscriber = pubsub_clients(gcp.pubsub_emulator_host)
+        clients.publisher, clients.subscriber = publisher, subscriber
+    return PubSubMessageBus(
+        project=gcp.project,
+        publisher=publisher,
+        subscriber=subscriber,
+        emulator=bool(gcp.pubsub_emulator_host),
+    )
+
+
+def _runtime(gcp: GcpSettings, clients: GcpClients) -> CloudRunRuntime:
+    from google.cloud import run_v2
+
+    from adapters.gcp.container_runtime import CloudRunRuntime
+
+    return CloudRunRuntime(
+        jobs=clients.run_jobs or run_v2.JobsAsyncClient(),
+        executions=clients.run_executions or run_v2.ExecutionsAsyncClient(),
+        tasks=clients.run_tasks or run_v2.TasksAsyncClient(),
+        job=gcp.job_path,
+        container=gcp.run_container,
+        lookup_limit=gcp.run_lookup_limit,
+    )
+
+
+def build_ports(
+    settings: SkycrawlSettings,
+    gcp: GcpSettings,
+    *,
+    clock: Clock | None = None,
+    clients: GcpClients | None = None,
+    runtime: ContainerRuntime | None = None,
+) -> Ports:
+    """Every GCP adapter, on the given clients or new ones (from a coroutine, see above).
+    ``runtime`` replaces Cloud Run (the end-to-end test runs engine subprocesses)."""
+    from google.cloud import firestore, tasks_v2
+
+    from adapters.gcp.provisioner import GcpProvisioner
+    from adapters.gcp.scheduler import CloudTasksScheduler
+    from adapters.gcp.state_store import FirestoreStateStore
+
+    gcp.require("project", "bucket", "timer_url", "timer_service_account")
+    clock = clock or SystemClock()
+    clients = clients or GcpClients()
+    bus = _bus(gcp, clients)
+    publisher, subscriber = clients.publisher, clients.subscriber
+    if publisher is None or subscriber is None:  # _bus made them
+        raise AssertionError("Pub/Sub clients missing")
+    blob_client = clients.storage or storage_client(gcp)
+    database = clients.firestore or firestore.AsyncClient(
+        project=gcp.project, database=gcp.firestore_database
+    )
+    return Ports(
+        bus=bus,
+        scheduler=CloudTasksScheduler(
+            client=clients.tasks or tasks_v2.CloudTasksAsyncClient(),
+            queue_path=gcp.queue_path,
+            timer_url=gcp.timer_url,
+            service_account=gcp.timer_service_account,
+            audience=gcp.audience,
+            bus=bus,
+            clock=clock,
+        ),
+        state=FirestoreStateStore(client=database, prefix=gcp.firestore_prefix, clock=clock),
+        blobs=GcsBlobStore(client=blob_client, bucket=gcp.bucket),
+        runtime=runtime or _runtime(gcp, clients),
+        provisioner=GcpProvisioner(
+            project=gcp.project,
+            publisher=publisher,
+            subscriber=subscriber,
+            storage_client=blob_client,
+            bucket=gcp.bucket,
+            prefix=gcp.tenant_prefix,
+        ),
+        clock=clock,
+    )
+
+
+def engine_env(gcp: GcpSettings) -> dict[str, str]:
+    """What an engine container needs to reach the same bus and bucket."""
+    env = {
+        "SKYCRAWL_PROVIDER": "gcp",
+        "SKYCRAWL_GCP_PROJECT": gcp.project,
+        "SKYCRAWL_GCP_BUCKET": gcp.bucket,
+    }
+    if gcp.pubsub_emulator_host:
+        env["SKYCRAWL_GCP_PUBSUB_EMULATOR_HOST"] = gcp.pubsub_emulator_host
+    if gcp.storage_emulator_host:
+        env["SKYCRAWL_GCP_STORAGE_EMULATOR_HOST"] = gcp.storage_emulator_host
+    return env
+
+
+def build_container_ports(settings: SkycrawlSettings) -> tuple[PubSubMessageBus, GcsBlobStore]:
+    """The bus and blob store of an engine container, from its environment (``engine_env``).
+    Called by the engine inside its event loop."""
+    gcp = GcpSettings()
+    gcp.require("project", "bucket")
+    return _bus(gcp, GcpClients()), GcsBlobStore(client=storage_client(gcp), bucket=gcp.bucket)

@@ -1,0 +1,293 @@
+"""Firestore StateStore: versioned JSON items with compare-and-set, on the async client.
+
+Layout (Native mode)::
+
+    <prefix><table>/<partition>/<prefix><table>-items/<key>
+    e.g. skycrawl-crawls/tn_1a2b/skycrawl-crawls-items/cr_9f8e
+
+Each item is one document ``{partition, key, json, version, expires_at}``; the partition
+document itself is never written. Document ids are the partition and key percent-encoded
+(``/`` and ``%`` included; ``.``, ``..`` and ``__x__`` made safe), while the ``key`` field keeps
+the real key, so ``query`` orders by it (Firestore compares strings by UTF-8 bytes, i.e. by code
+point, like Python) using only the automatic single-field index: no composite index to deploy.
+``scan`` is a collection-group query on ``<prefix><table>-items``. ``data`` is stored as a
+JSON string: any JSON value round-trips exactly (Firestore maps cannot hold nested arrays) and
+a document costs one index entry, not one per nested field.
+
+Compare-and-set
+    ``create`` is Firestore's ``create`` (fails if the document exists); an *expired* item in
+    the way is deleted first, with a ``last_update_time`` precondition. ``replace`` and
+    ``delete`` write with the precondition ``last_update_time == T``, where ``T`` is the update
+    time at which this instance saw ``item.version`` (remembered from its own reads and writes;
+    read afresh, with the version compared, when it has not seen it): nothing can slip in
+    between, without transactions (which the emulator serialises pessimistically), in one
+    round trip for the usual read-modify-write. A lost race is ``core.errors.Conflict``.
+
+Expiry
+    ``expires_at`` is a Firestore timestamp; expired items are invisible at once (filtered on
+    read against the injected clock). Deploy a TTL policy on ``expires_at`` for the tables that
+    expire (``deploy/gcp`` does, for idempotency and rate): Firestore then deletes them within
+    about a day.
+
+Limits and cost
+    An item's JSON up to 1,000,000 bytes (documents max out at 1 MiB); partitions and keys up
+    to 400 characters; ``expires_at`` timezone-aware. Firestore bills per operation (a replace
+    is one read and one write; ~$0.03 per 100k reads, ~$0.09 per 100k writes) plus storage;
+    nothing while idle. The free tier covers 50k reads and 20k writes a day.
+
+Settings
+    ``SKYCRAWL_GCP_PROJECT``, ``SKYCRAWL_GCP_FIRESTORE_DATABASE``,
+    ``SKYCRAWL_GCP_FIRESTORE_PREFIX``; the emulator is chosen the library's way, with
+    ``FIRESTORE_EMULATOR_HOST``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import OrderedDict
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any, cast
+from urllib.parse import quote
+
+from google.api_core import exceptions as gexc
+from google.cloud import firestore
+from google.cloud.firestore_v1.async_document import AsyncDocumentReference
+from google.cloud.firestore_v1.base_document import DocumentSnapshot
+
+from core.clock import Clock, SystemClock
+from core.errors import Conflict, InvalidRequest, Retryable
+from core.ports.state_store import Item, StateCapabilities
+
+MAX_ITEM_BYTES = 1_000_000
+MAX_NAME_CHARS = 400
+_RESERVED = re.compile(r"__.*__")
+_PAGE = 200
+Snapshot = DocumentSnapshot[Any]
+_REMEMBERED = 10_000
+
+Seen = tuple[int, datetime, datetime | None]  # version, update time, expiry
+
+
+def document_id(value: str) -> str:
+    """A Firestore-safe document id for ``value``, distinct for distinct values."""
+    if not value or len(value) > MAX_NAME_CHARS:
+        raise InvalidRequest(f"partitions and keys have 1 to {MAX_NAME_CHARS} characters")
+    escaped = quote(value, safe="")
+    if escaped in (".", "..") or _RESERVED.fullmatch(escaped):
+        escaped = f"%{ord(escaped[0]):02X}{escaped[1:]}"
+    return escaped
+
+
+def _timestamp(value: datetime | None) -> datetime | None:
+    if value is None:
+        return None
+    if value.tzinfo is None:
+        raise InvalidRequest("expires_at must be timezone-aware")
+    return value
+
+
+def _plain(value: datetime | None) -> datetime | None:
+    """A library timestamp as a plain ``datetime`` in UTC (microsecond precision)."""
+    if value is None:
+        return None
+    utc = value.astimezone(UTC)
+    return datetime(
+        utc.year, utc.month, utc.day, utc.hour, utc.minute, utc.second, utc.microsecond, UTC
+    )
+
+
+def _encode(data: Mapping[str, Any]) -> str:
+    try:
+        text = json.dumps(dict(data), separators=(",", ":"), allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise InvalidRequest(f"item data is not JSON: {exc}") from exc
+    if len(text.encode()) > MAX_ITEM_BYTES:
+        raise InvalidRequest(f"item larger than {MAX_ITEM_BYTES} bytes")
+    return text
+
+
+class FirestoreStateStore:
+    """StateStore on Firestore collections, one per table."""
+
+    capabilities = StateCapabilities(max_item_bytes=MAX_ITEM_BYTES, native_ttl=True)
+
+    def __init__(
+        self,
+        *,
+        client: firestore.AsyncClient,
+        prefix: str = "skycrawl-",
+        clock: Clock | None = None,
+    ) -> None:
+        self._client = client
+        self._prefix = prefix
+        self._clock: Clock = clock or SystemClock()
+        self._seen: OrderedDict[tuple[str, str, str], Seen] = OrderedDict()
+
+    def _remember(self, item: Item, update_time: datetime) -> Item:
+        where = (item.table, item.partition, item.key)
+        self._seen.pop(where, None)
+        self._seen[where] = (item.version, update_time, item.expires_at)
+        while len(self._seen) > _REMEMBERED:
+            self._seen.popitem(last=False)
+        return item
+
+    def _items(self, table: str) -> str:
+        return f"{self._prefix}{table}-items"
+
+    def _document(self, table: str, partition: str, key: str) -> AsyncDocumentReference:
+        partition_ref = self._client.collection(f"{self._prefix}{table}").document(
+            document_id(partition)
+        )
+        return cast(
+            AsyncDocumentReference,
+            partition_ref.collection(self._items(table)).document(document_id(key)),
+        )
+
+    def _expired(self, snapshot: Snapshot) -> bool:
+        expires = snapshot.get("expires_at")
+        return expires is not None and expires <= self._clock.now()
+
+    def _item(self, table: str, snapshot: Snapshot) -> Item:
+        item = Item(
+            table=table,
+            partition=snapshot.get("partition"),
+            key=snapshot.get("key"),
+            data=json.loads(snapshot.get("json")),
+            version=int(snapshot.get("version")),
+            expires_at=_plain(snapshot.get("expires_at")),
+        )
+        return self._remember(item, snapshot.update_time)
+
+    async def _read(self, ref: AsyncDocumentReference) -> Snapshot:
+        try:
+            return await ref.get()
+        except gexc.GoogleAPICallError as exc:
+            raise Retryable(f"reading {ref.path}: {exc}") from exc
+
+    async def get(self, *, table: str, partition: str, key: str) -> Item | None:
+        snapshot = await self._read(self._document(table, partition, key))
+        if not snapshot.exists or self._expired(snapshot):
+            return None
+        return self._item(table, snapshot)
+
+    async def create(
+        self,
+        *,
+        table: str,
+        partition: str,
+        key: str,
+        data: Mapping[str, Any],
+        expires_at: datetime | None = None,
+    ) -> Item:
+        text, expires = _encode(data), _timestamp(expires_at)
+        ref = self._document(table, partition, key)
+        fields = {
+            "partition": partition,
+            "key": key,
+            "json": text,
+            "version": 1,
+            "expires_at": expires,
+        }
+        for _ in range(3):
+            try:
+                result = await ref.create(fields)
+            except gexc.AlreadyExists:
+                snapshot = await self._read(ref)
+                if snapshot.exists and not self._expired(snapshot):
+                    raise Conflict(f"{table}/{partition}/{key} exists") from None
+                if snapshot.exists:  # expired but not purged yet: take its place
+                    await self._write(ref, snapshot.update_time, None)
+                continue
+            except gexc.GoogleAPICallError as exc:
+                raise Retryable(f"creating {ref.path}: {exc}") from exc
+            item = Item(table, partition, key, json.loads(text), 1, expires)
+            return self._remember(item, result.update_time)
+        raise Conflict(f"{table}/{partition}/{key}: too much contention")
+
+    async def _current(self, item: Item) -> tuple[AsyncDocumentReference, datetime]:
+        """The item's document and the update time at which it was at ``item.version``;
+        ``Conflict`` if it is known not to be there any more."""
+        ref = self._document(item.table, item.partition, item.key)
+        seen = self._seen.get((item.table, item.partition, item.key))
+        if seen is not None and seen[0] == item.version:
+            _, update_time, expires = seen
+            if expires is not None and expires <= self._clock.now():
+                raise Conflict(f"{item.table}/{item.partition}/{item.key} has expired")
+            return ref, update_time
+        snapshot = await self._read(ref)
+        if (
+            not snapshot.exists
+            or self._expired(snapshot)
+            or int(snapshot.get("version")) != item.version
+        ):
+            raise Conflict(f"{item.table}/{item.partition}/{item.key} is not at v{item.version}")
+        return ref, snapshot.update_time
+
+    async def _write(
+        self, ref: AsyncDocumentReference, update_time: datetime, fields: dict[str, Any] | None
+    ) -> datetime | None:
+        """Update (or, with None, delete) only if not written since ``update_time``; returns
+        the new update time of an update."""
+        option = self._client.write_option(last_update_time=update_time)
+        try:
+            if fields is None:
+                await ref.delete(option=option)
+                return None
+            result = await ref.update(fields, option=option)
+        except (gexc.FailedPrecondition, gexc.NotFound) as exc:
+            raise Conflict(f"{ref.path} changed meanwhile") from exc
+        except gexc.GoogleAPICallError as exc:
+            raise Retryable(f"writing {ref.path}: {exc}") from exc
+        return result.update_time  # type: ignore[no-any-return]
+
+    async def replace(
+        self, *, item: Item, data: Mapping[str, Any], expires_at: datetime | None = None
+    ) -> Item:
+        text, expires = _encode(data), _timestamp(expires_at)
+        ref, update_time = await self._current(item)
+        version = item.version + 1
+        fields = {"json": text, "version": version, "expires_at": expires}
+        written = await self._write(ref, update_time, fields)
+        new = Item(item.table, item.partition, item.key, json.loads(text), version, expires)
+        return self._remember(new, written or update_time)
+
+    async def delete(self, *, item: Item) -> None:
+        ref, update_time = await self._current(item)
+        self._seen.pop((item.table, item.partition, item.key), None)
+        await self._write(ref, update_time, None)
+
+    async def query(
+        self, *, table: str, partition: str, limit: int | None = None, after: str | None = None
+    ) -> list[Item]:
+        collection = (
+            self._client.collection(f"{self._prefix}{table}")
+            .document(document_id(partition))
+            .collection(self._items(table))
+        )
+        found: list[Item] = []
+        cursor = after
+        while limit is None or len(found) < limit:
+            query = collection.order_by("key")
+            if cursor is not None:
+                query = query.start_after({"key": cursor})
+            try:
+                page = [snapshot async for snapshot in query.limit(_PAGE).stream()]
+            except gexc.GoogleAPICallError as exc:
+                raise Retryable(f"querying {table}/{partition}: {exc}") from exc
+            found += [self._item(table, s) for s in page if not self._expired(s)]
+            if len(page) < _PAGE:
+                break
+            cursor = page[-1].get("key")
+        return found if limit is None else found[:limit]
+
+    async def scan(self, *, table: str) -> list[Item]:
+        group = self._client.collection_group(self._items(table))
+        try:
+            return [self._item(table, s) async for s in group.stream() if not self._expired(s)]
+        except gexc.GoogleAPICallError as exc:
+            raise Retryable(f"scanning {table}: {exc}") from exc
+
+    async def close(self) -> None:
+        """The Firestore client is closed with its transport when the process ends."""

@@ -1,0 +1,209 @@
+"""GCP backends of the contract suites (see ``backend_factories`` in conftest.py).
+
+============  ===================  ===================================================
+port          id                   backed by
+============  ===================  ===================================================
+bus           pubsub-emulator      PubSubMessageBus on Google's Pub/Sub emulator
+scheduler     cloudtasks-fake      CloudTasksScheduler on FakeCloudTasks, whose dispatcher
+                                   calls the timer endpoint's logic (OIDC check, delivery)
+state         firestore-emulator   FirestoreStateStore on Google's Firestore emulator
+blob          gcs-fake             GcsBlobStore, real client, on FakeGcsServer (HTTP)
+runtime       cloudrun-fake        CloudRunRuntime on FakeCloudRun (local processes)
+provisioner   pubsub+gcs           GcpProvisioner on the Pub/Sub emulator + FakeGcsServer
+============  ===================  ===================================================
+
+The emulators start lazily, on the first test that needs one (``emulators.py``), never at
+import. They run on the wall clock, so the harnesses' ``elapse`` really sleeps (a
+``SystemClock``); Pub/Sub leases have whole-second granularity, hence ``visibility_s=1``.
+The emulator ignores subscription filters, which the bus reports as
+``capabilities.filters_applied=False``; ``tests/integration/gcp/test_gcp_pubsub.py`` checks
+that the filter is stored and that the capability tells the truth.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import sys
+from collections.abc import AsyncIterator, Mapping
+from pathlib import Path
+
+from google.api_core import exceptions as gexc
+
+from adapters.gcp.blob_store import GcsBlobStore
+from adapters.gcp.container_runtime import CloudRunRuntime
+from adapters.gcp.message_bus import PubSubMessageBus
+from adapters.gcp.provider import pubsub_clients
+from adapters.gcp.provisioner import GcpProvisioner
+from adapters.gcp.scheduler import CloudTasksScheduler, deliver_timer
+from adapters.gcp.state_store import FirestoreStateStore
+from core.clock import SystemClock
+from core.errors import SkycrawlError
+from core.ports import ContainerRuntime
+from functions.gcp.oidc import authorize
+from tests.contract.harness import (
+    BusHarness,
+    ProvisionerHarness,
+    RuntimeHarness,
+    SchedulerHarness,
+    StateHarness,
+)
+from tests.integration.gcp import emulators
+from tests.integration.gcp.fake_cloud_run import FakeCloudRun
+from tests.integration.gcp.fake_cloud_tasks import FakeCloudTasks, FakeIdTokens
+from tests.integration.gcp.fakes import FakeGcsServer
+
+TIMER_URL = "https://api.example.test/internal/timers"
+TIMER_ACCOUNT = "timers@skycrawl-test.iam.gserviceaccount.com"
+QUEUE_PATH = "projects/skycrawl-test/locations/us-central1/queues/skycrawl-timers"
+
+
+def open_pubsub_bus() -> PubSubMessageBus:
+    publisher, subscriber = pubsub_clients(emulators.pubsub_host())
+    return PubSubMessageBus(
+        project=emulators.PROJECT, publisher=publisher, subscriber=subscriber, emulator=True
+    )
+
+
+@contextlib.asynccontextmanager
+async def pubsub_bus(tmp: Path) -> AsyncIterator[BusHarness]:
+    opened: list[PubSubMessageBus] = []
+
+    def open_bus() -> PubSubMessageBus:
+        opened.append(open_pubsub_bus())
+        return opened[-1]
+
+    try:
+        yield BusHarness(bus=open_bus(), clock=SystemClock(), reopen=open_bus, visibility_s=1.0)
+    finally:
+        for bus in opened:
+            await bus.close()
+
+
+@contextlib.asynccontextmanager
+async def cloud_tasks_scheduler(tmp: Path) -> AsyncIterator[SchedulerHarness]:
+    """Cloud Tasks (fake) calling the timer endpoint's logic: token check, then delivery."""
+    bus, tokens = open_pubsub_bus(), FakeIdTokens()
+
+    async def timer_endpoint(url: str, headers: dict[str, str], body: bytes) -> int:
+        try:
+            authorize(
+                headers.get("Authorization"),
+                verifier=tokens,
+                audience=TIMER_URL,
+                callers=[TIMER_ACCOUNT],
+            )
+            await deliver_timer(bus, body)
+        except SkycrawlError:
+            return 403
+        return 204
+
+    tasks = FakeCloudTasks(timer_endpoint, tokens)
+    clock = SystemClock()
+    scheduler = CloudTasksScheduler(
+        client=tasks,  # type: ignore[arg-type]
+        queue_path=QUEUE_PATH,
+        timer_url=TIMER_URL,
+        service_account=TIMER_ACCOUNT,
+        bus=bus,
+        clock=clock,
+    )
+    stop = asyncio.Event()
+    dispatcher = asyncio.create_task(tasks.dispatch(stop))
+    try:
+        yield SchedulerHarness(scheduler=scheduler, bus=bus, clock=clock)
+    finally:
+        stop.set()
+        await dispatcher
+        await bus.close()
+
+
+@contextlib.asynccontextmanager
+async def firestore_state(tmp: Path) -> AsyncIterator[StateHarness]:
+    clock = SystemClock()
+
+    def open_store() -> FirestoreStateStore:
+        return FirestoreStateStore(client=emulators.firestore_client(), clock=clock)
+
+    yield StateHarness(store=open_store(), clock=clock, reopen=open_store)
+
+
+@contextlib.asynccontextmanager
+async def gcs_blobs(tmp: Path) -> AsyncIterator[GcsBlobStore]:
+    with FakeGcsServer(buckets=["skycrawl-blobs"]) as server:
+        store = GcsBlobStore(client=server.client(), bucket="skycrawl-blobs")
+        try:
+            yield store
+        finally:
+            await store.close()
+
+
+@contextlib.asynccontextmanager
+async def cloud_run_runtime(tmp: Path) -> AsyncIterator[RuntimeHarness]:
+    """Executions of a (fake) Cloud Run job whose command runs the suite's workload script.
+    SIGKILL follows SIGTERM after 1 s instead of Cloud Run's fixed 10 s (see the fake)."""
+    run = FakeCloudRun(kill_after_s=1.0)
+    out = tmp / "out"
+    out.mkdir()
+
+    def make(script: str) -> ContainerRuntime:
+        job = f"projects/skycrawl-test/locations/us-central1/jobs/engine-{hashlib.sha1(script.encode()).hexdigest()[:8]}"
+        run.add_job(job, (sys.executable, "-c", script))
+        return CloudRunRuntime(jobs=run, executions=run, tasks=run, job=job)  # type: ignore[arg-type]
+
+    harness = RuntimeHarness(make=make, out_dir=out)
+    try:
+        yield harness
+    finally:
+        for runtime in harness.opened:
+            await runtime.close()
+        run.shutdown()
+
+
+@contextlib.asynccontextmanager
+async def gcp_provisioner(tmp: Path) -> AsyncIterator[ProvisionerHarness]:
+    """Per-tenant topic + subscription on the Pub/Sub emulator, marker in the GCS fake."""
+    publisher, subscriber = pubsub_clients(emulators.pubsub_host())
+    with FakeGcsServer(buckets=["skycrawl-blobs"]) as server:
+        client = server.client()
+        provisioner = GcpProvisioner(
+            project=emulators.PROJECT,
+            publisher=publisher,
+            subscriber=subscriber,
+            storage_client=client,
+            bucket="skycrawl-blobs",
+            prefix=f"tenant-{tmp.name[-8:]}-",
+        )
+
+        async def exists(resources: Mapping[str, str]) -> bool:
+            try:
+                for kind, ref in resources.items():
+                    if kind == "topic":
+                        await publisher.get_topic(topic=ref)
+                    elif kind == "subscription":
+                        await subscriber.get_subscription(subscription=ref)
+                    else:
+                        bucket, _, key = ref.removeprefix("gs://").partition("/")
+                        if not await asyncio.to_thread(client.bucket(bucket).blob(key).exists):
+                            return False
+            except gexc.NotFound:
+                return False
+            return True
+
+        try:
+            yield ProvisionerHarness(provisioner=provisioner, exists=exists)
+        finally:
+            for closable in (publisher, subscriber):
+                await closable.transport.close()
+            client.close()
+
+
+FACTORIES = {
+    "provisioner": {"pubsub+gcs": gcp_provisioner},
+    "runtime": {"cloudrun-fake": cloud_run_runtime},
+    "blob": {"gcs-fake": gcs_blobs},
+    "bus": {"pubsub-emulator": pubsub_bus},
+    "scheduler": {"cloudtasks-fake": cloud_tasks_scheduler},
+    "state": {"firestore-emulator": firestore_state},
+}

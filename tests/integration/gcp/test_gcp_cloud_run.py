@@ -1,0 +1,82 @@
+"""CloudRunRuntime against the Cloud Run fake: the run request it sends, and finding a GUID's
+execution from an instance that did not start it (a stateless conductor)."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import Iterator
+
+import pytest
+
+from adapters.gcp.container_runtime import CloudRunRuntime
+from core.models import Egress
+from core.ports import ContainerSpec, RunState
+from tests.integration.gcp.fake_cloud_run import FakeCloudRun
+
+JOB = "projects/p/locations/europe-west1/jobs/skycrawl-engine"
+SLEEPER = "import signal, sys, time\nsignal.signal(signal.SIGTERM, lambda *_: sys.exit(0))\ntime.sleep(60)"
+
+
+@pytest.fixture
+def run() -> Iterator[FakeCloudRun]:
+    fake = FakeCloudRun(kill_after_s=1.0)
+    fake.add_job(JOB, (sys.executable, "-c", SLEEPER), env={"FROM_JOB": "1"})
+    yield fake
+    fake.shutdown()
+
+
+def runtime(run: FakeCloudRun, **options: object) -> CloudRunRuntime:
+    return CloudRunRuntime(jobs=run, executions=run, tasks=run, job=JOB, **options)  # type: ignore[arg-type]
+
+
+def spec(guid: str) -> ContainerSpec:
+    egress = Egress(name="eu", region="europe-west1", proxy_url="http://proxy.test:3128")
+    return ContainerSpec(guid, "tenant-1", egress, env={"SKYCRAWL_PROVIDER": "gcp"})
+
+
+async def test_start_sends_one_task_with_the_environment_as_overrides(run: FakeCloudRun) -> None:
+    await runtime(run, container="engine").start_container(spec=spec("g-1"))
+    [request] = run.requests
+    assert request.name == JOB
+    assert request.overrides.task_count == 1
+    [override] = request.overrides.container_overrides
+    assert override.name == "engine"
+    assert {v.name: v.value for v in override.env} == {
+        "SKYCRAWL_PROVIDER": "gcp",
+        "SKYCRAWL_CONTAINER_ID": "g-1",
+        "SKYCRAWL_TENANT_ID": "tenant-1",
+        "SKYCRAWL_EGRESS_NAME": "eu",
+        "SKYCRAWL_PROXY_URL": "http://proxy.test:3128",
+    }
+
+
+async def test_a_fresh_instance_finds_stops_and_lists_by_guid(run: FakeCloudRun) -> None:
+    starter = runtime(run)
+    await starter.start_container(spec=spec("g-2"))
+    await starter.start_container(spec=spec("g-2"))  # still running: a no-op
+    await starter.start_container(spec=spec("g-3"))
+    assert len(run.requests) == 2
+
+    other = runtime(run)  # another conductor instance: knows no execution names
+    assert (await other.describe(container_id="g-2")).state is RunState.running
+    assert sorted(s.container_id for s in await other.list_running()) == ["g-2", "g-3"]
+    await asyncio.sleep(0.5)  # let it install its SIGTERM handler
+    await other.stop_container(container_id="g-2")
+    for _ in range(100):
+        status = await runtime(run).describe(container_id="g-2")
+        if status.state is RunState.exited:
+            break
+        await asyncio.sleep(0.05)
+    assert (status.state, status.exit_code) == (RunState.exited, 0)
+    assert [s.container_id for s in await other.list_running()] == ["g-3"]
+    await other.stop_container(container_id="g-2")  # finished: a no-op
+
+
+async def test_lookup_is_bounded(run: FakeCloudRun) -> None:
+    starter = runtime(run)
+    for guid in ("old", "new-1", "new-2"):
+        await starter.start_container(spec=spec(guid))
+    bounded = runtime(run, lookup_limit=2)  # newest first: "old" is out of reach
+    assert (await bounded.describe(container_id="new-1")).state is RunState.running
+    assert (await bounded.describe(container_id="old")).state is RunState.unknown
