@@ -1,0 +1,259 @@
+"""AWS StateStore: every table of the core in one DynamoDB table, compare-and-set by condition.
+
+Layout
+    One item per record: ``pk`` (S, hash key) = ``<table>#<partition>``, ``sk`` (S, range key)
+    = key, plus ``tbl``, ``part``, ``data`` (the record as a JSON string, so numbers and nulls
+    round-trip exactly), ``ver`` (N, the version) and, for expiring records, ``exp`` (N,
+    microseconds since the epoch) and ``ttl`` (N, seconds, the table's TTL attribute).
+
+Features
+    * Every write is conditional (``ConditionalCheckFailedException`` → ``core.errors.Conflict``):
+      ``create`` requires that no live item has the key (``attribute_not_exists(pk) OR exp <=
+      now``, so an expired item is simply overwritten), ``replace`` and ``delete`` require
+      ``ver = item.version`` on a live item. That is what lets several conductor Lambdas run
+      at once.
+    * Reads are strongly consistent. DynamoDB deletes expired items lazily (typically within
+      a few days of ``ttl``), so every read also filters on ``exp``: an expired record is
+      invisible at once.
+    * ``query`` is one DynamoDB ``Query`` on ``pk`` in ``sk`` order (``sk > after``), paged
+      with ``ExclusiveStartKey`` until ``limit`` live items are found (``Limit`` counts items
+      before the expiry filter). ``scan`` (housekeeping and the operator's container list
+      only) reads the whole table with a filter on ``tbl``: its cost grows with the table.
+    * boto3 is synchronous: calls run in worker threads (``adapters.aws.errors.call``);
+      throttling and 5xx answers become ``core.errors.Retryable``.
+
+Limits
+    An item is at most 400 KB: ``data`` may be 350,000 bytes of JSON
+    (``capabilities.max_item_bytes``). Table names may not contain ``#``; keys and partitions
+    must be non-empty (DynamoDB refuses empty key strings). ``expires_at`` must be
+    timezone-aware. Bad input is ``core.errors.InvalidRequest``.
+
+Settings
+    ``SKYCRAWL_AWS_TABLE`` (``deploy/aws/template.yaml`` creates it: on-demand capacity, TTL on
+    ``ttl``, point-in-time recovery), ``SKYCRAWL_AWS_REGION``, ``SKYCRAWL_AWS_ENDPOINT_URL``.
+
+Cost
+    On-demand: nothing at idle but storage ($0.25 per GB-month); ~$1.25 per million writes
+    and $0.25 per million reads (strongly consistent reads count double).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from adapters.aws.errors import ClientError, call, error_code
+from adapters.aws.settings import AwsSettings
+from core.clock import Clock, SystemClock
+from core.errors import Conflict, InvalidRequest
+from core.ports.state_store import Item, StateCapabilities
+
+MAX_DATA_BYTES = 350_000
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_LIVE = "(attribute_not_exists(#exp) OR #exp > :now)"
+
+
+def _to_us(moment: datetime | None) -> int | None:
+    if moment is None:
+        return None
+    if moment.tzinfo is None:
+        raise InvalidRequest("expires_at must be timezone-aware")
+    return (moment - _EPOCH) // timedelta(microseconds=1)
+
+
+def _from_us(value: int | None) -> datetime | None:
+    return None if value is None else _EPOCH + timedelta(microseconds=value)
+
+
+def _encode(data: Mapping[str, Any]) -> str:
+    try:
+        encoded = json.dumps(dict(data), separators=(",", ":"), sort_keys=True, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise InvalidRequest(f"item data is not JSON: {exc}") from exc
+    if len(encoded.encode()) > MAX_DATA_BYTES:
+        raise InvalidRequest(f"item larger than {MAX_DATA_BYTES} bytes")
+    return encoded
+
+
+def _check_names(table: str, partition: str, key: str | None = None) -> None:
+    if not table or "#" in table:
+        raise InvalidRequest(f"invalid table name {table!r}: non-empty, without '#'")
+    if not partition or key == "":
+        raise InvalidRequest("partition and key must not be empty on DynamoDB")
+
+
+def _item(raw: Mapping[str, Any]) -> Item:
+    exp = raw.get("exp")
+    return Item(
+        table=raw["tbl"]["S"],
+        partition=raw["part"]["S"],
+        key=raw["sk"]["S"],
+        data=json.loads(raw["data"]["S"]),
+        version=int(raw["ver"]["N"]),
+        expires_at=_from_us(int(exp["N"])) if exp else None,
+    )
+
+
+class DynamoStateStore:
+    """StateStore on one DynamoDB table (see the module docstring for the layout)."""
+
+    capabilities = StateCapabilities(max_item_bytes=MAX_DATA_BYTES, native_ttl=True)
+
+    def __init__(self, *, dynamodb: Any, table: str, clock: Clock | None = None) -> None:
+        self._db = dynamodb  # a boto3 DynamoDB client (Any: boto3 ships no type stubs)
+        self._table = table
+        self._clock: Clock = clock or SystemClock()
+
+    @classmethod
+    def from_settings(cls, aws: AwsSettings, *, clock: Clock | None = None) -> DynamoStateStore:
+        return cls(dynamodb=aws.client("dynamodb"), table=aws.table, clock=clock)
+
+    def _now_us(self) -> dict[str, str]:
+        return {"N": str(_to_us(self._clock.now()))}
+
+    @staticmethod
+    def _key(table: str, partition: str, key: str) -> dict[str, dict[str, str]]:
+        return {"pk": {"S": f"{table}#{partition}"}, "sk": {"S": key}}
+
+    async def _conditional(self, fn: Any, what: str, **kwargs: Any) -> None:
+        try:
+            await call(fn, TableName=self._table, **kwargs)
+        except ClientError as exc:
+            if error_code(exc) == "ConditionalCheckFailedException":
+                raise Conflict(what) from exc
+            raise
+
+    async def get(self, *, table: str, partition: str, key: str) -> Item | None:
+        _check_names(table, partition, key)
+        response = await call(
+            self._db.get_item,
+            TableName=self._table,
+            Key=self._key(table, partition, key),
+            ConsistentRead=True,
+        )
+        raw = response.get("Item")
+        if raw is None:
+            return None
+        item = _item(raw)
+        if item.expires_at is not None and item.expires_at <= self._clock.now():
+            return None
+        return item
+
+    def _record(
+        self, table: str, partition: str, key: str, encoded: str, version: int, exp: int | None
+    ) -> dict[str, Any]:
+        record: dict[str, Any] = {
+            **self._key(table, partition, key),
+            "tbl": {"S": table},
+            "part": {"S": partition},
+            "data": {"S": encoded},
+            "ver": {"N": str(version)},
+        }
+        if exp is not None:
+            record["exp"] = {"N": str(exp)}
+            record["ttl"] = {"N": str(math.ceil(exp / 1_000_000))}
+        return record
+
+    async def create(
+        self,
+        *,
+        table: str,
+        partition: str,
+        key: str,
+        data: Mapping[str, Any],
+        expires_at: datetime | None = None,
+    ) -> Item:
+        _check_names(table, partition, key)
+        encoded, exp = _encode(data), _to_us(expires_at)
+        await self._conditional(
+            self._db.put_item,
+            f"{table}/{partition}/{key} already exists",
+            Item=self._record(table, partition, key, encoded, 1, exp),
+            ConditionExpression="attribute_not_exists(pk) OR #exp <= :now",
+            ExpressionAttributeNames={"#exp": "exp"},
+            ExpressionAttributeValues={":now": self._now_us()},
+        )
+        return Item(table, partition, key, json.loads(encoded), 1, _from_us(exp))
+
+    async def replace(
+        self, *, item: Item, data: Mapping[str, Any], expires_at: datetime | None = None
+    ) -> Item:
+        encoded, exp = _encode(data), _to_us(expires_at)
+        version = item.version + 1
+        await self._conditional(
+            self._db.put_item,
+            f"{item.table}/{item.partition}/{item.key} is not at v{item.version}",
+            Item=self._record(item.table, item.partition, item.key, encoded, version, exp),
+            ConditionExpression=f"#ver = :ver AND {_LIVE}",
+            ExpressionAttributeNames={"#ver": "ver", "#exp": "exp"},
+            ExpressionAttributeValues={":ver": {"N": str(item.version)}, ":now": self._now_us()},
+        )
+        return Item(
+            item.table, item.partition, item.key, json.loads(encoded), version, _from_us(exp)
+        )
+
+    async def delete(self, *, item: Item) -> None:
+        await self._conditional(
+            self._db.delete_item,
+            f"{item.table}/{item.partition}/{item.key} is not at v{item.version}",
+            Key=self._key(item.table, item.partition, item.key),
+            ConditionExpression=f"#ver = :ver AND {_LIVE}",
+            ExpressionAttributeNames={"#ver": "ver", "#exp": "exp"},
+            ExpressionAttributeValues={":ver": {"N": str(item.version)}, ":now": self._now_us()},
+        )
+
+    async def query(
+        self, *, table: str, partition: str, limit: int | None = None, after: str | None = None
+    ) -> list[Item]:
+        _check_names(table, partition)
+        if limit is not None and limit < 0:
+            raise InvalidRequest("limit must not be negative")
+        if limit == 0:
+            return []
+        condition = "pk = :pk"
+        values: dict[str, Any] = {":pk": {"S": f"{table}#{partition}"}, ":now": self._now_us()}
+        if after is not None:
+            condition += " AND sk > :after"
+            values[":after"] = {"S": after}
+        request: dict[str, Any] = {
+            "TableName": self._table,
+            "KeyConditionExpression": condition,
+            "FilterExpression": _LIVE,
+            "ExpressionAttributeNames": {"#exp": "exp"},
+            "ExpressionAttributeValues": values,
+            "ConsistentRead": True,
+        }
+        found: list[Item] = []
+        while True:
+            if limit is not None:
+                request["Limit"] = limit - len(found)
+            response = await call(self._db.query, **request)
+            found.extend(_item(raw) for raw in response.get("Items", []))
+            start = response.get("LastEvaluatedKey")
+            if start is None or (limit is not None and len(found) >= limit):
+                return found[:limit] if limit is not None else found
+            request["ExclusiveStartKey"] = start
+
+    async def scan(self, *, table: str) -> list[Item]:
+        _check_names(table, "-")
+        request: dict[str, Any] = {
+            "TableName": self._table,
+            "FilterExpression": f"tbl = :tbl AND {_LIVE}",
+            "ExpressionAttributeNames": {"#exp": "exp"},
+            "ExpressionAttributeValues": {":tbl": {"S": table}, ":now": self._now_us()},
+            "ConsistentRead": True,
+        }
+        found: list[Item] = []
+        while True:
+            response = await call(self._db.scan, **request)
+            found.extend(_item(raw) for raw in response.get("Items", []))
+            start = response.get("LastEvaluatedKey")
+            if start is None:
+                return sorted(found, key=lambda item: (item.partition, item.key))
+            request["ExclusiveStartKey"] = start
+
+    async def close(self) -> None:
+        self._db.close()

@@ -1,0 +1,116 @@
+"""The conductor on AWS: a Lambda triggered by the inbox SQS queue, with partial batch failures.
+
+The event source mapping delivers up to ``BatchSize`` inbox messages per invocation
+(``FunctionResponseTypes: [ReportBatchItemFailures]`` in the template). Powertools'
+``BatchProcessor(EventType.SQS)`` hands each record to ``record_handler``, one after the other,
+so that every log line carries its own record's correlation id (the crawl id, else the
+container GUID, else the message id). Its answer lists exactly the records that failed
+(``batchItemFailures``); Lambda deletes the others.
+
+Per record:
+
+* the record becomes a lease (``SqsMessageBus.lease_from_record``: base64 bodies, claim checks
+  and scheduler envelopes are resolved as for any receive). A record whose wire format cannot
+  be decoded is moved to the dead-letter queue with the reason by the bus, and counts as done;
+* ``Conductor.handle_raw(body)``. The core is idempotent: a redelivered record changes
+  nothing twice;
+* an undecodable message (``InvalidRequest``: not an inbox message at all) is sent to
+  ``<inbox>-dlq`` with ``dead_letter_reason`` and deleted -- it is reported *processed*, so it
+  is not retried until the redrive policy gives up on it;
+* any other failure makes the record visible again after the core's back-off
+  (``core.inbox.retry_delay``: 1, 2, 4 ... 60 s, by ``ChangeMessageVisibility``) and reports it
+  failed; after ``max_deliveries`` receives the queue's redrive policy moves it to the
+  dead-letter queue.
+
+Metrics (namespace ``skycrawl``): ``InboxMessages``, ``InboxFailures``, ``InboxDeadLettered``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from typing import Any
+
+from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.utilities.batch import (
+    BatchProcessor,
+    EventType,
+    process_partial_response,
+)
+from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from core.errors import Conflict, InvalidRequest
+from core.inbox import retry_delay
+from functions.aws import bootstrap
+
+SERVICE = "skycrawl-conductor"
+
+logger = Logger(service=SERVICE)
+tracer = Tracer(service=SERVICE)
+metrics = Metrics(namespace="skycrawl", service=SERVICE)
+processor = BatchProcessor(event_type=EventType.SQS)
+bootstrap.route_core_logs(logger)
+
+
+def _correlation_id(body: bytes, fallback: str) -> str:
+    try:
+        fields = json.loads(body)
+    except ValueError:
+        return fallback
+    if not isinstance(fields, dict):
+        return fallback
+    return str(fields.get("crawl_id") or fields.get("container_id") or fallback)
+
+
+async def handle_record(record: dict[str, Any]) -> None:
+    """Handle one inbox record; raises to have it retried (see the module docstring)."""
+    stack = bootstrap.stack()
+    lease = await stack.bus.lease_from_record(
+        record,
+        queue=stack.settings.inbox_queue,
+        visibility_timeout_s=stack.aws.inbox_visibility_timeout_s,
+    )
+    if lease is None:
+        logger.error("undecodable record moved to the dead-letter queue")
+        metrics.add_metric(name="InboxDeadLettered", unit=MetricUnit.Count, value=1)
+        return
+    logger.set_correlation_id(_correlation_id(lease.body, lease.message_id))
+    logger.append_keys(message_type=lease.attributes.get("type", ""))
+    try:
+        await stack.conductor.handle_raw(lease.body)
+    except InvalidRequest as exc:
+        logger.error("dead-lettering inbox message", extra={"reason": exc.detail})
+        await stack.bus.dead_letter(lease=lease, reason=exc.detail)
+        metrics.add_metric(name="InboxDeadLettered", unit=MetricUnit.Count, value=1)
+    except Exception:
+        logger.warning(
+            "inbox message failed", extra={"delivery": lease.delivery_count}, exc_info=True
+        )
+        with contextlib.suppress(Conflict):  # the lease ran out: it comes back anyway
+            await stack.bus.release(lease=lease, delay_s=retry_delay(lease.delivery_count))
+        raise
+
+
+def record_handler(record: SQSRecord) -> None:
+    bootstrap.run(handle_record(record.raw_event))
+
+
+@metrics.log_metrics
+@tracer.capture_lambda_handler(capture_response=False)
+@logger.inject_lambda_context(clear_state=True)
+def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    records = event.get("Records", [])
+    metrics.add_metric(name="InboxMessages", unit=MetricUnit.Count, value=len(records))
+    try:
+        result = process_partial_response(
+            event=event, record_handler=record_handler, processor=processor, context=context
+        )
+    finally:
+        logger.remove_keys(["message_type"])
+        logger.set_correlation_id(None)
+    failures = len(result.get("batchItemFailures", []))
+    if failures:
+        metrics.add_metric(name="InboxFailures", unit=MetricUnit.Count, value=failures)
+    return dict(result)

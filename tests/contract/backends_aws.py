@@ -1,0 +1,186 @@
+"""AWS backends of the contract suites, on one moto server per test process.
+
+The server starts lazily, inside the first factory that needs it (this module is imported
+when the contract conftest is collected, which must not start anything). Resources are named
+uniquely per harness, so suites share the server without seeing each other's data.
+
+Time: SQS keeps visibility timeouts and delays on the wall clock, so the bus and scheduler
+harnesses really sleep (``SystemClock``), with a visibility timeout of 1 s (SQS's
+granularity). The DynamoDB state store filters expired items by the clock it is given, so its
+harness drives a ``FakeClock``.
+
+The runtime contract does not apply to ECS on moto: moto records ``RunTask`` but runs no
+container, so the suite's workload scripts (which write files) cannot run. ECS is tested by
+``tests/integration/aws/test_aws_container_runtime.py`` instead (what RunTask is asked to do,
+describe/stop/list through moto's task states).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Mapping
+from pathlib import Path
+from typing import Any
+
+from adapters.aws.blob_store import S3BlobStore
+from adapters.aws.message_bus import SqsMessageBus
+from adapters.aws.provisioner import CloudFormationProvisioner
+from adapters.aws.scheduler import SqsScheduler
+from adapters.aws.state_store import DynamoStateStore
+from core.clock import FakeClock, SystemClock
+from tests.contract.harness import BusHarness, ProvisionerHarness, SchedulerHarness, StateHarness
+from tests.integration.aws import moto_server
+from tests.integration.aws.moto_server import client, unique
+
+
+def _new_bucket() -> str:
+    name = unique("bucket")
+    client("s3").create_bucket(Bucket=name)
+    return name
+
+
+def _empty_bucket(name: str) -> None:
+    s3 = client("s3")
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=name):
+        keys = [{"Key": obj["Key"]} for obj in page.get("Contents", [])]
+        if keys:
+            s3.delete_objects(Bucket=name, Delete={"Objects": keys, "Quiet": True})
+    s3.delete_bucket(Bucket=name)
+
+
+def _bus(bucket: str) -> SqsMessageBus:
+    return SqsMessageBus(
+        sqs=client("sqs"),
+        sns=client("sns"),
+        s3=client("s3"),
+        bucket=bucket,
+        subscription_queue_prefix="contract-sub-",
+    )
+
+
+@contextlib.asynccontextmanager
+async def moto_bus(tmp: Path) -> AsyncIterator[BusHarness]:
+    bucket = _new_bucket()
+    opened = [_bus(bucket)]
+
+    def reopen() -> SqsMessageBus:
+        opened.append(_bus(bucket))
+        return opened[-1]
+
+    try:
+        yield BusHarness(bus=opened[0], clock=SystemClock(), reopen=reopen, visibility_s=1.0)
+    finally:
+        for bus in opened:
+            await bus.close()
+        _empty_bucket(bucket)
+
+
+@contextlib.asynccontextmanager
+async def moto_scheduler(tmp: Path) -> AsyncIterator[SchedulerHarness]:
+    bus = _bus(_new_bucket())
+    try:
+        yield SchedulerHarness(scheduler=SqsScheduler(bus), bus=bus, clock=SystemClock())
+    finally:
+        await bus.close()
+
+
+def create_state_table(name: str) -> None:
+    dynamodb = client("dynamodb")
+    dynamodb.create_table(
+        TableName=name,
+        AttributeDefinitions=[
+            {"AttributeName": "pk", "AttributeType": "S"},
+            {"AttributeName": "sk", "AttributeType": "S"},
+        ],
+        KeySchema=[
+            {"AttributeName": "pk", "KeyType": "HASH"},
+            {"AttributeName": "sk", "KeyType": "RANGE"},
+        ],
+        BillingMode="PAY_PER_REQUEST",
+    )
+    dynamodb.update_time_to_live(
+        TableName=name, TimeToLiveSpecification={"Enabled": True, "AttributeName": "ttl"}
+    )
+
+
+@contextlib.asynccontextmanager
+async def moto_state(tmp: Path) -> AsyncIterator[StateHarness]:
+    table = unique("state")
+    create_state_table(table)
+    clock = FakeClock()
+    opened: list[DynamoStateStore] = []
+
+    def reopen() -> DynamoStateStore:
+        opened.append(DynamoStateStore(dynamodb=client("dynamodb"), table=table, clock=clock))
+        return opened[-1]
+
+    try:
+        yield StateHarness(store=reopen(), clock=clock, reopen=reopen)
+    finally:
+        for store in opened:
+            await store.close()
+        client("dynamodb").delete_table(TableName=table)
+
+
+@contextlib.asynccontextmanager
+async def moto_blobs(tmp: Path) -> AsyncIterator[S3BlobStore]:
+    bucket = _new_bucket()
+    store = S3BlobStore(s3=client("s3"), bucket=bucket)
+    try:
+        yield store
+    finally:
+        await store.close()
+        _empty_bucket(bucket)
+
+
+@contextlib.asynccontextmanager
+async def moto_provisioner(tmp: Path) -> AsyncIterator[ProvisionerHarness]:
+    bucket = _new_bucket()
+    prefix = unique("ct")
+    provisioner = CloudFormationProvisioner(
+        cloudformation=client("cloudformation"),
+        stack_prefix=prefix,
+        parameters={"DataBucket": bucket},
+        poll_s=0.05,
+    )
+    sqs, iam, cloudformation = client("sqs"), client("iam"), client("cloudformation")
+
+    async def exists(resources: Mapping[str, str]) -> bool:
+        return all(
+            _resource_exists(kind, value, sqs, iam, cloudformation)
+            for kind, value in resources.items()
+        )
+
+    try:
+        yield ProvisionerHarness(provisioner=provisioner, exists=exists)
+    finally:
+        _empty_bucket(bucket)
+
+
+def _resource_exists(kind: str, value: str, sqs: Any, iam: Any, cloudformation: Any) -> bool:
+    errors = (sqs.exceptions.QueueDoesNotExist, iam.exceptions.NoSuchEntityException)
+    try:
+        if kind == "queue_name":
+            sqs.get_queue_url(QueueName=value)
+        elif kind == "engine_role_arn":
+            iam.get_role(RoleName=value.rsplit("/", 1)[-1])
+        elif kind == "stack_id":
+            stacks = cloudformation.describe_stacks(StackName=value)["Stacks"]
+            return stacks[0]["StackStatus"] != "DELETE_COMPLETE"
+        else:
+            raise AssertionError(f"unexpected resource {kind}")
+    except errors:
+        return False
+    return True
+
+
+FACTORIES: dict[str, dict[str, Any]] = {
+    "bus": {"moto": moto_bus},
+    "scheduler": {"moto": moto_scheduler},
+    "state": {"moto": moto_state},
+    "blob": {"moto": moto_blobs},
+    "provisioner": {"moto": moto_provisioner},
+    # "runtime": none -- see the module docstring (ECS on moto runs no container).
+}
+
+__all__ = ["FACTORIES", "create_state_table", "moto_server"]

@@ -1,0 +1,204 @@
+"""ECS on moto, in place of the runtime contract suite.
+
+The contract's workload is a Python script that writes files; moto's ECS records ``RunTask``
+and moves task states but runs no container, so that suite cannot apply. Instead this module
+checks what ``EcsRuntime`` asks ECS to do (task definition, launch type, network, public IP
+per egress, overrides, tags, ``startedBy``, the tenant's task role) and how it reads tasks back
+(``describe`` through moto's task states, ``stop``, ``list_running``, unknown GUIDs). moto's
+state manager is set (``moto_server``) to keep tasks ``RUNNING`` until ``StopTask``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from moto.ecs.models import ecs_backends
+
+from adapters.aws.container_runtime import EcsRuntime
+from adapters.aws.provisioner import engine_role_name
+from core.errors import ConfigurationError, InvalidRequest
+from core.models import Egress
+from core.ports import ContainerSpec, RunState
+from tests.integration.aws.moto_deployment import Deployment
+from tests.integration.aws.moto_server import ACCOUNT, REGION, client
+
+ROLE_PATTERN = "arn:aws:iam::123456789012:role/{role_name}"
+
+
+@pytest.fixture
+async def runtime(deployment: Deployment) -> AsyncIterator[EcsRuntime]:
+    aws = deployment.aws
+    runtime = EcsRuntime(
+        ecs=client("ecs"),
+        cluster=aws.cluster,
+        task_definition=aws.task_definition,
+        subnets=aws.subnets,
+        security_groups=aws.security_groups,
+        public_ip_egresses={"via-nat": False},
+        tenant_task_role_arn=ROLE_PATTERN,
+        stack_prefix=aws.stack_prefix,
+    )
+    yield runtime
+    await runtime.close()
+
+
+def spec(
+    cid: str, egress: str = "eu-proxy", proxy: str | None = "http://proxy.test:3128"
+) -> ContainerSpec:
+    return ContainerSpec(
+        container_id=cid,
+        tenant_id="tn_1",
+        egress=Egress(name=egress, proxy_url=proxy),
+        env={"SKYCRAWL_PROVIDER": "aws", "SKYCRAWL_AWS_BUCKET": "data"},
+    )
+
+
+def task_of(deployment: Deployment, cid: str) -> dict[str, Any]:
+    ecs = client("ecs")
+    [arn] = ecs.list_tasks(cluster=deployment.aws.cluster, startedBy=cid)["taskArns"]
+    [task] = ecs.describe_tasks(cluster=deployment.aws.cluster, tasks=[arn], include=["TAGS"])[
+        "tasks"
+    ]
+    return dict(task)
+
+
+async def test_run_task_carries_identity_settings_and_tags(
+    runtime: EcsRuntime, deployment: Deployment
+) -> None:
+    await runtime.start_container(spec=spec("c-env"))
+    task = task_of(deployment, "c-env")
+    assert task["startedBy"] == "c-env"
+    assert task["launchType"] == "FARGATE"
+    assert task["taskDefinitionArn"].endswith(f"task-definition/{deployment.aws.task_definition}:1")
+    [override] = task["overrides"]["containerOverrides"]
+    env = {e["name"]: e["value"] for e in override["environment"]}
+    assert override["name"] == "engine"
+    assert env == {
+        "SKYCRAWL_PROVIDER": "aws",
+        "SKYCRAWL_AWS_BUCKET": "data",
+        "SKYCRAWL_CONTAINER_ID": "c-env",
+        "SKYCRAWL_TENANT_ID": "tn_1",
+        "SKYCRAWL_EGRESS_NAME": "eu-proxy",
+        "SKYCRAWL_PROXY_URL": "http://proxy.test:3128",
+    }
+    role = engine_role_name(deployment.aws.stack_prefix, "tn_1")
+    assert task["overrides"]["taskRoleArn"] == ROLE_PATTERN.format(role_name=role)
+    tags = {t["key"]: t["value"] for t in task["tags"]}
+    assert tags == {
+        "skycrawl:container-id": "c-env",
+        "skycrawl:tenant": "tn_1",
+        "skycrawl:egress": "eu-proxy",
+    }
+    [attachment] = task["attachments"]  # the task's network interface, in our subnet
+    details = {d["name"]: d["value"] for d in attachment["details"]}
+    assert details["subnetId"] == deployment.aws.subnets[0]
+
+
+def _network_of(deployment: Deployment, cid: str) -> dict[str, Any]:
+    """What RunTask was asked for networking (moto keeps it, but DescribeTasks has no field)."""
+    backend = ecs_backends[ACCOUNT][REGION]
+    [task] = [t for t in backend.tasks[deployment.aws.cluster].values() if t.started_by == cid]
+    return dict(task.network_configuration["awsvpcConfiguration"])
+
+
+async def test_public_ip_is_set_per_egress(runtime: EcsRuntime, deployment: Deployment) -> None:
+    await runtime.start_container(spec=spec("c-public", egress="direct", proxy=None))
+    await runtime.start_container(spec=spec("c-nat", egress="via-nat", proxy=None))
+    public, private = _network_of(deployment, "c-public"), _network_of(deployment, "c-nat")
+    assert (public["assignPublicIp"], private["assignPublicIp"]) == ("ENABLED", "DISABLED")
+    assert public["securityGroups"] == deployment.aws.security_groups
+    env = {
+        e["name"]
+        for e in task_of(deployment, "c-nat")["overrides"]["containerOverrides"][0]["environment"]
+    }
+    assert "SKYCRAWL_PROXY_URL" not in env
+
+
+async def test_describe_stop_and_list(runtime: EcsRuntime, deployment: Deployment) -> None:
+    await runtime.start_container(spec=spec("c-stop"))
+    await runtime.start_container(spec=spec("c-stop"))  # still there: no second task
+    assert (
+        len(
+            client("ecs").list_tasks(cluster=deployment.aws.cluster, startedBy="c-stop")["taskArns"]
+        )
+        == 1
+    )
+    assert (await runtime.describe(container_id="c-stop")).state is RunState.running
+    assert [s.container_id for s in await runtime.list_running()] == ["c-stop"]
+
+    await runtime.stop_container(container_id="c-stop", grace_s=5)
+    status = await runtime.describe(container_id="c-stop")
+    assert (status.state, status.exit_code) == (RunState.exited, 0)
+    assert "grace 5 s" in status.detail
+    assert await runtime.list_running() == []
+    await runtime.stop_container(container_id="c-stop")  # stopping a stopped one is a no-op
+
+
+async def test_tasks_not_started_by_skycrawl_are_not_listed(
+    runtime: EcsRuntime, deployment: Deployment
+) -> None:
+    aws = deployment.aws
+    client("ecs").run_task(
+        cluster=aws.cluster,
+        taskDefinition=aws.task_definition,
+        launchType="FARGATE",
+        networkConfiguration={
+            "awsvpcConfiguration": {"subnets": aws.subnets, "securityGroups": aws.security_groups}
+        },
+    )
+    assert await runtime.list_running() == []
+
+
+async def test_unknown_and_invalid_containers(runtime: EcsRuntime) -> None:
+    status = await runtime.describe(container_id="never-started")
+    assert status.state is RunState.unknown
+    await runtime.stop_container(container_id="never-started")
+    with pytest.raises(InvalidRequest):
+        await runtime.start_container(spec=spec("not/a guid"))
+
+
+async def test_wrong_settings_are_configuration_errors(deployment: Deployment) -> None:
+    aws = deployment.aws
+    no_subnets = EcsRuntime(
+        ecs=client("ecs"),
+        cluster=aws.cluster,
+        task_definition=aws.task_definition,
+        subnets=[],
+        security_groups=aws.security_groups,
+    )
+    with pytest.raises(ConfigurationError, match="SUBNETS"):
+        await no_subnets.start_container(spec=spec("c-1"))
+    no_cluster = EcsRuntime(
+        ecs=client("ecs"),
+        cluster="no-such-cluster",
+        task_definition=aws.task_definition,
+        subnets=aws.subnets,
+        security_groups=aws.security_groups,
+    )
+    with pytest.raises(ConfigurationError):
+        await no_cluster.describe(container_id="c-1")
+    await no_subnets.close()
+    await no_cluster.close()
+
+
+async def test_capacity_provider_replaces_the_launch_type(deployment: Deployment) -> None:
+    aws = deployment.aws
+    client("ecs").put_cluster_capacity_providers(
+        cluster=aws.cluster,
+        capacityProviders=["FARGATE", "FARGATE_SPOT"],
+        defaultCapacityProviderStrategy=[],
+    )
+    spot = EcsRuntime(
+        ecs=client("ecs"),
+        cluster=aws.cluster,
+        task_definition=aws.task_definition,
+        subnets=aws.subnets,
+        security_groups=aws.security_groups,
+        capacity_provider="FARGATE_SPOT",
+    )
+    await spot.start_container(spec=spec("c-spot"))
+    assert (await spot.describe(container_id="c-spot")).state is RunState.running
+    assert task_of(deployment, "c-spot").get("launchType", "") == ""
+    await spot.close()

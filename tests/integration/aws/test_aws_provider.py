@@ -1,0 +1,80 @@
+"""The AWS provider's composition: settings from the environment, ports, what containers get."""
+
+from __future__ import annotations
+
+import pytest
+
+from adapters import load_provider
+from adapters.aws import provider
+from adapters.aws.blob_store import S3BlobStore
+from adapters.aws.container_runtime import EcsRuntime
+from adapters.aws.message_bus import SqsMessageBus
+from adapters.aws.provisioner import CloudFormationProvisioner
+from adapters.aws.scheduler import SqsScheduler
+from adapters.aws.settings import AwsSettings
+from adapters.aws.state_store import DynamoStateStore
+from core.ports import Queue
+from core.settings import SkycrawlSettings
+from tests.integration.aws.moto_deployment import Deployment
+
+
+def test_settings_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SKYCRAWL_AWS_SUBNETS", "subnet-a, subnet-b")
+    monkeypatch.setenv("SKYCRAWL_AWS_SECURITY_GROUPS", "sg-1")
+    monkeypatch.setenv("SKYCRAWL_AWS_PUBLIC_IP_EGRESSES", '{"via-nat": false}')
+    monkeypatch.setenv("SKYCRAWL_AWS_TENANT_PARAMETERS", '{"EngineBasePolicyArn": "arn:x"}')
+    aws = AwsSettings()
+    assert aws.subnets == ["subnet-a", "subnet-b"]
+    assert aws.security_groups == ["sg-1"]
+    assert aws.public_ip_egresses == {"via-nat": False}
+    assert aws.tenant_parameters == {"EngineBasePolicyArn": "arn:x"}
+    assert aws.tenant_template.name == "tenant.yaml"
+    assert aws.tenant_template.is_file()
+
+
+async def test_build_ports_wires_every_aws_adapter(deployment: Deployment) -> None:
+    ports = provider.build_ports(deployment.settings, deployment.aws)
+    try:
+        assert isinstance(ports.bus, SqsMessageBus)
+        assert isinstance(ports.scheduler, SqsScheduler)
+        assert ports.scheduler.capabilities.max_delay_s == 900  # no scheduler role: SQS only
+        assert isinstance(ports.state, DynamoStateStore)
+        assert isinstance(ports.blobs, S3BlobStore)
+        assert isinstance(ports.runtime, EcsRuntime)
+        assert isinstance(ports.provisioner, CloudFormationProvisioner)
+        await ports.state.create(table="t", partition="p", key="k", data={})
+        await ports.blobs.put(key="a", data=b"1")
+        assert await ports.bus.receive(source=Queue(deployment.settings.inbox_queue)) == []
+    finally:
+        await ports.close()
+
+
+def test_engine_env_carries_the_connection_but_no_credentials(deployment: Deployment) -> None:
+    env = provider.engine_env(deployment.aws)
+    assert env["SKYCRAWL_PROVIDER"] == "aws"
+    assert env["SKYCRAWL_AWS_BUCKET"] == deployment.aws.bucket
+    assert env["SKYCRAWL_AWS_DISPATCH_TOPIC_ARN"] == deployment.aws.dispatch_topic_arn
+    assert env["SKYCRAWL_AWS_ENDPOINT_URL"] == deployment.aws.endpoint_url
+    assert not any("SECRET" in name or "KEY_ID" in name for name in env)
+    assert "SKYCRAWL_AWS_CLUSTER" not in env  # control-plane only
+
+
+async def test_a_container_builds_its_bus_and_blobs_from_that_env(
+    deployment: Deployment, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name, value in provider.engine_env(deployment.aws).items():
+        monkeypatch.setenv(name, value)
+    module = load_provider("aws")  # the lazy registry, as engine_container/bus_crawl.py does
+    bus, blobs = module.build_container_ports(SkycrawlSettings())
+    try:
+        await blobs.put(key="tenants/t/x", data=b"ok")
+        assert await S3BlobStore.from_settings(deployment.aws).get(key="tenants/t/x") == b"ok"
+        await bus.ensure_subscription(
+            topic=deployment.settings.dispatch_topic,
+            name="container-g1",
+            filter={"container_id": "g1"},
+        )
+        await bus.delete_subscription(topic=deployment.settings.dispatch_topic, name="container-g1")
+    finally:
+        await bus.close()
+        await blobs.close()
