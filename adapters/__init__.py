@@ -1,8 +1,11 @@
 """Provider adapters, chosen by name from a lazy registry (nothing is imported up front).
 
-Each provider module exposes ``build_ports(settings, local, *, clock=None,
-runtime_command=None) -> core.ports.Ports`` and ``engine_env(...) -> dict[str, str]``. Only
-``local`` works without extras; the cloud providers need ``pip install 'skycrawl[<name>]'``.
+Each provider module exposes ``build_ports(settings, ...) -> core.ports.Ports`` for the
+control plane (optional arguments are the provider's own: its settings object, a clock, a
+runtime override), ``engine_env(...) -> dict[str, str]`` with what a container needs to
+reach the same bus and blobs, and ``build_container_ports(settings)`` returning the bus and
+blob store an engine container uses. Only ``local`` works without extras; the cloud
+providers need ``pip install 'skycrawl[<name>]'``.
 """
 
 from __future__ import annotations
