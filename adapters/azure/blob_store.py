@@ -1,0 +1,137 @@
+"""BlobStorageBlobStore: the BlobStore on Azure Blob storage, one container, one block blob
+per key.
+
+Features
+    Key ``a/b/c.json`` is the blob ``a/b/c.json`` of the configured container. ``put`` uploads
+    a block blob (one Put Blob up to 64 MiB; larger objects are staged in blocks and committed
+    at once), so readers see the old or the new object, never half of one; ``content_type``
+    is stored and served. ``list`` returns keys under any string prefix, sorted (the service
+    lists in that order already). ``delete_prefix`` deletes what it lists, 16 at a time. The
+    container is created on the first write that finds it missing.
+
+Limits
+    Keys follow the same rules as every BlobStore here: ``/``-separated, 1-1024 characters,
+    no empty, ``.`` or ``..`` segment, no leading ``/``, backslash or NUL, else
+    ``core.errors.InvalidRequest``. Objects up to 5 GiB through this adapter (held in
+    memory). Listing is paged by the service (5,000 names a call).
+
+Settings and cost
+    ``SKYCRAWL_AZURE_STORAGE_CONNECTION_STRING`` or ``..._STORAGE_ACCOUNT`` (Entra ID), and
+    ``SKYCRAWL_AZURE_BLOB_CONTAINER`` (default ``skycrawl``). Costs storage (~$0.02 per GB and
+    month, Hot LRS) and transactions (~$0.05 per 10,000 writes); nothing when idle.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+from azure.core.credentials_async import AsyncTokenCredential
+from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
+from azure.storage.blob import ContentSettings
+from azure.storage.blob.aio import ContainerClient
+
+from core.errors import InvalidRequest, NotFound
+from core.ports.blob_store import BlobCapabilities
+
+_MAX_KEY_CHARS = 1024
+_DELETE_CONCURRENCY = 16
+
+
+def check_key(key: str) -> None:
+    """``InvalidRequest`` unless ``key`` is a safe ``/``-separated blob key."""
+    if not key or len(key) > _MAX_KEY_CHARS:
+        raise InvalidRequest(f"blob key must have 1 to {_MAX_KEY_CHARS} characters")
+    if key.startswith("/") or "\\" in key or "\x00" in key:
+        raise InvalidRequest(f"invalid blob key {key!r}: absolute, backslash or NUL")
+    if any(segment in ("", ".", "..") for segment in key.split("/")):
+        raise InvalidRequest(f"invalid blob key {key!r}: empty, '.' or '..' segment")
+
+
+def check_prefix(prefix: str) -> None:
+    if prefix.startswith("/") or "\\" in prefix or "\x00" in prefix:
+        raise InvalidRequest(f"invalid blob prefix {prefix!r}")
+    if any(segment in (".", "..") for segment in prefix.split("/")[:-1]):
+        raise InvalidRequest(f"invalid blob prefix {prefix!r}")
+
+
+def _missing_container(exc: ResourceNotFoundError) -> bool:
+    return getattr(exc, "error_code", None) == "ContainerNotFound"
+
+
+class BlobStorageBlobStore:
+    """BlobStore on one Blob storage container."""
+
+    capabilities = BlobCapabilities(max_object_bytes=5 * 1024**3)
+
+    def __init__(
+        self, container: ContainerClient, *, credential: AsyncTokenCredential | None = None
+    ) -> None:
+        self.container = container
+        self._credential = credential  # closed with the store
+
+    async def put(
+        self, *, key: str, data: bytes, content_type: str = "application/octet-stream"
+    ) -> None:
+        check_key(key)
+        if len(data) > self.capabilities.max_object_bytes:
+            raise InvalidRequest(f"object larger than {self.capabilities.max_object_bytes} bytes")
+        settings = ContentSettings(content_type=content_type)
+        for attempt in (1, 2):
+            try:
+                await self.container.upload_blob(
+                    key, data, overwrite=True, content_settings=settings
+                )
+                return
+            except ResourceNotFoundError as exc:
+                if attempt == 2 or not _missing_container(exc):
+                    raise
+                with contextlib.suppress(ResourceExistsError):
+                    await self.container.create_container()
+
+    async def get(self, *, key: str) -> bytes:
+        check_key(key)
+        try:
+            downloader = await self.container.download_blob(key)
+            return await downloader.readall()
+        except ResourceNotFoundError as exc:
+            raise NotFound(f"no blob {key!r}") from exc
+
+    async def exists(self, *, key: str) -> bool:
+        check_key(key)
+        try:
+            return bool(await self.container.get_blob_client(key).exists())
+        except ResourceNotFoundError:
+            return False
+
+    async def list(self, *, prefix: str) -> list[str]:
+        check_prefix(prefix)
+        try:
+            names = [name async for name in self.container.list_blob_names(name_starts_with=prefix)]
+        except ResourceNotFoundError as exc:
+            if _missing_container(exc):
+                return []
+            raise
+        return sorted(names)
+
+    async def delete(self, *, key: str) -> None:
+        check_key(key)
+        with contextlib.suppress(ResourceNotFoundError):
+            await self.container.delete_blob(key)
+
+    async def delete_prefix(self, *, prefix: str) -> int:
+        keys = await self.list(prefix=prefix)
+        gate = asyncio.Semaphore(_DELETE_CONCURRENCY)
+
+        async def drop(key: str) -> None:
+            async with gate:
+                with contextlib.suppress(ResourceNotFoundError):
+                    await self.container.delete_blob(key)
+
+        await asyncio.gather(*(drop(key) for key in keys))
+        return len(keys)
+
+    async def close(self) -> None:
+        await self.container.close()
+        if self._credential is not None:
+            await self._credential.close()

@@ -1,0 +1,198 @@
+"""ArmProvisioner: per-tenant resources as one ARM deployment per tenant (IaC from code).
+
+Features
+    ``provision(tenant_id=...)`` deploys ``deploy/azure/tenant.json`` (compiled from
+    ``tenant.bicep``) in incremental mode into ``SKYCRAWL_AZURE_RESOURCE_GROUP`` as the
+    deployment ``skycrawl-tenant-<tenant>``. The template creates, in the shared storage account
+    (``SKYCRAWL_AZURE_TENANT_STORAGE_ACCOUNT``, default ``..._STORAGE_ACCOUNT``), the tenant's
+    table (its database), blob container (its results) and queue -- a Storage queue, or a
+    Service Bus queue when ``..._TENANT_SERVICEBUS_NAMESPACE`` names a namespace -- and returns
+    their names and resource ids, which ``provision`` returns as
+    ``{"deployment_id", "table", "table_id", "container", "container_id", "queue",
+    "queue_id"}``. Deploying again is idempotent (same names, same outputs). Web/API access is
+    the tenant's API key, created by the core; the function app's route serves every tenant.
+    ``teardown`` reads the deployment's outputs (never ``resources``, so it deletes only what
+    it created), deletes those resources, then the deployment record; a missing deployment is
+    fine.
+
+    Deployments go through ``azure-mgmt-resource``'s generic resource operations
+    (``resources.begin_create_or_update_by_id`` on
+    ``.../providers/Microsoft.Resources/deployments/<name>``): the same ARM PUT as the
+    Deployments API, which azure-mgmt-resource >= 24 moved to a separate package.
+
+Limits
+    Tenant ids are 1-64 letters, digits, ``_`` or ``-`` starting with a letter or digit, else
+    ``core.errors.InvalidRequest``; resource names derive from them plus a hash (Storage name
+    rules). A deployment takes 10-30 s; ARM allows 800 deployments of history per resource
+    group (the deployment record is deleted on teardown). ARM errors in the 4xx range are
+    ``ConfigurationError`` (template, permissions), others ``Retryable``.
+
+Settings and cost
+    ``SKYCRAWL_AZURE_SUBSCRIPTION_ID``, ``..._RESOURCE_GROUP``, ``..._TENANT_TEMPLATE``,
+    ``..._TENANT_STORAGE_ACCOUNT`` / ``..._STORAGE_ACCOUNT``, ``..._TENANT_SERVICEBUS_NAMESPACE``.
+    The identity needs Contributor on the resource group (or a custom role with
+    ``Microsoft.Resources/deployments/*`` and the storage / Service Bus child resources).
+    Deployments are free; an empty table, container or queue costs nothing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from azure.core.credentials_async import AsyncTokenCredential
+from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
+from azure.mgmt.resource.resources.aio import ResourceManagementClient
+from azure.mgmt.resource.resources.models import GenericResource
+
+from adapters.azure.settings import AzureSettings
+from core.errors import ConfigurationError, InvalidRequest, Retryable
+
+DEPLOYMENTS_API = "2024-03-01"
+API_VERSIONS = {"Microsoft.Storage": "2023-05-01", "Microsoft.ServiceBus": "2021-11-01"}
+_TENANT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
+_OUTPUTS = {
+    "table": "tableName",
+    "table_id": "tableId",
+    "container": "containerName",
+    "container_id": "containerId",
+    "queue": "queueName",
+    "queue_id": "queueId",
+}
+
+
+def tenant_names(tenant_id: str) -> dict[str, str]:
+    """Deployment and resource names of one tenant (valid for ARM and Storage)."""
+    if not _TENANT_ID.fullmatch(tenant_id):
+        raise InvalidRequest(f"invalid tenant id {tenant_id!r}: 1-64 letters, digits, '_' or '-'")
+    digest = hashlib.sha256(tenant_id.encode()).hexdigest()[:8]
+    slug = re.sub(r"-{2,}", "-", re.sub(r"[^a-z0-9]", "-", tenant_id.lower())).strip("-")[:40]
+    alnum = re.sub(r"[^a-z0-9]", "", tenant_id.lower())[:40]
+    hyphenated = f"tenant-{slug}-{digest}" if slug else f"tenant-{digest}"
+    return {
+        "deployment": f"skycrawl-tenant-{tenant_id[:38]}-{digest}",
+        "table": f"tenant{alnum}{digest}",
+        "container": hyphenated,
+        "queue": hyphenated,
+    }
+
+
+def _api_version(resource_id: str) -> str:
+    match = re.search(r"/providers/([^/]+)/", resource_id)
+    namespace = match.group(1) if match else ""
+    if namespace not in API_VERSIONS:
+        raise ConfigurationError(f"no API version known for {resource_id}")
+    return API_VERSIONS[namespace]
+
+
+def _translate(exc: HttpResponseError, what: str) -> Exception:
+    status = exc.status_code or 0
+    if 400 <= status < 500 and status != 429:
+        return ConfigurationError(f"{what}: {exc.message}")
+    return Retryable(f"{what}: {exc.message}")
+
+
+class ArmProvisioner:
+    """Provisioner deploying ``tenant.json`` once per tenant."""
+
+    def __init__(
+        self,
+        client: ResourceManagementClient,
+        settings: AzureSettings,
+        *,
+        template: Mapping[str, Any] | None = None,
+        credential: AsyncTokenCredential | None = None,
+    ) -> None:
+        self.client = client
+        self._credential = credential  # closed with the provisioner
+        self._subscription, self._group = settings.require_arm()
+        self._account = settings.tenant_storage_account or settings.storage_account
+        self._namespace = settings.tenant_servicebus_namespace or ""
+        if template is None:
+            try:
+                template = json.loads(settings.tenant_template.read_text())
+            except (OSError, ValueError) as exc:
+                raise ConfigurationError(
+                    f"cannot read the tenant template {settings.tenant_template}: {exc}"
+                ) from exc
+        self._template = dict(template)
+
+    def deployment_id(self, tenant_id: str) -> str:
+        name = tenant_names(tenant_id)["deployment"]
+        return (
+            f"/subscriptions/{self._subscription}/resourceGroups/{self._group}"
+            f"/providers/Microsoft.Resources/deployments/{name}"
+        )
+
+    async def provision(self, *, tenant_id: str) -> Mapping[str, str]:
+        names = tenant_names(tenant_id)
+        if not self._account:
+            raise ConfigurationError("SKYCRAWL_AZURE_STORAGE_ACCOUNT is needed to provision")
+        parameters = {
+            "tenantId": tenant_id,
+            "storageAccountName": self._account,
+            "tableName": names["table"],
+            "containerName": names["container"],
+            "queueName": names["queue"],
+            "serviceBusNamespaceName": self._namespace,
+        }
+        body = GenericResource(
+            properties={
+                "mode": "Incremental",
+                "template": self._template,
+                "parameters": {key: {"value": value} for key, value in parameters.items()},
+            }
+        )
+        deployment_id = self.deployment_id(tenant_id)
+        try:
+            poller = await self.client.resources.begin_create_or_update_by_id(
+                deployment_id, body, api_version=DEPLOYMENTS_API
+            )
+            result = await poller.result()
+        except HttpResponseError as exc:
+            raise _translate(exc, f"deployment {names['deployment']}") from exc
+        properties = dict(result.properties or {})
+        state = properties.get("provisioningState")
+        if state != "Succeeded":
+            raise Retryable(f"deployment {names['deployment']} ended {state}: {properties}")
+        outputs = properties.get("outputs") or {}
+        resources = {"deployment_id": deployment_id}
+        for key, output in _OUTPUTS.items():
+            resources[key] = str(outputs[output]["value"])
+        return resources
+
+    async def teardown(self, *, tenant_id: str, resources: Mapping[str, str]) -> None:
+        deployment_id = self.deployment_id(tenant_id)
+        try:
+            deployment = await self.client.resources.get_by_id(
+                deployment_id, api_version=DEPLOYMENTS_API
+            )
+        except ResourceNotFoundError:
+            return
+        outputs = dict((deployment.properties or {}).get("outputs") or {})
+        created = [
+            str(outputs[name]["value"])
+            for key, name in _OUTPUTS.items()
+            if key.endswith("_id") and name in outputs and outputs[name].get("value")
+        ]
+        try:
+            for resource_id in [*created, deployment_id]:
+                version = (
+                    DEPLOYMENTS_API if resource_id == deployment_id else _api_version(resource_id)
+                )
+                with contextlib.suppress(ResourceNotFoundError):  # gone already: fine
+                    poller = await self.client.resources.begin_delete_by_id(
+                        resource_id, api_version=version
+                    )
+                    await poller.result()
+        except HttpResponseError as exc:
+            raise _translate(exc, f"teardown of tenant {tenant_id}") from exc
+
+    async def close(self) -> None:
+        await self.client.close()
+        if self._credential is not None:
+            await self._credential.close()
