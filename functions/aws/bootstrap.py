@@ -34,13 +34,12 @@ from adapters.aws.settings import AwsSettings
 from core.api import Api
 from core.clock import Clock
 from core.conductor import Conductor, Housekeeper
+from core.control_plane import build_control_plane
 from core.errors import ConfigurationError
-from core.netguard import AddressPolicy
 from core.ports import ContainerRuntime, Ports
 from core.records import Records
 from core.settings import SkycrawlSettings
 from core.tenancy import TenantService
-from core.webhooks import WebhookNotifier
 
 T = TypeVar("T")
 
@@ -68,48 +67,20 @@ def build_aws_stack(
     clock: Clock | None = None,
 ) -> AwsStack:
     """Build the stack explicitly (``runtime`` replaces ECS, e.g. local subprocesses)."""
-    try:
-        policy = AddressPolicy.from_cidrs(settings.allow_cidrs)
-    except ValueError as exc:
-        raise ConfigurationError(f"SKYCRAWL_ALLOW_CIDRS: {exc}") from exc
     ports = build_ports(settings, aws, clock=clock, runtime=runtime)
     if not isinstance(ports.bus, SqsMessageBus):  # pragma: no cover - build_ports makes one
         raise ConfigurationError("the AWS functions need the SQS message bus")
-    records = Records(ports.state)
-    conductor = Conductor(
-        ports=ports,
-        settings=settings,
-        engine_env=engine_env(aws),
-        records=records,
-        notifier=WebhookNotifier(policy=policy),
-    )
-    tenants = TenantService(
-        records=records,
-        provisioner=ports.provisioner,
-        bus=ports.bus,
-        blobs=ports.blobs,
-        runtime=ports.runtime,
-        clock=ports.clock,
-        settings=settings,
-    )
-    api = Api(
-        records=records,
-        tenants=tenants,
-        bus=ports.bus,
-        blobs=ports.blobs,
-        clock=ports.clock,
-        settings=settings,
-    )
+    plane = build_control_plane(ports, settings, engine_env=engine_env(aws))
     return AwsStack(
         settings=settings,
         aws=aws,
         ports=ports,
         bus=ports.bus,
-        records=records,
-        conductor=conductor,
-        housekeeper=Housekeeper(conductor),
-        tenants=tenants,
-        api=api,
+        records=plane.records,
+        conductor=plane.conductor,
+        housekeeper=plane.housekeeper,
+        tenants=plane.tenants,
+        api=plane.api,
     )
 
 

@@ -16,12 +16,11 @@ from adapters.azure.settings import AzureSettings
 from core.api import Api
 from core.clock import Clock
 from core.conductor import Conductor, Housekeeper
-from core.netguard import AddressPolicy
+from core.control_plane import build_control_plane
 from core.ports import ContainerRuntime, Ports, Provisioner
 from core.records import Records
 from core.settings import SkycrawlSettings
 from core.tenancy import TenantService
-from core.webhooks import WebhookNotifier
 
 
 @dataclass
@@ -61,41 +60,16 @@ def build_stack(
     settings = settings or SkycrawlSettings(provider="azure")
     azure = azure or AzureSettings()
     ports = build_ports(settings, azure, clock=clock, runtime=runtime, provisioner=provisioner)
-    records = Records(ports.state)
-    notifier = WebhookNotifier(policy=AddressPolicy.from_cidrs(settings.allow_cidrs))
-    conductor = Conductor(
-        ports=ports,
-        settings=settings,
-        engine_env=engine_env(azure),
-        records=records,
-        notifier=notifier,
-    )
-    tenants = TenantService(
-        records=records,
-        provisioner=ports.provisioner,
-        bus=ports.bus,
-        blobs=ports.blobs,
-        runtime=ports.runtime,
-        clock=ports.clock,
-        settings=settings,
-    )
-    api = Api(
-        records=records,
-        tenants=tenants,
-        bus=ports.bus,
-        blobs=ports.blobs,
-        clock=ports.clock,
-        settings=settings,
-    )
+    plane = build_control_plane(ports, settings, engine_env=engine_env(azure))
     return AzureStack(
         settings=settings,
         azure=azure,
         ports=ports,
-        records=records,
-        conductor=conductor,
-        housekeeper=Housekeeper(conductor),
-        tenants=tenants,
-        api=api,
+        records=plane.records,
+        conductor=plane.conductor,
+        housekeeper=plane.housekeeper,
+        tenants=plane.tenants,
+        api=plane.api,
     )
 
 

@@ -28,13 +28,12 @@ from adapters.gcp.scheduler import deliver_timer
 from adapters.gcp.settings import GcpSettings
 from core.api import Api
 from core.conductor import Conductor, Housekeeper, HousekeepingReport
+from core.control_plane import build_control_plane
 from core.errors import InvalidRequest
-from core.netguard import AddressPolicy
 from core.ports import ContainerRuntime, OutboundMessage, Ports, dead_letter_queue
 from core.records import Records
 from core.settings import SkycrawlSettings
 from core.tenancy import TenantService
-from core.webhooks import WebhookNotifier
 from functions.gcp.oidc import GoogleTokenVerifier, TokenVerifier, authorize
 
 log = logging.getLogger("skycrawl.gcp")
@@ -134,41 +133,16 @@ def build_gcp_stack(
             clients=clients() if clients else None,
             runtime=runtime() if runtime else None,
         )
-        records = Records(ports.state)
-        notifier = WebhookNotifier(policy=AddressPolicy.from_cidrs(settings.allow_cidrs))
-        conductor = Conductor(
-            ports=ports,
-            settings=settings,
-            engine_env=engine_env(gcp),
-            records=records,
-            notifier=notifier,
-        )
-        tenants = TenantService(
-            records=records,
-            provisioner=ports.provisioner,
-            bus=ports.bus,
-            blobs=ports.blobs,
-            runtime=ports.runtime,
-            clock=ports.clock,
-            settings=settings,
-        )
-        api = Api(
-            records=records,
-            tenants=tenants,
-            bus=ports.bus,
-            blobs=ports.blobs,
-            clock=ports.clock,
-            settings=settings,
-        )
+        plane = build_control_plane(ports, settings, engine_env=engine_env(gcp))
         return GcpStack(
             settings=settings,
             gcp=gcp,
             ports=ports,
-            records=records,
-            conductor=conductor,
-            housekeeper=Housekeeper(conductor),
-            tenants=tenants,
-            api=api,
+            records=plane.records,
+            conductor=plane.conductor,
+            housekeeper=plane.housekeeper,
+            tenants=plane.tenants,
+            api=plane.api,
             verifier=verifier or GoogleTokenVerifier(),
             loop=loop,
         )

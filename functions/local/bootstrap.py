@@ -13,13 +13,12 @@ from dataclasses import dataclass
 from adapters.local.provider import build_ports, engine_env
 from core.api import Api
 from core.conductor import Conductor, Housekeeper
+from core.control_plane import build_control_plane
 from core.inbox import drain_inbox
-from core.netguard import AddressPolicy
 from core.ports import Ports
 from core.records import Records
 from core.settings import LocalSettings, SkycrawlSettings
 from core.tenancy import TenantService
-from core.webhooks import WebhookNotifier
 
 log = logging.getLogger("skycrawl.local")
 
@@ -83,39 +82,14 @@ def build_local_stack(
     runtime_command: Sequence[str] | None = None,
 ) -> LocalStack:
     ports = build_ports(settings, local, runtime_command=runtime_command)
-    records = Records(ports.state)
-    notifier = WebhookNotifier(policy=AddressPolicy.from_cidrs(settings.allow_cidrs))
-    conductor = Conductor(
-        ports=ports,
-        settings=settings,
-        engine_env=engine_env(local),
-        records=records,
-        notifier=notifier,
-    )
-    tenants = TenantService(
-        records=records,
-        provisioner=ports.provisioner,
-        bus=ports.bus,
-        blobs=ports.blobs,
-        runtime=ports.runtime,
-        clock=ports.clock,
-        settings=settings,
-    )
-    api = Api(
-        records=records,
-        tenants=tenants,
-        bus=ports.bus,
-        blobs=ports.blobs,
-        clock=ports.clock,
-        settings=settings,
-    )
+    plane = build_control_plane(ports, settings, engine_env=engine_env(local))
     return LocalStack(
         settings=settings,
         local=local,
         ports=ports,
-        records=records,
-        conductor=conductor,
-        housekeeper=Housekeeper(conductor),
-        tenants=tenants,
-        api=api,
+        records=plane.records,
+        conductor=plane.conductor,
+        housekeeper=plane.housekeeper,
+        tenants=plane.tenants,
+        api=plane.api,
     )
