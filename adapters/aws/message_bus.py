@@ -80,6 +80,7 @@ from core.ports.message_bus import (
     Queue,
     Source,
     Subscription,
+    check_receive,
     dead_letter_queue,
 )
 
@@ -193,10 +194,11 @@ class SqsMessageBus:
         visibility_timeout_s: float = 60,
         wait_s: float = 0,
     ) -> list[Lease]:
-        if max_messages < 1:
-            raise InvalidRequest("max_messages must be at least 1")
-        if not 0 < visibility_timeout_s <= MAX_VISIBILITY_S:
-            raise InvalidRequest("visibility timeout must be above 0 and at most 12 hours")
+        check_receive(
+            max_messages=max_messages,
+            visibility_timeout_s=visibility_timeout_s,
+            longest_s=MAX_VISIBILITY_S,
+        )
         name = self._queue_of(source)
         visibility = max(1, math.ceil(visibility_timeout_s))
         until = time.monotonic() + max(wait_s, 0)

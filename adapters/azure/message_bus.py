@@ -82,6 +82,7 @@ from core.ports.message_bus import (
     Queue,
     Source,
     Subscription,
+    check_receive,
 )
 
 log = logging.getLogger("skycrawl.azure.servicebus")
@@ -265,10 +266,11 @@ class ServiceBusMessageBus:
         visibility_timeout_s: float = 60,
         wait_s: float = 0,
     ) -> list[Lease]:
-        if max_messages < 1:
-            raise InvalidRequest("max_messages must be at least 1")
-        if not 0 < visibility_timeout_s <= self.capabilities.max_visibility_timeout_s:
-            raise InvalidRequest("visibility timeout must be above 0 and at most 12 hours")
+        check_receive(
+            max_messages=max_messages,
+            visibility_timeout_s=visibility_timeout_s,
+            longest_s=self.capabilities.max_visibility_timeout_s,
+        )
         await self._locks.tend()
         receiver = await self._resolve(source)
         try:

@@ -82,6 +82,7 @@ from core.ports.message_bus import (
     Queue,
     Source,
     Subscription,
+    check_receive,
 )
 
 SUBSCRIPTION_DELIVERIES = 5
@@ -194,10 +195,11 @@ class StorageQueueMessageBus:
         visibility_timeout_s: float = 60,
         wait_s: float = 0,
     ) -> list[Lease]:
-        if max_messages < 1:
-            raise InvalidRequest("max_messages must be at least 1")
-        if not 0 < visibility_timeout_s <= MAX_DELAY_S:
-            raise InvalidRequest("visibility timeout must be above 0 and at most 7 days")
+        check_receive(
+            max_messages=max_messages,
+            visibility_timeout_s=visibility_timeout_s,
+            longest_s=MAX_DELAY_S,
+        )
         physical = physical_queue(source)
         visibility = max(1, math.ceil(visibility_timeout_s))
         loop = asyncio.get_running_loop()

@@ -80,6 +80,7 @@ from core.ports.message_bus import (
     Queue,
     Source,
     Subscription,
+    check_receive,
     dead_letter_queue,
 )
 
@@ -246,10 +247,11 @@ class PubSubMessageBus:
         visibility_timeout_s: float = 60,
         wait_s: float = 0,
     ) -> list[Lease]:
-        if max_messages < 1:
-            raise InvalidRequest("max_messages must be at least 1")
-        if not 0 < visibility_timeout_s <= MAX_VISIBILITY_TIMEOUT_S:
-            raise InvalidRequest("visibility timeout must be above 0 and at most 12 hours")
+        check_receive(
+            max_messages=max_messages,
+            visibility_timeout_s=visibility_timeout_s,
+            longest_s=MAX_VISIBILITY_TIMEOUT_S,
+        )
         path, _ = self._names(source)
         limit = await self._limit(path)
         loop = asyncio.get_running_loop()

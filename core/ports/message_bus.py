@@ -17,6 +17,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from core.errors import InvalidRequest
+
 
 @dataclass(frozen=True, slots=True)
 class OutboundMessage:
@@ -57,6 +59,16 @@ class BusCapabilities:
     filter_propagation_s: float  # how long a new filter may take to take effect
     max_visibility_timeout_s: float
     native_dead_letter: bool
+
+
+def check_receive(*, max_messages: int, visibility_timeout_s: float, longest_s: float) -> None:
+    """The argument checks every ``MessageBus.receive`` makes (``InvalidRequest`` if wrong)."""
+    if max_messages < 1:
+        raise InvalidRequest("max_messages must be at least 1")
+    if not 0 < visibility_timeout_s <= longest_s:
+        hours = longest_s / 3600
+        limit = f"{hours / 24:g} days" if hours >= 48 else f"{hours:g} hours"
+        raise InvalidRequest(f"visibility timeout must be above 0 and at most {limit}")
 
 
 def dead_letter_queue(name: str) -> str:

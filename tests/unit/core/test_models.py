@@ -51,3 +51,16 @@ def test_messages_round_trip_with_routing_attributes() -> None:
     assert decode_dispatch(out.body) == run
     sub = CrawlSubmitted(tenant_id="t1", crawl_id="k1")
     assert decode_inbox(encode(sub).body) == sub
+
+
+def test_receive_arguments_are_checked_alike_for_every_bus() -> None:
+    from core.errors import InvalidRequest
+    from core.ports.message_bus import check_receive
+
+    check_receive(max_messages=1, visibility_timeout_s=30, longest_s=43200)
+    with pytest.raises(InvalidRequest, match="at least 1"):
+        check_receive(max_messages=0, visibility_timeout_s=30, longest_s=43200)
+    with pytest.raises(InvalidRequest, match="at most 12 hours"):
+        check_receive(max_messages=1, visibility_timeout_s=43201, longest_s=43200)
+    with pytest.raises(InvalidRequest, match="at most 7 days"):
+        check_receive(max_messages=1, visibility_timeout_s=0, longest_s=7 * 86400)
