@@ -154,17 +154,21 @@ class Skycrawl(Crawler):
         return count_ok_pages(path)
 
 
-class Scrapy(Crawler):
-    name = "scrapy"
-    label = "Scrapy"
+class Peer(Crawler):
+    """A peer crawler in its own venv, run by its script in ``bench/peers/``; both peers take
+    the same command line and write ``pages.jsonl``."""
+
+    def __init__(self, name: str, label: str, requirement: str, script: str) -> None:
+        self.name, self.label = name, label
+        self._requirement, self._script = requirement, script
 
     def prepare(self) -> str:
-        return ensure_venv("scrapy", "scrapy", "scrapy")
+        return ensure_venv(self.name, self._requirement, self.name)
 
     def command(self, start_url: str, out: Path, pages: int, concurrency: int) -> list[str]:
         return [
-            str(_python_of(VENVS_DIR / "scrapy")),
-            str(PEERS_DIR / "scrapy_spider.py"),
+            str(_python_of(VENVS_DIR / self.name)),
+            str(PEERS_DIR / self._script),
             start_url,
             str(out / "pages.jsonl"),
             "--concurrency",
@@ -178,31 +182,14 @@ class Scrapy(Crawler):
         return count_ok_pages(path) if path.exists() else 0
 
 
-class Crawlee(Crawler):
-    name = "crawlee"
-    label = "Crawlee"
-
-    def prepare(self) -> str:
-        return ensure_venv("crawlee", "crawlee[beautifulsoup,parsel]", "crawlee")
-
-    def command(self, start_url: str, out: Path, pages: int, concurrency: int) -> list[str]:
-        return [
-            str(_python_of(VENVS_DIR / "crawlee")),
-            str(PEERS_DIR / "crawlee_crawler.py"),
-            start_url,
-            str(out / "pages.jsonl"),
-            "--concurrency",
-            str(concurrency),
-            "--max-pages",
-            str(pages + 10),
-        ]
-
-    def count(self, out: Path) -> int:
-        path = out / "pages.jsonl"
-        return count_ok_pages(path) if path.exists() else 0
-
-
-CRAWLERS: dict[str, Crawler] = {c.name: c for c in (Skycrawl(), Scrapy(), Crawlee())}
+CRAWLERS: dict[str, Crawler] = {
+    c.name: c
+    for c in (
+        Skycrawl(),
+        Peer("scrapy", "Scrapy", "scrapy", "scrapy_spider.py"),
+        Peer("crawlee", "Crawlee", "crawlee[beautifulsoup,parsel]", "crawlee_crawler.py"),
+    )
+}
 
 
 # --------------------------------------------------------------------------------------------
