@@ -40,3 +40,18 @@ class FakeClock:
     async def sleep(self, seconds: float) -> None:
         self.advance(seconds)
         await asyncio.sleep(0)
+
+
+class SkewedClock:
+    """Another clock read off by ``offset_s`` (positive: ahead) — an instance whose clock
+    disagrees with the services' by minutes, as the conductor must tolerate."""
+
+    def __init__(self, base: Clock, offset_s: float) -> None:
+        self._base = base
+        self.offset = timedelta(seconds=offset_s)
+
+    def now(self) -> datetime:
+        return self._base.now() + self.offset
+
+    async def sleep(self, seconds: float) -> None:
+        await self._base.sleep(seconds)

@@ -12,7 +12,6 @@ the bus's ``OutboundMessage`` (body bytes + string attributes) and back.
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated, Literal
 
 from pydantic import Field, TypeAdapter
@@ -81,20 +80,49 @@ class Heartbeat(Frozen):
     container_id: str
     in_flight: list[str] = []
     proxy: ProxyStats = ProxyStats()
+    seq: int = 0  # 1, 2, 3 … per container: a duplicate or late heartbeat changes nothing
 
 
 class KillTimer(Frozen):
     """Stop ``container_id`` if it is still idle at ``generation`` when this fires.
 
-    ``fire_at`` is the real deadline: a scheduler whose native delay is shorter delivers the
-    message early and the conductor schedules it again (chaining).
+    The idle time is measured by the scheduler, not by any instance's clock: the timer is
+    armed with a delay, and ``remaining_s`` is what is still to wait when a scheduler whose
+    native delay is shorter delivers it (the conductor chains it with that relative delay,
+    so skewed clocks can neither fire it early nor re-arm it into the past).
     """
 
     type: Literal["container.kill-timer"] = "container.kill-timer"
     tenant_id: str
     container_id: str
     generation: int
-    fire_at: datetime
+    remaining_s: float = 0.0
+
+
+class Watchdog(Frozen):
+    """Liveness check, delivered by the scheduler every ``heartbeat_timeout_s / 4`` (once,
+    ``startup_timeout_s`` after the start, for ``startup``): ``misses`` counts the checks in a
+    row at which the container's ``beats`` had not moved; at 4 it is reaped — silent for
+    between 1 and 1.25 ``heartbeat_timeout_s``, as measured by the scheduler. ``seq`` names
+    the chain; a message of an older chain (a duplicate) changes nothing."""
+
+    type: Literal["container.watchdog"] = "container.watchdog"
+    tenant_id: str
+    container_id: str
+    seq: int
+    beats: int
+    startup: bool = False
+    misses: int = 0
+    runtime_unknown: int = 0  # consecutive checks the runtime did not know the container
+
+
+class StopDue(Frozen):
+    """The drain of ``container_id`` (at ``generation``) has had its time: stop it now."""
+
+    type: Literal["container.stop-due"] = "container.stop-due"
+    tenant_id: str
+    container_id: str
+    generation: int
 
 
 class ContainerExited(Frozen):
@@ -128,6 +156,8 @@ InboxMessage = Annotated[
     | CrawlFailed
     | Heartbeat
     | KillTimer
+    | Watchdog
+    | StopDue
     | ContainerExited
     | CancelRequested
     | WebhookDue,
@@ -156,7 +186,17 @@ class CancelCrawl(Frozen):
     crawl_id: str
 
 
-DispatchMessage = Annotated[RunCrawl | CancelCrawl, Field(discriminator="type")]
+class DrainContainer(Frozen):
+    """Stop taking work, checkpoint, say ``ContainerExited`` and exit: sent down the
+    container's own subscription before the runtime is asked to stop it, because some
+    runtimes (Azure Container Instances) stop without SIGTERM."""
+
+    type: Literal["container.drain"] = "container.drain"
+    container_id: str
+    tenant_id: str
+
+
+DispatchMessage = Annotated[RunCrawl | CancelCrawl | DrainContainer, Field(discriminator="type")]
 
 _inbox: TypeAdapter[InboxMessage] = TypeAdapter(InboxMessage)
 _dispatch: TypeAdapter[DispatchMessage] = TypeAdapter(DispatchMessage)

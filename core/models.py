@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from datetime import datetime
 from enum import StrEnum
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -142,6 +142,26 @@ class CrawlCounts(Frozen):
     bytes: int = 0
 
 
+class OutboxEntry(Frozen):
+    """A message a stored transition implies, written in the same compare-and-set as the
+    state change and relayed right after it (``core.conductor.outbox``): a crash between the
+    write and the send leaves the entry on the record, where the next handler of that record
+    or housekeeping relays it. Receivers are idempotent, so a relay that happens twice is
+    harmless.
+
+    ``kind``: ``send`` puts ``body`` on queue ``target``; ``publish`` on topic ``target``;
+    ``schedule`` delivers to queue ``target`` after ``delay_s`` (measured by the scheduler's
+    own clock, never by an instance's).
+    """
+
+    id: str
+    kind: Literal["send", "publish", "schedule"]
+    target: str
+    body: str
+    attributes: dict[str, str] = {}
+    delay_s: Annotated[float, Field(ge=0)] = 0.0
+
+
 class Crawl(Frozen):
     """A crawl request and where it stands. Stored in table ``crawls``, partition = tenant."""
 
@@ -157,6 +177,7 @@ class Crawl(Frozen):
     updated_at: datetime
     dispatched_at: datetime | None = None
     finished_at: datetime | None = None
+    outbox: tuple[OutboxEntry, ...] = ()
 
 
 # --------------------------------------------------------------------------- containers
@@ -219,10 +240,25 @@ class Container(Frozen):
     ready_at: datetime | None = None
     last_heartbeat: datetime | None = None
     stopped_at: datetime | None = None
-    idle_since: datetime | None = None  # when in_flight last became empty
+    idle_since: datetime | None = None  # when in_flight last became empty (informational)
     egress_ip: str | None = None
     reason: str | None = None
     health: EgressHealth = EgressHealth()
+    #: Signs of life counted (ready, heartbeats, progress): liveness is "this count moved
+    #: while a watchdog timer ran", never a difference of two instances' clocks.
+    beats: int = 0
+    heartbeat_seq: int = 0  # the newest heartbeat's sequence number seen
+    #: The watchdog chain that is current; a watchdog message of another number is stale.
+    watch_seq: int = 0
+    #: Heartbeats seen since a crawl was dispatched here without the engine listing it: the
+    #: run is sent again when this reaches a threshold (a lost publish is repaired).
+    unconfirmed: dict[str, int] = {}
+    #: Set once the runtime must stop it now (drain over, reaped); housekeeping retries a stop
+    #: that failed until the runtime confirms, and only then is the record ``stopped``.
+    stop_requested: bool = False
+    #: The state the record takes once the runtime confirmed the stop.
+    final_state: ContainerState | None = None
+    outbox: tuple[OutboxEntry, ...] = ()
 
     @property
     def free_slots(self) -> int:
@@ -247,6 +283,8 @@ class Quotas(Frozen):
     parallel_per_container: Annotated[int, Field(ge=1, le=256)] = 4
     max_pending: Annotated[int, Field(ge=1, le=1_000_000)] = 1000
     submissions_per_minute: Annotated[int, Field(ge=1, le=100_000)] = 120
+    #: Days a finished crawl (record, pages, exports) is kept before housekeeping purges it.
+    retention_days: Annotated[int, Field(ge=1, le=3650)] = 30
 
 
 class TenantState(StrEnum):

@@ -7,6 +7,9 @@ tenants        "tenants"   tenant id       ``Tenant``
 api_keys       "keys"      key prefix      ``ApiKey`` (prefix → tenant, SHA-256 of key)
 crawls         tenant id   crawl id        ``Crawl``
 active         tenant id   crawl id        ``ActiveCrawl``: index of non-terminal crawls
+backlog        tenant id   time|crawl id   ``ActiveCrawl``: pending crawls, oldest first
+listing        tenant id   -time|crawl id  ``ActiveCrawl``: every crawl, newest first
+finished       tenant id   time|crawl id   ``ActiveCrawl``: terminal crawls by finish time
 containers     tenant id   GUID            ``Container``
 fleets         tenant id   "fleet"         ``Fleet``: live container GUIDs (limit by CAS)
 sessions       tenant id   session key     ``SessionBinding``
@@ -17,6 +20,7 @@ rate           tenant id   minute          ``RateCounter`` (expires after 2 min)
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -40,6 +44,24 @@ class ApiKey(Frozen):
 class ActiveCrawl(Frozen):
     crawl_id: str
     created_at: datetime
+
+
+def backlog_key(created_at: datetime, crawl_id: str) -> str:
+    """Key of a pending crawl in ``backlog``: key order is submission order."""
+    return f"{created_at.strftime('%Y%m%dT%H%M%S.%f')}|{crawl_id}"
+
+
+def listing_key(created_at: datetime, crawl_id: str) -> str:
+    """Key of a crawl in ``listing``: key order is newest first (the micro-seconds inverted)."""
+    micros = int(created_at.timestamp() * 1_000_000)
+    return f"{_MAX_MICROS - micros:017d}|{crawl_id}"
+
+
+def finished_key(finished_at: datetime, crawl_id: str) -> str:
+    return f"{finished_at.strftime('%Y%m%dT%H%M%S.%f')}|{crawl_id}"
+
+
+_MAX_MICROS = 10**17 - 1
 
 
 class Fleet(Frozen):
@@ -156,11 +178,25 @@ class Records:
         self.api_keys = Table(state, "api_keys", ApiKey)
         self.crawls = Table(state, "crawls", Crawl)
         self.active = Table(state, "active", ActiveCrawl)
+        self.backlog = Table(state, "backlog", ActiveCrawl)
+        self.listing = Table(state, "listing", ActiveCrawl)
+        self.finished = Table(state, "finished", ActiveCrawl)
         self.containers = Table(state, "containers", Container)
         self.fleets = Table(state, "fleets", Fleet)
         self.sessions = Table(state, "sessions", SessionBinding)
         self.idempotency = Table(state, "idempotency", IdempotencyRecord)
         self.rate = Table(state, "rate", RateCounter)
+
+    async def index_pending(self, crawl: Crawl) -> None:
+        """Put a pending crawl in the tenant's backlog (idempotent)."""
+        entry = ActiveCrawl(crawl_id=crawl.id, created_at=crawl.created_at)
+        with contextlib.suppress(Conflict):
+            await self.backlog.create(
+                crawl.tenant_id, backlog_key(crawl.created_at, crawl.id), entry
+            )
+
+    async def unindex_pending(self, crawl: Crawl) -> None:
+        await self.backlog.discard(crawl.tenant_id, backlog_key(crawl.created_at, crawl.id))
 
     async def live_containers(self, tenant_id: str) -> list[Container]:
         return [v.value for v in await self.containers.query(tenant_id) if v.value.state.live]

@@ -36,6 +36,12 @@ class SkycrawlSettings(BaseSettings):
     heartbeat_interval_s: float = Field(5.0, gt=0, description="How often containers heartbeat.")
     heartbeat_timeout_s: float = Field(60.0, gt=0, description="Reap a container silent this long.")
     stop_grace_s: float = Field(10.0, ge=0, description="SIGTERM → SIGKILL grace when stopping.")
+    drain_timeout_s: float = Field(
+        30.0,
+        gt=0,
+        description="How long a container told to drain has to say it exited before the "
+        "runtime is asked to stop it.",
+    )
     max_attempts: int = Field(3, ge=1, description="Dispatch attempts before dead-lettering.")
     max_deliveries: int = Field(
         5, ge=1, description="Inbox deliveries before a message is dead-lettered."

@@ -276,6 +276,9 @@ class TenantService:
         tables: tuple[Table[Any], ...] = (
             records.crawls,
             records.active,
+            records.backlog,
+            records.listing,
+            records.finished,
             records.containers,
             records.fleets,
             records.sessions,

@@ -7,7 +7,7 @@ Lifecycle (the brief's step 4-5):
 3. send ``ready: GUID`` (``ContainerReady`` with the egress IP seen, version, capacity);
 4. take ``RunCrawl`` work with at most ``capacity`` crawls at once, resuming each from its
    checkpoint; send progress, completion or failure and periodic heartbeats to the inbox;
-5. on SIGTERM: stop taking work, checkpoint what is in flight, acknowledge nothing
+5. on ``DrainContainer`` (the conductor retires it) or SIGTERM: stop taking work, checkpoint what is in flight, acknowledge nothing
    unfinished, tell the conductor (``ContainerExited``), remove the subscription, exit.
 
 Every received message is checked against this container's GUID (attribute *and* body)
@@ -34,6 +34,7 @@ from core.messages import (
     ContainerReady,
     CrawlCompleted,
     CrawlFailed,
+    DrainContainer,
     Heartbeat,
     Progress,
     ProxyStats,
@@ -81,6 +82,8 @@ class Worker:
     egress_ip: str | None = None
     running: dict[str, _Running] = field(default_factory=dict)
     finished: set[tuple[str, int]] = field(default_factory=set)  # (crawl, attempt)
+    drained: bool = False
+    _stop: asyncio.Event | None = None
 
     @property
     def guid(self) -> str:
@@ -95,6 +98,7 @@ class Worker:
         await self.bus.send(queue=self.control.inbox_queue, message=encode(message))
 
     async def run(self, stop: asyncio.Event) -> int:
+        self._stop = stop
         topic = self.control.dispatch_topic
         name = subscription_name(self.guid)
         subscription = await self.bus.ensure_subscription(
@@ -154,6 +158,13 @@ class Worker:
         if isinstance(message, CancelCrawl):
             await self._cancel(message)
             await self.bus.ack(lease=lease)
+            return
+        if isinstance(message, DrainContainer):  # the conductor retires this container
+            log.info("container %s told to drain", self.guid)
+            await self.bus.ack(lease=lease)
+            self.drained = True
+            if self._stop is not None:
+                self._stop.set()
             return
         if (message.crawl_id, message.attempt) in self.finished:  # a late duplicate
             await self.bus.ack(lease=lease)
@@ -228,7 +239,9 @@ class Worker:
             await entry.task
 
     async def _heartbeats(self, stop: asyncio.Event) -> None:
+        seq = 0
         while not stop.is_set():
+            seq += 1
             requests, errors, mean_ms = self.stats.take()
             proxy = ProxyStats(requests=requests, errors=errors, mean_latency_ms=mean_ms)
             with contextlib.suppress(Exception):
@@ -238,6 +251,7 @@ class Worker:
                         container_id=self.guid,
                         in_flight=sorted(self.running),
                         proxy=proxy,
+                        seq=seq,
                     )
                 )
             await _wait(stop, self.engine.heartbeat_interval_s)
@@ -255,12 +269,13 @@ class Worker:
             with contextlib.suppress(Conflict):
                 await self.bus.release(lease=entry.lease)
         if entries:
+            reason = "terminated with work in flight"
+        else:
+            reason = "drained" if self.drained else "terminated"
+        with contextlib.suppress(Exception):  # the conductor learns it from the runtime too
             await self._send(
                 ContainerExited(
-                    tenant_id=self.tenant_id,
-                    container_id=self.guid,
-                    exit_code=0,
-                    reason="terminated with work in flight",
+                    tenant_id=self.tenant_id, container_id=self.guid, exit_code=0, reason=reason
                 )
             )
 

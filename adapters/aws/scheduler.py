@@ -85,10 +85,10 @@ class SqsScheduler:
         longest = EVENTBRIDGE_MAX_DELAY_S if self._eventbridge is not None else MAX_DELAY_S
         self.capabilities = SchedulerCapabilities(max_delay_s=longest, can_cancel=False)
 
-    async def schedule(self, *, queue: str, message: OutboundMessage, deliver_at: datetime) -> str:
-        if deliver_at.tzinfo is None:
-            raise InvalidRequest("deliver_at must be timezone-aware")
-        delay_s = (deliver_at - self._clock.now()).total_seconds()
+    async def schedule(self, *, queue: str, message: OutboundMessage, delay_s: float) -> str:
+        # SQS DelaySeconds is relative and measured by SQS; only the EventBridge path needs an
+        # absolute time, taken from this instance's clock at this edge
+        deliver_at = self._clock.now() + timedelta(seconds=max(0.0, delay_s))
         if 0 < delay_s < 1:  # SQS counts whole seconds: wait out a fraction rather than round
             await asyncio.sleep(delay_s)
             delay_s = 0
@@ -99,7 +99,7 @@ class SqsScheduler:
             return f"sqs:{message_id}"
         if self._eventbridge is None or delay_s > EVENTBRIDGE_MAX_DELAY_S:
             raise InvalidRequest(
-                f"deliver_at is more than {self.capabilities.max_delay_s:.0f} seconds ahead"
+                f"delay of {delay_s:.0f} s is more than {self.capabilities.max_delay_s:.0f} s"
             )
         return await self._schedule(queue, message, deliver_at)
 

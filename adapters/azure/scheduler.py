@@ -22,7 +22,7 @@ once. "Now" is the bus's clock.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import timedelta
 
 from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
 
@@ -37,11 +37,6 @@ from core.ports.scheduler import SchedulerCapabilities
 SERVICEBUS_MAX_DELAY_S = 30 * 86400.0
 
 
-def _check(deliver_at: datetime) -> None:
-    if deliver_at.tzinfo is None:
-        raise InvalidRequest("deliver_at must be timezone-aware")
-
-
 class ServiceBusScheduler:
     """Scheduler on Service Bus scheduled messages."""
 
@@ -50,11 +45,13 @@ class ServiceBusScheduler:
     def __init__(self, bus: ServiceBusMessageBus) -> None:
         self._bus = bus
 
-    async def schedule(self, *, queue: str, message: OutboundMessage, deliver_at: datetime) -> str:
-        _check(deliver_at)
-        delay_s = (deliver_at - self._bus.clock.now()).total_seconds()
+    async def schedule(self, *, queue: str, message: OutboundMessage, delay_s: float) -> str:
         if delay_s > SERVICEBUS_MAX_DELAY_S:
-            raise InvalidRequest(f"deliver_at is more than {SERVICEBUS_MAX_DELAY_S:.0f} s ahead")
+            raise InvalidRequest(
+                f"delay of {delay_s:.0f} s is more than {SERVICEBUS_MAX_DELAY_S:.0f} s"
+            )
+        # Service Bus takes an absolute enqueue time: converted here, with this instance's clock
+        deliver_at = self._bus.clock.now() + timedelta(seconds=max(0.0, delay_s))
         sequence = await self._bus.schedule_at(queue=queue, message=message, deliver_at=deliver_at)
         return f"{queue}:{sequence}"
 
@@ -73,11 +70,12 @@ class StorageQueueScheduler:
     def __init__(self, bus: StorageQueueMessageBus) -> None:
         self._bus = bus
 
-    async def schedule(self, *, queue: str, message: OutboundMessage, deliver_at: datetime) -> str:
-        _check(deliver_at)
-        delay_s = max((deliver_at - self._bus.clock.now()).total_seconds(), 0.0)
+    async def schedule(self, *, queue: str, message: OutboundMessage, delay_s: float) -> str:
+        delay_s = max(delay_s, 0.0)  # a visibility timeout: relative, measured by the service
         if delay_s > STORAGE_MAX_DELAY_S:
-            raise InvalidRequest(f"deliver_at is more than {STORAGE_MAX_DELAY_S:.0f} s ahead")
+            raise InvalidRequest(
+                f"delay of {delay_s:.0f} s is more than {STORAGE_MAX_DELAY_S:.0f} s"
+            )
         _, handle = await self._bus.send_at_delay(queue=queue, message=message, delay_s=delay_s)
         return handle
 

@@ -40,7 +40,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 from google.api_core import exceptions as gexc
 from google.cloud import tasks_v2
@@ -108,13 +108,13 @@ class CloudTasksScheduler:
         self._audience = audience or timer_url
         self._clock: Clock = clock or SystemClock()
 
-    async def schedule(self, *, queue: str, message: OutboundMessage, deliver_at: datetime) -> str:
-        if deliver_at.tzinfo is None:
-            raise InvalidRequest("deliver_at must be timezone-aware")
-        if deliver_at - self._clock.now() > timedelta(seconds=MAX_DELAY_S):
-            raise InvalidRequest(f"deliver_at is more than {MAX_DELAY_S:.0f} seconds ahead")
-        if deliver_at <= self._clock.now():
+    async def schedule(self, *, queue: str, message: OutboundMessage, delay_s: float) -> str:
+        if delay_s > MAX_DELAY_S:
+            raise InvalidRequest(f"delay of {delay_s:.0f} s is more than {MAX_DELAY_S:.0f} s")
+        if delay_s <= 0:
             return await self._bus.send(queue=queue, message=message)
+        # Cloud Tasks takes an absolute schedule_time: converted here, with this instance's clock
+        deliver_at = self._clock.now() + timedelta(seconds=delay_s)
         body = encode_timer(queue, message)
         if len(body) > MAX_TASK_BYTES:
             raise InvalidRequest(f"timer message larger than {MAX_TASK_BYTES} bytes")

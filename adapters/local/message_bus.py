@@ -172,7 +172,7 @@ def _lease(
     while len(leases) < count:
         rows = conn.execute(
             "SELECT seq, message_id, body, attributes, delivery_count FROM messages "
-            "WHERE source=? AND visible_at<=? ORDER BY seq LIMIT ?",
+            "WHERE source=? AND visible_at<=? ORDER BY visible_at, seq LIMIT ?",
             (key, now, count - len(leases)),
         ).fetchall()
         if not rows:

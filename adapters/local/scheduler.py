@@ -2,15 +2,14 @@
 
 Features
     ``schedule`` inserts the message into the target queue of the bus file, invisible until
-    ``deliver_at`` -- nothing else runs, no timer thread: the message simply becomes receivable
+    ``delay_s`` from now by the bus's clock -- nothing else runs, no timer thread: the message simply becomes receivable
     at that time, across restarts. The handle is the message id; ``cancel`` deletes the message
-    if it was never leased (True), else it is too late (False). A ``deliver_at`` in the past
+    if it was never leased (True), else it is too late (False). A delay of 0 or less
     delivers at once.
 
 Limits
-    Delays up to 30 days (``capabilities.max_delay_s``; the core chains longer ones);
-    ``deliver_at`` must be timezone-aware, else ``core.errors.InvalidRequest``. "Now" is the
-    bus's clock, so a test driving a ``FakeClock`` shared by bus and scheduler works.
+    Delays up to 30 days (``capabilities.max_delay_s``; the core chains longer ones). "Now" is
+    the bus's clock, so a test driving a ``FakeClock`` shared by bus and scheduler works.
 
 Settings
     None of its own: it writes to the bus file (``<data_dir>/bus.sqlite3``). Costs nothing.
@@ -18,7 +17,7 @@ Settings
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import timedelta
 
 from adapters.local.message_bus import MAX_DELAY_S, SqliteMessageBus
 from core.errors import InvalidRequest
@@ -34,12 +33,10 @@ class SqliteScheduler:
     def __init__(self, bus: SqliteMessageBus) -> None:
         self._bus = bus
 
-    async def schedule(self, *, queue: str, message: OutboundMessage, deliver_at: datetime) -> str:
-        if deliver_at.tzinfo is None:
-            raise InvalidRequest("deliver_at must be timezone-aware")
-        delay_s = (deliver_at - self._bus.clock.now()).total_seconds()
+    async def schedule(self, *, queue: str, message: OutboundMessage, delay_s: float) -> str:
         if delay_s > MAX_DELAY_S:
-            raise InvalidRequest(f"deliver_at is more than {MAX_DELAY_S:.0f} seconds ahead")
+            raise InvalidRequest(f"delay of {delay_s:.0f} s is more than {MAX_DELAY_S:.0f} s")
+        deliver_at = self._bus.clock.now() + timedelta(seconds=max(0.0, delay_s))
         return await self._bus.send_at(queue=queue, message=message, deliver_at=deliver_at)
 
     async def cancel(self, *, handle: str) -> bool:

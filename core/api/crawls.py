@@ -28,7 +28,7 @@ from core.messages import CancelRequested, CrawlSubmitted, encode
 from core.models import Crawl, CrawlSpec, CrawlState, Frozen, Tenant
 from core.netguard import AddressPolicy, check_url
 from core.ports.message_bus import MessageBus
-from core.records import ActiveCrawl, Records, Versioned
+from core.records import ActiveCrawl, Records, Versioned, listing_key
 from core.settings import SkycrawlSettings
 from core.tenancy import TenantService
 
@@ -144,10 +144,14 @@ class CrawlRoutes:
         tid, cid = crawl.tenant_id, crawl.id
         await self._records.crawls.create(tid, cid, crawl)
         undo.append(lambda: self._records.crawls.discard(tid, cid))
-        await self._records.active.create(
-            tid, cid, ActiveCrawl(crawl_id=cid, created_at=crawl.created_at)
-        )
+        entry = ActiveCrawl(crawl_id=cid, created_at=crawl.created_at)
+        await self._records.active.create(tid, cid, entry)
         undo.append(lambda: self._records.active.discard(tid, cid))
+        listed = listing_key(crawl.created_at, cid)
+        await self._records.listing.create(tid, listed, entry)
+        undo.append(lambda: self._records.listing.discard(tid, listed))
+        await self._records.index_pending(crawl)
+        undo.append(lambda: self._records.unindex_pending(crawl))
 
     def _accepted(self, crawl: Crawl, *, replayed: bool = False) -> ApiResponse:
         url = f"{self._base_url}/v1/crawls/{crawl.id}"
@@ -167,15 +171,16 @@ class CrawlRoutes:
         """Newest first; the cursor is the (created_at, id) of the last item returned."""
         limit = query_int(ctx.request, "limit", default=100, low=1, high=1000)
         after = _decode_list_cursor(ctx.request.query.get("cursor"))
-        crawls = sorted(
-            (v.value for v in await self._records.crawls.query(ctx.tenant_id)),
-            key=lambda c: (c.created_at, c.id),
-            reverse=True,
-        )
-        if after is not None:
-            crawls = [c for c in crawls if (c.created_at, c.id) < after]
-        page = crawls[:limit]
-        cursor = _encode_list_cursor(page[-1]) if len(crawls) > limit else None
+        # the ``listing`` index is in newest-first key order: read one page, not the partition
+        start = None if after is None else listing_key(after[0], after[1])
+        entries = await self._records.listing.query(ctx.tenant_id, limit=limit + 1, after=start)
+        crawls = []
+        for entry in entries[:limit]:
+            found = await self._records.crawls.get(ctx.tenant_id, entry.value.crawl_id)
+            if found is not None:
+                crawls.append(found.value)
+        page = crawls
+        cursor = _encode_list_cursor(page[-1]) if len(entries) > limit and page else None
         body = CrawlList(items=[self._status(c) for c in page], next_cursor=cursor)
         return ApiResponse.json(200, body)
 

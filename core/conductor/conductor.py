@@ -9,12 +9,18 @@ Where the pieces live:
 
 * ``router.py`` — which container a pending crawl goes to (sticky sessions, least-loaded,
   start a new one, backlog at the tenant's limit);
+* ``placement.py`` — the pure decision (commit, dispatch, start, wait) over a snapshot;
 * ``fleet.py`` — container lifecycle: start, slots, kill timers (generation-stamped,
-  chained past the scheduler's native delay), drain-before-kill, stop and reap;
+  chained past the scheduler's native delay), watchdogs, drain-before-stop, confirmed stops;
 * ``transitions.py`` — the crawl's own state changes (dispatch, finish, requeue with bounded
   attempts, then dead-letter with a reason);
+* ``outbox.py`` — messages stored with the state change that implies them, relayed after;
 * this module — the inbox: one handler per message type. Reports from containers carry the
   attempt they speak for; a late report about an earlier attempt changes nothing.
+
+Heartbeats also reconcile: a crawl the conductor dispatched to a container that the
+container's heartbeats keep not listing is sent again (a lost publish), committed (a crash
+between reserving and dispatching) or released (cancelled or finished meanwhile).
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from pydantic import ValidationError
 
 from core.conductor.fleet import ContainerFleet
+from core.conductor.outbox import Outbox, publish, send, with_entries
 from core.conductor.router import Router
 from core.conductor.transitions import CrawlTransitions
 from core.errors import InvalidRequest
@@ -42,9 +49,10 @@ from core.messages import (
     InboxMessage,
     KillTimer,
     Progress,
+    StopDue,
+    Watchdog,
     WebhookDue,
     decode_inbox,
-    encode,
 )
 from core.models import (
     Container,
@@ -61,6 +69,10 @@ log = logging.getLogger("skycrawl.conductor")
 
 Notifier = Callable[[Crawl], Awaitable[None]]
 
+#: A crawl dispatched to a container whose heartbeats have not listed it this many times is
+#: reconciled (sent again, committed or released); then again every as many heartbeats.
+RESEND_AFTER_BEATS = 3
+
 
 class Conductor:
     def __init__(
@@ -76,16 +88,22 @@ class Conductor:
         self.ports = ports
         self.settings = settings
         self.records = records or Records(ports.state)
+        self.outbox = Outbox(ports)
         self.fleet = ContainerFleet(
             ports=ports,
             records=self.records,
             settings=settings,
             engine_env=engine_env,
             new_id=new_id or (lambda: str(uuid.uuid4())),
+            outbox=self.outbox,
         )
         self._notifier = notifier
         self.transitions = CrawlTransitions(
-            ports=ports, records=self.records, settings=settings, fleet=self.fleet
+            ports=ports,
+            records=self.records,
+            settings=settings,
+            fleet=self.fleet,
+            outbox=self.outbox,
         )
         self.router = Router(
             ports=ports,
@@ -128,8 +146,11 @@ class Conductor:
             case Heartbeat():
                 await self._on_heartbeat(message)
             case KillTimer():
-                if await self.fleet.on_kill_timer(message):  # a fleet slot is free: use it
-                    await self.place_backlog(message.tenant_id)
+                await self.fleet.on_kill_timer(message)
+            case Watchdog():
+                await self._on_watchdog(message)
+            case StopDue():
+                await self._on_stop_due(message)
             case ContainerExited():
                 await self._on_exited(message)
             case CancelRequested():
@@ -145,19 +166,11 @@ class Conductor:
         if crawl is None or tenant is None:
             log.warning("submitted crawl %s/%s is unknown; dropped", msg.tenant_id, msg.crawl_id)
             return
-        if crawl.value.state is CrawlState.pending:
-            await self.place(tenant.value, crawl.value)
-        elif crawl.value.state is CrawlState.dispatched and crawl.value.container_id:
-            # redelivered: the send after the stored dispatch may never have happened
-            holder = await self.records.containers.get(msg.tenant_id, crawl.value.container_id)
-            if (
-                holder is not None
-                and holder.value.state is ContainerState.ready
-                and crawl.value.id in holder.value.in_flight
-            ):
-                await self.transitions.send_run(
-                    crawl.value
-                )  # containers drop runs they already have
+        value = await self.outbox.relay(
+            self.records.crawls, msg.tenant_id, msg.crawl_id, crawl.value
+        )  # what a crashed instance left
+        if value is not None and value.state is CrawlState.pending:
+            await self.place(tenant.value, value)
 
     # ------------------------------------------------------------------ container events
 
@@ -167,17 +180,22 @@ class Conductor:
         def ready(c: Container) -> Container | None:
             if c.state is not ContainerState.starting:
                 return None
-            return c.model_copy(
+            new = c.model_copy(
                 update={
                     "state": ContainerState.ready,
                     "ready_at": now,
                     "last_heartbeat": now,
                     "egress_ip": msg.egress_ip,
+                    "beats": c.beats + 1,
                 }
             )
+            new = self.fleet.arm_liveness(new)
+            return with_entries(new, self.fleet.kill_timer(new)) if not new.in_flight else new
 
-        container, _ = await self.records.containers.mutate(msg.tenant_id, msg.container_id, ready)
-        if container is None or not container.state.live:
+        container, _ = await self.outbox.mutate(
+            self.records.containers, msg.tenant_id, msg.container_id, ready
+        )
+        if container is None or container.state in (ContainerState.stopped, ContainerState.failed):
             # unknown, or reaped before it became ready: it must not run
             log.warning("ready from %s which is not live; stopping it", msg.container_id)
             await self.ports.runtime.stop_container(
@@ -187,26 +205,47 @@ class Conductor:
                 topic=self.settings.dispatch_topic, name=subscription_name(msg.container_id)
             )
             return
+        if container.state is not ContainerState.ready:
+            return  # draining: its stop is under way
         # Publish for every reserved crawl, also on a duplicate ``ready``: a crash may have
         # come between the state change and the sends; containers ignore runs they have.
         for crawl_id in container.in_flight:
-            crawl = await self.records.crawls.get(msg.tenant_id, crawl_id)
-            if crawl is None:
-                continue
-            if crawl.value.state is CrawlState.pending:
-                await self.transitions.commit_dispatch(crawl.value, container)
-            elif (
-                crawl.value.state is CrawlState.dispatched
-                and crawl.value.container_id == container.id
-            ):
-                await self.transitions.send_run(crawl.value)
-        await self.fleet.schedule_kill(container)
+            await self.reconcile(container, crawl_id)
+
+    async def reconcile(self, container: Container, crawl_id: str) -> None:
+        """Make one crawl in ``container.in_flight`` agree with its crawl record."""
+        found = await self.records.crawls.get(container.tenant_id, crawl_id)
+        crawl = None if found is None else found.value
+        if crawl is not None and crawl.state is CrawlState.pending:
+            if container.state is ContainerState.ready:
+                await self.transitions.commit_dispatch(crawl, container)
+            return  # reserved on a starting container: ``ready`` commits it
+        if (
+            crawl is not None
+            and crawl.state is CrawlState.dispatched
+            and crawl.container_id == container.id
+        ):
+            if container.state is ContainerState.ready:
+                await self.transitions.send_run(crawl)
+            return
+        # cancelled, finished, or placed elsewhere meanwhile: the slot is free
+        await self.fleet.release(container.tenant_id, container.id, crawl_id)
 
     async def _on_heartbeat(self, msg: Heartbeat) -> None:
-        await self._touch(msg.tenant_id, msg.container_id, msg)
+        reported = set(msg.in_flight)
+        container = await self._touch(msg.tenant_id, msg.container_id, msg, reported)
+        if container is None or container.state is not ContainerState.ready:
+            return
+        for crawl_id, beats in container.unconfirmed.items():
+            if beats and beats % RESEND_AFTER_BEATS == 0:
+                await self.reconcile(container, crawl_id)
 
     async def _touch(
-        self, tenant_id: str, container_id: str, beat_msg: Heartbeat | None = None
+        self,
+        tenant_id: str,
+        container_id: str,
+        beat_msg: Heartbeat | None = None,
+        reported: set[str] | None = None,
     ) -> Container | None:
         """Record a sign of life from a live container (and its egress numbers)."""
         now = self.ports.clock.now()
@@ -214,20 +253,37 @@ class Conductor:
         def beat(c: Container) -> Container | None:
             if not c.state.live:
                 return None
-            update: dict[str, object] = {"last_heartbeat": now}
+            seq = 0 if beat_msg is None else beat_msg.seq
+            if beat_msg is None or (seq and seq <= c.heartbeat_seq):
+                return None  # progress (not a heartbeat), or a duplicate or late heartbeat
+            update: dict[str, object] = {
+                "last_heartbeat": now,
+                "beats": c.beats + 1,
+                "heartbeat_seq": max(seq, c.heartbeat_seq),
+            }
             if beat_msg is not None and beat_msg.proxy.requests:
                 p = beat_msg.proxy
                 update["health"] = c.health.add(p.requests, p.errors, p.mean_latency_ms)
+            if reported is not None:
+                update["unconfirmed"] = {
+                    cid: c.unconfirmed.get(cid, 0) + 1 for cid in c.in_flight if cid not in reported
+                }
             return c.model_copy(update=update)
 
-        container, _ = await self.records.containers.mutate(tenant_id, container_id, beat)
+        container, _ = await self.outbox.mutate(
+            self.records.containers, tenant_id, container_id, beat
+        )
         return container
+
+    @staticmethod
+    def _expect(crawl: Crawl, container_id: str, attempt: int) -> tuple[str, int]:
+        """The (container, attempt) a report speaks for (attempt 0: an engine that does not
+        say, taken as the current one)."""
+        return container_id, attempt or crawl.attempts
 
     def _current(self, crawl: Crawl, container_id: str, attempt: int) -> bool:
         """Does a report from ``container_id`` about ``attempt`` speak for the crawl as it is?"""
-        if crawl.container_id != container_id:
-            return False
-        return attempt == 0 or attempt == crawl.attempts
+        return (crawl.container_id, crawl.attempts) == self._expect(crawl, container_id, attempt)
 
     async def _on_progress(self, msg: Progress) -> None:
         now = self.ports.clock.now()
@@ -240,14 +296,15 @@ class Conductor:
             return c.model_copy(update={"counts": msg.counts, "updated_at": now})
 
         await self.records.crawls.mutate(msg.tenant_id, msg.crawl_id, advance)
-        await self._touch(msg.tenant_id, msg.container_id)
 
     async def _on_failed(self, msg: CrawlFailed) -> None:
         found = await self.records.crawls.get(msg.tenant_id, msg.crawl_id)
         if found is None or not self._current(found.value, msg.container_id, msg.attempt):
-            return  # about an earlier attempt, or another container's: not ours to judge
+            await self._on_finished(msg, CrawlState.failed, msg.error)  # settles the slot
+            return
         if msg.retryable:  # pending again, or dead-lettered once attempts are used up
             await self.transitions.requeue(found.value, msg.container_id, reason=msg.error)
+            await self.place_backlog(msg.tenant_id)
             return
         await self._on_finished(msg, CrawlState.failed, msg.error)
 
@@ -256,8 +313,15 @@ class Conductor:
     ) -> None:
         found = await self.records.crawls.get(msg.tenant_id, msg.crawl_id)
         if found is not None and self._current(found.value, msg.container_id, msg.attempt):
-            await self.transitions.finish(found.value, state, reason=reason, counts=msg.counts)
-        elif found is not None and found.value.container_id == msg.container_id:
+            expect = self._expect(found.value, msg.container_id, msg.attempt)
+            await self.transitions.finish(
+                found.value, state, reason=reason, counts=msg.counts, expect=expect
+            )
+        elif (
+            found is not None
+            and found.value.container_id == msg.container_id
+            and not found.value.state.terminal
+        ):
             return  # a late report of an earlier attempt: the slot belongs to the current one
         await self.fleet.release(msg.tenant_id, msg.container_id, msg.crawl_id)
         await self.place_backlog(msg.tenant_id)
@@ -269,7 +333,17 @@ class Conductor:
         for entry in await self.records.active.query(tenant_id):
             found = await self.records.crawls.get(tenant_id, entry.value.crawl_id)
             crawl = None if found is None else found.value
-            if crawl is None or crawl.state is not CrawlState.dispatched or not crawl.container_id:
+            if crawl is not None:
+                crawl = await self.outbox.relay(self.records.crawls, tenant_id, crawl.id, crawl)
+            if crawl is None:
+                continue
+            if crawl.state.terminal:  # finished, but a crash kept it in the index
+                await self.transitions.finish(crawl, crawl.state)
+                continue
+            if crawl.state is CrawlState.pending:
+                await self.records.index_pending(crawl)
+                continue
+            if not crawl.container_id:
                 continue
             holder = await self.records.containers.get(tenant_id, crawl.container_id)
             if holder is not None and holder.value.state.live:
@@ -280,47 +354,82 @@ class Conductor:
         return requeued
 
     async def _on_exited(self, msg: ContainerExited) -> None:
-        container = await self.records.containers.get(msg.tenant_id, msg.container_id)
-        if container is None or not container.value.state.live:
+        found = await self.records.containers.get(msg.tenant_id, msg.container_id)
+        if found is None or not found.value.state.live:
             return
-        reason = msg.reason or f"exited with code {msg.exit_code}"
-        await self.reap(container.value, reason)
+        container = found.value
+        if container.state is ContainerState.draining:  # drained as told, or being stopped
+            if not container.stop_requested:
+                await self.fleet.request_stop(container, ContainerState.stopped, "idle")
+            await self.complete_stop(container)
+            return
+        await self.reap(container, msg.reason or f"exited with code {msg.exit_code}")
+
+    async def _on_stop_due(self, msg: StopDue) -> None:
+        found = await self.records.containers.get(msg.tenant_id, msg.container_id)
+        c = None if found is None else found.value
+        if c is None or c.state is not ContainerState.draining:
+            return
+        if not c.stop_requested:
+            if c.generation != msg.generation:
+                return
+            await self.fleet.request_stop(c, ContainerState.stopped, c.reason or "idle")
+        await self.complete_stop(c)
+
+    async def _on_watchdog(self, msg: Watchdog) -> None:
+        reason = await self.fleet.on_watchdog(msg)
+        if reason is None:
+            return
+        found = await self.records.containers.get(msg.tenant_id, msg.container_id)
+        if found is not None:
+            await self.reap(found.value, reason)
 
     async def reap(self, container: Container, reason: str) -> None:
-        """A container died or hung: mark it failed and take its work back."""
-        final = await self.fleet.retire(container, ContainerState.failed, reason)
+        """A container died or hung: stop it, mark it failed and take its work back."""
+        await self.fleet.request_stop(container, ContainerState.failed, reason)
+        await self.complete_stop(container)
+
+    async def complete_stop(self, container: Container) -> None:
+        """Stop a container marked for stopping, then take back the work it held. Raises
+        ``Retryable`` if the runtime could not stop it (the work stays until it can)."""
+        final = await self.fleet.finalize(container)
+        if final is None:
+            return
         for crawl_id in final.in_flight:
-            crawl = await self.records.crawls.get(container.tenant_id, crawl_id)
-            if crawl is None:
+            found = await self.records.crawls.get(container.tenant_id, crawl_id)
+            if found is None:
                 continue
-            if crawl.value.state is CrawlState.pending:  # reserved, never committed
-                await self.fleet.release(container.tenant_id, container.id, crawl_id)
-                submitted = CrawlSubmitted(tenant_id=container.tenant_id, crawl_id=crawl_id)
-                await self.ports.bus.send(
-                    queue=self.settings.inbox_queue, message=encode(submitted)
+            crawl = found.value
+            if crawl.state is CrawlState.pending:  # reserved, never committed: resubmit
+                await self.outbox.deliver(
+                    send(
+                        self.settings.inbox_queue,
+                        CrawlSubmitted(tenant_id=container.tenant_id, crawl_id=crawl_id),
+                    )
                 )
-            else:
+            elif crawl.state is CrawlState.dispatched and crawl.container_id == container.id:
                 await self.transitions.requeue(
-                    crawl.value, container.id, reason=f"container {reason}"
+                    crawl, container.id, reason=f"container {final.reason or final.state.value}"
                 )
         await self.place_backlog(container.tenant_id)
 
     # ------------------------------------------------------------------ cancel, webhooks
 
     async def _on_cancel(self, msg: CancelRequested) -> None:
-        if msg.container_id is None:
-            return
-        holder = await self.records.containers.get(msg.tenant_id, msg.container_id)
-        if holder is None or msg.crawl_id not in holder.value.in_flight:
-            return  # handled already: a duplicate tells the container nothing twice
         crawl = await self.records.crawls.get(msg.tenant_id, msg.crawl_id)
         if crawl is None or crawl.value.state is not CrawlState.cancelled:
             return  # the API could not finish the cancel and reverted it
+        await self.transitions.finish(crawl.value, CrawlState.cancelled)  # indexes
+        if msg.container_id is None:  # cancelled while pending — perhaps reserved already
+            for holder in await self.records.live_containers(msg.tenant_id):
+                if msg.crawl_id in holder.in_flight:
+                    await self.fleet.release(msg.tenant_id, holder.id, msg.crawl_id)
+            return
         cancel = CancelCrawl(
             container_id=msg.container_id, tenant_id=msg.tenant_id, crawl_id=msg.crawl_id
         )
-        await self.ports.bus.publish(topic=self.settings.dispatch_topic, message=encode(cancel))
-        await self.fleet.release(msg.tenant_id, msg.container_id, msg.crawl_id)
+        told = publish(self.settings.dispatch_topic, cancel)
+        await self.fleet.release(msg.tenant_id, msg.container_id, msg.crawl_id, also=(told,))
         await self.place_backlog(msg.tenant_id)
 
     async def _on_webhook(self, msg: WebhookDue) -> None:

@@ -1,30 +1,48 @@
-"""Container lifecycle: start, reserve and release slots, kill timers, stop and reap.
+"""Container lifecycle: start, reserve and release slots, timers, drain, stop.
 
-Every change goes through compare-and-set on the container record, so several conductor
-instances can run at once:
+Every change is a compare-and-set on the container record, and the messages a change implies
+ride in the same write (``core.conductor.outbox``), so several conductor instances can run at
+once and a crash between two writes strands nothing:
 
 * the tenant's container limit is a CAS on the ``fleets`` record (a list of live GUIDs);
 * a slot is reserved by a CAS that re-checks state and free slots on the latest version;
-* an idle stop first moves the container to ``draining`` by a CAS that requires
-  ``in_flight == ()`` and the timer's generation — so a container that just got work is
-  never killed (drain-before-kill); stale kill messages fail that check and are ignored.
+* a change that leaves a container idle bumps its ``generation`` and arms a kill timer for
+  ``idle_ttl_s`` (a relative delay, measured by the scheduler); when it fires, the container
+  is drained only if it is still idle at that generation (stale timers change nothing);
+* draining sends ``DrainContainer`` down the container's own subscription (the engine
+  checkpoints, says ``ContainerExited`` and exits) and arms ``StopDue``; only then is the
+  runtime asked to stop it — some runtimes stop with SIGKILL and no SIGTERM;
+* a stop is confirmed before the record says ``stopped`` and the fleet slot is freed: a stop
+  that failed leaves the container live, holding its slot, and housekeeping tries again;
+* liveness is a watchdog timer per container: reaped if its ``beats`` count did not move
+  during ``heartbeat_timeout_s`` (or it is still starting after ``startup_timeout_s``), as
+  counted by the scheduler — never a difference between two instances' clocks.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Mapping
-from datetime import datetime, timedelta
 
+from core.conductor.outbox import Outbox, publish, schedule, with_entries
 from core.errors import Conflict, Retryable
 from core.layout import subscription_name
-from core.messages import KillTimer, encode
-from core.models import Container, ContainerState, Egress, Tenant
-from core.ports import ContainerSpec, Ports
+from core.messages import DrainContainer, KillTimer, StopDue, Watchdog
+from core.models import Container, ContainerState, Egress, OutboxEntry, Tenant
+from core.ports import ContainerSpec, Ports, RunState
 from core.records import Fleet, Records
 from core.settings import SkycrawlSettings
 
 log = logging.getLogger("skycrawl.conductor")
+
+#: The runtime must fail to know a container this many watchdog checks in a row before it is
+#: taken as lost (a runtime may not list a container it was asked to start a moment ago).
+RUNTIME_UNKNOWN_LIMIT = 2
+
+#: Watchdog checks per ``heartbeat_timeout_s``: a container is reaped after this many checks
+#: in a row without a heartbeat (silent for 1 to 1 + 1/N timeouts).
+WATCHDOG_CHECKS = 4
 
 
 class ContainerFleet:
@@ -36,15 +54,49 @@ class ContainerFleet:
         settings: SkycrawlSettings,
         engine_env: Mapping[str, str],
         new_id: Callable[[], str],
+        outbox: Outbox,
     ) -> None:
         self._ports = ports
         self._records = records
         self._settings = settings
         self._engine_env = dict(engine_env)
         self._new_id = new_id
+        self._outbox = outbox
 
-    def _now(self) -> datetime:
-        return self._ports.clock.now()
+    # ------------------------------------------------------------------ timers as entries
+
+    def kill_timer(self, container: Container, delay_s: float | None = None) -> OutboxEntry:
+        """A kill timer for ``container`` at its current generation, ``idle_ttl_s`` away."""
+        total = self._settings.idle_ttl_s if delay_s is None else delay_s
+        step = min(total, self._ports.scheduler.capabilities.max_delay_s)
+        timer = KillTimer(
+            tenant_id=container.tenant_id,
+            container_id=container.id,
+            generation=container.generation,
+            remaining_s=total - step,
+        )
+        return schedule(self._settings.inbox_queue, timer, step)
+
+    def _watchdog(
+        self, c: Container, *, startup: bool, misses: int = 0, unknown: int = 0
+    ) -> OutboxEntry:
+        s = self._settings
+        dog = Watchdog(
+            tenant_id=c.tenant_id,
+            container_id=c.id,
+            seq=c.watch_seq,
+            beats=c.beats,
+            startup=startup,
+            misses=misses,
+            runtime_unknown=unknown,
+        )
+        delay = s.startup_timeout_s if startup else s.heartbeat_timeout_s / WATCHDOG_CHECKS
+        return schedule(s.inbox_queue, dog, delay)
+
+    def arm_liveness(self, c: Container) -> Container:
+        """``c`` with a new watchdog chain (the heartbeat one) in its outbox."""
+        armed = c.model_copy(update={"watch_seq": c.watch_seq + 1})
+        return with_entries(armed, self._watchdog(armed, startup=False))
 
     # ------------------------------------------------------------------ start
 
@@ -61,7 +113,7 @@ class ContainerFleet:
         starts it (a sticky session binds to it there, so that two instances never start a
         container each for one session). If it fails, the container is withdrawn unstarted
         and ``Conflict`` raised, unless other work was put on it meanwhile."""
-        now = self._now()
+        now = self._ports.clock.now()
         container = Container(
             id=self._new_id(),
             tenant_id=tenant.id,
@@ -69,7 +121,11 @@ class ContainerFleet:
             capacity=tenant.quotas.parallel_per_container,
             started_at=now,
             idle_since=now,
+            watch_seq=1,
         )
+        # the startup watchdog is stored with the record: whatever happens after this write,
+        # a container that never says ready is reaped
+        container = with_entries(container, self._watchdog(container, startup=True))
         created = await self._records.containers.create(tenant.id, container.id, container)
         claimed = await self._claim_fleet_slot(tenant, container.id)
         if not claimed:
@@ -85,6 +141,19 @@ class ContainerFleet:
             else:
                 await self.release_fleet_slot(tenant.id, container.id)
                 raise Conflict(f"container {container.id} is not needed after all")
+        await self._outbox.relay(self._records.containers, tenant.id, container.id, container)
+        try:
+            await self._ports.runtime.start_container(spec=self._spec(tenant, egress, container))
+        except Exception as exc:
+            log.warning("starting container %s failed: %s", container.id, exc)
+            await self.request_stop(container, ContainerState.failed, f"start failed: {exc}")
+            with contextlib.suppress(Retryable):  # housekeeping retries a stop that failed
+                await self.finalize(container)
+            raise Retryable(f"could not start a container: {exc}") from exc
+        log.info("started container %s for tenant %s in %s", container.id, tenant.id, egress.name)
+        return container
+
+    def _spec(self, tenant: Tenant, egress: Egress, container: Container) -> ContainerSpec:
         env = {
             **self._engine_env,
             "SKYCRAWL_CONTAINER_ID": container.id,
@@ -100,20 +169,13 @@ class ContainerFleet:
             env["SKYCRAWL_PROXY_URL"] = egress.proxy_url
         if self._settings.allow_cidrs:
             env["SKYCRAWL_ALLOW_CIDRS"] = ",".join(self._settings.allow_cidrs)
-        spec = ContainerSpec(
+        return ContainerSpec(
             container_id=container.id,
             tenant_id=tenant.id,
             egress=egress,
             env=env,
             image=self._settings.engine_image,
         )
-        try:
-            await self._ports.runtime.start_container(spec=spec)
-        except Exception as exc:
-            await self.retire(container, ContainerState.failed, f"start failed: {exc}")
-            raise Retryable(f"could not start a container: {exc}") from exc
-        log.info("started container %s for tenant %s in %s", container.id, tenant.id, egress.name)
-        return container
 
     async def _claim_fleet_slot(self, tenant: Tenant, container_id: str) -> bool | None:
         """True if claimed, False at the limit, None if every attempt lost a race."""
@@ -173,110 +235,200 @@ class ContainerFleet:
                 }
             )
 
-        container, _ = await self._records.containers.mutate(tenant_id, container_id, add)
+        container, _ = await self._outbox.mutate(
+            self._records.containers, tenant_id, container_id, add
+        )
         return container if accepted and accepted[-1] else None
 
-    async def release(self, tenant_id: str, container_id: str, crawl_id: str) -> Container | None:
-        """Remove ``crawl_id`` from the container's work and arm a new kill timer."""
-        now = self._now()
+    async def release(
+        self,
+        tenant_id: str,
+        container_id: str,
+        crawl_id: str,
+        *,
+        also: tuple[OutboxEntry, ...] = (),
+    ) -> Container | None:
+        """Remove ``crawl_id`` from the container's work (with the messages in ``also``, in
+        the same write); a container left idle gets a kill timer at its new generation."""
+        now = self._ports.clock.now()
 
         def drop(c: Container) -> Container | None:
             if crawl_id not in c.in_flight:
                 return None
             rest = tuple(x for x in c.in_flight if x != crawl_id)
-            return c.model_copy(
+            new = c.model_copy(
                 update={
                     "in_flight": rest,
                     "generation": c.generation + 1,
                     "idle_since": now if not rest else None,
+                    "unconfirmed": {k: v for k, v in c.unconfirmed.items() if k != crawl_id},
                 }
             )
+            live = new.state in (ContainerState.ready, ContainerState.starting)
+            timers = (self.kill_timer(new),) if not rest and live else ()
+            return with_entries(new, *also, *timers) if live else new
 
-        container, changed = await self._records.containers.mutate(tenant_id, container_id, drop)
-        if container is not None and changed:
-            await self.schedule_kill(container)
+        container, _ = await self._outbox.mutate(
+            self._records.containers, tenant_id, container_id, drop
+        )
         return container
 
-    # ------------------------------------------------------------------ kill timers
-
-    async def schedule_kill(self, container: Container) -> None:
-        """Arm a kill timer for ``now + idle_ttl`` at the container's current generation."""
-        fire_at = self._now() + timedelta(seconds=self._settings.idle_ttl_s)
-        timer = KillTimer(
-            tenant_id=container.tenant_id,
-            container_id=container.id,
-            generation=container.generation,
-            fire_at=fire_at,
-        )
-        await self._schedule_timer(timer)
-
-    async def _schedule_timer(self, timer: KillTimer) -> None:
-        scheduler = self._ports.scheduler
-        longest = timedelta(seconds=scheduler.capabilities.max_delay_s)
-        deliver_at = min(timer.fire_at, self._now() + longest)
-        await scheduler.schedule(
-            queue=self._settings.inbox_queue, message=encode(timer), deliver_at=deliver_at
-        )
+    # ------------------------------------------------------------------ idle: kill timers, drain
 
     async def on_kill_timer(self, timer: KillTimer) -> bool:
-        """Stop the container if still idle at the timer's generation. True if stopped."""
-        if self._now() < timer.fire_at:
-            await self._schedule_timer(timer)  # the scheduler's native delay was shorter: chain
-            return False
+        """Drain the container if still idle at the timer's generation. True if drained."""
         current = await self._records.containers.get(timer.tenant_id, timer.container_id)
         if current is None or current.value.generation != timer.generation:
+            return False  # it got work (or was stopped) since: a stale timer
+        if timer.remaining_s > 0:  # the scheduler's native delay was shorter: chain the rest
+            entry = self.kill_timer(current.value, timer.remaining_s)
+            await self._outbox.deliver(entry)
             return False
         return await self.stop_idle(current.value, generation=timer.generation)
 
     async def stop_idle(self, container: Container, *, generation: int | None = None) -> bool:
-        """Drain then stop an idle ready container; refuses if it has work or moved on."""
+        """Drain an idle ready container: refuses if it has work or moved on. True if it
+        started draining (the stop follows on ``ContainerExited`` or ``StopDue``)."""
+        s = self._settings
 
         def drain(c: Container) -> Container | None:
             if c.state is not ContainerState.ready or c.in_flight:
                 return None
             if generation is not None and c.generation != generation:
                 return None
-            return c.model_copy(
-                update={"state": ContainerState.draining, "generation": c.generation + 1}
+            new = c.model_copy(
+                update={
+                    "state": ContainerState.draining,
+                    "generation": c.generation + 1,
+                    "reason": "idle",
+                }
+            )
+            told = DrainContainer(container_id=c.id, tenant_id=c.tenant_id)
+            due = StopDue(tenant_id=c.tenant_id, container_id=c.id, generation=new.generation)
+            return with_entries(
+                new,
+                publish(s.dispatch_topic, told),
+                schedule(s.inbox_queue, due, s.drain_timeout_s),
             )
 
-        drained, changed = await self._records.containers.mutate(
-            container.tenant_id, container.id, drain
+        drained, changed = await self._outbox.mutate(
+            self._records.containers, container.tenant_id, container.id, drain
         )
-        if drained is None or not changed:
-            return False
-        await self.retire(drained, ContainerState.stopped, "idle")
-        return True
+        return drained is not None and changed
 
-    # ------------------------------------------------------------------ stop / reap
+    # ------------------------------------------------------------------ liveness
 
-    async def retire(self, container: Container, state: ContainerState, reason: str) -> Container:
-        """Stop the process, remove its subscription, free its fleet slot and sessions, and
-        record ``state``. Returns the final record (``in_flight`` lists orphaned work)."""
-        runtime, bus = self._ports.runtime, self._ports.bus
+    async def on_watchdog(self, dog: Watchdog) -> str | None:
+        """Check one container's liveness; the reason to reap it, or None (re-armed)."""
+        found = await self._records.containers.get(dog.tenant_id, dog.container_id)
+        c = None if found is None else found.value
+        if c is None or not c.state.live or c.watch_seq != dog.seq:
+            return None  # gone, or a stale chain (a duplicate): nothing to do
+        if c.state is ContainerState.draining or c.stop_requested:
+            return None  # its stop is under way; StopDue and housekeeping see it through
+        s = self._settings
+        if dog.startup:
+            if c.state is ContainerState.starting:
+                return f"not ready within {s.startup_timeout_s:g}s"
+            return None
+        misses = dog.misses + 1 if c.beats == dog.beats else 0
+        if misses >= WATCHDOG_CHECKS:
+            return f"no heartbeat for {s.heartbeat_timeout_s:g}s"
+        unknown = 0
         try:
-            await runtime.stop_container(
-                container_id=container.id, grace_s=self._settings.stop_grace_s
-            )
-        except Exception as exc:  # the runtime may have lost it already; housekeeping retries
-            log.warning("stopping container %s failed: %s", container.id, exc)
-        await bus.delete_subscription(
-            topic=self._settings.dispatch_topic, name=subscription_name(container.id)
-        )
-        now = self._now()
+            status = await self._ports.runtime.describe(container_id=c.id)
+        except Exception as exc:  # the runtime's API is down: judge by heartbeats alone
+            log.warning("describe %s failed: %s", c.id, exc)
+        else:
+            if status.state is RunState.exited:
+                return f"exited with code {status.exit_code}"
+            if status.state is RunState.unknown:
+                unknown = dog.runtime_unknown + 1
+                if unknown >= RUNTIME_UNKNOWN_LIMIT:
+                    return "lost by the runtime"
 
-        def finish(c: Container) -> Container | None:
+        def rearm(current: Container) -> Container | None:
+            if current.watch_seq != dog.seq or not current.state.live:
+                return None
+            armed = current.model_copy(update={"watch_seq": current.watch_seq + 1})
+            entry = self._watchdog(armed, startup=False, misses=misses, unknown=unknown)
+            return with_entries(armed, entry)
+
+        await self._outbox.mutate(self._records.containers, c.tenant_id, c.id, rearm)
+        return None
+
+    # ------------------------------------------------------------------ stop
+
+    async def request_stop(
+        self, container: Container, final: ContainerState, reason: str
+    ) -> Container | None:
+        """Mark a live container to be stopped now (it takes no more work), to end as
+        ``final``; returns the record, or None if it is no longer live."""
+
+        def mark(c: Container) -> Container | None:
             if not c.state.live:
                 return None
+            if c.stop_requested:
+                return None
             return c.model_copy(
-                update={"state": state, "stopped_at": now, "reason": reason, "idle_since": None}
+                update={
+                    "state": ContainerState.draining,
+                    "stop_requested": True,
+                    "final_state": final,
+                    "reason": reason if c.final_state is None else c.reason,
+                    "generation": c.generation + 1,
+                }
             )
 
-        final, _ = await self._records.containers.mutate(container.tenant_id, container.id, finish)
+        marked, _ = await self._records.containers.mutate(container.tenant_id, container.id, mark)
+        return marked if marked is not None and marked.state.live else None
+
+    async def finalize(self, container: Container) -> Container | None:
+        """Stop the process, remove its subscription, then record the final state and free
+        its fleet slot and sessions. Returns the final record (``in_flight`` lists orphaned
+        work) if this call made the change, None if it was done already. A failed stop
+        raises ``Retryable`` and leaves the container live, holding its slot."""
+        fresh = await self._records.containers.get(container.tenant_id, container.id)
+        if fresh is not None and fresh.value.state.live and not fresh.value.stop_requested:
+            return None  # not marked for stopping (a stale caller)
+        if fresh is None or not fresh.value.state.live:  # done already: only tidy up
+            await self.release_fleet_slot(container.tenant_id, container.id)
+            await self._unbind_sessions(container.tenant_id, container.id)
+            return None
+        try:
+            await self._ports.runtime.stop_container(
+                container_id=container.id, grace_s=self._settings.stop_grace_s
+            )
+        except Exception as exc:
+            log.warning("stopping container %s failed: %s", container.id, exc)
+            raise Retryable(f"stopping container {container.id} failed: {exc}") from exc
+        await self._ports.bus.delete_subscription(
+            topic=self._settings.dispatch_topic, name=subscription_name(container.id)
+        )
+        now = self._ports.clock.now()
+
+        def finish(c: Container) -> Container | None:
+            if not c.state.live or not c.stop_requested:
+                return None
+            return c.model_copy(
+                update={
+                    "state": c.final_state or ContainerState.stopped,
+                    "stopped_at": now,
+                    "idle_since": None,
+                    "outbox": (),
+                }
+            )
+
+        final, changed = await self._records.containers.mutate(
+            container.tenant_id, container.id, finish
+        )
+        if final is None or final.state.live:
+            return None
         await self.release_fleet_slot(container.tenant_id, container.id)
         await self._unbind_sessions(container.tenant_id, container.id)
-        log.info("container %s %s: %s", container.id, state.value, reason)
-        return final or container
+        if changed:
+            log.info("container %s %s: %s", container.id, final.state.value, final.reason)
+        return final if changed else None
 
     async def _unbind_sessions(self, tenant_id: str, container_id: str) -> None:
         for binding in await self._records.sessions.query(tenant_id):

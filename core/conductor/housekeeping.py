@@ -1,38 +1,46 @@
 """Housekeeping, run by a timer every ``timer_period_s``: the safety net under the events.
 
-* reap containers that never became ready (``startup_timeout_s``), stopped heartbeating
-  (``heartbeat_timeout_s``) or whose runtime says they exited — their work is re-dispatched;
-* stop idle containers whose kill timer was lost (idle longer than ``idle_ttl_s``);
-* finish stops left half-done in ``draining`` by a conductor that died;
+It measures no time between two instances' clocks — liveness is the watchdog timers' job
+(``fleet.py``). What it does, per tenant:
+
+* relay outbox entries a crashed instance left on container and crawl records;
+* finish stops that failed (``stop_requested``): retry the runtime's stop until it confirms,
+  and only then free the slot and take the work back;
+* reconcile each live container's work with the crawl records: release slots of crawls
+  cancelled, finished or placed elsewhere (a cancel that came while a slot was reserved),
+  commit crawls reserved on a ready container but never dispatched;
 * free fleet slots held by containers that are no longer live;
-* requeue crawls still dispatched to a container that is no longer live;
+* requeue crawls still dispatched to a container that is no longer live; put pending crawls
+  missing from the backlog back in it;
 * place backlogged crawls;
-* forget records of containers stopped more than ``container_record_ttl_s`` ago.
+* forget records of containers stopped more than ``container_record_ttl_s`` ago, and purge
+  crawls (record and blobs) finished more than the tenant's ``retention_days`` ago.
 """
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 from core.conductor.conductor import Conductor
 from core.errors import Conflict
-from core.models import Container, ContainerState
-from core.ports import RunState
-from core.records import Fleet
+from core.layout import crawl_prefix
+from core.models import Container, ContainerState, Tenant
+from core.records import Fleet, listing_key
 
 log = logging.getLogger("skycrawl.housekeeping")
 
-#: A runtime may not list a container it was asked to start a moment ago.
-RUNTIME_GRACE_S = 10.0
+#: Finished crawls purged per tenant per run (the rest wait for the next run).
+PURGE_BATCH = 100
 
 
 @dataclass
 class HousekeepingReport:
-    reaped: list[str] = field(default_factory=list)
+    reaped: list[str] = field(default_factory=list)  # stops finished (failed ones retried)
     stopped_idle: list[str] = field(default_factory=list)
     purged: list[str] = field(default_factory=list)  # records of long-stopped containers
+    purged_crawls: list[str] = field(default_factory=list)
     placed: int = 0
 
 
@@ -45,59 +53,39 @@ class Housekeeper:
         report = HousekeepingReport()
         for tenant in await self._c.records.tenants.query("tenants"):
             tenant_id = tenant.value.id
-            try:  # a fault (a container that cannot start) must not hold up other tenants
+            try:  # a fault (a container that cannot stop) must not hold up other tenants
                 for versioned in await self._c.records.containers.query(tenant_id):
                     await self._check(versioned.value, report)
                 await self._reconcile_fleet(tenant_id)
                 await self._c.requeue_orphans(tenant_id)
                 report.placed += await self._c.place_backlog(tenant_id)
+                await self._purge_crawls(tenant.value, report)
             except Exception:
                 log.exception("housekeeping of tenant %s failed; the next run retries", tenant_id)
         return report
 
     async def _check(self, container: Container, report: HousekeepingReport) -> None:
-        now = self._c.ports.clock.now()
+        c = self._c
+        container = (
+            await c.outbox.relay(c.records.containers, container.tenant_id, container.id, container)
+            or container
+        )
+        now = c.ports.clock.now()
         if not container.state.live:
             retention = timedelta(seconds=self._settings.container_record_ttl_s)
             if container.stopped_at is not None and now - container.stopped_at > retention:
-                await self._c.records.containers.discard(container.tenant_id, container.id)
+                await c.records.containers.discard(container.tenant_id, container.id)
                 report.purged.append(container.id)
             return
-        problem = await self._problem(container, now)
-        if problem is not None:
-            await self._c.reap(container, problem)
-            report.reaped.append(container.id)
+        if container.stop_requested:  # a stop that failed (or was cut short): try again
+            await c.complete_stop(container)
+            if container.final_state is ContainerState.stopped:
+                report.stopped_idle.append(container.id)
+            else:
+                report.reaped.append(container.id)
             return
-        if container.state is ContainerState.draining:  # idle since before it was drained
-            if now - (container.idle_since or container.started_at) > self._grace(2):
-                await self._c.fleet.retire(container, ContainerState.stopped, "idle")
-            return
-        idle_since = container.idle_since
-        ttl = timedelta(seconds=self._settings.idle_ttl_s)
-        idle = container.state is ContainerState.ready and idle_since and now - idle_since >= ttl
-        if idle and await self._c.fleet.stop_idle(container):
-            report.stopped_idle.append(container.id)
-
-    async def _problem(self, container: Container, now: datetime) -> str | None:
-        s = self._settings
-        if container.state is ContainerState.starting:
-            if now - container.started_at > timedelta(seconds=s.startup_timeout_s):
-                return f"not ready within {s.startup_timeout_s:g}s"
-        else:
-            last = container.last_heartbeat or container.ready_at or container.started_at
-            if now - last > timedelta(seconds=s.heartbeat_timeout_s):
-                return f"no heartbeat for {s.heartbeat_timeout_s:g}s"
-        if now - container.started_at < timedelta(seconds=RUNTIME_GRACE_S):
-            return None
-        status = await self._c.ports.runtime.describe(container_id=container.id)
-        if status.state is RunState.exited:
-            return f"exited with code {status.exit_code}"
-        if status.state is RunState.unknown:
-            return "lost by the runtime"
-        return None
-
-    def _grace(self, factor: float) -> timedelta:
-        return timedelta(seconds=max(self._settings.stop_grace_s, 1.0) * factor)
+        for crawl_id in container.in_flight:
+            await c.reconcile(container, crawl_id)
 
     async def _reconcile_fleet(self, tenant_id: str) -> None:
         fleets = self._c.records.fleets
@@ -116,3 +104,22 @@ class Housekeeper:
             except Conflict:
                 continue
             return
+
+    async def _purge_crawls(self, tenant: Tenant, report: HousekeepingReport) -> None:
+        """Delete crawls finished more than the tenant's retention ago: blobs, then the
+        record, then its index entries (a crash in between is finished by the next run)."""
+        records = self._c.records
+        horizon = self._c.ports.clock.now() - timedelta(days=tenant.quotas.retention_days)
+        for entry in await records.finished.query(tenant.id, limit=PURGE_BATCH):
+            finished_at, crawl_id = entry.value.created_at, entry.value.crawl_id
+            if finished_at > horizon:
+                return  # oldest first: the rest are younger
+            found = await records.crawls.get(tenant.id, crawl_id)
+            await self._c.ports.blobs.delete_prefix(prefix=crawl_prefix(tenant.id, crawl_id))
+            if found is not None:
+                await records.listing.discard(
+                    tenant.id, listing_key(found.value.created_at, crawl_id)
+                )
+                await records.crawls.discard(tenant.id, crawl_id)
+            await records.finished.discard(tenant.id, entry.item.key)
+            report.purged_crawls.append(crawl_id)

@@ -7,9 +7,10 @@ with compare-and-set and retries when another instance got there first.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 from core.errors import InvalidRequest
-from core.models import Container, ContainerState, CrawlSpec, Egress, EgressHealth
+from core.models import Container, ContainerState, Crawl, CrawlSpec, Egress, EgressHealth
 
 #: An egress whose containers saw at least this many requests, of which at least this share
 #: failed at the network level, is avoided while a healthier one can serve.
@@ -83,3 +84,73 @@ def pick_container(containers: Sequence[Container], egress: Egress) -> Container
         fits,
         key=lambda c: (len(c.in_flight), c.state is not ContainerState.ready, c.started_at, c.id),
     )
+
+
+# --------------------------------------------------------------------------- the decision
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """What routing one crawl depends on, read once: the crawl, the tenant's live containers
+    that hold a fleet slot, the container its session is bound to (if any), the fleet size
+    and the tenant's container limit."""
+
+    crawl: Crawl
+    containers: tuple[Container, ...]
+    bound: Container | None
+    fleet_size: int
+    max_containers: int
+
+
+@dataclass(frozen=True, slots=True)
+class Commit:
+    """The crawl is already reserved on ``container`` (a crash or a duplicate came between
+    the reservation and the dispatch): finish the dispatch there."""
+
+    container: Container
+
+
+@dataclass(frozen=True, slots=True)
+class Dispatch:
+    """Reserve a slot on ``container`` (``sticky``: even when full — its session is there)."""
+
+    container: Container
+    sticky: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Start:
+    """Start a new container in ``egress`` for the crawl."""
+
+    egress: Egress
+
+
+@dataclass(frozen=True, slots=True)
+class Wait:
+    """Leave the crawl pending in the backlog; ``reason`` is shown in its status."""
+
+    reason: str
+
+
+Decision = Commit | Dispatch | Start | Wait
+
+
+def decide(snapshot: Snapshot, egress: Egress) -> Decision:
+    """Where a pending crawl goes — a pure function of ``snapshot``: the conductor applies
+    the answer with compare-and-set and decides again on fresh records if it lost a race."""
+    crawl = snapshot.crawl
+    holder = next((c for c in snapshot.containers if crawl.id in c.in_flight), None)
+    if holder is not None:
+        return Commit(holder)
+    if snapshot.bound is not None and accepts_work(snapshot.bound):
+        return Dispatch(snapshot.bound, sticky=True)
+    target = pick_container(snapshot.containers, egress)
+    if target is not None:
+        return Dispatch(target, sticky=False)
+    if snapshot.fleet_size >= snapshot.max_containers:
+        busy = "every container is at its parallel limit" if snapshot.containers else ""
+        detail = f" ({busy})" if busy else ""
+        return Wait(
+            f"waiting: the tenant is at its limit of {snapshot.max_containers} containers{detail}"
+        )
+    return Start(egress)

@@ -15,7 +15,16 @@ import contextlib
 import logging
 
 from core.conductor.fleet import ContainerFleet
-from core.conductor.placement import choose_egress, egress_health, pick_container
+from core.conductor.placement import (
+    Commit,
+    Dispatch,
+    Snapshot,
+    Start,
+    Wait,
+    choose_egress,
+    decide,
+    egress_health,
+)
 from core.conductor.transitions import CrawlTransitions
 from core.errors import Conflict, InvalidRequest
 from core.models import (
@@ -65,34 +74,69 @@ class Router:
             await self._t.finish(crawl, CrawlState.failed, reason=exc.detail)
             return True
         for _ in range(10):
-            containers = await self._candidates(tenant.id)
-            holder = next((c for c in containers if crawl.id in c.in_flight), None)
-            if holder is not None:  # reserved before a crash or a duplicate: finish the job
-                await self._t.commit_dispatch(crawl, holder)
-                return True
-            target, sticky = await self._session_target(tenant, crawl, containers)
-            if target is None:
-                target = pick_container(containers, egress)
-            if target is None:
-                try:
-                    target, bound = await self._start(tenant, crawl, egress)
-                except Conflict:
-                    continue  # the session was bound elsewhere meanwhile: follow it
-                sticky = sticky or bound
-            if target is None:  # the limit may be full of containers started meanwhile, with room
-                target = pick_container(await self._candidates(tenant.id), egress)
-            if target is None:
-                log.info("tenant %s at its container limit; crawl %s waits", tenant.id, crawl.id)
-                return False
-            reserved = await self.fleet.reserve(tenant.id, target.id, crawl.id, force=sticky)
-            if reserved is None:
-                continue  # it filled up or began draining meanwhile: decide again
-            if crawl.spec.session and not sticky and not await self._bind(crawl, reserved):
-                await self.fleet.release(tenant.id, reserved.id, crawl.id)
-                continue  # another instance bound this session elsewhere: follow it
-            await self._t.commit_dispatch(crawl, reserved)
-            return True
+            decision = decide(await self._snapshot(tenant, crawl), egress)
+            match decision:
+                case Commit(container=holder):
+                    await self._t.commit_dispatch(crawl, holder)
+                    return True
+                case Wait(reason=reason):
+                    log.info("crawl %s of tenant %s: %s", crawl.id, tenant.id, reason)
+                    await self._note_wait(crawl, reason)
+                    return False
+                case Dispatch(container=target, sticky=sticky):
+                    if await self._reserve_and_commit(tenant, crawl, target, sticky=sticky):
+                        return True
+                case Start(egress=where):
+                    try:
+                        started, bound = await self._start(tenant, crawl, where)
+                    except Conflict:
+                        continue  # the session was bound elsewhere meanwhile: follow it
+                    if started is not None and await self._reserve_and_commit(
+                        tenant, crawl, started, sticky=bound
+                    ):
+                        return True
         raise Conflict(f"could not place crawl {crawl.id}: too much contention")
+
+    async def _reserve_and_commit(
+        self, tenant: Tenant, crawl: Crawl, target: Container, *, sticky: bool
+    ) -> bool:
+        """Apply a placement; False if a race was lost and the decision must be made again."""
+        reserved = await self.fleet.reserve(tenant.id, target.id, crawl.id, force=sticky)
+        if reserved is None:
+            return False  # it filled up or began draining meanwhile
+        if crawl.spec.session and not sticky and not await self._bind(crawl, reserved):
+            await self.fleet.release(tenant.id, reserved.id, crawl.id)
+            return False  # another instance bound this session elsewhere: follow it
+        await self._t.commit_dispatch(crawl, reserved)
+        return True
+
+    async def _snapshot(self, tenant: Tenant, crawl: Crawl) -> Snapshot:
+        containers = await self.records.live_containers(tenant.id)
+        fleet = await self.records.fleets.get(tenant.id, "fleet")
+        slots = () if fleet is None else fleet.value.containers
+        # a container whose start lost the race for the last slot has a record for a
+        # moment, and must take no work before it is gone
+        candidates = tuple(c for c in containers if c.id in set(slots))
+        bound = await self._session_target(tenant, crawl, list(candidates))
+        return Snapshot(
+            crawl=crawl,
+            containers=candidates,
+            bound=bound,
+            fleet_size=len(slots),
+            max_containers=tenant.quotas.max_containers,
+        )
+
+    async def _note_wait(self, crawl: Crawl, reason: str) -> None:
+        """Show why a crawl waits in its status (written only when the reason changes)."""
+        if crawl.reason == reason:
+            return
+
+        def note(c: Crawl) -> Crawl | None:
+            if c.state is not CrawlState.pending or c.reason == reason:
+                return None
+            return c.model_copy(update={"reason": reason})
+
+        await self.records.crawls.mutate(crawl.tenant_id, crawl.id, note)
 
     async def _start(
         self, tenant: Tenant, crawl: Crawl, egress: Egress
@@ -113,31 +157,23 @@ class Router:
             raise Conflict(f"session {crawl.spec.session!r} was bound elsewhere meanwhile")
         return container, bool(claimed)
 
-    async def _candidates(self, tenant_id: str) -> list[Container]:
-        """Live containers that hold a fleet slot. A container whose start lost the race for
-        the last slot has a record for a moment, and must take no work before it is gone."""
-        containers = await self.records.live_containers(tenant_id)
-        fleet = await self.records.fleets.get(tenant_id, "fleet")
-        slots = set() if fleet is None else set(fleet.value.containers)
-        return [c for c in containers if c.id in slots]
-
     async def _session_target(
         self, tenant: Tenant, crawl: Crawl, containers: list[Container]
-    ) -> tuple[Container | None, bool]:
+    ) -> Container | None:
         if not crawl.spec.session:
-            return None, False
+            return None
         binding = await self.records.sessions.get(tenant.id, crawl.spec.session)
         if binding is None:
-            return None, False
+            return None
         bound = next((c for c in containers if c.id == binding.value.container_id), None)
         if bound is None:  # maybe started after ``containers`` was read: ask its record
             fresh = await self.records.containers.get(tenant.id, binding.value.container_id)
             bound = None if fresh is None else fresh.value
         if bound is not None and bound.state in (ContainerState.ready, ContainerState.starting):
-            return bound, True
+            return bound
         with contextlib.suppress(Conflict):  # its container is gone: the session starts afresh
             await self.records.sessions.delete(binding)
-        return None, False
+        return None
 
     async def _bind(self, crawl: Crawl, container: Container) -> bool:
         assert crawl.spec.session is not None
@@ -156,21 +192,20 @@ class Router:
         return True
 
     async def place_backlog(self, tenant_id: str) -> int:
-        """Place the tenant's oldest pending crawls while there is room. Returns how many."""
+        """Place the tenant's oldest pending crawls while there is room. Returns how many.
+
+        Reads the ``backlog`` index (pending crawls only, oldest first), so pending crawls
+        never starve behind dispatched ones however many those are."""
         tenant = await self.records.tenants.get("tenants", tenant_id)
         if tenant is None:
             return 0
-        entries = sorted(
-            (v.value for v in await self.records.active.query(tenant_id)),
-            key=lambda a: (a.created_at, a.crawl_id),
-        )
         placed = 0
-        for entry in entries[:BACKLOG_BATCH]:
-            crawl = await self.records.crawls.get(tenant_id, entry.crawl_id)
-            if crawl is None:
-                await self.records.active.discard(tenant_id, entry.crawl_id)
-                continue
-            if crawl.value.state is not CrawlState.pending:
+        for entry in await self.records.backlog.query(tenant_id, limit=BACKLOG_BATCH):
+            crawl = await self.records.crawls.get(tenant_id, entry.value.crawl_id)
+            if crawl is None or crawl.value.state is not CrawlState.pending:
+                if crawl is not None and crawl.value.outbox:  # a dispatch whose send failed
+                    await self._t.relay(crawl.value)
+                await self.records.backlog.discard(tenant_id, entry.item.key)
                 continue
             if not await self.place(tenant.value, crawl.value):
                 if not crawl.value.spec.session:

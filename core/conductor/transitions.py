@@ -1,18 +1,24 @@
-"""Crawl state transitions the conductor makes: dispatch (and its undo), finish, requeue.
+"""Crawl state transitions the conductor makes: dispatch, finish, requeue.
 
-Each is a compare-and-set on the crawl record that only applies from the state it expects, so
-a duplicate or late message changes nothing; the container's slot is released alongside.
+Each is a compare-and-set on the crawl record that applies only from the state, container and
+attempt it expects, so a duplicate or late message changes nothing — in particular a report
+about attempt 1 can neither end nor requeue attempt 2 that was dispatched in between. The
+message a transition implies (``RunCrawl``, ``CrawlSubmitted``, ``WebhookDue``) is stored in
+the same write (the outbox) and relayed after; the container's slot is released alongside.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 
 from core.conductor.fleet import ContainerFleet
-from core.messages import CrawlSubmitted, RunCrawl, WebhookDue, encode
-from core.models import Container, ContainerState, Crawl, CrawlCounts, CrawlState
+from core.conductor.outbox import Outbox, publish, send, with_entries
+from core.errors import Conflict
+from core.messages import CrawlSubmitted, RunCrawl, WebhookDue
+from core.models import Container, ContainerState, Crawl, CrawlCounts, CrawlState, OutboxEntry
 from core.ports import Ports
-from core.records import Records
+from core.records import ActiveCrawl, Records, finished_key
 from core.settings import SkycrawlSettings
 
 log = logging.getLogger("skycrawl.conductor")
@@ -20,58 +26,21 @@ log = logging.getLogger("skycrawl.conductor")
 
 class CrawlTransitions:
     def __init__(
-        self, *, ports: Ports, records: Records, settings: SkycrawlSettings, fleet: ContainerFleet
+        self,
+        *,
+        ports: Ports,
+        records: Records,
+        settings: SkycrawlSettings,
+        fleet: ContainerFleet,
+        outbox: Outbox,
     ) -> None:
         self.ports = ports
         self.records = records
         self.settings = settings
         self.fleet = fleet
+        self._outbox = outbox
 
-    async def commit_dispatch(self, crawl: Crawl, container: Container) -> None:
-        now = self.ports.clock.now()
-
-        def dispatch(c: Crawl) -> Crawl | None:
-            if c.state is not CrawlState.pending:
-                return None
-            return c.model_copy(
-                update={
-                    "state": CrawlState.dispatched,
-                    "container_id": container.id,
-                    "attempts": c.attempts + 1,
-                    "dispatched_at": now,
-                    "updated_at": now,
-                }
-            )
-
-        updated, _ = await self.records.crawls.mutate(crawl.tenant_id, crawl.id, dispatch)
-        if updated is None or updated.state is not CrawlState.dispatched:
-            # cancelled (or finished) meanwhile: give the slot back
-            await self.fleet.release(crawl.tenant_id, container.id, crawl.id)
-            return
-        if updated.container_id != container.id:
-            await self.fleet.release(crawl.tenant_id, container.id, crawl.id)
-            return
-        if container.state is ContainerState.ready:
-            try:
-                await self.send_run(updated)
-            except Exception:  # undo, so that whichever retry or timer comes next places it
-                await self.undispatch(updated, container.id)
-                raise
-        await self.fleet.schedule_kill(container)
-
-    async def undispatch(self, crawl: Crawl, container_id: str) -> None:
-        def back(c: Crawl) -> Crawl | None:
-            if c.state is not CrawlState.dispatched or c.attempts != crawl.attempts:
-                return None
-            if c.container_id != container_id:
-                return None
-            update = {"state": CrawlState.pending, "container_id": None, "dispatched_at": None}
-            return c.model_copy(update={**update, "attempts": c.attempts - 1})
-
-        await self.records.crawls.mutate(crawl.tenant_id, crawl.id, back)
-        await self.fleet.release(crawl.tenant_id, container_id, crawl.id)
-
-    async def send_run(self, crawl: Crawl) -> None:
+    def run_entry(self, crawl: Crawl) -> OutboxEntry:
         assert crawl.container_id is not None
         run = RunCrawl(
             container_id=crawl.container_id,
@@ -81,7 +50,52 @@ class CrawlTransitions:
             spec=crawl.spec,
             session=crawl.spec.session,
         )
-        await self.ports.bus.publish(topic=self.settings.dispatch_topic, message=encode(run))
+        return publish(self.settings.dispatch_topic, run)
+
+    async def commit_dispatch(self, crawl: Crawl, container: Container) -> None:
+        """pending → dispatched on ``container`` (reserved there already); a ready container
+        gets its ``RunCrawl`` in the same write, a starting one when it says ready."""
+        now = self.ports.clock.now()
+
+        def dispatch(c: Crawl) -> Crawl | None:
+            if c.state is not CrawlState.pending:
+                return None
+            new = c.model_copy(
+                update={
+                    "state": CrawlState.dispatched,
+                    "container_id": container.id,
+                    "attempts": c.attempts + 1,
+                    "dispatched_at": now,
+                    "updated_at": now,
+                    # why it waited is over; why it was requeued stays, for the tenant
+                    "reason": None if (c.reason or "").startswith("waiting") else c.reason,
+                }
+            )
+            if container.state is ContainerState.ready:
+                return with_entries(new, self.run_entry(new))
+            return new
+
+        updated, _ = await self._outbox.mutate(
+            self.records.crawls, crawl.tenant_id, crawl.id, dispatch
+        )
+        if updated is None or updated.state is not CrawlState.dispatched:
+            # cancelled (or finished) meanwhile: give the slot back
+            await self.fleet.release(crawl.tenant_id, container.id, crawl.id)
+            if updated is not None and updated.state.terminal:
+                await self._drop_indexes(updated)
+            return
+        if updated.container_id != container.id:
+            await self.fleet.release(crawl.tenant_id, container.id, crawl.id)
+            return
+        await self.records.unindex_pending(updated)
+
+    async def relay(self, crawl: Crawl) -> Crawl | None:
+        """Deliver what a crawl record's outbox holds (left by a failed or cut-off relay)."""
+        return await self._outbox.relay(self.records.crawls, crawl.tenant_id, crawl.id, crawl)
+
+    async def send_run(self, crawl: Crawl) -> None:
+        """Publish the crawl's current run again (containers drop runs they already have)."""
+        await self._outbox.deliver(self.run_entry(crawl))
 
     async def finish(
         self,
@@ -90,12 +104,19 @@ class CrawlTransitions:
         *,
         reason: str | None = None,
         counts: CrawlCounts | None = None,
-    ) -> None:
-        """Move a non-terminal crawl to terminal ``state`` (once), then drop it from the index."""
+        expect: tuple[str, int] | None = None,
+    ) -> bool:
+        """Move a non-terminal crawl to terminal ``state`` (once), then drop it from the
+        indexes. ``expect``: only if it is still dispatched to that (container, attempt).
+        True if this call made the change."""
         now = self.ports.clock.now()
 
         def end(c: Crawl) -> Crawl | None:
             if c.state.terminal:
+                return None
+            if expect is not None and (
+                c.state is not CrawlState.dispatched or (c.container_id, c.attempts) != expect
+            ):
                 return None
             update: dict[str, object] = {
                 "state": state,
@@ -105,35 +126,50 @@ class CrawlTransitions:
             }
             if counts is not None:
                 update["counts"] = counts
-            return c.model_copy(update=update)
+            new = c.model_copy(update=update)
+            if c.spec.webhook_url:
+                due = WebhookDue(tenant_id=c.tenant_id, crawl_id=c.id)
+                return with_entries(new, send(self.settings.inbox_queue, due))
+            return new
 
-        final, changed = await self.records.crawls.mutate(crawl.tenant_id, crawl.id, end)
+        final, changed = await self._outbox.mutate(
+            self.records.crawls, crawl.tenant_id, crawl.id, end
+        )
+        if final is not None and final.state.terminal:
+            await self._drop_indexes(final)
+        return changed
+
+    async def _drop_indexes(self, crawl: Crawl) -> None:
+        """A terminal crawl leaves the active index and the backlog, and enters ``finished``
+        (which retention reads)."""
+        if crawl.finished_at is not None:
+            entry = ActiveCrawl(crawl_id=crawl.id, created_at=crawl.finished_at)
+            key = finished_key(crawl.finished_at, crawl.id)
+            if await self.records.finished.get(crawl.tenant_id, key) is None:
+                with contextlib.suppress(Conflict):  # created meanwhile by a duplicate
+                    await self.records.finished.create(crawl.tenant_id, key, entry)
+        await self.records.unindex_pending(crawl)
         await self.records.active.discard(crawl.tenant_id, crawl.id)
-        if changed and final is not None and final.spec.webhook_url:
-            await self.ports.bus.send(
-                queue=self.settings.inbox_queue,
-                message=encode(WebhookDue(tenant_id=crawl.tenant_id, crawl_id=crawl.id)),
-            )
 
     async def requeue(self, crawl: Crawl, container_id: str, *, reason: str) -> None:
-        """Take a crawl back from a container: pending again, or dead-lettered when its
-        attempts are used up."""
-        if crawl.state is not CrawlState.dispatched or crawl.container_id != container_id:
-            await self.fleet.release(crawl.tenant_id, container_id, crawl.id)
-            return
-        if crawl.attempts >= self.settings.max_attempts:
+        """Take a crawl back from a container: pending again (and resubmitted), or
+        dead-lettered when its attempts are used up. Applies only while the crawl is still
+        dispatched to ``container_id`` at the attempt ``crawl`` was read at."""
+        expect = (container_id, crawl.attempts)
+        if crawl.state is CrawlState.dispatched and crawl.attempts >= self.settings.max_attempts:
             await self.finish(
                 crawl,
                 CrawlState.dead_lettered,
                 reason=f"{reason}; gave up after {crawl.attempts} attempts",
+                expect=expect,
             )
-        else:
+        elif crawl.state is CrawlState.dispatched:
             now = self.ports.clock.now()
 
             def back(c: Crawl) -> Crawl | None:
-                if c.state is not CrawlState.dispatched or c.container_id != container_id:
+                if c.state is not CrawlState.dispatched or (c.container_id, c.attempts) != expect:
                     return None
-                return c.model_copy(
+                new = c.model_copy(
                     update={
                         "state": CrawlState.pending,
                         "container_id": None,
@@ -141,11 +177,12 @@ class CrawlTransitions:
                         "reason": reason,
                     }
                 )
+                again = CrawlSubmitted(tenant_id=c.tenant_id, crawl_id=c.id)
+                return with_entries(new, send(self.settings.inbox_queue, again))
 
-            _, changed = await self.records.crawls.mutate(crawl.tenant_id, crawl.id, back)
-            if changed:
-                submitted = CrawlSubmitted(tenant_id=crawl.tenant_id, crawl_id=crawl.id)
-                await self.ports.bus.send(
-                    queue=self.settings.inbox_queue, message=encode(submitted)
-                )
+            back_crawl, changed = await self._outbox.mutate(
+                self.records.crawls, crawl.tenant_id, crawl.id, back
+            )
+            if changed and back_crawl is not None:
+                await self.records.index_pending(back_crawl)
         await self.fleet.release(crawl.tenant_id, container_id, crawl.id)

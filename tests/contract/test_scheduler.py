@@ -1,8 +1,7 @@
-"""Scheduler contract: a message reaches its queue no earlier than ``deliver_at``."""
+"""Scheduler contract: a message reaches its queue no earlier than ``delay_s`` from now."""
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 import pytest
@@ -19,8 +18,7 @@ if TYPE_CHECKING:
 async def scheduled(h: SchedulerHarness, name: str, in_s: float) -> str:
     await h.bus.ensure_queue(name=name)
     message = OutboundMessage(body=b"kill", attributes={"generation": "7"})
-    deliver_at = h.clock.now() + timedelta(seconds=in_s)
-    return await h.scheduler.schedule(queue=name, message=message, deliver_at=deliver_at)
+    return await h.scheduler.schedule(queue=name, message=message, delay_s=in_s)
 
 
 async def visible(h: SchedulerHarness, name: str) -> list[bytes]:
@@ -28,7 +26,7 @@ async def visible(h: SchedulerHarness, name: str) -> list[bytes]:
     return [lease.body for lease in leases]
 
 
-async def test_delivers_no_earlier_than_deliver_at(
+async def test_delivers_no_earlier_than_its_delay(
     scheduler_h: SchedulerHarness, unique: Callable[[str], str]
 ) -> None:
     name = unique("timers")
@@ -41,7 +39,7 @@ async def test_delivers_no_earlier_than_deliver_at(
     assert [(lease.body, lease.attributes["generation"]) for lease in leases] == [(b"kill", "7")]
 
 
-async def test_past_deliver_at_delivers_at_once(
+async def test_a_delay_of_zero_or_less_delivers_at_once(
     scheduler_h: SchedulerHarness, unique: Callable[[str], str]
 ) -> None:
     name = unique("timers")
@@ -80,14 +78,15 @@ async def test_cancel_unknown_handle_is_false(scheduler_h: SchedulerHarness) -> 
     assert await scheduler_h.scheduler.cancel(handle="no-such-timer") is False
 
 
-async def test_naive_deliver_at_is_invalid(
+async def test_a_delay_beyond_the_native_maximum_is_invalid(
     scheduler_h: SchedulerHarness, unique: Callable[[str], str]
 ) -> None:
     name = unique("timers")
     await scheduler_h.bus.ensure_queue(name=name)
+    too_far = scheduler_h.scheduler.capabilities.max_delay_s + 3600
     with pytest.raises(InvalidRequest):
         await scheduler_h.scheduler.schedule(
-            queue=name, message=OutboundMessage(body=b"x"), deliver_at=datetime(2030, 1, 1)
+            queue=name, message=OutboundMessage(body=b"x"), delay_s=too_far
         )
 
 

@@ -15,7 +15,7 @@ import pytest
 
 from core.layout import warc_key
 from core.messages import Heartbeat, encode
-from core.models import Container, Egress
+from core.models import Container, ContainerState, Egress
 from functions.aws import api, bootstrap, conductor, housekeeping
 from functions.aws.bootstrap import AwsStack
 from tests.integration.aws.lambda_events import (
@@ -190,13 +190,20 @@ def test_a_batch_reports_exactly_the_record_that_failed(
 # --------------------------------------------------------------------------- housekeeping
 
 
-def test_scheduled_housekeeping_reaps_a_container_that_never_became_ready(
+def test_scheduled_housekeeping_finishes_a_reap_whose_stop_was_cut_short(
     stack: AwsStack, lambda_context: Any
 ) -> None:
     tenant_id, _ = new_tenant(lambda_context)
     long_ago = stack.ports.clock.now() - timedelta(hours=1)
-    stale = Container(
-        id="c-stale", tenant_id=tenant_id, egress=Egress(name="aws"), started_at=long_ago
+    stale = Container(  # its watchdog found it not ready; the instance died before the stop
+        id="c-stale",
+        tenant_id=tenant_id,
+        egress=Egress(name="aws"),
+        started_at=long_ago,
+        state=ContainerState.draining,
+        stop_requested=True,
+        final_state=ContainerState.failed,
+        reason="not ready within 120s",
     )
     bootstrap.run(stack.records.containers.create(tenant_id, stale.id, stale))
 

@@ -35,12 +35,9 @@ async def test_without_eventbridge_the_core_must_chain(bus: SqsMessageBus) -> No
     assert (scheduler.capabilities.max_delay_s, scheduler.capabilities.can_cancel) == (900, False)
     name = unique("timers")
     await bus.ensure_queue(name=name)
-    later = datetime.now(UTC) + timedelta(seconds=901)
     with pytest.raises(InvalidRequest):
-        await scheduler.schedule(queue=name, message=OutboundMessage(b"x"), deliver_at=later)
-    handle = await scheduler.schedule(
-        queue=name, message=OutboundMessage(b"x"), deliver_at=datetime.now(UTC)
-    )
+        await scheduler.schedule(queue=name, message=OutboundMessage(b"x"), delay_s=901)
+    handle = await scheduler.schedule(queue=name, message=OutboundMessage(b"x"), delay_s=0)
     assert handle.startswith("sqs:")
     assert await scheduler.cancel(handle=handle) is False
 
@@ -53,9 +50,8 @@ async def test_a_long_delay_becomes_a_one_time_schedule(bus: SqsMessageBus) -> N
         bus, scheduler=client("scheduler"), role_arn=ROLE, group=group, clock=clock
     )
     assert scheduler.capabilities.max_delay_s > 900
-    deliver_at = clock.now() + timedelta(hours=2, microseconds=1)
     message = OutboundMessage(b'{"type": "container.kill-timer"}', {"generation": "7"})
-    handle = await scheduler.schedule(queue=name, message=message, deliver_at=deliver_at)
+    handle = await scheduler.schedule(queue=name, message=message, delay_s=7200.000001)
     assert handle.startswith(f"schedule:{group}/skycrawl-")
 
     schedule = client("scheduler").get_schedule(Name=handle.rsplit("/", 1)[1], GroupName=group)
@@ -83,7 +79,7 @@ async def test_a_large_scheduled_body_goes_through_the_claim_check(bus: SqsMessa
     handle = await scheduler.schedule(
         queue=name,
         message=OutboundMessage(body),
-        deliver_at=datetime.now(UTC) + timedelta(days=1),
+        delay_s=86400,
     )
     schedule = client("scheduler").get_schedule(Name=handle.rsplit("/", 1)[1])
     assert len(schedule["Target"]["Input"]) < 8192
@@ -98,8 +94,6 @@ async def test_a_fraction_of_a_second_is_waited_out_not_rounded(bus: SqsMessageB
     await bus.ensure_queue(name=name)
     scheduler = SqsScheduler(bus)
     start = datetime.now(UTC)
-    await scheduler.schedule(
-        queue=name, message=OutboundMessage(b"soon"), deliver_at=start + timedelta(seconds=0.3)
-    )
+    await scheduler.schedule(queue=name, message=OutboundMessage(b"soon"), delay_s=0.3)
     assert datetime.now(UTC) >= start + timedelta(seconds=0.3)
     assert len(await bus.receive(source=Queue(name), visibility_timeout_s=30)) == 1

@@ -29,18 +29,18 @@ def scheduler(clock: FakeClock) -> tuple[CloudTasksScheduler, FakeCloudTasks]:
         timer_url=URL,
         service_account="timers@p.iam.gserviceaccount.com",
         audience="https://api.example.test",
-        bus=None,  # type: ignore[arg-type]  # only a past deliver_at uses the bus
+        bus=None,  # type: ignore[arg-type]  # only a delay of 0 uses the bus
         clock=clock,
     )
     return sched, tasks
 
 
-async def test_a_timer_is_an_authenticated_http_task_due_at_deliver_at() -> None:
+async def test_a_timer_is_an_authenticated_http_task_due_after_its_delay() -> None:
     clock = FakeClock(datetime(2030, 5, 1, tzinfo=UTC))
     sched, tasks = scheduler(clock)
     message = OutboundMessage(b'{"type":"container.kill-timer"}', {"type": "container.kill-timer"})
     due = clock.now() + timedelta(seconds=90, microseconds=5)
-    handle = await sched.schedule(queue="skycrawl-inbox", message=message, deliver_at=due)
+    handle = await sched.schedule(queue="skycrawl-inbox", message=message, delay_s=90.000005)
 
     [task] = tasks.pending()
     assert handle == task.name
@@ -62,9 +62,7 @@ async def test_more_than_30_days_ahead_is_invalid() -> None:
     clock = FakeClock()
     sched, _ = scheduler(clock)
     with pytest.raises(InvalidRequest):
-        await sched.schedule(
-            queue="q", message=OutboundMessage(b"x"), deliver_at=clock.now() + timedelta(days=31)
-        )
+        await sched.schedule(queue="q", message=OutboundMessage(b"x"), delay_s=31 * 86400)
 
 
 @pytest.mark.parametrize(

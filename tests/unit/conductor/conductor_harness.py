@@ -19,7 +19,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +29,7 @@ from adapters.local.provider import engine_env
 from adapters.local.provisioner import DirectoryProvisioner
 from adapters.local.scheduler import SqliteScheduler
 from adapters.local.state_store import SqliteStateStore
-from core.clock import FakeClock
+from core.clock import FakeClock, SkewedClock
 from core.conductor import Conductor, Housekeeper, HousekeepingReport
 from core.errors import Conflict, NotFound
 from core.inbox import drain_inbox
@@ -42,6 +42,7 @@ from core.messages import (
     CrawlCompleted,
     CrawlFailed,
     CrawlSubmitted,
+    DrainContainer,
     Heartbeat,
     KillTimer,
     Progress,
@@ -74,7 +75,7 @@ from core.ports import (
     Subscription,
     dead_letter_queue,
 )
-from core.records import ActiveCrawl, Records
+from core.records import ActiveCrawl, Records, listing_key
 from core.settings import LocalSettings, SkycrawlSettings
 
 START = datetime(2030, 1, 1, tzinfo=UTC)
@@ -90,6 +91,7 @@ DEFAULTS: dict[str, Any] = {
     "heartbeat_interval_s": 5.0,
     "heartbeat_timeout_s": 40.0,
     "stop_grace_s": 1.0,
+    "drain_timeout_s": 2.0,
     "max_attempts": 3,
     "max_deliveries": 5,
     "timer_period_s": 5.0,
@@ -127,6 +129,7 @@ class RecordingRuntime:
         self.started: list[ContainerSpec] = []
         self.stopped: list[str] = []
         self.fail_starts = 0
+        self.fail_stops = 0
         self.on_start: Callable[[ContainerSpec], Awaitable[None]] | None = None
         self.on_stop: Callable[[str], Awaitable[None]] | None = None
         self._states: dict[str, tuple[RunState, int | None]] = {}
@@ -152,6 +155,9 @@ class RecordingRuntime:
         self.set_state(spec.container_id, RunState.running)
 
     async def stop_container(self, *, container_id: str, grace_s: float = 10) -> None:
+        if self.fail_stops > 0:
+            self.fail_stops -= 1
+            raise RuntimeError("the runtime's API timed out")
         if self.on_stop is not None:
             await self.on_stop(container_id)
         self.stopped.append(container_id)
@@ -187,9 +193,10 @@ class SchedulerProbe:
         )
         self.scheduled: list[tuple[datetime, OutboundMessage]] = []
 
-    async def schedule(self, *, queue: str, message: OutboundMessage, deliver_at: datetime) -> str:
+    async def schedule(self, *, queue: str, message: OutboundMessage, delay_s: float) -> str:
+        deliver_at = self._inner._bus.clock.now() + timedelta(seconds=max(0.0, delay_s))
         self.scheduled.append((deliver_at, message))
-        return await self._inner.schedule(queue=queue, message=message, deliver_at=deliver_at)
+        return await self._inner.schedule(queue=queue, message=message, delay_s=delay_s)
 
     async def cancel(self, *, handle: str) -> bool:
         return await self._inner.cancel(handle=handle)
@@ -214,6 +221,7 @@ class Harness:
     sent: list[OutboundMessage] = field(default_factory=list)
     _ids: Iterator[int] = field(default_factory=lambda: itertools.count(1))
     _extra: list[Ports] = field(default_factory=list)
+    engines: dict[str, FakeEngine] = field(default_factory=dict)
 
     @classmethod
     async def create(
@@ -231,9 +239,12 @@ class Harness:
         conductor = _make_conductor(ports, settings, root, ids)
         return cls(root, clock, settings, runtime, ports, probe, conductor, max_delay_s, _ids=ids)
 
-    def another_conductor(self) -> Conductor:
-        """A second conductor instance: its own bus and state clients on the same files."""
+    def another_conductor(self, *, skew_s: float = 0.0) -> Conductor:
+        """A second conductor instance: its own bus and state clients on the same files.
+        ``skew_s``: its own clock is that far off (the services keep the true time)."""
         ports, _ = _open_ports(self.root, self.clock, self.runtime, self.max_delay_s)
+        if skew_s:
+            ports.clock = SkewedClock(self.clock, skew_s)
         self._extra.append(ports)
         return _make_conductor(ports, self.settings, self.root, self._ids)
 
@@ -279,9 +290,10 @@ class Harness:
             updated_at=now,
         )
         await self.records.crawls.create(tenant_id, crawl_id, crawl)
-        await self.records.active.create(
-            tenant_id, crawl_id, ActiveCrawl(crawl_id=crawl_id, created_at=now)
-        )
+        entry = ActiveCrawl(crawl_id=crawl_id, created_at=now)
+        await self.records.active.create(tenant_id, crawl_id, entry)
+        await self.records.listing.create(tenant_id, listing_key(now, crawl_id), entry)
+        await self.records.index_pending(crawl)
         await self.send(CrawlSubmitted(tenant_id=tenant_id, crawl_id=crawl_id))
         return crawl_id
 
@@ -357,6 +369,8 @@ class Harness:
             self.clock.advance(step)
             remaining -= step
             await self.pump()
+            if await self.answer_drains():
+                await self.pump()
 
     async def run_for(self, seconds: float, *, beating: tuple[FakeEngine, ...] = ()) -> None:
         """Like ``advance``, with the housekeeping timer firing every ``timer_period_s``."""
@@ -369,7 +383,19 @@ class Harness:
             await self.housekeeping()
 
     def engine(self, container_id: str, tenant_id: str = "t1") -> FakeEngine:
-        return FakeEngine(self, container_id, tenant_id)
+        """The engine of ``container_id`` (one object per container)."""
+        if container_id not in self.engines:
+            self.engines[container_id] = FakeEngine(self, container_id, tenant_id)
+        return self.engines[container_id]
+
+    async def answer_drains(self) -> int:
+        """Every live engine does what the real one does when told to drain: it says
+        ``ContainerExited`` and exits. Other work stays for ``FakeEngine.work``."""
+        answered = 0
+        for engine in list(self.engines.values()):
+            if engine.alive and await engine.take_drain():
+                answered += 1
+        return answered
 
     # ------------------------------------------------------------------ reading state
 
@@ -476,6 +502,10 @@ class FakeEngine:
     foreign: list[bytes] = field(default_factory=list)  # messages not for this GUID
     attempts: dict[str, int] = field(default_factory=dict)  # crawl -> attempt it runs
     running: set[str] = field(default_factory=set)  # what its heartbeat reports
+    beat_seq: int = 0
+    alive: bool = True  # False once it exited: it answers nothing any more
+    drained: bool = False
+    stash: list[RunCrawl | CancelCrawl] = field(default_factory=list)  # read, not yet taken
 
     @property
     def subscription(self) -> Subscription:
@@ -495,22 +525,43 @@ class FakeEngine:
             ContainerReady(tenant_id=self.tenant_id, container_id=self.id, egress_ip=egress_ip)
         )
 
+    async def take_drain(self) -> bool:
+        """Read the subscription; on ``DrainContainer`` say ``ContainerExited`` and stop."""
+        await self._read()
+        if not self.drained or not self.alive:
+            return False
+        self.alive = False
+        self.harness.runtime.set_state(self.id, RunState.exited, 0)
+        await self.send(
+            ContainerExited(
+                tenant_id=self.tenant_id, container_id=self.id, exit_code=0, reason="drained"
+            )
+        )
+        return True
+
     async def work(self) -> list[RunCrawl | CancelCrawl]:
         """Take (and acknowledge) everything waiting on this container's subscription."""
-        received: list[RunCrawl | CancelCrawl] = []
+        await self._read()
+        received, self.stash = self.stash, []
+        return received
+
+    async def _read(self) -> None:
+        received = self.stash
         while True:
             try:
                 leases = await self.harness.bus.receive(source=self.subscription, max_messages=10)
             except NotFound:  # removed when the container was stopped
-                return received
+                return
             if not leases:
-                return received
+                return
             for lease in leases:
                 message = decode_dispatch(lease.body)
                 if lease.attributes.get("container_id") != self.id or message.container_id != (
                     self.id
                 ):
                     self.foreign.append(lease.body)
+                elif isinstance(message, DrainContainer):
+                    self.drained = True
                 else:
                     received.append(message)
                     if isinstance(message, RunCrawl):
@@ -564,14 +615,19 @@ class FakeEngine:
         )
 
     async def heartbeat(self) -> OutboundMessage:
+        self.beat_seq += 1
         return await self.send(
             Heartbeat(
-                tenant_id=self.tenant_id, container_id=self.id, in_flight=sorted(self.running)
+                tenant_id=self.tenant_id,
+                container_id=self.id,
+                in_flight=sorted(self.running),
+                seq=self.beat_seq,
             )
         )
 
     async def exited(self, exit_code: int = 137, reason: str = "") -> OutboundMessage:
         """The process died: the runtime says so, and so does the message."""
+        self.alive = False
         self.harness.runtime.set_state(self.id, RunState.exited, exit_code)
         return await self.send(
             ContainerExited(
@@ -602,8 +658,8 @@ def kill_timers(harness: Harness) -> list[tuple[datetime, KillTimer]]:
     timers = []
     for deliver_at, outbound in harness.scheduler.scheduled:
         timer = decode_inbox(outbound.body)
-        assert isinstance(timer, KillTimer)
-        timers.append((deliver_at, timer))
+        if isinstance(timer, KillTimer):
+            timers.append((deliver_at, timer))
     return timers
 
 

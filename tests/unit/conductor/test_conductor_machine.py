@@ -115,10 +115,12 @@ class ConductorMachine(RuleBasedStateMachine):
 
     async def _handle(self, who: int) -> None:
         await self.h.pump(self.conductors[who], batch=1)
-        await self._sync()
+        while await self._sync():  # an engine told to drain said it exited: handle that
+            await self.h.pump(self.conductors[who], batch=1)
 
-    async def _sync(self) -> None:
-        """Learn about new containers, stops, and the work each ready container received."""
+    async def _sync(self) -> int:
+        """Learn about new containers, stops, and the work each ready container received;
+        healthy engines told to drain exit (as the real one does). Returns how many did."""
         for spec in self.h.runtime.started:
             if spec.container_id not in self.engines:
                 engine = self.h.engine(spec.container_id)
@@ -138,6 +140,15 @@ class ConductorMachine(RuleBasedStateMachine):
                         message.attempt, model.runs.get(message.crawl_id, 0)
                     )
             assert model.engine.foreign == [], "work for another container reached this one"
+        drained = 0
+        for cid, model in self.engines.items():
+            if model.healthy and model.engine.drained:
+                record = await self.h.container(cid)
+                assert record.in_flight == (), ("told to drain with work", record)
+                assert model.runs == {}, ("told to drain while running", cid, model.runs)
+                await model.engine.take_drain()
+                model.status, drained = "stopped", drained + 1
+        return drained
 
     def _with_status(self, *statuses: str) -> list[str]:
         return sorted(cid for cid, m in self.engines.items() if m.status in statuses)
@@ -166,7 +177,7 @@ class ConductorMachine(RuleBasedStateMachine):
             await self._handle(who)
             if housekeeping:
                 await self.h.housekeeping(self.conductors[who])
-                await self._sync()
+                await self._handle(who)
 
     # ------------------------------------------------------------------ rules
 
@@ -287,7 +298,7 @@ class ConductorMachine(RuleBasedStateMachine):
     def housekeeping(self, who: int) -> None:
         async def step() -> None:
             await self.h.housekeeping(self.conductors[who])
-            await self._sync()
+            await self._handle(who)
 
         self._run(step())
 

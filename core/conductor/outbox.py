@@ -1,0 +1,130 @@
+"""The transactional outbox: a state change and the messages it implies, in one write.
+
+The StateStore offers compare-and-set on one item, not transactions across items or with the
+bus. So a transition that must send something (a dispatch implies ``RunCrawl``, a requeue
+``CrawlSubmitted``, an idle container a kill timer, a drain ``DrainContainer`` and a
+``StopDue`` timer) writes those messages *on the record it changes*, in the same
+compare-and-set (``Crawl.outbox``, ``Container.outbox``). ``relay`` then delivers them and
+clears exactly the entries it delivered. A crash between the write and the relay leaves the
+entries on the record: the handler of the redelivered message, or housekeeping, relays them. Receivers are idempotent, so an entry relayed twice is harmless.
+
+Nothing here reads a clock: a scheduled entry carries a relative delay, measured by the
+scheduler itself.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from typing import Literal, TypeVar
+
+from core.messages import encode
+from core.models import Frozen, OutboxEntry
+from core.ports import OutboundMessage, Ports
+from core.records import Table
+
+R = TypeVar("R", bound=Frozen)
+
+
+Kind = Literal["send", "publish", "schedule"]
+
+
+def _entry(kind: Kind, target: str, message: Frozen, delay_s: float = 0.0) -> OutboxEntry:
+    outbound = encode(message)
+    return OutboxEntry(
+        id=uuid.uuid4().hex,
+        kind=kind,
+        target=target,
+        body=outbound.body.decode(),
+        attributes=dict(outbound.attributes),
+        delay_s=delay_s,
+    )
+
+
+def send(queue: str, message: Frozen) -> OutboxEntry:
+    return _entry("send", queue, message)
+
+
+def publish(topic: str, message: Frozen) -> OutboxEntry:
+    return _entry("publish", topic, message)
+
+
+def schedule(queue: str, message: Frozen, delay_s: float) -> OutboxEntry:
+    return _entry("schedule", queue, message, max(0.0, delay_s))
+
+
+def with_entries(record: R, *entries: OutboxEntry) -> R:
+    """``record`` with ``entries`` appended to its outbox."""
+    current: tuple[OutboxEntry, ...] = getattr(record, "outbox", ())
+    return record.model_copy(update={"outbox": (*current, *entries)})
+
+
+class Outbox:
+    """Relays outbox entries through the ports and clears them from their record."""
+
+    def __init__(self, ports: Ports) -> None:
+        self._ports = ports
+
+    async def deliver(self, entry: OutboxEntry) -> None:
+        message = OutboundMessage(body=entry.body.encode(), attributes=entry.attributes)
+        if entry.kind == "send":
+            await self._ports.bus.send(queue=entry.target, message=message)
+        elif entry.kind == "publish":
+            await self._ports.bus.publish(topic=entry.target, message=message)
+        else:
+            scheduler = self._ports.scheduler
+            delay = min(entry.delay_s, scheduler.capabilities.max_delay_s)
+            await scheduler.schedule(queue=entry.target, message=message, delay_s=delay)
+
+    async def relay(
+        self,
+        table: Table[R],
+        partition: str,
+        key: str,
+        record: R | None,
+        *,
+        only: set[str] | None = None,
+    ) -> R | None:
+        """Deliver ``record``'s outbox (``only``: just the entries with these ids), then
+        remove the delivered entries from the stored record (whatever else changed
+        meanwhile). Returns the record as stored after."""
+        entries: tuple[OutboxEntry, ...] = () if record is None else getattr(record, "outbox", ())
+        if only is not None:
+            entries = tuple(e for e in entries if e.id in only)
+        if not entries:
+            return record
+        for entry in entries:
+            await self.deliver(entry)
+        sent = {e.id for e in entries}
+
+        def clear(current: R) -> R | None:
+            pending: tuple[OutboxEntry, ...] = getattr(current, "outbox", ())
+            rest = tuple(e for e in pending if e.id not in sent)
+            if len(rest) == len(pending):
+                return None
+            return current.model_copy(update={"outbox": rest})
+
+        cleared, _ = await table.mutate(partition, key, clear)
+        return cleared
+
+    async def mutate(
+        self, table: Table[R], partition: str, key: str, change: Callable[[R], R | None]
+    ) -> tuple[R | None, bool]:
+        """``Table.mutate``, then relay the entries this change added. Entries a crashed
+        instance left are relayed by whoever reads the record to repair it (a redelivered
+        message's handler, housekeeping) — not by every write, which would send each entry
+        once more for every handler that touches the record before it is cleared."""
+        added: set[str] = set()
+
+        def tracked(current: R) -> R | None:
+            added.clear()
+            new = change(current)
+            if new is not None:
+                before = {e.id for e in getattr(current, "outbox", ())}
+                added.update(e.id for e in getattr(new, "outbox", ()) if e.id not in before)
+            return new
+
+        value, changed = await table.mutate(partition, key, tracked)
+        if changed and added:
+            value = await self.relay(table, partition, key, value, only=added)
+        return value, changed
