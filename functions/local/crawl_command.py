@@ -1,0 +1,210 @@
+"""``skycrawl crawl`` / ``skycrawl demo``: submit, watch, export — and Ctrl-C.
+
+Flow
+    The crawl is submitted through the API (of a running ``skycrawl up``, or of the stack the
+    command embeds), its progress is shown until it ends, then ``pages.jsonl`` and
+    ``crawl.warc.gz`` are written to ``--out``. Exit status: 0 when every crawl completed and
+    at least one page was fetched; 1 otherwise, with one line naming the most common error
+    when not a single page could be fetched (``skycrawl: no page fetched: connection refused
+    (1 of 1 pages)``); 130 on Ctrl-C.
+
+Ctrl-C (SIGINT, and SIGTERM alike)
+    Cancels every crawl this command submitted (``DELETE /v1/crawls/{id}``), waits until the
+    engine has let go of it, writes what was fetched so far to ``--out`` and exits 130. With
+    an embedded stack it also waits (bounded) until its containers have stopped, so nothing
+    is left running or pending for the next command on that data directory; with a server
+    the server's idle timer stops them as usual. A second Ctrl-C stops waiting: the command
+    writes what is there and leaves (an embedded stack still stops its containers on exit).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import signal
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from core.layout import checkpoint_key
+from functions.local.client import json_or_raise
+from functions.local.progress import TERMINAL, containers_of, wait_for_zero, watch_crawls
+from functions.local.session import Session
+
+EXIT_OK, EXIT_ERROR, EXIT_INTERRUPTED = 0, 1, 130
+RELEASE_WAIT_S = 10.0  # for the conductor to take a cancelled crawl off its container
+FLUSH_WAIT_S = 5.0  # for the engine to store the pages of a cancelled crawl
+
+
+class Interrupts:
+    """SIGINT/SIGTERM while a crawl runs: the first sets ``first``, the second ``second``."""
+
+    def __init__(self) -> None:
+        self.first = asyncio.Event()
+        self.second = asyncio.Event()
+
+    def _signalled(self) -> None:
+        (self.second if self.first.is_set() else self.first).set()
+
+    @contextlib.contextmanager
+    def installed(self) -> Iterator[Interrupts]:
+        loop = asyncio.get_running_loop()
+        signals = (signal.SIGINT, signal.SIGTERM)
+        for signum in signals:
+            loop.add_signal_handler(signum, self._signalled)
+        try:
+            yield self
+        finally:
+            for signum in signals:
+                loop.remove_signal_handler(signum)
+
+
+async def run_crawl(
+    s: Session, body: dict[str, Any], copies: int, out_dir: Path, console: Console
+) -> tuple[int, list[dict[str, Any]]]:
+    """Submit ``body`` ``copies`` times, watch, export; returns (exit code, final statuses)."""
+    tenant_id, key = await s.tenant_key()
+    ids: list[str] = []
+    with Interrupts().installed() as interrupts:
+        watch = asyncio.create_task(
+            _submit_and_watch(s, key, tenant_id, body, copies, ids, console)
+        )
+        stopped = asyncio.create_task(interrupts.first.wait())
+        await asyncio.wait({watch, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        interrupted = interrupts.first.is_set()
+        if interrupted:
+            watch.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watch
+            console.print(f"interrupted: cancelling {', '.join(ids) or 'nothing submitted yet'}")
+            waiting = asyncio.create_task(_cancel_and_settle(s, key, tenant_id, ids, console))
+            forced = asyncio.create_task(interrupts.second.wait())
+            await asyncio.wait({waiting, forced}, return_when=asyncio.FIRST_COMPLETED)
+            for task in (waiting, forced):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        else:
+            stopped.cancel()
+        finals = await watch if not interrupted else [await _status(s, key, i) for i in ids]
+        await export_all(s, key, ids, out_dir)
+    if interrupted:
+        return EXIT_INTERRUPTED, finals
+    if s.embedded:
+        await _scale_to_zero(s, tenant_id, console)
+    completed = all(f["status"] == "completed" for f in finals)
+    return (EXIT_OK if completed and _fetched(finals) else EXIT_ERROR), finals
+
+
+async def _submit_and_watch(
+    s: Session,
+    key: str,
+    tenant_id: str,
+    body: dict[str, Any],
+    copies: int,
+    ids: list[str],
+    console: Console,
+) -> list[dict[str, Any]]:
+    for _ in range(max(1, copies)):
+        created = json_or_raise(await s.client.call("POST", "/v1/crawls", key=key, body=body))
+        ids.append(str(created["id"]))
+    return await watch_crawls(s, key, tenant_id, ids, console)
+
+
+async def _status(s: Session, key: str, crawl_id: str) -> dict[str, Any]:
+    status: dict[str, Any] = await s.get(f"/v1/crawls/{crawl_id}", key)
+    return status
+
+
+async def _cancel_and_settle(
+    s: Session, key: str, tenant_id: str, ids: list[str], console: Console
+) -> None:
+    """Cancel each crawl, then wait until its pages are stored and its containers let go."""
+    asked = time.time()
+    for crawl_id in ids:
+        response = await s.client.call("DELETE", f"/v1/crawls/{crawl_id}", key=key)
+        if response.status not in (202, 409):  # 409: it had finished already
+            json_or_raise(response)
+    if s.embedded:  # stopping its containers flushes their pages; wait for scale to zero
+        await _scale_to_zero(s, tenant_id, console)
+        return
+    await _released(s, tenant_id, ids)
+    await _flushed(s, tenant_id, ids, asked)
+
+
+async def _released(s: Session, tenant_id: str, ids: list[str]) -> None:
+    """Until no container of the tenant holds one of ``ids`` (the cancel reached it)."""
+    deadline = time.monotonic() + RELEASE_WAIT_S
+    while time.monotonic() < deadline:
+        held = {c for item in await containers_of(s, tenant_id) for c in item["in_flight"]}
+        if not held & set(ids):
+            return
+        await asyncio.sleep(0.2)
+
+
+async def _flushed(s: Session, tenant_id: str, ids: list[str], since: float) -> None:
+    """Until each crawl's checkpoint was saved after ``since``: the engine saves it right
+    after it stored the pages of a cancelled crawl (a crawl that never started has none)."""
+    blobs = s.data_dir.resolve() / "blobs"
+    paths = [blobs / checkpoint_key(tenant_id, crawl_id) for crawl_id in ids]
+    for _ in range(int(FLUSH_WAIT_S / 0.1)):
+        if not await asyncio.to_thread(_any_older, paths, since):
+            return
+        await asyncio.sleep(0.1)
+
+
+def _any_older(paths: list[Path], since: float) -> bool:
+    return any(p.exists() and p.stat().st_mtime < since for p in paths)
+
+
+async def _scale_to_zero(s: Session, tenant_id: str, console: Console) -> None:
+    assert s.stack is not None
+    settings = s.stack.settings
+    budget = settings.idle_ttl_s + 2 * settings.timer_period_s + settings.stop_grace_s + 5
+    stopped = await wait_for_zero(s, tenant_id, budget, console)
+    console.print(
+        "containers: all stopped (scaled to zero)" if stopped else "containers: some still running"
+    )
+
+
+async def export_all(s: Session, key: str, ids: list[str], out_dir: Path) -> None:
+    await asyncio.to_thread(out_dir.mkdir, parents=True, exist_ok=True)
+    for index, crawl_id in enumerate(ids):
+        suffix = "" if len(ids) == 1 else f"-{index + 1}"
+        await _export(s, key, crawl_id, out_dir / f"pages{suffix}.jsonl", "jsonl")
+        await _export(s, key, crawl_id, out_dir / f"crawl{suffix}.warc.gz", "warc")
+
+
+async def _export(s: Session, key: str, crawl_id: str, path: Path, fmt: str) -> None:
+    response = await s.client.call(
+        "GET", f"/v1/crawls/{crawl_id}/export", key=key, query={"format": fmt}
+    )
+    if response.status >= 400:
+        json_or_raise(response)
+    await asyncio.to_thread(path.write_bytes, response.body)
+
+
+def _fetched(finals: list[dict[str, Any]]) -> int:
+    return sum(int(f.get("counts", {}).get("fetched", 0)) for f in finals)
+
+
+def nothing_fetched_line(finals: list[dict[str, Any]], out_dir: Path) -> str | None:
+    """``no page fetched: connection refused (1 of 1 pages)`` when no crawl fetched a page."""
+    if not finals or _fetched(finals) or any(f["status"] not in TERMINAL for f in finals):
+        return None
+    errors: Counter[str] = Counter()
+    for path in sorted(out_dir.glob("pages*.jsonl")):
+        for line in path.read_text().splitlines():
+            row = json.loads(line)
+            status = row.get("status")
+            errors[row.get("error") or (f"HTTP {status}" if status else "no response")] += 1
+    if not errors:
+        reason = next((f["reason"] for f in finals if f.get("reason")), None)
+        return f"no page fetched: {reason or 'the crawl found no page to fetch'}"
+    error, count = errors.most_common(1)[0]
+    return f"no page fetched: {error} ({count} of {errors.total()} pages)"
