@@ -119,7 +119,9 @@ async def _crawl(
     ) as s:
         if s.server_url:
             err.print(f"using the running server on {s.server_url}")
-            if args.allow_cidr:
+            if command == "skycrawl demo":
+                err.print("note: the demo site is on 127.0.0.1: the server needs that allowed")
+            elif args.allow_cidr:
                 err.print("note: --allow-cidr applies to embedded stacks; the server's own applies")
         body: dict[str, Any] = {
             "seeds": urls,

@@ -93,8 +93,8 @@ async def run_crawl(
             stopped.cancel()
         finals = await watch if not interrupted else [await _status(s, key, i) for i in ids]
         await export_all(s, key, ids, out_dir)
-    if interrupted:
-        return EXIT_INTERRUPTED, finals
+    if interrupted:  # counts of a cancelled crawl stop at its last progress: count the export
+        return EXIT_INTERRUPTED, [_counted(f, out_dir, len(ids), i) for i, f in enumerate(finals)]
     if s.embedded:
         await _scale_to_zero(s, tenant_id, console)
     completed = all(f["status"] == "completed" for f in finals)
@@ -126,7 +126,10 @@ async def _cancel_and_settle(
 ) -> None:
     """Cancel each crawl, then wait until its pages are stored and its containers let go."""
     asked = time.time()
+    running = []  # dispatched to an engine, which stores its pages when it stops the crawl
     for crawl_id in ids:
+        if (await _status(s, key, crawl_id))["status"] == "dispatched":
+            running.append(crawl_id)
         response = await s.client.call("DELETE", f"/v1/crawls/{crawl_id}", key=key)
         if response.status not in (202, 409):  # 409: it had finished already
             json_or_raise(response)
@@ -134,7 +137,7 @@ async def _cancel_and_settle(
         await _scale_to_zero(s, tenant_id, console)
         return
     await _released(s, tenant_id, ids)
-    await _flushed(s, tenant_id, ids, asked)
+    await _flushed(s, tenant_id, running, asked)
 
 
 async def _released(s: Session, tenant_id: str, ids: list[str]) -> None:
@@ -148,8 +151,11 @@ async def _released(s: Session, tenant_id: str, ids: list[str]) -> None:
 
 
 async def _flushed(s: Session, tenant_id: str, ids: list[str], since: float) -> None:
-    """Until each crawl's checkpoint was saved after ``since``: the engine saves it right
-    after it stored the pages of a cancelled crawl (a crawl that never started has none)."""
+    """Until each crawl's checkpoint was saved after ``since`` (bounded): the engine saves
+    it right after it stored the pages of a crawl it stopped. The server shares this data
+    directory, so its blob files are read here directly. A periodic checkpoint that lands
+    between the cancel and the engine seeing it ends the wait early: pages of that last
+    instant are then missing from ``--out`` (they are in the crawl's own export)."""
     blobs = s.data_dir.resolve() / "blobs"
     paths = [blobs / checkpoint_key(tenant_id, crawl_id) for crawl_id in ids]
     for _ in range(int(FLUSH_WAIT_S / 0.1)):
@@ -159,7 +165,8 @@ async def _flushed(s: Session, tenant_id: str, ids: list[str], since: float) -> 
 
 
 def _any_older(paths: list[Path], since: float) -> bool:
-    return any(p.exists() and p.stat().st_mtime < since for p in paths)
+    """Some checkpoint is missing or older than ``since``."""
+    return any(not p.exists() or p.stat().st_mtime < since for p in paths)
 
 
 async def _scale_to_zero(s: Session, tenant_id: str, console: Console) -> None:
@@ -172,12 +179,27 @@ async def _scale_to_zero(s: Session, tenant_id: str, console: Console) -> None:
     )
 
 
+def _pages_file(out_dir: Path, copies: int, index: int) -> tuple[Path, Path]:
+    suffix = "" if copies == 1 else f"-{index + 1}"
+    return out_dir / f"pages{suffix}.jsonl", out_dir / f"crawl{suffix}.warc.gz"
+
+
+def _counted(final: dict[str, Any], out_dir: Path, copies: int, index: int) -> dict[str, Any]:
+    """``final`` with its page counts taken from the exported ``pages.jsonl``."""
+    rows = [json.loads(line) for line in _pages_file(out_dir, copies, index)[0].open()]
+    failed = sum(1 for r in rows if r.get("error") or (r.get("status") or 1000) >= 400)
+    size = sum(int(r.get("bytes") or 0) for r in rows)
+    counts = {**final.get("counts", {}), "fetched": len(rows) - failed, "failed": failed}
+    counts["bytes"] = max(size, int(counts.get("bytes") or 0))
+    return {**final, "counts": counts}
+
+
 async def export_all(s: Session, key: str, ids: list[str], out_dir: Path) -> None:
     await asyncio.to_thread(out_dir.mkdir, parents=True, exist_ok=True)
     for index, crawl_id in enumerate(ids):
-        suffix = "" if len(ids) == 1 else f"-{index + 1}"
-        await _export(s, key, crawl_id, out_dir / f"pages{suffix}.jsonl", "jsonl")
-        await _export(s, key, crawl_id, out_dir / f"crawl{suffix}.warc.gz", "warc")
+        pages, warc = _pages_file(out_dir, len(ids), index)
+        await _export(s, key, crawl_id, pages, "jsonl")
+        await _export(s, key, crawl_id, warc, "warc")
 
 
 async def _export(s: Session, key: str, crawl_id: str, path: Path, fmt: str) -> None:

@@ -45,9 +45,11 @@ def _interrupt(proc: subprocess.Popen[str], served: list[str], data_dir: Path) -
     return stdout, stderr
 
 
-def _crawl_id(stdout: str) -> str:
+def _crawl_id(stdout: str, pages: list[dict[str, Any]]) -> str:
+    """The id in the summary line, which counts the pages written to ``--out``."""
     found = re.search(r"crawl (cr_\w+) cancelled: (\d+) pages fetched", stdout)
     assert found, stdout
+    assert int(found.group(2)) == len(pages), stdout
     return found.group(1)
 
 
@@ -88,7 +90,7 @@ def test_ctrl_c_on_an_embedded_crawl_cancels_it_and_keeps_its_pages(
     crawls, containers = _state(data_dir)
     assert [c["status"] for c in crawls] == ["cancelled"]
     assert containers == [], "no container left ready, starting or draining"
-    assert _crawl_id(stdout) == crawls[0]["id"]
+    assert _crawl_id(stdout, pages) == crawls[0]["id"]
     _assert_not_revived(tmp_path, served, args)
     assert [c["status"] for c in _state(data_dir)[0]] == ["completed", "cancelled"]
 
@@ -108,7 +110,7 @@ def test_ctrl_c_on_a_crawl_sent_to_a_server_cancels_it(
         auth = {"authorization": f"Bearer {key}"}
         crawls = httpx.get(f"{base}/v1/crawls", headers=auth).json()["items"]
         assert [c["status"] for c in crawls] == ["cancelled"]
-        assert _crawl_id(stdout) == crawls[0]["id"]
+        assert _crawl_id(stdout, pages) == crawls[0]["id"]
         time.sleep(1.5)  # the cancel has reached the engine: the site sees no more requests
         settled = len(served)
         time.sleep(1.5)
