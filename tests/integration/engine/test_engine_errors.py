@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import ssl
 
+import trustme
 from aiohttp import web
 from aiohttp.abc import AbstractResolver, ResolveResult
 from engine_sites import Site, StaticResolver, engine_settings, links_page, text
@@ -54,6 +56,24 @@ async def test_tls_to_a_plain_http_server_says_tls_error(serve, fetchers) -> Non
     assert result.error is not None
     assert result.error.startswith("TLS error: "), result.error
     assert len(result.error) < 200
+
+
+async def test_an_untrusted_certificate_says_so(fetchers) -> None:
+    ca = trustme.CA()  # a CA nobody trusts, and a certificate it issued for 127.0.0.1
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(context)
+    app = web.Application()
+    app.router.add_get("/", text("secret"))
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0, ssl_context=context).start()
+    try:
+        port = runner.addresses[0][1]
+        result = await fetchers().fetch(f"https://127.0.0.1:{port}/")
+    finally:
+        await runner.cleanup()
+    assert result.error_kind is FetchError.tls
+    assert result.error == "TLS error: certificate: unable to get local issuer certificate"
 
 
 async def test_a_timeout_says_timed_out(serve, fetchers) -> None:
