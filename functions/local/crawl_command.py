@@ -25,7 +25,7 @@ import json
 import signal
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Awaitable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -54,14 +54,16 @@ class Interrupts:
     @contextlib.contextmanager
     def installed(self) -> Iterator[Interrupts]:
         loop = asyncio.get_running_loop()
-        signals = (signal.SIGINT, signal.SIGTERM)
-        for signum in signals:
+        previous = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
+        for signum in previous:
             loop.add_signal_handler(signum, self._signalled)
         try:
             yield self
         finally:
-            for signum in signals:
+            for signum, handler in previous.items():
                 loop.remove_signal_handler(signum)
+                if handler is not None:  # asyncio.run's own Ctrl-C handling, again
+                    signal.signal(signum, handler)
 
 
 async def run_crawl(
@@ -71,29 +73,19 @@ async def run_crawl(
     tenant_id, key = await s.tenant_key()
     ids: list[str] = []
     with Interrupts().installed() as interrupts:
-        watch = asyncio.create_task(
-            _submit_and_watch(s, key, tenant_id, body, copies, ids, console)
-        )
-        stopped = asyncio.create_task(interrupts.first.wait())
-        await asyncio.wait({watch, stopped}, return_when=asyncio.FIRST_COMPLETED)
-        interrupted = interrupts.first.is_set()
-        if interrupted:
-            watch.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await watch
+        # a signal only sets an event: a submission is never cut off with its id unknown
+        for _ in range(max(1, copies)):
+            if interrupts.first.is_set():
+                break
+            created = json_or_raise(await s.client.call("POST", "/v1/crawls", key=key, body=body))
+            ids.append(str(created["id"]))
+        finals = await _watch_until_interrupted(s, key, tenant_id, ids, interrupts, console)
+        if finals is None:
             console.print(f"interrupted: cancelling {', '.join(ids) or 'nothing submitted yet'}")
-            waiting = asyncio.create_task(_cancel_and_settle(s, key, tenant_id, ids, console))
-            forced = asyncio.create_task(interrupts.second.wait())
-            await asyncio.wait({waiting, forced}, return_when=asyncio.FIRST_COMPLETED)
-            for task in (waiting, forced):
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
-        else:
-            stopped.cancel()
-        finals = await watch if not interrupted else [await _status(s, key, i) for i in ids]
+            await _first_of(_cancel_and_settle(s, key, tenant_id, ids, console), interrupts.second)
+            finals = [await _status(s, key, crawl_id) for crawl_id in ids]
         await export_all(s, key, ids, out_dir)
-    if interrupted:  # counts of a cancelled crawl stop at its last progress: count the export
+    if interrupts.first.is_set():  # a cancelled crawl's counts stop at its last progress
         return EXIT_INTERRUPTED, [_counted(f, out_dir, len(ids), i) for i, f in enumerate(finals)]
     if s.embedded:
         await _scale_to_zero(s, tenant_id, console)
@@ -101,19 +93,36 @@ async def run_crawl(
     return (EXIT_OK if completed and _fetched(finals) else EXIT_ERROR), finals
 
 
-async def _submit_and_watch(
+async def _watch_until_interrupted(
     s: Session,
     key: str,
     tenant_id: str,
-    body: dict[str, Any],
-    copies: int,
     ids: list[str],
+    interrupts: Interrupts,
     console: Console,
-) -> list[dict[str, Any]]:
-    for _ in range(max(1, copies)):
-        created = json_or_raise(await s.client.call("POST", "/v1/crawls", key=key, body=body))
-        ids.append(str(created["id"]))
-    return await watch_crawls(s, key, tenant_id, ids, console)
+) -> list[dict[str, Any]] | None:
+    """The crawls' final statuses, or None when interrupted first."""
+    if interrupts.first.is_set():
+        return None
+    watch = asyncio.create_task(watch_crawls(s, key, tenant_id, ids, console))
+    finished = await _first_of(watch, interrupts.first)
+    return watch.result() if finished else None
+
+
+async def _first_of(work: Awaitable[Any], event: asyncio.Event) -> bool:
+    """Run ``work`` until it ends (True) or ``event`` is set (False, ``work`` cancelled)."""
+    task = asyncio.ensure_future(work)
+    waiter = asyncio.create_task(event.wait())
+    await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
+    for pending in (task, waiter):
+        if not pending.done():
+            pending.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await pending
+    if task.cancelled():
+        return False
+    task.result()  # re-raise what the work raised
+    return True
 
 
 async def _status(s: Session, key: str, crawl_id: str) -> dict[str, Any]:
