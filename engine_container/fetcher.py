@@ -24,7 +24,8 @@ Errors
     ``status=None`` with ``error_kind`` (``FetchError``) and one short, stable ``error`` that
     lands in the page record: ``connection refused``, ``connection reset``, ``host
     unreachable``, ``server disconnected``, ``DNS lookup failed: <host>``, ``TLS error:
-    <reason>`` (``TLS error: certificate: <why>`` for verification), ``timed out``, or the SSRF
+    <reason>`` (``TLS error: certificate: <why>`` for verification), ``timed out``, ``proxy:
+    connection refused`` / ``proxy answered 407 ...`` (the egress proxy itself), or the SSRF
     guard's refusal. ``connect`` and ``timeout`` are transient (retried by the crawler);
     ``dns`` (the name does not exist), ``tls`` and refusals are not.
 
@@ -455,6 +456,10 @@ def classify_error(exc: BaseException) -> tuple[FetchError, str]:
         return FetchError.tls, _short(f"TLS error: {_ssl_reason(exc.certificate_error)}")
     if isinstance(exc, aiohttp.ClientSSLError):
         return FetchError.tls, _short(f"TLS error: {_ssl_reason(exc.os_error)}")
+    if isinstance(exc, aiohttp.ClientProxyConnectionError):
+        return FetchError.connect, f"proxy: {_errno_reason(exc.os_error)}"
+    if isinstance(exc, aiohttp.ClientHttpProxyError):
+        return FetchError.connect, _short(f"proxy answered {exc.status} {exc.message}")
     if isinstance(exc, aiohttp.ClientConnectorError):
         cause = exc.os_error
         if isinstance(exc, aiohttp.ClientConnectorDNSError) or isinstance(cause, socket.gaierror):

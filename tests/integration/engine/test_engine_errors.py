@@ -134,3 +134,11 @@ async def test_a_failed_robots_fetch_is_retried_before_giving_up(serve, crawl) -
     outcome = await crawl([site.url("/")])
     assert site.hits["/robots.txt"] == 2
     assert outcome.counts.fetched == 2
+
+
+async def test_a_dead_proxy_is_named_as_the_proxy(serve, fetchers) -> None:
+    site: Site = await serve({"/": text("hello")})
+    settings = engine_settings(proxy_url=f"http://127.0.0.1:{_closed_port()}")
+    result = await fetchers(settings).fetch(site.url("/"))
+    assert result.error == "proxy: connection refused"
+    assert sum(site.hits.values()) == 0
