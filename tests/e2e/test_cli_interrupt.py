@@ -4,6 +4,7 @@ and leaves nothing running or pending — with an embedded stack and with ``skyc
 from __future__ import annotations
 
 import json
+import os
 import re
 import signal
 import subprocess
@@ -21,6 +22,17 @@ from tests.e2e.cli_support import engine_processes, run_cli, serve_site, skycraw
 
 pytestmark = pytest.mark.e2e
 SLOW = {"delay_s": 0.1}  # an endless site: every page links to five new ones
+ENGINE_GROUPS: dict[Path, list[int]] = {}  # process groups of the engines, seen before Ctrl-C
+
+
+def _groups_gone(data_dir: Path) -> bool:
+    for pgid in ENGINE_GROUPS[data_dir]:
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            continue
+        return False
+    return True
 
 
 def _wait_for(predicate: Any, timeout: float, what: str) -> None:
@@ -36,6 +48,10 @@ def _interrupt(proc: subprocess.Popen[str], served: list[str], data_dir: Path) -
     """Wait until the crawl is fetching pages, Ctrl-C it; returns (stdout, stderr)."""
     _wait_for(lambda: len(served) >= 8, 60, "the crawl to fetch pages")
     assert engine_processes(data_dir), "an engine runs the crawl"
+    ENGINE_GROUPS[data_dir] = [
+        json.loads(p.read_text())["pgid"] for p in (data_dir / "logs").glob("*.pid")
+    ]
+    assert ENGINE_GROUPS[data_dir]
     proc.send_signal(signal.SIGINT)
     started = time.monotonic()
     stdout, stderr = proc.communicate(timeout=30)
@@ -86,6 +102,7 @@ def test_ctrl_c_on_an_embedded_crawl_cancels_it_and_keeps_its_pages(
     assert pages, "what was fetched before Ctrl-C is in --out"
     assert all(p["status"] == 200 for p in pages)
     assert engine_processes(data_dir) == [], "no engine left running"
+    assert _groups_gone(data_dir), "no process left in an engine's process group"
     assert not list((data_dir / "logs").glob("*.pid"))
     crawls, containers = _state(data_dir)
     assert [c["status"] for c in crawls] == ["cancelled"]
@@ -117,6 +134,7 @@ def test_ctrl_c_on_a_crawl_sent_to_a_server_cancels_it(
         assert len(served) == settled
         # the server's idle timer (2 s) scales its container to zero
         _wait_for(lambda: engine_processes(data_dir) == [], 20, "the container to stop")
+        _wait_for(lambda: _groups_gone(data_dir), 5, "the engine's process group to go")
         _assert_not_revived(tmp_path, served, [])
         assert server.poll() is None
 
