@@ -12,7 +12,15 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.cli_support import SKYCRAWL, cli_env, free_port, run_cli, serve_site, skycrawl_up
+from tests.e2e.cli_support import (
+    SKYCRAWL,
+    cli_env,
+    free_port,
+    run_cli,
+    serve_site,
+    skycrawl_up,
+    start_cli,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -54,15 +62,19 @@ def test_a_crawl_while_the_server_holds_the_dir_goes_through_it(
     tmp_path: Path, server: tuple[subprocess.Popen[str], str]
 ) -> None:
     first, url = server
-    with serve_site(pages=5) as site:
-        result = run_cli(["crawl", site.url, "--out", "out"], tmp_path)
-    assert result.returncode == 0, result.stderr
-    assert f"using the running server on {url}" in result.stderr
-    assert "in use" not in result.stderr
     logs = tmp_path / ".skycrawl" / "logs"
-    owners = {json.loads(p.read_text())["parent_pid"] for p in logs.glob("*.pid")}
-    assert owners <= {first.pid}, "containers belong to the server, not to the CLI"
-    assert len((tmp_path / "out" / "pages.jsonl").read_text().splitlines()) == 5
+    owners: set[int] = set()
+    with serve_site(pages=20, delay_s=0.1) as site:
+        crawl = start_cli(["crawl", site.url, "--out", "out"], tmp_path)
+        while crawl.poll() is None:  # while it runs, see who started its container
+            owners |= {json.loads(p.read_text())["parent_pid"] for p in logs.glob("*.pid")}
+            time.sleep(0.1)
+        _, stderr = crawl.communicate()
+    assert crawl.returncode == 0, stderr
+    assert f"using the running server on {url}" in stderr
+    assert "in use" not in stderr
+    assert owners == {first.pid}, "the container belongs to the server, not to the CLI"
+    assert len((tmp_path / "out" / "pages.jsonl").read_text().splitlines()) == 20
 
 
 def test_an_ephemeral_crawl_holds_the_dir_against_up(tmp_path: Path) -> None:

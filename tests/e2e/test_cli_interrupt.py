@@ -56,7 +56,7 @@ def _interrupt(proc: subprocess.Popen[str], served: list[str], data_dir: Path) -
     started = time.monotonic()
     stdout, stderr = proc.communicate(timeout=30)
     assert proc.returncode == 130, stderr
-    assert time.monotonic() - started < 15, "Ctrl-C ends the command within seconds"
+    assert time.monotonic() - started < 20, "Ctrl-C ends the command within seconds (~4 s idle)"
     assert "Traceback" not in stderr
     return stdout, stderr
 
