@@ -100,6 +100,8 @@ class Crawler:
                 user_agent=spec.headers.get("user-agent", settings.user_agent),
                 ttl_s=settings.robots_ttl_s,
                 session_key=self._session_key,
+                retries=settings.retries,
+                retry_base_s=settings.retry_base_s,
             )
             if spec.respect_robots
             else None
@@ -171,7 +173,7 @@ class Crawler:
         if self._robots is not None:
             rules = await self._robots.rules_for(target)
             if not rules.can_fetch(item.url, self._robots_agent()):
-                return None, "disallowed by robots.txt"
+                return None, rules.reason
             delay = rules.crawl_delay
         result = await self._fetch(item.url, target.raw_host or "", delay)
         return result, result.error

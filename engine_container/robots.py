@@ -5,9 +5,16 @@ Rules
       redirects are followed by the fetcher (up to ``max_redirects``).
     * 4xx ("unavailable"): everything is allowed, except 429, which is treated like 5xx.
     * 5xx, 429, timeouts and network errors ("unreachable"): everything is disallowed, cached
-      for only ``UNREACHABLE_TTL_S`` so that a site back up is crawled again soon.
+      for only ``UNREACHABLE_TTL_S`` so that a site back up is crawled again soon. A transient
+      failure (connection trouble, timeout, 429, 5xx) is first retried ``retries`` times with
+      backoff, so one dropped connection does not disallow a whole site.
     * The SSRF guard refusing the robots URL disallows everything (the pages would be refused
       anyway).
+
+    The verdict says why (``RobotsRules.reason``), and that is what a refused page's record
+    says: ``disallowed by robots.txt`` only when a robots.txt was read and disallows it;
+    ``robots.txt unreachable: connection refused`` (``: HTTP 503``, ``: DNS lookup failed:
+    <host>``, ...) when none could be read; the guard's refusal when it refused the origin.
 
 One ``RobotsCache`` per crawl is typical; results are cached per origin for ``ttl_s``
 (``SKYCRAWL_ROBOTS_TTL_S``, at most 24 h) and at most ``max_origins`` origins are kept (least
@@ -18,6 +25,7 @@ the matching group is exposed as ``RobotsRules.crawl_delay`` for politeness.
 from __future__ import annotations
 
 import asyncio
+import random
 import time
 from collections import OrderedDict
 from collections.abc import Callable
@@ -27,7 +35,7 @@ from typing import Any
 from protego import Protego
 from yarl import URL
 
-from engine_container.fetcher import FetchClient, FetchError
+from engine_container.fetcher import FetchClient, FetchError, FetchResult
 
 MAX_ROBOTS_BYTES = 512 * 1024
 UNREACHABLE_TTL_S = 60.0
@@ -41,6 +49,7 @@ class RobotsRules:
     allow_all: bool = True
     crawl_delay: float | None = None
     status: str = "missing"  # parsed | missing | unreachable
+    reason: str = "disallowed by robots.txt"  # why a URL is not fetched, for its page record
 
     def can_fetch(self, url: str, user_agent: str) -> bool:
         if self.parser is None:
@@ -68,6 +77,8 @@ class RobotsCache:
         max_origins: int = 10_000,
         session_key: str | None = None,
         clock: Callable[[], float] = time.monotonic,
+        retries: int = 2,
+        retry_base_s: float = 0.5,
     ) -> None:
         self._fetcher = fetcher
         self._user_agent = user_agent
@@ -75,6 +86,8 @@ class RobotsCache:
         self._max = max_origins
         self._session_key = session_key
         self._clock = clock
+        self._retries = retries
+        self._retry_base_s = retry_base_s
         self._rules: OrderedDict[str, tuple[float, RobotsRules]] = OrderedDict()
         self._pending: dict[str, asyncio.Future[RobotsRules]] = {}
         self.fetches = 0
@@ -118,16 +131,30 @@ class RobotsCache:
         while len(self._rules) > self._max:
             self._rules.popitem(last=False)
 
+    async def _fetch_with_retries(self, origin: str) -> FetchResult:
+        attempt = 0
+        while True:
+            self.fetches += 1
+            result = await self._fetcher.fetch(
+                f"{origin}/robots.txt", session_key=self._session_key, any_type=True
+            )
+            if attempt >= self._retries or not _transient(result):
+                return result
+            await asyncio.sleep(random.uniform(0, self._retry_base_s * 2**attempt))
+            attempt += 1
+
     async def _fetch(self, origin: str) -> RobotsRules:
-        self.fetches += 1
-        result = await self._fetcher.fetch(
-            f"{origin}/robots.txt", session_key=self._session_key, any_type=True
-        )
+        result = await self._fetch_with_retries(origin)
         status = result.status
         if result.error_kind is FetchError.redirects:
             return ALLOW_ALL  # RFC 9309 2.3.1.2: too many redirects is "unavailable"
+        if result.error_kind is FetchError.unsafe:  # the page itself would be refused so
+            return RobotsRules(allow_all=False, status="unreachable", reason=result.error or "")
         if status is None or status >= 500 or status == 429:
-            return RobotsRules(allow_all=False, status="unreachable")
+            why = result.error or f"HTTP {status}"
+            return RobotsRules(
+                allow_all=False, status="unreachable", reason=f"robots.txt unreachable: {why}"
+            )
         if status >= 300:  # 4xx, or a redirect without Location
             return ALLOW_ALL
         text = result.body[:MAX_ROBOTS_BYTES].decode("utf-8", errors="replace")
@@ -138,3 +165,9 @@ class RobotsCache:
             crawl_delay=float(delay) if delay is not None else None,
             status="parsed",
         )
+
+
+def _transient(result: FetchResult) -> bool:
+    if result.error_kind is not None:
+        return result.error_kind.transient
+    return result.status in (429, 500, 502, 503, 504)

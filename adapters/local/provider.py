@@ -10,10 +10,15 @@
                                subprocess (SubprocessRuntime)
     <data_dir>/tenants/        one directory and tenant.sqlite3 per tenant
                                (DirectoryProvisioner)
+    <data_dir>/lock            flock of the one control-plane process on this directory, and
+                               its pid, command and start (DataDirLock, taken by the local
+                               stack: functions/local/bootstrap.py)
 
 Engine subprocesses find the same files through ``engine_env`` (``SKYCRAWL_PROVIDER=local``
-and the absolute ``SKYCRAWL_LOCAL_DATA_DIR``). Everything is safe for several processes on
-one machine; nothing is shared across machines. Settings: ``SKYCRAWL_LOCAL_DATA_DIR``,
+and the absolute ``SKYCRAWL_LOCAL_DATA_DIR``). The files are safe for several processes on
+one machine (engines and a control plane); nothing is shared across machines. Only one
+control plane may run per data directory: its runtime knows only the containers it started,
+so a second one would reap the first one's as lost — hence the lock. Settings: ``SKYCRAWL_LOCAL_DATA_DIR``,
 ``SKYCRAWL_LOCAL_PYTHON`` (interpreter of the engine, default this one) and
 ``SKYCRAWL_STOP_GRACE_S`` (how long ``close()`` lets engines exit before SIGKILL).
 """

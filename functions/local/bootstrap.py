@@ -1,6 +1,10 @@
 """Composition root of the embedded local stack: ports, conductor, housekeeping and API,
 built once from typed settings, plus the two loops that stand in for the clouds' queue and
-timer triggers."""
+timer triggers.
+
+A stack holds its data directory's lock (``adapters.local.data_dir_lock``) from
+``build_local_stack`` to ``close``: one control plane per data directory, because each one's
+housekeeping would reap the containers of another as "lost by the runtime"."""
 
 from __future__ import annotations
 
@@ -10,6 +14,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from adapters.local.data_dir_lock import DataDirLock
 from adapters.local.provider import build_ports, engine_env
 from core.api import Api
 from core.conductor import Conductor, Housekeeper
@@ -33,6 +38,7 @@ class LocalStack:
     housekeeper: Housekeeper
     tenants: TenantService
     api: Api
+    lock: DataDirLock | None = None
 
     async def prepare(self) -> None:
         """Create the inbox queue and the dispatch topic (idempotent)."""
@@ -67,7 +73,12 @@ class LocalStack:
         await asyncio.gather(self.conductor_loop(stop), self.timer_loop(stop))
 
     async def close(self) -> None:
-        await self.ports.close()
+        """Stop every container this stack started, close the ports, then unlock."""
+        try:
+            await self.ports.close()
+        finally:
+            if self.lock is not None:
+                self.lock.release()
 
 
 async def _wait(stop: asyncio.Event, seconds: float) -> None:
@@ -80,9 +91,21 @@ def build_local_stack(
     local: LocalSettings,
     *,
     runtime_command: Sequence[str] | None = None,
+    lock_as: str | None = "skycrawl (embedded)",
 ) -> LocalStack:
-    ports = build_ports(settings, local, runtime_command=runtime_command)
-    plane = build_control_plane(ports, settings, engine_env=engine_env(local))
+    """The stack on ``local.data_dir``, holding the data directory's lock as ``lock_as``
+    (``DataDirBusy`` if another process holds it). ``lock_as=None`` builds a stack without
+    the lock, for reading only: its caller must not run its loops nor start containers."""
+    lock = None
+    if lock_as is not None:
+        lock = DataDirLock.acquire(local.data_dir, lock_as, shown_as=local.data_dir)
+    try:
+        ports = build_ports(settings, local, runtime_command=runtime_command)
+        plane = build_control_plane(ports, settings, engine_env=engine_env(local))
+    except BaseException:
+        if lock is not None:
+            lock.release()
+        raise
     return LocalStack(
         settings=settings,
         local=local,
@@ -92,4 +115,5 @@ def build_local_stack(
         housekeeper=plane.housekeeper,
         tenants=plane.tenants,
         api=plane.api,
+        lock=lock,
     )

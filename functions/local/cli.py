@@ -1,6 +1,10 @@
 """``skycrawl``: the command line of the embedded local stack.
 
-Every command prints one line and exits non-zero on a user error — never a traceback.
+Every command prints one line and exits non-zero on a user error — never a traceback. One
+control plane per data directory: a command uses a running ``skycrawl up``, else embeds a
+stack and holds the data directory's lock; when another command holds it, it prints
+``skycrawl: data dir .skycrawl is in use by pid 1234 (skycrawl crawl, since 07:30:12)`` and
+exits 2 (``status`` and ``tenants list`` show a read-only view instead).
 """
 
 from __future__ import annotations
@@ -19,10 +23,11 @@ from rich.table import Table
 from core.errors import SkycrawlError
 from core.settings import LocalSettings
 from functions.local.client import ApiError, json_or_raise
-from functions.local.progress import containers_of, wait_for_zero, watch_crawls
-from functions.local.session import Session, open_session
+from functions.local.crawl_command import EXIT_INTERRUPTED, nothing_fetched_line, run_crawl
+from functions.local.progress import containers_of
+from functions.local.session import DataDirBusy, Session, open_session
 
-EXIT_ERROR, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
+EXIT_ERROR, EXIT_USAGE = 1, 2
 err = Console(stderr=True, soft_wrap=True)
 out = Console(soft_wrap=True)
 
@@ -106,14 +111,19 @@ def _local(args: argparse.Namespace) -> LocalSettings:
     return LocalSettings(data_dir=args.data_dir) if args.data_dir else LocalSettings()
 
 
-async def _crawl(args: argparse.Namespace, urls: list[str], *, embed: bool | None) -> int:
+async def _crawl(
+    args: argparse.Namespace, urls: list[str], *, command: str = "skycrawl crawl"
+) -> int:
     async with open_session(
-        _local(args), _overrides(args, embedded_defaults=True), embed=embed
+        _local(args), _overrides(args, embedded_defaults=True), command=command
     ) as s:
-        if s.server_url and args.allow_cidr:
-            err.print("note: --allow-cidr applies to embedded stacks; the server's own applies")
-        tenant_id, key = await s.tenant_key()
-        body = {
+        if s.server_url:
+            err.print(f"using the running server on {s.server_url}")
+            if command == "skycrawl demo":
+                err.print("note: the demo site is on 127.0.0.1: the server needs that allowed")
+            elif args.allow_cidr:
+                err.print("note: --allow-cidr applies to embedded stacks; the server's own applies")
+        body: dict[str, Any] = {
             "seeds": urls,
             "max_pages": args.max_pages,
             "max_depth": args.max_depth,
@@ -121,41 +131,19 @@ async def _crawl(args: argparse.Namespace, urls: list[str], *, embed: bool | Non
         }
         if args.session:
             body["session"] = args.session
-        ids = []
-        for _ in range(max(1, args.parallel)):
-            created = await _post(s, "/v1/crawls", key, body)
-            ids.append(str(created["id"]))
-        finals = await watch_crawls(s, key, tenant_id, ids, err)
-        args.out.mkdir(parents=True, exist_ok=True)
-        for index, crawl_id in enumerate(ids):
-            suffix = "" if len(ids) == 1 else f"-{index + 1}"
-            await _export(s, key, crawl_id, args.out / f"pages{suffix}.jsonl", "jsonl")
-            await _export(s, key, crawl_id, args.out / f"crawl{suffix}.warc.gz", "warc")
-        if s.embedded:
-            assert s.stack is not None
-            settings = s.stack.settings
-            budget = settings.idle_ttl_s + 2 * settings.timer_period_s + settings.stop_grace_s + 5
-            stopped = await wait_for_zero(s, tenant_id, budget, err)
-            err.print(
-                "containers: all stopped (scaled to zero)"
-                if stopped
-                else "containers: some still running"
-            )
-        _summary(finals, args.out)
-        return 0 if all(f["status"] == "completed" for f in finals) else EXIT_ERROR
+        code, finals = await run_crawl(s, body, args.parallel, args.out, err)
+    _summary(finals, args.out)
+    if code == EXIT_INTERRUPTED:
+        err.print(f"skycrawl: interrupted; cancelled, what was fetched is in {args.out}/")
+        return code
+    line = nothing_fetched_line(finals, args.out)
+    if line is not None:
+        err.print(f"skycrawl: {line}", markup=False, highlight=False)
+    return code
 
 
 async def _post(s: Session, path: str, key: str, body: object) -> Any:
     return json_or_raise(await s.client.call("POST", path, key=key, body=body))
-
-
-async def _export(s: Session, key: str, crawl_id: str, path: Path, fmt: str) -> None:
-    response = await s.client.call(
-        "GET", f"/v1/crawls/{crawl_id}/export", key=key, query={"format": fmt}
-    )
-    if response.status >= 400:
-        json_or_raise(response)
-    await asyncio.to_thread(path.write_bytes, response.body)
 
 
 def _summary(finals: list[dict[str, Any]], out_dir: Path) -> None:
@@ -166,7 +154,8 @@ def _summary(finals: list[dict[str, Any]], out_dir: Path) -> None:
             f"{counts.get('failed', 0)} failed, {counts.get('bytes', 0)} bytes"
             + (f" ({final['reason']})" if final.get("reason") else "")
         )
-    out.print(f"results in {out_dir}/ (pages.jsonl, crawl.warc.gz)")
+    if finals:
+        out.print(f"results in {out_dir}/ (pages.jsonl, crawl.warc.gz)")
 
 
 async def _demo(args: argparse.Namespace) -> int:
@@ -177,13 +166,16 @@ async def _demo(args: argparse.Namespace) -> int:
     if "127.0.0.0/8" not in args.allow_cidr:
         args.allow_cidr.append("127.0.0.0/8")
     try:
-        return await _crawl(args, [site.url], embed=True)
+        return await _crawl(args, [site.url], command="skycrawl demo")
     finally:
         await site.close()
 
 
 async def _tenants(args: argparse.Namespace) -> int:
-    async with open_session(_local(args), {}) as s:
+    command = f"skycrawl tenants {args.action}"
+    async with open_session(
+        _local(args), {}, command=command, read_only=args.action == "list"
+    ) as s:
         op = s.operator_key
         if args.action == "create":
             quotas = {
@@ -215,8 +207,11 @@ async def _tenants(args: argparse.Namespace) -> int:
 
 
 async def _status(args: argparse.Namespace) -> int:
-    async with open_session(_local(args), {}) as s:
-        out.print(f"server: {s.server_url or 'not running (embedded for this command)'}")
+    async with open_session(_local(args), {}, command="skycrawl status", read_only=True) as s:
+        if s.busy is not None:
+            out.print(f"server: not running; {s.busy} (read-only view)")
+        else:
+            out.print(f"server: {s.server_url or 'not running (embedded for this command)'}")
         tenants = (await s.get("/v1/tenants", s.operator_key)).get("items", [])
         out.print(f"tenants: {len(tenants)}")
         table = Table("container", "tenant", "state", "work", "egress")
@@ -240,7 +235,7 @@ async def _dispatch(args: argparse.Namespace) -> int:
         await serve(_local(args), _overrides(args, embedded_defaults=False), args.host, args.port)
         return 0
     if args.command == "crawl":
-        return await _crawl(args, list(args.urls), embed=None)
+        return await _crawl(args, list(args.urls))
     if args.command == "demo":
         return await _demo(args)
     if args.command == "demo-site":
@@ -264,6 +259,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         err.print("skycrawl: interrupted")
         return EXIT_INTERRUPTED
+    except DataDirBusy as exc:
+        err.print(f"skycrawl: {exc}", markup=False, highlight=False)
+        return EXIT_USAGE
     except ApiError as exc:
         err.print(f"skycrawl: {_problem_line(exc)}", markup=False, highlight=False)
         return EXIT_USAGE if 400 <= exc.status < 500 else EXIT_ERROR

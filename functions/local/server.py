@@ -1,6 +1,10 @@
 """``skycrawl up``: the API on 127.0.0.1 (ASGI, uvicorn), the conductor loop and the timer
 loop in one process — the whole control plane of one machine. Containers it starts are
-stopped when it exits, also on Ctrl-C."""
+stopped when it exits, also on Ctrl-C.
+
+It holds the data directory's lock for as long as it runs (``DataDirBusy`` before anything
+else when another process holds it) and writes ``server.json`` so that other commands on the
+same data directory use it instead of embedding a second control plane."""
 
 from __future__ import annotations
 
@@ -25,8 +29,12 @@ async def serve(local: LocalSettings, overrides: dict[str, object], host: str, p
     settings = SkycrawlSettings(
         **{"public_base_url": base, **overrides, "operator_key": op_key}  # type: ignore[arg-type]
     )
-    stack = build_local_stack(settings, local)
-    await stack.prepare()
+    stack = build_local_stack(settings, local, lock_as="skycrawl up")
+    try:
+        await stack.prepare()
+    except BaseException:
+        await stack.close()
+        raise
     config = uvicorn.Config(
         create_asgi_app(stack.api), host=host, port=port, log_level="warning", lifespan="off"
     )
@@ -42,5 +50,5 @@ async def serve(local: LocalSettings, overrides: dict[str, object], host: str, p
     finally:
         stop.set()
         await asyncio.gather(loops, return_exceptions=True)
-        await stack.close()
         info.unlink(missing_ok=True)
+        await stack.close()  # stops the containers, then releases the lock

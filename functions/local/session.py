@@ -5,7 +5,15 @@ Files in the data directory (``SKYCRAWL_LOCAL_DATA_DIR``, default ``.skycrawl``)
 * ``server.json``  — URL and PID of a running ``skycrawl up``;
 * ``operator.key`` — the local operator key (mode 0600), made on first use unless
   ``SKYCRAWL_OPERATOR_KEY`` is set;
-* ``cli-tenant.json`` — the tenant the CLI crawls as, and its API key (mode 0600).
+* ``cli-tenant.json`` — the tenant the CLI crawls as, and its API key (mode 0600);
+* ``lock`` — held (``flock``) by the one process that runs the control plane on this data
+  directory, and naming it: ``skycrawl up`` or a command's embedded stack.
+
+A command that needs the control plane uses a running ``skycrawl up`` when there is one,
+else embeds a stack and holds the lock while it runs; when another command's embedded stack
+holds it, the command fails with ``DataDirBusy`` (the CLI prints one line and exits 2), except
+a ``read_only`` session (``status``, ``tenants list``), which reads the state without running
+housekeeping or starting anything.
 """
 
 from __future__ import annotations
@@ -22,6 +30,7 @@ from typing import Any
 
 import httpx
 
+from adapters.local.data_dir_lock import DataDirBusy
 from core.settings import LocalSettings, SkycrawlSettings
 from functions.local.bootstrap import LocalStack, build_local_stack
 from functions.local.client import ApiClient, ApiError, HttpClient, InProcessClient, json_or_raise
@@ -69,6 +78,7 @@ class Session:
     operator_key: str
     stack: LocalStack | None = None
     server_url: str | None = None
+    busy: DataDirBusy | None = None  # a read-only session: another process holds the dir
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     @property
@@ -99,14 +109,33 @@ class Session:
 
 @contextlib.asynccontextmanager
 async def open_session(
-    local: LocalSettings, overrides: dict[str, Any], *, embed: bool | None = None
+    local: LocalSettings,
+    overrides: dict[str, Any],
+    *,
+    command: str = "skycrawl",
+    embed: bool | None = None,
+    read_only: bool = False,
 ) -> AsyncIterator[Session]:
     """Talk to a running server when one is up (and ``embed`` is not True), else embed one
-    that lives as long as the session."""
+    that lives as long as the session and holds the data directory's lock as ``command``.
+
+    ``DataDirBusy`` when another process holds the lock, unless ``read_only``: then the
+    session reads the state without running the control plane (``Session.busy`` says who
+    holds it)."""
     data_dir = local.data_dir
     data_dir.mkdir(parents=True, exist_ok=True)
     op_key = operator_key(data_dir)
     url = None if embed else running_server(data_dir)
+    settings = SkycrawlSettings(**{**overrides, "operator_key": op_key})
+    stack, busy = None, None
+    if url is None:
+        try:
+            stack = build_local_stack(settings, local, lock_as=command)
+        except DataDirBusy as exc:
+            url = None if embed else await _server_coming_up(data_dir, exc)
+            if url is None and not read_only:
+                raise
+            busy = exc
     if url is not None:
         client = HttpClient(url)
         try:
@@ -114,16 +143,49 @@ async def open_session(
         finally:
             await client.close()
         return
-    settings = SkycrawlSettings(**{**overrides, "operator_key": op_key})
-    stack = build_local_stack(settings, local)
+    if stack is None:  # read-only: another process runs the control plane
+        stack = build_local_stack(settings, local, lock_as=None)
+        try:
+            yield Session(
+                client=InProcessClient(stack.api),
+                data_dir=data_dir,
+                operator_key=op_key,
+                busy=busy,
+            )
+        finally:
+            await stack.close()
+        return
+    async with _running(stack) as running:
+        yield Session(
+            client=InProcessClient(running.api), data_dir=data_dir, operator_key=op_key, stack=stack
+        )
+
+
+async def _server_coming_up(data_dir: Path, busy: DataDirBusy) -> str | None:
+    """The URL of the server that holds the lock, when it is a ``skycrawl up`` that is still
+    starting (it locks before it listens)."""
+    if busy.holder.command != "skycrawl up":
+        return None
+    for _ in range(20):
+        url = await asyncio.to_thread(running_server, data_dir)
+        if url is not None:
+            return url
+        await asyncio.sleep(0.25)
+    return None
+
+
+@contextlib.asynccontextmanager
+async def _running(stack: LocalStack) -> AsyncIterator[LocalStack]:
+    """Run the stack's loops while the block runs; then stop them and close the stack."""
     stop = asyncio.Event()
-    session = Session(
-        client=InProcessClient(stack.api), data_dir=data_dir, operator_key=op_key, stack=stack
-    )
-    await stack.prepare()
-    task = asyncio.create_task(stack.run(stop))
     try:
-        yield session
+        await stack.prepare()
+        task = asyncio.create_task(stack.run(stop))
+    except BaseException:
+        await stack.close()
+        raise
+    try:
+        yield stack
     finally:
         stop.set()
         with contextlib.suppress(Exception):
@@ -131,4 +193,4 @@ async def open_session(
         await stack.close()
 
 
-__all__ = ["ApiError", "Session", "open_session", "operator_key", "running_server"]
+__all__ = ["ApiError", "DataDirBusy", "Session", "open_session", "operator_key", "running_server"]

@@ -43,7 +43,7 @@ async def test_server_error_on_robots_disallows_everything(serve, crawl) -> None
     site: Site = await serve({"/": links_page("/a"), "/robots.txt": text("oops", status=500)})
     outcome = await crawl([site.url("/")])
     assert site.hits["/"] == 0
-    assert outcome.pages[0]["error"] == "disallowed by robots.txt"
+    assert outcome.pages[0]["error"] == "robots.txt unreachable: HTTP 500"
     assert outcome.counts.failed == 1
 
 
@@ -133,7 +133,7 @@ async def test_robots_answered_429_disallows_for_now(serve, crawl) -> None:
     site: Site = await serve({"/": links_page(), "/robots.txt": text("slow down", status=429)})
     outcome = await crawl([site.url("/")])
     assert site.hits["/"] == 0
-    assert outcome.pages[0]["error"] == "disallowed by robots.txt"
+    assert outcome.pages[0]["error"] == "robots.txt unreachable: HTTP 429"
 
 
 async def test_concurrent_first_lookups_share_one_robots_fetch(serve, crawl) -> None:
