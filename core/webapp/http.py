@@ -3,7 +3,9 @@
 Every HTML page carries a strict Content-Security-Policy (``default-src 'self'``, no inline
 script or style — the templates have neither — no ``<object>``, ``<base>`` or foreign form
 targets, and ``frame-ancestors 'none'`` with ``X-Frame-Options: DENY``), ``Referrer-Policy:
-no-referrer`` (invite tokens are in URLs), ``nosniff`` and a same-origin opener policy. The
+same-origin`` (invite tokens are in URLs: no other site sees them; ``no-referrer`` would make
+browsers send ``Origin: null`` on our own form posts), ``nosniff`` and a same-origin opener
+policy. The
 sandboxed page preview has its own, stricter policy (``core.webapp.preview``).
 """
 
@@ -24,7 +26,7 @@ CSP = (
 SECURITY_HEADERS = {
     "content-security-policy": CSP,
     "x-frame-options": "DENY",
-    "referrer-policy": "no-referrer",
+    "referrer-policy": "same-origin",
     "x-content-type-options": "nosniff",
     "cross-origin-opener-policy": "same-origin",
     "cache-control": "no-store",
@@ -99,12 +101,13 @@ def session_cookie(value: str, *, path: str, max_age: int, secure: bool) -> str:
 
 
 def same_origin(request: ApiRequest) -> bool:
-    """False when the browser says the request came from another site (``Origin`` or
-    ``Sec-Fetch-Site``); requests without either (curl, old browsers) are not refused here —
-    the CSRF token is what protects them."""
+    """False when the browser says the request came from another site: ``Sec-Fetch-Site``
+    where the browser sends it, else ``Origin`` (``null`` — a sandboxed frame, for one — is
+    refused). Requests with neither (curl, old browsers) are not refused here: the CSRF token
+    is what protects them."""
     site = request.header("sec-fetch-site")
-    if site is not None and site not in ("same-origin", "none"):
-        return False
+    if site is not None:
+        return site in ("same-origin", "none")
     origin = request.header("origin")
     if origin is None:
         return True

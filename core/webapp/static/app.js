@@ -37,7 +37,8 @@ async function poll(container) {
     let unfinished = false;
     try {
       const response = await fetch(url, { credentials: "same-origin", headers: { accept: "application/json" } });
-      if (!response.ok) return;
+      const type = response.headers.get("content-type") || "";
+      if (!response.ok || !type.includes("json")) return; // signed out, or the server is down
       const data = await response.json();
       const byId = new Map(data.items.map((c) => [c.id, c]));
       for (const el of rows()) {
@@ -50,7 +51,12 @@ async function poll(container) {
       unfinished = true; // a network blip: try again
     }
     if (unfinished) setTimeout(tick, every);
-    else container.dataset.pollDone = "true";
+    else finished();
+  };
+  // seen ending while the page was open: a crawl page reloads to list its pages
+  const finished = () => {
+    container.dataset.pollDone = "true";
+    if (container.dataset.reloadOnFinish !== undefined) location.reload();
   };
   const anyUnfinished = rows().some((el) => {
     const s = el.querySelector("[data-role=status]");

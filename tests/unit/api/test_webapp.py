@@ -383,7 +383,7 @@ async def test_pages_carry_a_strict_csp_and_framing_and_referrer_policies(
         assert "frame-ancestors 'none'" in csp
         assert "unsafe-inline" not in csp
         assert response.headers["x-frame-options"] == "DENY"
-        assert response.headers["referrer-policy"] == "no-referrer"
+        assert response.headers["referrer-policy"] == "same-origin"
         body = response.body.decode()
         assert not re.search(r"<script(?![^>]*\bsrc=)", body), path  # no inline script
         assert not re.search(r"<style|\sstyle=", body), path  # no inline style
@@ -401,9 +401,9 @@ async def test_assets_have_hashed_names_and_long_cache_headers(harness: Harness)
     tenant_id, _, browser = await signed_in(harness)
     page = (await browser.get(f"/t/{tenant_id}/crawls")).body.decode()
     urls = re.findall(r'(?:src|href)="(/assets/[^"]+)"', page)
-    assert {Path(u).suffix for u in urls} == {".css", ".js"}
+    assert {Path(u).suffix for u in urls} == {".css", ".js", ".svg"}
     for url in urls:
-        assert re.fullmatch(r"/assets/app\.[0-9a-f]{12}\.(css|js)", url)
+        assert re.fullmatch(r"/assets/(app|icon)\.[0-9a-f]{12}\.(css|js|svg)", url)
         response = await browser.get(url)
         assert response.status == 200
         assert response.headers["cache-control"] == "public, max-age=31536000, immutable"
