@@ -102,14 +102,42 @@ class ConsoleViews:
         flash = f"Requeued {message_id}." if done else f"{message_id} is no longer there."
         return await self.dead_letters(wr, flash=flash)
 
-    async def tenants(self, wr: WebRequest) -> ApiResponse:
+    async def tenants(
+        self, wr: WebRequest, created: dict[str, Any] | None = None, error: str = ""
+    ) -> ApiResponse:
         answer = await self.app.api.call("GET", "/v1/tenants", tenant=None, operator=True)
         items = answer.data.get("items", []) if answer.ok else []
         live: Counter[str] = Counter()
         for found in await self.app.records.containers.scan():
             if found.value.state.live:
                 live[found.value.tenant_id] += 1
-        return self.app.render(wr, "console_tenants.html", items=items, live=live)
+        return self.app.render(
+            wr, "console_tenants.html", items=items, live=live, created=created, error=error
+        )
+
+    async def tenant_action(self, wr: WebRequest) -> ApiResponse:
+        """Create a tenant (its key shown once) or tear one down, through the API's routes."""
+        if http.field(wr.form, "action") == "delete":
+            tenant_id = http.field(wr.form, "tenant")
+            answer = await self.app.api.call(
+                "DELETE", f"/v1/tenants/{tenant_id}", tenant=None, operator=True
+            )
+            error = "" if answer.ok else str(answer.problem.get("detail", ""))
+            return await self.tenants(wr, error=error)
+        quotas = {
+            name: value
+            for name in ("max_containers", "parallel_per_container")
+            if (value := http.field(wr.form, name).strip())
+        }
+        body = {"name": http.field(wr.form, "name").strip(), "quotas": quotas}
+        answer = await self.app.api.call(
+            "POST", "/v1/tenants", tenant=None, operator=True, body=body
+        )
+        if not answer.ok:
+            errors = answer.problem.get("errors") or []
+            detail = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in errors)
+            return await self.tenants(wr, error=detail or str(answer.problem.get("detail", "")))
+        return await self.tenants(wr, created=answer.data)
 
     def routes(self) -> list[WebRoute]:
         return [
@@ -120,4 +148,5 @@ class ConsoleViews:
             WebRoute("GET", "/console/dead-letters", self.dead_letters, "operator", "operator"),
             WebRoute("POST", "/console/dead-letters", self.requeue, "operator", "operator"),
             WebRoute("GET", "/console/tenants", self.tenants, "operator", "operator"),
+            WebRoute("POST", "/console/tenants", self.tenant_action, "operator", "operator"),
         ]

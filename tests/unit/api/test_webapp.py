@@ -461,3 +461,30 @@ async def test_the_fleet_and_tenant_pages_show_what_the_records_hold(harness: Ha
     tenants = (await operator.get("/console/tenants")).body.decode()
     assert tenant_id in tenants
     assert f"/t/{tenant_id}/" in tenants  # the provisioned web app address
+
+
+async def test_the_operator_creates_and_deletes_tenants_from_the_console(
+    harness: Harness,
+) -> None:
+    operator = Browser(harness.api)
+    await operator.post("/console/signin", {"key": OPERATOR_KEY})
+    token = await operator.csrf("/console/tenants")
+    bad = await operator.post(
+        "/console/tenants",
+        {"csrf": token, "action": "create", "name": "x", "max_containers": "0"},
+    )
+    assert "quotas.max_containers" in bad.body.decode()
+    assert await harness.count("tenants") == 0
+    page = await operator.post(
+        "/console/tenants",
+        {"csrf": token, "action": "create", "name": "acme", "max_containers": "2"},
+    )
+    key = re.search(r'id="new-key" class="mono" readonly value="([^"]+)"', page.body.decode())
+    assert key
+    (tenant,) = [v.value for v in await harness.records.tenants.scan()]
+    assert tenant.quotas.max_containers == 2
+    assert (await harness.call("GET", "/v1/crawls", key=key[1])).status == 200
+    await operator.post(
+        "/console/tenants", {"csrf": token, "action": "delete", "tenant": tenant.id}
+    )
+    assert await harness.count("tenants") == 0
