@@ -35,10 +35,13 @@ from core.webapp import http
 from core.webapp.assets import PREFIX as ASSET_PREFIX
 from core.webapp.assets import Assets
 from core.webapp.client import InProcessApi
+from core.webapp.console import ConsoleViews
+from core.webapp.crawl_views import CrawlViews
 from core.webapp.deadletters import DeadLetters
 from core.webapp.routing import ROLE_RANK, WebRequest, WebRoute
 from core.webapp.sessions import OPERATOR_REALM, Sessions, csrf_ok
 from core.webapp.settings import WebAppSettings
+from core.webapp.tenant_views import TenantViews
 
 log = logging.getLogger("skycrawl.webapp")
 
@@ -62,10 +65,6 @@ class WebApp:
         settings: SkycrawlSettings,
         web: WebAppSettings | None = None,
     ) -> None:
-        from core.webapp.console import ConsoleViews
-        from core.webapp.crawl_views import CrawlViews
-        from core.webapp.tenant_views import TenantViews
-
         self.settings = settings
         self.web = web or WebAppSettings()
         self.records = records
@@ -184,7 +183,8 @@ class WebApp:
     # ------------------------------------------------------------------ sign-in helpers
 
     async def sign_in(self, wr: WebRequest, realm: str, session_path: str, **kw: Any) -> str:
-        """Start a session and return its ``Set-Cookie`` value."""
+        """Start a new session (ending the one the browser had) and return its ``Set-Cookie``."""
+        await self.sessions.end(realm, wr.sid)
         sid, _ = await self.sessions.start(realm, **kw)
         secure = not http.is_loopback_http(wr.request, self.settings.public_base_url)
         return http.session_cookie(

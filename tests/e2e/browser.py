@@ -30,7 +30,7 @@ def ensure_chromium() -> Path:
         raise RuntimeError("chromium is missing and apt-get is not available to install it")
     sudo = [] if os.geteuid() == 0 else ["sudo", "-n"]
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    subprocess.run([*sudo, apt, "update"], check=True, env=env, timeout=600)
+    subprocess.run([*sudo, apt, "update"], check=True, env=env, timeout=600)  # apt-get update first
     subprocess.run(
         [*sudo, apt, "install", "-y", "-o", "DPkg::Lock::Timeout=300", "chromium"],
         check=True,

@@ -17,12 +17,13 @@ from pathlib import Path
 import pytest
 import uvicorn
 from aiohttp import web
+from axe_playwright_python.async_playwright import Axe
 from playwright.async_api import Browser, Page, async_playwright, expect
 
 from core.messages import CrawlSubmitted, encode
 from core.ports.message_bus import OutboundMessage, Queue, dead_letter_queue
 from functions.local.asgi import create_asgi_app
-from tests.e2e.browser import CHROMIUM_ARGS, SCREENS, ensure_chromium
+from tests.e2e.browser import CHROMIUM_ARGS, SCREENS
 from tests.e2e.support import OPERATOR_KEY, Harness, serve_site
 
 pytestmark = [pytest.mark.e2e, pytest.mark.browser]
@@ -104,17 +105,25 @@ async def server(harness: Harness) -> AsyncIterator[str]:
 
 
 @pytest.fixture
-async def browser() -> AsyncIterator[Browser]:
-    path = await asyncio.to_thread(ensure_chromium)
+async def browser(chromium: Path) -> AsyncIterator[Browser]:
     async with async_playwright() as playwright:
-        chromium = await playwright.chromium.launch(executable_path=str(path), args=CHROMIUM_ARGS)
+        launched = await playwright.chromium.launch(
+            executable_path=str(chromium), args=CHROMIUM_ARGS
+        )
         try:
-            yield chromium
+            yield launched
         finally:
-            await chromium.close()
+            await launched.close()
+
+
+AXE = Axe()
 
 
 async def shot(page: Page, name: str, **kw: object) -> None:
+    """Save a screenshot of a main screen, after axe-core found no accessibility violation
+    on it (labels, contrast, landmarks, ARIA, keyboard traps)."""
+    results = await AXE.run(page)
+    assert results.violations_count == 0, f"{name}: {results.generate_report()}"
     SCREENS.mkdir(parents=True, exist_ok=True)
     await page.screenshot(path=str(SCREENS / f"{name}.png"), full_page=True, **kw)  # type: ignore[arg-type]
 
