@@ -191,6 +191,14 @@ class WebApp:
             sid, path=session_path, max_age=int(self.web.session_ttl_s), secure=secure
         )
 
+    def origin(self, wr: WebRequest) -> str:
+        """This deployment's public origin: the configured base URL, else the request's host."""
+        configured = self.settings.public_base_url.rstrip("/")
+        if configured:
+            return configured
+        plain = http.is_loopback_http(wr.request, configured)
+        return f"{'http' if plain else 'https'}://{wr.request.header('host') or 'localhost'}"
+
     def sign_out_cookie(self, wr: WebRequest, session_path: str) -> str:
         secure = not http.is_loopback_http(wr.request, self.settings.public_base_url)
         return http.session_cookie("", path=session_path, max_age=0, secure=secure)

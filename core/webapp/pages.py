@@ -3,7 +3,8 @@
 Page records are read from the manifest chunks the engine writes (``core.layout``), each with
 its position ``{seq}-{offset}`` (chunk, line), which stays valid because chunks are only
 appended. The raw JSON of a record is kept, so fields the API's ``PageRecord`` does not (yet)
-name — extracted items, for instance — are shown as they are. The stored body of a page is in
+name, or that the page view has no place for — extracted items, for instance — are shown as
+they are. The stored body of a page is in
 the WARC chunk of the same ``seq`` (the engine writes both from one buffer), as a
 ``response`` record whose ``WARC-Target-URI`` is the page's final URL.
 
@@ -29,7 +30,25 @@ from core.ports.blob_store import BlobStore
 
 _CHUNK = re.compile(r"(\d{1,12})\.jsonl")
 POSITION = re.compile(r"(\d{1,12})-(\d{1,9})")
-KNOWN_FIELDS = frozenset(PageRecord.model_fields)
+#: What the page view shows as metadata; every other field of a record (extracted items, or
+#: whatever the engine adds later) is shown as it is, under "Extracted items".
+KNOWN_FIELDS = frozenset(
+    {
+        "url",
+        "final_url",
+        "status",
+        "headers",
+        "fetched_at",
+        "elapsed_ms",
+        "bytes",
+        "sha256",
+        "title",
+        "links",
+        "depth",
+        "content_type",
+        "error",
+    }
+)
 STATUS_FILTERS = {
     "ok": "2xx",
     "redirect": "3xx",

@@ -178,7 +178,7 @@ class TenantViews:
             return http.redirect(f"{wr.base}/users")
         else:
             return self.app.error(wr, 400, "Unknown action.")
-        link = f"{self.app.settings.public_base_url.rstrip('/')}{wr.base}/join?token={token}"
+        link = f"{self.app.origin(wr)}{wr.base}/join?token={token}"
         return await self.users(wr, invite={"name": user.name, "link": link})
 
     async def home(self, wr: WebRequest) -> ApiResponse:

@@ -223,7 +223,7 @@ async def test_a_tenant_crawls_browses_downloads_cancels_and_rotates_in_the_brow
     await page.get_by_role("link", name="API keys").click()
     await page.get_by_role("button", name="Rotate key").click()
     new_key = await page.locator("#new-key").input_value()
-    await shot(page, "keys", mask=[page.locator("#new-key")])
+    await shot(page, "keys", mask=[page.locator("#new-key")], mask_color="#c9ced6")
     assert (await harness.call("GET", "/v1/crawls", key)).status == 401
     assert (await harness.call("GET", "/v1/crawls", new_key)).status == 200
 

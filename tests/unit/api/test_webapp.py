@@ -3,6 +3,7 @@ roles, tenant isolation, validation errors from the API, headers, dead letters."
 
 from __future__ import annotations
 
+import json
 import re
 from datetime import timedelta
 from pathlib import Path
@@ -488,3 +489,34 @@ async def test_the_operator_creates_and_deletes_tenants_from_the_console(
         "/console/tenants", {"csrf": token, "action": "delete", "tenant": tenant.id}
     )
     assert await harness.count("tenants") == 0
+
+
+async def test_invite_links_are_absolute_even_without_a_configured_base_url(
+    harness: Harness,
+) -> None:
+    api = harness.with_settings(public_base_url="")
+    tenant_id, key = await harness.create_tenant("acme")
+    admin = Browser(api, host="crawl.example.org")
+    await admin.sign_in(tenant_id, key)
+    token = await admin.csrf(f"/t/{tenant_id}/users")
+    page = await admin.post(
+        f"/t/{tenant_id}/users", {"csrf": token, "action": "invite", "name": "V", "role": "viewer"}
+    )
+    assert f'value="https://crawl.example.org/t/{tenant_id}/join?token=inv_' in page.body.decode()
+
+
+async def test_fields_beyond_the_page_metadata_are_shown_as_extracted_items(
+    harness: Harness,
+) -> None:
+    tenant_id, _, browser = await signed_in(harness)
+    crawl_id = await start_crawl(browser, tenant_id)
+    record = {
+        "url": "https://example.com/",
+        "status": 200,
+        "fetched_at": "2030-01-01T00:00:00Z",
+        "items": [{"price": "<b>9.99</b>"}],
+    }
+    line = json.dumps(record).encode()
+    await harness.blobs.put(key=manifest_key(tenant_id, crawl_id, 0), data=line + b"\n")
+    page = (await browser.get(f"/t/{tenant_id}/crawls/{crawl_id}/pages/0-0")).body.decode()
+    assert "&#34;price&#34;: &#34;&lt;b&gt;9.99&lt;/b&gt;&#34;" in page  # shown, and escaped
