@@ -118,6 +118,8 @@ class ConsoleViews:
     async def tenant_action(self, wr: WebRequest) -> ApiResponse:
         """Create a tenant (its key shown once) or tear one down, through the API's routes."""
         if http.field(wr.form, "action") == "delete":
+            if http.field(wr.form, "confirm") != "on":
+                return await self.tenants(wr, error="Tick the box to confirm the teardown.")
             tenant_id = http.field(wr.form, "tenant")
             answer = await self.app.api.call(
                 "DELETE", f"/v1/tenants/{tenant_id}", tenant=None, operator=True

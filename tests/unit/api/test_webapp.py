@@ -485,9 +485,11 @@ async def test_the_operator_creates_and_deletes_tenants_from_the_console(
     (tenant,) = [v.value for v in await harness.records.tenants.scan()]
     assert tenant.quotas.max_containers == 2
     assert (await harness.call("GET", "/v1/crawls", key=key[1])).status == 200
-    await operator.post(
-        "/console/tenants", {"csrf": token, "action": "delete", "tenant": tenant.id}
-    )
+    delete = {"csrf": token, "action": "delete", "tenant": tenant.id}
+    unconfirmed = await operator.post("/console/tenants", delete)
+    assert "confirm" in unconfirmed.body.decode()
+    assert await harness.count("tenants") == 1
+    await operator.post("/console/tenants", {**delete, "confirm": "on"})
     assert await harness.count("tenants") == 0
 
 
