@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from core.api.http import ApiResponse
 from core.errors import Unauthorized
+from core.tenancy import minute_bucket
 from core.webapp import forms, http
 from core.webapp.routing import WebRequest, WebRoute
 
@@ -111,14 +112,17 @@ class TenantViews:
 
     async def usage(self, wr: WebRequest) -> ApiResponse:
         tenant = wr.owner
-        active = await self.app.records.active.query(tenant.id)
+        pending = await self.app.records.active.query(tenant.id)
         live = await self.app.records.live_containers(tenant.id)
         in_flight = sum(len(c.in_flight) for c in live)
+        bucket, _ = minute_bucket(self.app.clock.now())
+        counter = await self.app.records.rate.get(tenant.id, bucket)
         return self.app.render(
             wr,
             "usage.html",
             quotas=tenant.quotas,
-            active=len(active),
+            pending=len(pending),
+            this_minute=counter.value.count if counter else 0,
             live=len(live),
             in_flight=in_flight,
             metering=await self._metering(wr),

@@ -180,6 +180,15 @@ async def test_cross_site_posts_are_refused_even_the_sign_in(harness: Harness) -
         f"/t/{tenant_id}/signin", {"key": key}, headers={"sec-fetch-site": "cross-site"}
     )
     assert response.status == 403
+    # a form in a sandboxed frame (the preview, say) posts with Origin: null
+    response = await browser.post(
+        f"/t/{tenant_id}/signin", {"key": key}, headers={"origin": "null"}
+    )
+    assert response.status == 403
+    same = await browser.post(
+        f"/t/{tenant_id}/signin", {"key": key}, headers={"sec-fetch-site": "same-origin"}
+    )
+    assert same.status == 303
 
 
 # ------------------------------------------------------------------ crawls through the form
@@ -522,3 +531,13 @@ async def test_fields_beyond_the_page_metadata_are_shown_as_extracted_items(
     await harness.blobs.put(key=manifest_key(tenant_id, crawl_id, 0), data=line + b"\n")
     page = (await browser.get(f"/t/{tenant_id}/crawls/{crawl_id}/pages/0-0")).body.decode()
     assert "&#34;price&#34;: &#34;&lt;b&gt;9.99&lt;/b&gt;&#34;" in page  # shown, and escaped
+
+
+async def test_the_usage_page_shows_what_is_in_use_against_each_quota(harness: Harness) -> None:
+    tenant_id, _, browser = await signed_in(harness)
+    await start_crawl(browser, tenant_id)
+    await start_crawl(browser, tenant_id, seeds="https://example.org/")
+    page = (await browser.get(f"/t/{tenant_id}/usage")).body.decode()
+    assert '<th scope="row">Crawls pending or running</th><td>2</td><td>1000</td>' in page
+    assert "<td>2 this minute</td><td>120</td>" in page
+    assert "does not meter usage yet" in page
