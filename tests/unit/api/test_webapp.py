@@ -541,3 +541,37 @@ async def test_the_usage_page_shows_what_is_in_use_against_each_quota(harness: H
     assert '<th scope="row">Crawls pending or running</th><td>2</td><td>1000</td>' in page
     assert "<td>2 this minute</td><td>120</td>" in page
     assert "does not meter usage yet" in page
+
+
+async def test_the_page_browser_filters_by_status_type_and_url(harness: Harness) -> None:
+    tenant_id, _, browser = await signed_in(harness)
+    crawl_id = await start_crawl(browser, tenant_id)
+    at = "2030-01-01T00:00:00Z"
+    records = [
+        {"url": "https://e.com/a", "status": 200, "content_type": "text/html", "fetched_at": at},
+        {
+            "url": "https://e.com/b.pdf",
+            "status": 200,
+            "content_type": "application/pdf",
+            "fetched_at": at,
+        },
+        {"url": "https://e.com/gone", "status": 404, "content_type": "text/html", "fetched_at": at},
+        {"url": "https://e.com/down", "error": "connection refused", "fetched_at": at},
+    ]
+    chunks = [records[:2], records[2:]]
+    for seq, chunk in enumerate(chunks):
+        data = b"".join(json.dumps(r).encode() + b"\n" for r in chunk)
+        await harness.blobs.put(key=manifest_key(tenant_id, crawl_id, seq), data=data)
+
+    async def shown(**query: str) -> list[str]:
+        page = await browser.get(f"/t/{tenant_id}/crawls/{crawl_id}", **query)
+        return re.findall(r'/pages/(\d+-\d+)">(https://e\.com/[^<]+)<', page.body.decode())
+
+    assert len(await shown()) == 4
+    assert await shown(status="client-error") == [("1-0", "https://e.com/gone")]
+    assert await shown(status="failed") == [("1-1", "https://e.com/down")]
+    assert await shown(type="pdf") == [("0-1", "https://e.com/b.pdf")]
+    assert await shown(url="GONE") == [("1-0", "https://e.com/gone")]
+    assert await shown(status="ok", type="html") == [("0-0", "https://e.com/a")]
+    page = await browser.get(f"/t/{tenant_id}/crawls/{crawl_id}/pages/1-1")
+    assert "connection refused" in page.body.decode()
