@@ -15,6 +15,10 @@ fleets         tenant id   "fleet"         ``Fleet``: live container GUIDs (limi
 sessions       tenant id   session key     ``SessionBinding``
 idempotency    tenant id   key             ``IdempotencyRecord`` (expires after 24 h)
 rate           tenant id   minute          ``RateCounter`` (expires after 2 min)
+key_index      tenant id   key prefix      ``ApiKeyInfo``: the tenant's live API keys
+web_users      tenant id   user id         ``WebUser``: invited web-app users and roles
+web_sessions   tenant id   SHA-256 of id   ``WebSession`` (expires; ``"operator"`` for the
+                                           operator console)
 =============  ==========  ==============  ==============================================
 """
 
@@ -24,7 +28,7 @@ import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Generic, TypeVar
+from typing import Generic, Literal, TypeVar
 
 from pydantic import BaseModel
 
@@ -78,6 +82,43 @@ class IdempotencyRecord(Frozen):
 
 class RateCounter(Frozen):
     count: int = 0
+
+
+class ApiKeyInfo(Frozen):
+    """One live API key of a tenant (the secret is never stored; ``ApiKey`` holds its hash)."""
+
+    prefix: str
+    created_at: datetime
+
+
+#: Web-app roles: ``admin`` signed in with an API key (everything, including keys and users);
+#: ``editor`` may start, cancel and re-run crawls; ``viewer`` only reads. ``operator`` is the
+#: operator console's.
+WebRole = Literal["admin", "editor", "viewer", "operator"]
+
+
+class WebUser(Frozen):
+    """A person invited to a tenant's web app; signs in with the invite link's token."""
+
+    id: str
+    tenant_id: str
+    name: str
+    role: Literal["editor", "viewer"]
+    invite_sha256: str
+    invite_expires_at: datetime
+    created_at: datetime
+
+
+class WebSession(Frozen):
+    """A signed-in browser: who, with which role, and the CSRF token of its forms."""
+
+    realm: str  # tenant id, or "operator"
+    role: WebRole
+    user_id: str | None = None
+    user_name: str = ""
+    csrf_token: str
+    created_at: datetime
+    expires_at: datetime
 
 
 @dataclass(frozen=True, slots=True)
@@ -186,6 +227,9 @@ class Records:
         self.sessions = Table(state, "sessions", SessionBinding)
         self.idempotency = Table(state, "idempotency", IdempotencyRecord)
         self.rate = Table(state, "rate", RateCounter)
+        self.key_index = Table(state, "key_index", ApiKeyInfo)
+        self.web_users = Table(state, "web_users", WebUser)
+        self.web_sessions = Table(state, "web_sessions", WebSession)
 
     async def index_pending(self, crawl: Crawl) -> None:
         """Put a pending crawl in the tenant's backlog (idempotent)."""

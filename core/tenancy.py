@@ -5,8 +5,13 @@ and the lookup key of table ``api_keys``; ``secret`` is 43 URL-safe characters (
 bits). Only the SHA-256 of the whole key is stored and it is compared in constant time; the
 plaintext is returned once, by ``TenantService.create``.
 
-Creating a tenant provisions its resources first (``Provisioner.provision``), then stores the
-key and the tenant; if a step fails, what was done is undone. Deleting a tenant marks it
+A tenant may hold several keys at once (table ``key_index`` lists them): ``create_key`` adds
+one, ``revoke_key`` removes one (never the last), ``rotate_key`` does both, so a deployment
+can switch keys without a moment where none works.
+
+Creating a tenant provisions its resources first (``Provisioner.provision``), records its web
+app's address (``resources["web_app"]``: ``/t/{tenant id}/`` on the shared HTTP function, see
+``core.webapp``), then stores the key and the tenant; if a step fails, what was done is undone. Deleting a tenant marks it
 ``deleting`` (its key stops working at once), cancels its active crawls, stops its live
 containers and removes their dispatch subscriptions, deletes its blobs, tears down its
 resources and finally deletes its records. A teardown that fails half-way can be repeated.
@@ -29,14 +34,14 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from core.clock import Clock
-from core.errors import Conflict, NotFound, QuotaExceeded, Unauthorized
+from core.errors import Conflict, InvalidRequest, NotFound, QuotaExceeded, Unauthorized
 from core.layout import subscription_name, tenant_prefix
 from core.models import Crawl, CrawlState, Tenant, TenantCreate, TenantState
 from core.ports.blob_store import BlobStore
 from core.ports.container_runtime import ContainerRuntime
 from core.ports.message_bus import MessageBus
 from core.ports.provisioner import Provisioner
-from core.records import ApiKey, RateCounter, Records, Table
+from core.records import ApiKey, ApiKeyInfo, RateCounter, Records, Table
 from core.settings import SkycrawlSettings
 
 log = logging.getLogger("skycrawl.tenancy")
@@ -74,6 +79,11 @@ def bearer_token(authorization_header: str | None) -> str:
     return match.group(1)
 
 
+def web_app_url(public_base_url: str, tenant_id: str) -> str:
+    """Where a tenant's web app lives on the shared HTTP function (relative without a base)."""
+    return f"{public_base_url.rstrip('/')}/t/{tenant_id}/"
+
+
 def minute_bucket(now: datetime) -> tuple[str, datetime]:
     """The rate-counter key of ``now`` and the start of the next minute."""
     start = now.replace(second=0, microsecond=0)
@@ -107,6 +117,7 @@ class TenantService:
         """Provision and store a tenant; returns it with its plaintext API key (shown once)."""
         tenant_id = f"tn_{uuid.uuid4().hex}"
         resources = dict(await self._provisioner.provision(tenant_id=tenant_id))
+        resources["web_app"] = web_app_url(self._settings.public_base_url, tenant_id)
         key: ApiKey | None = None
         try:
             plaintext, key = await self._store_new_key(tenant_id)
@@ -134,8 +145,53 @@ class TenantService:
                 await self._records.api_keys.create(KEYS_PARTITION, prefix, key)
             except Conflict:
                 continue  # prefix collision: draw again
+            info = ApiKeyInfo(prefix=prefix, created_at=self._clock.now())
+            try:
+                await self._records.key_index.create(tenant_id, prefix, info)
+            except BaseException:
+                await self._records.api_keys.discard(KEYS_PARTITION, prefix)
+                raise
             return plaintext, key
         raise Conflict("could not allocate a unique API key prefix")
+
+    # ------------------------------------------------------------------ keys
+
+    async def list_keys(self, tenant: Tenant) -> list[ApiKeyInfo]:
+        """The tenant's live keys, oldest first (its first key too, if it predates the index)."""
+        keys = [v.value for v in await self._records.key_index.query(tenant.id)]
+        known = {k.prefix for k in keys}
+        first = tenant.key_prefix
+        if first not in known and await self._records.api_keys.get(KEYS_PARTITION, first):
+            keys.append(ApiKeyInfo(prefix=tenant.key_prefix, created_at=tenant.created_at))
+        return sorted(keys, key=lambda k: (k.created_at, k.prefix))
+
+    async def create_key(self, tenant: Tenant) -> tuple[ApiKeyInfo, str]:
+        """A new key beside the existing ones; returns it with its plaintext (shown once)."""
+        plaintext, key = await self._store_new_key(tenant.id)
+        found = await self._records.key_index.get(tenant.id, key.prefix)
+        created = self._clock.now() if found is None else found.value.created_at
+        log.info("tenant %s: API key %s created", tenant.id, key.prefix)
+        return ApiKeyInfo(prefix=key.prefix, created_at=created), plaintext
+
+    async def revoke_key(self, tenant: Tenant, prefix: str) -> None:
+        """Stop a key working at once; ``NotFound`` if not the tenant's, ``InvalidRequest``
+        for the tenant's last key (a tenant is never locked out of its own account)."""
+        keys = await self.list_keys(tenant)
+        if prefix not in {k.prefix for k in keys}:
+            raise NotFound(f"no API key {prefix!r}")
+        if len(keys) == 1:
+            raise InvalidRequest("the last API key cannot be revoked: create another one first")
+        await self._records.api_keys.discard(KEYS_PARTITION, prefix)
+        await self._records.key_index.discard(tenant.id, prefix)
+        log.info("tenant %s: API key %s revoked", tenant.id, prefix)
+
+    async def rotate_key(self, tenant: Tenant, prefix: str) -> tuple[ApiKeyInfo, str]:
+        """A new key replacing ``prefix``: the new one works before the old one stops."""
+        if prefix not in {k.prefix for k in await self.list_keys(tenant)}:
+            raise NotFound(f"no API key {prefix!r}")
+        info, plaintext = await self.create_key(tenant)
+        await self.revoke_key(tenant, prefix)
+        return info, plaintext
 
     async def _undo_create(
         self, tenant_id: str, resources: Mapping[str, str], key: ApiKey | None
@@ -284,9 +340,14 @@ class TenantService:
             records.sessions,
             records.idempotency,
             records.rate,
+            records.web_sessions,
+            records.web_users,
         )
         for table in tables:
             await _empty_partition(table, tenant.id)
+        for entry in await records.key_index.query(tenant.id):
+            await records.api_keys.discard(KEYS_PARTITION, entry.value.prefix)
+        await _empty_partition(records.key_index, tenant.id)
         await records.api_keys.discard(KEYS_PARTITION, tenant.key_prefix)
         await records.tenants.discard(TENANTS_PARTITION, tenant.id)
 

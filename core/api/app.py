@@ -12,7 +12,13 @@ Routes (see ``/openapi.json``)::
     GET    /v1/tenants[/{id}]             operator  list / get
     DELETE /v1/tenants/{id}               operator  teardown (204)
     GET    /v1/containers                 operator  every container record
+    GET    /v1/keys, POST /v1/keys        tenant    list / create API keys (shown once)
+    POST   /v1/keys/{prefix}/rotate       tenant    replace a key; DELETE /v1/keys/{prefix} revokes
     GET    /healthz, /openapi.json        public
+
+The web app (``/t/{tenant}/``), the operator console (``/console/``) and their assets
+(``/assets/``) are answered by ``core.webapp.WebApp`` before the API's router: browser sign-in
+with cookies there, bearer keys here.
 
 Authentication is ``Authorization: Bearer <key>``. A tenant key on an operator route, or the
 operator key on a tenant route, is 403; anything else that is not a valid key is 401. A crawl
@@ -42,6 +48,7 @@ from core.ports.message_bus import MessageBus
 from core.records import Records
 from core.settings import SkycrawlSettings
 from core.tenancy import TenantService
+from core.webapp import WebApp, WebAppSettings
 
 API_VERSION = "0.1.0"
 
@@ -58,6 +65,7 @@ class Api:
         blobs: BlobStore,
         clock: Clock,
         settings: SkycrawlSettings,
+        web: WebAppSettings | None = None,
     ) -> None:
         self.settings = settings
         self._tenants = tenants
@@ -74,6 +82,16 @@ class Api:
             [*self._system_routes(), *crawls.routes(), *results.routes(), *admin.routes()]
         )
         self._openapi: Any = None
+        self.web = WebApp(
+            router=self.router,
+            records=records,
+            tenants=tenants,
+            bus=bus,
+            blobs=blobs,
+            clock=clock,
+            settings=settings,
+            web=web,
+        )
 
     async def handle(self, request: ApiRequest) -> ApiResponse:
         """Answer one request; never raises."""
@@ -88,6 +106,8 @@ class Api:
         limit = self.settings.max_request_bytes
         if len(request.body) > limit:
             raise too_large(limit)
+        if WebApp.owns(request.path):
+            return await self.web.handle(request)
         route, params = self.router.resolve(request.method.upper(), request.path)
         tenant = await self._authenticate(route, request)
         return await route.handler(Context(request, params, tenant))

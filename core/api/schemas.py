@@ -151,3 +151,18 @@ class Problem(Out):
     detail: str
     instance: str
     errors: list[ProblemError] | None = None
+
+
+class ApiKeyView(Out):
+    """One of a tenant's live API keys: its prefix (``sk_<prefix>_…``), never the secret."""
+
+    prefix: str
+    created_at: datetime
+
+
+class ApiKeyList(Out):
+    items: list[ApiKeyView]
+
+
+class ApiKeyCreated(ApiKeyView):
+    api_key: str = Field(description="The new key. Shown once: only its hash is stored.")

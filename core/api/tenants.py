@@ -1,7 +1,11 @@
-"""Operator routes (``Authorization: Bearer <operator key>``): tenants and containers.
+"""Operator routes (``Authorization: Bearer <operator key>``): tenants and containers; and a
+tenant's own API keys (``/v1/keys``, tenant key).
 
-A tenant key on these routes is a valid credential without the right: 403. A missing or
-wrong key: 401.
+A tenant key on the operator routes is a valid credential without the right: 403. A missing
+or wrong key: 401. Key routes: ``GET /v1/keys`` lists the live keys (prefixes only),
+``POST /v1/keys`` adds one (201, plaintext shown once), ``POST /v1/keys/{prefix}/rotate``
+adds one and revokes ``prefix`` (the new key works before the old one stops), ``DELETE
+/v1/keys/{prefix}`` revokes (204; 409 for the last key, so a tenant is never locked out).
 """
 
 from __future__ import annotations
@@ -9,16 +13,26 @@ from __future__ import annotations
 import re
 
 from core.api.http import ApiResponse
+from core.api.problems import HttpProblem
 from core.api.routing import JSON_BODY_ERRORS, Context, Reply, Route
-from core.api.schemas import ContainerList, TenantCreated, TenantList, TenantView
+from core.api.schemas import (
+    ApiKeyCreated,
+    ApiKeyList,
+    ApiKeyView,
+    ContainerList,
+    TenantCreated,
+    TenantList,
+    TenantView,
+)
 from core.api.validation import parse_json_body
 from core.errors import NotFound
 from core.models import Tenant, TenantCreate
-from core.records import Records
+from core.records import ApiKeyInfo, Records
 from core.settings import SkycrawlSettings
 from core.tenancy import TenantService
 
 _TENANT_ID = re.compile(r"tn_[0-9a-f]{32}")
+_KEY_PREFIX = re.compile(r"[0-9a-f]{8}")
 
 
 class TenantRoutes:
@@ -53,6 +67,44 @@ class TenantRoutes:
         containers = [v.value for v in await self._records.containers.scan()]
         containers.sort(key=lambda c: (c.tenant_id, c.started_at, c.id))
         return ApiResponse.json(200, ContainerList(items=containers))
+
+    # ------------------------------------------------------------------ a tenant's keys
+
+    async def list_keys(self, ctx: Context) -> ApiResponse:
+        keys = await self._tenants.list_keys(ctx.owner)
+        return ApiResponse.json(200, ApiKeyList(items=[_key_view(k) for k in keys]))
+
+    async def create_key(self, ctx: Context) -> ApiResponse:
+        info, plaintext = await self._tenants.create_key(ctx.owner)
+        return self._key_created(info, plaintext)
+
+    async def rotate_key(self, ctx: Context) -> ApiResponse:
+        prefix = await self._own_prefix(ctx)
+        info, plaintext = await self._tenants.rotate_key(ctx.owner, prefix)
+        return self._key_created(info, plaintext)
+
+    async def revoke_key(self, ctx: Context) -> ApiResponse:
+        prefix = await self._own_prefix(ctx)
+        if len(await self._tenants.list_keys(ctx.owner)) == 1:
+            raise HttpProblem(
+                409,
+                "the last API key cannot be revoked: create another one first",
+                slug="last-key",
+                title="Last API key",
+            )
+        await self._tenants.revoke_key(ctx.owner, prefix)
+        return ApiResponse.empty(204)
+
+    async def _own_prefix(self, ctx: Context) -> str:
+        prefix = ctx.params["prefix"]
+        keys = await self._tenants.list_keys(ctx.owner)
+        if not _KEY_PREFIX.fullmatch(prefix) or prefix not in {k.prefix for k in keys}:
+            raise NotFound(f"no API key {prefix!r}")
+        return prefix
+
+    def _key_created(self, info: ApiKeyInfo, plaintext: str) -> ApiResponse:
+        body = ApiKeyCreated(prefix=info.prefix, created_at=info.created_at, api_key=plaintext)
+        return ApiResponse.json(201, body)
 
     async def _load(self, tenant_id: str) -> Tenant:
         if not _TENANT_ID.fullmatch(tenant_id):
@@ -99,6 +151,41 @@ class TenantRoutes:
                 replies=(Reply(204, "Deleted."), not_found),
             ),
             self._containers_route(),
+            *self._key_routes(),
+        ]
+
+    def _key_routes(self) -> list[Route]:
+        no_key = Reply(404, "No such key (or not yours).")
+        created = Reply(201, "The new key, shown once.", ApiKeyCreated)
+        return [
+            Route(
+                "GET",
+                "/v1/keys",
+                self.list_keys,
+                "List your API keys (prefixes only)",
+                replies=(Reply(200, "Your live keys.", ApiKeyList),),
+            ),
+            Route(
+                "POST", "/v1/keys", self.create_key, "Create another API key", replies=(created,)
+            ),
+            Route(
+                "POST",
+                "/v1/keys/{prefix}/rotate",
+                self.rotate_key,
+                "Replace an API key by a new one",
+                replies=(created, no_key),
+            ),
+            Route(
+                "DELETE",
+                "/v1/keys/{prefix}",
+                self.revoke_key,
+                "Revoke an API key",
+                replies=(
+                    Reply(204, "Revoked."),
+                    no_key,
+                    Reply(409, "It is your last key."),
+                ),
+            ),
         ]
 
     def _containers_route(self) -> Route:
@@ -110,3 +197,7 @@ class TenantRoutes:
             auth="operator",
             replies=(Reply(200, "Every container.", ContainerList),),
         )
+
+
+def _key_view(info: ApiKeyInfo) -> ApiKeyView:
+    return ApiKeyView(prefix=info.prefix, created_at=info.created_at)

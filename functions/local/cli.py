@@ -189,6 +189,8 @@ async def _tenants(args: argparse.Namespace) -> int:
             created = await _post(s, "/v1/tenants", op, {"name": args.name, "quotas": quotas})
             out.print(f"tenant {created['id']} created; API key (shown once):")
             out.print(created["api_key"], markup=False, highlight=False)
+            if s.server_url and created.get("resources", {}).get("web_app"):
+                out.print(f"web app: {created['resources']['web_app']}", highlight=False)
         elif args.action == "list":
             table = Table("id", "name", "state", "max containers", "created")
             for t in (await s.get("/v1/tenants", op)).get("items", []):

@@ -44,6 +44,7 @@ async def serve(local: LocalSettings, overrides: dict[str, object], host: str, p
     info = data_dir / "server.json"
     info.write_text(json.dumps({"url": base, "pid": os.getpid()}))
     print(f"skycrawl is up on {base}  (operator key in {Path(data_dir, 'operator.key')})")
+    print(f"web app: {base}/t/<tenant id>/   operator console: {base}/console/")
     print("Ctrl-C stops the server and every container it started.", flush=True)
     try:
         await server.serve()

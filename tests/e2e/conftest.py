@@ -10,7 +10,14 @@ import pytest
 
 from core.settings import LocalSettings, SkycrawlSettings
 from functions.local.bootstrap import build_local_stack
+from tests.e2e.browser import ensure_chromium
 from tests.e2e.support import OPERATOR_KEY, Harness
+
+
+@pytest.fixture(scope="session")
+def chromium() -> Path:
+    """Debian's Chromium for the browser tests, installed with apt-get if it is missing."""
+    return ensure_chromium()
 
 
 @pytest.fixture

@@ -89,6 +89,9 @@ async def test_openapi_lists_every_route_with_security_and_schemas(harness: Harn
         "/v1/tenants",
         "/v1/tenants/{tenant_id}",
         "/v1/containers",
+        "/v1/keys",
+        "/v1/keys/{prefix}",
+        "/v1/keys/{prefix}/rotate",
         "/healthz",
         "/openapi.json",
     } == set(document["paths"])
