@@ -129,11 +129,11 @@ def test_the_api_answers_through_api_gateway(stack: AwsStack, lambda_context: An
 def test_an_oversize_response_is_a_clear_problem(
     stack: AwsStack, lambda_context: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(api, "MAX_RESPONSE_BODY", 1000)  # Lambda's is 6 MB
     tenant_id, key = new_tenant(lambda_context)
     submitted = call(
         lambda_context, "POST", "/v1/crawls", key=key, body={"seeds": ["https://example.com/"]}
     )
+    monkeypatch.setattr(api, "MAX_RESPONSE_BODY", 1000)  # Lambda's is 6 MB
     crawl_id = json_of(submitted)["id"]
     bootstrap.run(stack.ports.blobs.put(key=warc_key(tenant_id, crawl_id, 0), data=b"\xff" * 2000))
     export = call(
