@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN     = $(VENV)/bin
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test lint bench clean mutants
 
 $(BIN)/skycrawl: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,3 +30,7 @@ bench: $(BIN)/skycrawl
 
 clean:
 	rm -rf $(VENV) .skycrawl .pytest_cache .mypy_cache .ruff_cache
+
+## mutants: apply named mutations to the conductor one at a time; every one must be killed
+mutants: $(BIN)/skycrawl
+	$(BIN)/python tests/mutants/run.py
