@@ -76,6 +76,7 @@ from adapters.azure.storage_queue_wire import (
 from core.clock import Clock, SystemClock
 from core.errors import Conflict, InvalidRequest, NotFound, Retryable
 from core.ports.message_bus import (
+    DEAD_LETTER_REASON,
     BusCapabilities,
     Lease,
     OutboundMessage,
@@ -83,6 +84,7 @@ from core.ports.message_bus import (
     Source,
     Subscription,
     check_receive,
+    dead_letter_attributes,
 )
 
 SUBSCRIPTION_DELIVERIES = 5
@@ -241,8 +243,8 @@ class StorageQueueMessageBus:
     def _to_lease(self, source: Source, physical: str, message: QueueMessage) -> Lease:
         envelope = decode_envelope(message.content or "", fallback_id=message.id)
         attributes = envelope.attributes
-        if physical.endswith(POISON_SUFFIX) and "dead_letter_reason" not in attributes:
-            attributes = {**attributes, "dead_letter_reason": "poison message (Functions host)"}
+        if physical.endswith(POISON_SUFFIX) and DEAD_LETTER_REASON not in attributes:
+            attributes = {**attributes, DEAD_LETTER_REASON: "poison message (Functions host)"}
         return Lease(
             source=source,
             message_id=envelope.message_id,
@@ -309,11 +311,7 @@ class StorageQueueMessageBus:
         else:
             target = queue_name(source.topic + DLQ_SUFFIX)
             origin = f"{source.topic}/{source.name}"
-        attributes = {
-            **lease.attributes,
-            "dead_letter_reason": reason[:1000],
-            "dead_letter_source": origin,
-        }
+        attributes = dead_letter_attributes(lease.attributes, reason=reason, source=origin)
         text = encode_envelope(lease.message_id, lease.body, attributes)
         copy = await self._put(target, text)
         try:

@@ -74,6 +74,8 @@ from google.pubsub_v1 import PublisherAsyncClient, SubscriberAsyncClient, types
 from adapters.gcp.pubsub_admin import PubSubAdmin
 from core.errors import Conflict, InvalidRequest, NotFound, Retryable
 from core.ports.message_bus import (
+    DEAD_LETTER_REASON,
+    DEAD_LETTER_SOURCE,
     BusCapabilities,
     Lease,
     OutboundMessage,
@@ -81,6 +83,7 @@ from core.ports.message_bus import (
     Source,
     Subscription,
     check_receive,
+    dead_letter_attributes,
     dead_letter_queue,
 )
 
@@ -115,10 +118,6 @@ def _check_message(message: OutboundMessage) -> dict[str, str]:
         if not key or len(key.encode()) > 256 or len(value.encode()) > 1024:
             raise InvalidRequest(f"attribute {key[:40]!r} is too long for Pub/Sub")
     return attributes
-
-
-def _cut(text: str, limit: int = 1000) -> str:
-    return text.encode()[:limit].decode(errors="ignore")
 
 
 def _translate(exc: gexc.GoogleAPICallError, what: str) -> Exception:
@@ -291,11 +290,11 @@ class PubSubMessageBus:
                 with contextlib.suppress(Conflict):
                     await self.dead_letter(lease=lease, reason=reason)
                 continue
-            if _NATIVE_COUNT in attributes and "dead_letter_reason" not in attributes:
-                attributes["dead_letter_reason"] = (
+            if _NATIVE_COUNT in attributes and DEAD_LETTER_REASON not in attributes:
+                attributes[DEAD_LETTER_REASON] = (
                     f"delivered {attributes[_NATIVE_COUNT]} times (max_delivery_attempts)"
                 )
-                attributes["dead_letter_source"] = attributes.get(_NATIVE_SOURCE, "")
+                attributes[DEAD_LETTER_SOURCE] = attributes.get(_NATIVE_SOURCE, "")
             leases.append(
                 Lease(source, message_id, item.message.data, attributes, count, item.ack_id)
             )
@@ -372,12 +371,11 @@ class PubSubMessageBus:
         path, target = self._names(lease.source)
         if target is None:
             raise InvalidRequest(f"{lease.source} is a dead-letter queue itself")
-        attributes = {
-            **lease.attributes,
-            "dead_letter_reason": _cut(reason),
-            "dead_letter_source": path.rsplit("/", 1)[1],
-            ID_ATTR: lease.message_id,
-        }
+        attributes = dead_letter_attributes(
+            {**lease.attributes, ID_ATTR: lease.message_id},
+            reason=reason,
+            source=path.rsplit("/", 1)[1],
+        )
         await self._publish(target, lease.body, attributes)
         await self.ack(lease=lease)
 
