@@ -15,8 +15,10 @@ Limits
     Keys follow the one rule of every BlobStore (``core.ports.blob_store.check_key``: at most
     960 bytes of UTF-8 -- Cloud Storage counts 1,024 bytes, a store prefix may take 64 --,
     segments of at most 255 bytes, no empty, ``.`` or ``..`` segment, leading ``/``,
-    backslash or control character such as CR / LF) -- else ``core.errors.InvalidRequest``. Objects are held in memory, so at most 5 GiB here (Cloud
-    Storage itself takes 5 TiB). Errors of the service other than "not found" are
+    backslash or control character such as CR / LF) -- else ``core.errors.InvalidRequest``.
+    Objects are held in memory, so at most 5 GiB here (Cloud Storage itself takes 5 TiB).
+    Errors of the service other than "not found" go through ``adapters.gcp.errors``: 403 is
+    ``core.errors.ConfigurationError`` (a missing role), 5xx and dropped connections
     ``core.errors.Retryable``.
 
 Cost
@@ -40,7 +42,8 @@ import requests
 from google.api_core import exceptions as gexc
 from google.cloud import storage  # type: ignore[attr-defined, unused-ignore]
 
-from core.errors import NotFound, Retryable
+from adapters.gcp.errors import translate
+from core.errors import NotFound
 from core.ports.blob_store import (
     BlobCapabilities,
     check_key,
@@ -69,7 +72,7 @@ class GcsBlobStore:
         except gexc.NotFound as exc:
             raise NotFound(f"no blob {what}") from exc
         except (gexc.GoogleAPICallError, requests.RequestException) as exc:
-            raise Retryable(f"Cloud Storage failed on {what}: {exc}") from exc
+            raise translate(exc, f"Cloud Storage failed on {what}") from exc
 
     async def put(
         self, *, key: str, data: bytes, content_type: str = "application/octet-stream"

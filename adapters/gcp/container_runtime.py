@@ -48,7 +48,8 @@ import re
 from google.api_core import exceptions as gexc
 from google.cloud import run_v2
 
-from core.errors import InvalidRequest, Retryable
+from adapters.gcp.errors import translate
+from core.errors import InvalidRequest
 from core.ports.container_runtime import (
     ContainerSpec,
     ContainerStatus,
@@ -129,7 +130,7 @@ class CloudRunRuntime:
         except gexc.NotFound:
             return None
         except gexc.GoogleAPICallError as exc:
-            raise Retryable(f"Cloud Run: looking up {container_id}: {exc}") from exc
+            raise translate(exc, f"Cloud Run: looking up {container_id}") from exc
         return None
 
     async def start_container(self, *, spec: ContainerSpec) -> None:
@@ -150,7 +151,7 @@ class CloudRunRuntime:
         try:
             operation = await self._jobs.run_job(request=request)
         except gexc.GoogleAPICallError as exc:
-            raise Retryable(f"Cloud Run refused to run {self._job}: {exc}") from exc
+            raise translate(exc, f"Cloud Run refused to run {self._job}") from exc
         execution = operation.metadata
         if execution is not None and execution.name:
             self._known[spec.container_id] = execution.name
@@ -164,7 +165,7 @@ class CloudRunRuntime:
         except (gexc.NotFound, gexc.FailedPrecondition):
             return  # gone, or finished meanwhile
         except gexc.GoogleAPICallError as exc:
-            raise Retryable(f"Cloud Run could not cancel {execution.name}: {exc}") from exc
+            raise translate(exc, f"Cloud Run could not cancel {execution.name}") from exc
 
     async def _exit_code(self, execution: run_v2.Execution) -> int | None:
         try:
@@ -210,7 +211,7 @@ class CloudRunRuntime:
                 if len(running) >= self._lookup_limit:
                     break
         except gexc.GoogleAPICallError as exc:
-            raise Retryable(f"Cloud Run: listing executions: {exc}") from exc
+            raise translate(exc, "Cloud Run: listing executions") from exc
         return running
 
     async def close(self) -> None:

@@ -71,6 +71,7 @@ from collections.abc import Mapping, Sequence
 from google.api_core import exceptions as gexc
 from google.pubsub_v1 import PublisherAsyncClient, SubscriberAsyncClient, types
 
+from adapters.gcp.errors import TRANSIENT, translate
 from adapters.gcp.pubsub_admin import PubSubAdmin
 from core.errors import Conflict, InvalidRequest, NotFound, Retryable
 from core.ports.message_bus import (
@@ -97,14 +98,6 @@ ID_ATTR = "skycrawl-id"
 NOT_BEFORE_ATTR = "skycrawl-not-before"
 _NATIVE_COUNT = "CloudPubSubDeadLetterSourceDeliveryCount"
 _NATIVE_SOURCE = "CloudPubSubDeadLetterSourceSubscription"
-_TRANSIENT = (
-    gexc.ServiceUnavailable,
-    gexc.DeadlineExceeded,
-    gexc.InternalServerError,
-    gexc.Aborted,
-    gexc.Unknown,
-    gexc.TooManyRequests,
-)
 
 
 def _check_message(message: OutboundMessage) -> dict[str, str]:
@@ -126,7 +119,7 @@ def _translate(exc: gexc.GoogleAPICallError, what: str) -> Exception:
         return Conflict(f"{what}: the subscription is gone")
     if isinstance(exc, gexc.InvalidArgument | gexc.FailedPrecondition):
         return Conflict(f"{what}: {exc.message}")
-    return Retryable(f"{what}: {exc}")
+    return translate(exc, what)
 
 
 class PubSubMessageBus:
@@ -192,7 +185,7 @@ class PubSubMessageBus:
         except gexc.NotFound as exc:
             raise NotFound(f"no such topic or queue: {topic}") from exc
         except gexc.GoogleAPICallError as exc:
-            raise Retryable(f"publish to {topic}: {exc}") from exc
+            raise translate(exc, f"publish to {topic}") from exc
 
     async def send(self, *, queue: str, message: OutboundMessage, delay_s: float = 0) -> str:
         attributes = _check_message(message)
@@ -233,7 +226,7 @@ class PubSubMessageBus:
             )
         except gexc.NotFound as exc:
             raise NotFound(f"no such queue or subscription: {path}") from exc
-        except _TRANSIENT as exc:  # an empty long poll ends so on the real service
+        except TRANSIENT as exc:  # an empty long poll ends so on the real service
             log.debug("pull from %s: %s", path, exc)
             return []
         return list(response.received_messages)

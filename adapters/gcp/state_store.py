@@ -56,8 +56,9 @@ from google.cloud import firestore
 from google.cloud.firestore_v1.async_document import AsyncDocumentReference
 from google.cloud.firestore_v1.base_document import DocumentSnapshot
 
+from adapters.gcp.errors import translate
 from core.clock import Clock, SystemClock
-from core.errors import Conflict, InvalidRequest, Retryable
+from core.errors import Conflict, InvalidRequest
 from core.ports.state_store import Item, StateCapabilities, decode_data, encode_data
 
 MAX_ITEM_BYTES = 1_000_000
@@ -154,7 +155,7 @@ class FirestoreStateStore:
         try:
             return await ref.get()
         except gexc.GoogleAPICallError as exc:
-            raise Retryable(f"reading {ref.path}: {exc}") from exc
+            raise translate(exc, f"reading {ref.path}") from exc
 
     async def get(self, *, table: str, partition: str, key: str) -> Item | None:
         snapshot = await self._read(self._document(table, partition, key))
@@ -191,7 +192,7 @@ class FirestoreStateStore:
                     await self._write(ref, snapshot.update_time, None)
                 continue
             except gexc.GoogleAPICallError as exc:
-                raise Retryable(f"creating {ref.path}: {exc}") from exc
+                raise translate(exc, f"creating {ref.path}") from exc
             item = Item(table, partition, key, decode_data(text), 1, expires)
             return self._remember(item, result.update_time)
         raise Conflict(f"{table}/{partition}/{key}: too much contention")
@@ -229,7 +230,7 @@ class FirestoreStateStore:
         except (gexc.FailedPrecondition, gexc.NotFound) as exc:
             raise Conflict(f"{ref.path} changed meanwhile") from exc
         except gexc.GoogleAPICallError as exc:
-            raise Retryable(f"writing {ref.path}: {exc}") from exc
+            raise translate(exc, f"writing {ref.path}") from exc
         return result.update_time  # type: ignore[no-any-return]
 
     async def replace(
@@ -265,7 +266,7 @@ class FirestoreStateStore:
             try:
                 page = [snapshot async for snapshot in query.limit(_PAGE).stream()]
             except gexc.GoogleAPICallError as exc:
-                raise Retryable(f"querying {table}/{partition}: {exc}") from exc
+                raise translate(exc, f"querying {table}/{partition}") from exc
             found += [self._item(table, s) for s in page if not self._expired(s)]
             if len(page) < _PAGE:
                 break
@@ -277,7 +278,7 @@ class FirestoreStateStore:
         try:
             return [self._item(table, s) async for s in group.stream() if not self._expired(s)]
         except gexc.GoogleAPICallError as exc:
-            raise Retryable(f"scanning {table}: {exc}") from exc
+            raise translate(exc, f"scanning {table}") from exc
 
     async def close(self) -> None:
         """The Firestore client is closed with its transport when the process ends."""
