@@ -33,6 +33,7 @@ from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
 from azure.storage.blob import ContentSettings
 from azure.storage.blob.aio import ContainerClient
 
+from adapters.azure.errors import translated_errors
 from core.errors import InvalidRequest, NotFound
 from core.ports.blob_store import BlobCapabilities, check_key, check_prefix
 
@@ -43,6 +44,7 @@ def _missing_container(exc: ResourceNotFoundError) -> bool:
     return getattr(exc, "error_code", None) == "ContainerNotFound"
 
 
+@translated_errors("Blob storage")
 class BlobStorageBlobStore:
     """BlobStore on one Blob storage container."""
 

@@ -61,6 +61,7 @@ from azure.mgmt.containerinstance.models import (
     UserAssignedIdentities,
 )
 
+from adapters.azure.errors import translated_errors
 from adapters.azure.settings import AzureSettings
 from core.errors import InvalidRequest
 from core.ports.container_runtime import (
@@ -105,6 +106,7 @@ def status_of(container_id: str, group: ContainerGroup) -> ContainerStatus:
     return ContainerStatus(container_id, RunState.pending, detail=provisioning or state)
 
 
+@translated_errors("Container Instances")
 class ContainerInstancesRuntime:
     """ContainerRuntime on Azure Container Instances, one container group per GUID."""
 

@@ -72,6 +72,7 @@ from azure.servicebus.exceptions import (
 )
 from azure.servicebus.management import CorrelationRuleFilter, TrueRuleFilter
 
+from adapters.azure.errors import translated_errors
 from adapters.azure.servicebus_locks import SETTLE_ERRORS, Held, LockKeeper
 from core.clock import Clock, SystemClock
 from core.errors import Conflict, InvalidRequest, NotFound
@@ -122,6 +123,7 @@ def _size(message: OutboundMessage) -> int:
     )
 
 
+@translated_errors("Service Bus")
 class ServiceBusMessageBus:
     """MessageBus on Service Bus queues and a topic with correlation-filtered subscriptions."""
 

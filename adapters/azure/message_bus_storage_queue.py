@@ -56,6 +56,7 @@ from azure.core.exceptions import HttpResponseError, ResourceExistsError, Resour
 from azure.storage.queue import QueueMessage
 from azure.storage.queue.aio import QueueClient, QueueServiceClient
 
+from adapters.azure.errors import translated_errors
 from adapters.azure.storage_queue_wire import (
     DLQ_SUFFIX,
     MAX_DELAY_S,
@@ -107,6 +108,7 @@ def _filter_of(metadata: Mapping[str, str]) -> dict[str, str] | None:
 # --------------------------------------------------------------------------- the bus
 
 
+@translated_errors("Queue storage")
 class StorageQueueMessageBus:
     """MessageBus on Storage queues; the topic is a set of metadata-tagged queues."""
 

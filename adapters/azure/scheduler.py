@@ -26,6 +26,7 @@ from datetime import datetime
 
 from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
 
+from adapters.azure.errors import translated_errors
 from adapters.azure.message_bus import ServiceBusMessageBus
 from adapters.azure.message_bus_storage_queue import StorageQueueMessageBus
 from adapters.azure.storage_queue_wire import MAX_DELAY_S as STORAGE_MAX_DELAY_S
@@ -42,6 +43,7 @@ def _check(deliver_at: datetime) -> None:
         raise InvalidRequest("deliver_at must be timezone-aware")
 
 
+@translated_errors("Service Bus")
 class ServiceBusScheduler:
     """Scheduler on Service Bus scheduled messages."""
 
@@ -65,6 +67,7 @@ class ServiceBusScheduler:
         return await self._bus.cancel_scheduled(queue=queue, sequence_number=int(sequence))
 
 
+@translated_errors("Queue storage")
 class StorageQueueScheduler:
     """Scheduler on Storage queue visibility timeouts."""
 

@@ -57,6 +57,7 @@ from azure.core.exceptions import (
 from azure.data.tables import TableEntity, UpdateMode
 from azure.data.tables.aio import TableClient
 
+from adapters.azure.errors import translated_errors
 from core.clock import Clock, SystemClock
 from core.errors import Conflict, InvalidRequest
 from core.ports.state_store import Item, StateCapabilities, decode_data, encode_data
@@ -95,6 +96,7 @@ def _expiry(moment: datetime | None) -> str:
     return moment.isoformat(timespec="microseconds")
 
 
+@translated_errors("Table storage")
 class TableStateStore:
     """StateStore on one Azure table, conditional writes by ETag."""
 
