@@ -85,6 +85,11 @@ class SqsScheduler:
         longest = EVENTBRIDGE_MAX_DELAY_S if self._eventbridge is not None else MAX_DELAY_S
         self.capabilities = SchedulerCapabilities(max_delay_s=longest, can_cancel=False)
 
+    async def close(self) -> None:
+        """Close the EventBridge Scheduler client (the SQS bus is closed by its owner)."""
+        if self._eventbridge is not None:
+            self._eventbridge.close()
+
     async def schedule(self, *, queue: str, message: OutboundMessage, deliver_at: datetime) -> str:
         if deliver_at.tzinfo is None:
             raise InvalidRequest("deliver_at must be timezone-aware")

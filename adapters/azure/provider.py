@@ -184,6 +184,9 @@ class UnconfiguredProvisioner:
     async def teardown(self, *, tenant_id: str, resources: Mapping[str, str]) -> None:
         await self.provision(tenant_id=tenant_id)
 
+    async def close(self) -> None:
+        return None
+
 
 def container_runtime(settings: SkycrawlSettings, azure: AzureSettings) -> ContainerRuntime:
     if not (azure.subscription_id and azure.resource_group):

@@ -52,6 +52,9 @@ class ServiceBusScheduler:
     def __init__(self, bus: ServiceBusMessageBus) -> None:
         self._bus = bus
 
+    async def close(self) -> None:
+        """Nothing of its own: scheduled messages go through the bus, closed by its owner."""
+
     async def schedule(self, *, queue: str, message: OutboundMessage, deliver_at: datetime) -> str:
         _check(deliver_at)
         delay_s = (deliver_at - self._bus.clock.now()).total_seconds()
@@ -75,6 +78,9 @@ class StorageQueueScheduler:
 
     def __init__(self, bus: StorageQueueMessageBus) -> None:
         self._bus = bus
+
+    async def close(self) -> None:
+        """Nothing of its own: timers are queue messages of the bus, closed by its owner."""
 
     async def schedule(self, *, queue: str, message: OutboundMessage, deliver_at: datetime) -> str:
         _check(deliver_at)

@@ -123,3 +123,7 @@ class GcpProvisioner:
                 await asyncio.to_thread(blob.delete)
         except gexc.GoogleAPICallError as exc:
             raise translate(exc, f"tearing down tenant {tenant_id}") from exc
+
+    async def close(self) -> None:
+        """Nothing of its own: the Pub/Sub and Storage clients are the bus's and the blob
+        store's, closed by them."""

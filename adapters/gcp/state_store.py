@@ -281,4 +281,8 @@ class FirestoreStateStore:
             raise translate(exc, f"scanning {table}") from exc
 
     async def close(self) -> None:
-        """The Firestore client is closed with its transport when the process ends."""
+        """Close the Firestore client: its gRPC channel (if one was opened) and transport."""
+        api = getattr(self._client, "_firestore_api_internal", None)  # made on first call
+        if api is not None:
+            await api.transport.close()
+        self._client.close()  # type: ignore[no-untyped-call]

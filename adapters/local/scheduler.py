@@ -42,5 +42,8 @@ class SqliteScheduler:
             raise InvalidRequest(f"deliver_at is more than {MAX_DELAY_S:.0f} seconds ahead")
         return await self._bus.send_at(queue=queue, message=message, deliver_at=deliver_at)
 
+    async def close(self) -> None:
+        """Nothing of its own: timers live in the bus's database."""
+
     async def cancel(self, *, handle: str) -> bool:
         return await self._bus.withdraw(message_id=handle)
