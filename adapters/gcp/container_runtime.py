@@ -15,7 +15,14 @@ Start, stop, describe
     ``start_container`` runs the job with one task (``task_count=1``) and the environment of
     ``spec.env`` plus ``SKYCRAWL_CONTAINER_ID``, ``SKYCRAWL_TENANT_ID``,
     ``SKYCRAWL_EGRESS_NAME`` and ``SKYCRAWL_PROXY_URL`` (for a proxied egress); starting a GUID
-    whose execution still runs is a no-op. ``stop_container`` cancels the execution: Cloud Run
+    whose execution still runs is a no-op -- on every conductor instance, not only the one that
+    started it: before running the job, ``start_container`` looks the GUID's execution up (see
+    below), as ECS does with its client token and ACI with its deterministic group name. Cloud
+    Run takes no idempotency key and ``RunJobRequest.Overrides`` carries no labels, so the
+    lookup is by the ``SKYCRAWL_CONTAINER_ID`` of the execution's environment; it is not
+    atomic with the run, so two instances starting one GUID *at the same moment* could still
+    both run it -- the core never does that (a start is decided by compare-and-set), a
+    redelivered start comes later and finds the first. ``stop_container`` cancels the execution: Cloud Run
     sends SIGTERM and SIGKILL 10 s later -- the grace is Cloud Run's, ``grace_s`` cannot
     shorten it (``capabilities.max_grace_s`` = 10). ``describe`` maps the execution: no
     execution -> ``unknown``; a completion time or a terminal ``Completed`` condition ->
@@ -24,9 +31,10 @@ Start, stop, describe
 
 Finding a GUID's execution (stateless)
     Execution names are chosen by Cloud Run, so the runtime remembers the names of what it
-    started, and otherwise lists the job's executions (newest first, at most
-    ``lookup_limit``) and matches ``SKYCRAWL_CONTAINER_ID`` in the execution's template, which
-    records the overridden environment. Any conductor instance can therefore describe or stop
+    started, and otherwise lists the job's executions (``ListExecutions`` has no filter; newest
+    first, at most ``lookup_limit``) and matches ``SKYCRAWL_CONTAINER_ID`` in the execution's
+    template, which records the overridden environment. A start therefore costs one listing
+    more (a page of executions) on an instance that does not know the GUID. Any conductor instance can therefore describe or stop
     any container; the opt-in live test checks this against the real service.
 
 Limits and cost
@@ -90,7 +98,7 @@ class CloudRunRuntime:
     """ContainerRuntime on executions of one Cloud Run job."""
 
     capabilities = RuntimeCapabilities(
-        name="cloud-run-jobs", typical_start_s=15.0, max_grace_s=10.0
+        name="cloud-run-jobs", typical_start_s=15.0, max_grace_s=10.0, graceful_stop=True
     )
 
     def __init__(
@@ -136,10 +144,9 @@ class CloudRunRuntime:
     async def start_container(self, *, spec: ContainerSpec) -> None:
         if not _GUID.fullmatch(spec.container_id):
             raise InvalidRequest(f"invalid container id {spec.container_id!r}")
-        if spec.container_id in self._known:
-            current = await self._find(spec.container_id)
-            if current is not None and not _finished(current):
-                return
+        current = await self._find(spec.container_id)  # by name, else by the GUID's env
+        if current is not None and not _finished(current):
+            return  # already started, by this instance or another: no second execution
         env = [run_v2.EnvVar(name=k, value=v) for k, v in sorted(container_env(spec).items())]
         override = run_v2.RunJobRequest.Overrides.ContainerOverride(env=env)
         if self._container:
