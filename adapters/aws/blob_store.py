@@ -10,9 +10,10 @@ Features
     1,000 (``DeleteObjects``) and returns how many it removed. S3 is strongly consistent for
     every one of these since December 2020.
 
-    The same key rules as the local store apply (so that a layout that works on one machine
-    works here): keys are ``/``-separated, at most 1024 bytes, without empty, ``.`` or ``..``
-    segments, a leading ``/``, backslashes or NUL -- else ``core.errors.InvalidRequest``.
+    Keys follow the one rule of every BlobStore (``core.ports.blob_store.check_key``: at most
+    960 bytes of UTF-8, so that with a ``blob_prefix`` of at most 64 bytes the object key stays
+    within S3's 1,024; segments of at most 255 bytes; no empty, ``.`` or ``..`` segment,
+    leading ``/``, backslash or control character) -- else ``core.errors.InvalidRequest``.
 
     boto3 is synchronous: calls run in worker threads (``adapters.aws.errors.call``); throttling
     (``SlowDown``) and 5xx answers become ``core.errors.Retryable``.
@@ -38,26 +39,14 @@ from typing import Any
 from adapters.aws.errors import ClientError, call, error_code, http_status
 from adapters.aws.settings import AwsSettings
 from core.errors import InvalidRequest, NotFound, Retryable
-from core.ports.blob_store import BlobCapabilities
+from core.ports.blob_store import (
+    BlobCapabilities,
+    check_key,
+    check_prefix,
+    check_store_prefix,
+)
 
-_MAX_KEY_BYTES = 1024
 _BATCH = 1000
-
-
-def check_key(key: str) -> None:
-    if not key or len(key.encode()) > _MAX_KEY_BYTES:
-        raise InvalidRequest(f"blob key must have 1 to {_MAX_KEY_BYTES} bytes")
-    if key.startswith("/") or "\\" in key or "\x00" in key:
-        raise InvalidRequest(f"invalid blob key {key!r}: absolute, backslash or NUL")
-    if any(segment in ("", ".", "..") for segment in key.split("/")):
-        raise InvalidRequest(f"invalid blob key {key!r}: empty, '.' or '..' segment")
-
-
-def check_prefix(prefix: str) -> None:
-    if prefix.startswith("/") or "\\" in prefix or "\x00" in prefix:
-        raise InvalidRequest(f"invalid blob prefix {prefix!r}")
-    if any(segment in (".", "..") for segment in prefix.split("/")[:-1]):
-        raise InvalidRequest(f"invalid blob prefix {prefix!r}")
 
 
 def _missing(exc: ClientError) -> bool:
@@ -72,8 +61,7 @@ class S3BlobStore:
     def __init__(self, *, s3: Any, bucket: str, prefix: str = "") -> None:
         self._s3 = s3  # a boto3 S3 client (Any: boto3 ships no type stubs)
         self.bucket = bucket
-        if prefix:
-            check_prefix(prefix)
+        check_store_prefix(prefix)
         self._prefix = prefix
 
     @classmethod

@@ -13,8 +13,12 @@ Features
       tenant's stack, see ``adapters.aws.provisioner``). Starting a GUID that has a task not yet
       stopped is a no-op.
     * The conductor is stateless, so nothing maps GUIDs to task ARNs in memory: every call
-      finds the tasks with ``ListTasks(startedBy=GUID)`` (running, then stopped) and
-      ``DescribeTasks``.
+      finds the GUID's tasks with ``ListTasks(startedBy=GUID)`` -- ECS requires ``startedBy``
+      to be the only filter besides the cluster (anything more is
+      ``InvalidParameterException``), and lists the tasks whose desired status is RUNNING --
+      and ``DescribeTasks``. ``describe`` of a GUID with no such task looks among the stopped
+      tasks of the task definition's family (``family`` + ``desiredStatus=STOPPED``, ECS keeps
+      them about an hour) and matches ``startedBy``.
     * ``describe`` maps ``lastStatus``: PROVISIONING / PENDING / ACTIVATING → ``pending``;
       RUNNING, and DEACTIVATING / STOPPING / DEPROVISIONING (still running, being stopped) →
       ``running``; STOPPED / DELETED → ``exited`` with the engine container's exit code (None
@@ -86,10 +90,17 @@ def _check_guid(container_id: str) -> None:
         raise InvalidRequest(f"invalid container id {container_id!r} for ECS")
 
 
+def task_family(task_definition: str) -> str:
+    """The family of ``family``, ``family:revision`` or a task definition ARN."""
+    return task_definition.rsplit("/", 1)[-1].split(":", 1)[0]
+
+
 class EcsRuntime:
     """ContainerRuntime running each container as one ECS task (Fargate)."""
 
-    capabilities = RuntimeCapabilities(name="ecs-fargate", typical_start_s=45.0, max_grace_s=120.0)
+    capabilities = RuntimeCapabilities(
+        name="ecs-fargate", typical_start_s=45.0, max_grace_s=120.0, graceful_stop=True
+    )
 
     def __init__(
         self,
@@ -117,6 +128,7 @@ class EcsRuntime:
         self._capacity_provider = capacity_provider
         self._role_pattern = tenant_task_role_arn
         self._stack_prefix = stack_prefix
+        self._family = task_family(task_definition)
 
     @classmethod
     def from_settings(cls, aws: AwsSettings) -> EcsRuntime:
@@ -199,9 +211,8 @@ class EcsRuntime:
         if not self._subnets:
             raise ConfigurationError("SKYCRAWL_AWS_SUBNETS is empty: Fargate tasks need subnets")
         request = self._run_request(spec)
-        if any(
-            task.get("lastStatus") != "STOPPED" for task in await self._tasks(spec.container_id)
-        ):
+        running = await self._tasks(spec.container_id, stopped=False)
+        if any(task.get("lastStatus") != "STOPPED" for task in running):
             return  # started before (a retried start): still there
         response = await self._ecs_call(self._ecs.run_task, **request)
         failures = response.get("failures", [])
@@ -235,11 +246,14 @@ class EcsRuntime:
             tasks.extend(response.get("tasks", []))
         return tasks
 
-    async def _tasks(self, container_id: str) -> list[dict[str, Any]]:
-        """Every task ECS still knows for ``container_id``, newest first."""
-        arns: list[str] = []
-        for desired in ("RUNNING", "STOPPED"):
-            arns += await self._task_arns(startedBy=container_id, desiredStatus=desired)
+    async def _tasks(self, container_id: str, *, stopped: bool = True) -> list[dict[str, Any]]:
+        """Every task ECS still knows for ``container_id``, newest first: those not stopped
+        (``ListTasks`` by ``startedBy`` -- which must be its only filter, and lists the tasks
+        whose desired status is RUNNING), else, with ``stopped``, the stopped ones (by family
+        and ``desiredStatus=STOPPED``, matched on ``startedBy`` by ``DescribeTasks``)."""
+        arns = await self._task_arns(startedBy=container_id)
+        if not arns and stopped:
+            arns = await self._task_arns(family=self._family, desiredStatus="STOPPED")
         if not arns:
             return []
         tasks = await self._describe_tasks(sorted(set(arns)))
@@ -248,7 +262,7 @@ class EcsRuntime:
 
     async def stop_container(self, *, container_id: str, grace_s: float = 10) -> None:
         _check_guid(container_id)
-        for task in await self._tasks(container_id):
+        for task in await self._tasks(container_id, stopped=False):
             if task.get("desiredStatus") == "STOPPED" or task.get("lastStatus") == "STOPPED":
                 continue
             try:

@@ -74,6 +74,8 @@ from adapters.aws.sqs_queues import SqsQueues, check_queue_name, is_dead_letter_
 from adapters.aws.sqs_wire import ClaimChecks, Wire
 from core.errors import Conflict, InvalidRequest, NotFound
 from core.ports.message_bus import (
+    DEAD_LETTER_REASON,
+    DEAD_LETTER_SOURCE,
     BusCapabilities,
     Lease,
     OutboundMessage,
@@ -87,8 +89,6 @@ from core.ports.message_bus import (
 MAX_VISIBILITY_S = 43200.0
 MAX_DELAY_S = 900.0
 RETENTION_S = "1209600"  # 14 days, the SQS maximum
-DEAD_LETTER_REASON = "dead_letter_reason"
-DEAD_LETTER_SOURCE = "dead_letter_source"
 REDRIVE_REASON = "delivered more than max_deliveries times (moved by the SQS redrive policy)"
 
 

@@ -123,6 +123,9 @@ class CloudFormationProvisioner:
         self._poll_s = poll_s
         self._wait_s = wait_s
 
+    async def close(self) -> None:
+        self._cfn.close()
+
     @classmethod
     def from_settings(cls, aws: AwsSettings) -> CloudFormationProvisioner:
         return cls(

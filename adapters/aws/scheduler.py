@@ -85,6 +85,11 @@ class SqsScheduler:
         longest = EVENTBRIDGE_MAX_DELAY_S if self._eventbridge is not None else MAX_DELAY_S
         self.capabilities = SchedulerCapabilities(max_delay_s=longest, can_cancel=False)
 
+    async def close(self) -> None:
+        """Close the EventBridge Scheduler client (the SQS bus is closed by its owner)."""
+        if self._eventbridge is not None:
+            self._eventbridge.close()
+
     async def schedule(self, *, queue: str, message: OutboundMessage, delay_s: float) -> str:
         # SQS DelaySeconds is relative and measured by SQS; only the EventBridge path needs an
         # absolute time, taken from this instance's clock at this edge

@@ -24,7 +24,8 @@ Features
 
 Limits
     An item is at most 400 KB: ``data`` may be 350,000 bytes of JSON
-    (``capabilities.max_item_bytes``). Table names may not contain ``#``; keys and partitions
+    (``capabilities.max_item_bytes``), encoded by ``core.ports.state_store.encode_data``
+    (sorted keys, no NaN / Infinity, as on every backend). Table names may not contain ``#``; keys and partitions
     must be non-empty (DynamoDB refuses empty key strings). ``expires_at`` must be
     timezone-aware. Bad input is ``core.errors.InvalidRequest``.
 
@@ -39,7 +40,6 @@ Cost
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
@@ -49,7 +49,7 @@ from adapters.aws.errors import ClientError, call, error_code
 from adapters.aws.settings import AwsSettings
 from core.clock import Clock, SystemClock
 from core.errors import Conflict, InvalidRequest
-from core.ports.state_store import Item, StateCapabilities
+from core.ports.state_store import Item, StateCapabilities, decode_data, encode_data
 
 MAX_DATA_BYTES = 350_000
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -68,16 +68,6 @@ def _from_us(value: int | None) -> datetime | None:
     return None if value is None else _EPOCH + timedelta(microseconds=value)
 
 
-def _encode(data: Mapping[str, Any]) -> str:
-    try:
-        encoded = json.dumps(dict(data), separators=(",", ":"), sort_keys=True, allow_nan=False)
-    except (TypeError, ValueError) as exc:
-        raise InvalidRequest(f"item data is not JSON: {exc}") from exc
-    if len(encoded.encode()) > MAX_DATA_BYTES:
-        raise InvalidRequest(f"item larger than {MAX_DATA_BYTES} bytes")
-    return encoded
-
-
 def _check_names(table: str, partition: str, key: str | None = None) -> None:
     if not table or "#" in table:
         raise InvalidRequest(f"invalid table name {table!r}: non-empty, without '#'")
@@ -91,7 +81,7 @@ def _item(raw: Mapping[str, Any]) -> Item:
         table=raw["tbl"]["S"],
         partition=raw["part"]["S"],
         key=raw["sk"]["S"],
-        data=json.loads(raw["data"]["S"]),
+        data=decode_data(raw["data"]["S"]),
         version=int(raw["ver"]["N"]),
         expires_at=_from_us(int(exp["N"])) if exp else None,
     )
@@ -167,7 +157,7 @@ class DynamoStateStore:
         expires_at: datetime | None = None,
     ) -> Item:
         _check_names(table, partition, key)
-        encoded, exp = _encode(data), _to_us(expires_at)
+        encoded, exp = encode_data(data, max_bytes=MAX_DATA_BYTES), _to_us(expires_at)
         await self._conditional(
             self._db.put_item,
             f"{table}/{partition}/{key} already exists",
@@ -176,12 +166,12 @@ class DynamoStateStore:
             ExpressionAttributeNames={"#exp": "exp"},
             ExpressionAttributeValues={":now": self._now_us()},
         )
-        return Item(table, partition, key, json.loads(encoded), 1, _from_us(exp))
+        return Item(table, partition, key, decode_data(encoded), 1, _from_us(exp))
 
     async def replace(
         self, *, item: Item, data: Mapping[str, Any], expires_at: datetime | None = None
     ) -> Item:
-        encoded, exp = _encode(data), _to_us(expires_at)
+        encoded, exp = encode_data(data, max_bytes=MAX_DATA_BYTES), _to_us(expires_at)
         version = item.version + 1
         await self._conditional(
             self._db.put_item,
@@ -192,7 +182,7 @@ class DynamoStateStore:
             ExpressionAttributeValues={":ver": {"N": str(item.version)}, ":now": self._now_us()},
         )
         return Item(
-            item.table, item.partition, item.key, json.loads(encoded), version, _from_us(exp)
+            item.table, item.partition, item.key, decode_data(encoded), version, _from_us(exp)
         )
 
     async def delete(self, *, item: Item) -> None:

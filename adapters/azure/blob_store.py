@@ -10,8 +10,10 @@ Features
     container is created on the first write that finds it missing.
 
 Limits
-    Keys follow the same rules as every BlobStore here: ``/``-separated, 1-1024 characters,
-    no empty, ``.`` or ``..`` segment, no leading ``/``, backslash or NUL, else
+    Keys follow the one rule of every BlobStore (``core.ports.blob_store.check_key``): counted
+    in UTF-8 bytes (at most 960) although Azure itself counts 1,024 *characters*, so that a key
+    accepted here is accepted by S3 and Cloud Storage too; segments of at most 255 bytes; no
+    empty, ``.`` or ``..`` segment, leading ``/``, backslash or control character -- else
     ``core.errors.InvalidRequest``. Objects up to 5 GiB through this adapter (held in
     memory). Listing is paged by the service (5,000 names a call).
 
@@ -31,34 +33,18 @@ from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
 from azure.storage.blob import ContentSettings
 from azure.storage.blob.aio import ContainerClient
 
+from adapters.azure.errors import translated_errors
 from core.errors import InvalidRequest, NotFound
-from core.ports.blob_store import BlobCapabilities
+from core.ports.blob_store import BlobCapabilities, check_key, check_prefix
 
-_MAX_KEY_CHARS = 1024
 _DELETE_CONCURRENCY = 16
-
-
-def check_key(key: str) -> None:
-    """``InvalidRequest`` unless ``key`` is a safe ``/``-separated blob key."""
-    if not key or len(key) > _MAX_KEY_CHARS:
-        raise InvalidRequest(f"blob key must have 1 to {_MAX_KEY_CHARS} characters")
-    if key.startswith("/") or "\\" in key or "\x00" in key:
-        raise InvalidRequest(f"invalid blob key {key!r}: absolute, backslash or NUL")
-    if any(segment in ("", ".", "..") for segment in key.split("/")):
-        raise InvalidRequest(f"invalid blob key {key!r}: empty, '.' or '..' segment")
-
-
-def check_prefix(prefix: str) -> None:
-    if prefix.startswith("/") or "\\" in prefix or "\x00" in prefix:
-        raise InvalidRequest(f"invalid blob prefix {prefix!r}")
-    if any(segment in (".", "..") for segment in prefix.split("/")[:-1]):
-        raise InvalidRequest(f"invalid blob prefix {prefix!r}")
 
 
 def _missing_container(exc: ResourceNotFoundError) -> bool:
     return getattr(exc, "error_code", None) == "ContainerNotFound"
 
 
+@translated_errors("Blob storage")
 class BlobStorageBlobStore:
     """BlobStore on one Blob storage container."""
 

@@ -16,11 +16,17 @@ Features
     * ``start_container`` returns once ARM accepted the group (the create is a long-running
       operation; pulling the image and starting take tens of seconds, reported by ``describe``
       as ``pending``). Starting a GUID whose group is pending or running is a no-op.
-    * ``stop_container`` stops the group (ACI sends the containers SIGTERM), waits up to
-      ``grace_s`` for the engine to exit (it checkpoints and says goodbye), then **deletes**
-      the group. The final state is remembered by this instance, so ``describe`` of a GUID it
-      stopped reports ``exited`` with the exit code seen (137 if it had to be killed); another
-      instance sees ``unknown``, as for any deleted group.
+    * ``stop_container`` stops the group, waits up to ``grace_s`` for ACI to report it
+      terminated, then **deletes** the group. **ACI gives no SIGTERM**: stopping (or deleting)
+      a container group kills its containers at once, SIGKILL without a grace period
+      (azure-cli issue 16673; there is no stop timeout to configure), so the engine's
+      checkpoint-and-goodbye never runs inside ``stop_container``.
+      ``capabilities.graceful_stop`` is therefore False (and ``max_grace_s`` 0): the core
+      must first send the container a drain message down its own subscription and wait for
+      its ``ContainerExited`` before calling ``stop_container``. The final state is
+      remembered by this instance, so ``describe`` of a GUID it stopped reports ``exited``
+      with the exit code seen (137 when it was killed); another instance sees ``unknown``, as
+      for any deleted group.
     * ``describe`` maps the instance view: container state ``Waiting`` (or no view yet) →
       ``pending``, ``Running`` → ``running``, ``Terminated`` → ``exited`` with its exit code; a
       failed provisioning → ``exited``; a group that does not exist → ``unknown``.
@@ -61,6 +67,7 @@ from azure.mgmt.containerinstance.models import (
     UserAssignedIdentities,
 )
 
+from adapters.azure.errors import translated_errors
 from adapters.azure.settings import AzureSettings
 from core.errors import InvalidRequest
 from core.ports.container_runtime import (
@@ -105,11 +112,12 @@ def status_of(container_id: str, group: ContainerGroup) -> ContainerStatus:
     return ContainerStatus(container_id, RunState.pending, detail=provisioning or state)
 
 
+@translated_errors("Container Instances")
 class ContainerInstancesRuntime:
     """ContainerRuntime on Azure Container Instances, one container group per GUID."""
 
     capabilities = RuntimeCapabilities(
-        name="azure-container-instances", typical_start_s=45.0, max_grace_s=300.0
+        name="azure-container-instances", typical_start_s=45.0, max_grace_s=0.0, graceful_stop=False
     )
 
     def __init__(

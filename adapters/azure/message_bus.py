@@ -72,10 +72,13 @@ from azure.servicebus.exceptions import (
 )
 from azure.servicebus.management import CorrelationRuleFilter, TrueRuleFilter
 
+from adapters.azure.errors import translated_errors
 from adapters.azure.servicebus_locks import SETTLE_ERRORS, Held, LockKeeper
 from core.clock import Clock, SystemClock
 from core.errors import Conflict, InvalidRequest, NotFound
 from core.ports.message_bus import (
+    DEAD_LETTER_REASON,
+    DEAD_LETTER_SOURCE,
     BusCapabilities,
     Lease,
     OutboundMessage,
@@ -83,6 +86,7 @@ from core.ports.message_bus import (
     Source,
     Subscription,
     check_receive,
+    cut_reason,
 )
 
 log = logging.getLogger("skycrawl.azure.servicebus")
@@ -107,9 +111,9 @@ def _body(message: ServiceBusReceivedMessage) -> bytes:
 def _attributes(message: ServiceBusReceivedMessage) -> dict[str, str]:
     attributes = {_text(k): _text(v) for k, v in (message.application_properties or {}).items()}
     if message.dead_letter_reason:
-        attributes["dead_letter_reason"] = message.dead_letter_reason
+        attributes[DEAD_LETTER_REASON] = message.dead_letter_reason
     if message.dead_letter_source:
-        attributes["dead_letter_source"] = message.dead_letter_source
+        attributes[DEAD_LETTER_SOURCE] = message.dead_letter_source
     return attributes
 
 
@@ -119,6 +123,7 @@ def _size(message: OutboundMessage) -> int:
     )
 
 
+@translated_errors("Service Bus")
 class ServiceBusMessageBus:
     """MessageBus on Service Bus queues and a topic with correlation-filtered subscriptions."""
 
@@ -331,7 +336,7 @@ class ServiceBusMessageBus:
         held = self._take(lease)
         try:
             await held.receiver.dead_letter_message(
-                held.message, reason=reason[:1000], error_description=reason[:4000]
+                held.message, reason=cut_reason(reason), error_description=reason[:4000]
             )
         except SETTLE_ERRORS as exc:
             raise Conflict(f"lease on message {lease.message_id} was lost: {exc}") from exc

@@ -56,6 +56,7 @@ from azure.core.exceptions import HttpResponseError, ResourceExistsError, Resour
 from azure.storage.queue import QueueMessage
 from azure.storage.queue.aio import QueueClient, QueueServiceClient
 
+from adapters.azure.errors import translated_errors
 from adapters.azure.storage_queue_wire import (
     DLQ_SUFFIX,
     MAX_DELAY_S,
@@ -76,6 +77,7 @@ from adapters.azure.storage_queue_wire import (
 from core.clock import Clock, SystemClock
 from core.errors import Conflict, InvalidRequest, NotFound, Retryable
 from core.ports.message_bus import (
+    DEAD_LETTER_REASON,
     BusCapabilities,
     Lease,
     OutboundMessage,
@@ -83,6 +85,7 @@ from core.ports.message_bus import (
     Source,
     Subscription,
     check_receive,
+    dead_letter_attributes,
 )
 
 SUBSCRIPTION_DELIVERIES = 5
@@ -105,6 +108,7 @@ def _filter_of(metadata: Mapping[str, str]) -> dict[str, str] | None:
 # --------------------------------------------------------------------------- the bus
 
 
+@translated_errors("Queue storage")
 class StorageQueueMessageBus:
     """MessageBus on Storage queues; the topic is a set of metadata-tagged queues."""
 
@@ -241,8 +245,8 @@ class StorageQueueMessageBus:
     def _to_lease(self, source: Source, physical: str, message: QueueMessage) -> Lease:
         envelope = decode_envelope(message.content or "", fallback_id=message.id)
         attributes = envelope.attributes
-        if physical.endswith(POISON_SUFFIX) and "dead_letter_reason" not in attributes:
-            attributes = {**attributes, "dead_letter_reason": "poison message (Functions host)"}
+        if physical.endswith(POISON_SUFFIX) and DEAD_LETTER_REASON not in attributes:
+            attributes = {**attributes, DEAD_LETTER_REASON: "poison message (Functions host)"}
         return Lease(
             source=source,
             message_id=envelope.message_id,
@@ -309,11 +313,7 @@ class StorageQueueMessageBus:
         else:
             target = queue_name(source.topic + DLQ_SUFFIX)
             origin = f"{source.topic}/{source.name}"
-        attributes = {
-            **lease.attributes,
-            "dead_letter_reason": reason[:1000],
-            "dead_letter_source": origin,
-        }
+        attributes = dead_letter_attributes(lease.attributes, reason=reason, source=origin)
         text = encode_envelope(lease.message_id, lease.body, attributes)
         copy = await self._put(target, text)
         try:

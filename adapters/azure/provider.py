@@ -148,7 +148,9 @@ def scheduler_for(bus: MessageBus) -> Scheduler:
 class UnconfiguredRuntime:
     """Stands in for Container Instances when no subscription / resource group is set."""
 
-    capabilities = RuntimeCapabilities(name="unconfigured", typical_start_s=0, max_grace_s=0)
+    capabilities = RuntimeCapabilities(
+        name="unconfigured", typical_start_s=0, max_grace_s=0, graceful_stop=False
+    )
 
     def _fail(self) -> ConfigurationError:
         return ConfigurationError(
@@ -183,6 +185,9 @@ class UnconfiguredProvisioner:
 
     async def teardown(self, *, tenant_id: str, resources: Mapping[str, str]) -> None:
         await self.provision(tenant_id=tenant_id)
+
+    async def close(self) -> None:
+        return None
 
 
 def container_runtime(settings: SkycrawlSettings, azure: AzureSettings) -> ContainerRuntime:

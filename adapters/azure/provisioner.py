@@ -49,6 +49,7 @@ from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
 from azure.mgmt.resource.resources.aio import ResourceManagementClient
 from azure.mgmt.resource.resources.models import GenericResource
 
+from adapters.azure.errors import translated_errors
 from adapters.azure.settings import AzureSettings
 from core.errors import ConfigurationError, InvalidRequest, Retryable
 
@@ -96,6 +97,7 @@ def _translate(exc: HttpResponseError, what: str) -> Exception:
     return Retryable(f"{what}: {exc.message}")
 
 
+@translated_errors("ARM")
 class ArmProvisioner:
     """Provisioner deploying ``tenant.json`` once per tenant."""
 

@@ -26,6 +26,7 @@ from datetime import timedelta
 
 from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
 
+from adapters.azure.errors import translated_errors
 from adapters.azure.message_bus import ServiceBusMessageBus
 from adapters.azure.message_bus_storage_queue import StorageQueueMessageBus
 from adapters.azure.storage_queue_wire import MAX_DELAY_S as STORAGE_MAX_DELAY_S
@@ -37,6 +38,7 @@ from core.ports.scheduler import SchedulerCapabilities
 SERVICEBUS_MAX_DELAY_S = 30 * 86400.0
 
 
+@translated_errors("Service Bus")
 class ServiceBusScheduler:
     """Scheduler on Service Bus scheduled messages."""
 
@@ -44,6 +46,9 @@ class ServiceBusScheduler:
 
     def __init__(self, bus: ServiceBusMessageBus) -> None:
         self._bus = bus
+
+    async def close(self) -> None:
+        """Nothing of its own: scheduled messages go through the bus, closed by its owner."""
 
     async def schedule(self, *, queue: str, message: OutboundMessage, delay_s: float) -> str:
         if delay_s > SERVICEBUS_MAX_DELAY_S:
@@ -62,6 +67,7 @@ class ServiceBusScheduler:
         return await self._bus.cancel_scheduled(queue=queue, sequence_number=int(sequence))
 
 
+@translated_errors("Queue storage")
 class StorageQueueScheduler:
     """Scheduler on Storage queue visibility timeouts."""
 
@@ -69,6 +75,9 @@ class StorageQueueScheduler:
 
     def __init__(self, bus: StorageQueueMessageBus) -> None:
         self._bus = bus
+
+    async def close(self) -> None:
+        """Nothing of its own: timers are queue messages of the bus, closed by its owner."""
 
     async def schedule(self, *, queue: str, message: OutboundMessage, delay_s: float) -> str:
         delay_s = max(delay_s, 0.0)  # a visibility timeout: relative, measured by the service

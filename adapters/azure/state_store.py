@@ -24,8 +24,9 @@ Expiry
     read again stay (a few hundred bytes each).
 
 Limits
-    Item JSON at most 450,000 characters (an entity is 1 MiB of UTF-16); ``data`` must be JSON
-    serialisable and ``expires_at`` timezone-aware, else ``core.errors.InvalidRequest``.
+    Item JSON at most 450,000 characters (an entity is 1 MiB of UTF-16), encoded by
+    ``core.ports.state_store.encode_data`` (ASCII, sorted keys, no NaN / Infinity, as on every
+    backend); ``data`` must be JSON serialisable and ``expires_at`` timezone-aware, else ``core.errors.InvalidRequest``.
     ``query`` pages client-side past expired items; ``scan`` reads a whole logical table (a
     partition-key range), for housekeeping only. Keys containing escaped characters sort by
     their escaped form.
@@ -39,7 +40,6 @@ Settings and cost
 from __future__ import annotations
 
 import contextlib
-import json
 import re
 from collections import OrderedDict
 from collections.abc import Mapping
@@ -57,9 +57,10 @@ from azure.core.exceptions import (
 from azure.data.tables import TableEntity, UpdateMode
 from azure.data.tables.aio import TableClient
 
+from adapters.azure.errors import translated_errors
 from core.clock import Clock, SystemClock
 from core.errors import Conflict, InvalidRequest
-from core.ports.state_store import Item, StateCapabilities
+from core.ports.state_store import Item, StateCapabilities, decode_data, encode_data
 
 MAX_ITEM_CHARS = 450_000
 _CHUNK = 32_000
@@ -87,16 +88,6 @@ def _quote(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
 
 
-def _encode(data: Mapping[str, Any]) -> str:
-    try:
-        encoded = json.dumps(dict(data), separators=(",", ":"), sort_keys=True, ensure_ascii=True)
-    except (TypeError, ValueError) as exc:
-        raise InvalidRequest(f"item data is not JSON: {exc}") from exc
-    if len(encoded) > MAX_ITEM_CHARS:
-        raise InvalidRequest(f"item larger than {MAX_ITEM_CHARS} characters of JSON")
-    return encoded
-
-
 def _expiry(moment: datetime | None) -> str:
     if moment is None:
         return ""
@@ -105,6 +96,7 @@ def _expiry(moment: datetime | None) -> str:
     return moment.isoformat(timespec="microseconds")
 
 
+@translated_errors("Table storage")
 class TableStateStore:
     """StateStore on one Azure table, conditional writes by ETag."""
 
@@ -140,7 +132,7 @@ class TableStateStore:
             table=table,
             partition=partition,
             key=unescape_key(str(entity["RowKey"])),
-            data=json.loads("".join(value for _, value in chunks) or "{}"),
+            data=decode_data("".join(value for _, value in chunks) or "{}"),
             version=int(entity["v"]),
             expires_at=datetime.fromisoformat(expires) if expires else None,
         )
@@ -202,7 +194,7 @@ class TableStateStore:
         data: Mapping[str, Any],
         expires_at: datetime | None = None,
     ) -> Item:
-        encoded, expires = _encode(data), _expiry(expires_at)
+        encoded, expires = encode_data(data, max_bytes=MAX_ITEM_CHARS), _expiry(expires_at)
         pk, rk = partition_key(table, partition), escape_key(key)
         await self._ensure_table()
         for _ in range(3):
@@ -216,7 +208,7 @@ class TableStateStore:
                     raise Conflict(f"{table}/{partition}/{key} already exists") from exc
                 await self._purge(existing)
                 continue
-            item = Item(table, partition, key, json.loads(encoded), 1, expires_at)
+            item = Item(table, partition, key, decode_data(encoded), 1, expires_at)
             self._remember(item, str(created["etag"]))
             return item
         raise Conflict(f"{table}/{partition}/{key}: too much contention")
@@ -237,7 +229,7 @@ class TableStateStore:
     async def replace(
         self, *, item: Item, data: Mapping[str, Any], expires_at: datetime | None = None
     ) -> Item:
-        encoded, expires = _encode(data), _expiry(expires_at)
+        encoded, expires = encode_data(data, max_bytes=MAX_ITEM_CHARS), _expiry(expires_at)
         if self._expired(item):
             raise Conflict(f"{item.table}/{item.partition}/{item.key} has expired")
         etag = await self._etag_of(item)
@@ -253,7 +245,7 @@ class TableStateStore:
         except (ResourceModifiedError, ResourceNotFoundError) as exc:
             raise Conflict(f"{item.table}/{item.partition}/{item.key} changed meanwhile") from exc
         updated = Item(
-            item.table, item.partition, item.key, json.loads(encoded), item.version + 1, expires_at
+            item.table, item.partition, item.key, decode_data(encoded), item.version + 1, expires_at
         )
         self._remember(updated, str(written["etag"]))
         return updated

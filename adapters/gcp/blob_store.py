@@ -12,10 +12,13 @@ Threads
     thread (``asyncio.to_thread``), so the event loop never blocks. The client is thread-safe.
 
 Limits
-    Keys follow the local store's rules -- ``/``-separated, 1-1024 characters, no empty,
-    ``.`` or ``..`` segment, no leading ``/``, backslash, NUL, CR or LF -- else
-    ``core.errors.InvalidRequest``. Objects are held in memory, so at most 5 GiB here (Cloud
-    Storage itself takes 5 TiB). Errors of the service other than "not found" are
+    Keys follow the one rule of every BlobStore (``core.ports.blob_store.check_key``: at most
+    960 bytes of UTF-8 -- Cloud Storage counts 1,024 bytes, a store prefix may take 64 --,
+    segments of at most 255 bytes, no empty, ``.`` or ``..`` segment, leading ``/``,
+    backslash or control character such as CR / LF) -- else ``core.errors.InvalidRequest``.
+    Objects are held in memory, so at most 5 GiB here (Cloud Storage itself takes 5 TiB).
+    Errors of the service other than "not found" go through ``adapters.gcp.errors``: 403 is
+    ``core.errors.ConfigurationError`` (a missing role), 5xx and dropped connections
     ``core.errors.Retryable``.
 
 Cost
@@ -39,28 +42,17 @@ import requests
 from google.api_core import exceptions as gexc
 from google.cloud import storage  # type: ignore[attr-defined, unused-ignore]
 
-from core.errors import InvalidRequest, NotFound, Retryable
-from core.ports.blob_store import BlobCapabilities
+from adapters.gcp.errors import translate
+from core.errors import NotFound
+from core.ports.blob_store import (
+    BlobCapabilities,
+    check_key,
+    check_prefix,
+    check_store_prefix,
+)
 
 T = TypeVar("T")
-MAX_KEY_CHARS = 1024
 DELETE_CONCURRENCY = 16
-
-
-def check_key(key: str) -> None:
-    if not key or len(key) > MAX_KEY_CHARS:
-        raise InvalidRequest(f"blob key must have 1 to {MAX_KEY_CHARS} characters")
-    if key.startswith("/") or any(ch in key for ch in "\\\x00\r\n"):
-        raise InvalidRequest(f"invalid blob key {key!r}: absolute, or a forbidden character")
-    if any(segment in ("", ".", "..") for segment in key.split("/")):
-        raise InvalidRequest(f"invalid blob key {key!r}: empty, '.' or '..' segment")
-
-
-def check_prefix(prefix: str) -> None:
-    if prefix.startswith("/") or any(ch in prefix for ch in "\\\x00\r\n"):
-        raise InvalidRequest(f"invalid blob prefix {prefix!r}")
-    if any(segment in (".", "..") for segment in prefix.split("/")[:-1]):
-        raise InvalidRequest(f"invalid blob prefix {prefix!r}")
 
 
 class GcsBlobStore:
@@ -69,8 +61,7 @@ class GcsBlobStore:
     capabilities = BlobCapabilities(max_object_bytes=5 * 1024**3)
 
     def __init__(self, *, client: storage.Client, bucket: str, prefix: str = "") -> None:
-        if prefix and not prefix.endswith("/"):
-            raise InvalidRequest("a blob prefix ends with '/'")
+        check_store_prefix(prefix)
         self._client = client
         self._bucket = client.bucket(bucket)
         self._prefix = prefix
@@ -81,7 +72,7 @@ class GcsBlobStore:
         except gexc.NotFound as exc:
             raise NotFound(f"no blob {what}") from exc
         except (gexc.GoogleAPICallError, requests.RequestException) as exc:
-            raise Retryable(f"Cloud Storage failed on {what}: {exc}") from exc
+            raise translate(exc, f"Cloud Storage failed on {what}") from exc
 
     async def put(
         self, *, key: str, data: bytes, content_type: str = "application/octet-stream"

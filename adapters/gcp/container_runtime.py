@@ -15,7 +15,14 @@ Start, stop, describe
     ``start_container`` runs the job with one task (``task_count=1``) and the environment of
     ``spec.env`` plus ``SKYCRAWL_CONTAINER_ID``, ``SKYCRAWL_TENANT_ID``,
     ``SKYCRAWL_EGRESS_NAME`` and ``SKYCRAWL_PROXY_URL`` (for a proxied egress); starting a GUID
-    whose execution still runs is a no-op. ``stop_container`` cancels the execution: Cloud Run
+    whose execution still runs is a no-op -- on every conductor instance, not only the one that
+    started it: before running the job, ``start_container`` looks the GUID's execution up (see
+    below), as ECS does with its client token and ACI with its deterministic group name. Cloud
+    Run takes no idempotency key and ``RunJobRequest.Overrides`` carries no labels, so the
+    lookup is by the ``SKYCRAWL_CONTAINER_ID`` of the execution's environment; it is not
+    atomic with the run, so two instances starting one GUID *at the same moment* could still
+    both run it -- the core never does that (a start is decided by compare-and-set), a
+    redelivered start comes later and finds the first. ``stop_container`` cancels the execution: Cloud Run
     sends SIGTERM and SIGKILL 10 s later -- the grace is Cloud Run's, ``grace_s`` cannot
     shorten it (``capabilities.max_grace_s`` = 10). ``describe`` maps the execution: no
     execution -> ``unknown``; a completion time or a terminal ``Completed`` condition ->
@@ -24,9 +31,10 @@ Start, stop, describe
 
 Finding a GUID's execution (stateless)
     Execution names are chosen by Cloud Run, so the runtime remembers the names of what it
-    started, and otherwise lists the job's executions (newest first, at most
-    ``lookup_limit``) and matches ``SKYCRAWL_CONTAINER_ID`` in the execution's template, which
-    records the overridden environment. Any conductor instance can therefore describe or stop
+    started, and otherwise lists the job's executions (``ListExecutions`` has no filter; newest
+    first, at most ``lookup_limit``) and matches ``SKYCRAWL_CONTAINER_ID`` in the execution's
+    template, which records the overridden environment. A start therefore costs one listing
+    more (a page of executions) on an instance that does not know the GUID. Any conductor instance can therefore describe or stop
     any container; the opt-in live test checks this against the real service.
 
 Limits and cost
@@ -48,7 +56,8 @@ import re
 from google.api_core import exceptions as gexc
 from google.cloud import run_v2
 
-from core.errors import InvalidRequest, Retryable
+from adapters.gcp.errors import translate
+from core.errors import InvalidRequest
 from core.ports.container_runtime import (
     ContainerSpec,
     ContainerStatus,
@@ -89,7 +98,7 @@ class CloudRunRuntime:
     """ContainerRuntime on executions of one Cloud Run job."""
 
     capabilities = RuntimeCapabilities(
-        name="cloud-run-jobs", typical_start_s=15.0, max_grace_s=10.0
+        name="cloud-run-jobs", typical_start_s=15.0, max_grace_s=10.0, graceful_stop=True
     )
 
     def __init__(
@@ -129,16 +138,15 @@ class CloudRunRuntime:
         except gexc.NotFound:
             return None
         except gexc.GoogleAPICallError as exc:
-            raise Retryable(f"Cloud Run: looking up {container_id}: {exc}") from exc
+            raise translate(exc, f"Cloud Run: looking up {container_id}") from exc
         return None
 
     async def start_container(self, *, spec: ContainerSpec) -> None:
         if not _GUID.fullmatch(spec.container_id):
             raise InvalidRequest(f"invalid container id {spec.container_id!r}")
-        if spec.container_id in self._known:
-            current = await self._find(spec.container_id)
-            if current is not None and not _finished(current):
-                return
+        current = await self._find(spec.container_id)  # by name, else by the GUID's env
+        if current is not None and not _finished(current):
+            return  # already started, by this instance or another: no second execution
         env = [run_v2.EnvVar(name=k, value=v) for k, v in sorted(container_env(spec).items())]
         override = run_v2.RunJobRequest.Overrides.ContainerOverride(env=env)
         if self._container:
@@ -150,7 +158,7 @@ class CloudRunRuntime:
         try:
             operation = await self._jobs.run_job(request=request)
         except gexc.GoogleAPICallError as exc:
-            raise Retryable(f"Cloud Run refused to run {self._job}: {exc}") from exc
+            raise translate(exc, f"Cloud Run refused to run {self._job}") from exc
         execution = operation.metadata
         if execution is not None and execution.name:
             self._known[spec.container_id] = execution.name
@@ -164,7 +172,7 @@ class CloudRunRuntime:
         except (gexc.NotFound, gexc.FailedPrecondition):
             return  # gone, or finished meanwhile
         except gexc.GoogleAPICallError as exc:
-            raise Retryable(f"Cloud Run could not cancel {execution.name}: {exc}") from exc
+            raise translate(exc, f"Cloud Run could not cancel {execution.name}") from exc
 
     async def _exit_code(self, execution: run_v2.Execution) -> int | None:
         try:
@@ -210,7 +218,7 @@ class CloudRunRuntime:
                 if len(running) >= self._lookup_limit:
                     break
         except gexc.GoogleAPICallError as exc:
-            raise Retryable(f"Cloud Run: listing executions: {exc}") from exc
+            raise translate(exc, "Cloud Run: listing executions") from exc
         return running
 
     async def close(self) -> None:

@@ -71,9 +71,12 @@ from collections.abc import Mapping, Sequence
 from google.api_core import exceptions as gexc
 from google.pubsub_v1 import PublisherAsyncClient, SubscriberAsyncClient, types
 
+from adapters.gcp.errors import TRANSIENT, translate
 from adapters.gcp.pubsub_admin import PubSubAdmin
 from core.errors import Conflict, InvalidRequest, NotFound, Retryable
 from core.ports.message_bus import (
+    DEAD_LETTER_REASON,
+    DEAD_LETTER_SOURCE,
     BusCapabilities,
     Lease,
     OutboundMessage,
@@ -81,6 +84,7 @@ from core.ports.message_bus import (
     Source,
     Subscription,
     check_receive,
+    dead_letter_attributes,
     dead_letter_queue,
 )
 
@@ -94,14 +98,6 @@ ID_ATTR = "skycrawl-id"
 NOT_BEFORE_ATTR = "skycrawl-not-before"
 _NATIVE_COUNT = "CloudPubSubDeadLetterSourceDeliveryCount"
 _NATIVE_SOURCE = "CloudPubSubDeadLetterSourceSubscription"
-_TRANSIENT = (
-    gexc.ServiceUnavailable,
-    gexc.DeadlineExceeded,
-    gexc.InternalServerError,
-    gexc.Aborted,
-    gexc.Unknown,
-    gexc.TooManyRequests,
-)
 
 
 def _check_message(message: OutboundMessage) -> dict[str, str]:
@@ -117,17 +113,13 @@ def _check_message(message: OutboundMessage) -> dict[str, str]:
     return attributes
 
 
-def _cut(text: str, limit: int = 1000) -> str:
-    return text.encode()[:limit].decode(errors="ignore")
-
-
 def _translate(exc: gexc.GoogleAPICallError, what: str) -> Exception:
     """An error of a lease operation: the lease is lost (Conflict) or the call may be retried."""
     if isinstance(exc, gexc.NotFound):
         return Conflict(f"{what}: the subscription is gone")
     if isinstance(exc, gexc.InvalidArgument | gexc.FailedPrecondition):
         return Conflict(f"{what}: {exc.message}")
-    return Retryable(f"{what}: {exc}")
+    return translate(exc, what)
 
 
 class PubSubMessageBus:
@@ -193,7 +185,7 @@ class PubSubMessageBus:
         except gexc.NotFound as exc:
             raise NotFound(f"no such topic or queue: {topic}") from exc
         except gexc.GoogleAPICallError as exc:
-            raise Retryable(f"publish to {topic}: {exc}") from exc
+            raise translate(exc, f"publish to {topic}") from exc
 
     async def send(self, *, queue: str, message: OutboundMessage, delay_s: float = 0) -> str:
         attributes = _check_message(message)
@@ -234,7 +226,7 @@ class PubSubMessageBus:
             )
         except gexc.NotFound as exc:
             raise NotFound(f"no such queue or subscription: {path}") from exc
-        except _TRANSIENT as exc:  # an empty long poll ends so on the real service
+        except TRANSIENT as exc:  # an empty long poll ends so on the real service
             log.debug("pull from %s: %s", path, exc)
             return []
         return list(response.received_messages)
@@ -291,11 +283,11 @@ class PubSubMessageBus:
                 with contextlib.suppress(Conflict):
                     await self.dead_letter(lease=lease, reason=reason)
                 continue
-            if _NATIVE_COUNT in attributes and "dead_letter_reason" not in attributes:
-                attributes["dead_letter_reason"] = (
+            if _NATIVE_COUNT in attributes and DEAD_LETTER_REASON not in attributes:
+                attributes[DEAD_LETTER_REASON] = (
                     f"delivered {attributes[_NATIVE_COUNT]} times (max_delivery_attempts)"
                 )
-                attributes["dead_letter_source"] = attributes.get(_NATIVE_SOURCE, "")
+                attributes[DEAD_LETTER_SOURCE] = attributes.get(_NATIVE_SOURCE, "")
             leases.append(
                 Lease(source, message_id, item.message.data, attributes, count, item.ack_id)
             )
@@ -372,12 +364,11 @@ class PubSubMessageBus:
         path, target = self._names(lease.source)
         if target is None:
             raise InvalidRequest(f"{lease.source} is a dead-letter queue itself")
-        attributes = {
-            **lease.attributes,
-            "dead_letter_reason": _cut(reason),
-            "dead_letter_source": path.rsplit("/", 1)[1],
-            ID_ATTR: lease.message_id,
-        }
+        attributes = dead_letter_attributes(
+            {**lease.attributes, ID_ATTR: lease.message_id},
+            reason=reason,
+            source=path.rsplit("/", 1)[1],
+        )
         await self._publish(target, lease.body, attributes)
         await self.ack(lease=lease)
 

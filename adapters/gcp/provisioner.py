@@ -39,7 +39,8 @@ from google.api_core import exceptions as gexc
 from google.cloud import storage  # type: ignore[attr-defined, unused-ignore]
 from google.pubsub_v1 import PublisherAsyncClient, SubscriberAsyncClient, types
 
-from core.errors import InvalidRequest, Retryable
+from adapters.gcp.errors import translate
+from core.errors import InvalidRequest
 
 _TENANT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
 RETENTION_S = 7 * 86400
@@ -100,7 +101,7 @@ class GcpProvisioner:
                 await self._sub.create_subscription(request=subscription)
             await asyncio.to_thread(self._write_marker, tenant_id)
         except gexc.GoogleAPICallError as exc:
-            raise Retryable(f"provisioning tenant {tenant_id}: {exc}") from exc
+            raise translate(exc, f"provisioning tenant {tenant_id}") from exc
         return refs
 
     def _write_marker(self, tenant_id: str) -> None:
@@ -121,4 +122,8 @@ class GcpProvisioner:
             with contextlib.suppress(gexc.NotFound):
                 await asyncio.to_thread(blob.delete)
         except gexc.GoogleAPICallError as exc:
-            raise Retryable(f"tearing down tenant {tenant_id}: {exc}") from exc
+            raise translate(exc, f"tearing down tenant {tenant_id}") from exc
+
+    async def close(self) -> None:
+        """Nothing of its own: the Pub/Sub and Storage clients are the bus's and the blob
+        store's, closed by them."""

@@ -17,6 +17,7 @@ from datetime import timedelta
 from google.api_core import exceptions as gexc
 from google.pubsub_v1 import PublisherAsyncClient, SubscriberAsyncClient, types
 
+from adapters.gcp.errors import translating
 from core.errors import Conflict, InvalidRequest, NotFound
 from core.ports.message_bus import dead_letter_queue
 
@@ -90,6 +91,7 @@ class PubSubAdmin:
             spec.labels = {MAX_DELIVERIES_LABEL: str(limit or 5)}
         return spec
 
+    @translating("Pub/Sub")
     async def ensure_queue(self, name: str, max_deliveries: int) -> None:
         check_name("queue", name)
         if max_deliveries < 1:
@@ -106,12 +108,14 @@ class PubSubAdmin:
                 request=types.UpdateSubscriptionRequest(subscription=spec, update_mask=mask)
             )
 
+    @translating("Pub/Sub")
     async def ensure_topic(self, topic: str) -> None:
         dlq = dead_letter_queue(topic)
         for name in (topic, dlq):
             await self._create_topic(name)
         await self._create_subscription(self._spec(dlq, dlq, dead_letter=None, limit=None))
 
+    @translating("Pub/Sub")
     async def ensure_container_subscription(
         self, topic: str, name: str, wanted: Mapping[str, str]
     ) -> None:
@@ -125,10 +129,12 @@ class PubSubAdmin:
         if existing is not None and existing.filter != spec.filter:
             raise Conflict(f"subscription {name} exists with filter {existing.filter!r}")
 
+    @translating("Pub/Sub")
     async def delete_subscription(self, name: str) -> None:
         with contextlib.suppress(gexc.NotFound):
             await self._sub.delete_subscription(subscription=self.subscription_path(name))
 
+    @translating("Pub/Sub")
     async def max_deliveries(self, path: str) -> int | None:
         """The subscription's ``max_deliveries`` label (None: no limit of ours)."""
         try:

@@ -45,8 +45,9 @@ from datetime import timedelta
 from google.api_core import exceptions as gexc
 from google.cloud import tasks_v2
 
+from adapters.gcp.errors import translate
 from core.clock import Clock, SystemClock
-from core.errors import InvalidRequest, Retryable
+from core.errors import InvalidRequest
 from core.ports.message_bus import MessageBus, OutboundMessage
 from core.ports.scheduler import SchedulerCapabilities
 
@@ -108,6 +109,10 @@ class CloudTasksScheduler:
         self._audience = audience or timer_url
         self._clock: Clock = clock or SystemClock()
 
+    async def close(self) -> None:
+        """Close the Cloud Tasks client (the bus is closed by its owner)."""
+        await self._client.transport.close()  # type: ignore[no-untyped-call]
+
     async def schedule(self, *, queue: str, message: OutboundMessage, delay_s: float) -> str:
         if delay_s > MAX_DELAY_S:
             raise InvalidRequest(f"delay of {delay_s:.0f} s is more than {MAX_DELAY_S:.0f} s")
@@ -133,7 +138,7 @@ class CloudTasksScheduler:
         try:
             created = await self._client.create_task(parent=self._queue_path, task=task)
         except gexc.GoogleAPICallError as exc:
-            raise Retryable(f"Cloud Tasks refused a timer: {exc}") from exc
+            raise translate(exc, "Cloud Tasks refused a timer") from exc
         return str(created.name)
 
     async def cancel(self, *, handle: str) -> bool:
@@ -144,5 +149,5 @@ class CloudTasksScheduler:
         except (gexc.NotFound, gexc.InvalidArgument, gexc.FailedPrecondition):
             return False
         except gexc.GoogleAPICallError as exc:
-            raise Retryable(f"Cloud Tasks could not cancel {handle}: {exc}") from exc
+            raise translate(exc, f"Cloud Tasks could not cancel {handle}") from exc
         return True

@@ -30,7 +30,8 @@ Expiry
     about a day.
 
 Limits and cost
-    An item's JSON up to 1,000,000 bytes (documents max out at 1 MiB); partitions and keys up
+    An item's JSON up to 1,000,000 bytes (documents max out at 1 MiB), encoded by
+    ``core.ports.state_store.encode_data`` (sorted keys, no NaN / Infinity, as everywhere); partitions and keys up
     to 400 characters; ``expires_at`` timezone-aware. Firestore bills per operation (a replace
     is one read and one write; ~$0.03 per 100k reads, ~$0.09 per 100k writes) plus storage;
     nothing while idle. The free tier covers 50k reads and 20k writes a day.
@@ -43,7 +44,6 @@ Settings
 
 from __future__ import annotations
 
-import json
 import re
 from collections import OrderedDict
 from collections.abc import Mapping
@@ -56,9 +56,10 @@ from google.cloud import firestore
 from google.cloud.firestore_v1.async_document import AsyncDocumentReference
 from google.cloud.firestore_v1.base_document import DocumentSnapshot
 
+from adapters.gcp.errors import translate
 from core.clock import Clock, SystemClock
-from core.errors import Conflict, InvalidRequest, Retryable
-from core.ports.state_store import Item, StateCapabilities
+from core.errors import Conflict, InvalidRequest
+from core.ports.state_store import Item, StateCapabilities, decode_data, encode_data
 
 MAX_ITEM_BYTES = 1_000_000
 MAX_NAME_CHARS = 400
@@ -96,16 +97,6 @@ def _plain(value: datetime | None) -> datetime | None:
     return datetime(
         utc.year, utc.month, utc.day, utc.hour, utc.minute, utc.second, utc.microsecond, UTC
     )
-
-
-def _encode(data: Mapping[str, Any]) -> str:
-    try:
-        text = json.dumps(dict(data), separators=(",", ":"), allow_nan=False)
-    except (TypeError, ValueError) as exc:
-        raise InvalidRequest(f"item data is not JSON: {exc}") from exc
-    if len(text.encode()) > MAX_ITEM_BYTES:
-        raise InvalidRequest(f"item larger than {MAX_ITEM_BYTES} bytes")
-    return text
 
 
 class FirestoreStateStore:
@@ -154,7 +145,7 @@ class FirestoreStateStore:
             table=table,
             partition=snapshot.get("partition"),
             key=snapshot.get("key"),
-            data=json.loads(snapshot.get("json")),
+            data=decode_data(snapshot.get("json")),
             version=int(snapshot.get("version")),
             expires_at=_plain(snapshot.get("expires_at")),
         )
@@ -164,7 +155,7 @@ class FirestoreStateStore:
         try:
             return await ref.get()
         except gexc.GoogleAPICallError as exc:
-            raise Retryable(f"reading {ref.path}: {exc}") from exc
+            raise translate(exc, f"reading {ref.path}") from exc
 
     async def get(self, *, table: str, partition: str, key: str) -> Item | None:
         snapshot = await self._read(self._document(table, partition, key))
@@ -181,7 +172,7 @@ class FirestoreStateStore:
         data: Mapping[str, Any],
         expires_at: datetime | None = None,
     ) -> Item:
-        text, expires = _encode(data), _timestamp(expires_at)
+        text, expires = encode_data(data, max_bytes=MAX_ITEM_BYTES), _timestamp(expires_at)
         ref = self._document(table, partition, key)
         fields = {
             "partition": partition,
@@ -201,8 +192,8 @@ class FirestoreStateStore:
                     await self._write(ref, snapshot.update_time, None)
                 continue
             except gexc.GoogleAPICallError as exc:
-                raise Retryable(f"creating {ref.path}: {exc}") from exc
-            item = Item(table, partition, key, json.loads(text), 1, expires)
+                raise translate(exc, f"creating {ref.path}") from exc
+            item = Item(table, partition, key, decode_data(text), 1, expires)
             return self._remember(item, result.update_time)
         raise Conflict(f"{table}/{partition}/{key}: too much contention")
 
@@ -239,18 +230,18 @@ class FirestoreStateStore:
         except (gexc.FailedPrecondition, gexc.NotFound) as exc:
             raise Conflict(f"{ref.path} changed meanwhile") from exc
         except gexc.GoogleAPICallError as exc:
-            raise Retryable(f"writing {ref.path}: {exc}") from exc
+            raise translate(exc, f"writing {ref.path}") from exc
         return result.update_time  # type: ignore[no-any-return]
 
     async def replace(
         self, *, item: Item, data: Mapping[str, Any], expires_at: datetime | None = None
     ) -> Item:
-        text, expires = _encode(data), _timestamp(expires_at)
+        text, expires = encode_data(data, max_bytes=MAX_ITEM_BYTES), _timestamp(expires_at)
         ref, update_time = await self._current(item)
         version = item.version + 1
         fields = {"json": text, "version": version, "expires_at": expires}
         written = await self._write(ref, update_time, fields)
-        new = Item(item.table, item.partition, item.key, json.loads(text), version, expires)
+        new = Item(item.table, item.partition, item.key, decode_data(text), version, expires)
         return self._remember(new, written or update_time)
 
     async def delete(self, *, item: Item) -> None:
@@ -275,7 +266,7 @@ class FirestoreStateStore:
             try:
                 page = [snapshot async for snapshot in query.limit(_PAGE).stream()]
             except gexc.GoogleAPICallError as exc:
-                raise Retryable(f"querying {table}/{partition}: {exc}") from exc
+                raise translate(exc, f"querying {table}/{partition}") from exc
             found += [self._item(table, s) for s in page if not self._expired(s)]
             if len(page) < _PAGE:
                 break
@@ -287,7 +278,11 @@ class FirestoreStateStore:
         try:
             return [self._item(table, s) async for s in group.stream() if not self._expired(s)]
         except gexc.GoogleAPICallError as exc:
-            raise Retryable(f"scanning {table}: {exc}") from exc
+            raise translate(exc, f"scanning {table}") from exc
 
     async def close(self) -> None:
-        """The Firestore client is closed with its transport when the process ends."""
+        """Close the Firestore client: its gRPC channel (if one was opened) and transport."""
+        api = getattr(self._client, "_firestore_api_internal", None)  # made on first call
+        if api is not None:
+            await api.transport.close()
+        self._client.close()  # type: ignore[no-untyped-call]

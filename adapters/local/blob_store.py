@@ -9,9 +9,10 @@ Features
     directories. Several processes may share the root.
 
 Limits
-    Keys are ``/``-separated, at most 1024 characters, without empty, ``.`` or ``..`` segments,
-    a leading ``/``, backslashes or NUL, and not under ``.tmp/`` -- anything else is
-    ``core.errors.InvalidRequest`` (so no key escapes the root). A file cannot also be a
+    Keys follow the one rule of every BlobStore (``core.ports.blob_store.check_key``: at most
+    960 bytes of UTF-8, segments of at most 255 bytes -- a file name's limit --, no empty,
+    ``.`` or ``..`` segment, leading ``/``, backslash or control character, not under
+    ``.tmp/``) -- anything else is ``core.errors.InvalidRequest`` (so no key escapes the root). A file cannot also be a
     directory: writing ``a/b`` when ``a`` exists (or the reverse) is ``core.errors.Conflict``
     (the core's key layout never does this). Objects are held in memory,
     at most 5 GiB. ``content_type`` is accepted and not stored. File I/O runs in worker threads
@@ -30,27 +31,8 @@ import uuid
 from pathlib import Path
 
 from core.errors import Conflict, InvalidRequest, NotFound
-from core.ports.blob_store import BlobCapabilities
-
-_MAX_KEY_CHARS = 1024
-_TMP = ".tmp"
-
-
-def _check_key(key: str) -> None:
-    if not key or len(key) > _MAX_KEY_CHARS:
-        raise InvalidRequest(f"blob key must have 1 to {_MAX_KEY_CHARS} characters")
-    if key.startswith("/") or "\\" in key or "\x00" in key:
-        raise InvalidRequest(f"invalid blob key {key!r}: absolute, backslash or NUL")
-    segments = key.split("/")
-    if any(segment in ("", ".", "..") for segment in segments) or segments[0] == _TMP:
-        raise InvalidRequest(f"invalid blob key {key!r}: empty, '.', '..' or reserved segment")
-
-
-def _check_prefix(prefix: str) -> None:
-    if prefix.startswith("/") or "\\" in prefix or "\x00" in prefix:
-        raise InvalidRequest(f"invalid blob prefix {prefix!r}")
-    if any(segment in (".", "..") for segment in prefix.split("/")[:-1]):
-        raise InvalidRequest(f"invalid blob prefix {prefix!r}")
+from core.ports.blob_store import RESERVED_SEGMENT as _TMP
+from core.ports.blob_store import BlobCapabilities, check_key, check_prefix
 
 
 def _walk_keys(root: Path, prefix: str) -> list[str]:
@@ -75,7 +57,7 @@ class FileBlobStore:
         self.root = root
 
     def _path(self, key: str) -> Path:
-        _check_key(key)
+        check_key(key)
         return self.root.joinpath(*key.split("/"))
 
     async def put(
@@ -121,7 +103,7 @@ class FileBlobStore:
         return await asyncio.to_thread(path.is_file)
 
     async def list(self, *, prefix: str) -> list[str]:
-        _check_prefix(prefix)
+        check_prefix(prefix)
         return await asyncio.to_thread(_walk_keys, self.root, prefix)
 
     async def delete(self, *, key: str) -> None:
@@ -140,7 +122,7 @@ class FileBlobStore:
             parent = parent.parent
 
     async def delete_prefix(self, *, prefix: str) -> int:
-        _check_prefix(prefix)
+        check_prefix(prefix)
         return await asyncio.to_thread(self._delete_prefix, prefix)
 
     def _delete_prefix(self, prefix: str) -> int:

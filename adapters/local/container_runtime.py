@@ -105,7 +105,9 @@ class _Child:
 class SubprocessRuntime:
     """ContainerRuntime running each container as a child process group."""
 
-    capabilities = RuntimeCapabilities(name="subprocess", typical_start_s=1.0, max_grace_s=300.0)
+    capabilities = RuntimeCapabilities(
+        name="subprocess", typical_start_s=1.0, max_grace_s=300.0, graceful_stop=True
+    )
 
     def __init__(
         self,

@@ -67,6 +67,7 @@ from core.ports.message_bus import (
     Source,
     Subscription,
     check_receive,
+    dead_letter_attributes,
     dead_letter_queue,
 )
 
@@ -75,7 +76,6 @@ MAX_VISIBILITY_TIMEOUT_S = 12 * 3600.0
 MAX_DELAY_S = 30 * 86400.0
 POLL_MIN_S = 0.02
 POLL_MAX_S = 0.1
-_MAX_REASON_CHARS = 1000
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}")
 
 _SCHEMA = """
@@ -154,9 +154,9 @@ def _require_source(conn: sqlite3.Connection, source: str) -> tuple[int | None, 
 def _move_to_dead_letter(
     conn: sqlite3.Connection, seq: int, attributes: str, *, target: str, origin: str, reason: str
 ) -> None:
-    attrs = json.loads(attributes)
-    attrs["dead_letter_reason"] = reason[:_MAX_REASON_CHARS]
-    attrs["dead_letter_source"] = origin.split("/", 1)[1]
+    attrs = dead_letter_attributes(
+        json.loads(attributes), reason=reason, source=origin.split("/", 1)[1]
+    )
     conn.execute(
         "UPDATE messages SET source=?, attributes=?, receipt=NULL, visible_at=0 WHERE seq=?",
         (target, json.dumps(attrs, separators=(",", ":")), seq),

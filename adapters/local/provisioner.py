@@ -55,6 +55,9 @@ class DirectoryProvisioner:
         directory = self.tenant_dir(tenant_id)
         await asyncio.to_thread(shutil.rmtree, directory, ignore_errors=True)
 
+    async def close(self) -> None:
+        """Nothing to release: plain files and directories."""
+
 
 def _create(directory: Path, tenant_id: str) -> dict[str, str]:
     blobs = directory / "blobs"

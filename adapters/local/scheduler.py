@@ -39,5 +39,8 @@ class SqliteScheduler:
         deliver_at = self._bus.clock.now() + timedelta(seconds=max(0.0, delay_s))
         return await self._bus.send_at(queue=queue, message=message, deliver_at=deliver_at)
 
+    async def close(self) -> None:
+        """Nothing of its own: timers live in the bus's database."""
+
     async def cancel(self, *, handle: str) -> bool:
         return await self._bus.withdraw(message_id=handle)

@@ -18,8 +18,9 @@ Threads
     the event loop never blocks on SQLite and the connection never changes threads.
 
 Limits
-    An item's JSON is at most 1 MiB (``capabilities.max_item_bytes``); ``data`` must be JSON
-    serialisable and ``expires_at`` timezone-aware, else ``core.errors.InvalidRequest``.
+    An item's JSON is at most 1 MiB (``capabilities.max_item_bytes``), encoded by
+    ``core.ports.state_store.encode_data`` (sorted keys, NaN / Infinity refused as DynamoDB
+    and Firestore refuse them); ``data`` must be JSON serialisable and ``expires_at`` timezone-aware, else ``core.errors.InvalidRequest``.
     Durability is ``synchronous=NORMAL``: a crashed process loses nothing committed, a power
     cut may lose the last transactions.
 
@@ -30,7 +31,6 @@ Settings
 from __future__ import annotations
 
 import asyncio
-import json
 import sqlite3
 import time
 from collections.abc import Callable, Mapping
@@ -41,7 +41,7 @@ from typing import Any, TypeVar
 
 from core.clock import Clock, SystemClock
 from core.errors import Conflict, InvalidRequest, Retryable
-from core.ports.state_store import Item, StateCapabilities
+from core.ports.state_store import Item, StateCapabilities, decode_data, encode_data
 
 T = TypeVar("T")
 
@@ -156,7 +156,7 @@ def _from_us(value: int | None) -> datetime | None:
 
 def _item(row: tuple[Any, ...]) -> Item:
     table, partition, key, data, version, expires_us = row
-    return Item(table, partition, key, json.loads(data), version, _from_us(expires_us))
+    return Item(table, partition, key, decode_data(data), version, _from_us(expires_us))
 
 
 class SqliteStateStore:
@@ -193,7 +193,11 @@ class SqliteStateStore:
         data: Mapping[str, Any],
         expires_at: datetime | None = None,
     ) -> Item:
-        encoded, expires_us, now = _encode(data), _to_us(expires_at), self._now_us()
+        encoded, expires_us, now = (
+            encode_data(data, max_bytes=_MAX_ITEM_BYTES),
+            _to_us(expires_at),
+            self._now_us(),
+        )
         purge = self._purge_due()
 
         def op(conn: sqlite3.Connection) -> None:
@@ -212,12 +216,16 @@ class SqliteStateStore:
                 raise Conflict(f"{table}/{partition}/{key} already exists") from exc
 
         await self._db.write(op)
-        return Item(table, partition, key, json.loads(encoded), 1, _from_us(expires_us))
+        return Item(table, partition, key, decode_data(encoded), 1, _from_us(expires_us))
 
     async def replace(
         self, *, item: Item, data: Mapping[str, Any], expires_at: datetime | None = None
     ) -> Item:
-        encoded, expires_us, now = _encode(data), _to_us(expires_at), self._now_us()
+        encoded, expires_us, now = (
+            encode_data(data, max_bytes=_MAX_ITEM_BYTES),
+            _to_us(expires_at),
+            self._now_us(),
+        )
 
         def op(conn: sqlite3.Connection) -> int:
             return conn.execute(
@@ -232,7 +240,7 @@ class SqliteStateStore:
             item.table,
             item.partition,
             item.key,
-            json.loads(encoded),
+            decode_data(encoded),
             item.version + 1,
             _from_us(expires_us),
         )
@@ -286,13 +294,3 @@ class SqliteStateStore:
             return False
         self._last_purge = now
         return True
-
-
-def _encode(data: Mapping[str, Any]) -> str:
-    try:
-        encoded = json.dumps(dict(data), separators=(",", ":"), sort_keys=True)
-    except (TypeError, ValueError) as exc:
-        raise InvalidRequest(f"item data is not JSON: {exc}") from exc
-    if len(encoded.encode()) > _MAX_ITEM_BYTES:
-        raise InvalidRequest(f"item larger than {_MAX_ITEM_BYTES} bytes")
-    return encoded

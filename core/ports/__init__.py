@@ -65,5 +65,22 @@ class Ports:
     clock: Clock
 
     async def close(self) -> None:
-        for closable in (self.runtime, self.bus, self.state, self.blobs):
-            await closable.close()
+        """Close every port -- runtime, scheduler, provisioner, bus, state and blobs --, each
+        even if another fails (the first failure is raised after all were tried). Each port
+        closes only the clients it opened itself, so shared clients are closed once."""
+        closables = (
+            self.runtime,
+            self.scheduler,
+            self.provisioner,
+            self.bus,
+            self.state,
+            self.blobs,
+        )
+        failures: list[BaseException] = []
+        for closable in closables:
+            try:
+                await closable.close()
+            except Exception as exc:  # close the rest, then report
+                failures.append(exc)
+        if failures:
+            raise failures[0]

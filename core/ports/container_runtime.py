@@ -36,9 +36,20 @@ class ContainerStatus:
 
 @dataclass(frozen=True, slots=True)
 class RuntimeCapabilities:
+    """What the core may expect of a runtime.
+
+    ``graceful_stop`` says whether ``stop_container`` gives the container SIGTERM and up to
+    ``max_grace_s`` to exit before killing it (local subprocesses, ECS, Cloud Run). Where it is
+    False the runtime's stop is a kill without warning (Azure Container Instances: stopping or
+    deleting a group SIGKILLs its containers), so the engine's checkpoint-and-goodbye never
+    runs: the core must drain a container through its own subscription, and wait for its
+    ``ContainerExited``, before it calls ``stop_container``.
+    """
+
     name: str
     typical_start_s: float
     max_grace_s: float
+    graceful_stop: bool = True
 
 
 class ContainerRuntime(Protocol):
@@ -49,7 +60,9 @@ class ContainerRuntime(Protocol):
         ...
 
     async def stop_container(self, *, container_id: str, grace_s: float = 10) -> None:
-        """SIGTERM-like stop, forced after ``grace_s``; stopping a gone one is a no-op."""
+        """SIGTERM-like stop, forced after ``grace_s`` -- or, where
+        ``capabilities.graceful_stop`` is False, a kill at once; stopping a gone one is a
+        no-op."""
         ...
 
     async def describe(self, *, container_id: str) -> ContainerStatus: ...

@@ -9,6 +9,13 @@ The *dispatch topic* fans out to subscriptions. Each container owns one subscrip
 filter is ``{"container_id": GUID}``; the subscription is received from like a queue, as
 ``Subscription(topic, name)``. Brokers differ in how reliably filters apply (``filters_applied``,
 ``filter_propagation_s``), so receivers must check ``container_id`` themselves.
+
+A dead-lettered message carries two attributes on every backend, named once here:
+``DEAD_LETTER_REASON`` (``dead_letter_reason``: why, at most ``MAX_REASON_BYTES`` bytes of
+UTF-8 -- within every broker's attribute limit) and ``DEAD_LETTER_SOURCE``
+(``dead_letter_source``: the queue, or ``topic/subscription``, it came from). Adapters build
+them with ``dead_letter_attributes``, whether they move the message themselves or read the
+broker's own dead-letter properties back.
 """
 
 from __future__ import annotations
@@ -69,6 +76,24 @@ def check_receive(*, max_messages: int, visibility_timeout_s: float, longest_s: 
         hours = longest_s / 3600
         limit = f"{hours / 24:g} days" if hours >= 48 else f"{hours:g} hours"
         raise InvalidRequest(f"visibility timeout must be above 0 and at most {limit}")
+
+
+DEAD_LETTER_REASON = "dead_letter_reason"
+DEAD_LETTER_SOURCE = "dead_letter_source"
+MAX_REASON_BYTES = 1000
+
+
+def cut_reason(reason: str) -> str:
+    """``reason`` cut to ``MAX_REASON_BYTES`` bytes of UTF-8 (never in the middle of a
+    character), and never empty."""
+    return reason.encode()[:MAX_REASON_BYTES].decode(errors="ignore") or "-"
+
+
+def dead_letter_attributes(
+    attributes: Mapping[str, str], *, reason: str, source: str
+) -> dict[str, str]:
+    """``attributes`` plus the reason and the source of a dead-lettered message."""
+    return {**attributes, DEAD_LETTER_REASON: cut_reason(reason), DEAD_LETTER_SOURCE: source}
 
 
 def dead_letter_queue(name: str) -> str:

@@ -14,3 +14,7 @@ class Provisioner(Protocol):
     async def teardown(self, *, tenant_id: str, resources: Mapping[str, str]) -> None:
         """Remove what ``provision`` created; removing what is gone is not an error."""
         ...
+
+    async def close(self) -> None:
+        """Release the clients the provisioner opened itself (not ones it shares)."""
+        ...

@@ -35,3 +35,8 @@ class Scheduler(Protocol):
     async def cancel(self, *, handle: str) -> bool:
         """Try to cancel; True if it will not be delivered, False if unknown or too late."""
         ...
+
+    async def close(self) -> None:
+        """Release the clients the scheduler opened itself (not the bus it delivers through,
+        which ``Ports.close`` closes on its own)."""
+        ...

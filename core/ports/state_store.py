@@ -5,14 +5,28 @@ PartitionKey+RowKey, Firestore collection/document). Every write is conditional:
 ``create`` fails with ``Conflict`` if the key exists, ``replace`` and ``delete`` fail with
 ``Conflict`` unless the stored version equals ``item.version``. That is what lets several
 conductor instances run at once.
+
+Encoding (one rule, here, for every adapter)
+    Every adapter stores an item's ``data`` as the text ``encode_data`` returns: JSON with
+    sorted keys (at every depth), no spaces, non-ASCII characters escaped (so its length in
+    characters is its length in bytes, on Table storage's UTF-16 as on UTF-8 backends), and
+    NaN / Infinity refused with ``InvalidRequest`` -- JSON has no such numbers, DynamoDB and
+    Firestore would refuse them, so a record that works locally works in every cloud. The
+    size limit (``max_bytes``) is the adapter's (``capabilities.max_item_bytes``).
+    ``decode_data`` reads it back; ``tests/contract/test_state_store.py`` checks that every
+    backend refuses NaN and reads back the same key order whatever order was written.
 """
 
 from __future__ import annotations
 
+import json
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
+
+from core.errors import InvalidRequest
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,6 +43,50 @@ class Item:
 class StateCapabilities:
     max_item_bytes: int
     native_ttl: bool
+
+
+def _non_finite_path(value: Any, path: str = "data") -> str | None:
+    """Where in ``value`` a NaN or Infinity sits (``data.a[2]``), if anywhere."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return path
+    if isinstance(value, Mapping):
+        for key, inner in value.items():
+            found = _non_finite_path(inner, f"{path}.{key}")
+            if found:
+                return found
+    elif isinstance(value, list | tuple):
+        for index, inner in enumerate(value):
+            found = _non_finite_path(inner, f"{path}[{index}]")
+            if found:
+                return found
+    return None
+
+
+def encode_data(data: Mapping[str, Any], *, max_bytes: int) -> str:
+    """The canonical JSON text of an item's data (see the module docstring);
+    ``InvalidRequest`` for NaN / Infinity, what JSON cannot hold, or more than ``max_bytes``."""
+    try:
+        encoded = json.dumps(
+            dict(data), separators=(",", ":"), sort_keys=True, ensure_ascii=True, allow_nan=False
+        )
+    except ValueError as exc:
+        where = _non_finite_path(data)
+        if where is None:
+            raise InvalidRequest(f"item data is not JSON: {exc}") from exc
+        raise InvalidRequest(
+            f"item data holds NaN or Infinity at {where}: JSON has neither"
+        ) from exc
+    except TypeError as exc:
+        raise InvalidRequest(f"item data is not JSON: {exc}") from exc
+    if len(encoded) > max_bytes:  # ASCII only: characters are bytes
+        raise InvalidRequest(f"item larger than {max_bytes} bytes of JSON ({len(encoded)})")
+    return encoded
+
+
+def decode_data(encoded: str) -> dict[str, Any]:
+    """The data ``encode_data`` wrote (an empty text is an empty item)."""
+    data: dict[str, Any] = json.loads(encoded) if encoded else {}
+    return data
 
 
 class StateStore(Protocol):

@@ -12,22 +12,22 @@ Per record:
 * the record becomes a lease (``SqsMessageBus.lease_from_record``: base64 bodies, claim checks
   and scheduler envelopes are resolved as for any receive). A record whose wire format cannot
   be decoded is moved to the dead-letter queue with the reason by the bus, and counts as done;
-* ``Conductor.handle_raw(body)``. The core is idempotent: a redelivered record changes
-  nothing twice;
-* an undecodable message (``InvalidRequest``: not an inbox message at all) is sent to
-  ``<inbox>-dlq`` with ``dead_letter_reason`` and deleted -- it is reported *processed*, so it
-  is not retried until the redrive policy gives up on it;
-* any other failure makes the record visible again after the core's back-off
-  (``core.inbox.retry_delay``: 1, 2, 4 ... 60 s, by ``ChangeMessageVisibility``) and reports it
-  failed; after ``max_deliveries`` receives the queue's redrive policy moves it to the
-  dead-letter queue.
+* ``core.inbox.settle`` runs ``Conductor.handle_raw(body)`` and returns the outcome, which
+  this handler maps (the core is idempotent: a redelivered record changes nothing twice):
+
+  - ``ack``: the record is reported processed; Lambda deletes it;
+  - ``dead_letter`` (not an inbox message at all): sent to ``<inbox>-dlq`` with
+    ``dead_letter_reason`` and deleted (``bus.dead_letter``) -- reported processed, so it is
+    not retried until the redrive policy gives up on it;
+  - ``retry``: the record is made visible again after the core's back-off (1, 2, 4 ... 60 s,
+    by ``ChangeMessageVisibility``) and reported failed (``batchItemFailures``); after
+    ``max_deliveries`` receives the queue's redrive policy moves it to the dead-letter queue.
 
 Metrics (namespace ``skycrawl``): ``InboxMessages``, ``InboxFailures``, ``InboxDeadLettered``.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 from typing import Any
 
@@ -41,8 +41,7 @@ from aws_lambda_powertools.utilities.batch import (
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from core.errors import Conflict, InvalidRequest
-from core.inbox import retry_delay
+from core.inbox import Settlement, apply_outcome, settle
 from functions.aws import bootstrap
 
 SERVICE = "skycrawl-conductor"
@@ -52,6 +51,10 @@ tracer = Tracer(service=SERVICE)
 metrics = Metrics(namespace="skycrawl", service=SERVICE)
 processor = BatchProcessor(event_type=EventType.SQS)
 bootstrap.route_core_logs(logger)
+
+
+class RetryLater(Exception):
+    """Raised for a ``retry`` outcome: Powertools lists the record in ``batchItemFailures``."""
 
 
 def _correlation_id(body: bytes, fallback: str) -> str:
@@ -78,19 +81,18 @@ async def handle_record(record: dict[str, Any]) -> None:
         return
     logger.set_correlation_id(_correlation_id(lease.body, lease.message_id))
     logger.append_keys(message_type=lease.attributes.get("type", ""))
-    try:
-        await stack.conductor.handle_raw(lease.body)
-    except InvalidRequest as exc:
-        logger.error("dead-lettering inbox message", extra={"reason": exc.detail})
-        await stack.bus.dead_letter(lease=lease, reason=exc.detail)
+    outcome = await settle(stack.conductor, lease.body, delivery_count=lease.delivery_count)
+    if outcome.settlement is Settlement.ack:
+        return  # reported processed: Lambda deletes the record
+    await apply_outcome(stack.bus, lease, outcome)
+    if outcome.settlement is Settlement.dead_letter:
+        logger.error("dead-lettered inbox message", extra={"reason": outcome.reason})
         metrics.add_metric(name="InboxDeadLettered", unit=MetricUnit.Count, value=1)
-    except Exception:
-        logger.warning(
-            "inbox message failed", extra={"delivery": lease.delivery_count}, exc_info=True
-        )
-        with contextlib.suppress(Conflict):  # the lease ran out: it comes back anyway
-            await stack.bus.release(lease=lease, delay_s=retry_delay(lease.delivery_count))
-        raise
+        return
+    logger.warning(
+        "inbox message failed", extra={"delivery": lease.delivery_count, "reason": outcome.reason}
+    )
+    raise RetryLater(outcome.reason)
 
 
 def record_handler(record: SQSRecord) -> None:

@@ -29,8 +29,9 @@ from adapters.gcp.settings import GcpSettings
 from core.api import Api
 from core.conductor import Conductor, Housekeeper, HousekeepingReport
 from core.control_plane import build_control_plane
-from core.errors import InvalidRequest
+from core.inbox import InboxOutcome, Settlement, settle
 from core.ports import ContainerRuntime, OutboundMessage, Ports, dead_letter_queue
+from core.ports.message_bus import dead_letter_attributes
 from core.records import Records
 from core.settings import SkycrawlSettings
 from core.tenancy import TenantService
@@ -38,6 +39,10 @@ from functions.gcp.oidc import GoogleTokenVerifier, TokenVerifier, authorize
 
 log = logging.getLogger("skycrawl.gcp")
 T = TypeVar("T")
+
+
+class RetryLater(Exception):
+    """An inbox message to deliver again later: the push is answered 5xx (Pub/Sub nacks)."""
 
 
 class LoopThread:
@@ -82,18 +87,20 @@ class GcpStack:
         )
         await self.ports.bus.ensure_topic(topic=self.settings.dispatch_topic)
 
-    async def handle_inbox(self, body: bytes) -> None:
-        """One pushed inbox message. Garbage goes to the dead-letter queue at once; any other
-        failure propagates, so Pub/Sub redelivers it with back-off until its dead-letter
-        policy moves it."""
-        try:
-            await self.conductor.handle_raw(body)
-        except InvalidRequest as exc:
+    async def handle_inbox(self, body: bytes, *, delivery_count: int = 1) -> InboxOutcome:
+        """One pushed inbox message, settled as the core decides (``core.inbox.settle``):
+        ``dead_letter`` publishes it to the dead-letter topic with the reason (and the push is
+        then acknowledged); ``retry`` raises ``RetryLater`` so that the push is answered 5xx
+        and Pub/Sub redelivers it with back-off until its dead-letter policy moves it."""
+        outcome = await settle(self.conductor, body, delivery_count=delivery_count)
+        if outcome.settlement is Settlement.dead_letter:
             inbox = self.settings.inbox_queue
-            log.error("dead-lettering an inbox message: %s", exc.detail)
-            attributes = {"dead_letter_reason": exc.detail[:1000], "dead_letter_source": inbox}
+            attributes = dead_letter_attributes({}, reason=outcome.reason, source=inbox)
             dead = OutboundMessage(body=body, attributes=attributes)
             await self.ports.bus.send(queue=dead_letter_queue(inbox), message=dead)
+        elif outcome.settlement is Settlement.retry:
+            raise RetryLater(outcome.reason)
+        return outcome
 
     async def deliver_timer(self, payload: bytes) -> str:
         return await deliver_timer(self.ports.bus, payload)

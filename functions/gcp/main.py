@@ -13,9 +13,10 @@
 ``conductor`` (CloudEvent)
     The inbox subscription pushes each message here (a CloudEvent from Eventarc, or a raw
     Pub/Sub push that functions-framework converts into one): the base64
-    ``data["message"]["data"]`` goes to ``Conductor.handle_raw``. An undecodable message is
-    dead-lettered at once; any other failure answers 500 so that Pub/Sub redelivers it with
-    back-off until the subscription's dead-letter policy moves it.
+    ``data["message"]["data"]`` goes to ``core.inbox.settle``, and its outcome is mapped:
+    ``ack`` returns (2xx: Pub/Sub acks), ``dead_letter`` (an undecodable message) is published
+    to the dead-letter topic with the reason and then acked, ``retry`` raises (5xx: Pub/Sub
+    nacks and redelivers with back-off until the subscription's dead-letter policy moves it).
 
 Each handler is a few lines: build the core once (``bootstrap.get_stack``), turn the request
 into a core call, map the result back. Deploy with ``--entry-point=api`` and
@@ -96,6 +97,14 @@ def pushed_body(data: Any) -> bytes:
         raise InvalidRequest(f"not a Pub/Sub message event: {exc}") from exc
 
 
+def delivery_attempt(data: Any) -> int:
+    """Pub/Sub's ``deliveryAttempt`` of a push (set with a dead-letter policy), else 1."""
+    try:
+        return max(1, int(data.get("deliveryAttempt") or 1))
+    except (AttributeError, TypeError, ValueError):
+        return 1
+
+
 @functions_framework.cloud_event
 def conductor(cloud_event: CloudEvent) -> None:
     """One inbox message, pushed by Pub/Sub."""
@@ -104,4 +113,4 @@ def conductor(cloud_event: CloudEvent) -> None:
         body = pushed_body(cloud_event.data)
     except InvalidRequest:
         body = json.dumps(cloud_event.data, default=str).encode()
-    stack.run(stack.handle_inbox(body))
+    stack.run(stack.handle_inbox(body, delivery_count=delivery_attempt(cloud_event.data)))

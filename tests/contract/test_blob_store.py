@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from adapters.local.blob_store import FileBlobStore
 from core.errors import InvalidRequest, NotFound
 from core.ports import BlobStore
+from core.ports.blob_store import MAX_KEY_BYTES
 
 
 async def test_round_trip_and_overwrite(blobs: BlobStore) -> None:
@@ -78,6 +79,37 @@ async def test_unsafe_keys_are_rejected(blobs: BlobStore, key: str) -> None:
         await blobs.put(key=key, data=b"x")
     with pytest.raises(InvalidRequest):
         await blobs.get(key=key)
+
+
+# 255 + 1 + 255 + 1 + 255 + 1 + 192 = 960 bytes of UTF-8 in 378 characters
+_AT_LIMIT = "/".join(["é" * 127 + "a", "€" * 85, "𝄞" * 63 + "abc", "ü" * 96])
+
+
+async def test_a_multibyte_key_at_the_limit_works_and_one_byte_more_does_not(
+    blobs: BlobStore,
+) -> None:
+    """Limits count UTF-8 bytes (as S3 and Cloud Storage do), the same on every backend."""
+    assert (len(_AT_LIMIT.encode()), len(_AT_LIMIT)) == (MAX_KEY_BYTES, 378)
+    await blobs.put(key=_AT_LIMIT, data=b"at the limit")
+    assert await blobs.get(key=_AT_LIMIT) == b"at the limit"
+    assert await blobs.exists(key=_AT_LIMIT)
+    assert await blobs.list(prefix=_AT_LIMIT.rsplit("/", 1)[0] + "/") == [_AT_LIMIT]
+    over = _AT_LIMIT + "x"  # 961 bytes, still only 379 characters
+    for key in (over, "a/" + "é" * 128):  # too long in all; one segment of 256 bytes
+        with pytest.raises(InvalidRequest, match="bytes"):
+            await blobs.put(key=key, data=b"x")
+        with pytest.raises(InvalidRequest, match="bytes"):
+            await blobs.exists(key=key)
+    await blobs.delete(key=_AT_LIMIT)
+    assert not await blobs.exists(key=_AT_LIMIT)
+
+
+@pytest.mark.parametrize("key", ["a\rb", "a\nb", "a\x01b", "a\x7fb", ".tmp/x"])
+async def test_control_characters_and_the_reserved_segment_are_refused_everywhere(
+    blobs: BlobStore, key: str
+) -> None:
+    with pytest.raises(InvalidRequest):
+        await blobs.put(key=key, data=b"x")
 
 
 async def test_readers_never_see_half_a_write(blobs: BlobStore) -> None:

@@ -161,3 +161,37 @@ async def test_items_survive_a_restart(state_h: StateHarness, unique: Callable[[
     item = await state_h.store.create(table=table, partition="p", key="k", data={"a": 1})
     await state_h.store.close()
     assert await state_h.reopen().get(table=table, partition="p", key="k") == item
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), float("-inf")])
+async def test_nan_and_infinity_are_refused_everywhere(
+    state_h: StateHarness, unique: Callable[[str], str], bad: float
+) -> None:
+    """JSON has no NaN or Infinity: DynamoDB and Firestore would refuse what SQLite stores."""
+    table, store = unique("crawls"), state_h.store
+    with pytest.raises(InvalidRequest, match="NaN or Infinity"):
+        await store.create(table=table, partition="p", key="k", data={"score": bad})
+    assert await store.get(table=table, partition="p", key="k") is None
+    item = await store.create(table=table, partition="p", key="k", data={"score": 1.5})
+    with pytest.raises(InvalidRequest, match="NaN or Infinity"):
+        await store.replace(item=item, data={"nested": {"scores": [1.0, bad]}})
+    assert await store.get(table=table, partition="p", key="k") == item
+
+
+async def test_key_order_does_not_matter(
+    state_h: StateHarness, unique: Callable[[str], str]
+) -> None:
+    """The same data written in two key orders is stored, and read back, identically."""
+    table, store = unique("crawls"), state_h.store
+    forward = {"b": 1, "a": {"z": [1, {"y": 2, "x": 3}], "c": None}, "é": "ü"}
+    backward = {"é": "ü", "a": {"c": None, "z": [1, {"x": 3, "y": 2}]}, "b": 1}
+    await store.create(table=table, partition="p", key="one", data=forward)
+    await store.create(table=table, partition="p", key="two", data=backward)
+    one = await store.get(table=table, partition="p", key="one")
+    two = await store.get(table=table, partition="p", key="two")
+    assert one is not None
+    assert two is not None
+    assert dict(one.data) == dict(two.data) == forward
+    assert list(one.data) == list(two.data) == ["a", "b", "é"]
+    assert list(one.data["a"]) == list(two.data["a"]) == ["c", "z"]
+    assert list(one.data["a"]["z"][1]) == list(two.data["a"]["z"][1]) == ["x", "y"]

@@ -6,6 +6,11 @@ checks what ``EcsRuntime`` asks ECS to do (task definition, launch type, network
 per egress, overrides, tags, ``startedBy``, the tenant's task role) and how it reads tasks back
 (``describe`` through moto's task states, ``stop``, ``list_running``, unknown GUIDs). moto's
 state manager is set (``moto_server``) to keep tasks ``RUNNING`` until ``StopTask``.
+
+moto accepts request shapes ECS refuses, so the runtime's client carries botocore hooks
+(``EcsRules``) that record every ``ListTasks``, answer what ECS answers to a ``startedBy``
+combined with another filter (``InvalidParameterException``), and apply ECS's default
+``desiredStatus=RUNNING`` that moto skips when a ``startedBy`` is given.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+from botocore.exceptions import ClientError
 from moto.ecs.models import ecs_backends
 
 from adapters.aws.container_runtime import EcsRuntime
@@ -25,13 +31,65 @@ from tests.integration.aws.moto_deployment import Deployment
 from tests.integration.aws.moto_server import ACCOUNT, REGION, client
 
 ROLE_PATTERN = "arn:aws:iam::123456789012:role/{role_name}"
+#: What ``ListTasks`` may combine with ``startedBy``: "When you specify startedBy as the
+#: filter, it must be the only filter that you use" (ECS API reference) -- besides the
+#: cluster and the paging parameters.
+STARTED_BY_ALONE = {"cluster", "startedBy", "nextToken", "maxResults"}
+
+
+class EcsRules:
+    """Records the parameters of every ``ListTasks`` and refuses what ECS refuses."""
+
+    def __init__(self) -> None:
+        self.list_tasks: list[dict[str, Any]] = []
+
+    def register(self, ecs: Any) -> Any:
+        ecs.meta.events.register("provide-client-params.ecs.ListTasks", self)
+        ecs.meta.events.register("after-call.ecs.ListTasks", self.default_desired_status)
+        return ecs
+
+    def default_desired_status(self, parsed: dict[str, Any], **_: Any) -> None:
+        """ECS lists only tasks whose desired status is RUNNING unless told otherwise."""
+        params = self.list_tasks[-1]
+        arns = parsed.get("taskArns", [])
+        if "desiredStatus" in params or not arns:
+            return
+        tasks = client("ecs").describe_tasks(cluster=params.get("cluster"), tasks=arns)["tasks"]
+        desired = {task["taskArn"]: task.get("desiredStatus") for task in tasks}
+        parsed["taskArns"] = [arn for arn in arns if desired.get(arn) == "RUNNING"]
+
+    def __call__(self, params: dict[str, Any], **_: Any) -> None:
+        self.list_tasks.append(dict(params))
+        if "startedBy" in params and not set(params) <= STARTED_BY_ALONE:
+            others = sorted(set(params) - STARTED_BY_ALONE)
+            raise ClientError(
+                {
+                    "Error": {
+                        "Code": "InvalidParameterException",
+                        "Message": f"startedBy cannot be combined with {', '.join(others)}",
+                    },
+                    "ResponseMetadata": {"HTTPStatusCode": 400},
+                },
+                "ListTasks",
+            )
+
+
+def ecs_with_rules() -> tuple[Any, EcsRules]:
+    rules = EcsRules()
+    return rules.register(client("ecs")), rules
 
 
 @pytest.fixture
-async def runtime(deployment: Deployment) -> AsyncIterator[EcsRuntime]:
+def rules() -> EcsRules:
+    return EcsRules()
+
+
+@pytest.fixture
+async def runtime(deployment: Deployment, rules: EcsRules) -> AsyncIterator[EcsRuntime]:
     aws = deployment.aws
+    ecs = rules.register(client("ecs"))
     runtime = EcsRuntime(
-        ecs=client("ecs"),
+        ecs=ecs,
         cluster=aws.cluster,
         task_definition=aws.task_definition,
         subnets=aws.subnets,
@@ -134,6 +192,30 @@ async def test_describe_stop_and_list(runtime: EcsRuntime, deployment: Deploymen
     assert "grace 5 s" in status.detail
     assert await runtime.list_running() == []
     await runtime.stop_container(container_id="c-stop")  # stopping a stopped one is a no-op
+
+
+async def test_list_tasks_is_called_as_the_api_reference_allows(
+    runtime: EcsRuntime, rules: EcsRules
+) -> None:
+    """``startedBy`` alone (besides the cluster); stopped tasks by family and desired status."""
+    await runtime.start_container(spec=spec("c-shape"))
+    await runtime.describe(container_id="c-shape")
+    await runtime.stop_container(container_id="c-shape")
+    await runtime.describe(container_id="c-shape")
+    await runtime.list_running()
+    shapes = {tuple(sorted(params)) for params in rules.list_tasks}
+    assert ("cluster", "startedBy") in shapes
+    assert ("cluster", "desiredStatus", "family") in shapes
+    for params in rules.list_tasks:
+        assert "startedBy" not in params or set(params) <= STARTED_BY_ALONE, params
+
+
+def test_the_rule_hook_refuses_what_ecs_refuses(deployment: Deployment) -> None:
+    ecs, rules = ecs_with_rules()
+    with pytest.raises(ClientError, match="InvalidParameterException"):
+        ecs.list_tasks(cluster=deployment.aws.cluster, startedBy="x", desiredStatus="STOPPED")
+    ecs.list_tasks(cluster=deployment.aws.cluster, startedBy="x")
+    assert len(rules.list_tasks) == 2
 
 
 async def test_tasks_not_started_by_skycrawl_are_not_listed(

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from core.errors import Retryable
 from core.layout import warc_key
 from core.messages import Heartbeat, encode
 from core.models import Container, ContainerState, Egress
@@ -185,6 +186,31 @@ def test_a_batch_reports_exactly_the_record_that_failed(
         again = receive_batch(sqs, url)
         assert [m["MessageId"] for m in again] == [submitted["MessageId"]]
         assert again[0]["Attributes"]["ApproximateReceiveCount"] == "2"
+
+
+def test_a_retryable_failure_is_a_batch_item_failure_not_a_dead_letter(
+    stack: AwsStack, lambda_context: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def down(body: bytes) -> None:
+        if b"throttled" in body:
+            raise Retryable("DynamoDB is throttling")
+
+    monkeypatch.setattr(stack.conductor, "handle_raw", down)
+    sqs = client("sqs")
+    url = sqs.get_queue_url(QueueName=stack.settings.inbox_queue)["QueueUrl"]
+    dlq = sqs.get_queue_url(QueueName=f"{stack.settings.inbox_queue}-dlq")["QueueUrl"]
+    sqs.send_message(QueueUrl=url, MessageBody='{"type": "throttled"}')
+    sqs.send_message(QueueUrl=url, MessageBody='{"type": "fine"}')
+    messages: list[dict[str, Any]] = []
+    while len(messages) < 2:
+        messages += receive_batch(sqs, url)
+    inbox_arn = bootstrap.run(stack.bus.queue_arn(stack.settings.inbox_queue))
+
+    result = conductor.handler(sqs_event(messages, inbox_arn), lambda_context)
+
+    throttled = next(m for m in messages if "throttled" in m["Body"])
+    assert result == {"batchItemFailures": [{"itemIdentifier": throttled["MessageId"]}]}
+    assert receive_batch(sqs, dlq) == []
 
 
 # --------------------------------------------------------------------------- housekeeping

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from adapters import load_provider
@@ -78,3 +80,29 @@ async def test_a_container_builds_its_bus_and_blobs_from_that_env(
     finally:
         await bus.close()
         await blobs.close()
+
+
+async def test_closing_the_ports_closes_every_client_they_opened(
+    deployment: Deployment, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Scheduler (EventBridge) and provisioner (CloudFormation) clients included."""
+    made: list[tuple[str, Any]] = []
+    real = AwsSettings.client
+
+    def spying(self: AwsSettings, service: str) -> Any:
+        client = real(self, service)
+        made.append((service, client))
+        return client
+
+    monkeypatch.setattr(AwsSettings, "client", spying)
+    aws = deployment.aws.model_copy(
+        update={"scheduler_role_arn": "arn:aws:iam::123456789012:role/scheduler"}
+    )
+    ports = provider.build_ports(deployment.settings, aws)
+    services = sorted(service for service, _ in made)
+    assert {"scheduler", "cloudformation", "ecs", "dynamodb", "s3", "sqs", "sns"} <= set(services)
+    closed: list[str] = []
+    for service, client in made:
+        monkeypatch.setattr(client, "close", lambda s=service: closed.append(s))
+    await ports.close()
+    assert sorted(closed) == services

@@ -9,8 +9,9 @@ Container Instances or Resource Manager runs here).
     ``azure.core`` ``ResourceNotFoundError`` for unknown groups. Each container group is a real
     child process: the container runs ``python -c <script>`` (the image is ignored) with this
     process's environment plus the group's environment variables (``value`` or
-    ``secure_value``); ``stop`` sends SIGTERM to its process group, ``begin_delete`` SIGKILLs it
-    and forgets the group.
+    ``secure_value``); ``stop`` SIGKILLs its process group, without a SIGTERM first, as the real
+    service does (azure-cli issue 16673), and ``begin_delete`` SIGKILLs it and forgets the
+    group.
 
 ``FakeResourceManagementClient``
     ``azure.mgmt.resource.resources.aio.ResourceManagementClient``'s generic resource
@@ -23,9 +24,9 @@ Container Instances or Resource Manager runs here).
 
 Limits
     Container groups: no images, registries, identities, networks, quotas, regions or
-    restarts; the container shares this machine and its environment; ``stop`` gives no grace of
-    its own (the adapter's ``grace_s`` decides); instance views are synthesised from the child
-    process. ARM: the expression language covers only ``parameters``, ``variables``,
+    restarts; the container shares this machine and its environment; ``stop`` is a kill, like
+    ACI's (no grace, no SIGTERM); instance views are synthesised from the child process (exit
+    code 137 for a SIGKILL, as ACI reports it). ARM: the expression language covers only ``parameters``, ``variables``,
     ``format``, ``resourceId``, ``concat``, ``toLower``, ``empty``, ``not`` and ``if`` with
     string literals (what ``deploy/azure/tenant.json`` uses); no property validation, API
     versions, RBAC, what-if, dependsOn ordering, complete mode or asynchronous failures --
@@ -135,8 +136,7 @@ class _ContainerGroups:
     async def stop(self, resource_group_name: str, container_group_name: str) -> None:
         group = self._find(resource_group_name, container_group_name)
         group.stopped = True
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(group.process.pid, signal.SIGTERM)
+        _kill(group.process)  # ACI stops a group by SIGKILL: no SIGTERM, no grace
 
     async def begin_delete(self, resource_group_name: str, container_group_name: str) -> FakePoller:
         group = self.groups.pop((resource_group_name, container_group_name), None)

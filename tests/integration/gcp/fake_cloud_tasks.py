@@ -1,7 +1,8 @@
 """A fake of Cloud Tasks at the SDK boundary, and fake OIDC tokens for its HTTP targets.
 
 ``FakeCloudTasks`` has the ``CloudTasksAsyncClient`` methods the scheduler calls --
-``create_task(parent=, task=)``, ``get_task(name=)``, ``delete_task(name=)`` -- returning real
+``create_task(parent=, task=)``, ``get_task(name=)``, ``delete_task(name=)``, and
+``transport.close()`` (counted in ``transport.closed``) -- returning real
 ``tasks_v2.Task`` messages and raising ``google.api_core.exceptions.NotFound`` like the
 service. ``dispatch(stop)`` is the queue's dispatcher: every 20 ms it POSTs each due HTTP task
 to its URL through ``post(url, headers, body) -> status`` with ``Authorization: Bearer <token>``
@@ -65,6 +66,14 @@ class _Pending:
     attempts: int = 0
 
 
+class _Transport:
+    def __init__(self) -> None:
+        self.closed = 0
+
+    async def close(self) -> None:
+        self.closed += 1
+
+
 class FakeCloudTasks:
     """The part of ``tasks_v2.CloudTasksAsyncClient`` that ``CloudTasksScheduler`` uses."""
 
@@ -75,6 +84,7 @@ class FakeCloudTasks:
         self._lock = threading.Lock()
         self.dispatched: list[tasks_v2.Task] = []
         self.created: list[tasks_v2.Task] = []
+        self.transport = _Transport()
 
     async def create_task(self, *, parent: str, task: tasks_v2.Task, **_: Any) -> tasks_v2.Task:
         if "/queues/" not in parent:

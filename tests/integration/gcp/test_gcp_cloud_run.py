@@ -73,6 +73,29 @@ async def test_a_fresh_instance_finds_stops_and_lists_by_guid(run: FakeCloudRun)
     await other.stop_container(container_id="g-2")  # finished: a no-op
 
 
+async def test_two_instances_starting_one_guid_make_one_execution(run: FakeCloudRun) -> None:
+    """A start redelivered to another conductor instance finds the running execution by the
+    GUID in its environment instead of running the job a second time (and billing twice)."""
+    await runtime(run).start_container(spec=spec("g-dup"))
+    await runtime(run).start_container(spec=spec("g-dup"))
+    assert len(run.requests) == 1
+    listed = [s.container_id for s in await runtime(run).list_running()]
+    assert listed == ["g-dup"]
+
+
+async def test_a_guid_whose_execution_ended_can_be_started_again(run: FakeCloudRun) -> None:
+    first = runtime(run)
+    await first.start_container(spec=spec("g-again"))
+    await asyncio.sleep(0.5)  # let it install its SIGTERM handler
+    await first.stop_container(container_id="g-again")
+    for _ in range(100):
+        if (await first.describe(container_id="g-again")).state is RunState.exited:
+            break
+        await asyncio.sleep(0.05)
+    await runtime(run).start_container(spec=spec("g-again"))
+    assert len(run.requests) == 2
+
+
 async def test_lookup_is_bounded(run: FakeCloudRun) -> None:
     starter = runtime(run)
     for guid in ("old", "new-1", "new-2"):

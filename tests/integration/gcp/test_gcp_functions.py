@@ -14,12 +14,13 @@ import functions_framework
 import pytest
 
 from adapters.gcp.scheduler import encode_timer
-from core.errors import InvalidRequest
+from core.errors import InvalidRequest, Retryable
 from core.messages import CrawlSubmitted, encode
 from core.ports import OutboundMessage, Queue, dead_letter_queue
+from core.ports.message_bus import DEAD_LETTER_REASON, DEAD_LETTER_SOURCE
 from functions.gcp import bootstrap
 from functions.gcp.bootstrap import GcpStack
-from functions.gcp.main import pushed_body
+from functions.gcp.main import delivery_attempt, pushed_body
 from tests.integration.gcp.conftest import CALLER, OPERATOR_KEY, TIMER_URL
 from tests.integration.gcp.fake_cloud_tasks import FakeIdTokens
 
@@ -120,21 +121,35 @@ def test_conductor_takes_cloud_events_and_raw_pushes(
     assert response.status_code == 200
     [dead] = drain(gcp_stack, dlq)
     assert dead.body == b"not json"
-    assert dead.attributes["dead_letter_reason"].startswith("undecodable inbox message")
+    assert dead.attributes[DEAD_LETTER_REASON].startswith("undecodable inbox message")
+    assert dead.attributes[DEAD_LETTER_SOURCE] == gcp_stack.settings.inbox_queue
 
 
-def test_a_failing_conductor_answers_500_so_pubsub_redelivers(
+def test_a_retryable_failure_answers_500_so_pubsub_redelivers(
     apps: dict[str, Any], gcp_stack: GcpStack, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    dlq = dead_letter_queue(gcp_stack.settings.inbox_queue)
+    drain(gcp_stack, dlq, wait_s=0)
+    seen: list[bytes] = []
+
     async def broken(body: bytes) -> None:
-        raise RuntimeError("Firestore is down")
+        seen.append(body)
+        raise Retryable("Firestore is down")
 
     monkeypatch.setattr(gcp_stack.conductor, "handle_raw", broken)
     raw = {
         "message": {"data": base64.b64encode(b"{}").decode(), "messageId": "3"},
         "subscription": "projects/p/subscriptions/skycrawl-inbox",
+        "deliveryAttempt": 4,
     }
     assert apps["conductor"].post("/", json=raw).status_code == 500
+    assert seen == [b"{}"]
+    assert drain(gcp_stack, dlq, wait_s=0) == []  # retried by Pub/Sub, not dead-lettered
+
+
+def test_delivery_attempt_of_a_push() -> None:
+    assert delivery_attempt({"deliveryAttempt": 3}) == 3
+    assert delivery_attempt({}) == delivery_attempt(None) == delivery_attempt({"x": 1}) == 1
 
 
 def test_pushed_body_needs_a_pubsub_message() -> None:

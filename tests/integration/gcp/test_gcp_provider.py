@@ -3,11 +3,15 @@ Cloud Storage adapter's large-object path through the fake server."""
 
 from __future__ import annotations
 
+from typing import Any
+from unittest import mock
+
 import pytest
 
 from adapters import load_provider
 from adapters.gcp import provider
 from adapters.gcp.blob_store import GcsBlobStore
+from adapters.gcp.provider import GcpClients
 from adapters.gcp.settings import GcpSettings
 from core.errors import ConfigurationError
 from core.settings import SkycrawlSettings
@@ -78,3 +82,38 @@ async def test_large_objects_take_the_resumable_upload() -> None:
             ]
         finally:
             await store.close()
+
+
+async def test_closing_the_ports_closes_every_client_they_opened() -> None:
+    """Cloud Tasks (scheduler), Firestore, Storage, Pub/Sub and Cloud Run: each closed once."""
+
+    def grpc_client() -> Any:
+        client = mock.MagicMock()
+        client.transport.close = mock.AsyncMock()
+        return client
+
+    clients = GcpClients(
+        publisher=grpc_client(),
+        subscriber=grpc_client(),
+        firestore=mock.MagicMock(_firestore_api_internal=grpc_client()),
+        storage=mock.MagicMock(),
+        tasks=grpc_client(),
+        run_jobs=grpc_client(),
+        run_executions=grpc_client(),
+        run_tasks=grpc_client(),
+    )
+    gcp = GcpSettings(
+        project="p",
+        bucket="b",
+        timer_url="https://api.test/internal/timers",
+        timer_service_account="timers@p.iam.gserviceaccount.com",
+    )
+    ports = provider.build_ports(SkycrawlSettings(provider="gcp"), gcp, clients=clients)
+    await ports.close()
+    for name in ("publisher", "subscriber", "tasks", "run_jobs", "run_executions", "run_tasks"):
+        getattr(clients, name).transport.close.assert_awaited_once()
+    assert clients.firestore is not None
+    clients.firestore._firestore_api_internal.transport.close.assert_awaited_once()
+    clients.firestore.close.assert_called_once()
+    assert clients.storage is not None
+    clients.storage.close.assert_called_once()

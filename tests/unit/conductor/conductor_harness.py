@@ -201,6 +201,9 @@ class SchedulerProbe:
     async def cancel(self, *, handle: str) -> bool:
         return await self._inner.cancel(handle=handle)
 
+    async def close(self) -> None:
+        await self._inner.close()
+
 
 # --------------------------------------------------------------------------- the harness
 
