@@ -10,6 +10,8 @@
                                subprocess (SubprocessRuntime)
     <data_dir>/tenants/        one directory and tenant.sqlite3 per tenant
                                (DirectoryProvisioner)
+    <data_dir>/hosts.sqlite3   per-host politeness shared by every engine subprocess
+                               (SqliteHostLimiter, opened by the engines)
 
 Engine subprocesses find the same files through ``engine_env`` (``SKYCRAWL_PROVIDER=local``
 and the absolute ``SKYCRAWL_LOCAL_DATA_DIR``). Everything is safe for several processes on
@@ -66,9 +68,12 @@ def build_ports(
 
 def engine_env(local: LocalSettings) -> dict[str, str]:
     """What an engine subprocess needs to reach the same bus, state and blobs."""
+    data_dir = local.data_dir.resolve()
     return {
         "SKYCRAWL_PROVIDER": "local",
-        "SKYCRAWL_LOCAL_DATA_DIR": str(local.data_dir.resolve()),
+        "SKYCRAWL_LOCAL_DATA_DIR": str(data_dir),
+        # one per-host politeness limiter for every engine (every tenant) on this machine
+        "SKYCRAWL_HOST_LIMITER_PATH": str(data_dir / "hosts.sqlite3"),
     }
 
 
