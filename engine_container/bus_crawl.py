@@ -80,7 +80,9 @@ def build_politeness(engine: EngineSettings) -> Politeness:
     """The container's one ``Politeness``: shared by its crawls and, with
     ``SKYCRAWL_HOST_LIMITER_PATH``, by every engine process using that file."""
     limiter = (
-        SqliteHostLimiter(engine.host_limiter_path) if engine.host_limiter_path is not None else None
+        SqliteHostLimiter(engine.host_limiter_path)
+        if engine.host_limiter_path is not None
+        else None
     )
     return Politeness(
         per_host_concurrency=engine.per_host_concurrency,
