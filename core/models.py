@@ -8,11 +8,14 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
-from typing import Annotated, Any
+from functools import cache
+from typing import TYPE_CHECKING, Annotated, Any
 from urllib.parse import urlsplit
 
-import re2
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+if TYPE_CHECKING:
+    import re2
 
 
 class Frozen(BaseModel):
@@ -39,14 +42,14 @@ ALLOWED_HEADERS = frozenset(
 MAX_URL_LENGTH = 2048
 
 
+@cache
 def _re2_options() -> re2.Options:
+    import re2  # imported when first needed: ~3 MB that pattern-free processes never pay
+
     options = re2.Options()
     options.max_mem = 8 << 20  # a pattern that needs more than 8 MiB of automaton is refused
     options.log_errors = False
     return options
-
-
-_RE2_OPTIONS = _re2_options()
 
 
 def check_http_url(value: str) -> str:
@@ -74,8 +77,10 @@ def compile_url_pattern(pattern: str) -> re2._Regexp:
     RE2 has no backreferences (``\\1``) and no lookaround (``(?=``, ``(?!``, ``(?<=``); such
     patterns are refused with a message naming the pattern, so the API answers 422.
     """
+    import re2
+
     try:
-        return re2.compile(pattern, _RE2_OPTIONS)
+        return re2.compile(pattern, _re2_options())
     except re2.error as exc:
         reason = exc.args[0] if exc.args else ""
         if isinstance(reason, bytes):

@@ -35,8 +35,6 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from lxml import etree
-
 from engine_container.decoding import BodyDecoder, BodyTooLarge, UnsupportedEncoding
 from engine_container.fetcher import FetchResult
 
@@ -95,6 +93,8 @@ def parse_sitemap(data: bytes, max_urls: int = MAX_URLS_PER_FILE) -> Sitemap:
         lines = (line.strip() for line in data.decode("utf-8", "replace").splitlines())
         plain = [SitemapUrl(line) for line in lines if line.startswith(("http://", "https://"))]
         return Sitemap(plain[:max_urls], [])
+    from lxml import etree  # imported on first use: ~6 MB a crawl without sitemaps never pays
+
     urls: list[SitemapUrl] = []
     children: list[str] = []
     loc: str | None = None
