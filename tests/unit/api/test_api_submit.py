@@ -354,3 +354,23 @@ async def test_bad_crawl_rules_are_422(harness: Harness, tenant: Tenant, spec: A
     )
     assert problem["errors"][0]["loc"] == [next(iter(spec))]
     await harness.assert_nothing_stored()
+
+
+async def test_recrawl_of_must_name_one_of_the_tenants_crawls(
+    harness: Harness, tenant: Tenant
+) -> None:
+    _, key = tenant
+    seed = "https://example.com/"
+    problem = assert_problem(
+        await harness.submit(key, {"seeds": [seed], "recrawl_of": "cr_nope"}), 422
+    )
+    assert problem["errors"][0]["loc"] == ["recrawl_of"]
+    assert "cr_nope" in problem["errors"][0]["msg"]
+    await harness.assert_nothing_stored()
+    first = await harness.submit(key, {"seeds": [seed]})
+    assert first.status == 202
+    earlier = json.loads(first.body)["id"]
+    again = await harness.submit(key, {"seeds": [seed], "recrawl_of": earlier})
+    assert again.status == 202
+    latest = await harness.submit(key, {"seeds": [seed], "recrawl_of": "latest"})
+    assert latest.status == 202
