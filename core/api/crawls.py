@@ -113,7 +113,7 @@ class CrawlRoutes:
         if spec.recrawl_of is None or spec.recrawl_of == "latest":
             return
         if await self._records.crawls.get(tenant.id, spec.recrawl_of) is None:
-            error = {
+            error: dict[str, object] = {
                 "loc": ["recrawl_of"],
                 "msg": f"no crawl {spec.recrawl_of!r}",
                 "type": "missing",
