@@ -5,6 +5,15 @@ Per URL: robots.txt (when ``spec.respect_robots``), a per-host politeness slot, 
 502, 503, 504; never other 4xx or SSRF refusals) with exponential backoff and full jitter,
 link and title extraction for HTML, then one ``PageRecord`` to the sink.
 
+Crawl rules (README "Crawl rules"): the politeness slot comes from a ``Politeness`` shared by
+every crawl of the process (and fleet-wide through a ``HostLimiter``); each page has
+``spec.page_timeout_s`` in all, from its first request to its last retry, and a body cut at
+the budget is not retried (``attempts`` in the record); ``fetched_at`` is when the (last)
+request was sent; with ``use_sitemaps`` the seeds' sitemaps are read in the background while
+the seeds are crawled (``engine_container.sitemaps``); with a ``previous`` crawl
+(``recrawl_of``) its pages are queued again and requested conditionally, and a 304 is
+recorded as unchanged (``engine_container.recrawl``).
+
 Checkpoints (every ``checkpoint_interval_s``): under the crawl's record lock the sink flushes
 its buffered chunk first, then the frontier state (queue incl. URLs in flight, seen set,
 counters, next chunk ``seq``) is saved. A page is marked done in the frontier in the same
