@@ -63,6 +63,7 @@ from engine_container.warc import Capture
 log = logging.getLogger(__name__)
 
 PROGRESS_INTERVAL_S = 1.0
+LEASE_SLACK_S = 5.0  # a shared host lease outlives its request's budget by this much
 OFFLOAD_BYTES = 4096  # bodies this large are hashed and parsed in a worker thread
 TRANSIENT_STATUSES = frozenset({429, 500, 502, 503, 504})
 ProgressCallback = Callable[[CrawlCounts], Awaitable[None]]
@@ -219,7 +220,7 @@ class Crawler:
         deadline: float | None = None
         attempt = 0
         while True:
-            async with self._politeness.slot(host, delay):
+            async with self._politeness.slot(host, delay, budget + LEASE_SLACK_S):
                 now = time.monotonic()
                 deadline = deadline if deadline is not None else now + budget
                 result = await self._fetcher.fetch(
@@ -272,7 +273,8 @@ class Crawler:
             return None
         if self._robots is not None and not await self._robots.allowed(target):
             return None
-        async with self._politeness.slot(target.raw_host or ""):
+        budget = self._spec.page_timeout_s
+        async with self._politeness.slot(target.raw_host or "", None, budget + LEASE_SLACK_S):
             return await self._fetcher.fetch(
                 url,
                 session_key=self._session_key,

@@ -104,8 +104,12 @@ class Politeness:
     def tracked_hosts(self) -> int:
         return len(self._hosts)
 
-    def slot(self, host: str, crawl_delay: float | None = None) -> _Slot:
-        return _Slot(self, host, max(self._min_delay, crawl_delay or 0.0))
+    def slot(
+        self, host: str, crawl_delay: float | None = None, lease_ttl_s: float = LEASE_TTL_S
+    ) -> _Slot:
+        """``lease_ttl_s``: how long a shared lease lives if its holder dies (the request's
+        time budget plus slack)."""
+        return _Slot(self, host, max(self._min_delay, crawl_delay or 0.0), lease_ttl_s)
 
     def defer(self, host: str, seconds: float) -> float:
         """Hold requests to ``host`` for ``seconds`` (capped); returns the wait applied."""
@@ -138,7 +142,7 @@ class Politeness:
         for host in expired if len(self._hosts) - len(expired) < self._max_hosts else idle:
             del self._hosts[host]
 
-    async def _acquire(self, host: str, delay: float) -> str | None:
+    async def _acquire(self, host: str, delay: float, ttl: float) -> str | None:
         """Wait for the host's slot; returns the shared lease (to release), if any."""
         state = self._state(host)
         state.users += 1
@@ -153,18 +157,18 @@ class Politeness:
             state.next_start = start + delay
             while (wait := max(start, state.blocked_until) - self._clock()) > 0:
                 await self._sleep(wait)
-            return await self._claim(host, delay) if self._shared is not None else None
+            return await self._claim(host, delay, ttl) if self._shared is not None else None
         except BaseException:
             self._release(host)
             raise
 
-    async def _claim(self, host: str, delay: float) -> str:
+    async def _claim(self, host: str, delay: float, ttl: float) -> str:
         """A lease from the shared limiter, after waiting for its reserved start."""
         assert self._shared is not None
         key = host_key(host)
         while True:
             grant = await self._shared.acquire(
-                host=key, gap_s=delay, concurrency=self._concurrency, ttl_s=LEASE_TTL_S
+                host=key, gap_s=delay, concurrency=self._concurrency, ttl_s=ttl
             )
             if grant.lease_id is None:
                 await self._sleep(grant.wait_s)
@@ -190,16 +194,17 @@ class Politeness:
 
 
 class _Slot:
-    __slots__ = ("_delay", "_host", "_lease", "_politeness")
+    __slots__ = ("_delay", "_host", "_lease", "_politeness", "_ttl")
 
-    def __init__(self, politeness: Politeness, host: str, delay: float) -> None:
+    def __init__(self, politeness: Politeness, host: str, delay: float, ttl: float) -> None:
         self._politeness = politeness
         self._host = host
         self._delay = delay
+        self._ttl = ttl
         self._lease: str | None = None
 
     async def __aenter__(self) -> None:
-        self._lease = await self._politeness._acquire(self._host, self._delay)
+        self._lease = await self._politeness._acquire(self._host, self._delay, self._ttl)
 
     async def __aexit__(
         self,

@@ -8,13 +8,16 @@ cut only forgets pending delays) run on a dedicated thread, so the event loop ne
 the file lock. Measured on this box: ~60 µs per ``acquire`` + ``release`` pair uncontended.
 
 Times are ``time.time()`` of the one machine every process runs on (one clock). Leases expire
-after ``ttl_s``; rows of hosts with no lease and no pending delay are swept every
+after ``ttl_s`` (the page's time budget plus slack); a host at its limit first frees the
+leases of owner processes that are gone (pid check: every sharer is on this machine), so a
+container killed with SIGKILL does not block a host until its leases expire. Rows of hosts with no lease and no pending delay are swept every
 ``SWEEP_EVERY`` acquisitions, so the file stays small.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import sqlite3
 import time
 import uuid
@@ -34,8 +37,10 @@ _SCHEMA = """
 CREATE TABLE IF NOT EXISTS hosts (
     host TEXT PRIMARY KEY, next_start REAL NOT NULL, blocked_until REAL NOT NULL
 );
-CREATE TABLE IF NOT EXISTS leases (id TEXT PRIMARY KEY, host TEXT NOT NULL, expires REAL NOT NULL);
-CREATE INDEX IF NOT EXISTS leases_host ON leases (host, expires);
+CREATE TABLE IF NOT EXISTS host_leases (
+    id TEXT PRIMARY KEY, host TEXT NOT NULL, expires REAL NOT NULL, owner INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS host_leases_host ON host_leases (host, expires);
 """
 
 
@@ -78,10 +83,11 @@ class SqliteHostLimiter:
     ) -> HostGrant:
         def step(db: sqlite3.Connection) -> HostGrant:
             now = self._clock()
-            db.execute("DELETE FROM leases WHERE host = ? AND expires <= ?", (host, now))
-            (active,) = db.execute("SELECT COUNT(*) FROM leases WHERE host = ?", (host,)).fetchone()
-            if active >= concurrency:
-                return HostGrant(None, FULL_RETRY_S)
+            db.execute("DELETE FROM host_leases WHERE host = ? AND expires <= ?", (host, now))
+            if _active(db, host) >= concurrency:
+                _free_leases_of_dead_processes(db, host)
+                if _active(db, host) >= concurrency:
+                    return HostGrant(None, FULL_RETRY_S)
             row = db.execute(
                 "SELECT next_start, blocked_until FROM hosts WHERE host = ?", (host,)
             ).fetchone()
@@ -94,8 +100,8 @@ class SqliteHostLimiter:
             )
             lease = uuid.uuid4().hex
             db.execute(
-                "INSERT INTO leases (id, host, expires) VALUES (?, ?, ?)",
-                (lease, host, start + ttl_s),
+                "INSERT INTO host_leases (id, host, expires, owner) VALUES (?, ?, ?, ?)",
+                (lease, host, start + ttl_s, os.getpid()),
             )
             self._acquired += 1
             if self._acquired % SWEEP_EVERY == 0:
@@ -106,7 +112,7 @@ class SqliteHostLimiter:
 
     async def release(self, *, lease_id: str) -> None:
         def step(db: sqlite3.Connection) -> None:
-            db.execute("DELETE FROM leases WHERE id = ?", (lease_id,))
+            db.execute("DELETE FROM host_leases WHERE id = ?", (lease_id,))
 
         await self._run(step)
 
@@ -132,10 +138,37 @@ class SqliteHostLimiter:
         self._executor.shutdown(wait=True)
 
 
+def _active(db: sqlite3.Connection, host: str) -> int:
+    (count,) = db.execute("SELECT COUNT(*) FROM host_leases WHERE host = ?", (host,)).fetchone()
+    return int(count)
+
+
+def _free_leases_of_dead_processes(db: sqlite3.Connection, host: str) -> None:
+    """Drop the leases of owners that no longer run (a container killed with SIGKILL): every
+    process sharing the file is on this machine, so its pid says whether it is alive."""
+    owners = [
+        row[0]
+        for row in db.execute("SELECT DISTINCT owner FROM host_leases WHERE host = ?", (host,))
+    ]
+    for owner in owners:
+        if owner != os.getpid() and not _alive(owner):
+            db.execute("DELETE FROM host_leases WHERE owner = ?", (owner,))
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by another user
+        return True
+    return True
+
+
 def _sweep(db: sqlite3.Connection, now: float) -> None:
-    db.execute("DELETE FROM leases WHERE expires <= ?", (now,))
+    db.execute("DELETE FROM host_leases WHERE expires <= ?", (now,))
     db.execute(
         "DELETE FROM hosts WHERE next_start <= ? AND blocked_until <= ? "
-        "AND host NOT IN (SELECT host FROM leases)",
+        "AND host NOT IN (SELECT host FROM host_leases)",
         (now, now),
     )

@@ -6,6 +6,9 @@ Run against ``SqliteHostLimiter`` (the only implementation; the cloud designs ar
 
 from __future__ import annotations
 
+import asyncio
+import signal
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -84,3 +87,28 @@ async def test_hold_delays_every_instance(pair, clock: Clock) -> None:
     )
     clock.now += 6
     assert (await a.acquire(host="h", gap_s=0, concurrency=4, ttl_s=60)).wait_s == 0.0
+
+
+async def test_leases_of_a_killed_process_are_freed_at_once(tmp_path: Path) -> None:
+    path = tmp_path / "hosts.sqlite3"
+    script = (
+        "import asyncio, os, signal, sys\n"
+        "from pathlib import Path\n"
+        "from adapters.local.host_limiter import SqliteHostLimiter\n"
+        "async def main():\n"
+        f"    limiter = SqliteHostLimiter(Path({str(path)!r}))\n"
+        "    grant = await limiter.acquire(host='h', gap_s=0, concurrency=1, ttl_s=600)\n"
+        "    assert grant.lease_id\n"
+        "    os.kill(os.getpid(), signal.SIGKILL)  # dies holding the lease\n"
+        "asyncio.run(main())\n"
+    )
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", script, cwd=Path(__file__).resolve().parents[2]
+    )
+    assert await proc.wait() == -signal.SIGKILL
+    limiter = SqliteHostLimiter(path)
+    try:
+        grant = await limiter.acquire(host="h", gap_s=0, concurrency=1, ttl_s=600)
+        assert grant.lease_id is not None  # not blocked for the dead lease's 600 s
+    finally:
+        await limiter.close()
