@@ -6,13 +6,16 @@ are written back through the StateStore with compare-and-set.
 
 from __future__ import annotations
 
-import re
 from datetime import datetime
 from enum import StrEnum
-from typing import Annotated, Any, Literal
+from functools import cache
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+if TYPE_CHECKING:
+    import re2
 
 
 class Frozen(BaseModel):
@@ -39,6 +42,16 @@ ALLOWED_HEADERS = frozenset(
 MAX_URL_LENGTH = 2048
 
 
+@cache
+def _re2_options() -> re2.Options:
+    import re2  # imported when first needed: ~3 MB that pattern-free processes never pay
+
+    options = re2.Options()
+    options.max_mem = 8 << 20  # a pattern that needs more than 8 MiB of automaton is refused
+    options.log_errors = False
+    return options
+
+
 def check_http_url(value: str) -> str:
     """Syntactic check of a crawlable URL: http(s), a host, no whitespace, bounded length."""
     if len(value) > MAX_URL_LENGTH:
@@ -56,6 +69,26 @@ def check_http_url(value: str) -> str:
     if not host:
         raise ValueError("URL has no host")
     return value
+
+
+def compile_url_pattern(pattern: str) -> re2._Regexp:
+    """``pattern`` compiled by RE2 (linear time: no pattern can stall a crawl), or ValueError.
+
+    RE2 has no backreferences (``\\1``) and no lookaround (``(?=``, ``(?!``, ``(?<=``); such
+    patterns are refused with a message naming the pattern, so the API answers 422.
+    """
+    import re2
+
+    try:
+        return re2.compile(pattern, _re2_options())
+    except re2.error as exc:
+        reason = exc.args[0] if exc.args else ""
+        if isinstance(reason, bytes):
+            reason = reason.decode("utf-8", "replace")
+        raise ValueError(
+            f"regular expression {pattern!r} cannot be used: {reason} (patterns run on RE2, "
+            "which has no backreferences or lookaround)"
+        ) from exc
 
 
 class Scope(StrEnum):
@@ -81,6 +114,11 @@ class CrawlSpec(Frozen):
     webhook_url: str | None = None
     headers: dict[str, str] = {}
     respect_robots: bool = True
+    # -- crawl rules (issue 12): sitemaps, per-page time budget, conditional re-crawl --------
+    use_sitemaps: bool = True
+    page_timeout_s: Annotated[float, Field(ge=1, le=300)] = 30.0
+    recrawl_of: Annotated[str | None, Field(pattern=r"^(latest|[A-Za-z0-9_-]{1,64})$")] = None
+    # -- end of crawl rules -------------------------------------------------------------------
 
     @field_validator("seeds")
     @classmethod
@@ -98,10 +136,7 @@ class CrawlSpec(Frozen):
         for pattern in patterns:
             if len(pattern) > 500:
                 raise ValueError("pattern longer than 500 characters")
-            try:
-                re.compile(pattern)
-            except re.error as exc:
-                raise ValueError(f"invalid regular expression {pattern!r}: {exc}") from exc
+            compile_url_pattern(pattern)
         return patterns
 
     @field_validator("headers")
@@ -330,6 +365,9 @@ class PageRecord(BaseModel):
     depth: int = 0
     content_type: str | None = None
     error: str | None = None
+    # -- crawl rules (issue 12) ----------------------------------------------------------------
+    attempts: int = 1  # requests made for this URL (1 + retries)
+    unchanged: bool = False  # 304 to a conditional request: as in the ``recrawl_of`` crawl
 
 
 def dump(model: BaseModel) -> dict[str, Any]:

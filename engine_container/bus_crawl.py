@@ -1,5 +1,7 @@
-"""Wiring of bus mode: the provider's bus and blob store, one shared safe fetcher, and the
-function that runs (or resumes) one ``RunCrawl`` into the blob store."""
+"""Wiring of bus mode: the provider's bus and blob store, one shared safe fetcher, one
+shared per-host ``Politeness`` (fleet-wide with ``SKYCRAWL_HOST_LIMITER_PATH``), and the
+function that runs (or resumes) one ``RunCrawl`` into the blob store — conditionally against
+an earlier crawl when ``recrawl_of`` says so (``engine_container.recrawl``)."""
 
 from __future__ import annotations
 
@@ -10,13 +12,16 @@ from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any
 
 from adapters import load_provider
+from adapters.local.host_limiter import SqliteHostLimiter
 from core.messages import RunCrawl
 from core.models import CrawlCounts
 from core.ports import BlobStore, MessageBus
 from core.settings import SkycrawlSettings
+from engine_container import recrawl
 from engine_container.crawler import Crawler
 from engine_container.fetcher import Fetcher
 from engine_container.frontier import checkpoint_next_seq
+from engine_container.politeness import Politeness
 from engine_container.settings import EngineSettings
 from engine_container.sinks import BlobSink, load_checkpoint
 
@@ -26,7 +31,15 @@ Reporter = Callable[[CrawlCounts], Coroutine[Any, Any, None]]
 RunFn = Callable[[RunCrawl, Reporter], Coroutine[Any, Any, CrawlCounts]]
 
 
-def crawl_runner(blobs: BlobStore, fetcher: Fetcher, engine: EngineSettings) -> RunFn:
+def crawl_runner(
+    blobs: BlobStore,
+    fetcher: Fetcher,
+    engine: EngineSettings,
+    politeness: Politeness | None = None,
+) -> RunFn:
+    """Runs crawls into ``blobs``; every crawl shares ``politeness`` (one per container)."""
+    shared = politeness or build_politeness(engine)
+
     async def run_crawl(run: RunCrawl, report: Reporter) -> CrawlCounts:
         try:
             checkpoint = await load_checkpoint(blobs, run.tenant_id, run.crawl_id)
@@ -35,12 +48,47 @@ def crawl_runner(blobs: BlobStore, fetcher: Fetcher, engine: EngineSettings) -> 
             log.warning("crawl %s: unusable checkpoint (%s); starting afresh", run.crawl_id, exc)
             checkpoint, start_seq = None, 0  # the sink drops chunks >= 0 on its first flush
         sink = BlobSink(blobs, run.tenant_id, run.crawl_id, start_seq)
+        previous = await _previous_crawl(blobs, run)
         crawler = Crawler(
-            run.spec, fetcher, sink, engine, checkpoint=checkpoint, on_progress=report
+            run.spec,
+            fetcher,
+            sink,
+            engine,
+            checkpoint=checkpoint,
+            on_progress=report,
+            politeness=shared,
+            previous=previous,
         )
-        return await crawler.run()
+        counts = await crawler.run()
+        await recrawl.remember_latest(blobs, run.tenant_id, run.spec, run.crawl_id)
+        return counts
 
     return run_crawl
+
+
+async def _previous_crawl(blobs: BlobStore, run: RunCrawl) -> recrawl.PreviousCrawl | None:
+    """The crawl ``recrawl_of`` names, loaded; None for a full crawl."""
+    if run.spec.recrawl_of is None:
+        return None
+    crawl_id = await recrawl.resolve(blobs, run.tenant_id, run.spec)
+    if crawl_id is None or crawl_id == run.crawl_id:
+        return None
+    return await recrawl.load_previous(blobs, run.tenant_id, crawl_id)
+
+
+def build_politeness(engine: EngineSettings) -> Politeness:
+    """The container's one ``Politeness``: shared by its crawls and, with
+    ``SKYCRAWL_HOST_LIMITER_PATH``, by every engine process using that file."""
+    limiter = (
+        SqliteHostLimiter(engine.host_limiter_path)
+        if engine.host_limiter_path is not None
+        else None
+    )
+    return Politeness(
+        per_host_concurrency=engine.per_host_concurrency,
+        min_delay_s=engine.per_host_delay_s,
+        shared=limiter,
+    )
 
 
 async def observe_egress_ip(fetcher: Fetcher, echo_url: str | None) -> str | None:
@@ -62,9 +110,11 @@ async def open_crawl_runner(
 ) -> AsyncIterator[tuple[MessageBus, RunFn, Fetcher]]:
     provider = load_provider(control.provider)
     bus, blobs = provider.build_container_ports(control)
+    politeness = build_politeness(engine)
     try:
         async with Fetcher(engine) as fetcher:
-            yield bus, crawl_runner(blobs, fetcher, engine), fetcher
+            yield bus, crawl_runner(blobs, fetcher, engine, politeness), fetcher
     finally:
+        await politeness.close()
         await bus.close()
         await blobs.close()

@@ -8,7 +8,7 @@ given seed URLs with no bus, state or blob store, and writes ``DIR/pages.jsonl``
     python -m engine_container --standalone https://example.com/ --out ./out \\
         [--concurrency N] [--per-host-concurrency N] [--max-pages N] [--max-depth N] \\
         [--scope same-host|same-domain|any] [--allow-cidr CIDR]... [--user-agent UA] \\
-        [--no-robots]
+        [--no-robots] [--no-sitemaps] [--page-timeout S]
 
 It prints one summary line (pages, failed, seconds, pages/s). Standalone runs are not bound by
 the service's per-tenant limits on ``--max-pages``/``--max-depth``. Other settings (timeouts,
@@ -33,6 +33,7 @@ from pydantic import ValidationError
 from core.errors import UnsafeUrl
 from core.models import CrawlCounts, CrawlSpec, Scope
 from core.netguard import check_url
+from engine_container.bus_crawl import build_politeness
 from engine_container.crawler import Crawler
 from engine_container.fetcher import Fetcher
 from engine_container.settings import EngineSettings
@@ -61,6 +62,16 @@ def _positive(text: str) -> int:
     return value
 
 
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 1 <= value <= 300:
+        raise argparse.ArgumentTypeError(f"must be between 1 and 300 seconds: {text}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="python -m engine_container", description="skycrawl crawler engine")
     p.add_argument("--standalone", action="store_true", help="crawl URLs without any bus")
@@ -76,6 +87,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--allow-cidr", action="append", default=[], metavar="CIDR")
     p.add_argument("--user-agent", default=None)
     p.add_argument("--no-robots", action="store_true", help="ignore robots.txt")
+    p.add_argument(
+        "--no-sitemaps", action="store_true", help="do not queue the URLs of the seeds' sitemaps"
+    )
+    p.add_argument(
+        "--page-timeout",
+        type=_seconds,
+        default=30.0,
+        metavar="S",
+        help="time budget of one page, retries included (1-300 s, default 30)",
+    )
     return p
 
 
@@ -106,6 +127,8 @@ def _configure(args: argparse.Namespace) -> tuple[EngineSettings, CrawlSpec]:
         max_depth=min(args.max_depth, 100),
         max_pages=max(1, min(args.max_pages, 1_000_000)),
         respect_robots=not args.no_robots,
+        use_sitemaps=not args.no_sitemaps,
+        page_timeout_s=args.page_timeout,
     )
     # the service's per-tenant ceilings do not bind a local run
     spec = spec.model_copy(
@@ -122,8 +145,13 @@ async def _crawl(settings: EngineSettings, spec: CrawlSpec, sink: StandaloneSink
     if task is not None:  # SIGTERM: stop like Ctrl-C, with what was crawled flushed to disk
         asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
     try:
-        async with Fetcher(settings) as fetcher:
-            return await Crawler(spec, fetcher, sink, settings).run()
+        politeness = build_politeness(settings)
+        try:
+            async with Fetcher(settings) as fetcher:
+                crawler = Crawler(spec, fetcher, sink, settings, politeness=politeness)
+                return await crawler.run()
+        finally:
+            await politeness.close()
     finally:
         await sink.close()
 

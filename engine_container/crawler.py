@@ -5,6 +5,15 @@ Per URL: robots.txt (when ``spec.respect_robots``), a per-host politeness slot, 
 502, 503, 504; never other 4xx or SSRF refusals) with exponential backoff and full jitter,
 link and title extraction for HTML, then one ``PageRecord`` to the sink.
 
+Crawl rules (README "Crawl rules"): the politeness slot comes from a ``Politeness`` shared by
+every crawl of the process (and fleet-wide through a ``HostLimiter``); each page has
+``spec.page_timeout_s`` in all, from its first request to its last retry, and a body cut at
+the budget is not retried (``attempts`` in the record); ``fetched_at`` is when the (last)
+request was sent; with ``use_sitemaps`` the seeds' sitemaps are read in the background while
+the seeds are crawled (``engine_container.sitemaps``); with a ``previous`` crawl
+(``recrawl_of``) its pages are queued again and requested conditionally, and a 304 is
+recorded as unchanged (``engine_container.recrawl``).
+
 Checkpoints (every ``checkpoint_interval_s``): under the crawl's record lock the sink flushes
 its buffered chunk first, then the frontier state (queue incl. URLs in flight, seen set,
 counters, next chunk ``seq``) is saved. A page is marked done in the frontier in the same
@@ -31,8 +40,9 @@ import asyncio
 import contextlib
 import logging
 import random
+import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -43,13 +53,17 @@ from engine_container.fetcher import FetchClient, FetchResult
 from engine_container.frontier import Frontier, QueuedUrl, checkpoint_counts
 from engine_container.parsing import NO_FACTS, BodyFacts, ParsedPage, examine
 from engine_container.politeness import Politeness, parse_retry_after
+from engine_container.recrawl import PreviousCrawl, PreviousPage
 from engine_container.robots import RobotsCache
 from engine_container.settings import EngineSettings
 from engine_container.sinks import PageSink
+from engine_container.sitemaps import collect_limit, newest_first, read_sitemaps
+from engine_container.warc import Capture
 
 log = logging.getLogger(__name__)
 
 PROGRESS_INTERVAL_S = 1.0
+LEASE_SLACK_S = 5.0  # a shared host lease outlives its request's budget by this much
 OFFLOAD_BYTES = 4096  # bodies this large are hashed and parsed in a worker thread
 TRANSIENT_STATUSES = frozenset({429, 500, 502, 503, 504})
 ProgressCallback = Callable[[CrawlCounts], Awaitable[None]]
@@ -74,6 +88,8 @@ class Crawler:
         *,
         checkpoint: dict[str, Any] | None = None,
         on_progress: ProgressCallback | None = None,
+        politeness: Politeness | None = None,
+        previous: PreviousCrawl | None = None,
     ) -> None:
         self._spec = spec
         self._fetcher = fetcher
@@ -90,11 +106,13 @@ class Crawler:
         self._fetched, self._failed, self._bytes = counts.fetched, counts.failed, counts.bytes
         self._session_key = spec.session or f"crawl-{uuid.uuid4().hex}"
         self._headers = dict(spec.headers) or None
-        self._politeness = Politeness(
+        # -- crawl rules (issue 12): shared politeness, sitemaps, conditional re-crawl ------
+        self._politeness = politeness or Politeness(
             per_host_concurrency=settings.per_host_concurrency,
             min_delay_s=settings.per_host_delay_s,
         )
-        self._robots = (
+        self._previous = previous
+        robots = (
             RobotsCache(
                 fetcher,
                 user_agent=spec.headers.get("user-agent", settings.user_agent),
@@ -103,9 +121,12 @@ class Crawler:
                 retries=settings.retries,
                 retry_base_s=settings.retry_base_s,
             )
-            if spec.respect_robots
+            if spec.respect_robots or spec.use_sitemaps
             else None
         )
+        self._robots_txt = robots  # for Sitemap: lines even when robots are not respected
+        self._robots = robots if spec.respect_robots else None
+        self._seeding: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()  # sink.add + frontier.done, and flush + checkpoint
         self._changed = asyncio.Event()
 
@@ -121,6 +142,10 @@ class Crawler:
         """Crawl until the frontier is exhausted; re-raises CancelledError after checkpointing."""
         if not self._resumed:
             self._frontier.add_seeds()
+            if self._previous is not None:
+                self._frontier.add_known(self._previous.urls())
+        if self._spec.use_sitemaps and not self._frontier.sitemaps_done:
+            self._seeding = asyncio.create_task(self._seed_from_sitemaps())
         workers = [asyncio.create_task(self._worker()) for _ in range(self._settings.concurrency)]
         background = [asyncio.create_task(self._checkpoint_loop())]
         if self._on_progress is not None:
@@ -130,6 +155,8 @@ class Crawler:
             await asyncio.gather(*workers)
             completed = True
         finally:
+            if self._seeding is not None:
+                background.append(self._seeding)
             for task in [*workers, *background]:
                 task.cancel()
             await asyncio.gather(*workers, *background, return_exceptions=True)
@@ -143,7 +170,8 @@ class Crawler:
         while True:
             item = self._frontier.take()
             if item is None:
-                if self._frontier.in_flight == 0:
+                seeding = self._seeding is not None and not self._seeding.done()
+                if self._frontier.in_flight == 0 and not seeding:
                     self._changed.set()  # wake the others: they are done too
                     return
                 self._changed.clear()
@@ -153,51 +181,109 @@ class Crawler:
             self._changed.set()
 
     async def _process(self, item: QueuedUrl) -> None:
-        fetched_at = datetime.now(UTC)
+        attempts = 0
         try:
-            result, error = await self._visit(item)
+            result, error, attempts = await self._visit(item)
             facts = await self._examine(result, error)
         except Exception as exc:  # a bug must not stop the crawl: record it and go on
             log.exception("crawl %s: unexpected error on %s", self._session_key, item.url)
             result, error, facts = None, f"internal error: {type(exc).__name__}: {exc}", NO_FACTS
         links = self._follow(item, result, facts.page) if result is not None else 0
-        await self._record(item, result, error, fetched_at, facts, links)
+        # fetched_at: when the (last) request was sent; without one, when the URL was settled
+        fetched_at = (result.fetched_at if result is not None else None) or datetime.now(UTC)
+        await self._record(item, result, error, fetched_at, facts, links, attempts)
 
-    async def _visit(self, item: QueuedUrl) -> tuple[FetchResult | None, str | None]:
-        """Robots check and fetch; returns the result, or an error without a fetch."""
+    async def _visit(self, item: QueuedUrl) -> tuple[FetchResult | None, str | None, int]:
+        """Robots check and fetch: the result (or an error without a fetch), and attempts."""
         try:
             target = URL(item.url)
         except ValueError as exc:
-            return None, f"invalid URL: {exc}"
+            return None, f"invalid URL: {exc}", 0
         delay = None
         if self._robots is not None:
             rules = await self._robots.rules_for(target)
             if not rules.can_fetch(item.url, self._robots_agent()):
-                return None, rules.reason
+                return None, rules.reason, 0
             delay = rules.crawl_delay
-        result = await self._fetch(item.url, target.raw_host or "", delay)
-        return result, result.error
+        result, attempts = await self._fetch(item.url, target.raw_host or "", delay)
+        return result, result.error, attempts
 
     def _robots_agent(self) -> str:
         return self._spec.headers.get("user-agent", self._settings.user_agent)
 
-    async def _fetch(self, url: str, host: str, delay: float | None) -> FetchResult:
+    async def _fetch(self, url: str, host: str, delay: float | None) -> tuple[FetchResult, int]:
+        """Fetch with retries, all within the page's ``page_timeout_s`` budget, which starts
+        with the first request; returns the last result and how many requests were made."""
         settings = self._settings
+        headers: Mapping[str, str] | None = self._headers
+        if self._previous is not None:
+            headers = self._previous.conditional_headers(url, headers)
+        budget = self._spec.page_timeout_s
+        deadline: float | None = None
         attempt = 0
         while True:
-            async with self._politeness.slot(host, delay):
+            async with self._politeness.slot(host, delay, budget + LEASE_SLACK_S):
+                now = time.monotonic()
+                deadline = deadline if deadline is not None else now + budget
                 result = await self._fetcher.fetch(
-                    url, session_key=self._session_key, headers=self._headers
+                    url,
+                    session_key=self._session_key,
+                    headers=headers,
+                    timeout_s=max(0.001, deadline - now),
                 )
             if result.status in (429, 503):
                 wait = parse_retry_after(result.retry_after)
                 if wait is not None:
-                    self._politeness.defer(host, wait)
+                    await self._politeness.hold(host, wait)
             if attempt >= settings.retries or not is_transient(result):
-                return result
+                return result, attempt + 1
             cap = min(settings.retry_max_s, settings.retry_base_s * 2**attempt)
-            await asyncio.sleep(random.uniform(0, cap))
+            left = deadline - time.monotonic()
+            if left <= cap / 2:  # the budget would (likely) end before the retry: stop here
+                return result, attempt + 1
+            await asyncio.sleep(min(random.uniform(0, cap), left))
             attempt += 1
+
+    async def _seed_from_sitemaps(self) -> None:
+        """Queue the URLs of the seeds' sitemaps (see ``engine_container.sitemaps``)."""
+        try:
+            roots: list[str] = []
+            for origin in dict.fromkeys(str(URL(seed).origin()) for seed in self._spec.seeds):
+                rules = await self._robots_txt.rules_for(URL(origin)) if self._robots_txt else None
+                roots += list(rules.sitemaps) if rules and rules.sitemaps else []
+                if not rules or not rules.sitemaps:
+                    roots.append(f"{origin}/sitemap.xml")
+            urls = await read_sitemaps(
+                self._fetch_sitemap,
+                roots,
+                max_files=self._settings.sitemap_max_files,
+                max_urls=collect_limit(self._spec.max_pages),
+                max_bytes=self._settings.max_decoded_bytes,
+            )
+            added = self._frontier.add_known((url, 1) for url in newest_first(urls))
+            log.info("crawl %s: %d URLs from sitemaps", self._session_key, added)
+        except Exception:  # a site's sitemap must not fail the crawl
+            log.exception("crawl %s: reading sitemaps failed", self._session_key)
+        finally:
+            self._frontier.sitemaps_done = True
+            self._changed.set()
+
+    async def _fetch_sitemap(self, url: str) -> FetchResult | None:
+        try:
+            target = URL(url)
+        except ValueError:
+            return None
+        if self._robots is not None and not await self._robots.allowed(target):
+            return None
+        budget = self._spec.page_timeout_s
+        async with self._politeness.slot(target.raw_host or "", None, budget + LEASE_SLACK_S):
+            return await self._fetcher.fetch(
+                url,
+                session_key=self._session_key,
+                headers=self._headers,
+                any_type=True,
+                timeout_s=self._spec.page_timeout_s,
+            )
 
     async def _examine(self, result: FetchResult | None, error: str | None) -> BodyFacts:
         """Hash the body and parse it if it is a successful HTML page (threaded if large)."""
@@ -232,9 +318,14 @@ class Crawler:
         fetched_at: datetime,
         facts: BodyFacts,
         links: int,
+        attempts: int = 1,
     ) -> None:
         body = result.body if result is not None else b""
         status = result.status if result is not None else None
+        earlier = self._previous.get(item.url) if self._previous is not None else None
+        if status == 304 and earlier is not None:
+            await self._record_unchanged(item, result, fetched_at, earlier, attempts)
+            return
         page = PageRecord.model_construct(
             url=item.url,
             final_url=result.final_url if result is not None else None,
@@ -249,15 +340,62 @@ class Crawler:
             depth=item.depth,
             content_type=result.content_type if result is not None else None,
             error=error,
+            attempts=attempts,
+            unchanged=False,
         )
-        failed = error is not None or status is None or status >= 400
+        await self._settle(item, page, result)
+
+    async def _record_unchanged(
+        self,
+        item: QueuedUrl,
+        result: FetchResult | None,
+        fetched_at: datetime,
+        earlier: PreviousPage,
+        attempts: int,
+    ) -> None:
+        """A 304 to a conditional request: the page as the earlier crawl recorded it."""
+        assert result is not None
+        headers = dict(result.headers)
+        if earlier.etag is not None:
+            headers.setdefault("etag", earlier.etag)
+        if earlier.last_modified is not None:
+            headers.setdefault("last-modified", earlier.last_modified)
+        page = PageRecord.model_construct(
+            url=item.url,
+            final_url=result.final_url,
+            status=304,
+            headers=headers,
+            fetched_at=fetched_at,
+            elapsed_ms=result.elapsed_ms,
+            bytes=0,
+            sha256=earlier.sha256,
+            title=earlier.title,
+            links=earlier.links,
+            depth=item.depth,
+            content_type=earlier.content_type,
+            error=None,
+            attempts=attempts,
+            unchanged=True,
+        )
+        await self._settle(item, page, result, earlier.capture)
+
+    async def _settle(
+        self,
+        item: QueuedUrl,
+        page: PageRecord,
+        result: FetchResult | None,
+        revisit_of: Capture | None = None,
+    ) -> None:
+        """Count the page, mark it done and hand it to the sink, atomically for checkpoints."""
+        status = page.status
+        failed = page.error is not None or status is None or status >= 400
         async with self._lock:
             # done + add with no await in between: a checkpoint sees both or neither
             self._frontier.done(item.url)
             self._failed += failed
             self._fetched += not failed
             self._bytes += result.wire_bytes if result is not None else 0
-            await self._sink.add(page, result)
+            await self._sink.add(page, result, revisit_of=revisit_of)
 
     # ----------------------------------------------------------------- background
 

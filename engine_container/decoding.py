@@ -7,12 +7,24 @@ the cap, not by the bomb. Supported: identity, gzip (also multi-member), deflate
 or raw). Brotli (``br``) is deliberately not advertised: the Python brotli bindings cannot
 bound the output of one call, which would void the bomb guarantee; servers honour
 ``Accept-Encoding`` and send gzip instead.
+
+Character encodings of HTML (``html_encoding``, ``decode_html``) follow the HTML5 sniffing
+order — byte order mark, ``Content-Type`` charset, ``<meta>`` prescan of the first 1024
+bytes, then UTF-8 — with w3lib (Scrapy's) implementing the steps and the WHATWG label table,
+so Shift_JIS or windows-1252 pages declared only in ``<meta>`` are read correctly.
 """
 
 from __future__ import annotations
 
 import zlib
 from typing import Protocol
+
+from w3lib.encoding import (
+    html_body_declared_encoding,
+    http_content_type_encoding,
+    read_bom,
+    resolve_encoding,
+)
 
 ACCEPT_ENCODING = "gzip, deflate"
 
@@ -113,3 +125,54 @@ class BodyDecoder:
             self._parts.clear()
             raise BodyTooLarge(f"decoded body exceeds {self._max} bytes")
         self._parts.append(out)
+
+
+# --------------------------------------------------------------------------- character encodings
+
+#: How much of a body the ``<meta charset>`` prescan reads (the HTML5 standard's 1024 bytes).
+PRESCAN_BYTES = 1024
+_UTF8_CODECS = frozenset({"utf-8", "utf8", "us-ascii", "ascii"})
+
+
+def html_encoding(body: bytes, content_type: str | None) -> str:
+    """The character encoding of an HTML body, in the HTML5 sniffing order.
+
+    1. a byte order mark (UTF-8, UTF-16 LE/BE);
+    2. the ``charset`` of the ``Content-Type`` header;
+    3. ``<meta charset=...>`` or ``<meta http-equiv="Content-Type" content="...charset=...">``
+       in the first ``PRESCAN_BYTES`` bytes;
+    4. otherwise UTF-8.
+
+    Labels map to codecs as the WHATWG Encoding standard says (w3lib's table: ``latin-1`` and
+    ``iso-8859-1`` mean windows-1252, ``shift_jis`` means cp932, ...). A label Python has no
+    codec for is ignored (the next step decides).
+    """
+    bom, _ = read_bom(body)
+    if bom:
+        return str(bom)
+    if content_type and "charset" in content_type.lower():
+        declared = http_content_type_encoding(content_type)
+        if declared:
+            return str(declared)
+    head = body[:PRESCAN_BYTES]
+    if b"charset" in head.lower():
+        declared = html_body_declared_encoding(head)
+        if declared:
+            resolved = resolve_encoding(declared)
+            # a <meta> claiming UTF-16 is read as UTF-8 (the bytes were ASCII-compatible)
+            if resolved and not resolved.startswith("utf-16"):
+                return str(resolved)
+    return "utf-8"
+
+
+def decode_html(body: bytes, content_type: str | None) -> bytes | str:
+    """``body`` for an HTML parser: the bytes themselves when UTF-8 (Lexbor reads those
+    fastest), else text decoded by ``html_encoding`` with undecodable bytes replaced."""
+    encoding = html_encoding(body, content_type)
+    _, bom = read_bom(body)
+    if encoding.replace("_", "-").lower() in _UTF8_CODECS and not bom:
+        return body
+    try:
+        return body[len(bom or b"") :].decode(encoding, errors="replace")
+    except LookupError:
+        return body

@@ -39,6 +39,7 @@ crawler.
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import socket
 import ssl
@@ -46,6 +47,7 @@ import time
 from collections import Counter, OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Protocol
 
@@ -81,6 +83,7 @@ class FetchError(StrEnum):
     redirects = "redirects"
     too_large = "too-large"
     decoding = "decoding"
+    budget = "budget"  # the page's total time budget ran out: a slow body, never retried
 
     @property
     def transient(self) -> bool:
@@ -107,6 +110,10 @@ class FetchResult:
     raw_headers: tuple[tuple[bytes, bytes], ...] = ()  # as received, for WARC
     retry_after: str | None = None
     truncated: bool = False  # the response had a body that was not kept (type, cap)
+    # -- crawl rules (issue 12): capture time, request and redirect hops for the WARC ---------
+    fetched_at: datetime | None = None  # when the request of this response was sent
+    request_headers: tuple[tuple[str, str], ...] = ()  # as sent (WARC ``request`` record)
+    hops: tuple[FetchResult, ...] = ()  # the redirect responses that led here, in order
 
     @property
     def parseable(self) -> bool:
@@ -123,6 +130,7 @@ class FetchClient(Protocol):
         session_key: str | None = None,
         headers: Mapping[str, str] | None = None,
         any_type: bool = False,
+        timeout_s: float | None = None,
     ) -> FetchResult: ...
 
     async def drop_session(self, session_key: str) -> None: ...
@@ -277,16 +285,28 @@ class Fetcher:
         session_key: str | None = None,
         headers: Mapping[str, str] | None = None,
         any_type: bool = False,
+        timeout_s: float | None = None,
     ) -> FetchResult:
         """GET ``url`` following redirects; never raises for network or policy failures.
 
         ``any_type`` reads bodies of every content type (robots.txt); otherwise only HTML.
+        ``timeout_s`` bounds the whole fetch (every hop, every body byte): past it the result
+        is a ``FetchError.budget`` failure, which is not worth retrying.
         """
         session = await self._session(session_key)
         key = session_key or ""
         self._in_use[key] += 1
+        hop = _Hop(url, time.perf_counter())
         try:
-            result = await self._follow(session, _Hop(url, time.perf_counter()), headers, any_type)
+            if timeout_s is None:
+                result = await self._follow(session, hop, headers, any_type)
+            else:
+                try:
+                    async with asyncio.timeout(timeout_s):
+                        result = await self._follow(session, hop, headers, any_type)
+                except TimeoutError:
+                    budget = f"timed out after {timeout_s:g} s (the page's time budget)"
+                    result = hop.failed(FetchError.budget, budget)
             self.stats.record(result)
             return result
         finally:
@@ -305,12 +325,14 @@ class Fetcher:
         while True:
             try:
                 target = await self._checked(hop.current)
+                hop.sent_at = datetime.now(UTC)
                 async with session.get(
                     target, allow_redirects=False, headers=headers, proxy=self._proxy
                 ) as resp:
                     location = _redirect_location(resp)
                     if location is None:
                         return await self._read(hop, resp, any_type)
+                    hop.passed(resp)
             except UnsafeUrl as exc:
                 return hop.failed(FetchError.unsafe, exc.detail)
             except TimeoutError:
@@ -368,6 +390,9 @@ class Fetcher:
             raw_headers=resp.raw_headers,
             retry_after=resp.headers.get("Retry-After"),
             truncated=error is not None or (not wanted and resp.content_length != 0),
+            fetched_at=hop.sent_at,
+            request_headers=tuple(resp.request_info.headers.items()),
+            hops=tuple(hop.hops),
         )
 
     async def _read_body(self, resp: aiohttp.ClientResponse) -> tuple[bytes, int]:
@@ -398,6 +423,31 @@ class _Hop:
         self.current = url
         self.redirects = 0
         self._started = started
+        self.sent_at: datetime | None = None
+        self.hops: list[FetchResult] = []
+
+    def passed(self, resp: aiohttp.ClientResponse) -> None:
+        """Keep the redirect response ``resp`` (status and headers) for the WARC."""
+        self.hops.append(
+            FetchResult(
+                url=self.current,
+                final_url=self.current,
+                status=resp.status,
+                headers={},
+                body=b"",
+                wire_bytes=0,
+                elapsed_ms=self.elapsed_ms(),
+                redirects=self.redirects,
+                reason=resp.reason or "",
+                http_version=f"{resp.version.major}.{resp.version.minor}"
+                if resp.version
+                else "1.1",
+                raw_headers=resp.raw_headers,
+                truncated=resp.content_length != 0,
+                fetched_at=self.sent_at,
+                request_headers=tuple(resp.request_info.headers.items()),
+            )
+        )
 
     def follow(self, location: str) -> None:
         self.current = location
@@ -418,6 +468,8 @@ class _Hop:
             redirects=self.redirects,
             error=error,
             error_kind=kind,
+            fetched_at=self.sent_at,
+            hops=tuple(self.hops),
         )
 
 

@@ -12,8 +12,11 @@ Scope (``CrawlSpec``)
     ``max_depth``, it is in scope (``same-host``: the host of a seed; ``same-domain``: the
     registrable domain of a seed, from the public suffix list bundled with
     ``publicsuffixlist`` — never downloaded; ``any``), no ``exclude`` regex matches it and,
-    when ``include`` is non-empty, one ``include`` regex matches it (``re.search`` on the
+    when ``include`` is non-empty, one ``include`` regex matches it (a search on the
     normalised URL). At most ``max_pages`` URLs are ever admitted, so the queue stays small.
+    Patterns run on RE2 (``core.models.compile_url_pattern``): matching is linear in the URL,
+    so a tenant's ``(a+)+b$`` cannot stall the container; patterns RE2 cannot run
+    (backreferences, lookaround) are refused when the crawl is submitted.
 
 Memory
     "Seen" is a set of 64-bit BLAKE2b hashes of normalised URLs (collision odds at a million
@@ -37,7 +40,7 @@ from typing import Any, NamedTuple
 from publicsuffixlist import PublicSuffixList
 from yarl import URL
 
-from core.models import CrawlCounts, CrawlSpec, Scope
+from core.models import CrawlCounts, CrawlSpec, Scope, compile_url_pattern
 
 CHECKPOINT_VERSION = 1
 _SCHEME = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]*):")
@@ -135,8 +138,9 @@ class Frontier:
         self._in_flight: dict[str, QueuedUrl] = {}
         self._taken = 0
         self._admitted = 0
-        self._include = [re.compile(p) for p in spec.include]
-        self._exclude = [re.compile(p) for p in spec.exclude]
+        self.sitemaps_done = False  # sitemap URLs were queued (kept in the checkpoint)
+        self._include = [compile_url_pattern(p) for p in spec.include]
+        self._exclude = [compile_url_pattern(p) for p in spec.exclude]
         seeds = [URL(s) for s in spec.seeds]
         self._hosts = frozenset(u.raw_host or "" for u in seeds)
         self._domains = frozenset(registrable_domain(h) for h in self._hosts)
@@ -210,6 +214,22 @@ class Frontier:
                     break
         return added
 
+    def add_known(self, items: Iterable[tuple[str, int]]) -> int:
+        """Queue absolute URLs with their own depths (sitemaps, an earlier crawl's pages)
+        under the same rules as links; returns how many were new."""
+        filtered = bool(self._include or self._exclude)
+        added = 0
+        for raw, depth in items:
+            if self._admitted >= self._spec.max_pages:
+                break
+            url = normalize_url(raw)
+            if url is None or depth > self._spec.max_depth:
+                continue
+            if not self._host_in_scope(_host_of(url)) or (filtered and not self._matches(url)):
+                continue
+            added += self._admit(url, depth)
+        return added
+
     def _admit(self, url: str, depth: int) -> bool:
         key = url_hash(url)
         if key in self._seen:
@@ -247,6 +267,7 @@ class Frontier:
             "admitted": self._admitted,
             "counts": counts.model_dump(),
             "next_seq": next_seq,
+            "sitemaps_done": self.sitemaps_done,
         }
 
     @classmethod
@@ -260,6 +281,7 @@ class Frontier:
         frontier._queue = deque(QueuedUrl(str(u), int(d)) for u, d in data["queue"])
         frontier._taken = int(data["taken"])
         frontier._admitted = int(data["admitted"])
+        frontier.sitemaps_done = bool(data.get("sitemaps_done", True))
         return frontier
 
 

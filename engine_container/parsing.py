@@ -7,20 +7,20 @@ one), so the second core does this work while the event loop goes on.
 Lexbor (selectolax) is used through ``tags()``, not CSS selectors: the first CSS query on a
 document costs ~85 µs of selector-engine set-up, more than walking the tags (15 KB page:
 ~110 µs parse + links + title). Links marked ``rel="nofollow"`` are not followed. The body
-is decoded with the ``charset`` of the Content-Type when it is not UTF-8; otherwise Lexbor
-reads the bytes as UTF-8.
+is decoded by the HTML5 sniffing rules (``decoding.decode_html``: BOM, Content-Type charset,
+``<meta>`` prescan, UTF-8); UTF-8 bodies go to Lexbor as bytes.
 """
 
 from __future__ import annotations
 
-import codecs
 import hashlib
 from dataclasses import dataclass, field
 
 from selectolax.lexbor import LexborHTMLParser
 
+from engine_container.decoding import decode_html
+
 MAX_TITLE_CHARS = 1000
-_UTF8 = frozenset({"utf-8", "utf8", "us-ascii", "ascii"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,21 +30,9 @@ class ParsedPage:
     links: list[str] = field(default_factory=list)
 
 
-def _text(body: bytes, content_type: str | None) -> bytes | str:
-    if not content_type or "charset=" not in content_type.lower():
-        return body
-    charset = content_type.lower().split("charset=", 1)[1].split(";")[0].strip(" \"'")
-    if charset in _UTF8:
-        return body
-    try:
-        return body.decode(codecs.lookup(charset).name, errors="replace")
-    except LookupError:
-        return body
-
-
 def parse_html(body: bytes, content_type: str | None = None) -> ParsedPage:
     """Title, base href and the hrefs of ``<a>`` elements not marked nofollow."""
-    tree = LexborHTMLParser(_text(body, content_type))
+    tree = LexborHTMLParser(decode_html(body, content_type))
     titles = tree.tags("title")
     title = titles[0].text(strip=True)[:MAX_TITLE_CHARS] if titles else None
     base = None

@@ -19,7 +19,8 @@ Rules
 One ``RobotsCache`` per crawl is typical; results are cached per origin for ``ttl_s``
 (``SKYCRAWL_ROBOTS_TTL_S``, at most 24 h) and at most ``max_origins`` origins are kept (least
 recently used dropped). Concurrent lookups of one origin share one fetch. ``Crawl-delay`` of
-the matching group is exposed as ``RobotsRules.crawl_delay`` for politeness.
+the matching group is exposed as ``RobotsRules.crawl_delay`` for politeness, and the first
+``MAX_SITEMAP_LINES`` (100) ``Sitemap:`` lines as ``RobotsRules.sitemaps``.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from engine_container.fetcher import FetchClient, FetchError, FetchResult
 
 MAX_ROBOTS_BYTES = 512 * 1024
 UNREACHABLE_TTL_S = 60.0
+MAX_SITEMAP_LINES = 100
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +52,7 @@ class RobotsRules:
     crawl_delay: float | None = None
     status: str = "missing"  # parsed | missing | unreachable
     reason: str = "disallowed by robots.txt"  # why a URL is not fetched, for its page record
+    sitemaps: tuple[str, ...] = ()  # the ``Sitemap:`` lines, for ``engine_container.sitemaps``
 
     def can_fetch(self, url: str, user_agent: str) -> bool:
         if self.parser is None:
@@ -164,6 +167,7 @@ class RobotsCache:
             parser=parser,
             crawl_delay=float(delay) if delay is not None else None,
             status="parsed",
+            sitemaps=tuple(parser.sitemaps)[:MAX_SITEMAP_LINES],
         )
 
 

@@ -9,6 +9,7 @@ most ``per_host_concurrency`` go to the same host.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 from pydantic import Field, field_validator
@@ -36,14 +37,26 @@ class EngineSettings(BaseSettings):
     capacity: int = Field(4, ge=1, le=256, description="Crawls run in parallel per container.")
     concurrency: int = Field(16, ge=1, le=1024, description="Requests in flight per crawl.")
     per_host_concurrency: int = Field(
-        8, ge=1, le=1024, description="Requests in flight to one host, per crawl."
+        8,
+        ge=1,
+        le=1024,
+        description="Requests in flight to one host, for all crawls of the container (and of "
+        "every container sharing SKYCRAWL_HOST_LIMITER_PATH).",
     )
     per_host_delay_s: float = Field(
         0.0,
         ge=0,
         le=3600,
-        description="Minimum gap between request starts to one host (robots Crawl-delay wins "
-        "when larger).",
+        description="Fleet-wide minimum gap between request starts to one host, whichever "
+        "crawl or tenant sends them (robots Crawl-delay wins when larger).",
+    )
+    host_limiter_path: Path | None = Field(
+        None,
+        description="SQLite file of the per-host limiter shared by every engine process on "
+        "the machine (the embedded stack sets <data_dir>/hosts.sqlite3). Unset: per process.",
+    )
+    sitemap_max_files: int = Field(
+        20, ge=0, le=1000, description="Sitemap files (indexes included) read per crawl."
     )
     allow_cidrs: Annotated[list[str], NoDecode] = Field(
         default_factory=list,

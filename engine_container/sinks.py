@@ -4,7 +4,9 @@
 WARC ``response`` record), ``flush`` buffered pages, ``save_checkpoint`` after a flush.
 
 ``StandaloneSink(out_dir)`` writes ``out_dir/pages.jsonl`` and ``out_dir/crawl.warc.gz`` (a
-``warcinfo`` record, then one ``response`` record per page that got an HTTP response).
+``warcinfo`` record, then per page its ``request``/``response`` records, redirects and
+``revisit`` records included: see ``engine_container.warc``). In a ``BlobSink`` the first
+chunk starts with the ``warcinfo`` record.
 
 ``BlobSink`` writes chunks of ``chunk_pages`` pages (500 by default) under
 ``core.layout.manifest_key``/``warc_key`` with dense ``seq`` numbers, and the checkpoint under
@@ -33,15 +35,29 @@ from core.errors import NotFound
 from core.models import PageRecord
 from core.ports.blob_store import BlobStore
 from engine_container.fetcher import FetchResult
-from engine_container.warc import gzip_members, response_record, warcinfo_record
+from engine_container.warc import (
+    Capture,
+    PayloadIndex,
+    fetch_records,
+    gzip_members,
+    warcinfo_record,
+)
 
 CHUNK_PAGES = 500
+WARCINFO = {
+    "software": "skycrawl",
+    "format": "WARC File Format 1.1",
+    "conformsTo": "https://iipc.github.io/warc-specifications/specifications/warc-format/warc-1.1/",
+}
 MAX_BUFFER_BYTES = 32 * 1024 * 1024
 
 
 class PageSink(Protocol):
-    async def add(self, page: PageRecord, fetch: FetchResult | None) -> None:
-        """Buffer one page (and its WARC record when ``fetch`` got a response)."""
+    async def add(
+        self, page: PageRecord, fetch: FetchResult | None, *, revisit_of: Capture | None = None
+    ) -> None:
+        """Buffer one page (and its WARC records when ``fetch`` got a response; a 304 with
+        ``revisit_of`` becomes a ``revisit`` of that earlier capture)."""
         ...
 
     async def flush(self) -> int:
@@ -59,9 +75,16 @@ def page_line(page: PageRecord) -> bytes:
     return page.model_dump_json().encode() + b"\n"
 
 
-def warc_chunk(fetches: list[tuple[FetchResult, datetime]]) -> bytes:
-    """``response`` records of fetches, gzipped one member each (runs in a worker thread)."""
-    return gzip_members(response_record(fetch, when) for fetch, when in fetches)
+Archived = tuple[FetchResult, datetime, "Capture | None"]
+
+
+def warc_chunk(fetches: list[Archived], payloads: PayloadIndex | None = None) -> bytes:
+    """The WARC records of fetches, gzipped one member each (runs in a worker thread)."""
+    return gzip_members(
+        record
+        for fetch, when, previous in fetches
+        for record in fetch_records(fetch, when, payloads, previous)
+    )
 
 
 class _Buffer:
@@ -70,20 +93,20 @@ class _Buffer:
     def __init__(self, max_pages: int) -> None:
         self.max_pages = max_pages
         self.lines: list[bytes] = []
-        self.fetches: list[tuple[FetchResult, datetime]] = []
+        self.fetches: list[Archived] = []
         self.size = 0
 
-    def add(self, page: PageRecord, fetch: FetchResult | None) -> bool:
+    def add(self, page: PageRecord, fetch: FetchResult | None, revisit_of: Capture | None) -> bool:
         """Buffer a page; True when the chunk is full."""
         line = page_line(page)
         self.lines.append(line)
         self.size += len(line)
-        if fetch is not None and fetch.status is not None:
-            self.fetches.append((fetch, page.fetched_at))
+        if fetch is not None and (fetch.status is not None or fetch.hops):
+            self.fetches.append((fetch, page.fetched_at, revisit_of))
             self.size += len(fetch.body)
         return len(self.lines) >= self.max_pages or self.size >= MAX_BUFFER_BYTES
 
-    def take(self) -> tuple[list[bytes], list[tuple[FetchResult, datetime]]]:
+    def take(self) -> tuple[list[bytes], list[Archived]]:
         lines, fetches = self.lines, self.fetches
         self.lines, self.fetches, self.size = [], [], 0
         return lines, fetches
@@ -92,7 +115,7 @@ class _Buffer:
         """Forget the first entries, once they are stored."""
         del self.lines[:lines]
         del self.fetches[:fetches]
-        self.size = sum(map(len, self.lines)) + sum(len(f.body) for f, _ in self.fetches)
+        self.size = sum(map(len, self.lines)) + sum(len(f[0].body) for f in self.fetches)
 
 
 class StandaloneSink:
@@ -104,17 +127,19 @@ class StandaloneSink:
         self.warc_path = out_dir / "crawl.warc.gz"
         self._pages: BinaryIO = self.pages_path.open("wb")
         self._warc: BinaryIO = self.warc_path.open("wb")
-        info = {"software": "skycrawl", "format": "WARC File Format 1.1"}
         self._warc.write(
-            gzip_members([warcinfo_record(info, datetime.now(UTC), self.warc_path.name)])
+            gzip_members([warcinfo_record(WARCINFO, datetime.now(UTC), self.warc_path.name)])
         )
         self._buffer = _Buffer(chunk_pages)
+        self._payloads = PayloadIndex()
         self._lock = asyncio.Lock()
         self._writing: asyncio.Future[None] | None = None
         self._seq = 0
 
-    async def add(self, page: PageRecord, fetch: FetchResult | None) -> None:
-        if self._buffer.add(page, fetch):
+    async def add(
+        self, page: PageRecord, fetch: FetchResult | None, *, revisit_of: Capture | None = None
+    ) -> None:
+        if self._buffer.add(page, fetch, revisit_of):
             await self.flush()
 
     async def flush(self) -> int:
@@ -131,8 +156,8 @@ class StandaloneSink:
             self._seq += 1
             return self._seq
 
-    def _write(self, lines: list[bytes], fetches: list[tuple[FetchResult, datetime]]) -> None:
-        self._warc.write(warc_chunk(fetches))
+    def _write(self, lines: list[bytes], fetches: list[Archived]) -> None:
+        self._warc.write(warc_chunk(fetches, self._payloads))
         self._pages.write(b"".join(lines))
         self._warc.flush()
         self._pages.flush()
@@ -163,6 +188,7 @@ class BlobSink:
         self._crawl = crawl_id
         self._seq = start_seq
         self._buffer = _Buffer(chunk_pages)
+        self._payloads = PayloadIndex()
         self._lock = asyncio.Lock()
         self._stale_dropped = False
 
@@ -170,8 +196,10 @@ class BlobSink:
     def next_seq(self) -> int:
         return self._seq
 
-    async def add(self, page: PageRecord, fetch: FetchResult | None) -> None:
-        if self._buffer.add(page, fetch):
+    async def add(
+        self, page: PageRecord, fetch: FetchResult | None, *, revisit_of: Capture | None = None
+    ) -> None:
+        if self._buffer.add(page, fetch, revisit_of):
             await self.flush()
 
     async def flush(self) -> int:
@@ -182,7 +210,7 @@ class BlobSink:
             lines, fetches = list(self._buffer.lines), list(self._buffer.fetches)
             if not lines:
                 return self._seq
-            warc = await asyncio.to_thread(warc_chunk, fetches)
+            warc = await asyncio.to_thread(self._warc_chunk, fetches, seq=self._seq)
             manifest = b"".join(lines)
             seq = self._seq
             await self._blobs.put(
@@ -198,6 +226,14 @@ class BlobSink:
             self._buffer.drop(len(lines), len(fetches))
             self._seq = seq + 1
             return self._seq
+
+    def _warc_chunk(self, fetches: list[Archived], *, seq: int) -> bytes:
+        """The chunk's records; the first chunk of a crawl starts with its ``warcinfo``."""
+        records = warc_chunk(fetches, self._payloads)
+        if seq != 0:
+            return records
+        info = warcinfo_record(WARCINFO, datetime.now(UTC), f"{self._crawl}.warc.gz")
+        return gzip_members([info]) + records
 
     async def _drop_stale_chunks(self) -> None:
         """Delete chunks ``seq >= start_seq``: left by an attempt that died after its checkpoint."""

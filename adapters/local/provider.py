@@ -13,6 +13,8 @@
     <data_dir>/lock            flock of the one control-plane process on this directory, and
                                its pid, command and start (DataDirLock, taken by the local
                                stack: functions/local/bootstrap.py)
+    <data_dir>/hosts.sqlite3   per-host politeness shared by every engine subprocess
+                               (SqliteHostLimiter, opened by the engines)
 
 Engine subprocesses find the same files through ``engine_env`` (``SKYCRAWL_PROVIDER=local``
 and the absolute ``SKYCRAWL_LOCAL_DATA_DIR``). The files are safe for several processes on
@@ -71,9 +73,12 @@ def build_ports(
 
 def engine_env(local: LocalSettings) -> dict[str, str]:
     """What an engine subprocess needs to reach the same bus, state and blobs."""
+    data_dir = local.data_dir.resolve()
     return {
         "SKYCRAWL_PROVIDER": "local",
-        "SKYCRAWL_LOCAL_DATA_DIR": str(local.data_dir.resolve()),
+        "SKYCRAWL_LOCAL_DATA_DIR": str(data_dir),
+        # one per-host politeness limiter for every engine (every tenant) on this machine
+        "SKYCRAWL_HOST_LIMITER_PATH": str(data_dir / "hosts.sqlite3"),
     }
 
 

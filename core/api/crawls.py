@@ -23,7 +23,14 @@ from core.api.routing import JSON_BODY_ERRORS, PAGING, Context, Param, Reply, Ro
 from core.api.schemas import CrawlAccepted, CrawlList, CrawlStatus
 from core.api.validation import parse_json_body, query_int
 from core.clock import Clock
-from core.errors import Conflict, NotFound, Retryable, SkycrawlError, UnsafeUrl
+from core.errors import (
+    Conflict,
+    InvalidRequest,
+    NotFound,
+    Retryable,
+    SkycrawlError,
+    UnsafeUrl,
+)
 from core.messages import CancelRequested, CrawlSubmitted, encode
 from core.models import Crawl, CrawlSpec, CrawlState, Frozen, Tenant
 from core.netguard import AddressPolicy, check_url
@@ -90,6 +97,7 @@ class CrawlRoutes:
         tenant = ctx.owner
         spec = parse_json_body(ctx.request, CrawlSpec)
         check_spec_urls(spec, self._policy)
+        await self._check_recrawl_of(tenant, spec)
         key = idempotency_key(ctx.request)
         digest = spec_digest(spec)
         if key is not None:
@@ -98,6 +106,19 @@ class CrawlRoutes:
                 return self._accepted(earlier, replayed=True)
         await self._tenants.check_submission(tenant)
         return await self._store_and_send(tenant, spec, key, digest)
+
+    async def _check_recrawl_of(self, tenant: Tenant, spec: CrawlSpec) -> None:
+        """``recrawl_of`` names one of the tenant's own crawls (``latest`` is looked up by the
+        engine, and means a full crawl when there is none)."""
+        if spec.recrawl_of is None or spec.recrawl_of == "latest":
+            return
+        if await self._records.crawls.get(tenant.id, spec.recrawl_of) is None:
+            error: dict[str, object] = {
+                "loc": ["recrawl_of"],
+                "msg": f"no crawl {spec.recrawl_of!r}",
+                "type": "missing",
+            }
+            raise InvalidRequest("recrawl_of names no crawl of this tenant", errors=[error])
 
     async def _store_and_send(
         self, tenant: Tenant, spec: CrawlSpec, key: str | None, digest: str

@@ -91,6 +91,17 @@ def _add_crawl_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--session", help="sticky session key (same container, same egress)")
     p.add_argument("--out", type=Path, default=Path("skycrawl-out"), help="output directory")
     p.add_argument("--parallel", type=int, default=1, help="submit the crawl N times at once")
+    p.add_argument(
+        "--no-sitemaps",
+        action="store_true",
+        help="do not queue the URLs of the seeds' sitemaps (default: use them)",
+    )
+    p.add_argument(
+        "--page-timeout",
+        type=float,
+        metavar="S",
+        help="time budget of one page, retries included (1-300 s; default 30)",
+    )
     _add_stack_options(p)
 
 
@@ -131,6 +142,10 @@ async def _crawl(
         }
         if args.session:
             body["session"] = args.session
+        if args.no_sitemaps:
+            body["use_sitemaps"] = False
+        if args.page_timeout is not None:
+            body["page_timeout_s"] = args.page_timeout
         code, finals = await run_crawl(s, body, args.parallel, args.out, err)
     _summary(finals, args.out)
     if code == EXIT_INTERRUPTED:

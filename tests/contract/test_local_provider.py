@@ -43,6 +43,7 @@ def test_engine_env_points_at_the_same_absolute_data_dir(
     assert env == {
         "SKYCRAWL_PROVIDER": "local",
         "SKYCRAWL_LOCAL_DATA_DIR": str(tmp_path.resolve() / "rel"),
+        "SKYCRAWL_HOST_LIMITER_PATH": str(tmp_path.resolve() / "rel" / "hosts.sqlite3"),
     }
 
 

@@ -83,7 +83,8 @@ async def fetchers() -> AsyncIterator[Callable[..., Fetcher]]:
 
 @pytest.fixture
 def crawl(tmp_path: Path) -> Callable[..., Awaitable[CrawlOutcome]]:
-    """``await crawl(seeds, settings=..., resolver=..., **spec_fields)``: a whole crawl."""
+    """``await crawl(seeds, settings=..., resolver=..., **spec_fields)``: a whole crawl
+    (``use_sitemaps`` defaults to False here; the returned outcome's ``out`` holds the WARC)."""
     runs = iter(range(1000))
 
     async def run(
@@ -96,6 +97,8 @@ def crawl(tmp_path: Path) -> Callable[..., Awaitable[CrawlOutcome]]:
         settings = settings or engine_settings()
         out = tmp_path / f"crawl-{next(runs)}"
         sink = StandaloneSink(out)
+        # these tests count the requests a server sees: sitemaps only where a test asks
+        spec.setdefault("use_sitemaps", False)
         spec_model = CrawlSpec(seeds=list(seeds), **spec)
         try:
             async with Fetcher(settings, resolver=resolver) as fetcher:

@@ -136,6 +136,14 @@ async def test_bad_input_in_a_real_process_is_one_line_and_exit_2(tmp_path: Path
         (["--standalone", "http://example.com/", "--out", "{out}", "--max-pages", "x"], "integer"),
         (["--standalone", "http://example.com/", "--out", "{file}"], "not a directory"),
         (["--standalone", "http://example.com/", "--out", "{file}/sub"], "cannot write"),
+        (
+            ["--standalone", "http://example.com/", "--out", "{out}", "--page-timeout", "0.5"],
+            "between 1 and 300",
+        ),
+        (
+            ["--standalone", "http://example.com/", "--out", "{out}", "--page-timeout", "soon"],
+            "not a number",
+        ),
     ],
 )
 def test_bad_input_exits_2_with_one_line(tmp_path: Path, capsys, args, message) -> None:
@@ -187,7 +195,7 @@ async def test_sigterm_stops_the_crawl_with_what_was_fetched_on_disk(serve, tmp_
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
-    while sum(site.hits.values()) < 10:
+    while sum(n for path, n in site.hits.items() if path.startswith("/p/")) < 10:
         await asyncio.sleep(0.02)
     proc.terminate()
     _, err = await asyncio.wait_for(proc.communicate(), timeout=30)
@@ -210,3 +218,34 @@ def test_without_standalone_the_bus_worker_runs(monkeypatch) -> None:
     )
     assert main([]) == 7
     assert calls == ["worker"]
+
+
+async def test_no_sitemaps_and_page_timeout_reach_the_crawl(serve, tmp_path: Path) -> None:
+    site: Site = await serve({"*": generated_page})
+    code, _, stderr = await run_cli(
+        "--standalone",
+        site.url("/p/0.html"),
+        "--out",
+        str(tmp_path / "o"),
+        "--allow-cidr",
+        "127.0.0.0/8",
+        "--max-pages",
+        "3",
+        "--no-sitemaps",
+        "--page-timeout",
+        "5",
+    )
+    assert code == 0, stderr
+    assert site.hits["/sitemap.xml"] == 0
+    code, _, stderr = await run_cli(
+        "--standalone",
+        site.url("/p/0.html"),
+        "--out",
+        str(tmp_path / "o2"),
+        "--allow-cidr",
+        "127.0.0.0/8",
+        "--max-pages",
+        "3",
+    )
+    assert code == 0, stderr
+    assert site.hits["/sitemap.xml"] == 1  # sitemaps are on by default

@@ -45,7 +45,13 @@ async def start_crawl(
     checkpoint_interval_s: float = 0.05,
 ) -> tuple[asyncio.Task[Any], Fetcher]:
     settings = engine_settings(concurrency=4, checkpoint_interval_s=checkpoint_interval_s)
-    spec = CrawlSpec(seeds=[site.url("/0")], max_pages=1000, max_depth=100, respect_robots=False)
+    spec = CrawlSpec(
+        seeds=[site.url("/0")],
+        max_pages=1000,
+        max_depth=100,
+        respect_robots=False,
+        use_sitemaps=False,
+    )
     start_seq = checkpoint_next_seq(checkpoint) if checkpoint else 0
     sink = BlobSink(store, TENANT, CRAWL, start_seq, chunk_pages=chunk_pages)
     fetcher = Fetcher(settings)

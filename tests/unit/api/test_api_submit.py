@@ -317,3 +317,60 @@ async def test_a_replay_does_not_count_against_quotas(harness: Harness) -> None:
     for _ in range(3):
         assert (await harness.submit(key, headers=headers)).status == 202
     assert await harness.count("crawls") == 1
+
+
+@pytest.mark.parametrize(
+    ("field", "pattern"),
+    [("exclude", r"(a)\1"), ("include", r"/docs/(?=v2)"), ("exclude", r"(?<!\.)html$")],
+    ids=["backreference", "lookahead", "lookbehind"],
+)
+async def test_patterns_re2_cannot_run_are_422_naming_the_pattern(
+    harness: Harness, tenant: Tenant, field: str, pattern: str
+) -> None:
+    _, key = tenant
+    spec = {"seeds": ["https://example.com/"], field: ["/ok/", pattern]}
+    problem = assert_problem(await harness.submit(key, spec), 422)
+    (error,) = problem["errors"]
+    assert error["loc"] == [field]
+    assert repr(pattern) in error["msg"]
+    assert "RE2" in error["msg"]
+    await harness.assert_nothing_stored()
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        {"page_timeout_s": 0.5},
+        {"page_timeout_s": 301},
+        {"recrawl_of": "../other-tenant"},
+        {"use_sitemaps": "sometimes"},
+    ],
+    ids=["budget too small", "budget too large", "recrawl path", "sitemaps not a bool"],
+)
+async def test_bad_crawl_rules_are_422(harness: Harness, tenant: Tenant, spec: Any) -> None:
+    _, key = tenant
+    problem = assert_problem(
+        await harness.submit(key, {"seeds": ["https://example.com/"], **spec}), 422
+    )
+    assert problem["errors"][0]["loc"] == [next(iter(spec))]
+    await harness.assert_nothing_stored()
+
+
+async def test_recrawl_of_must_name_one_of_the_tenants_crawls(
+    harness: Harness, tenant: Tenant
+) -> None:
+    _, key = tenant
+    seed = "https://example.com/"
+    problem = assert_problem(
+        await harness.submit(key, {"seeds": [seed], "recrawl_of": "cr_nope"}), 422
+    )
+    assert problem["errors"][0]["loc"] == ["recrawl_of"]
+    assert "cr_nope" in problem["errors"][0]["msg"]
+    await harness.assert_nothing_stored()
+    first = await harness.submit(key, {"seeds": [seed]})
+    assert first.status == 202
+    earlier = json.loads(first.body)["id"]
+    again = await harness.submit(key, {"seeds": [seed], "recrawl_of": earlier})
+    assert again.status == 202
+    latest = await harness.submit(key, {"seeds": [seed], "recrawl_of": "latest"})
+    assert latest.status == 202
