@@ -39,7 +39,7 @@ def test_spec_refuses_headers_that_unlock_metadata(header: str) -> None:
 def test_spec_refuses_unknown_fields_and_bad_regex() -> None:
     with pytest.raises(ValidationError):
         CrawlSpec.model_validate({"seeds": ["https://example.com/"], "bogus": 1})
-    with pytest.raises(ValidationError, match="invalid regular expression"):
+    with pytest.raises(ValidationError, match=r"regular expression .* cannot be used"):
         CrawlSpec(seeds=["https://example.com/"], include=["("])
 
 
