@@ -73,19 +73,24 @@ class Route:
 
     def match(self, path: str) -> dict[str, str] | None:
         """Path parameters if ``path`` fits the template (one non-empty segment each)."""
-        want = self.path.split("/")
-        got = path.split("/")
-        if len(want) != len(got):
-            return None
-        params: dict[str, str] = {}
-        for pattern, segment in zip(want, got, strict=True):
-            if pattern.startswith("{") and pattern.endswith("}"):
-                if not segment:
-                    return None
-                params[pattern[1:-1]] = segment
-            elif pattern != segment:
+        return match_path(self.path, path)
+
+
+def match_path(template: str, path: str) -> dict[str, str] | None:
+    """The ``{name}`` segments of ``template`` filled from ``path`` (each one non-empty
+    segment), or None if ``path`` does not fit. Shared by the API's and the web app's routes."""
+    want, got = template.split("/"), path.split("/")
+    if len(want) != len(got):
+        return None
+    params: dict[str, str] = {}
+    for pattern, segment in zip(want, got, strict=True):
+        if pattern.startswith("{") and pattern.endswith("}"):
+            if not segment:
                 return None
-        return params
+            params[pattern[1:-1]] = segment
+        elif pattern != segment:
+            return None
+    return params
 
 
 JSON_BODY_ERRORS = (

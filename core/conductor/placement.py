@@ -148,9 +148,8 @@ def decide(snapshot: Snapshot, egress: Egress) -> Decision:
     if target is not None:
         return Dispatch(target, sticky=False)
     if snapshot.fleet_size >= snapshot.max_containers:
-        busy = "every container is at its parallel limit" if snapshot.containers else ""
-        detail = f" ({busy})" if busy else ""
-        return Wait(
-            f"waiting: the tenant is at its limit of {snapshot.max_containers} containers{detail}"
-        )
+        limit = f"waiting: the tenant is at its limit of {snapshot.max_containers} containers"
+        if snapshot.containers:
+            return Wait(f"{limit} (every container is at its parallel limit)")
+        return Wait(limit)
     return Start(egress)

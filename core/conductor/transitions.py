@@ -145,9 +145,8 @@ class CrawlTransitions:
         if crawl.finished_at is not None:
             entry = ActiveCrawl(crawl_id=crawl.id, created_at=crawl.finished_at)
             key = finished_key(crawl.finished_at, crawl.id)
-            if await self.records.finished.get(crawl.tenant_id, key) is None:
-                with contextlib.suppress(Conflict):  # created meanwhile by a duplicate
-                    await self.records.finished.create(crawl.tenant_id, key, entry)
+            with contextlib.suppress(Conflict):  # there already: a duplicate got here first
+                await self.records.finished.create(crawl.tenant_id, key, entry)
         await self.records.unindex_pending(crawl)
         await self.records.active.discard(crawl.tenant_id, crawl.id)
 

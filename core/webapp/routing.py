@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from core.api.http import ApiRequest, ApiResponse
+from core.api.routing import match_path
 from core.models import Tenant
 from core.records import WebRole, WebSession
 
@@ -55,15 +56,4 @@ class WebRoute:
     role: WebRole = "viewer"  # least role (signed-in routes)
 
     def match(self, path: str) -> dict[str, str] | None:
-        want, got = self.path.split("/"), path.split("/")
-        if len(want) != len(got):
-            return None
-        params: dict[str, str] = {}
-        for pattern, segment in zip(want, got, strict=True):
-            if pattern.startswith("{") and pattern.endswith("}"):
-                if not segment:
-                    return None
-                params[pattern[1:-1]] = segment
-            elif pattern != segment:
-                return None
-        return params
+        return match_path(self.path, path)

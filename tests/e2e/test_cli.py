@@ -49,7 +49,7 @@ def test_demo_crawls_the_bundled_site_and_scales_to_zero(tmp_path: Path) -> None
         (["crawl", "ftp://example.com/"], "only http and https"),
         (["crawl", "http://169.254.169.254/latest/meta-data/"], "metadata"),
         (["crawl", "http://127.0.0.1:9/"], "refused"),
-        (["crawl", "https://example.com/", "--max-pages", "0"], "max_pages"),
+        (["crawl", "http://127.0.0.1:9/", "--max-pages", "0"], "max_pages"),
         (["crawl"], "the following arguments are required"),
         (["nonsense"], "invalid choice"),
         (["tenants", "delete", "tn_does_not_exist"], "no tenant"),

@@ -19,6 +19,19 @@ from core.models import CrawlCounts
 from engine_container.settings import EngineSettings
 
 
+class NoSuchName(AbstractResolver):
+    """A resolver for which every name is NXDOMAIN, as getaddrinfo reports it; no lookup
+    leaves the process."""
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
+        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
+    async def close(self) -> None:
+        pass
+
+
 class StaticResolver(AbstractResolver):
     """DNS for tests: fixed names → addresses; anything else does not exist."""
 

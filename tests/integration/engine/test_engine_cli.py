@@ -123,7 +123,7 @@ async def test_bad_input_in_a_real_process_is_one_line_and_exit_2(tmp_path: Path
         (
             [
                 "--standalone",
-                "http://example.com/",
+                "http://127.0.0.1:9/",
                 "--out",
                 "{out}",
                 "--allow-cidr",
@@ -131,17 +131,37 @@ async def test_bad_input_in_a_real_process_is_one_line_and_exit_2(tmp_path: Path
             ],
             "invalid CIDR '10.0.0.0/33'",
         ),
-        (["--standalone", "http://example.com/"], "--out"),
-        (["--standalone", "http://example.com/", "--out", "{out}", "--scope", "world"], "scope"),
-        (["--standalone", "http://example.com/", "--out", "{out}", "--max-pages", "x"], "integer"),
-        (["--standalone", "http://example.com/", "--out", "{file}"], "not a directory"),
-        (["--standalone", "http://example.com/", "--out", "{file}/sub"], "cannot write"),
+        (["--standalone", "http://127.0.0.1:9/"], "--out"),
+        (["--standalone", "http://127.0.0.1:9/", "--out", "{out}", "--scope", "world"], "scope"),
+        (["--standalone", "http://127.0.0.1:9/", "--out", "{out}", "--max-pages", "x"], "integer"),
         (
-            ["--standalone", "http://example.com/", "--out", "{out}", "--page-timeout", "0.5"],
+            [
+                "--standalone",
+                "http://127.0.0.1:9/",
+                "--allow-cidr",
+                "127.0.0.1/32",
+                "--out",
+                "{file}",
+            ],
+            "not a directory",
+        ),
+        (
+            [
+                "--standalone",
+                "http://127.0.0.1:9/",
+                "--allow-cidr",
+                "127.0.0.1/32",
+                "--out",
+                "{file}/sub",
+            ],
+            "cannot write",
+        ),
+        (
+            ["--standalone", "http://127.0.0.1:9/", "--out", "{out}", "--page-timeout", "0.5"],
             "between 1 and 300",
         ),
         (
-            ["--standalone", "http://example.com/", "--out", "{out}", "--page-timeout", "soon"],
+            ["--standalone", "http://127.0.0.1:9/", "--out", "{out}", "--page-timeout", "soon"],
             "not a number",
         ),
     ],
@@ -160,7 +180,7 @@ def test_bad_input_exits_2_with_one_line(tmp_path: Path, capsys, args, message) 
 
 def test_bad_settings_from_the_environment(tmp_path: Path, capsys, monkeypatch) -> None:
     monkeypatch.setenv("SKYCRAWL_CONCURRENCY", "lots")
-    assert main(["--standalone", "http://example.com/", "--out", str(tmp_path)]) == 2
+    assert main(["--standalone", "http://127.0.0.1:9/", "--out", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: concurrency: ")
     assert err.count("\n") == 1

@@ -9,8 +9,7 @@ import ssl
 
 import trustme
 from aiohttp import web
-from aiohttp.abc import AbstractResolver, ResolveResult
-from engine_sites import Site, StaticResolver, engine_settings, links_page, text
+from engine_sites import NoSuchName, Site, StaticResolver, engine_settings, links_page, text
 
 from engine_container.fetcher import FetchError
 
@@ -20,19 +19,6 @@ def _closed_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
-
-
-class NoSuchName(AbstractResolver):
-    """A resolver for which every name is NXDOMAIN, as getaddrinfo reports it; no lookup
-    leaves the process."""
-
-    async def resolve(
-        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
-    ) -> list[ResolveResult]:
-        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
-
-    async def close(self) -> None:
-        pass
 
 
 async def test_a_refused_connection_says_connection_refused(fetchers) -> None:

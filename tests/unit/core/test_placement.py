@@ -4,9 +4,19 @@ from datetime import UTC, datetime
 
 import pytest
 
-from core.conductor.placement import choose_egress, egress_health, pick_container
+from core.conductor.placement import (
+    Commit,
+    Dispatch,
+    Snapshot,
+    Start,
+    Wait,
+    choose_egress,
+    decide,
+    egress_health,
+    pick_container,
+)
 from core.errors import InvalidRequest
-from core.models import Container, ContainerState, CrawlSpec, Egress, EgressHealth
+from core.models import Container, ContainerState, Crawl, CrawlSpec, Egress, EgressHealth
 
 NOW = datetime(2030, 1, 1, tzinfo=UTC)
 POOL = [
@@ -86,3 +96,47 @@ def test_least_loaded_ready_container_of_the_egress_with_room() -> None:
     assert picked is not None
     assert picked.id == "idle-ready"
     assert pick_container([cs[0], cs[3]], POOL[1]) is None
+
+
+# --------------------------------------------------------------------------- decide()
+
+
+def _crawl(crawl_id: str = "c1", **spec_fields: object) -> Crawl:
+    return Crawl(
+        id=crawl_id, tenant_id="t", spec=spec(**spec_fields), created_at=NOW, updated_at=NOW
+    )
+
+
+def _snapshot(
+    *containers: Container,
+    bound: Container | None = None,
+    limit: int = 2,
+    crawl: Crawl | None = None,
+) -> Snapshot:
+    return Snapshot(
+        crawl=crawl or _crawl(),
+        containers=tuple(containers),
+        bound=bound,
+        fleet_size=len(containers),
+        max_containers=limit,
+    )
+
+
+def test_a_crawl_reserved_already_is_committed_where_it_is() -> None:
+    holder = container("a", POOL[1], work=1).model_copy(update={"in_flight": ("c1",)})
+    assert decide(_snapshot(holder, container("b", POOL[1])), POOL[1]) == Commit(holder)
+
+
+def test_a_bound_session_goes_to_its_container_even_when_it_is_full() -> None:
+    full = container("a", POOL[1], work=2)
+    assert decide(_snapshot(full, bound=full), POOL[1]) == Dispatch(full, sticky=True)
+
+
+def test_free_slot_then_start_then_wait_with_a_reason() -> None:
+    free, full = container("a", POOL[1], work=1), container("b", POOL[1], work=2)
+    assert decide(_snapshot(free, full), POOL[1]) == Dispatch(free, sticky=False)
+    assert decide(_snapshot(full, limit=2), POOL[1]) == Start(POOL[1])
+    waiting = decide(_snapshot(full, container("c", POOL[1], work=2), limit=2), POOL[1])
+    assert isinstance(waiting, Wait)
+    assert "limit of 2 containers" in waiting.reason
+    assert "parallel limit" in waiting.reason
