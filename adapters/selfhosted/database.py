@@ -2,7 +2,8 @@
 
 The pool (``psycopg_pool.AsyncConnectionPool``, autocommit connections) opens on first use,
 inside the event loop that uses it, and then applies the pending migrations
-(``adapters/selfhosted/migrations``) once; adapters take the database in their constructor
+(``adapters/selfhosted/migrations``) once -- on a first plain connection, so that an
+unreachable database is reported at once with libpq's own message; adapters take the database in their constructor
 (``attach``) and give it back in their ``close`` (``release``): the pool closes when the
 last adapter using it has closed, so ``Ports.close`` closes it exactly once.
 
@@ -65,14 +66,16 @@ class PostgresDatabase:
                     open=False,
                     name="skycrawl",
                 )
+                # one plain connection first: an unreachable database fails at once with
+                # libpq's own message (the pool would retry quietly), then the migrations
+                conn = await self.connect()
+                try:
+                    with translated("migrate"):
+                        await migrate(conn)
+                finally:
+                    await conn.close()
                 with translated("connect"):
-                    await pool.open(wait=True, timeout=30)
-                    try:
-                        async with pool.connection() as conn:
-                            await migrate(conn)
-                    except BaseException:
-                        await pool.close()
-                        raise
+                    await pool.open(wait=True, timeout=15)
                 self._pool = pool
         return self._pool
 

@@ -104,7 +104,8 @@ def build_ports(
 def engine_env(selfhosted: SelfhostedSettings | None = None) -> dict[str, str]:
     """The environment an engine needs to reach the same database and blobs."""
     selfhosted = selfhosted or SelfhostedSettings()
-    env = {"SKYCRAWL_PROVIDER": "selfhosted"}
+    # one per-host politeness limiter for every engine (every tenant) on this database
+    env = {"SKYCRAWL_PROVIDER": "selfhosted", "SKYCRAWL_HOST_LIMITER_URL": selfhosted.database_url}
     for name in CONTAINER_SETTINGS:
         value = getattr(selfhosted, name)
         if name == "data_dir":
