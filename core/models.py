@@ -252,13 +252,45 @@ class ContainerState(StrEnum):
 
 
 class Egress(Frozen):
-    """One place containers can run and leave from: runtime + region + optional proxy."""
+    """One entry of the egress pool: where containers run (a runtime kind and region) and
+    how they leave (no proxy, or a pool of proxies), at what price and start latency.
+
+    ``runtime`` names a runtime kind (``adapters.runtimes``: ``local``, ``ecs``, ``aci``,
+    ``cloud-run``); empty means the home provider's own (settings fill it in).
+    ``proxy_url`` is a pool of one, kept for older settings; ``proxies`` lists several.
+    ``start_latency_s``: the expected time to ``ready`` (None: the runtime's typical one).
+    """
 
     name: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9-]{0,62}$")]
-    runtime: str = "local"
+    runtime: str = ""
     region: str = "local"
     proxy_url: str | None = None
     cost_per_second: Annotated[float, Field(ge=0)] = 0.0
+    proxies: Annotated[list[str], Field(max_length=100)] = []
+    start_latency_s: Annotated[float | None, Field(ge=0)] = None
+
+    @field_validator("proxy_url")
+    @classmethod
+    def _proxy_is_http(cls, url: str | None) -> str | None:
+        return None if url is None else _check_proxy(url)
+
+    @field_validator("proxies")
+    @classmethod
+    def _proxies_are_http(cls, urls: list[str]) -> list[str]:
+        return [_check_proxy(url) for url in urls]
+
+    @property
+    def proxy_pool(self) -> tuple[str, ...]:
+        """Every proxy of this egress, ``proxy_url`` first (empty: direct)."""
+        pool = ([self.proxy_url] if self.proxy_url else []) + self.proxies
+        return tuple(dict.fromkeys(pool))
+
+
+def _check_proxy(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError("a proxy must be an http:// or https:// URL with a host")
+    return url
 
 
 class EgressHealth(Frozen):

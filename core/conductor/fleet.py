@@ -143,7 +143,8 @@ class ContainerFleet:
                 raise Conflict(f"container {container.id} is not needed after all")
         await self._outbox.relay(self._records.containers, tenant.id, container.id, container)
         try:
-            await self._ports.runtime.start_container(spec=self._spec(tenant, egress, container))
+            runtime = self._ports.runtime_for(egress)
+            await runtime.start_container(spec=self._spec(tenant, egress, container))
         except Exception as exc:
             log.warning("starting container %s failed: %s", container.id, exc)
             await self.request_stop(container, ContainerState.failed, f"start failed: {exc}")
@@ -336,7 +337,9 @@ class ContainerFleet:
             return f"no heartbeat for {s.heartbeat_timeout_s:g}s"
         unknown = 0
         try:
-            status = await self._ports.runtime.describe(container_id=c.id)
+            status = await self._ports.runtime_for(c.egress).describe(
+                container_id=c.id, egress=c.egress
+            )
         except Exception as exc:  # the runtime's API is down: judge by heartbeats alone
             log.warning("describe %s failed: %s", c.id, exc)
         else:
@@ -396,8 +399,10 @@ class ContainerFleet:
             await self._unbind_sessions(container.tenant_id, container.id)
             return None
         try:
-            await self._ports.runtime.stop_container(
-                container_id=container.id, grace_s=self._settings.stop_grace_s
+            await self._ports.runtime_for(container.egress).stop_container(
+                container_id=container.id,
+                egress=container.egress,
+                grace_s=self._settings.stop_grace_s,
             )
         except Exception as exc:
             log.warning("stopping container %s failed: %s", container.id, exc)

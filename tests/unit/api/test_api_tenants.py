@@ -89,7 +89,7 @@ async def test_failed_provisioning_leaves_nothing(harness: Harness, tmp_path: Pa
         DirectoryProvisioner(blocker),
         harness.bus,
         harness.blobs,
-        harness.runtime,
+        harness.runtime_for,
         harness.clock,
         harness.settings,
     )
@@ -164,7 +164,9 @@ async def test_delete_tears_everything_down(harness: Harness) -> None:
     other_container = await seed_tenant_state(harness, other_id, other_key)
     tenant_dir = Path((await harness.tenants.get(tenant_id)).resources["database"]).parent
     assert tenant_dir.is_dir()
-    assert (await harness.runtime.describe(container_id=container_id)).state is RunState.running
+    assert (
+        await harness.runtime.describe(container_id=container_id, egress=Egress(name="local"))
+    ).state is RunState.running
     others_before = await partition_counts(harness, other_id)
     assert others_before["crawls"] == others_before["active"] == 2
 
@@ -180,7 +182,9 @@ async def test_delete_tears_everything_down(harness: Harness) -> None:
     assert await partition_counts(harness, other_id) == others_before
     assert [t.id for t in await harness.tenants.list()] == [other_id]
     assert await harness.count("api_keys") == 1
-    assert (await harness.runtime.describe(container_id=container_id)).state is RunState.exited
+    assert (
+        await harness.runtime.describe(container_id=container_id, egress=Egress(name="local"))
+    ).state is RunState.exited
     with pytest.raises(NotFound):
         await harness.bus.receive(
             source=Subscription(harness.settings.dispatch_topic, subscription_name(container_id))
@@ -188,7 +192,9 @@ async def test_delete_tears_everything_down(harness: Harness) -> None:
     assert_problem(await harness.call("GET", "/v1/crawls", key=key), 401)
     assert_problem(await harness.call("GET", f"/v1/tenants/{tenant_id}", key=OPERATOR_KEY), 404)
     # the other tenant is untouched
-    assert (await harness.runtime.describe(container_id=other_container)).state is RunState.running
+    assert (
+        await harness.runtime.describe(container_id=other_container, egress=Egress(name="local"))
+    ).state is RunState.running
     assert await harness.blobs.list(prefix=tenant_prefix(other_id))
     assert len((await harness.call("GET", "/v1/crawls", key=other_key)).parsed()["items"]) == 2
 
@@ -199,10 +205,10 @@ async def test_delete_cancels_active_crawls_before_removing_them(harness: Harnes
     cancelled: list[str] = []
     real_stop = harness.runtime.stop_container
 
-    async def spy(*, container_id: str, grace_s: float = 10) -> None:
+    async def spy(*, container_id: str, egress: Egress, grace_s: float = 10) -> None:
         crawls = await harness.records.crawls.query(tenant_id)
         cancelled.extend(c.value.state.value for c in crawls)
-        await real_stop(container_id=container_id, grace_s=grace_s)
+        await real_stop(container_id=container_id, egress=egress, grace_s=grace_s)
 
     harness.runtime.stop_container = spy  # type: ignore[method-assign]
     container = Container(

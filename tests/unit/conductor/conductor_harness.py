@@ -154,7 +154,9 @@ class RecordingRuntime:
             raise RuntimeError("no capacity in this region")
         self.set_state(spec.container_id, RunState.running)
 
-    async def stop_container(self, *, container_id: str, grace_s: float = 10) -> None:
+    async def stop_container(
+        self, *, container_id: str, egress: Egress, grace_s: float = 10
+    ) -> None:
         if self.fail_stops > 0:
             self.fail_stops -= 1
             raise RuntimeError("the runtime's API timed out")
@@ -165,15 +167,16 @@ class RecordingRuntime:
         if state is RunState.running:
             self.set_state(container_id, RunState.exited, 143)
 
-    async def describe(self, *, container_id: str) -> ContainerStatus:
+    async def describe(self, *, container_id: str, egress: Egress) -> ContainerStatus:
         state, code = self._states.get(container_id, (RunState.unknown, None))
         return ContainerStatus(container_id=container_id, state=state, exit_code=code)
 
-    async def list_running(self) -> list[ContainerStatus]:
+    async def list_running(self, *, egress: Egress) -> list[ContainerStatus]:
+        egress_of = {spec.container_id: spec.egress.name for spec in self.started}
         return [
             ContainerStatus(container_id=cid, state=state)
             for cid, (state, _) in self._states.items()
-            if state is RunState.running
+            if state is RunState.running and egress_of.get(cid) == egress.name
         ]
 
     async def close(self) -> None:
@@ -225,27 +228,49 @@ class Harness:
     _ids: Iterator[int] = field(default_factory=lambda: itertools.count(1))
     _extra: list[Ports] = field(default_factory=list)
     engines: dict[str, FakeEngine] = field(default_factory=dict)
+    #: The runtime of each egress (``runtime_per_egress``), else ``runtime`` for every one.
+    runtimes: dict[str, RecordingRuntime] = field(default_factory=dict)
 
     @classmethod
     async def create(
-        cls, root: Path, *, max_delay_s: float | None = None, **overrides: Any
+        cls,
+        root: Path,
+        *,
+        max_delay_s: float | None = None,
+        runtime_per_egress: bool = False,
+        **overrides: Any,
     ) -> Harness:
         clock = FakeClock(START)
         settings = make_settings(**overrides)
         runtime = RecordingRuntime()
-        ports, probe = _open_ports(root, clock, runtime, max_delay_s)
+        runtimes = {e.name: runtime for e in settings.egresses}
+        if runtime_per_egress:
+            runtimes = {e.name: RecordingRuntime() for e in settings.egresses}
+            runtime = runtimes[settings.egresses[0].name]
+        ports, probe = _open_ports(root, clock, runtimes, max_delay_s)
         await ports.bus.ensure_queue(
             name=settings.inbox_queue, max_deliveries=settings.max_deliveries
         )
         await ports.bus.ensure_topic(topic=settings.dispatch_topic)
         ids = itertools.count(1)
         conductor = _make_conductor(ports, settings, root, ids)
-        return cls(root, clock, settings, runtime, ports, probe, conductor, max_delay_s, _ids=ids)
+        return cls(
+            root,
+            clock,
+            settings,
+            runtime,
+            ports,
+            probe,
+            conductor,
+            max_delay_s,
+            _ids=ids,
+            runtimes=runtimes,
+        )
 
     def another_conductor(self, *, skew_s: float = 0.0) -> Conductor:
         """A second conductor instance: its own bus and state clients on the same files.
         ``skew_s``: its own clock is that far off (the services keep the true time)."""
-        ports, _ = _open_ports(self.root, self.clock, self.runtime, self.max_delay_s)
+        ports, _ = _open_ports(self.root, self.clock, self.runtime, self.max_delay_s, self.settings)
         if skew_s:
             ports.clock = SkewedClock(self.clock, skew_s)
         self._extra.append(ports)
@@ -476,7 +501,10 @@ def _make_conductor(
 
 
 def _open_ports(
-    root: Path, clock: FakeClock, runtime: RecordingRuntime, max_delay_s: float | None
+    root: Path,
+    clock: FakeClock,
+    runtimes: dict[str, RecordingRuntime],
+    max_delay_s: float | None,
 ) -> tuple[Ports, SchedulerProbe]:
     bus = SqliteMessageBus(root / "bus.sqlite3", clock=clock)
     probe = SchedulerProbe(SqliteScheduler(bus), max_delay_s=max_delay_s)
@@ -485,7 +513,7 @@ def _open_ports(
         scheduler=probe,
         state=SqliteStateStore(root / "state.sqlite3", clock=clock),
         blobs=FileBlobStore(root / "blobs"),
-        runtime=runtime,
+        runtimes=dict(runtimes),
         provisioner=DirectoryProvisioner(root),
         clock=clock,
     )
