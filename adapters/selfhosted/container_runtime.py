@@ -60,6 +60,7 @@ import requests.exceptions
 from docker.models.containers import Container
 
 from core.errors import ConfigurationError, InvalidRequest, Retryable
+from core.models import Egress
 from core.ports.container_runtime import (
     ContainerSpec,
     ContainerStatus,
@@ -236,7 +237,9 @@ class DockerRuntime:
             container.remove(force=True)
             raise
 
-    async def stop_container(self, *, container_id: str, grace_s: float = 10) -> None:
+    async def stop_container(
+        self, *, container_id: str, egress: Egress, grace_s: float = 10
+    ) -> None:
         grace = math.ceil(min(max(grace_s, 0.0), MAX_GRACE_S))
 
         def stop() -> None:
@@ -250,7 +253,7 @@ class DockerRuntime:
 
         await self._call(f"stop {container_id}", stop)
 
-    async def describe(self, *, container_id: str) -> ContainerStatus:
+    async def describe(self, *, container_id: str, egress: Egress) -> ContainerStatus:
         container = await self._call(f"describe {container_id}", lambda: self._get(container_id))
         if container is None:
             return ContainerStatus(container_id, RunState.unknown, detail="no such container")
@@ -269,13 +272,16 @@ class DockerRuntime:
             container_id, RunState.exited, int(code) if code is not None else None, detail
         )
 
-    async def list_running(self) -> list[ContainerStatus]:
+    async def list_running(self, *, egress: Egress) -> list[ContainerStatus]:
         def listing() -> list[ContainerStatus]:
             self._remove_old_exited()
             found = self._docker().containers.list(
                 ignore_removed=True,
                 filters={
-                    "label": [f"{DEPLOYMENT_LABEL}={self.deployment}"],
+                    "label": [
+                        f"{DEPLOYMENT_LABEL}={self.deployment}",
+                        f"{EGRESS_LABEL}={egress.name}",
+                    ],
                     "status": ["created", "running", "paused", "restarting"],
                 },
             )

@@ -57,6 +57,7 @@ from urllib3.exceptions import HTTPError
 
 from adapters.selfhosted.container_runtime import container_env
 from core.errors import ConfigurationError, InvalidRequest, Retryable
+from core.models import Egress
 from core.ports.container_runtime import (
     ContainerSpec,
     ContainerStatus,
@@ -243,7 +244,9 @@ class KubernetesJobRuntime:
 
     # ------------------------------------------------------------------ stop
 
-    async def stop_container(self, *, container_id: str, grace_s: float = 10) -> None:
+    async def stop_container(
+        self, *, container_id: str, egress: Egress, grace_s: float = 10
+    ) -> None:
         grace = math.ceil(min(max(grace_s, 0.0), float(self._max_grace_s)))
         await self._call(f"stop {container_id}", lambda: self._stop(container_id, grace))
 
@@ -310,7 +313,7 @@ class KubernetesJobRuntime:
                 return ContainerStatus(container_id, RunState.exited, code, condition.reason or "")
         return ContainerStatus(container_id, RunState.pending, detail=job.metadata.name)
 
-    async def describe(self, *, container_id: str) -> ContainerStatus:
+    async def describe(self, *, container_id: str, egress: Egress) -> ContainerStatus:
         def read() -> ContainerStatus:
             job = self._read_job(job_name(container_id))
             if job is None:
@@ -321,11 +324,14 @@ class KubernetesJobRuntime:
 
         return await self._call(f"describe {container_id}", read)
 
-    async def list_running(self) -> list[ContainerStatus]:
+    async def list_running(self, *, egress: Egress) -> list[ContainerStatus]:
         def listing() -> list[ContainerStatus]:
             jobs = self._batch.list_namespaced_job(
                 namespace=self.namespace,
-                label_selector=f"{DEPLOYMENT_LABEL}={self.deployment},{GUID_LABEL}",
+                label_selector=(
+                    f"{DEPLOYMENT_LABEL}={self.deployment},{GUID_LABEL},"
+                    f"{EGRESS_LABEL}={_label_value(egress.name)}"
+                ),
             ).items
             statuses = []
             for job in jobs:
