@@ -20,7 +20,9 @@ Where the pieces live:
 
 Heartbeats also reconcile: a crawl the conductor dispatched to a container that the
 container's heartbeats keep not listing is sent again (a lost publish), committed (a crash
-between reserving and dispatching) or released (cancelled or finished meanwhile).
+between reserving and dispatching) or released (cancelled or finished meanwhile). A
+heartbeat from a container still ``starting`` stands in for its late ``ready`` (engines
+beat only after they subscribed and said ready; the egress IP then comes with no report).
 """
 
 from __future__ import annotations
@@ -238,6 +240,13 @@ class Conductor:
     async def _on_heartbeat(self, msg: Heartbeat) -> None:
         reported = set(msg.in_flight)
         container = await self._touch(msg.tenant_id, msg.container_id, msg, reported)
+        if container is not None and container.state is ContainerState.starting:
+            # an engine heartbeats only once it subscribed and said ready: its ``ready`` is
+            # late (held by an instance that died, until the lease runs out) -- take this
+            # heartbeat for it, rather than reap a container that is up as "not ready"
+            ready = ContainerReady(tenant_id=msg.tenant_id, container_id=msg.container_id)
+            await self._on_ready(ready)
+            return
         if container is None or container.state is not ContainerState.ready:
             return
         for crawl_id, beats in container.unconfirmed.items():

@@ -193,3 +193,29 @@ async def test_a_crawl_reserved_on_a_container_that_never_came_up_gets_another_o
     await replacement.ready()
     await harness.pump()
     assert [(r.crawl_id, r.attempt) for r in await replacement.runs()] == [(crawl_id, 1)]
+
+
+async def test_a_container_whose_ready_a_dead_instance_holds_is_not_reaped_while_it_beats(
+    harness: Harness,
+) -> None:
+    """The instance handling ``ready`` dies before storing it; the message comes back only
+    when its lease runs out (120 s here; a function's timeout on a cloud), after the
+    startup timeout (60 s). The container subscribed, said ready and heartbeats: it is up,
+    and must get its work -- not be reaped as "not ready" and replaced."""
+    await harness.add_tenant("t1")
+    crawl_id = await harness.submit()
+    await harness.pump()
+    container_id = (await harness.crawl(crawl_id)).container_id
+    assert container_id is not None
+    engine = harness.engine(container_id)
+    fail_next(harness.ports.state, "replace", when="'containers'", error=InstanceKilled)
+    await engine.ready()
+    with pytest.raises(InstanceKilled):
+        await harness.pump()
+
+    await harness.advance(harness.settings.startup_timeout_s + 10, beating=(engine,))
+
+    assert (await harness.container(container_id)).state is ContainerState.ready
+    assert [(r.crawl_id, r.attempt) for r in await engine.runs()] == [(crawl_id, 1)]
+    assert harness.runtime.stopped == []
+    assert len(harness.runtime.started) == 1
