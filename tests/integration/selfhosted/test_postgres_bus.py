@@ -144,3 +144,14 @@ async def test_migrations_apply_once_even_when_two_start_together() -> None:
         finally:
             await first.close()
             await second.close()
+
+
+@pytest.mark.parametrize(("synchronous", "expected"), [(True, "on"), (False, "off")])
+async def test_synchronous_commit_is_a_choice_of_the_pool(synchronous: bool, expected: str) -> None:
+    database = PostgresDatabase(shared_url(), max_size=1, synchronous_commit=synchronous)
+    try:
+        async with database.connection("show") as conn:
+            cur = await conn.execute("SHOW synchronous_commit")
+            assert await cur.fetchone() == (expected,)
+    finally:
+        await database.close()
