@@ -7,8 +7,16 @@ unreachable database is reported at once with libpq's own message; adapters take
 (``attach``) and give it back in their ``close`` (``release``): the pool closes when the
 last adapter using it has closed, so ``Ports.close`` closes it exactly once.
 
-Settings: ``SKYCRAWL_SELFHOSTED_DATABASE_URL`` (a libpq URL or ``key=value`` string) and
-``SKYCRAWL_SELFHOSTED_POOL_SIZE`` (see ``adapters/selfhosted/settings.py``).
+Durability: by default every commit waits for its WAL to reach the disk (PostgreSQL's
+``synchronous_commit = on``), a few milliseconds per write on an ordinary disk. With
+``synchronous_commit=False`` (``SKYCRAWL_SELFHOSTED_SYNCHRONOUS_COMMIT=false``) the pool's
+sessions commit without waiting: several times the throughput (``bench/README.md``), and a
+crash of the database server may lose the last fraction of a second of commits -- a
+consistent prefix survives, never a torn one, so the conductor redoes what was lost.
+
+Settings: ``SKYCRAWL_SELFHOSTED_DATABASE_URL`` (a libpq URL or ``key=value`` string),
+``SKYCRAWL_SELFHOSTED_POOL_SIZE`` and ``SKYCRAWL_SELFHOSTED_SYNCHRONOUS_COMMIT`` (see
+``adapters/selfhosted/settings.py``).
 """
 
 from __future__ import annotations
@@ -25,12 +33,19 @@ from adapters.selfhosted.errors import translated
 from adapters.selfhosted.migrations import migrate
 
 
+async def _commit_without_waiting(conn: AsyncConnection[Any]) -> None:
+    await conn.execute("SET synchronous_commit = off")
+
+
 class PostgresDatabase:
     """A lazily opened, migrated pool of autocommit connections to ``url``."""
 
-    def __init__(self, url: str, *, min_size: int = 1, max_size: int = 10) -> None:
+    def __init__(
+        self, url: str, *, min_size: int = 1, max_size: int = 10, synchronous_commit: bool = True
+    ) -> None:
         self.url = url
         self._min_size, self._max_size = min_size, max_size
+        self._synchronous_commit = synchronous_commit
         self._pool: AsyncConnectionPool[AsyncConnection[Any]] | None = None
         self._opening: asyncio.Lock | None = None
         self._users = 0
@@ -63,6 +78,7 @@ class PostgresDatabase:
                     min_size=self._min_size,
                     max_size=self._max_size,
                     kwargs={"autocommit": True},
+                    configure=None if self._synchronous_commit else _commit_without_waiting,
                     open=False,
                     name="skycrawl",
                 )

@@ -3,8 +3,9 @@
 Features
     * Queues with leases: ``receive`` picks up to ``max_messages`` visible rows with
       ``SELECT ... ORDER BY visible_at, seq FOR UPDATE SKIP LOCKED`` (the local bus's order)
-      and leases them in the same transaction: a fresh receipt (``gen_random_uuid()``),
-      ``visible_at = now() + visibility timeout``, one more delivery. Any number of
+      and leases them in the same statement -- one round trip, one commit: a fresh receipt
+      (``gen_random_uuid()``), ``visible_at = now() + visibility timeout``, one more
+      delivery. Any number of
       processes on any number of machines may receive from one queue; none ever holds a
       lease on a message another holds, and none waits for another's lock.
     * ``ack``, ``release`` and ``dead_letter`` need the *current* receipt (acking an expired
@@ -129,7 +130,7 @@ async def _move_to_dead_letter(
     reason: str,
 ) -> None:
     attrs = dead_letter_attributes(attributes, reason=reason, source=origin.split("/", 1)[1])
-    await conn.execute(
+    await conn.execute(  # its own statement: the lease that moves it may have committed
         "WITH inserted AS (UPDATE bus_messages SET source = %s, attributes = %s,"
         " receipt = NULL, visible_at = now() WHERE seq = %s RETURNING source)"
         " SELECT pg_notify('skycrawl_bus', source) FROM inserted",
@@ -304,70 +305,66 @@ class PostgresMessageBus:
     async def _lease(
         self, source: Source, key: str, count: int, timeout_s: float
     ) -> tuple[list[Lease], float | None]:
-        """Lease up to ``count`` messages; with none, also how soon the next one is due."""
+        """Lease up to ``count`` messages; with none, also how soon the next one is due.
+
+        One statement (its own transaction) picks and leases: the common receive is one
+        round trip and one commit. A message past its source's ``max_deliveries`` is leased
+        with the others, then moved to the dead-letter queue under that lease."""
         leases: list[Lease] = []
-        async with self._database.transaction("receive") as conn:
-            max_deliveries, dead_letter = await _require_source(conn, key)
+        async with self._database.connection("receive") as conn:
             while len(leases) < count:
                 cur = await conn.execute(
-                    "SELECT seq, message_id, body, attributes, delivery_count FROM bus_messages"
-                    " WHERE source = %s AND visible_at <= now() ORDER BY visible_at, seq"
-                    " LIMIT %s FOR UPDATE SKIP LOCKED",
-                    (key, count - len(leases)),
+                    "WITH src AS (SELECT max_deliveries, dead_letter FROM bus_sources"
+                    "  WHERE source = %(key)s),"
+                    " picked AS (SELECT seq, visible_at AS was_visible FROM bus_messages"
+                    "  WHERE source = %(key)s AND visible_at <= now()"
+                    "  ORDER BY visible_at, seq LIMIT %(count)s FOR UPDATE SKIP LOCKED)"
+                    " UPDATE bus_messages m SET receipt = gen_random_uuid()::text,"
+                    "  visible_at = now() + %(timeout)s * interval '1 second',"
+                    "  delivery_count = m.delivery_count + 1"
+                    " FROM picked WHERE m.seq = picked.seq"
+                    " RETURNING m.seq, m.message_id, m.body, m.attributes, m.delivery_count,"
+                    "  m.receipt, picked.was_visible,"
+                    "  (SELECT max_deliveries FROM src), (SELECT dead_letter FROM src)",
+                    {"key": key, "count": count - len(leases), "timeout": timeout_s},
                 )
-                rows = await cur.fetchall()
+                rows = sorted(await cur.fetchall(), key=lambda row: (row[6], row[0]))
                 if not rows:
                     break
-                live = []
-                for seq, message_id, body, attributes, delivered in rows:
-                    if max_deliveries is not None and dead_letter and delivered >= max_deliveries:
-                        reason = f"delivered {delivered} times (max_deliveries={max_deliveries})"
+                moved = 0
+                for seq, message_id, body, attrs, delivered, receipt, _, most, dlq in rows:
+                    if most is not None and dlq and delivered > most:
+                        reason = f"delivered {delivered - 1} times (max_deliveries={most})"
                         await _move_to_dead_letter(
-                            conn, seq, attributes, target=dead_letter, origin=key, reason=reason
+                            conn, seq, attrs, target=dlq, origin=key, reason=reason
                         )
+                        moved += 1
                     else:
-                        live.append((seq, message_id, bytes(body), attributes))
-                leases += await self._mark_leased(conn, source, live, timeout_s)
-                if len(live) == len(rows):
+                        leases.append(
+                            Lease(source, message_id, bytes(body), attrs, delivered, receipt)
+                        )
+                if not moved:
                     break
             if leases:
                 return leases, None
             cur = await conn.execute(
-                "SELECT extract(epoch FROM min(visible_at) - now())::float8"
-                " FROM bus_messages WHERE source = %s",
-                (key,),
+                "SELECT EXISTS (SELECT 1 FROM bus_sources WHERE source = %(key)s),"
+                " extract(epoch FROM (SELECT min(visible_at) FROM bus_messages"
+                "  WHERE source = %(key)s) - now())::float8",
+                {"key": key},
             )
             row = await cur.fetchone()
-        return [], None if row is None or row[0] is None else max(float(row[0]), 0.0)
-
-    @staticmethod
-    async def _mark_leased(
-        conn: AsyncConnection[Any],
-        source: Source,
-        live: list[tuple[int, str, bytes, dict[str, str]]],
-        timeout_s: float,
-    ) -> list[Lease]:
-        if not live:
-            return []
-        cur = await conn.execute(
-            "UPDATE bus_messages SET receipt = gen_random_uuid()::text,"
-            " visible_at = now() + %s * interval '1 second', delivery_count = delivery_count + 1"
-            " WHERE seq = ANY(%s) RETURNING seq, receipt, delivery_count",
-            (timeout_s, [seq for seq, *_ in live]),
-        )
-        marked = {seq: (receipt, count) for seq, receipt, count in await cur.fetchall()}
-        return [
-            Lease(source, message_id, body, attrs, marked[seq][1], marked[seq][0])
-            for seq, message_id, body, attrs in live
-        ]
+        if row is None or not row[0]:
+            raise NotFound(f"no such queue or subscription: {key}")
+        return [], None if row[1] is None else max(float(row[1]), 0.0)
 
     async def ack(self, *, lease: Lease) -> None:
         async with self._database.connection("ack") as conn:
             cur = await conn.execute(
-                "DELETE FROM bus_messages WHERE receipt = %s AND source = %s",
+                "DELETE FROM bus_messages WHERE receipt = %s AND source = %s RETURNING seq",
                 (lease.receipt, _source_key(lease.source)),
             )
-            if cur.rowcount != 1:
+            if len(await cur.fetchall()) != 1:
                 raise _lost(lease)
 
     async def release(self, *, lease: Lease, delay_s: float = 0) -> None:
@@ -380,7 +377,7 @@ class PostgresMessageBus:
                 " SELECT pg_notify('skycrawl_bus', source) FROM inserted",
                 (delay_s, lease.receipt, _source_key(lease.source)),
             )
-            if cur.rowcount != 1:
+            if len(await cur.fetchall()) != 1:
                 raise _lost(lease)
 
     async def dead_letter(self, *, lease: Lease, reason: str) -> None:

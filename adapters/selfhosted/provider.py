@@ -92,7 +92,11 @@ def build_ports(
     data_dir = selfhosted.data_dir.resolve()
     for sub in ("logs", "tenants"):
         (data_dir / sub).mkdir(parents=True, exist_ok=True)
-    database = PostgresDatabase(selfhosted.database_url, max_size=selfhosted.pool_size)
+    database = PostgresDatabase(
+        selfhosted.database_url,
+        max_size=selfhosted.pool_size,
+        synchronous_commit=selfhosted.synchronous_commit,
+    )
     bus = PostgresMessageBus(database, notify=selfhosted.notify)
     home = runtime or build_runtime(settings, selfhosted, clock=clock)
     return Ports(
@@ -126,5 +130,7 @@ def build_container_ports(settings: SkycrawlSettings) -> tuple[PostgresMessageBu
     """The bus and blob store an engine container uses, from its environment (a pool of
     two connections, plus the LISTEN one: an engine receives from one subscription)."""
     selfhosted = SelfhostedSettings()
-    database = PostgresDatabase(selfhosted.database_url, max_size=2)
+    database = PostgresDatabase(
+        selfhosted.database_url, max_size=2, synchronous_commit=selfhosted.synchronous_commit
+    )
     return PostgresMessageBus(database, notify=selfhosted.notify), build_blob_store(selfhosted)

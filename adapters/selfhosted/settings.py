@@ -20,6 +20,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 #: Settings an engine container reads (the rest only matter to the control plane).
 CONTAINER_SETTINGS = (
     "database_url",
+    "synchronous_commit",
     "blobs",
     "data_dir",
     "s3_endpoint_url",
@@ -45,6 +46,12 @@ class SelfhostedSettings(BaseSettings):
     )
     pool_size: int = Field(
         10, ge=1, le=200, description="Largest connection pool of one control-plane process."
+    )
+    synchronous_commit: bool = Field(
+        True,
+        description="Wait for every commit to reach the disk (PostgreSQL's default); false: "
+        "several times the bus throughput, and a database crash may lose the last "
+        "fraction of a second of commits (a consistent prefix survives).",
     )
     notify: bool = Field(
         True,

@@ -5,6 +5,7 @@ back, and the idle container is stopped by its kill timer (a PostgreSQL schedule
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 import time
@@ -49,14 +50,15 @@ def database_url() -> Iterator[str]:
         yield url
 
 
-@pytest.fixture
-def server(tmp_path: Path, database_url: str) -> Iterator[tuple[subprocess.Popen[str], str]]:
+@contextlib.contextmanager
+def _up(cwd: Path, database_url: str) -> Iterator[tuple[subprocess.Popen[str], str]]:
+    """``skycrawl up --provider selfhosted`` on ``database_url`` while the block runs."""
     port = free_port()
     args = ["up", "--provider", "selfhosted", "--port", str(port)]
     args += ["--allow-cidr", "127.0.0.0/8", "--idle-ttl", "2"]
     proc = subprocess.Popen(
         [*SKYCRAWL, *args],
-        cwd=tmp_path,
+        cwd=cwd,
         env=_env(database_url),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -76,8 +78,15 @@ def server(tmp_path: Path, database_url: str) -> Iterator[tuple[subprocess.Popen
     try:
         yield proc, url
     finally:
-        proc.terminate()
-        proc.communicate(timeout=30)
+        if proc.returncode is None:
+            proc.terminate()
+            proc.communicate(timeout=30)
+
+
+@pytest.fixture
+def server(tmp_path: Path, database_url: str) -> Iterator[tuple[subprocess.Popen[str], str]]:
+    with _up(tmp_path, database_url) as running:
+        yield running
 
 
 def _live_containers(url: str, data_dir: Path) -> list[dict[str, object]]:
@@ -125,6 +134,18 @@ def test_up_on_postgres_crawls_a_site_and_scales_to_zero(
     assert _live_containers(url, data_dir) == []
     assert _engines_on(database_url) == []
     assert proc.poll() is None, "the server keeps running at zero containers"
+
+    proc.terminate()  # a new server on the same database carries on: the crawl is still there
+    proc.communicate(timeout=30)
+    key = json.loads((data_dir / "cli-tenant.json").read_text())["api_key"]
+    with _up(tmp_path, database_url) as (_, again):
+        listing = httpx.get(
+            again + "/v1/crawls", headers={"Authorization": f"Bearer {key}"}, trust_env=False
+        )
+    assert listing.status_code == 200, listing.text
+    assert [(c["status"], c["counts"]["fetched"]) for c in listing.json()["items"]] == [
+        ("completed", 20)
+    ]
 
 
 def test_up_with_an_unreachable_database_is_one_line_and_exit_1(tmp_path: Path) -> None:

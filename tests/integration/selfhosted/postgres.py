@@ -5,6 +5,10 @@ share it: their queues, tables and keys are uniquely named) and drops it when th
 exits; ``fresh_database()`` creates one for a single test (the end-to-end story starts from
 an empty database) and drops it afterwards. ``SKYCRAWL_TEST_POSTGRES_URL`` points elsewhere
 (the maintenance database the scratch databases are created from).
+
+The machine's PostgreSQL runs before a session starts; if it has stopped, the first
+connection starts Debian's cluster again (``pg_ctlcluster ... main start``), as the machine's
+own start-up does, and tries once more.
 """
 
 from __future__ import annotations
@@ -12,6 +16,8 @@ from __future__ import annotations
 import atexit
 import contextlib
 import os
+import shutil
+import subprocess
 import threading
 import uuid
 from collections.abc import Iterator
@@ -28,16 +34,32 @@ _lock = threading.Lock()
 _shared: str | None = None
 
 
+def _admin() -> psycopg.Connection[tuple[object, ...]]:
+    try:
+        return psycopg.connect(ADMIN_URL, autocommit=True, connect_timeout=10)
+    except psycopg.OperationalError:
+        versions = sorted(os.listdir("/etc/postgresql")) if os.path.isdir("/etc/postgresql") else []
+        if not versions or shutil.which("pg_ctlcluster") is None:
+            raise
+        subprocess.run(
+            ["pg_ctlcluster", "--skip-systemctl-redirect", versions[-1], "main", "start"],
+            check=False,
+            capture_output=True,
+            timeout=60,
+        )
+        return psycopg.connect(ADMIN_URL, autocommit=True, connect_timeout=10)
+
+
 def create_database() -> tuple[str, str]:
     """A new empty database: its name and its URL."""
     name = f"skycrawl_test_{os.getpid()}_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(ADMIN_URL, autocommit=True) as conn:
+    with _admin() as conn:
         conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
     return name, make_conninfo(ADMIN_URL, dbname=name)
 
 
 def drop_database(name: str) -> None:
-    with psycopg.connect(ADMIN_URL, autocommit=True) as conn:
+    with _admin() as conn:
         conn.execute(
             sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
         )

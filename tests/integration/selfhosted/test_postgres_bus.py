@@ -16,6 +16,7 @@ from adapters.selfhosted.database import PostgresDatabase
 from adapters.selfhosted.message_bus import PostgresMessageBus
 from adapters.selfhosted.migrations import migrate, migrations
 from adapters.selfhosted.scheduler import PostgresScheduler
+from core.errors import InvalidRequest, NotFound
 from core.ports import OutboundMessage, Queue
 from tests.integration.selfhosted.postgres import fresh_database, shared_url
 
@@ -144,3 +145,52 @@ async def test_migrations_apply_once_even_when_two_start_together() -> None:
         finally:
             await first.close()
             await second.close()
+
+
+@pytest.mark.parametrize(("synchronous", "expected"), [(True, "on"), (False, "off")])
+async def test_synchronous_commit_is_a_choice_of_the_pool(synchronous: bool, expected: str) -> None:
+    database = PostgresDatabase(shared_url(), max_size=1, synchronous_commit=synchronous)
+    try:
+        async with database.connection("show") as conn:
+            cur = await conn.execute("SHOW synchronous_commit")
+            assert await cur.fetchone() == (expected,)
+    finally:
+        await database.close()
+
+
+async def test_dead_letters_of_subscriptions_go_to_the_topic_queue(
+    buses: tuple[PostgresMessageBus, PostgresMessageBus],
+) -> None:
+    bus, _ = buses
+    topic = f"dispatch-{time.monotonic_ns()}"
+    await bus.ensure_topic(topic=topic)
+    sub = await bus.ensure_subscription(topic=topic, name="c1", filter={"container_id": "c1"})
+    await bus.publish(topic=topic, message=OutboundMessage(b"x", {"container_id": "c1"}))
+    (lease,) = await bus.receive(source=sub, visibility_timeout_s=30)
+    await bus.dead_letter(lease=lease, reason="not mine")
+    await bus.delete_subscription(topic=topic, name="c1")
+
+    (dead,) = await bus.receive(source=Queue(f"{topic}-dlq"), visibility_timeout_s=30)
+    assert dead.attributes["dead_letter_reason"] == "not mine"
+    assert dead.attributes["dead_letter_source"] == f"{topic}/c1"
+    assert dead.attributes["container_id"] == "c1"
+
+
+async def test_bad_names_nul_attributes_and_unknown_sources(
+    buses: tuple[PostgresMessageBus, PostgresMessageBus],
+) -> None:
+    bus, _ = buses
+    for bad in ("", "a/b", "-x", "a b", "x" * 201):
+        with pytest.raises(InvalidRequest):
+            await bus.ensure_queue(name=bad)
+    await bus.ensure_queue(name="nul-attrs")
+    with pytest.raises(InvalidRequest, match="NUL"):
+        await bus.send(queue="nul-attrs", message=OutboundMessage(b"x", {"k": "a\x00b"}))
+    with pytest.raises(NotFound):
+        await bus.receive(source=Queue("never-created"))
+    with pytest.raises(NotFound):
+        await bus.receive(source=Queue("never-created"), wait_s=0.2)
+    with pytest.raises(NotFound):
+        await bus.publish(topic="no-topic", message=OutboundMessage(b"x"))
+    with pytest.raises(NotFound):
+        await bus.ensure_subscription(topic="no-topic", name="s", filter={})
