@@ -36,8 +36,11 @@ Limits
     (``tests/integration/kubernetes/fake_apiserver.py``), whose limits are listed there.
 
 Settings
-    ``SKYCRAWL_KUBERNETES_NAMESPACE`` and the client's kubeconfig or in-cluster service
-    account; requests, limits, deadlines and TTL are constructor arguments.
+    ``KubernetesSettings``: ``SKYCRAWL_KUBERNETES_NAMESPACE``, ``_KUBECONFIG`` (default: the
+    in-cluster service account, else ``~/.kube/config``), ``_DEPLOYMENT``,
+    ``_SERVICE_ACCOUNT``, ``_CPU_REQUEST``, ``_CPU_LIMIT``, ``_MEMORY_REQUEST``,
+    ``_MEMORY_LIMIT``, ``_ACTIVE_DEADLINE_S``, ``_TTL_AFTER_FINISHED_S``, ``_MAX_GRACE_S``;
+    and ``SKYCRAWL_ENGINE_IMAGE``.
 """
 
 from __future__ import annotations
@@ -52,7 +55,11 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
 from kubernetes import client as k8s
+from kubernetes import config as k8s_config
 from kubernetes.client.exceptions import ApiException
+from kubernetes.config.config_exception import ConfigException
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
 from urllib3.exceptions import HTTPError
 
 from adapters.selfhosted.container_runtime import container_env
@@ -63,6 +70,7 @@ from core.ports.container_runtime import (
     RunState,
     RuntimeCapabilities,
 )
+from core.settings import SkycrawlSettings
 
 GUID_LABEL = "skycrawl.io/container-id"
 TENANT_LABEL = "skycrawl.io/tenant"
@@ -71,6 +79,57 @@ DEPLOYMENT_LABEL = "skycrawl.io/deployment"
 IDENTITY = ("SKYCRAWL_CONTAINER_ID", "SKYCRAWL_TENANT_ID", "SKYCRAWL_EGRESS_NAME")
 _GUID = re.compile(r"[a-z0-9]([a-z0-9-]{0,48}[a-z0-9])?")
 _T = TypeVar("_T")
+
+
+class KubernetesSettings(BaseSettings):
+    """Settings of ``KubernetesJobRuntime``: ``SKYCRAWL_KUBERNETES_*`` environment variables."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="SKYCRAWL_KUBERNETES_", extra="ignore", frozen=True
+    )
+
+    namespace: str = Field("skycrawl", description="Namespace of the engine Jobs and Secrets.")
+    kubeconfig: str | None = Field(
+        None,
+        description="Path of a kubeconfig (default: the pod's service account when running "
+        "in a cluster, else ~/.kube/config).",
+    )
+    deployment: str = Field("skycrawl", description="Label value scoping this deployment's Jobs.")
+    service_account: str | None = Field(
+        "skycrawl-engine", description="Service account of engine pods (no API token mounted)."
+    )
+    cpu_request: str = Field("250m", description="CPU request of one engine pod.")
+    cpu_limit: str = Field("1", description="CPU limit of one engine pod.")
+    memory_request: str = Field("256Mi", description="Memory request of one engine pod.")
+    memory_limit: str = Field("1Gi", description="Memory limit of one engine pod.")
+    active_deadline_s: int = Field(
+        6 * 3600, gt=0, description="activeDeadlineSeconds: the longest an engine Job may run."
+    )
+    ttl_after_finished_s: int = Field(
+        600, ge=0, description="ttlSecondsAfterFinished: delete a finished Job this much later."
+    )
+    max_grace_s: int = Field(
+        120, ge=0, description="terminationGracePeriodSeconds and the longest stop grace."
+    )
+
+
+def api_client_from(settings: KubernetesSettings) -> k8s.ApiClient:
+    """An API client from the kubeconfig setting, the in-cluster service account or
+    ``~/.kube/config``, in that order."""
+    configuration = k8s.Configuration()
+    try:
+        if settings.kubeconfig:
+            k8s_config.load_kube_config(
+                config_file=settings.kubeconfig, client_configuration=configuration
+            )
+        else:
+            try:
+                k8s_config.load_incluster_config(client_configuration=configuration)
+            except ConfigException:
+                k8s_config.load_kube_config(client_configuration=configuration)
+    except (ConfigException, OSError) as exc:
+        raise ConfigurationError(f"kubernetes: no usable configuration: {exc}") from exc
+    return k8s.ApiClient(configuration)
 
 
 def job_name(container_id: str) -> str:
@@ -145,6 +204,32 @@ class KubernetesJobRuntime:
             typical_start_s=5.0,
             max_grace_s=float(max_grace_s),
             graceful_stop=True,
+        )
+
+    @classmethod
+    def from_settings(
+        cls,
+        selfhosted: Any,
+        settings: SkycrawlSettings,
+        kubernetes_settings: KubernetesSettings | None = None,
+    ) -> KubernetesJobRuntime:
+        """The runtime of a self-hosted deployment: ``settings.engine_image`` and the
+        ``SKYCRAWL_KUBERNETES_*`` settings (``selfhosted`` is not needed: engines get the
+        database URL and blob settings through ``spec.env``, hence the tenant Secret)."""
+        k = kubernetes_settings or KubernetesSettings()
+        return cls(
+            api_client=api_client_from(k),
+            namespace=k.namespace,
+            image=settings.engine_image,
+            deployment=k.deployment,
+            cpu_request=k.cpu_request,
+            cpu_limit=k.cpu_limit,
+            memory_request=k.memory_request,
+            memory_limit=k.memory_limit,
+            active_deadline_s=k.active_deadline_s,
+            ttl_after_finished_s=k.ttl_after_finished_s,
+            max_grace_s=k.max_grace_s,
+            service_account=k.service_account,
         )
 
     async def _call(self, what: str, fn: Callable[[], _T]) -> _T:
