@@ -33,7 +33,10 @@ Limits
     (``docker build`` / ``docker load`` on the VM): a missing image is a
     ``ConfigurationError``, not a pull. ``--network host`` means a container sees the VM's
     loopback: run the control plane's services on addresses the engines are meant to reach.
-    The Docker SDK is synchronous; each call runs in a worker thread.
+    The Docker SDK is synchronous; each call runs in a worker thread. Engines sharing the
+    local provider's SQLite host limiter (``adapters.local.host_limiter``) tell each other
+    apart by pid, so they need ``pid_mode="host"``; the self-hosted provider's PostgreSQL
+    limiter does not.
 
 Settings
     ``DockerSettings``: ``SKYCRAWL_DOCKER_HOST`` (e.g. ``unix:///var/run/docker.sock``,
@@ -174,6 +177,7 @@ class DockerRuntime:
         network_mode: str = "host",
         mounts: Mapping[str, str] | None = None,
         user: str | None = None,
+        pid_mode: str | None = None,
         keep_exited_s: float = 600.0,
     ) -> None:
         if not _DEPLOYMENT.fullmatch(deployment):
@@ -190,6 +194,7 @@ class DockerRuntime:
         self._network_mode = network_mode
         self._mounts = dict(mounts or {})
         self._user = user
+        self._pid_mode = pid_mode
         self._keep_exited_s = keep_exited_s
 
     @classmethod
@@ -291,6 +296,8 @@ class DockerRuntime:
             options["user"] = self._user
         if self._entrypoint is not None:
             options["entrypoint"] = self._entrypoint
+        if self._pid_mode is not None:
+            options["pid_mode"] = self._pid_mode
         containers = self._docker().containers
         try:  # create + start, never run: run would pull a missing image from a registry
             container = containers.create(spec.image or self.image, self._command, **options)
