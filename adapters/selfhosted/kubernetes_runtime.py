@@ -12,7 +12,9 @@ Features
       (``ttl_after_finished_s``), ``terminationGracePeriodSeconds`` (``max_grace_s``), CPU
       and memory requests and limits, the Secret as ``envFrom`` and only the container's
       identity (``SKYCRAWL_CONTAINER_ID``, ``SKYCRAWL_TENANT_ID``, ``SKYCRAWL_EGRESS_NAME``,
-      ``SKYCRAWL_PROXY_URL``) as plain ``env``. A 409 AlreadyExists on the Job means the
+      ``SKYCRAWL_PROXY_URL``) as plain ``env``; the pod runs as uid ``run_as_user`` (the engine
+      image's 10001), non-root, no privilege escalation, no capabilities, seccomp
+      ``RuntimeDefault``: the pod security standard "restricted". A 409 AlreadyExists on the Job means the
       GUID was started already (a retry, or another conductor instance): a no-op.
     * ``stop_container`` deletes the Job with ``propagationPolicy: Foreground`` and
       ``gracePeriodSeconds`` = ``grace_s`` rounded up (its pod gets SIGTERM, then SIGKILL
@@ -178,6 +180,7 @@ class KubernetesJobRuntime:
         ttl_after_finished_s: int = 600,
         max_grace_s: int = 120,
         service_account: str | None = None,
+        run_as_user: int = 10001,
         stop_wait_slack_s: float = 10.0,
         poll_s: float = 0.05,
     ) -> None:
@@ -196,6 +199,7 @@ class KubernetesJobRuntime:
         self._ttl_s = ttl_after_finished_s
         self._max_grace_s = max_grace_s
         self._service_account = service_account
+        self._run_as_user = run_as_user
         self._slack_s = stop_wait_slack_s
         self._poll_s = poll_s
         self._ended: dict[str, ContainerStatus] = {}
@@ -266,6 +270,10 @@ class KubernetesJobRuntime:
             env=plain,
             env_from=[k8s.V1EnvFromSource(secret_ref=k8s.V1SecretEnvSource(name=secret))],
             resources=self._resources,
+            security_context=k8s.V1SecurityContext(
+                allow_privilege_escalation=False,
+                capabilities=k8s.V1Capabilities(drop=["ALL"]),
+            ),
         )
         job = k8s.V1Job(
             api_version="batch/v1",
@@ -283,6 +291,12 @@ class KubernetesJobRuntime:
                         termination_grace_period_seconds=self._max_grace_s,
                         service_account_name=self._service_account,
                         automount_service_account_token=False,
+                        security_context=k8s.V1PodSecurityContext(
+                            run_as_non_root=True,
+                            run_as_user=self._run_as_user,
+                            run_as_group=self._run_as_user,
+                            seccomp_profile=k8s.V1SeccompProfile(type="RuntimeDefault"),
+                        ),
                     ),
                 ),
             ),

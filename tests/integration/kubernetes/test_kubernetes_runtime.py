@@ -10,6 +10,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+import kubernetes_validate
 import pytest
 from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
@@ -103,7 +104,14 @@ async def test_the_job_carries_labels_limits_deadlines_and_env_from_the_tenant_s
     }
     assert DSN not in str(job)  # the connection string is in the Secret only
     assert container["envFrom"] == [{"secretRef": {"name": secret_name("tenant-1")}}]
+    assert pod["securityContext"]["runAsNonRoot"] is True  # pod security "restricted"
+    assert container["securityContext"] == {
+        "allowPrivilegeEscalation": False,
+        "capabilities": {"drop": ["ALL"]},
+    }
+    kubernetes_validate.validate(job, "1.31", strict=True)  # a Job a real API server takes
     [secret] = apiserver.objects("secrets", "crawl")
+    kubernetes_validate.validate(secret, "1.31", strict=True)
     assert base64.b64decode(secret["data"]["SKYCRAWL_SELFHOSTED_DSN"]).decode() == DSN
     await until(lambda: _running(rt, "c-1"))
     await rt.stop_container(container_id="c-1", grace_s=2)
