@@ -33,12 +33,16 @@ Limits
     (``docker build`` / ``docker load`` on the VM): a missing image is a
     ``ConfigurationError``, not a pull. ``--network host`` means a container sees the VM's
     loopback: run the control plane's services on addresses the engines are meant to reach.
-    The Docker SDK is synchronous; each call runs in a worker thread.
+    The Docker SDK is synchronous; each call runs in a worker thread. Engines sharing the
+    local provider's SQLite host limiter (``adapters.local.host_limiter``) tell each other
+    apart by pid, so they need ``pid_mode="host"``; the self-hosted provider's PostgreSQL
+    limiter does not.
 
 Settings
-    ``SKYCRAWL_DOCKER_HOST`` (e.g. ``unix:///var/run/docker.sock``, default: the SDK's
-    ``DOCKER_HOST`` environment), ``SKYCRAWL_ENGINE_IMAGE``, ``SKYCRAWL_STOP_GRACE_S``; CPU,
-    memory, mounts and user are constructor arguments of ``DockerRuntime``.
+    ``DockerSettings``: ``SKYCRAWL_DOCKER_HOST`` (e.g. ``unix:///var/run/docker.sock``,
+    default: the SDK's ``DOCKER_HOST`` environment), ``_DEPLOYMENT``, ``_CPUS``, ``_MEMORY``,
+    ``_NETWORK_MODE``, ``_USER``, ``_KEEP_EXITED_S``; and ``SKYCRAWL_ENGINE_IMAGE``.
+    ``from_settings`` mounts the self-hosted data directory (file blobs) at the same path.
 
 Cost
     Nothing beyond the VM: an engine container costs its memory while it runs, and no
@@ -52,12 +56,15 @@ import math
 import re
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
-from typing import Any, TypeVar
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import docker
 import docker.errors
 import requests.exceptions
 from docker.models.containers import Container
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from core.errors import ConfigurationError, InvalidRequest, Retryable
 from core.models import Egress
@@ -67,6 +74,10 @@ from core.ports.container_runtime import (
     RunState,
     RuntimeCapabilities,
 )
+from core.settings import SkycrawlSettings
+
+if TYPE_CHECKING:
+    from adapters.selfhosted.kubernetes_runtime import KubernetesJobRuntime
 
 GUID_LABEL = "skycrawl.container-id"
 TENANT_LABEL = "skycrawl.tenant"
@@ -79,6 +90,34 @@ _DEPLOYMENT = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,62}")
 _PENDING = frozenset({"created"})
 _RUNNING = frozenset({"running", "paused", "restarting"})
 _T = TypeVar("_T")
+
+
+class DockerSettings(BaseSettings):
+    """Settings of ``DockerRuntime``: ``SKYCRAWL_DOCKER_*`` environment variables."""
+
+    model_config = SettingsConfigDict(env_prefix="SKYCRAWL_DOCKER_", extra="ignore", frozen=True)
+
+    host: str | None = Field(
+        None,
+        description="Engine API URL, e.g. unix:///var/run/docker.sock (default: DOCKER_HOST, "
+        "else the local socket).",
+    )
+    deployment: str = Field(
+        "skycrawl",
+        description="Label value (and container-name prefix) that scopes this deployment's "
+        "containers on a shared daemon.",
+    )
+    cpus: float | None = Field(1.0, gt=0, description="CPU limit of one engine container.")
+    memory: str | None = Field("1g", description="Memory limit of one engine container.")
+    network_mode: str = Field("host", description="Docker network mode of engine containers.")
+    user: str | None = Field(
+        None,
+        description="uid:gid engines run as (default: the image's user; with file blobs, the "
+        "owner of the data directory, so its files stay writable).",
+    )
+    keep_exited_s: float = Field(
+        600.0, ge=0, description="Remove an exited engine container this long after it ended."
+    )
 
 
 def container_env(spec: ContainerSpec) -> dict[str, str]:
@@ -139,6 +178,7 @@ class DockerRuntime:
         network_mode: str = "host",
         mounts: Mapping[str, str] | None = None,
         user: str | None = None,
+        pid_mode: str | None = None,
         keep_exited_s: float = 600.0,
     ) -> None:
         if not _DEPLOYMENT.fullmatch(deployment):
@@ -155,7 +195,40 @@ class DockerRuntime:
         self._network_mode = network_mode
         self._mounts = dict(mounts or {})
         self._user = user
+        self._pid_mode = pid_mode
         self._keep_exited_s = keep_exited_s
+
+    @classmethod
+    def from_settings(
+        cls,
+        selfhosted: Any,
+        settings: SkycrawlSettings,
+        docker_settings: DockerSettings | None = None,
+    ) -> DockerRuntime:
+        """The runtime of a self-hosted deployment: ``settings.engine_image``, the
+        ``SKYCRAWL_DOCKER_*`` settings, and -- when blobs are files -- the data directory
+        mounted at the same path (the engines' ``SKYCRAWL_SELFHOSTED_DATA_DIR``)."""
+        docker_settings = docker_settings or DockerSettings()
+        mounts: dict[str, str] = {}
+        user = docker_settings.user
+        if getattr(selfhosted, "blobs", "files") == "files":
+            data_dir = Path(getattr(selfhosted, "data_dir", ".skycrawl-selfhosted")).resolve()
+            data_dir.mkdir(parents=True, exist_ok=True)
+            mounts[str(data_dir)] = str(data_dir)
+            if user is None:
+                stat = data_dir.stat()
+                user = f"{stat.st_uid}:{stat.st_gid}"
+        return cls(
+            image=settings.engine_image,
+            base_url=docker_settings.host,
+            deployment=docker_settings.deployment,
+            cpus=docker_settings.cpus,
+            memory=docker_settings.memory,
+            network_mode=docker_settings.network_mode,
+            mounts=mounts,
+            user=user,
+            keep_exited_s=docker_settings.keep_exited_s,
+        )
 
     # ------------------------------------------------------------------ plumbing
 
@@ -224,6 +297,8 @@ class DockerRuntime:
             options["user"] = self._user
         if self._entrypoint is not None:
             options["entrypoint"] = self._entrypoint
+        if self._pid_mode is not None:
+            options["pid_mode"] = self._pid_mode
         containers = self._docker().containers
         try:  # create + start, never run: run would pull a missing image from a registry
             container = containers.create(spec.image or self.image, self._command, **options)
@@ -334,3 +409,16 @@ class DockerRuntime:
         if self._owns_client and self._client is not None:
             client, self._client = self._client, None
             await asyncio.to_thread(client.close)
+
+
+def __getattr__(name: str) -> Any:
+    """``KubernetesJobRuntime`` is importable from here too (the provider looks runtimes up in
+    this module), but only imported -- with the ``kubernetes`` client -- when asked for."""
+    if name == "KubernetesJobRuntime":
+        from adapters.selfhosted.kubernetes_runtime import KubernetesJobRuntime
+
+        return KubernetesJobRuntime
+    raise AttributeError(name)
+
+
+__all__ = ["DockerRuntime", "DockerSettings", "KubernetesJobRuntime", "container_env"]

@@ -12,7 +12,9 @@ Features
       (``ttl_after_finished_s``), ``terminationGracePeriodSeconds`` (``max_grace_s``), CPU
       and memory requests and limits, the Secret as ``envFrom`` and only the container's
       identity (``SKYCRAWL_CONTAINER_ID``, ``SKYCRAWL_TENANT_ID``, ``SKYCRAWL_EGRESS_NAME``,
-      ``SKYCRAWL_PROXY_URL``) as plain ``env``. A 409 AlreadyExists on the Job means the
+      ``SKYCRAWL_PROXY_URL``) as plain ``env``; the pod runs as uid ``run_as_user`` (the engine
+      image's 10001), non-root, no privilege escalation, no capabilities, seccomp
+      ``RuntimeDefault``: the pod security standard "restricted". A 409 AlreadyExists on the Job means the
       GUID was started already (a retry, or another conductor instance): a no-op.
     * ``stop_container`` deletes the Job with ``propagationPolicy: Foreground`` and
       ``gracePeriodSeconds`` = ``grace_s`` rounded up (its pod gets SIGTERM, then SIGKILL
@@ -36,8 +38,11 @@ Limits
     (``tests/integration/kubernetes/fake_apiserver.py``), whose limits are listed there.
 
 Settings
-    ``SKYCRAWL_KUBERNETES_NAMESPACE`` and the client's kubeconfig or in-cluster service
-    account; requests, limits, deadlines and TTL are constructor arguments.
+    ``KubernetesSettings``: ``SKYCRAWL_KUBERNETES_NAMESPACE``, ``_KUBECONFIG`` (default: the
+    in-cluster service account, else ``~/.kube/config``), ``_DEPLOYMENT``,
+    ``_SERVICE_ACCOUNT``, ``_CPU_REQUEST``, ``_CPU_LIMIT``, ``_MEMORY_REQUEST``,
+    ``_MEMORY_LIMIT``, ``_ACTIVE_DEADLINE_S``, ``_TTL_AFTER_FINISHED_S``, ``_MAX_GRACE_S``;
+    and ``SKYCRAWL_ENGINE_IMAGE``.
 """
 
 from __future__ import annotations
@@ -52,7 +57,11 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
 from kubernetes import client as k8s
+from kubernetes import config as k8s_config
 from kubernetes.client.exceptions import ApiException
+from kubernetes.config.config_exception import ConfigException
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
 from urllib3.exceptions import HTTPError
 
 from adapters.selfhosted.container_runtime import container_env
@@ -64,6 +73,7 @@ from core.ports.container_runtime import (
     RunState,
     RuntimeCapabilities,
 )
+from core.settings import SkycrawlSettings
 
 GUID_LABEL = "skycrawl.io/container-id"
 TENANT_LABEL = "skycrawl.io/tenant"
@@ -72,6 +82,57 @@ DEPLOYMENT_LABEL = "skycrawl.io/deployment"
 IDENTITY = ("SKYCRAWL_CONTAINER_ID", "SKYCRAWL_TENANT_ID", "SKYCRAWL_EGRESS_NAME")
 _GUID = re.compile(r"[a-z0-9]([a-z0-9-]{0,48}[a-z0-9])?")
 _T = TypeVar("_T")
+
+
+class KubernetesSettings(BaseSettings):
+    """Settings of ``KubernetesJobRuntime``: ``SKYCRAWL_KUBERNETES_*`` environment variables."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="SKYCRAWL_KUBERNETES_", extra="ignore", frozen=True
+    )
+
+    namespace: str = Field("skycrawl", description="Namespace of the engine Jobs and Secrets.")
+    kubeconfig: str | None = Field(
+        None,
+        description="Path of a kubeconfig (default: the pod's service account when running "
+        "in a cluster, else ~/.kube/config).",
+    )
+    deployment: str = Field("skycrawl", description="Label value scoping this deployment's Jobs.")
+    service_account: str | None = Field(
+        "skycrawl-engine", description="Service account of engine pods (no API token mounted)."
+    )
+    cpu_request: str = Field("250m", description="CPU request of one engine pod.")
+    cpu_limit: str = Field("1", description="CPU limit of one engine pod.")
+    memory_request: str = Field("256Mi", description="Memory request of one engine pod.")
+    memory_limit: str = Field("1Gi", description="Memory limit of one engine pod.")
+    active_deadline_s: int = Field(
+        6 * 3600, gt=0, description="activeDeadlineSeconds: the longest an engine Job may run."
+    )
+    ttl_after_finished_s: int = Field(
+        600, ge=0, description="ttlSecondsAfterFinished: delete a finished Job this much later."
+    )
+    max_grace_s: int = Field(
+        120, ge=0, description="terminationGracePeriodSeconds and the longest stop grace."
+    )
+
+
+def api_client_from(settings: KubernetesSettings) -> k8s.ApiClient:
+    """An API client from the kubeconfig setting, the in-cluster service account or
+    ``~/.kube/config``, in that order."""
+    configuration = k8s.Configuration()
+    try:
+        if settings.kubeconfig:
+            k8s_config.load_kube_config(
+                config_file=settings.kubeconfig, client_configuration=configuration
+            )
+        else:
+            try:
+                k8s_config.load_incluster_config(client_configuration=configuration)
+            except ConfigException:
+                k8s_config.load_kube_config(client_configuration=configuration)
+    except (ConfigException, OSError) as exc:
+        raise ConfigurationError(f"kubernetes: no usable configuration: {exc}") from exc
+    return k8s.ApiClient(configuration)
 
 
 def job_name(container_id: str) -> str:
@@ -120,6 +181,7 @@ class KubernetesJobRuntime:
         ttl_after_finished_s: int = 600,
         max_grace_s: int = 120,
         service_account: str | None = None,
+        run_as_user: int = 10001,
         stop_wait_slack_s: float = 10.0,
         poll_s: float = 0.05,
     ) -> None:
@@ -138,6 +200,7 @@ class KubernetesJobRuntime:
         self._ttl_s = ttl_after_finished_s
         self._max_grace_s = max_grace_s
         self._service_account = service_account
+        self._run_as_user = run_as_user
         self._slack_s = stop_wait_slack_s
         self._poll_s = poll_s
         self._ended: dict[str, ContainerStatus] = {}
@@ -146,6 +209,32 @@ class KubernetesJobRuntime:
             typical_start_s=5.0,
             max_grace_s=float(max_grace_s),
             graceful_stop=True,
+        )
+
+    @classmethod
+    def from_settings(
+        cls,
+        selfhosted: Any,
+        settings: SkycrawlSettings,
+        kubernetes_settings: KubernetesSettings | None = None,
+    ) -> KubernetesJobRuntime:
+        """The runtime of a self-hosted deployment: ``settings.engine_image`` and the
+        ``SKYCRAWL_KUBERNETES_*`` settings (``selfhosted`` is not needed: engines get the
+        database URL and blob settings through ``spec.env``, hence the tenant Secret)."""
+        k = kubernetes_settings or KubernetesSettings()
+        return cls(
+            api_client=api_client_from(k),
+            namespace=k.namespace,
+            image=settings.engine_image,
+            deployment=k.deployment,
+            cpu_request=k.cpu_request,
+            cpu_limit=k.cpu_limit,
+            memory_request=k.memory_request,
+            memory_limit=k.memory_limit,
+            active_deadline_s=k.active_deadline_s,
+            ttl_after_finished_s=k.ttl_after_finished_s,
+            max_grace_s=k.max_grace_s,
+            service_account=k.service_account,
         )
 
     async def _call(self, what: str, fn: Callable[[], _T]) -> _T:
@@ -182,6 +271,10 @@ class KubernetesJobRuntime:
             env=plain,
             env_from=[k8s.V1EnvFromSource(secret_ref=k8s.V1SecretEnvSource(name=secret))],
             resources=self._resources,
+            security_context=k8s.V1SecurityContext(
+                allow_privilege_escalation=False,
+                capabilities=k8s.V1Capabilities(drop=["ALL"]),
+            ),
         )
         job = k8s.V1Job(
             api_version="batch/v1",
@@ -199,6 +292,12 @@ class KubernetesJobRuntime:
                         termination_grace_period_seconds=self._max_grace_s,
                         service_account_name=self._service_account,
                         automount_service_account_token=False,
+                        security_context=k8s.V1PodSecurityContext(
+                            run_as_non_root=True,
+                            run_as_user=self._run_as_user,
+                            run_as_group=self._run_as_user,
+                            seccomp_profile=k8s.V1SeccompProfile(type="RuntimeDefault"),
+                        ),
                     ),
                 ),
             ),

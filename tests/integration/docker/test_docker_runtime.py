@@ -5,16 +5,20 @@ instances; listing by deployment label; exited containers removed after ``keep_e
 from __future__ import annotations
 
 import asyncio
+import os
 import uuid
 from collections.abc import AsyncIterator
+from types import SimpleNamespace
 
 import docker
 import pytest
 
-from adapters.selfhosted.container_runtime import DockerRuntime
+from adapters.selfhosted.container_runtime import DockerRuntime, DockerSettings
 from core.errors import ConfigurationError, InvalidRequest
 from core.models import Egress
 from core.ports import ContainerSpec, RunState
+from core.settings import SkycrawlSettings
+from tests.integration.docker import dockerd
 
 SLEEP = [
     "python",
@@ -109,3 +113,24 @@ async def test_bad_guid_and_missing_image(
         await runtime.start_container(spec=spec("../etc"))
     with pytest.raises(ConfigurationError, match="image not found"):
         await runtime.start_container(spec=spec("c-noimage"))
+
+
+async def test_from_settings_mounts_the_data_dir_as_its_owner(
+    runtimes: list[DockerRuntime], docker_client: docker.DockerClient, engine_tag: str, tmp_path
+) -> None:
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    os.chown(data_dir, 1234, 2345)
+    selfhosted = SimpleNamespace(blobs="files", data_dir=data_dir)
+    runtime = DockerRuntime.from_settings(
+        selfhosted,
+        SkycrawlSettings(engine_image=engine_tag),
+        DockerSettings(host=dockerd.HOST, deployment=f"t-{uuid.uuid4().hex[:8]}", memory="200m"),
+    )
+    runtimes.append(runtime)
+    assert (runtime.image, runtime.deployment) == (engine_tag, runtime.deployment)
+    await runtime.start_container(spec=spec("c-settings"))
+    attrs = docker_client.containers.get(runtime.name_of("c-settings")).attrs
+    assert attrs["Config"]["User"] == "1234:2345"
+    assert attrs["HostConfig"]["Binds"] == [f"{data_dir}:{data_dir}:rw"]
+    assert attrs["HostConfig"]["Memory"] == 200 * 1024 * 1024

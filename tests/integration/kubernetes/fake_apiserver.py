@@ -156,6 +156,7 @@ class FakeApiServer:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._runner: web.AppRunner | None = None
+        self._task: asyncio.Task[None] | None = None
         self.url = ""
         self.requests: list[tuple[str, str]] = []  # (method, path) as received
 
@@ -191,23 +192,31 @@ class FakeApiServer:
         self._runner = web.AppRunner(app)
         await self._runner.setup()
         await web.TCPSite(self._runner, "127.0.0.1", port).start()
-        asyncio.get_running_loop().create_task(self._controller())
+        self._task = asyncio.get_running_loop().create_task(self._controller())
 
     def stop(self) -> None:
+        loop = self._loop
+        if loop is None:
+            return
+        asyncio.run_coroutine_threadsafe(self._shutdown(), loop).result(15)
+        loop.call_soon_threadsafe(loop.stop)
+        if self._thread is not None:
+            self._thread.join(10)
+        self._loop = None
+
+    async def _shutdown(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
         for process in self._processes.values():
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(process.popen.pid, signal.SIGKILL)
             with contextlib.suppress(subprocess.TimeoutExpired):
-                process.popen.wait(5)
+                await asyncio.to_thread(process.popen.wait, 5)
         self._processes.clear()
-        loop = self._loop
-        if loop is None:
-            return
         if self._runner is not None:
-            asyncio.run_coroutine_threadsafe(self._runner.cleanup(), loop).result(10)
-        loop.call_soon_threadsafe(loop.stop)
-        if self._thread is not None:
-            self._thread.join(10)
+            await self._runner.cleanup()
 
     # ------------------------------------------------------------------ storage
 
