@@ -12,7 +12,7 @@ from functools import cache
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
 
 if TYPE_CHECKING:
     import re2
@@ -104,6 +104,18 @@ SeedUrl = Annotated[
     str, Field(min_length=8, max_length=MAX_URL_LENGTH, json_schema_extra=HTTP_URL_SCHEMA)
 ]
 
+
+def _json_number(value: object) -> object:
+    """Refuse what JSON would not call a number (``"10"``, ``true``); pydantic then checks
+    the number (``10.0`` is the integer 10, as JSON Schema says; ``10.5`` is not)."""
+    if isinstance(value, bool | str | bytes):
+        raise ValueError("Input should be a JSON number, not a string or boolean")
+    return value
+
+
+#: Put last in a number's ``Annotated``: strict about JSON types, as the OpenAPI says.
+JSON_NUMBER = BeforeValidator(_json_number)
+
 #: A URL pattern: a regular expression RE2 can run (no backreferences or lookaround).
 UrlPattern = Annotated[str, Field(json_schema_extra={"format": "regex", "maxLength": 500})]
 _HEADERS_SCHEMA = {
@@ -127,8 +139,8 @@ class CrawlSpec(Frozen):
     scope: Scope = Scope.same_host
     include: Annotated[list[UrlPattern], Field(max_length=100)] = []
     exclude: Annotated[list[UrlPattern], Field(max_length=100)] = []
-    max_depth: Annotated[int, Field(ge=0, le=100, strict=True)] = 3
-    max_pages: Annotated[int, Field(ge=1, le=1_000_000, strict=True)] = 100
+    max_depth: Annotated[int, Field(ge=0, le=100), JSON_NUMBER] = 3
+    max_pages: Annotated[int, Field(ge=1, le=1_000_000), JSON_NUMBER] = 100
     session: Annotated[str | None, Field(min_length=1, max_length=128)] = None
     egress: Annotated[str | None, Field(max_length=64)] = None
     region: Annotated[str | None, Field(max_length=64)] = None
@@ -137,7 +149,7 @@ class CrawlSpec(Frozen):
     respect_robots: Annotated[bool, Field(strict=True)] = True
     # -- crawl rules (issue 12): sitemaps, per-page time budget, conditional re-crawl --------
     use_sitemaps: Annotated[bool, Field(strict=True)] = True
-    page_timeout_s: Annotated[float, Field(ge=1, le=300, strict=True)] = 30.0
+    page_timeout_s: Annotated[float, Field(ge=1, le=300), JSON_NUMBER] = 30.0
     recrawl_of: Annotated[str | None, Field(pattern=r"^(latest|[A-Za-z0-9_-]{1,64})$")] = None
     # -- end of crawl rules -------------------------------------------------------------------
 
@@ -367,12 +379,12 @@ class SessionBinding(Frozen):
 
 
 class Quotas(Frozen):
-    max_containers: Annotated[int, Field(ge=1, le=1000, strict=True)] = 4
-    parallel_per_container: Annotated[int, Field(ge=1, le=256, strict=True)] = 4
-    max_pending: Annotated[int, Field(ge=1, le=1_000_000, strict=True)] = 1000
-    submissions_per_minute: Annotated[int, Field(ge=1, le=100_000, strict=True)] = 120
+    max_containers: Annotated[int, Field(ge=1, le=1000), JSON_NUMBER] = 4
+    parallel_per_container: Annotated[int, Field(ge=1, le=256), JSON_NUMBER] = 4
+    max_pending: Annotated[int, Field(ge=1, le=1_000_000), JSON_NUMBER] = 1000
+    submissions_per_minute: Annotated[int, Field(ge=1, le=100_000), JSON_NUMBER] = 120
     #: Days a finished crawl (record, pages, exports) is kept before housekeeping purges it.
-    retention_days: Annotated[int, Field(ge=1, le=3650, strict=True)] = 30
+    retention_days: Annotated[int, Field(ge=1, le=3650), JSON_NUMBER] = 30
 
 
 class TenantState(StrEnum):

@@ -39,6 +39,8 @@ from functions.local.crawl_command import (
     run_crawl,
     written_files,
 )
+from functions.local.crawl_options import add_request_options, request_options
+from functions.local.export_command import add_export_command, export_crawl
 from functions.local.progress import containers_of
 from functions.local.session import DataDirBusy, Session, open_session
 
@@ -75,7 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_stack_options(up)
 
     crawl = sub.add_parser("crawl", help="crawl URLs and write pages.jsonl + a WARC")
-    crawl.add_argument("urls", nargs="+", metavar="URL")
+    crawl.add_argument("urls", nargs="+", metavar="URL", help="start URLs (http or https)")
     _add_crawl_options(crawl)
 
     demo = sub.add_parser("demo", help="serve the bundled demo site and crawl it")
@@ -96,6 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
     delete.add_argument("tenant_id")
 
     sub.add_parser("status", help="show the stack, its tenants and containers")
+    add_export_command(sub)
     return parser
 
 
@@ -106,22 +109,50 @@ def _add_stack_options(p: argparse.ArgumentParser) -> None:
         default=[],
         type=cidr_range,
         metavar="CIDR",
-        help="let crawlers fetch this non-public range (repeatable)",
+        help="let crawlers fetch this non-public range (repeatable; default: none)",
     )
     p.add_argument(
-        "--idle-ttl", type=positive_number, help="seconds before an idle container stops"
+        "--idle-ttl",
+        type=positive_number,
+        metavar="S",
+        help="seconds before an idle container stops (default: 3 for a command's own "
+        "stack, 60 for 'up')",
     )
 
 
 def _add_crawl_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--max-pages", type=int, default=100)
-    p.add_argument("--max-depth", type=int, default=3)
-    p.add_argument("--scope", choices=["same-host", "same-domain", "any"], default="same-host")
-    p.add_argument("--session", help="sticky session key (same container, same egress)")
-    p.add_argument("--out", type=Path, default=Path("skycrawl-out"), help="output directory")
     p.add_argument(
-        "--parallel", type=whole_number, default=1, help="submit the crawl N times at once"
+        "--max-pages", type=int, default=100, help="stop after this many pages (default: 100)"
     )
+    p.add_argument(
+        "--max-depth",
+        type=int,
+        default=3,
+        help="follow links this many hops from a seed (default: 3)",
+    )
+    p.add_argument(
+        "--scope",
+        choices=["same-host", "same-domain", "any"],
+        default="same-host",
+        help="which links to follow: the seed's host, its registrable domain, or any "
+        "(default: same-host)",
+    )
+    p.add_argument(
+        "--session", help="sticky session key: same container, same egress (default: none)"
+    )
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=Path("skycrawl-out"),
+        help="output directory (default: skycrawl-out)",
+    )
+    p.add_argument(
+        "--parallel",
+        type=whole_number,
+        default=1,
+        help="submit the crawl N times at once (default: 1)",
+    )
+    add_request_options(p)
     p.add_argument(
         "--no-sitemaps",
         action="store_true",
@@ -189,6 +220,7 @@ async def _crawl(
             body["use_sitemaps"] = False
         if args.page_timeout is not None:
             body["page_timeout_s"] = args.page_timeout
+        body.update(request_options(args))
         code, finals = await run_crawl(s, body, args.parallel, args.out, err)
     _summary(finals, args.out, written_files(args.out, len(finals)))
     if code == EXIT_INTERRUPTED:
@@ -276,6 +308,14 @@ async def _tenants(args: argparse.Namespace) -> int:
     return 0
 
 
+async def _export(args: argparse.Namespace) -> int:
+    _check_out_dir(args.out)
+    async with open_session(_local(args), {}, command="skycrawl export") as s:
+        files = await export_crawl(s, args.crawl_id, args.out)
+    out.print(f"crawl {args.crawl_id}: results in {args.out}/ ({', '.join(files)})")
+    return 0
+
+
 def _no_data_dir(args: argparse.Namespace) -> bool:
     """Nothing ever ran on this data directory (a read-only command must not create it)."""
     return not _local(args).data_dir.exists()
@@ -332,6 +372,8 @@ async def _dispatch(args: argparse.Namespace) -> int:
         return 0
     if args.command == "tenants":
         return await _tenants(args)
+    if args.command == "export":
+        return await _export(args)
     return await _status(args)
 
 

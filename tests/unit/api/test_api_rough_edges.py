@@ -23,7 +23,7 @@ Tenant = tuple[str, str]
     [
         ("max_pages", "10"),
         ("max_pages", True),
-        ("max_pages", 10.0),
+        ("max_pages", 10.5),
         ("max_depth", "2"),
         ("respect_robots", "false"),
         ("respect_robots", 0),
@@ -44,7 +44,7 @@ async def test_a_value_of_the_wrong_json_type_is_422(
 async def test_numbers_of_the_right_type_are_still_accepted(
     harness: Harness, tenant: Tenant
 ) -> None:
-    spec = {**SEED, "max_pages": 10, "page_timeout_s": 5, "respect_robots": False}
+    spec = {**SEED, "max_pages": 10.0, "page_timeout_s": 5, "respect_robots": False}
     response = await harness.submit(tenant[1], spec)
     assert response.status == 202, response.body
 

@@ -273,7 +273,7 @@ class Harness:
         """A second conductor instance: its own bus and state clients on the same files.
         ``skew_s``: its own clock is that far off (the services keep the true time);
         ``plan``: it may die at any of its port calls (``FaultPlan``)."""
-        ports, _ = _open_ports(self.root, self.clock, self.runtime, self.max_delay_s, self.settings)
+        ports, _ = _open_ports(self.root, self.clock, self.runtimes, self.max_delay_s)
         if skew_s:
             ports.clock = SkewedClock(self.clock, skew_s)
         self._extra.append(ports)
