@@ -24,6 +24,7 @@ from core.errors import SkycrawlError
 from core.settings import LocalSettings
 from functions.local.client import ApiError, json_or_raise
 from functions.local.crawl_command import EXIT_INTERRUPTED, nothing_fetched_line, run_crawl
+from functions.local.fleet_status import FLEET_COLUMNS, fleet_cells
 from functions.local.progress import containers_of
 from functions.local.session import DataDirBusy, Session, open_session
 
@@ -231,7 +232,7 @@ async def _status(args: argparse.Namespace) -> int:
             out.print(f"server: {s.server_url or 'not running (embedded for this command)'}")
         tenants = (await s.get("/v1/tenants", s.operator_key)).get("items", [])
         out.print(f"tenants: {len(tenants)}")
-        table = Table("container", "tenant", "state", "work", "egress")
+        table = Table("container", "tenant", "state", "work", "egress", *FLEET_COLUMNS)
         for t in tenants:
             for c in await containers_of(s, t["id"]):
                 table.add_row(
@@ -240,6 +241,7 @@ async def _status(args: argparse.Namespace) -> int:
                     c["state"],
                     str(len(c["in_flight"])),
                     c["egress"]["name"],
+                    *fleet_cells(c),
                 )
         out.print(table)
     return 0

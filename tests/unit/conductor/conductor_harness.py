@@ -46,6 +46,7 @@ from core.messages import (
     Heartbeat,
     KillTimer,
     Progress,
+    ProxyStats,
     RunCrawl,
     decode_dispatch,
     decode_inbox,
@@ -270,7 +271,7 @@ class Harness:
     def another_conductor(self, *, skew_s: float = 0.0) -> Conductor:
         """A second conductor instance: its own bus and state clients on the same files.
         ``skew_s``: its own clock is that far off (the services keep the true time)."""
-        ports, _ = _open_ports(self.root, self.clock, self.runtime, self.max_delay_s, self.settings)
+        ports, _ = _open_ports(self.root, self.clock, self.runtimes, self.max_delay_s)
         if skew_s:
             ports.clock = SkewedClock(self.clock, skew_s)
         self._extra.append(ports)
@@ -645,7 +646,8 @@ class FakeEngine:
             )
         )
 
-    async def heartbeat(self) -> OutboundMessage:
+    async def heartbeat(self, proxies: dict[str, ProxyStats] | None = None) -> OutboundMessage:
+        """A heartbeat (with per-proxy numbers, as the engine reports them)."""
         self.beat_seq += 1
         return await self.send(
             Heartbeat(
@@ -653,6 +655,7 @@ class FakeEngine:
                 container_id=self.id,
                 in_flight=sorted(self.running),
                 seq=self.beat_seq,
+                proxies=proxies or {},
             )
         )
 
