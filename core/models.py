@@ -246,6 +246,8 @@ class Crawl(Frozen):
     dispatched_at: datetime | None = None
     finished_at: datetime | None = None
     outbox: tuple[OutboxEntry, ...] = ()
+    #: The proxy id (``core.egress_scoring.proxy_id``) of the egress it leaves through.
+    proxy: str | None = None
 
 
 # --------------------------------------------------------------------------- containers

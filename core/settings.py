@@ -79,6 +79,12 @@ class SkycrawlSettings(BaseSettings):
         "skycrawl/0.1 (+https://github.com/skycrawl)", description="Crawler UA."
     )
     max_request_bytes: int = Field(1_000_000, gt=0, description="Largest API request body.")
+    proxy_cooldown_s: float = Field(
+        300.0,
+        gt=0,
+        description="How long a scored-out proxy (errors, bans, slowness) stays out before it "
+        "is tried again, measured by the scheduler.",
+    )
 
     @field_validator("egresses")
     @classmethod

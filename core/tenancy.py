@@ -36,7 +36,7 @@ from typing import Any
 from core.clock import Clock
 from core.errors import Conflict, InvalidRequest, NotFound, QuotaExceeded, Unauthorized
 from core.layout import subscription_name, tenant_prefix
-from core.models import Crawl, CrawlState, Egress, Tenant, TenantCreate, TenantState
+from core.models import Crawl, CrawlState, Egress, Frozen, Tenant, TenantCreate, TenantState
 from core.ports.blob_store import BlobStore
 from core.ports.container_runtime import ContainerRuntime
 from core.ports.message_bus import MessageBus
@@ -344,6 +344,7 @@ class TenantService:
             records.rate,
             records.web_sessions,
             records.web_users,
+            Table(records.state, "session_routes", Frozen),  # core.conductor.egress_health
         )
         for table in tables:
             await _empty_partition(table, tenant.id)

@@ -134,8 +134,11 @@ class SubprocessRuntime:
         env["SKYCRAWL_EGRESS_NAME"] = spec.egress.name
         if spec.egress.proxy_url:
             env["SKYCRAWL_PROXY_URL"] = spec.egress.proxy_url
-        else:
-            env.pop("SKYCRAWL_PROXY_URL", None)
+        for name in ("SKYCRAWL_PROXY_URL", "SKYCRAWL_PROXY_URLS"):
+            if name not in spec.env and not (
+                name == "SKYCRAWL_PROXY_URL" and spec.egress.proxy_url
+            ):
+                env.pop(name, None)  # never a proxy of this process's own environment
         return env
 
     async def start_container(self, *, spec: ContainerSpec) -> None:

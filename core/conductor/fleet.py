@@ -22,6 +22,7 @@ once and a crash between two writes strands nothing:
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 
@@ -166,8 +167,9 @@ class ContainerFleet:
             "SKYCRAWL_HEARTBEAT_INTERVAL_S": str(self._settings.heartbeat_interval_s),
             "SKYCRAWL_CHECKPOINT_INTERVAL_S": str(self._settings.checkpoint_interval_s),
         }
-        if egress.proxy_url:
-            env["SKYCRAWL_PROXY_URL"] = egress.proxy_url
+        if egress.proxy_pool:  # the pool; each RunCrawl names its proxy by id
+            env["SKYCRAWL_PROXY_URL"] = egress.proxy_pool[0]
+            env["SKYCRAWL_PROXY_URLS"] = json.dumps(list(egress.proxy_pool))
         if self._settings.allow_cidrs:
             env["SKYCRAWL_ALLOW_CIDRS"] = ",".join(self._settings.allow_cidrs)
         return ContainerSpec(

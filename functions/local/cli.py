@@ -41,6 +41,7 @@ from functions.local.crawl_command import (
 )
 from functions.local.crawl_options import add_request_options, request_options
 from functions.local.export_command import add_export_command, export_crawl
+from functions.local.fleet_status import FLEET_COLUMNS, fleet_cells
 from functions.local.progress import containers_of
 from functions.local.session import DataDirBusy, Session, open_session
 
@@ -334,7 +335,7 @@ async def _status(args: argparse.Namespace) -> int:
             out.print(f"server: {s.server_url or 'not running (embedded for this command)'}")
         tenants = (await s.get("/v1/tenants", s.operator_key)).get("items", [])
         out.print(f"tenants: {len(tenants)}")
-        table = Table("container", "tenant", "state", "work", "egress")
+        table = Table("container", "tenant", "state", "work", "egress", *FLEET_COLUMNS)
         for t in tenants:
             for c in await containers_of(s, t["id"]):
                 table.add_row(
@@ -343,6 +344,7 @@ async def _status(args: argparse.Namespace) -> int:
                     c["state"],
                     str(len(c["in_flight"])),
                     c["egress"]["name"],
+                    *fleet_cells(c),
                 )
         out.print(table)
     return 0

@@ -199,6 +199,18 @@ async def test_describe_stop_and_list(runtime: EcsRuntime, deployment: Deploymen
     )  # stopping a stopped one is a no-op
 
 
+async def test_each_egress_lists_only_its_own_tasks(runtime: EcsRuntime) -> None:
+    """Two egresses on one cluster: listing one never shows the other's tasks."""
+    await runtime.start_container(spec=spec("c-eu"))
+    await runtime.start_container(spec=spec("c-us", egress="us-direct", proxy=None))
+    assert [s.container_id for s in await runtime.list_running(egress=EGRESS)] == ["c-eu"]
+    us = Egress(name="us-direct")
+    assert [s.container_id for s in await runtime.list_running(egress=us)] == ["c-us"]
+    await runtime.stop_container(container_id="c-us", egress=us)
+    assert await runtime.list_running(egress=us) == []
+    assert [s.container_id for s in await runtime.list_running(egress=EGRESS)] == ["c-eu"]
+
+
 async def test_list_tasks_is_called_as_the_api_reference_allows(
     runtime: EcsRuntime, rules: EcsRules
 ) -> None:

@@ -9,12 +9,21 @@ import pytest
 from api_harness import OPERATOR_KEY, Harness, assert_problem
 
 from adapters.local.provisioner import DirectoryProvisioner
+from core.egress_scoring import (
+    HEALTH_PARTITION,
+    HEALTH_TABLE,
+    EgressHealthRecord,
+    ProxyHealth,
+    proxy_id,
+)
 from core.errors import NotFound
 from core.layout import manifest_key, subscription_name, tenant_prefix
 from core.models import Container, Egress, SessionBinding, TenantCreate
 from core.ports.container_runtime import ContainerSpec, RunState
 from core.ports.message_bus import Subscription
+from core.records import Table
 from core.tenancy import TenantService
+from functions.local.fleet_status import fleet_cells
 
 TENANT_TABLES = ("crawls", "active", "containers", "fleets", "sessions", "idempotency", "rate")
 
@@ -232,3 +241,46 @@ async def test_containers_route_lists_every_container(harness: Harness) -> None:
         await harness.records.containers.create(tenant_id, container.id, container)
     listed = (await harness.call("GET", "/v1/containers", key=OPERATOR_KEY)).parsed()
     assert sorted(c["tenant_id"] for c in listed["items"]) == sorted([a, b])
+
+
+async def test_containers_show_runtime_region_and_proxies_without_passwords(
+    harness: Harness,
+) -> None:
+    tenant_id, _ = await harness.create_tenant("fleet")
+    secret = "http://bob:hunter2@proxy.test:3128"
+    egress = Egress(
+        name="eu", runtime="ecs", region="eu-west-1", proxies=[secret, "http://p2.test:8080"]
+    )
+    container = Container(
+        id="c-eu", tenant_id=tenant_id, egress=egress, started_at=harness.clock.now()
+    )
+    await harness.records.containers.create(tenant_id, container.id, container)
+    out = ProxyHealth(requests=30, errors=30, out=True, reason="network errors on 100%", epoch=1)
+    record = EgressHealthRecord(egress="eu", proxies={proxy_id(secret): out})
+    await Table(harness.state, HEALTH_TABLE, EgressHealthRecord).create(
+        HEALTH_PARTITION, "eu", record
+    )
+
+    response = await harness.call("GET", "/v1/containers", key=OPERATOR_KEY)
+    assert "hunter2" not in response.body.decode()
+    (item,) = response.parsed()["items"]
+    assert (item["runtime"], item["region"]) == ("ecs", "eu-west-1")
+    assert item["proxies"] == [
+        {
+            "id": proxy_id(secret),
+            "url": "http://bob:***@proxy.test:3128",
+            "state": "out",
+            "reason": "network errors on 100%",
+        },
+        {
+            "id": proxy_id("http://p2.test:8080"),
+            "url": "http://p2.test:8080",
+            "state": "ok",
+            "reason": None,
+        },
+    ]
+    assert fleet_cells(item) == (
+        "ecs",
+        "eu-west-1",
+        "http://bob:***@proxy.test:3128 (out: network errors on 100%), http://p2.test:8080",
+    )

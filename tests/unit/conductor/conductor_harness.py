@@ -48,6 +48,7 @@ from core.messages import (
     Heartbeat,
     KillTimer,
     Progress,
+    ProxyStats,
     RunCrawl,
     decode_dispatch,
     decode_inbox,
@@ -650,7 +651,8 @@ class FakeEngine:
             )
         )
 
-    async def heartbeat(self) -> OutboundMessage:
+    async def heartbeat(self, proxies: dict[str, ProxyStats] | None = None) -> OutboundMessage:
+        """A heartbeat (with per-proxy numbers, as the engine reports them)."""
         self.beat_seq += 1
         return await self.send(
             Heartbeat(
@@ -658,6 +660,7 @@ class FakeEngine:
                 container_id=self.id,
                 in_flight=sorted(self.running),
                 seq=self.beat_seq,
+                proxies=proxies or {},
             )
         )
 
