@@ -281,7 +281,11 @@ class Egress(Frozen):
     proxy_url: str | None = None
     cost_per_second: Annotated[float, Field(ge=0)] = 0.0
     proxies: Annotated[list[str], Field(max_length=100)] = []
+    #: Seconds a container here takes to become ready (None: the runtime's typical figure);
+    #: the idle policy weighs a cold start with it.
     start_latency_s: Annotated[float | None, Field(ge=0)] = None
+    #: Shortest duration a container here is billed (Fargate: 60 s); the simulator's bill.
+    min_billed_s: Annotated[float, Field(ge=0)] = 0.0
 
     @field_validator("proxy_url")
     @classmethod
@@ -361,6 +365,12 @@ class Container(Frozen):
     #: The state the record takes once the runtime confirmed the stop.
     final_state: ContainerState | None = None
     outbox: tuple[OutboxEntry, ...] = ()
+    #: The keep-alive the idle policy chose when it last became idle (None: not idle yet).
+    keep_alive_s: float | None = None
+    #: Edges of the idle histogram its current idle period has passed (kill-timer links).
+    idle_bin: int = 0
+    #: Started ahead of predicted work (adaptive policy); cleared by its first crawl.
+    prewarm: bool = False
 
     @property
     def free_slots(self) -> int:

@@ -184,6 +184,7 @@ class Conductor:
 
     async def _on_ready(self, msg: ContainerReady) -> None:
         now = self.ports.clock.now()
+        stats = await self.fleet.idle.stats(msg.tenant_id)
 
         def ready(c: Container) -> Container | None:
             if c.state is not ContainerState.starting:
@@ -198,7 +199,10 @@ class Conductor:
                 }
             )
             new = self.fleet.arm_liveness(new)
-            return with_entries(new, self.fleet.kill_timer(new)) if not new.in_flight else new
+            if new.in_flight:
+                return new
+            new = self.fleet.idle.went_idle(new, stats)
+            return with_entries(new, self.fleet.kill_timer(new))
 
         container, _ = await self.outbox.mutate(
             self.records.containers, msg.tenant_id, msg.container_id, ready

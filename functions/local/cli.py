@@ -174,10 +174,12 @@ def _overrides(args: argparse.Namespace, *, embedded_defaults: bool) -> dict[str
         values.update(
             idle_ttl_s=3.0, timer_period_s=1.0, heartbeat_interval_s=1.0, checkpoint_interval_s=2.0
         )
+        values["idle_policy"] = "fixed"
     if getattr(args, "allow_cidr", None):
         values["allow_cidrs"] = args.allow_cidr
     if getattr(args, "idle_ttl", None):
         values["idle_ttl_s"] = args.idle_ttl
+        values["idle_policy"] = "fixed"  # the keep-alive asked for, not a learned one
     return values
 
 

@@ -90,6 +90,7 @@ DEFAULTS: dict[str, Any] = {
     "inbox_queue": "inbox",
     "dispatch_topic": "dispatch",
     "idle_ttl_s": 30.0,
+    "idle_policy": "fixed",
     "startup_timeout_s": 60.0,
     "heartbeat_interval_s": 5.0,
     "heartbeat_timeout_s": 40.0,
