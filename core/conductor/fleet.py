@@ -71,7 +71,7 @@ class ContainerFleet:
             records=records,
             policy=policy_from(settings),
             egresses=list(settings.egresses),
-            typical_start_s=lambda: ports.runtime.capabilities.typical_start_s,
+            typical_start_s=lambda egress: ports.runtime_for(egress).capabilities.typical_start_s,
         )
 
     # ------------------------------------------------------------------ timers as entries
