@@ -15,8 +15,8 @@ Features
       5) moves to ``dead_letter_queue(name)`` instead, with ``dead_letter_reason`` and
       ``dead_letter_source`` (``dead_letter(reason=...)`` does the same at once).
     * Topics fan out in one statement: ``publish`` inserts a copy for every subscription of
-      the topic whose filter is contained in the attributes (``filter <@ attributes``, a GIN
-      index; an empty filter matches all), at once (``filter_propagation_s=0``).
+      the topic whose filter is contained in the attributes (``filter <@ attributes`` over the
+      topic's subscriptions, found by the primary key; an empty filter matches all), at once (``filter_propagation_s=0``).
       Subscriptions get 5 deliveries; their dead letters go to ``dead_letter_queue(topic)``.
     * Waiting receivers sleep on ``LISTEN/NOTIFY`` instead of polling: every statement that
       makes a message visible (send, publish, release, a move to a dead-letter queue) runs

@@ -14,7 +14,6 @@ CREATE TABLE bus_subscriptions (
     filter jsonb NOT NULL,             -- matches when filter <@ attributes
     PRIMARY KEY (topic, name)
 );
-CREATE INDEX bus_subscriptions_filter ON bus_subscriptions USING gin (filter jsonb_path_ops);
 
 CREATE TABLE bus_messages (
     seq            bigserial PRIMARY KEY,

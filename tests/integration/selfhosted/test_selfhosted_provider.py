@@ -30,7 +30,8 @@ async def test_build_ports_runs_on_postgres_and_files(tmp_path: Path) -> None:
     ports = build_ports(SkycrawlSettings(), selfhosted)
     try:
         assert isinstance(ports.bus, PostgresMessageBus)
-        assert isinstance(ports.runtime, SubprocessRuntime)
+        assert all(isinstance(r, SubprocessRuntime) for r in ports.runtimes.values())
+        assert set(ports.runtimes) == {"local"}  # the default egress pool
         await ports.bus.ensure_queue(name="provider-inbox")
         await ports.bus.send(queue="provider-inbox", message=OutboundMessage(body=b"x"))
         assert len(await ports.bus.receive(source=Queue("provider-inbox"))) == 1
