@@ -70,6 +70,9 @@ def build_parser() -> argparse.ArgumentParser:
     delete.add_argument("tenant_id")
 
     sub.add_parser("status", help="show the stack, its tenants and containers")
+    from simulator.command import add_parser as add_simulate
+
+    add_simulate(sub)
     return parser
 
 
@@ -264,6 +267,10 @@ async def _dispatch(args: argparse.Namespace) -> int:
         return 0
     if args.command == "tenants":
         return await _tenants(args)
+    if args.command == "simulate":
+        from simulator.command import run as simulate
+
+        return await simulate(args, out, err)
     return await _status(args)
 
 
