@@ -139,8 +139,9 @@ async def run(args: argparse.Namespace, out: Console, err: Console) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     json_path = args.out / f"{args.prefix}simulate.json"
     write_json(summary, json_path)
-    print_table(summary, out)
-    print_tenants(summary, out)
+    wide = Console(width=max(out.width, 160), soft_wrap=True)  # a table of 11 columns
+    print_table(summary, wide)
+    print_tenants(summary, wide)
     written = plot(summary, runs, args.out, prefix=args.prefix)
     out.print(
         f"{len(runs) + len(swept)} runs of {len(trace.crawls):,} crawls in {wall:.1f} s "
