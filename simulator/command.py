@@ -15,7 +15,15 @@ from simulator.fast import FastFleet
 from simulator.metrics import RunResult
 from simulator.model import RUNTIMES, SWEEP_S, PolicySpec, SimConfig, standard_policies
 from simulator.optimum import optimum
-from simulator.report import plot, print_table, print_tenants, summarize, write_json
+from simulator.report import (
+    goals,
+    plot,
+    print_goals,
+    print_table,
+    print_tenants,
+    summarize,
+    write_json,
+)
 from simulator.trace import Trace, TraceError, load_azure_2019, load_azure_2021, synthetic
 
 EXIT_USAGE = 2
@@ -44,6 +52,8 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--wait-weight", type=float, default=10.0, help="SKYCRAWL_IDLE_WAIT_WEIGHT")
     p.add_argument("--always-on", type=int, default=1, help="containers per tenant, never stopped")
     p.add_argument("--no-sweep", action="store_true", help="skip the fixed keep-alive sweep")
+    p.add_argument("--mode", choices=("fast", "full"), default="fast",
+                   help="full: the real conductor over SQLite (slow; small traces)")  # fmt: skip
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--out", type=Path, default=Path("simulate-out"), help="JSON and PNG plots")
     p.add_argument("--prefix", default="", help="prefix of the output file names")
@@ -101,6 +111,15 @@ def simulate(
     return runs, swept
 
 
+async def _full(trace: Trace, config: SimConfig, spec: PolicySpec) -> RunResult:
+    from simulator.full import FullFleet
+
+    started = time.perf_counter()
+    result = await FullFleet(trace, config, spec).run()
+    result.wall_s = time.perf_counter() - started
+    return result
+
+
 def _timed(trace: Trace, config: SimConfig, spec: PolicySpec) -> RunResult:
     started = time.perf_counter()
     result = FastFleet(trace, config, spec).run()
@@ -129,11 +148,16 @@ async def run(args: argparse.Namespace, out: Console, err: Console) -> int:
     )
     specs = standard_policies(config, always_on=args.always_on)
     started = time.perf_counter()
-    runs, swept = simulate(trace, config, specs, sweep=not args.no_sweep)
+    if args.mode == "full":
+        runs = [await _full(trace, config, spec) for spec in specs if spec.policy is not None]
+        swept: list[RunResult] = []
+    else:
+        runs, swept = simulate(trace, config, specs, sweep=not args.no_sweep)
     wall = time.perf_counter() - started
     best = optimum(trace, config)
-    summary = summarize(trace, config, runs, best, sweep=swept)
+    summary = summarize(trace, config, runs, best, sweep=swept, mode=args.mode)
     crawls = len(trace.crawls) * (len(runs) + len(swept))
+    summary["goals"] = goals(summary) if swept else []
     summary["wall_s"] = round(wall, 2)
     summary["crawls_per_s"] = round(crawls / wall, 1) if wall else None
     args.out.mkdir(parents=True, exist_ok=True)
@@ -142,6 +166,7 @@ async def run(args: argparse.Namespace, out: Console, err: Console) -> int:
     wide = Console(width=max(out.width, 160), soft_wrap=True)  # a table of 11 columns
     print_table(summary, wide)
     print_tenants(summary, wide)
+    print_goals(summary, wide)
     written = plot(summary, runs, args.out, prefix=args.prefix)
     out.print(
         f"{len(runs) + len(swept)} runs of {len(trace.crawls):,} crawls in {wall:.1f} s "

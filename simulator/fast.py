@@ -30,6 +30,7 @@ from core.models import Container, ContainerState, Crawl, CrawlSpec, Egress
 from core.records import IdleStats
 from simulator.metrics import RunResult, TenantResult
 from simulator.model import PolicySpec, SimConfig
+from simulator.optimum import levels
 from simulator.trace import Trace
 
 EPOCH = datetime(2030, 1, 1, tzinfo=UTC)
@@ -70,6 +71,7 @@ class _Tenant:
     open_at: float | None = None  # when its open idle gap was opened
     open_s: float = 0.0  # the gap's length then (the stopped container's keep-alive)
     prewarmed: bool = False
+    open_count: int = 0  # containers stopped idle while the gap was open
     tick_version: int = 0
     result: TenantResult = field(default_factory=TenantResult)
 
@@ -82,6 +84,7 @@ class FastFleet:
         self.config = config
         self.spec = spec
         self.policy: IdlePolicy = spec.policy or FixedIdle(math.inf)
+        self._always_on: dict[str, int] = {}
         self.runtime = config.runtime
         self.egress = config.runtime.egress
         self.latency = self.runtime.start_s
@@ -93,7 +96,12 @@ class FastFleet:
         self._idle_at: dict[str, float] = {}
         self._waiting_cold: set[int] = set()
         self.tenants: dict[str, _Tenant] = {}
-        self._crawls: list[Crawl] = []
+        self._crawls: dict[int, Crawl] = {}  # the crawls that arrived and are not done
+        plain = CrawlSpec.model_construct(seeds=["https://example.com/"], session=None)
+        self._plain = plain
+        self._template = Crawl.model_construct(
+            id="", tenant_id="", spec=plain, created_at=EPOCH, updated_at=EPOCH
+        )
         self.result = RunResult(label=spec.label)
         self._next_id = 0
         self._now = 0.0
@@ -107,23 +115,28 @@ class FastFleet:
     def _tenant(self, tenant_id: str) -> _Tenant:
         found = self.tenants.get(tenant_id)
         if found is None:
-            limit = self.spec.always_on or self.config.max_containers
+            limit = self._always_on.get(tenant_id) or self.config.max_containers
             found = self.tenants[tenant_id] = _Tenant(tenant_id, limit)
         return found
 
-    def run(self) -> RunResult:
-        plain = CrawlSpec.model_construct(seeds=["https://example.com/"], session=None)
-        template = Crawl.model_construct(
-            id="", tenant_id="", spec=plain, created_at=EPOCH, updated_at=EPOCH
-        )
-        for i, c in enumerate(self.trace.crawls):
-            spec = plain if c.session is None else plain.model_copy(update={"session": c.session})
-            update = {"id": f"c{i}", "tenant_id": c.tenant, "spec": spec}
-            self._crawls.append(template.model_copy(update=update))
-            self._push(c.at_s, _ARRIVE, c.tenant, i)
+    def _always_on_sizes(self) -> dict[str, int]:
+        """Containers per tenant of an always-on fleet: fixed, or its busiest moment's."""
         if self.spec.always_on:
-            for tenant_id in self.trace.tenants:
-                for _ in range(self.spec.always_on):
+            return dict.fromkeys(self.trace.tenants, self.spec.always_on)
+        if not self.spec.always_on_peak:
+            return {}
+        busy: dict[str, list[tuple[float, float]]] = {}
+        for c in self.trace.crawls:
+            busy.setdefault(c.tenant, []).append((c.at_s, c.at_s + c.duration_s))
+        return {t: max(1, len(levels(b, self.config.capacity))) for t, b in busy.items()}
+
+    def run(self) -> RunResult:
+        if self.trace.crawls:  # arrivals enter the heap one by one (a day may hold millions)
+            self._push(self.trace.crawls[0].at_s, _ARRIVE, self.trace.crawls[0].tenant, 0)
+        self._always_on = self._always_on_sizes()
+        if self._always_on:
+            for tenant_id, size in self._always_on.items():
+                for _ in range(size):
                     cid = self._start(self._tenant(tenant_id), 0.0, ready_at=0.0)
                     self.containers[cid].state = ContainerState.ready
         handlers = (
@@ -282,6 +295,15 @@ class FastFleet:
                 ts.backlog.appendleft(i)
 
     def _on_arrive(self, at: float, tenant_id: str, i: int) -> None:
+        crawls = self.trace.crawls
+        if i + 1 < len(crawls):
+            self._push(crawls[i + 1].at_s, _ARRIVE, crawls[i + 1].tenant, i + 1)
+        c = crawls[i]
+        spec = self._plain
+        if c.session is not None:
+            spec = spec.model_copy(update={"session": c.session})
+        update = {"id": f"c{i}", "tenant_id": c.tenant, "spec": spec}
+        self._crawls[i] = self._template.model_copy(update=update)
         ts = self._tenant(tenant_id)
         if not self._place(ts, i, at):
             ts.backlog.append(i)
@@ -289,7 +311,7 @@ class FastFleet:
     def _on_done(self, at: float, cid: str, i: int) -> None:
         c = self.containers[cid]
         ts = self.tenants[c.tenant_id]
-        crawl_id = self._crawls[i].id
+        crawl_id = self._crawls.pop(i).id
         rest = tuple(x for x in c.in_flight if x != crawl_id)
         c.in_flight = rest
         c.generation += 1
@@ -311,9 +333,12 @@ class FastFleet:
         c = self.containers[cid]
         ts = self.tenants[c.tenant_id]
         self._remove(ts, cid, at)
-        if self.policy.measures and ts.open_at is None and c.keep_alive_s is not None:
-            ts.open_at, ts.open_s, ts.prewarmed = at, c.keep_alive_s, False
-            self._schedule_tick(ts)
+        if self.policy.measures and c.keep_alive_s is not None:
+            if ts.open_at is None:
+                ts.open_at, ts.open_s, ts.prewarmed, ts.open_count = at, c.keep_alive_s, False, 1
+                self._schedule_tick(ts)
+            else:
+                ts.open_count += 1
         self._place_backlog(ts, at)
 
     def _remove(self, ts: _Tenant, cid: str, at: float) -> None:
@@ -354,6 +379,7 @@ class FastFleet:
             return
         gap = self._gap_now(ts, at)
         ts.open_at = None
+        ts.open_count = 0
         ts.tick_version += 1
         ts.stats = self.policy.observe(ts.stats or IdleStats(tenant_id=ts.id), gap, self.latency)
 
@@ -385,7 +411,9 @@ class FastFleet:
             due = plan.prewarm_at_s - self.latency
             if gap + period > due:
                 ts.prewarmed = True
-                idle = any(self.containers[c].state in _LIVE for c in ts.live)
-                if not idle and len(ts.live) < ts.max_containers:
+                taking = sum(self.containers[c].state in _LIVE for c in ts.live)
+                for _ in range(max(1, ts.open_count) - taking):
+                    if len(ts.live) >= ts.max_containers:
+                        break
                     self._start(ts, at, keep=plan.prewarm_keep_s + max(0.0, due - gap))
         self._schedule_tick(ts)

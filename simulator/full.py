@@ -22,6 +22,7 @@ from __future__ import annotations
 import heapq
 import random
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -55,6 +56,7 @@ from core.ports import (
     Ports,
     RunState,
     RuntimeCapabilities,
+    StateStore,
     Subscription,
 )
 from core.records import ActiveCrawl, listing_key
@@ -70,12 +72,20 @@ SEED_URL = "https://example.com/"
 class WatchedScheduler(SqliteScheduler):
     """The SQLite scheduler, telling the loop when each timer falls due."""
 
-    def __init__(self, bus: SqliteMessageBus, due: list[float], clock: FakeClock) -> None:
+    def __init__(
+        self,
+        bus: SqliteMessageBus,
+        due: list[float],
+        clock: FakeClock,
+        on_send: Callable[[str], None],
+    ) -> None:
         super().__init__(bus)
         self._due = due
         self._clock = clock
+        self._on_send = on_send
 
     async def schedule(self, *, queue: str, message: OutboundMessage, delay_s: float) -> str:
+        self._on_send("schedule")
         heapq.heappush(self._due, _seconds(self._clock) + max(0.0, delay_s))
         return await super().schedule(queue=queue, message=message, delay_s=delay_s)
 
@@ -84,13 +94,19 @@ class NotingBus(SqliteMessageBus):
     """The SQLite bus, noting which containers were published to (so only their engines
     read their subscriptions)."""
 
-    def __init__(self, path: Path, *, clock: FakeClock) -> None:
+    def __init__(self, path: Path, *, clock: FakeClock, on_send: Callable[[str], None]) -> None:
         super().__init__(path, clock=clock)
         self.touched: set[str] = set()
+        self._on_send = on_send
 
     async def publish(self, *, topic: str, message: OutboundMessage) -> str:
+        self._on_send("publish")
         self.touched.add(message.attributes.get("container_id", ""))
         return await super().publish(topic=topic, message=message)
+
+    async def send(self, *, queue: str, message: OutboundMessage, delay_s: float = 0) -> str:
+        self._on_send("send")
+        return await super().send(queue=queue, message=message, delay_s=delay_s)
 
 
 def _seconds(clock: FakeClock) -> float:
@@ -151,7 +167,13 @@ class FullFleet:
     """One policy over one trace, through the real conductor."""
 
     def __init__(
-        self, trace: Trace, config: SimConfig, spec: PolicySpec, root: Path | None = None
+        self,
+        trace: Trace,
+        config: SimConfig,
+        spec: PolicySpec,
+        root: Path | None = None,
+        *,
+        batch: int = 10,
     ) -> None:
         if spec.policy is None:
             raise ValueError("the full mode runs elastic policies only (no always-on)")
@@ -167,6 +189,13 @@ class FullFleet:
         self._seq = 0
         self._root = root
         self._prewarmed: set[str] = set()
+        self._batch = batch
+        #: How the state store is built (``simulator.scale`` counts its operations).
+        self.state_factory: Callable[[Path, FakeClock], StateStore] = lambda path, clock: (
+            SqliteStateStore(path, clock=clock)
+        )
+        #: Called with "send", "publish" or "schedule" for every bus operation.
+        self.on_send: Callable[[str], None] = lambda kind: None
         policy = spec.policy
         self.settings = SkycrawlSettings(
             inbox_queue="inbox",
@@ -199,11 +228,11 @@ class FullFleet:
         with tempfile.TemporaryDirectory(prefix="skycrawl-sim-") as tmp:
             root = self._root or Path(tmp)
             self.clock = FakeClock(START)
-            self.bus = NotingBus(root / "bus.sqlite3", clock=self.clock)
+            self.bus = NotingBus(root / "bus.sqlite3", clock=self.clock, on_send=self.on_send)
             self.ports = Ports(
                 bus=self.bus,
-                scheduler=WatchedScheduler(self.bus, self._due, self.clock),
-                state=SqliteStateStore(root / "state.sqlite3", clock=self.clock),
+                scheduler=WatchedScheduler(self.bus, self._due, self.clock, self.on_send),
+                state=self.state_factory(root / "state.sqlite3", self.clock),
                 blobs=FileBlobStore(root / "blobs"),
                 runtime=SimContainerRuntime(self),
                 provisioner=DirectoryProvisioner(root),
@@ -290,7 +319,7 @@ class FullFleet:
         """Drain the inbox and let engines read what was published, until all is quiet."""
         for _ in range(10_000):
             seen = await drain_inbox(
-                self.conductor, self.bus, queue=self.settings.inbox_queue, max_messages=10
+                self.conductor, self.bus, queue=self.settings.inbox_queue, max_messages=self._batch
             )
             touched, self.bus.touched = self.bus.touched, set()
             read = 0

@@ -76,6 +76,8 @@ class PolicySpec:
     label: str
     policy: IdlePolicy | None = None
     always_on: int = 0
+    #: Always on, each tenant as many containers as its busiest moment needs (no waiting).
+    always_on_peak: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,7 +87,7 @@ class SimConfig:
     max_containers: int = 50  # per tenant
     housekeeping_s: float = 60.0  # timer period (the clouds' every-minute schedule)
     slo_s: float = 60.0  # a crawl waiting longer to start misses its SLO
-    wait_weight: float = 10.0
+    wait_weight: float = 3.0  # SKYCRAWL_IDLE_WAIT_WEIGHT's default
     seed: int = 1
 
 
@@ -95,6 +97,7 @@ def standard_policies(config: SimConfig, *, always_on: int = 1) -> list[PolicySp
     t = break_even_s(lat, config.wait_weight)
     return [
         PolicySpec(f"always-on {always_on}", always_on=always_on),
+        PolicySpec("always-on at peak", always_on_peak=True),
         PolicySpec("fixed 60 s", FixedIdle(60.0)),
         PolicySpec("fixed 300 s", FixedIdle(300.0)),
         PolicySpec("fixed 600 s", FixedIdle(600.0)),

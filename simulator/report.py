@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import math
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -214,3 +216,61 @@ def plot(
     plt.close(fig)
     written.append(path)
     return written
+
+
+def _at_cost(sweep: list[dict[str, Any]], cost: float, key: str) -> float | None:
+    """``key`` of the fixed window whose cost equals ``cost`` (linear between sweep points)."""
+    points = sorted((s["cost"], s[key]) for s in sweep)
+    if not points or not points[0][0] <= cost <= points[-1][0]:
+        return None
+    for (c0, v0), (c1, v1) in pairwise(points):
+        if c0 <= cost <= c1:
+            return float(v0) if c1 == c0 else v0 + (v1 - v0) * (cost - c0) / (c1 - c0)
+    return float(points[-1][1])
+
+
+def goals(summary: dict[str, Any]) -> list[dict[str, Any]]:
+    """The issue's goals for the default policy, each met or not, with the figures."""
+    default = next(p for p in summary["policies"] if p["policy"].startswith("adaptive"))
+    opt = summary["optimum"]
+    out: list[dict[str, Any]] = []
+    ratio = default["cost"] / opt["cost"] if opt["cost"] else math.inf
+    out.append({"goal": "cost within 1.2x of the offline optimum", "met": ratio <= 1.2,
+                "value": f"{ratio:.2f}x"})  # fmt: skip
+    out.append(
+        {
+            "goal": "p95 wait equal or better than the optimum's (which starts just in time)",
+            "met": default["wait_p95_s"] <= opt["wait_p95_s"],
+            "value": f"{default['wait_p95_s']:.1f} s vs {opt['wait_p95_s']:.1f} s",
+        }
+    )
+    for p in summary["policies"]:
+        if p["policy"].startswith("always-on") and p["cost"]:
+            share = default["cost"] / p["cost"]
+            out.append({"goal": f"at most 10% of {p['policy']}'s cost", "met": share <= 0.10,
+                        "value": f"{share:.1%}"})  # fmt: skip
+    sweep = summary["fixed_sweep"]
+    starts = _at_cost(sweep, default["cost"], "cold_starts")
+    p95 = _at_cost(sweep, default["cost"], "wait_p95_s")
+    if starts is not None and p95 is not None:
+        out.append(
+            {
+                "goal": "fewer cold starts than the fixed window of equal cost",
+                "met": default["cold_starts"] < starts,
+                "value": f"{default['cold_starts']:,} vs {starts:,.0f}",
+            }
+        )
+        out.append(
+            {
+                "goal": "p95 wait no worse than the fixed window of equal cost",
+                "met": default["wait_p95_s"] <= p95,
+                "value": f"{default['wait_p95_s']:.1f} s vs {p95:.1f} s",
+            }
+        )
+    return out
+
+
+def print_goals(summary: dict[str, Any], console: Console) -> None:
+    for goal in summary["goals"]:
+        mark = "[green]met[/]" if goal["met"] else "[red]NOT met[/]"
+        console.print(f"{mark}  {goal['goal']}: {goal['value']}")

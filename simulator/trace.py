@@ -81,7 +81,12 @@ KINDS = ("poisson", "diurnal", "bursty", "cron")
 
 
 def synthetic(
-    *, tenants: int = 100, crawls: int = 100_000, days: float = 7.0, seed: int = 1
+    *,
+    tenants: int = 100,
+    crawls: int = 100_000,
+    days: float = 7.0,
+    seed: int = 1,
+    duration_scale: float = 1.0,
 ) -> Trace:
     """About ``crawls`` crawls of ``tenants`` tenants over ``days`` days (seeded)."""
     if tenants < 1 or crawls < 1 or days <= 0:
@@ -97,8 +102,13 @@ def synthetic(
         share = max(1, round(crawls * weight / total))
         make = {"poisson": _poisson, "diurnal": _diurnal, "bursty": _bursty, "cron": _cron}[kind]
         out.extend(make(rng, tenant, share, horizon))
-    return _finish(f"synthetic(tenants={tenants}, crawls={crawls}, days={days:g}, seed={seed})",
-                   (c for c in out if c.at_s < horizon), horizon)  # fmt: skip
+    kept = (c for c in out if c.at_s < horizon)
+    if duration_scale != 1.0:
+        kept = (
+            TraceCrawl(c.at_s, c.tenant, c.duration_s * duration_scale, c.session) for c in kept
+        )
+    name = f"synthetic(tenants={tenants}, crawls={crawls}, days={days:g}, seed={seed})"
+    return _finish(name, kept, horizon)
 
 
 def _poisson(rng: random.Random, tenant: str, n: int, horizon: float) -> list[TraceCrawl]:
