@@ -1,6 +1,6 @@
 """Scale-to-zero economics: the README's tables and plots, from one command.
 
-    .venv/bin/python bench/scale_to_zero.py [--crawls 100000] [--out docs/sim]
+    .venv/bin/python bench/scale_to_zero.py [--crawls 100000 --tenants 100] [--out docs/sim]
 
 1. ``skycrawl simulate`` on the synthetic trace (100 tenants, 100,000 crawls, 7 days);
 2. writes an Azure Functions 2019-format sample (per-minute counts, 7 day files, and a
@@ -94,11 +94,16 @@ def _run(args: list[str]) -> dict[str, object]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--crawls", type=int, default=100_000)
+    parser.add_argument("--tenants", type=int, default=100)
+    parser.add_argument("--apps", type=int, default=60, help="apps of the Azure-format sample")
+    parser.add_argument("--days", type=int, default=7, help="days of the Azure-format sample")
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "sim")
     opts = parser.parse_args()
     load_before = os.getloadavg()
-    synth = _run(["--crawls", str(opts.crawls), "--out", str(opts.out), "--prefix", "synthetic-"])
-    files = write_azure_sample(ROOT / "bench" / ".work" / "azure-sample")
+    synth = _run(["--crawls", str(opts.crawls), "--tenants", str(opts.tenants),
+                  "--out", str(opts.out), "--prefix", "synthetic-"])  # fmt: skip
+    sample = ROOT / "bench" / ".work" / "azure-sample"
+    files = write_azure_sample(sample, apps=opts.apps, days=opts.days)
     days = [str(p) for p in files if "invocations" in p.name]
     replay = ["--trace", "azure-2019", "--duration-scale", "60", "--durations", str(files[-1])]
     for day in days:

@@ -337,6 +337,7 @@ def fmt_rate(value: float) -> str:
 
 def main() -> None:
     """``python -m simulator.scale``: the figures of ``docs/scaling.md``."""
+    import argparse
     import json
     import os
     import time
@@ -344,12 +345,18 @@ def main() -> None:
     from simulator.model import RUNTIMES, standard_policies
     from simulator.trace import synthetic
 
+    parser = argparse.ArgumentParser(prog="python -m simulator.scale")
+    parser.add_argument("--tenants", type=int, default=1000)
+    parser.add_argument("--crawls", type=int, default=1_000_000, help="crawls in the day")
+    opts = parser.parse_args()
     started = time.perf_counter()
     config = SimConfig(runtime=RUNTIMES["fargate"], capacity=1, max_containers=1000)
     spec = standard_policies(config)[-1]  # the default: adaptive
     small_trace = synthetic(tenants=4, crawls=60, days=0.1, seed=11)
     prof, small = profile_conductor(small_trace, config, spec)
-    day_trace = synthetic(tenants=1000, crawls=1_000_000, days=1, seed=12, duration_scale=4)
+    day_trace = synthetic(
+        tenants=opts.tenants, crawls=opts.crawls, days=1, seed=12, duration_scale=4
+    )
     day = run_day(day_trace, config, spec)
     price = config.runtime.price
     rows = [model(prof, small, day, day_trace, cloud, price) for cloud in CLOUDS.values()]
