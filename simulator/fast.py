@@ -1,8 +1,7 @@
 """The fast path: the conductor's decisions, without its I/O, on a virtual clock.
 
 Real here: ``core.conductor.placement.decide`` on real ``Container`` and ``Crawl`` models
-(sticky sessions, least-loaded container, start, backlog at the tenant's limit),
-``choose_egress``, and the ``IdlePolicy`` with its ``IdleStats`` records exactly as the
+(sticky sessions, least-loaded container, start, backlog at the tenant's limit), and the ``IdlePolicy`` with its ``IdleStats`` records exactly as the
 conductor feeds them (gaps observed when work lands on an idle container, rounded to the
 kill-timer chain's edges; a tenant's open gap counted in housekeeping periods; pre-warming
 decided at the housekeeping run the policy names). Modelled: the state store and the bus
@@ -25,7 +24,7 @@ from datetime import UTC, datetime, timedelta
 from typing import cast
 
 from core.conductor.idle_policy import EDGES_S, FixedIdle, IdlePolicy
-from core.conductor.placement import Dispatch, Snapshot, Start, Wait, choose_egress, decide
+from core.conductor.placement import Dispatch, Snapshot, Start, Wait, decide
 from core.models import Container, ContainerState, Crawl, CrawlSpec, Egress
 from core.records import IdleStats
 from simulator.metrics import RunResult, TenantResult
@@ -179,8 +178,7 @@ class FastFleet:
             fleet_size=len(ts.live),
             max_containers=ts.max_containers,
         )
-        egress = choose_egress(crawl.spec, [self.egress])
-        match decide(snapshot, egress):
+        match decide(snapshot, self.egress):  # one egress per run
             case Dispatch(container=target):
                 self._reserve(ts, target.id, i, at)
                 if session is not None and bound is None:

@@ -48,7 +48,7 @@ from core.messages import (
     decode_dispatch,
     encode,
 )
-from core.models import Crawl, CrawlCounts, CrawlSpec, Frozen, Quotas, Tenant
+from core.models import Crawl, CrawlCounts, CrawlSpec, Egress, Frozen, Quotas, Tenant
 from core.ports import (
     ContainerSpec,
     ContainerStatus,
@@ -139,17 +139,19 @@ class SimContainerRuntime:
     async def start_container(self, *, spec: ContainerSpec) -> None:
         self._sim.on_start(spec)
 
-    async def stop_container(self, *, container_id: str, grace_s: float = 10) -> None:
+    async def stop_container(
+        self, *, container_id: str, egress: Egress, grace_s: float = 10
+    ) -> None:
         self._sim.on_stop(container_id)
 
-    async def describe(self, *, container_id: str) -> ContainerStatus:
+    async def describe(self, *, container_id: str, egress: Egress) -> ContainerStatus:
         box = self._sim.boxes.get(container_id)
         if box is None:
             return ContainerStatus(container_id=container_id, state=RunState.unknown)
         state = RunState.running if box.alive else RunState.exited
         return ContainerStatus(container_id=container_id, state=state, exit_code=None)
 
-    async def list_running(self) -> list[ContainerStatus]:
+    async def list_running(self, *, egress: Egress) -> list[ContainerStatus]:
         return [
             ContainerStatus(container_id=cid, state=RunState.running)
             for cid, box in self._sim.boxes.items()
@@ -234,7 +236,7 @@ class FullFleet:
                 scheduler=WatchedScheduler(self.bus, self._due, self.clock, self.on_send),
                 state=self.state_factory(root / "state.sqlite3", self.clock),
                 blobs=FileBlobStore(root / "blobs"),
-                runtime=SimContainerRuntime(self),
+                runtimes={self.config.runtime.egress.name: SimContainerRuntime(self)},
                 provisioner=DirectoryProvisioner(root),
                 clock=self.clock,
             )

@@ -24,6 +24,7 @@ once and a crash between two writes strands nothing:
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 
@@ -70,7 +71,7 @@ class ContainerFleet:
             records=records,
             policy=policy_from(settings),
             egresses=list(settings.egresses),
-            typical_start_s=lambda: ports.runtime.capabilities.typical_start_s,
+            typical_start_s=lambda egress: ports.runtime_for(egress).capabilities.typical_start_s,
         )
 
     # ------------------------------------------------------------------ timers as entries
@@ -167,7 +168,8 @@ class ContainerFleet:
                 raise Conflict(f"container {container.id} is not needed after all")
         await self._outbox.relay(self._records.containers, tenant.id, container.id, container)
         try:
-            await self._ports.runtime.start_container(spec=self._spec(tenant, egress, container))
+            runtime = self._ports.runtime_for(egress)
+            await runtime.start_container(spec=self._spec(tenant, egress, container))
         except Exception as exc:
             log.warning("starting container %s failed: %s", container.id, exc)
             await self.request_stop(container, ContainerState.failed, f"start failed: {exc}")
@@ -191,8 +193,9 @@ class ContainerFleet:
             "SKYCRAWL_HEARTBEAT_INTERVAL_S": str(self._settings.heartbeat_interval_s),
             "SKYCRAWL_CHECKPOINT_INTERVAL_S": str(self._settings.checkpoint_interval_s),
         }
-        if egress.proxy_url:
-            env["SKYCRAWL_PROXY_URL"] = egress.proxy_url
+        if egress.proxy_pool:  # the pool; each RunCrawl names its proxy by id
+            env["SKYCRAWL_PROXY_URL"] = egress.proxy_pool[0]
+            env["SKYCRAWL_PROXY_URLS"] = json.dumps(list(egress.proxy_pool))
         if self._settings.allow_cidrs:
             env["SKYCRAWL_ALLOW_CIDRS"] = ",".join(self._settings.allow_cidrs)
         return ContainerSpec(
@@ -390,7 +393,9 @@ class ContainerFleet:
             return f"no heartbeat for {s.heartbeat_timeout_s:g}s"
         unknown = 0
         try:
-            status = await self._ports.runtime.describe(container_id=c.id)
+            status = await self._ports.runtime_for(c.egress).describe(
+                container_id=c.id, egress=c.egress
+            )
         except Exception as exc:  # the runtime's API is down: judge by heartbeats alone
             log.warning("describe %s failed: %s", c.id, exc)
         else:
@@ -450,8 +455,10 @@ class ContainerFleet:
             await self._unbind_sessions(container.tenant_id, container.id)
             return None
         try:
-            await self._ports.runtime.stop_container(
-                container_id=container.id, grace_s=self._settings.stop_grace_s
+            await self._ports.runtime_for(container.egress).stop_container(
+                container_id=container.id,
+                egress=container.egress,
+                grace_s=self._settings.stop_grace_s,
             )
         except Exception as exc:
             log.warning("stopping container %s failed: %s", container.id, exc)

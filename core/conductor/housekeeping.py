@@ -54,6 +54,10 @@ class Housekeeper:
 
     async def run(self) -> HousekeepingReport:
         report = HousekeepingReport()
+        try:  # cool-down timers a crashed instance left on an egress's health record
+            await self._c.health.relay()
+        except Exception:
+            log.exception("relaying egress health timers failed; the next run retries")
         for tenant in await self._c.records.tenants.query("tenants"):
             tenant_id = tenant.value.id
             try:  # a fault (a container that cannot stop) must not hold up other tenants

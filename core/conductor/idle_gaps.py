@@ -45,7 +45,7 @@ class IdleGaps:
         records: Records,
         policy: IdlePolicy,
         egresses: list[Egress],
-        typical_start_s: Callable[[], float],
+        typical_start_s: Callable[[Egress], float],
     ) -> None:
         self._records = records
         self.policy = policy
@@ -53,7 +53,7 @@ class IdleGaps:
         self._typical = typical_start_s
 
     def latency(self, egress: Egress) -> float:
-        return start_latency(egress, self._typical())
+        return start_latency(egress, self._typical(egress))
 
     async def stats(self, tenant_id: str) -> IdleStats | None:
         """The tenant's histogram, or None (also: the policy does not measure)."""

@@ -129,8 +129,8 @@ class ConsoleViews:
             )
             error = "" if answer.ok else str(answer.problem.get("detail", ""))
             return await self.tenants(wr, error=error)
-        quotas = {
-            name: value
+        quotas = {  # a form sends text: whole numbers go as JSON numbers (the API is strict)
+            name: int(value) if value.isdigit() else value
             for name in ("max_containers", "parallel_per_container")
             if (value := http.field(wr.form, name).strip())
         }
