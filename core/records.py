@@ -96,6 +96,8 @@ class IdleStats(Frozen):
     open_s: float | None = None
     open_egress: str | None = None
     prewarmed: bool = False
+    #: Containers stopped idle while the gap was open: how many to pre-warm.
+    open_count: int = 0
 
 
 class IdempotencyRecord(Frozen):

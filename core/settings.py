@@ -43,7 +43,7 @@ class SkycrawlSettings(BaseSettings):
         "cost / idle price) or adaptive (per-tenant idle-gap histogram, pre-warming).",
     )
     idle_wait_weight: float = Field(
-        10.0,
+        3.0,
         ge=0,
         description="A second a crawl waits for a cold start costs as much as this many "
         "seconds of an idle container (break_even, adaptive).",

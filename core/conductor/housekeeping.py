@@ -73,16 +73,19 @@ class Housekeeper:
         return report
 
     async def _idle(self, tenant: Tenant, report: HousekeepingReport) -> None:
-        """Count one period of the tenant's open idle gap; pre-warm if the policy says so
-        and none of its containers could take work."""
+        """Count one period of the tenant's open idle gap; pre-warm if the policy says so,
+        as many containers as stopped idle in the gap, less those that can take work."""
         prewarm = await self._c.fleet.idle.tick(tenant.id, self._settings.timer_period_s)
         if prewarm is None or tenant.state is not TenantState.active:
             return
         live = await self._c.records.live_containers(tenant.id)
-        if any(c.state in (ContainerState.ready, ContainerState.starting) for c in live):
-            return
-        started = await self._c.fleet.start(tenant, prewarm.egress, prewarm_keep_s=prewarm.keep_s)
-        if started is not None:
+        taking = sum(c.state in (ContainerState.ready, ContainerState.starting) for c in live)
+        for _ in range(prewarm.count - taking):
+            started = await self._c.fleet.start(
+                tenant, prewarm.egress, prewarm_keep_s=prewarm.keep_s
+            )
+            if started is None:  # at the tenant's container limit
+                return
             report.prewarmed.append(started.id)
 
     async def _check(self, container: Container, report: HousekeepingReport) -> None:

@@ -30,10 +30,12 @@ KEY = "idle"
 
 @dataclass(frozen=True, slots=True)
 class Prewarm:
-    """Start a container in ``egress`` now, and keep it ``keep_s`` if no work comes."""
+    """Start ``count`` containers in ``egress`` now (as many as stopped idle in the gap:
+    a tenant whose bursts need four gets four), each kept ``keep_s`` if no work comes."""
 
     egress: Egress
     keep_s: float
+    count: int = 1
 
 
 class IdleGaps:
@@ -96,15 +98,21 @@ class IdleGaps:
         await self._change(container.tenant_id, lambda s: self.policy.observe(s, gap, lat))
 
     async def open(self, container: Container) -> None:
-        """A container stopped idle: the tenant's gap stays open (its first one counts)."""
+        """A container stopped idle: the tenant's gap opens (the first one's keep-alive is
+        its length so far); each further one stopped meanwhile is counted."""
         if not self.policy.measures or container.keep_alive_s is None:
             return
         opened = container.keep_alive_s
 
         def start(s: IdleStats) -> IdleStats | None:
             if s.open_s is not None:
-                return None
-            update = {"open_s": opened, "open_egress": container.egress.name, "prewarmed": False}
+                return s.model_copy(update={"open_count": s.open_count + 1})
+            update = {
+                "open_s": opened,
+                "open_egress": container.egress.name,
+                "prewarmed": False,
+                "open_count": 1,
+            }
             return s.model_copy(update=update)
 
         await self._change(container.tenant_id, start)
@@ -119,7 +127,7 @@ class IdleGaps:
             if s.open_s is None:
                 return None
             folded = self.policy.observe(s, s.open_s, lat)
-            return folded.model_copy(update={"open_s": None, "open_egress": None})
+            return folded.model_copy(update={"open_s": None, "open_egress": None, "open_count": 0})
 
         found = await self._records.idle.get(tenant_id, KEY)
         if found is not None and found.value.open_s is not None:
@@ -147,12 +155,13 @@ class IdleGaps:
             now_s = s.open_s + period_s
             if now_s >= EDGES_S[-1]:  # out of the histogram's range: count it, stop counting
                 folded = self.policy.observe(s, now_s, lat)
-                return folded.model_copy(update={"open_s": None, "open_egress": None})
+                closed = {"open_s": None, "open_egress": None, "open_count": 0}
+                return folded.model_copy(update=closed)
             update: dict[str, object] = {"open_s": now_s}
             due = None if plan.prewarm_at_s is None else plan.prewarm_at_s - lat
             if due is not None and not s.prewarmed and now_s + period_s > due:
                 early = max(0.0, due - now_s)  # ready this much before the plan's moment
-                wanted.append(Prewarm(egress, plan.prewarm_keep_s + early))
+                wanted.append(Prewarm(egress, plan.prewarm_keep_s + early, max(1, s.open_count)))
                 update["prewarmed"] = True
             return s.model_copy(update=update)
 

@@ -100,6 +100,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("status", help="show the stack, its tenants and containers")
     add_export_command(sub)
+    from simulator.command import add_parser as add_simulate
+
+    add_simulate(sub)
     return parser
 
 
@@ -378,6 +381,10 @@ async def _dispatch(args: argparse.Namespace) -> int:
         return await _tenants(args)
     if args.command == "export":
         return await _export(args)
+    if args.command == "simulate":
+        from simulator.command import run as simulate
+
+        return await simulate(args, out, err)
     return await _status(args)
 
 
