@@ -24,7 +24,9 @@ class SkycrawlSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="SKYCRAWL_", extra="ignore", frozen=True)
 
-    provider: str = Field("local", description="Adapter family: local, aws, azure or gcp.")
+    provider: str = Field(
+        "local", description="Adapter family: local, aws, azure, gcp or selfhosted."
+    )
     inbox_queue: str = Field("skycrawl-inbox", description="The conductor's inbox queue.")
     dispatch_topic: str = Field(
         "skycrawl-dispatch", description="Topic carrying work to containers."

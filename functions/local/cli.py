@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Any, NoReturn
@@ -28,6 +29,7 @@ from functions.local.progress import containers_of
 from functions.local.session import DataDirBusy, Session, open_session
 
 EXIT_ERROR, EXIT_USAGE = 1, 2
+UP_PROVIDERS = ("local", "selfhosted")  # what `skycrawl up` can run on this machine
 err = Console(stderr=True, soft_wrap=True)
 out = Console(soft_wrap=True)
 
@@ -46,6 +48,12 @@ def build_parser() -> argparse.ArgumentParser:
     up = sub.add_parser("up", help="run API, conductor and timers on 127.0.0.1")
     up.add_argument("--host", default="127.0.0.1")
     up.add_argument("--port", type=int, default=8787)
+    up.add_argument(
+        "--provider",
+        choices=UP_PROVIDERS,
+        help="local (SQLite, the default) or selfhosted (PostgreSQL: SKYCRAWL_SELFHOSTED_*); "
+        "default: SKYCRAWL_PROVIDER",
+    )
     _add_stack_options(up)
 
     crawl = sub.add_parser("crawl", help="crawl URLs and write pages.jsonl + a WARC")
@@ -249,7 +257,14 @@ async def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "up":
         from functions.local.server import serve
 
-        await serve(_local(args), _overrides(args, embedded_defaults=False), args.host, args.port)
+        provider = args.provider or os.environ.get("SKYCRAWL_PROVIDER") or "local"
+        if provider not in UP_PROVIDERS:
+            err.print(
+                f"skycrawl: up runs the {' or '.join(UP_PROVIDERS)} provider, not {provider!r}"
+            )
+            return EXIT_USAGE
+        overrides = _overrides(args, embedded_defaults=False)
+        await serve(_local(args), overrides, args.host, args.port, provider=provider)
         return 0
     if args.command == "crawl":
         return await _crawl(args, list(args.urls))
