@@ -1,7 +1,8 @@
 """Kubernetes ContainerRuntime: one Job per container GUID, in one namespace.
 
 Features
-    * ``start_container`` makes sure the tenant's Secret ``skycrawl-env-<tenant>`` holds
+    * ``start_container`` makes sure the tenant's Secret (``secret_name``:
+      ``skycrawl-env-<tenant slug>-<hash>``) holds
       ``spec.env`` (the connection strings: created, or replaced when its data differ, with
       the ``resourceVersion`` read, so a concurrent writer is a retried 409 Conflict, not a
       lost update), then creates the Job ``skycrawl-<GUID>``: labels
@@ -12,10 +13,11 @@ Features
       (``ttl_after_finished_s``), ``terminationGracePeriodSeconds`` (``max_grace_s``), CPU
       and memory requests and limits, the Secret as ``envFrom`` and only the container's
       identity (``SKYCRAWL_CONTAINER_ID``, ``SKYCRAWL_TENANT_ID``, ``SKYCRAWL_EGRESS_NAME``,
-      ``SKYCRAWL_PROXY_URL``) as plain ``env``; the pod runs as uid ``run_as_user`` (the engine
-      image's 10001), non-root, no privilege escalation, no capabilities, seccomp
-      ``RuntimeDefault``: the pod security standard "restricted". A 409 AlreadyExists on the Job means the
-      GUID was started already (a retry, or another conductor instance): a no-op.
+      ``SKYCRAWL_PROXY_URL``) as plain ``env``. The pod runs as uid ``run_as_user`` (the
+      engine image's 10001), non-root, without privilege escalation or capabilities, with
+      seccomp ``RuntimeDefault``: the pod security standard "restricted". A 409
+      AlreadyExists on the Job means the GUID was started already (a retry, or another
+      conductor instance): a no-op.
     * ``stop_container`` deletes the Job with ``propagationPolicy: Foreground`` and
       ``gracePeriodSeconds`` = ``grace_s`` rounded up (its pod gets SIGTERM, then SIGKILL
       after the grace, from the kubelet), then waits until the Job is gone (at most the grace

@@ -263,3 +263,31 @@ def test_a_missing_kubeconfig_is_a_configuration_error(tmp_path: Path) -> None:
         KubernetesJobRuntime.from_settings(
             None, SkycrawlSettings(), KubernetesSettings(kubeconfig=str(tmp_path / "none"))
         )
+
+
+async def test_the_selfhosted_provider_builds_it_from_settings(
+    apiserver: FakeApiServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from adapters.selfhosted.provider import build_runtime
+    from adapters.selfhosted.settings import SelfhostedSettings
+    from core.clock import SystemClock
+
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(
+        "apiVersion: v1\nkind: Config\ncurrent-context: fake\n"
+        f"clusters: [{{name: fake, cluster: {{server: '{apiserver.url}'}}}}]\n"
+        "users: [{name: op, user: {token: not-checked}}]\n"
+        "contexts: [{name: fake, context: {cluster: fake, user: op}}]\n"
+    )
+    monkeypatch.setenv("SKYCRAWL_KUBERNETES_KUBECONFIG", str(kubeconfig))
+    monkeypatch.setenv("SKYCRAWL_KUBERNETES_NAMESPACE", "from-env")
+    rt = build_runtime(
+        SkycrawlSettings(engine_image="skycrawl-engine:9"),
+        SelfhostedSettings(runtime="kubernetes", data_dir=tmp_path / "data"),
+        clock=SystemClock(),
+    )
+    assert isinstance(rt, KubernetesJobRuntime)
+    await rt.start_container(spec=spec("c-10"))
+    [job] = apiserver.objects("jobs", "from-env")
+    assert job["spec"]["template"]["spec"]["containers"][0]["image"] == "skycrawl-engine:9"
+    await rt.close()
