@@ -35,6 +35,7 @@ async def runtimes(
     yield made
     for runtime in made:
         await runtime.remove_all()
+        await runtime.close()
 
 
 def make(
@@ -134,3 +135,29 @@ async def test_from_settings_mounts_the_data_dir_as_its_owner(
     assert attrs["Config"]["User"] == "1234:2345"
     assert attrs["HostConfig"]["Binds"] == [f"{data_dir}:{data_dir}:rw"]
     assert attrs["HostConfig"]["Memory"] == 200 * 1024 * 1024
+
+
+async def test_the_selfhosted_provider_builds_it_from_settings(
+    runtimes: list[DockerRuntime],
+    docker_client: docker.DockerClient,
+    engine_tag: str,
+    tmp_path,
+    monkeypatch,
+) -> None:
+    from adapters.selfhosted.provider import build_runtime
+    from adapters.selfhosted.settings import SelfhostedSettings
+    from core.clock import SystemClock
+
+    deployment = f"t-{uuid.uuid4().hex[:8]}"
+    monkeypatch.setenv("SKYCRAWL_DOCKER_HOST", dockerd.HOST)
+    monkeypatch.setenv("SKYCRAWL_DOCKER_DEPLOYMENT", deployment)
+    runtime = build_runtime(
+        SkycrawlSettings(engine_image=engine_tag),
+        SelfhostedSettings(runtime="docker", data_dir=tmp_path / "data"),
+        clock=SystemClock(),
+    )
+    assert isinstance(runtime, DockerRuntime)
+    runtimes.append(runtime)
+    await runtime.start_container(spec=spec("c-provider"))
+    [found] = docker_client.containers.list(filters={"label": f"skycrawl.deployment={deployment}"})
+    assert found.attrs["Config"]["Image"] == engine_tag
