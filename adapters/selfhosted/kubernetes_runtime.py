@@ -13,7 +13,8 @@ Features
       (``ttl_after_finished_s``), ``terminationGracePeriodSeconds`` (``max_grace_s``), CPU
       and memory requests and limits, the Secret as ``envFrom`` and only the container's
       identity (``SKYCRAWL_CONTAINER_ID``, ``SKYCRAWL_TENANT_ID``, ``SKYCRAWL_EGRESS_NAME``,
-      ``SKYCRAWL_PROXY_URL``) as plain ``env``. The pod runs as uid ``run_as_user`` (the
+      ``SKYCRAWL_PROXY_URL``) as plain ``env``; ``engine_secret``, when set, is a Secret of
+      the deployment every pod also reads (e.g. the object store's keys). The pod runs as uid ``run_as_user`` (the
       engine image's 10001), non-root, without privilege escalation or capabilities, with
       seccomp ``RuntimeDefault``: the pod security standard "restricted". A 409
       AlreadyExists on the Job means the GUID was started already (a retry, or another
@@ -42,7 +43,7 @@ Limits
 Settings
     ``KubernetesSettings``: ``SKYCRAWL_KUBERNETES_NAMESPACE``, ``_KUBECONFIG`` (default: the
     in-cluster service account, else ``~/.kube/config``), ``_DEPLOYMENT``,
-    ``_SERVICE_ACCOUNT``, ``_CPU_REQUEST``, ``_CPU_LIMIT``, ``_MEMORY_REQUEST``,
+    ``_SERVICE_ACCOUNT``, ``_ENGINE_SECRET``, ``_CPU_REQUEST``, ``_CPU_LIMIT``, ``_MEMORY_REQUEST``,
     ``_MEMORY_LIMIT``, ``_ACTIVE_DEADLINE_S``, ``_TTL_AFTER_FINISHED_S``, ``_MAX_GRACE_S``;
     and ``SKYCRAWL_ENGINE_IMAGE``.
 """
@@ -99,6 +100,12 @@ class KubernetesSettings(BaseSettings):
         "in a cluster, else ~/.kube/config).",
     )
     deployment: str = Field("skycrawl", description="Label value scoping this deployment's Jobs.")
+    engine_secret: str | None = Field(
+        None,
+        description="A Secret every engine pod also reads (envFrom, optional), for what the "
+        "deployment shares, such as the object store's AWS_ACCESS_KEY_ID / "
+        "AWS_SECRET_ACCESS_KEY.",
+    )
     service_account: str | None = Field(
         "skycrawl-engine", description="Service account of engine pods (no API token mounted)."
     )
@@ -182,6 +189,7 @@ class KubernetesJobRuntime:
         ttl_after_finished_s: int = 600,
         max_grace_s: int = 120,
         service_account: str | None = None,
+        engine_secret: str | None = None,
         run_as_user: int = 10001,
         stop_wait_slack_s: float = 10.0,
         poll_s: float = 0.05,
@@ -201,6 +209,7 @@ class KubernetesJobRuntime:
         self._ttl_s = ttl_after_finished_s
         self._max_grace_s = max_grace_s
         self._service_account = service_account
+        self._engine_secret = engine_secret
         self._run_as_user = run_as_user
         self._slack_s = stop_wait_slack_s
         self._poll_s = poll_s
@@ -236,6 +245,7 @@ class KubernetesJobRuntime:
             ttl_after_finished_s=k.ttl_after_finished_s,
             max_grace_s=k.max_grace_s,
             service_account=k.service_account,
+            engine_secret=k.engine_secret,
         )
 
     async def _call(self, what: str, fn: Callable[[], _T]) -> _T:
@@ -270,7 +280,7 @@ class KubernetesJobRuntime:
             image=spec.image or self.image,
             command=self._command,
             env=plain,
-            env_from=[k8s.V1EnvFromSource(secret_ref=k8s.V1SecretEnvSource(name=secret))],
+            env_from=self._env_from(secret),
             resources=self._resources,
             security_context=k8s.V1SecurityContext(
                 allow_privilege_escalation=False,
@@ -310,6 +320,14 @@ class KubernetesJobRuntime:
                 raise
             return  # AlreadyExists: this GUID was started already
         self._ended.pop(spec.container_id, None)
+
+    def _env_from(self, tenant_secret: str) -> list[k8s.V1EnvFromSource]:
+        sources = []
+        if self._engine_secret:  # first: the tenant's own values win over shared ones
+            shared = k8s.V1SecretEnvSource(name=self._engine_secret, optional=True)
+            sources.append(k8s.V1EnvFromSource(secret_ref=shared))
+        sources.append(k8s.V1EnvFromSource(secret_ref=k8s.V1SecretEnvSource(name=tenant_secret)))
+        return sources
 
     def _ensure_secret(self, name: str, tenant_id: str, data: Mapping[str, str]) -> None:
         body = k8s.V1Secret(

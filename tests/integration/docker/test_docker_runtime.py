@@ -161,3 +161,22 @@ async def test_the_selfhosted_provider_builds_it_from_settings(
     await runtime.start_container(spec=spec("c-provider"))
     [found] = docker_client.containers.list(filters={"label": f"skycrawl.deployment={deployment}"})
     assert found.attrs["Config"]["Image"] == engine_tag
+
+
+async def test_only_the_named_variables_of_the_control_plane_are_passed(
+    runtimes: list[DockerRuntime],
+    docker_client: docker.DockerClient,
+    engine_tag: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "spaces-key")
+    monkeypatch.setenv("SKYCRAWL_CONTROL_PLANE_ONLY", "secret")
+    runtime = make(
+        runtimes, docker_client, engine_tag, pass_env=["AWS_ACCESS_KEY_ID", "NOT_SET_ANYWHERE"]
+    )
+    await runtime.start_container(spec=spec("c-pass"))
+    attrs = docker_client.containers.get(runtime.name_of("c-pass")).attrs
+    env = dict(item.split("=", 1) for item in attrs["Config"]["Env"])
+    assert env["AWS_ACCESS_KEY_ID"] == "spaces-key"
+    assert "NOT_SET_ANYWHERE" not in env
+    assert "SKYCRAWL_CONTROL_PLANE_ONLY" not in env
