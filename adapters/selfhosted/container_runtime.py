@@ -18,8 +18,8 @@ Features
       ``paused``, ``restarting`` → ``running``; ``exited``, ``dead``, ``removing`` →
       ``exited`` with the exit code (a signal N is 128+N: 137 after a kill) and the daemon's
       error, if any, as detail. A GUID with no container is ``unknown``.
-    * ``list_running`` lists this deployment's created and running containers by label (the
-      reaper's view; another control plane on the same daemon and deployment sees the same).
+    * ``list_running`` lists this deployment's created and running containers by label --
+      of one egress when the caller names it (the reaper's view; another control plane on the same daemon and deployment sees the same).
       It also removes this deployment's containers that exited more than ``keep_exited_s``
       ago (measured on the daemon's own clock), so exited containers stay describable for a
       while and are then gone without an operator.
@@ -68,6 +68,7 @@ from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from core.errors import ConfigurationError, InvalidRequest, Retryable
+from core.models import Egress
 from core.ports.container_runtime import (
     ContainerSpec,
     ContainerStatus,
@@ -335,7 +336,9 @@ class DockerRuntime:
                 env[name] = os.environ[name]
         return env
 
-    async def stop_container(self, *, container_id: str, grace_s: float = 10) -> None:
+    async def stop_container(
+        self, *, container_id: str, egress: Egress | None = None, grace_s: float = 10
+    ) -> None:
         grace = math.ceil(min(max(grace_s, 0.0), MAX_GRACE_S))
 
         def stop() -> None:
@@ -349,7 +352,7 @@ class DockerRuntime:
 
         await self._call(f"stop {container_id}", stop)
 
-    async def describe(self, *, container_id: str) -> ContainerStatus:
+    async def describe(self, *, container_id: str, egress: Egress | None = None) -> ContainerStatus:
         container = await self._call(f"describe {container_id}", lambda: self._get(container_id))
         if container is None:
             return ContainerStatus(container_id, RunState.unknown, detail="no such container")
@@ -368,13 +371,17 @@ class DockerRuntime:
             container_id, RunState.exited, int(code) if code is not None else None, detail
         )
 
-    async def list_running(self) -> list[ContainerStatus]:
+    async def list_running(self, *, egress: Egress | None = None) -> list[ContainerStatus]:
+        labels = [f"{DEPLOYMENT_LABEL}={self.deployment}"]
+        if egress is not None:  # several egresses may share one daemon: list only this one's
+            labels.append(f"{EGRESS_LABEL}={egress.name}")
+
         def listing() -> list[ContainerStatus]:
             self._remove_old_exited()
             found = self._docker().containers.list(
                 ignore_removed=True,
                 filters={
-                    "label": [f"{DEPLOYMENT_LABEL}={self.deployment}"],
+                    "label": labels,
                     "status": ["created", "running", "paused", "restarting"],
                 },
             )

@@ -28,7 +28,8 @@ Features
       code; a Job that is ``Complete`` / ``Failed`` without a pod left → ``exited`` (0, or
       None with the condition's reason). A GUID without a Job is ``unknown`` -- unless this
       instance stopped it, in which case the exit code it saw is reported.
-    * ``list_running`` lists the deployment's Jobs by label selector and reports those not
+    * ``list_running`` lists the deployment's Jobs (of one egress, when the caller names it)
+      by label selector and reports those not
       finished (the reaper's view); the Job TTL removes finished ones without an operator.
 
 Limits
@@ -69,6 +70,7 @@ from urllib3.exceptions import HTTPError
 
 from adapters.selfhosted.container_runtime import container_env
 from core.errors import ConfigurationError, InvalidRequest, Retryable
+from core.models import Egress
 from core.ports.container_runtime import (
     ContainerSpec,
     ContainerStatus,
@@ -362,7 +364,9 @@ class KubernetesJobRuntime:
 
     # ------------------------------------------------------------------ stop
 
-    async def stop_container(self, *, container_id: str, grace_s: float = 10) -> None:
+    async def stop_container(
+        self, *, container_id: str, egress: Egress | None = None, grace_s: float = 10
+    ) -> None:
         grace = math.ceil(min(max(grace_s, 0.0), float(self._max_grace_s)))
         await self._call(f"stop {container_id}", lambda: self._stop(container_id, grace))
 
@@ -429,7 +433,7 @@ class KubernetesJobRuntime:
                 return ContainerStatus(container_id, RunState.exited, code, condition.reason or "")
         return ContainerStatus(container_id, RunState.pending, detail=job.metadata.name)
 
-    async def describe(self, *, container_id: str) -> ContainerStatus:
+    async def describe(self, *, container_id: str, egress: Egress | None = None) -> ContainerStatus:
         def read() -> ContainerStatus:
             job = self._read_job(job_name(container_id))
             if job is None:
@@ -440,11 +444,14 @@ class KubernetesJobRuntime:
 
         return await self._call(f"describe {container_id}", read)
 
-    async def list_running(self) -> list[ContainerStatus]:
+    async def list_running(self, *, egress: Egress | None = None) -> list[ContainerStatus]:
+        selector = f"{DEPLOYMENT_LABEL}={self.deployment},{GUID_LABEL}"
+        if egress is not None:  # several egresses may share one namespace: only this one's
+            selector += f",{EGRESS_LABEL}={_label_value(egress.name)}"
+
         def listing() -> list[ContainerStatus]:
             jobs = self._batch.list_namespaced_job(
-                namespace=self.namespace,
-                label_selector=f"{DEPLOYMENT_LABEL}={self.deployment},{GUID_LABEL}",
+                namespace=self.namespace, label_selector=selector
             ).items
             statuses = []
             for job in jobs:

@@ -180,3 +180,18 @@ async def test_only_the_named_variables_of_the_control_plane_are_passed(
     assert env["AWS_ACCESS_KEY_ID"] == "spaces-key"
     assert "NOT_SET_ANYWHERE" not in env
     assert "SKYCRAWL_CONTROL_PLANE_ONLY" not in env
+
+
+async def test_listing_one_egress_shows_only_its_containers(
+    runtimes: list[DockerRuntime], docker_client: docker.DockerClient, engine_tag: str
+) -> None:
+    runtime = make(runtimes, docker_client, engine_tag)
+    west = Egress(name="west-1")
+    await runtime.start_container(spec=spec("c-fra"))
+    await runtime.start_container(spec=ContainerSpec("c-west", "tenant-7", west))
+    fra = [s.container_id for s in await runtime.list_running(egress=Egress(name="fra-1"))]
+    assert (fra, [s.container_id for s in await runtime.list_running(egress=west)]) == (
+        ["c-fra"],
+        ["c-west"],
+    )
+    assert sorted(s.container_id for s in await runtime.list_running()) == ["c-fra", "c-west"]

@@ -322,3 +322,13 @@ async def test_engine_secret_is_shared_and_optional_and_the_tenants_values_win(
         "SKYCRAWL_SELFHOSTED_DSN": DSN,
     }
     await rt.close()
+
+
+async def test_listing_one_egress_shows_only_its_jobs(apiserver: FakeApiServer) -> None:
+    rt = runtime(apiserver)
+    await rt.start_container(spec=spec("c-ams"))
+    await rt.start_container(spec=ContainerSpec("c-west", "tenant-1", Egress(name="west-1")))
+    ams = [s.container_id for s in await rt.list_running(egress=Egress(name="ams3"))]
+    west = [s.container_id for s in await rt.list_running(egress=Egress(name="west-1"))]
+    assert (ams, west) == (["c-ams"], ["c-west"])
+    await rt.close()
