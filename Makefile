@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN     = $(VENV)/bin
 
-.PHONY: demo test lint bench clean mutants
+.PHONY: demo test lint bench clean mutants stress
 
 $(BIN)/skycrawl: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -34,3 +34,7 @@ clean:
 ## mutants: apply named mutations to the conductor one at a time; every one must be killed
 mutants: $(BIN)/skycrawl
 	$(BIN)/python tests/mutants/run.py
+
+## stress: 8 conductor instances, 1,000 crawls delivered 3 times, faults everywhere; prints the figures
+stress: $(BIN)/skycrawl
+	$(BIN)/python tests/unit/conductor/conductor_sim.py

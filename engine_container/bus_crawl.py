@@ -59,6 +59,7 @@ def crawl_runner(
             on_progress=report,
             politeness=shared,
             previous=previous,
+            proxy=run.proxy,
         )
         counts = await crawler.run()
         await recrawl.remember_latest(blobs, run.tenant_id, run.spec, run.crawl_id)

@@ -82,7 +82,11 @@ def build_ports(
     runtime: ContainerRuntime | None = None,
 ) -> Ports:
     """Every self-hosted adapter, from ``selfhosted`` (default: read
-    ``SKYCRAWL_SELFHOSTED_*`` now). ``runtime`` replaces the one the settings name."""
+    ``SKYCRAWL_SELFHOSTED_*`` now). ``runtime`` replaces the one the settings name. The
+    egresses of the pool without a ``runtime`` of their own share that one runtime (it lists
+    by egress); an egress naming another kind gets that family's (``adapters.runtimes``)."""
+    from adapters.runtimes import build_runtimes
+
     selfhosted = selfhosted or SelfhostedSettings()
     clock = clock or SystemClock()
     data_dir = selfhosted.data_dir.resolve()
@@ -94,12 +98,13 @@ def build_ports(
         synchronous_commit=selfhosted.synchronous_commit,
     )
     bus = PostgresMessageBus(database, notify=selfhosted.notify)
+    home = runtime or build_runtime(settings, selfhosted, clock=clock)
     return Ports(
         bus=bus,
         scheduler=PostgresScheduler(bus),
         state=PostgresStateStore(database),
         blobs=build_blob_store(selfhosted),
-        runtime=runtime or build_runtime(settings, selfhosted, clock=clock),
+        runtimes=build_runtimes(settings, home="selfhosted", build_home=lambda _egress: home),
         provisioner=DirectoryProvisioner(data_dir),
         clock=clock,
     )
