@@ -17,12 +17,12 @@ from pathlib import Path
 import docker
 import httpx
 import pytest
-from tests.integration.selfhosted.postgres import fresh_database
 
 from adapters.selfhosted.container_runtime import DEPLOYMENT_LABEL
 from tests.e2e.cli_support import SKYCRAWL, cli_env, free_port, serve_site
 from tests.integration.docker import dockerd
 from tests.integration.docker.engine_image import engine_image
+from tests.integration.selfhosted.postgres import fresh_database
 
 pytestmark = [pytest.mark.e2e, pytest.mark.docker]
 
@@ -42,6 +42,7 @@ def stack(tmp_path: Path, selfhosted_engine: str) -> Iterator[tuple[str, dict[st
         env.update(
             SKYCRAWL_SELFHOSTED_DATABASE_URL=database_url,
             SKYCRAWL_SELFHOSTED_RUNTIME="docker",
+            SKYCRAWL_EGRESSES='[{"name": "vm", "runtime": "docker"}]',
             SKYCRAWL_SELFHOSTED_DATA_DIR=str(tmp_path / "data"),
             SKYCRAWL_ENGINE_IMAGE=selfhosted_engine,
             SKYCRAWL_DOCKER_HOST=dockerd.HOST,
