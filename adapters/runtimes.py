@@ -16,6 +16,7 @@ then that family's extra must be installed: ``pip install 'skycrawl[gcp]'``).
 ``ecs``, ``ecs-fargate``       aws       ECS RunTask on Fargate (``egress.region``: ECS client)
 ``aci``                        azure     Container Instances (``egress.region``: location)
 ``cloud-run``, ``cloudrun``    gcp       Cloud Run job executions (``egress.region``: the job's)
+``docker``, ``kubernetes``     selfhosted  the self-hosted runtime ``SKYCRAWL_SELFHOSTED_RUNTIME``
 =============================  ========  ======================================================
 
 Limits: the engine image is built with one family's extras; a container started on another
@@ -41,6 +42,8 @@ RUNTIME_FAMILIES: dict[str, str] = {
     "aci": "azure",
     "cloud-run": "gcp",
     "cloudrun": "gcp",
+    "docker": "selfhosted",
+    "kubernetes": "selfhosted",
 }
 
 RuntimeBuilder = Callable[[Egress], ContainerRuntime]

@@ -18,8 +18,8 @@ Features
       ``paused``, ``restarting`` → ``running``; ``exited``, ``dead``, ``removing`` →
       ``exited`` with the exit code (a signal N is 128+N: 137 after a kill) and the daemon's
       error, if any, as detail. A GUID with no container is ``unknown``.
-    * ``list_running`` lists this deployment's created and running containers by label (the
-      reaper's view; another control plane on the same daemon and deployment sees the same).
+    * ``list_running`` lists this deployment's created and running containers by label --
+      of one egress when the caller names it (the reaper's view; another control plane on the same daemon and deployment sees the same).
       It also removes this deployment's containers that exited more than ``keep_exited_s``
       ago (measured on the daemon's own clock), so exited containers stay describable for a
       while and are then gone without an operator.
@@ -41,7 +41,7 @@ Limits
 Settings
     ``DockerSettings``: ``SKYCRAWL_DOCKER_HOST`` (e.g. ``unix:///var/run/docker.sock``,
     default: the SDK's ``DOCKER_HOST`` environment), ``_DEPLOYMENT``, ``_CPUS``, ``_MEMORY``,
-    ``_NETWORK_MODE``, ``_USER``, ``_KEEP_EXITED_S``; and ``SKYCRAWL_ENGINE_IMAGE``.
+    ``_NETWORK_MODE``, ``_USER``, ``_KEEP_EXITED_S``, ``_PASS_ENV``; and ``SKYCRAWL_ENGINE_IMAGE``.
     ``from_settings`` mounts the self-hosted data directory (file blobs) at the same path.
 
 Cost
@@ -53,18 +53,19 @@ from __future__ import annotations
 
 import asyncio
 import math
+import os
 import re
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import docker
 import docker.errors
 import requests.exceptions
 from docker.models.containers import Container
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from core.errors import ConfigurationError, InvalidRequest, Retryable
 from core.models import Egress
@@ -118,6 +119,19 @@ class DockerSettings(BaseSettings):
     keep_exited_s: float = Field(
         600.0, ge=0, description="Remove an exited engine container this long after it ended."
     )
+    pass_env: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Comma-separated names of the control plane's environment variables that "
+        "engines get too, e.g. AWS_ACCESS_KEY_ID,AWS_SECRET_ACCESS_KEY for an S3-compatible "
+        "store (nothing else of the control plane's environment is passed).",
+    )
+
+    @field_validator("pass_env", mode="before")
+    @classmethod
+    def _csv(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
 
 
 def container_env(spec: ContainerSpec) -> dict[str, str]:
@@ -180,6 +194,7 @@ class DockerRuntime:
         user: str | None = None,
         pid_mode: str | None = None,
         keep_exited_s: float = 600.0,
+        pass_env: Sequence[str] = (),
     ) -> None:
         if not _DEPLOYMENT.fullmatch(deployment):
             raise ConfigurationError(f"invalid docker deployment name {deployment!r}")
@@ -197,6 +212,7 @@ class DockerRuntime:
         self._user = user
         self._pid_mode = pid_mode
         self._keep_exited_s = keep_exited_s
+        self._pass_env = tuple(pass_env)
 
     @classmethod
     def from_settings(
@@ -228,6 +244,7 @@ class DockerRuntime:
             mounts=mounts,
             user=user,
             keep_exited_s=docker_settings.keep_exited_s,
+            pass_env=docker_settings.pass_env,
         )
 
     # ------------------------------------------------------------------ plumbing
@@ -280,7 +297,7 @@ class DockerRuntime:
                 EGRESS_LABEL: spec.egress.name,
                 DEPLOYMENT_LABEL: self.deployment,
             },
-            "environment": container_env(spec),
+            "environment": self._environment(spec),
             "network_mode": self._network_mode,
             "restart_policy": {"Name": "no"},
             "stop_signal": "SIGTERM",
@@ -312,8 +329,15 @@ class DockerRuntime:
             container.remove(force=True)
             raise
 
+    def _environment(self, spec: ContainerSpec) -> dict[str, str]:
+        env = container_env(spec)
+        for name in self._pass_env:
+            if name in os.environ and name not in env:
+                env[name] = os.environ[name]
+        return env
+
     async def stop_container(
-        self, *, container_id: str, egress: Egress, grace_s: float = 10
+        self, *, container_id: str, egress: Egress | None = None, grace_s: float = 10
     ) -> None:
         grace = math.ceil(min(max(grace_s, 0.0), MAX_GRACE_S))
 
@@ -328,7 +352,7 @@ class DockerRuntime:
 
         await self._call(f"stop {container_id}", stop)
 
-    async def describe(self, *, container_id: str, egress: Egress) -> ContainerStatus:
+    async def describe(self, *, container_id: str, egress: Egress | None = None) -> ContainerStatus:
         container = await self._call(f"describe {container_id}", lambda: self._get(container_id))
         if container is None:
             return ContainerStatus(container_id, RunState.unknown, detail="no such container")
@@ -347,16 +371,17 @@ class DockerRuntime:
             container_id, RunState.exited, int(code) if code is not None else None, detail
         )
 
-    async def list_running(self, *, egress: Egress) -> list[ContainerStatus]:
+    async def list_running(self, *, egress: Egress | None = None) -> list[ContainerStatus]:
+        labels = [f"{DEPLOYMENT_LABEL}={self.deployment}"]
+        if egress is not None:  # several egresses may share one daemon: list only this one's
+            labels.append(f"{EGRESS_LABEL}={egress.name}")
+
         def listing() -> list[ContainerStatus]:
             self._remove_old_exited()
             found = self._docker().containers.list(
                 ignore_removed=True,
                 filters={
-                    "label": [
-                        f"{DEPLOYMENT_LABEL}={self.deployment}",
-                        f"{EGRESS_LABEL}={egress.name}",
-                    ],
+                    "label": labels,
                     "status": ["created", "running", "paused", "restarting"],
                 },
             )

@@ -1,7 +1,8 @@
 """Kubernetes ContainerRuntime: one Job per container GUID, in one namespace.
 
 Features
-    * ``start_container`` makes sure the tenant's Secret ``skycrawl-env-<tenant>`` holds
+    * ``start_container`` makes sure the tenant's Secret (``secret_name``:
+      ``skycrawl-env-<tenant slug>-<hash>``) holds
       ``spec.env`` (the connection strings: created, or replaced when its data differ, with
       the ``resourceVersion`` read, so a concurrent writer is a retried 409 Conflict, not a
       lost update), then creates the Job ``skycrawl-<GUID>``: labels
@@ -12,10 +13,12 @@ Features
       (``ttl_after_finished_s``), ``terminationGracePeriodSeconds`` (``max_grace_s``), CPU
       and memory requests and limits, the Secret as ``envFrom`` and only the container's
       identity (``SKYCRAWL_CONTAINER_ID``, ``SKYCRAWL_TENANT_ID``, ``SKYCRAWL_EGRESS_NAME``,
-      ``SKYCRAWL_PROXY_URL``) as plain ``env``; the pod runs as uid ``run_as_user`` (the engine
-      image's 10001), non-root, no privilege escalation, no capabilities, seccomp
-      ``RuntimeDefault``: the pod security standard "restricted". A 409 AlreadyExists on the Job means the
-      GUID was started already (a retry, or another conductor instance): a no-op.
+      ``SKYCRAWL_PROXY_URL``) as plain ``env``; ``engine_secret``, when set, is a Secret of
+      the deployment every pod also reads (e.g. the object store's keys). The pod runs as uid ``run_as_user`` (the
+      engine image's 10001), non-root, without privilege escalation or capabilities, with
+      seccomp ``RuntimeDefault``: the pod security standard "restricted". A 409
+      AlreadyExists on the Job means the GUID was started already (a retry, or another
+      conductor instance): a no-op.
     * ``stop_container`` deletes the Job with ``propagationPolicy: Foreground`` and
       ``gracePeriodSeconds`` = ``grace_s`` rounded up (its pod gets SIGTERM, then SIGKILL
       after the grace, from the kubelet), then waits until the Job is gone (at most the grace
@@ -25,7 +28,8 @@ Features
       code; a Job that is ``Complete`` / ``Failed`` without a pod left → ``exited`` (0, or
       None with the condition's reason). A GUID without a Job is ``unknown`` -- unless this
       instance stopped it, in which case the exit code it saw is reported.
-    * ``list_running`` lists the deployment's Jobs by label selector and reports those not
+    * ``list_running`` lists the deployment's Jobs (of one egress, when the caller names it)
+      by label selector and reports those not
       finished (the reaper's view); the Job TTL removes finished ones without an operator.
 
 Limits
@@ -40,7 +44,7 @@ Limits
 Settings
     ``KubernetesSettings``: ``SKYCRAWL_KUBERNETES_NAMESPACE``, ``_KUBECONFIG`` (default: the
     in-cluster service account, else ``~/.kube/config``), ``_DEPLOYMENT``,
-    ``_SERVICE_ACCOUNT``, ``_CPU_REQUEST``, ``_CPU_LIMIT``, ``_MEMORY_REQUEST``,
+    ``_SERVICE_ACCOUNT``, ``_ENGINE_SECRET``, ``_CPU_REQUEST``, ``_CPU_LIMIT``, ``_MEMORY_REQUEST``,
     ``_MEMORY_LIMIT``, ``_ACTIVE_DEADLINE_S``, ``_TTL_AFTER_FINISHED_S``, ``_MAX_GRACE_S``;
     and ``SKYCRAWL_ENGINE_IMAGE``.
 """
@@ -98,6 +102,12 @@ class KubernetesSettings(BaseSettings):
         "in a cluster, else ~/.kube/config).",
     )
     deployment: str = Field("skycrawl", description="Label value scoping this deployment's Jobs.")
+    engine_secret: str | None = Field(
+        None,
+        description="A Secret every engine pod also reads (envFrom, optional), for what the "
+        "deployment shares, such as the object store's AWS_ACCESS_KEY_ID / "
+        "AWS_SECRET_ACCESS_KEY.",
+    )
     service_account: str | None = Field(
         "skycrawl-engine", description="Service account of engine pods (no API token mounted)."
     )
@@ -181,6 +191,7 @@ class KubernetesJobRuntime:
         ttl_after_finished_s: int = 600,
         max_grace_s: int = 120,
         service_account: str | None = None,
+        engine_secret: str | None = None,
         run_as_user: int = 10001,
         stop_wait_slack_s: float = 10.0,
         poll_s: float = 0.05,
@@ -200,6 +211,7 @@ class KubernetesJobRuntime:
         self._ttl_s = ttl_after_finished_s
         self._max_grace_s = max_grace_s
         self._service_account = service_account
+        self._engine_secret = engine_secret
         self._run_as_user = run_as_user
         self._slack_s = stop_wait_slack_s
         self._poll_s = poll_s
@@ -235,6 +247,7 @@ class KubernetesJobRuntime:
             ttl_after_finished_s=k.ttl_after_finished_s,
             max_grace_s=k.max_grace_s,
             service_account=k.service_account,
+            engine_secret=k.engine_secret,
         )
 
     async def _call(self, what: str, fn: Callable[[], _T]) -> _T:
@@ -269,7 +282,7 @@ class KubernetesJobRuntime:
             image=spec.image or self.image,
             command=self._command,
             env=plain,
-            env_from=[k8s.V1EnvFromSource(secret_ref=k8s.V1SecretEnvSource(name=secret))],
+            env_from=self._env_from(secret),
             resources=self._resources,
             security_context=k8s.V1SecurityContext(
                 allow_privilege_escalation=False,
@@ -310,6 +323,14 @@ class KubernetesJobRuntime:
             return  # AlreadyExists: this GUID was started already
         self._ended.pop(spec.container_id, None)
 
+    def _env_from(self, tenant_secret: str) -> list[k8s.V1EnvFromSource]:
+        sources = []
+        if self._engine_secret:  # first: the tenant's own values win over shared ones
+            shared = k8s.V1SecretEnvSource(name=self._engine_secret, optional=True)
+            sources.append(k8s.V1EnvFromSource(secret_ref=shared))
+        sources.append(k8s.V1EnvFromSource(secret_ref=k8s.V1SecretEnvSource(name=tenant_secret)))
+        return sources
+
     def _ensure_secret(self, name: str, tenant_id: str, data: Mapping[str, str]) -> None:
         body = k8s.V1Secret(
             api_version="v1",
@@ -344,7 +365,7 @@ class KubernetesJobRuntime:
     # ------------------------------------------------------------------ stop
 
     async def stop_container(
-        self, *, container_id: str, egress: Egress, grace_s: float = 10
+        self, *, container_id: str, egress: Egress | None = None, grace_s: float = 10
     ) -> None:
         grace = math.ceil(min(max(grace_s, 0.0), float(self._max_grace_s)))
         await self._call(f"stop {container_id}", lambda: self._stop(container_id, grace))
@@ -412,7 +433,7 @@ class KubernetesJobRuntime:
                 return ContainerStatus(container_id, RunState.exited, code, condition.reason or "")
         return ContainerStatus(container_id, RunState.pending, detail=job.metadata.name)
 
-    async def describe(self, *, container_id: str, egress: Egress) -> ContainerStatus:
+    async def describe(self, *, container_id: str, egress: Egress | None = None) -> ContainerStatus:
         def read() -> ContainerStatus:
             job = self._read_job(job_name(container_id))
             if job is None:
@@ -423,14 +444,14 @@ class KubernetesJobRuntime:
 
         return await self._call(f"describe {container_id}", read)
 
-    async def list_running(self, *, egress: Egress) -> list[ContainerStatus]:
+    async def list_running(self, *, egress: Egress | None = None) -> list[ContainerStatus]:
+        selector = f"{DEPLOYMENT_LABEL}={self.deployment},{GUID_LABEL}"
+        if egress is not None:  # several egresses may share one namespace: only this one's
+            selector += f",{EGRESS_LABEL}={_label_value(egress.name)}"
+
         def listing() -> list[ContainerStatus]:
             jobs = self._batch.list_namespaced_job(
-                namespace=self.namespace,
-                label_selector=(
-                    f"{DEPLOYMENT_LABEL}={self.deployment},{GUID_LABEL},"
-                    f"{EGRESS_LABEL}={_label_value(egress.name)}"
-                ),
+                namespace=self.namespace, label_selector=selector
             ).items
             statuses = []
             for job in jobs:

@@ -70,7 +70,6 @@ async def docker_harness(
     )
     local = LocalSettings(data_dir=tmp_path / "data")
     ports = build_ports(settings, local)
-    await ports.runtime.close()  # the subprocess runtime is replaced, never used
     data_dir = str(local.data_dir.resolve())
     runtime = DockerRuntime(
         image=engine_tag,
@@ -82,7 +81,14 @@ async def docker_harness(
         cpus=1.0,
         memory="512m",
     )
-    ports.runtime = runtime
+    replaced = vars(ports)
+    if "runtimes" in replaced:  # one runtime per egress: every egress of the pool on Docker
+        for unused in set(replaced["runtimes"].values()):
+            await unused.close()
+        replaced["runtimes"] = dict.fromkeys(replaced["runtimes"], runtime)
+    else:
+        await replaced["runtime"].close()  # the subprocess runtime, never used
+        replaced["runtime"] = runtime
     plane = build_control_plane(ports, settings, engine_env=engine_env(local))
     stack = LocalStack(
         settings=settings,

@@ -55,7 +55,7 @@ async def test_a_crawl_runs_in_a_container_that_is_gone_when_idle(
         async def container_started() -> bool:
             return bool(h.containers())
 
-        await h.wait_for(container_started, 30, "a Docker container for the crawl")
+        await h.wait_for(container_started, 60, "a Docker container for the crawl")
         [container] = h.containers()
         assert container.labels["skycrawl.tenant"] == tenant_id
         guid = container.labels["skycrawl.container-id"]
@@ -71,7 +71,7 @@ async def test_a_crawl_runs_in_a_container_that_is_gone_when_idle(
     async def gone() -> bool:
         return not h.containers() and not await h.live_containers(tenant_id)
 
-    await h.wait_for(gone, 30, "the kill timer to stop the idle container")
+    await h.wait_for(gone, 45, "the kill timer to stop the idle container")
     final = await h.runtime.describe(container_id=guid)
     assert (final.state, final.exit_code) == (RunState.exited, 0)  # it took SIGTERM and left
     record = await h.stack.records.containers.get(tenant_id, guid)

@@ -35,6 +35,7 @@ async def runtimes(
     yield made
     for runtime in made:
         await runtime.remove_all()
+        await runtime.close()
 
 
 def make(
@@ -134,3 +135,63 @@ async def test_from_settings_mounts_the_data_dir_as_its_owner(
     assert attrs["Config"]["User"] == "1234:2345"
     assert attrs["HostConfig"]["Binds"] == [f"{data_dir}:{data_dir}:rw"]
     assert attrs["HostConfig"]["Memory"] == 200 * 1024 * 1024
+
+
+async def test_the_selfhosted_provider_builds_it_from_settings(
+    runtimes: list[DockerRuntime],
+    docker_client: docker.DockerClient,
+    engine_tag: str,
+    tmp_path,
+    monkeypatch,
+) -> None:
+    from adapters.selfhosted.provider import build_runtime
+    from adapters.selfhosted.settings import SelfhostedSettings
+    from core.clock import SystemClock
+
+    deployment = f"t-{uuid.uuid4().hex[:8]}"
+    monkeypatch.setenv("SKYCRAWL_DOCKER_HOST", dockerd.HOST)
+    monkeypatch.setenv("SKYCRAWL_DOCKER_DEPLOYMENT", deployment)
+    runtime = build_runtime(
+        SkycrawlSettings(engine_image=engine_tag),
+        SelfhostedSettings(runtime="docker", data_dir=tmp_path / "data"),
+        clock=SystemClock(),
+    )
+    assert isinstance(runtime, DockerRuntime)
+    runtimes.append(runtime)
+    await runtime.start_container(spec=spec("c-provider"))
+    [found] = docker_client.containers.list(filters={"label": f"skycrawl.deployment={deployment}"})
+    assert found.attrs["Config"]["Image"] == engine_tag
+
+
+async def test_only_the_named_variables_of_the_control_plane_are_passed(
+    runtimes: list[DockerRuntime],
+    docker_client: docker.DockerClient,
+    engine_tag: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "spaces-key")
+    monkeypatch.setenv("SKYCRAWL_CONTROL_PLANE_ONLY", "secret")
+    runtime = make(
+        runtimes, docker_client, engine_tag, pass_env=["AWS_ACCESS_KEY_ID", "NOT_SET_ANYWHERE"]
+    )
+    await runtime.start_container(spec=spec("c-pass"))
+    attrs = docker_client.containers.get(runtime.name_of("c-pass")).attrs
+    env = dict(item.split("=", 1) for item in attrs["Config"]["Env"])
+    assert env["AWS_ACCESS_KEY_ID"] == "spaces-key"
+    assert "NOT_SET_ANYWHERE" not in env
+    assert "SKYCRAWL_CONTROL_PLANE_ONLY" not in env
+
+
+async def test_listing_one_egress_shows_only_its_containers(
+    runtimes: list[DockerRuntime], docker_client: docker.DockerClient, engine_tag: str
+) -> None:
+    runtime = make(runtimes, docker_client, engine_tag)
+    west = Egress(name="west-1")
+    await runtime.start_container(spec=spec("c-fra"))
+    await runtime.start_container(spec=ContainerSpec("c-west", "tenant-7", west))
+    fra = [s.container_id for s in await runtime.list_running(egress=Egress(name="fra-1"))]
+    assert (fra, [s.container_id for s in await runtime.list_running(egress=west)]) == (
+        ["c-fra"],
+        ["c-west"],
+    )
+    assert sorted(s.container_id for s in await runtime.list_running()) == ["c-fra", "c-west"]

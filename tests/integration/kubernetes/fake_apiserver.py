@@ -24,8 +24,9 @@ A small controller loop stands in for the Job controller and the kubelet: each J
 pod (``<job>-<5 chars>``, labelled ``job-name`` / ``batch.kubernetes.io/job-name`` and the
 template's labels), whose container runs as a **local process** in its own process group:
 ``command`` + ``args`` with this process's environment (minus ``SKYCRAWL_*``) plus the
-container's ``env`` and ``envFrom`` Secrets (a missing Secret leaves the pod ``Pending`` with
-``CreateContainerConfigError``, as the kubelet does). Its exit is the container's
+container's ``env`` and ``envFrom`` Secrets, later sources winning (a missing Secret not
+marked ``optional`` leaves the pod ``Pending`` with ``CreateContainerConfigError``, as the
+kubelet does). Its exit is the container's
 ``terminated`` state (a signal N is 128+N), the pod's phase ``Succeeded`` / ``Failed`` and
 the Job's ``succeeded`` / ``failed`` counts and ``Complete`` / ``Failed`` condition
 (``backoffLimit`` 0: no retry). Pods carry the ``batch.kubernetes.io/job-tracking``
@@ -655,6 +656,8 @@ class FakeApiServer:
         for source in container.get("envFrom") or []:
             ref = (source.get("secretRef") or {}).get("name")
             secret = self._objects.get(("secrets", ns, str(ref)))
+            if secret is None and (source.get("secretRef") or {}).get("optional"):
+                continue  # an optional Secret that does not exist adds nothing
             if secret is None:
                 self._waiting(
                     pod, container, "CreateContainerConfigError", f'secret "{ref}" not found'

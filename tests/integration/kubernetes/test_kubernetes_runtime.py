@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
 import sys
 import tempfile
 from pathlib import Path
@@ -263,3 +264,71 @@ def test_a_missing_kubeconfig_is_a_configuration_error(tmp_path: Path) -> None:
         KubernetesJobRuntime.from_settings(
             None, SkycrawlSettings(), KubernetesSettings(kubeconfig=str(tmp_path / "none"))
         )
+
+
+async def test_the_selfhosted_provider_builds_it_from_settings(
+    apiserver: FakeApiServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from adapters.selfhosted.provider import build_runtime
+    from adapters.selfhosted.settings import SelfhostedSettings
+    from core.clock import SystemClock
+
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(
+        "apiVersion: v1\nkind: Config\ncurrent-context: fake\n"
+        f"clusters: [{{name: fake, cluster: {{server: '{apiserver.url}'}}}}]\n"
+        "users: [{name: op, user: {token: not-checked}}]\n"
+        "contexts: [{name: fake, context: {cluster: fake, user: op}}]\n"
+    )
+    monkeypatch.setenv("SKYCRAWL_KUBERNETES_KUBECONFIG", str(kubeconfig))
+    monkeypatch.setenv("SKYCRAWL_KUBERNETES_NAMESPACE", "from-env")
+    rt = build_runtime(
+        SkycrawlSettings(engine_image="skycrawl-engine:9"),
+        SelfhostedSettings(runtime="kubernetes", data_dir=tmp_path / "data"),
+        clock=SystemClock(),
+    )
+    assert isinstance(rt, KubernetesJobRuntime)
+    await rt.start_container(spec=spec("c-10"))
+    [job] = apiserver.objects("jobs", "from-env")
+    assert job["spec"]["template"]["spec"]["containers"][0]["image"] == "skycrawl-engine:9"
+    await rt.close()
+
+
+async def test_engine_secret_is_shared_and_optional_and_the_tenants_values_win(
+    apiserver: FakeApiServer, tmp_path: Path
+) -> None:
+    dump = (
+        "import json, os\n"
+        "keys = ('AWS_ACCESS_KEY_ID', 'SKYCRAWL_SELFHOSTED_DSN')\n"
+        "json.dump({k: os.environ.get(k) for k in keys}, open(os.environ['READY'], 'w'))\n"
+    )
+    rt = runtime(apiserver, engine_secret="skycrawl-engine", command=[sys.executable, "-c", dump])
+    await rt.start_container(spec=spec("c-11"))  # the shared Secret does not exist: optional
+    await until(lambda: ready("c-11"))
+    assert json.loads((READY_DIR / "c-11").read_text()) == {
+        "AWS_ACCESS_KEY_ID": None,
+        "SKYCRAWL_SELFHOSTED_DSN": DSN,
+    }
+    core = k8s.CoreV1Api(api_client(apiserver.url))
+    shared = {"AWS_ACCESS_KEY_ID": "spaces-key", "SKYCRAWL_SELFHOSTED_DSN": "postgresql://shared"}
+    core.create_namespaced_secret(
+        namespace="crawl",
+        body=k8s.V1Secret(metadata=k8s.V1ObjectMeta(name="skycrawl-engine"), string_data=shared),
+    )
+    await rt.start_container(spec=spec("c-12"))
+    await until(lambda: ready("c-12"))
+    assert json.loads((READY_DIR / "c-12").read_text()) == {
+        "AWS_ACCESS_KEY_ID": "spaces-key",
+        "SKYCRAWL_SELFHOSTED_DSN": DSN,
+    }
+    await rt.close()
+
+
+async def test_listing_one_egress_shows_only_its_jobs(apiserver: FakeApiServer) -> None:
+    rt = runtime(apiserver)
+    await rt.start_container(spec=spec("c-ams"))
+    await rt.start_container(spec=ContainerSpec("c-west", "tenant-1", Egress(name="west-1")))
+    ams = [s.container_id for s in await rt.list_running(egress=Egress(name="ams3"))]
+    west = [s.container_id for s in await rt.list_running(egress=Egress(name="west-1"))]
+    assert (ams, west) == (["c-ams"], ["c-west"])
+    await rt.close()
