@@ -146,6 +146,17 @@ class WebhookDue(Frozen):
     type: Literal["crawl.webhook"] = "crawl.webhook"
     tenant_id: str
     crawl_id: str
+    attempt: int = 1  # retries are scheduled with a relative back-off (core.webhooks)
+
+
+class WebhookSecretRetire(Frozen):
+    """Retire a rotated webhook secret once ``remaining_s`` more seconds have passed (chained
+    through the Scheduler in steps of its longest native delay)."""
+
+    type: Literal["webhook.secret.retire"] = "webhook.secret.retire"
+    tenant_id: str
+    secret_id: str
+    remaining_s: float = 0.0
 
 
 InboxMessage = Annotated[
@@ -160,7 +171,8 @@ InboxMessage = Annotated[
     | StopDue
     | ContainerExited
     | CancelRequested
-    | WebhookDue,
+    | WebhookDue
+    | WebhookSecretRetire,
     Field(discriminator="type"),
 ]
 

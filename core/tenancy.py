@@ -34,6 +34,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from core.clock import Clock
+from core.delivery_models import delivery_tables
 from core.errors import Conflict, InvalidRequest, NotFound, QuotaExceeded, Unauthorized
 from core.layout import subscription_name, tenant_prefix
 from core.models import Crawl, CrawlState, Tenant, TenantCreate, TenantState
@@ -342,6 +343,7 @@ class TenantService:
             records.rate,
             records.web_sessions,
             records.web_users,
+            *delivery_tables(records),
         )
         for table in tables:
             await _empty_partition(table, tenant.id)

@@ -40,6 +40,7 @@ from core.api.results import ResultRoutes
 from core.api.routing import Context, Reply, Route, Router
 from core.api.schemas import Health
 from core.api.tenants import TenantRoutes
+from core.api.webhook_routes import WebhookRoutes
 from core.clock import Clock
 from core.errors import ConfigurationError, Forbidden, Unauthorized
 from core.models import Tenant
@@ -86,8 +87,15 @@ class Api:
         )
         results = ResultRoutes(records=records, blobs=blobs)
         admin = TenantRoutes(records=records, tenants=tenants, settings=settings)
+        hooks = WebhookRoutes(records=records, bus=bus, clock=clock, inbox=settings.inbox_queue)
         self.router = Router(
-            [*self._system_routes(), *crawls.routes(), *results.routes(), *admin.routes()]
+            [
+                *self._system_routes(),
+                *crawls.routes(),
+                *results.routes(),
+                *admin.routes(),
+                *hooks.routes(),
+            ]
         )
         self._openapi: Any = None
         self.web = WebApp(

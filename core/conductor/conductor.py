@@ -27,7 +27,8 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Mapping
+from typing import Protocol
 
 from pydantic import ValidationError
 
@@ -52,6 +53,7 @@ from core.messages import (
     StopDue,
     Watchdog,
     WebhookDue,
+    WebhookSecretRetire,
     decode_inbox,
 )
 from core.models import (
@@ -67,7 +69,12 @@ from core.settings import SkycrawlSettings
 
 log = logging.getLogger("skycrawl.conductor")
 
-Notifier = Callable[[Crawl], Awaitable[None]]
+
+class Notifier(Protocol):
+    """Sends a crawl's webhook (``core.webhooks.WebhookNotifier``); ``attempt`` counts from 1."""
+
+    async def __call__(self, crawl: Crawl, *, attempt: int) -> None: ...
+
 
 #: A crawl dispatched to a container whose heartbeats have not listed it this many times is
 #: reconciled (sent again, committed or released); then again every as many heartbeats.
@@ -157,6 +164,12 @@ class Conductor:
                 await self._on_cancel(message)
             case WebhookDue():
                 await self._on_webhook(message)
+            case WebhookSecretRetire():
+                from core.webhooks import on_secret_retire  # core.webhooks uses the outbox
+
+                await on_secret_retire(
+                    message, self.records, self.outbox, self.settings.inbox_queue
+                )
 
     # ------------------------------------------------------------------ placement
 
@@ -436,4 +449,4 @@ class Conductor:
         crawl = await self.records.crawls.get(msg.tenant_id, msg.crawl_id)
         if crawl is None or self._notifier is None or not crawl.value.spec.webhook_url:
             return
-        await self._notifier(crawl.value)
+        await self._notifier(crawl.value, attempt=msg.attempt)

@@ -94,6 +94,7 @@ async def test_openapi_lists_every_route_with_security_and_schemas(harness: Harn
         "/v1/keys/{prefix}/rotate",
         "/healthz",
         "/openapi.json",
+        "/v1/webhooks/secret",
     } == set(document["paths"])
     schemes = document["components"]["securitySchemes"]
     assert schemes["tenantKey"] == {
