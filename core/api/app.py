@@ -109,10 +109,14 @@ class Api:
             web=web,
         )
 
-    async def handle(self, request: ApiRequest) -> ApiResponse:
-        """Answer one request; never raises."""
+    async def handle(self, request: ApiRequest, *, streaming: bool = False) -> ApiResponse:
+        """Answer one request; never raises. A streamed body (``response.stream``) is left to
+        a ``streaming`` caller to send, and joined into ``body`` for any other."""
         try:
             response = await self._dispatch(request)
+            if response.stream is not None and not streaming:
+                response.body = b"".join([chunk async for chunk in response.stream])
+                response.stream = None
         except Exception as exc:
             response = problem_response(from_exception(exc), instance=request.path)
         response.headers.setdefault("cache-control", "no-store")
