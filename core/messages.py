@@ -159,6 +159,18 @@ class WebhookSecretRetire(Frozen):
     remaining_s: float = 0.0
 
 
+class ScheduleFire(Frozen):
+    """Start run ``run`` of a recurring crawl once ``remaining_s`` more seconds have passed
+    (chained through the Scheduler); stale unless ``generation`` is the schedule's own."""
+
+    type: Literal["schedule.fire"] = "schedule.fire"
+    tenant_id: str
+    schedule_id: str
+    generation: int
+    run: int
+    remaining_s: float = 0.0
+
+
 InboxMessage = Annotated[
     CrawlSubmitted
     | ContainerReady
@@ -172,7 +184,8 @@ InboxMessage = Annotated[
     | ContainerExited
     | CancelRequested
     | WebhookDue
-    | WebhookSecretRetire,
+    | WebhookSecretRetire
+    | ScheduleFire,
     Field(discriminator="type"),
 ]
 

@@ -38,6 +38,7 @@ from core.api.openapi import build_openapi
 from core.api.problems import from_exception, problem_response, too_large
 from core.api.results import ResultRoutes
 from core.api.routing import Context, Reply, Route, Router
+from core.api.schedule_routes import ScheduleRoutes
 from core.api.schemas import Health
 from core.api.tenants import TenantRoutes
 from core.api.webhook_routes import WebhookRoutes
@@ -95,6 +96,13 @@ class Api:
                 *results.routes(),
                 *admin.routes(),
                 *hooks.routes(),
+                *ScheduleRoutes(
+                    records=records,
+                    bus=bus,
+                    clock=clock,
+                    inbox=settings.inbox_queue,
+                    policy=policy,
+                ).routes(),
             ]
         )
         self._openapi: Any = None

@@ -50,6 +50,7 @@ from core.messages import (
     InboxMessage,
     KillTimer,
     Progress,
+    ScheduleFire,
     StopDue,
     Watchdog,
     WebhookDue,
@@ -164,6 +165,16 @@ class Conductor:
                 await self._on_cancel(message)
             case WebhookDue():
                 await self._on_webhook(message)
+            case ScheduleFire():
+                from core.schedules import on_fire  # core.schedules uses the outbox
+
+                await on_fire(
+                    message,
+                    records=self.records,
+                    outbox=self.outbox,
+                    inbox_queue=self.settings.inbox_queue,
+                    now=self.ports.clock.now(),
+                )
             case WebhookSecretRetire():
                 from core.webhooks import on_secret_retire  # core.webhooks uses the outbox
 
