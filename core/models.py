@@ -246,6 +246,8 @@ class Crawl(Frozen):
     dispatched_at: datetime | None = None
     finished_at: datetime | None = None
     outbox: tuple[OutboxEntry, ...] = ()
+    #: The proxy id (``core.egress_scoring.proxy_id``) of the egress it leaves through.
+    proxy: str | None = None
 
 
 # --------------------------------------------------------------------------- containers
@@ -264,13 +266,49 @@ class ContainerState(StrEnum):
 
 
 class Egress(Frozen):
-    """One place containers can run and leave from: runtime + region + optional proxy."""
+    """One entry of the egress pool: where containers run (a runtime kind and region) and
+    how they leave (no proxy, or a pool of proxies), at what price and start latency.
+
+    ``runtime`` names a runtime kind (``adapters.runtimes``: ``local``, ``ecs``, ``aci``,
+    ``cloud-run``); empty means the home provider's own (settings fill it in).
+    ``proxy_url`` is a pool of one, kept for older settings; ``proxies`` lists several.
+    ``start_latency_s``: the expected time to ``ready`` (None: the runtime's typical one).
+    """
 
     name: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9-]{0,62}$")]
-    runtime: str = "local"
+    runtime: str = ""
     region: str = "local"
     proxy_url: str | None = None
     cost_per_second: Annotated[float, Field(ge=0)] = 0.0
+    proxies: Annotated[list[str], Field(max_length=100)] = []
+    #: Seconds a container here takes to become ready (None: the runtime's typical figure);
+    #: the idle policy weighs a cold start with it.
+    start_latency_s: Annotated[float | None, Field(ge=0)] = None
+    #: Shortest duration a container here is billed (Fargate: 60 s); the simulator's bill.
+    min_billed_s: Annotated[float, Field(ge=0)] = 0.0
+
+    @field_validator("proxy_url")
+    @classmethod
+    def _proxy_is_http(cls, url: str | None) -> str | None:
+        return None if url is None else _check_proxy(url)
+
+    @field_validator("proxies")
+    @classmethod
+    def _proxies_are_http(cls, urls: list[str]) -> list[str]:
+        return [_check_proxy(url) for url in urls]
+
+    @property
+    def proxy_pool(self) -> tuple[str, ...]:
+        """Every proxy of this egress, ``proxy_url`` first (empty: direct)."""
+        pool = ([self.proxy_url] if self.proxy_url else []) + self.proxies
+        return tuple(dict.fromkeys(pool))
+
+
+def _check_proxy(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError("a proxy must be an http:// or https:// URL with a host")
+    return url
 
 
 class EgressHealth(Frozen):
@@ -327,6 +365,12 @@ class Container(Frozen):
     #: The state the record takes once the runtime confirmed the stop.
     final_state: ContainerState | None = None
     outbox: tuple[OutboxEntry, ...] = ()
+    #: The keep-alive the idle policy chose when it last became idle (None: not idle yet).
+    keep_alive_s: float | None = None
+    #: Edges of the idle histogram its current idle period has passed (kill-timer links).
+    idle_bin: int = 0
+    #: Started ahead of predicted work (adaptive policy); cleared by its first crawl.
+    prewarm: bool = False
 
     @property
     def free_slots(self) -> int:

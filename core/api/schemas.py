@@ -10,9 +10,9 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from core.api.fleet_views import ContainerView
 from core.delivery_models import WebhookAttempt
 from core.models import (
-    Container,
     Crawl,
     CrawlCounts,
     CrawlState,
@@ -140,7 +140,7 @@ class TenantList(Out):
 
 
 class ContainerList(Out):
-    items: list[Container]
+    items: list[ContainerView]  # core.api.fleet_views: proxy credentials redacted
 
 
 class Health(Out):

@@ -77,7 +77,10 @@ class ConsoleViews:
         kill_in = None
         if container.state is ContainerState.ready and not container.in_flight:
             idle_since = container.idle_since or container.ready_at or container.started_at
-            due = idle_since + timedelta(seconds=self.app.settings.idle_ttl_s)
+            keep = container.keep_alive_s
+            due = idle_since + timedelta(
+                seconds=self.app.settings.idle_ttl_s if keep is None else keep
+            )
             kill_in = (due - now).total_seconds()
         return {
             "c": container,

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import sys
 import tempfile
 from pathlib import Path
@@ -40,10 +41,12 @@ from functions.local.crawl_command import (
 )
 from functions.local.crawl_options import add_request_options, request_options
 from functions.local.export_command import add_export_command, export_crawl
+from functions.local.fleet_status import FLEET_COLUMNS, fleet_cells
 from functions.local.progress import containers_of
 from functions.local.session import DataDirBusy, Session, open_session
 
 EXIT_ERROR, EXIT_USAGE = 1, 2
+UP_PROVIDERS = ("local", "selfhosted")  # what `skycrawl up` can run on this machine
 err = Console(stderr=True, soft_wrap=True)
 out = Console(soft_wrap=True)
 
@@ -66,6 +69,12 @@ def build_parser() -> argparse.ArgumentParser:
     up = sub.add_parser("up", help="run API, conductor and timers on 127.0.0.1")
     up.add_argument("--host", default="127.0.0.1")
     up.add_argument("--port", type=port_number, default=8787)
+    up.add_argument(
+        "--provider",
+        choices=UP_PROVIDERS,
+        help="local (SQLite, the default) or selfhosted (PostgreSQL: SKYCRAWL_SELFHOSTED_*); "
+        "default: SKYCRAWL_PROVIDER",
+    )
     _add_stack_options(up)
 
     crawl = sub.add_parser("crawl", help="crawl URLs and write pages.jsonl + a WARC")
@@ -165,10 +174,12 @@ def _overrides(args: argparse.Namespace, *, embedded_defaults: bool) -> dict[str
         values.update(
             idle_ttl_s=3.0, timer_period_s=1.0, heartbeat_interval_s=1.0, checkpoint_interval_s=2.0
         )
+        values["idle_policy"] = "fixed"
     if getattr(args, "allow_cidr", None):
         values["allow_cidrs"] = args.allow_cidr
     if getattr(args, "idle_ttl", None):
         values["idle_ttl_s"] = args.idle_ttl
+        values["idle_policy"] = "fixed"  # the keep-alive asked for, not a learned one
     return values
 
 
@@ -326,7 +337,7 @@ async def _status(args: argparse.Namespace) -> int:
             out.print(f"server: {s.server_url or 'not running (embedded for this command)'}")
         tenants = (await s.get("/v1/tenants", s.operator_key)).get("items", [])
         out.print(f"tenants: {len(tenants)}")
-        table = Table("container", "tenant", "state", "work", "egress")
+        table = Table("container", "tenant", "state", "work", "egress", *FLEET_COLUMNS)
         for t in tenants:
             for c in await containers_of(s, t["id"]):
                 table.add_row(
@@ -335,6 +346,7 @@ async def _status(args: argparse.Namespace) -> int:
                     c["state"],
                     str(len(c["in_flight"])),
                     c["egress"]["name"],
+                    *fleet_cells(c),
                 )
         out.print(table)
     return 0
@@ -344,7 +356,14 @@ async def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "up":
         from functions.local.server import serve
 
-        await serve(_local(args), _overrides(args, embedded_defaults=False), args.host, args.port)
+        provider = args.provider or os.environ.get("SKYCRAWL_PROVIDER") or "local"
+        if provider not in UP_PROVIDERS:
+            err.print(
+                f"skycrawl: up runs the {' or '.join(UP_PROVIDERS)} provider, not {provider!r}"
+            )
+            return EXIT_USAGE
+        overrides = _overrides(args, embedded_defaults=False)
+        await serve(_local(args), overrides, args.host, args.port, provider=provider)
         return 0
     if args.command == "crawl":
         return await _crawl(args, list(args.urls))
