@@ -153,6 +153,29 @@ class WebhookDue(Frozen):
     type: Literal["crawl.webhook"] = "crawl.webhook"
     tenant_id: str
     crawl_id: str
+    attempt: int = 1  # retries are scheduled with a relative back-off (core.webhooks)
+
+
+class WebhookSecretRetire(Frozen):
+    """Retire a rotated webhook secret once ``remaining_s`` more seconds have passed (chained
+    through the Scheduler in steps of its longest native delay)."""
+
+    type: Literal["webhook.secret.retire"] = "webhook.secret.retire"
+    tenant_id: str
+    secret_id: str
+    remaining_s: float = 0.0
+
+
+class ScheduleFire(Frozen):
+    """Start run ``run`` of a recurring crawl once ``remaining_s`` more seconds have passed
+    (chained through the Scheduler); stale unless ``generation`` is the schedule's own."""
+
+    type: Literal["schedule.fire"] = "schedule.fire"
+    tenant_id: str
+    schedule_id: str
+    generation: int
+    run: int
+    remaining_s: float = 0.0
 
 
 class ProxyCooldown(Frozen):
@@ -178,6 +201,8 @@ InboxMessage = Annotated[
     | ContainerExited
     | CancelRequested
     | WebhookDue
+    | WebhookSecretRetire
+    | ScheduleFire
     | ProxyCooldown,
     Field(discriminator="type"),
 ]

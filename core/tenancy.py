@@ -34,6 +34,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from core.clock import Clock
+from core.delivery_models import delivery_tables
 from core.errors import Conflict, InvalidRequest, NotFound, QuotaExceeded, Unauthorized
 from core.layout import subscription_name, tenant_prefix
 from core.models import Crawl, CrawlState, Egress, Frozen, Tenant, TenantCreate, TenantState
@@ -344,6 +345,7 @@ class TenantService:
             records.rate,
             records.web_sessions,
             records.web_users,
+            *delivery_tables(records),
             Table(records.state, "session_routes", Frozen),  # core.conductor.egress_health
         )
         for table in tables:

@@ -38,8 +38,10 @@ from core.api.openapi import build_openapi
 from core.api.problems import from_exception, problem_response, too_large
 from core.api.results import ResultRoutes
 from core.api.routing import Context, Reply, Route, Router
+from core.api.schedule_routes import ScheduleRoutes
 from core.api.schemas import Health
 from core.api.tenants import TenantRoutes
+from core.api.webhook_routes import WebhookRoutes
 from core.clock import Clock
 from core.errors import ConfigurationError, Forbidden, Unauthorized
 from core.models import Tenant
@@ -86,8 +88,22 @@ class Api:
         )
         results = ResultRoutes(records=records, blobs=blobs)
         admin = TenantRoutes(records=records, tenants=tenants, settings=settings)
+        hooks = WebhookRoutes(records=records, bus=bus, clock=clock, inbox=settings.inbox_queue)
         self.router = Router(
-            [*self._system_routes(), *crawls.routes(), *results.routes(), *admin.routes()]
+            [
+                *self._system_routes(),
+                *crawls.routes(),
+                *results.routes(),
+                *admin.routes(),
+                *hooks.routes(),
+                *ScheduleRoutes(
+                    records=records,
+                    bus=bus,
+                    clock=clock,
+                    inbox=settings.inbox_queue,
+                    policy=policy,
+                ).routes(),
+            ]
         )
         self._openapi: Any = None
         self.web = WebApp(
@@ -101,10 +117,14 @@ class Api:
             web=web,
         )
 
-    async def handle(self, request: ApiRequest) -> ApiResponse:
-        """Answer one request; never raises."""
+    async def handle(self, request: ApiRequest, *, streaming: bool = False) -> ApiResponse:
+        """Answer one request; never raises. A streamed body (``response.stream``) is left to
+        a ``streaming`` caller to send, and joined into ``body`` for any other."""
         try:
             response = await self._dispatch(request)
+            if response.stream is not None and not streaming:
+                response.body = b"".join([chunk async for chunk in response.stream])
+                response.stream = None
         except Exception as exc:
             response = problem_response(from_exception(exc), instance=request.path)
         response.headers.setdefault("cache-control", "no-store")

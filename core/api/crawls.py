@@ -20,9 +20,10 @@ from core.api.http import ApiResponse
 from core.api.idempotency import IdempotencyKeys, busy, idempotency_key, spec_digest
 from core.api.problems import HttpProblem
 from core.api.routing import JSON_BODY_ERRORS, LIST_PAGING, Context, Param, Reply, Route
-from core.api.schemas import CrawlAccepted, CrawlList, CrawlStatus
+from core.api.schemas import CrawlAccepted, CrawlList, CrawlStatus, WebhookStatus
 from core.api.validation import parse_json_body, query_int
 from core.clock import Clock
+from core.delivery_models import webhook_deliveries_table
 from core.errors import (
     Conflict,
     InvalidRequest,
@@ -186,7 +187,12 @@ class CrawlRoutes:
 
     async def get_crawl(self, ctx: Context) -> ApiResponse:
         found = await load_crawl(self._records, ctx.tenant_id, ctx.params["crawl_id"])
-        return ApiResponse.json(200, self._status(found.value))
+        status = self._status(found.value)
+        hooks = await webhook_deliveries_table(self._records).get(ctx.tenant_id, found.value.id)
+        if hooks is not None:
+            webhook = WebhookStatus(state=hooks.value.state, attempts=list(hooks.value.attempts))
+            status = status.model_copy(update={"webhook": webhook})
+        return ApiResponse.json(200, status)
 
     async def list_crawls(self, ctx: Context) -> ApiResponse:
         """Newest first; the cursor is the (created_at, id) of the last item returned."""

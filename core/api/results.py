@@ -23,6 +23,7 @@ from core.api.problems import HttpProblem
 from core.api.routing import PAGING, Context, Param, Reply, Route
 from core.api.schemas import PageList
 from core.api.validation import query_int
+from core.exports import FORMATS, export_stream
 from core.layout import crawl_prefix
 from core.models import PageRecord
 from core.ports.blob_store import BlobStore
@@ -104,21 +105,17 @@ class ResultRoutes:
     async def export_crawl(self, ctx: Context) -> ApiResponse:
         tenant_id = ctx.tenant_id
         crawl = await load_crawl(self._records, tenant_id, ctx.params["crawl_id"])
-        fmt = ctx.request.query.get("format") or "jsonl"
-        if fmt not in EXPORTS:
-            raise HttpProblem(400, f"unknown export format {fmt!r} (use jsonl or warc)")
-        kind, content_type, extension = EXPORTS[fmt]
-        parts: list[bytes] = []
-        for _, key in await self._chunks(tenant_id, crawl.value.id, kind):
-            data = await self._blobs.get(key=key)
-            if kind == "manifest" and data and not data.endswith(b"\n"):
-                data += b"\n"
-            parts.append(data)
+        name = ctx.request.query.get("format") or "jsonl"
+        fmt = FORMATS.get(name)
+        if fmt is None:
+            known = ", ".join(FORMATS)
+            raise HttpProblem(400, f"unknown export format {name!r} (use {known})")
         headers = {
-            "content-type": content_type,
-            "content-disposition": f'attachment; filename="{crawl.value.id}.{extension}"',
+            "content-type": fmt.content_type,
+            "content-disposition": f'attachment; filename="{crawl.value.id}.{fmt.extension}"',
         }
-        return ApiResponse(200, headers, b"".join(parts))
+        stream = await export_stream(self._blobs, tenant_id, crawl.value.id, fmt.name)
+        return ApiResponse(200, headers, stream=stream)
 
     def routes(self) -> list[Route]:
         not_found = Reply(404, "No such crawl (or not yours).")
@@ -145,6 +142,8 @@ class ResultRoutes:
                     Reply(
                         200, "WARC (concatenated gzip members).", content_type="application/warc"
                     ),
+                    Reply(200, "Items as CSV.", content_type="text/csv; charset=utf-8"),
+                    Reply(200, "Items as Parquet.", content_type="application/vnd.apache.parquet"),
                     Reply(400, "Unknown format."),
                     not_found,
                 ),
@@ -152,8 +151,9 @@ class ResultRoutes:
                     Param(
                         "format",
                         "query",
-                        "jsonl (default) or warc.",
-                        {"type": "string", "enum": ["jsonl", "warc"], "default": "jsonl"},
+                        "Pages: jsonl (default) or warc; items: items.jsonl, items.csv or "
+                        "items.parquet.",
+                        {"type": "string", "enum": list(FORMATS), "default": "jsonl"},
                     ),
                 ),
             ),

@@ -11,6 +11,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from core.api.fleet_views import ContainerView
+from core.delivery_models import WebhookAttempt
 from core.models import (
     Crawl,
     CrawlCounts,
@@ -59,6 +60,9 @@ class CrawlStatus(Out):
     reason: str | None
     timings: CrawlTimings
     links: CrawlLinks
+    webhook: WebhookStatus | None = Field(
+        None, description="Delivery attempts of the crawl's webhook (GET of one crawl only)."
+    )
 
     @classmethod
     def of(cls, crawl: Crawl, *, now: datetime, base_url: str) -> CrawlStatus:
@@ -84,6 +88,13 @@ class CrawlStatus(Out):
                 export_warc=f"{url}/export?format=warc",
             ),
         )
+
+
+class WebhookStatus(Out):
+    """Where the crawl's webhook stands: every attempt, its answer, and the next retry."""
+
+    state: Literal["pending", "delivered", "failed"]
+    attempts: list[WebhookAttempt]
 
 
 class CrawlList(Out):

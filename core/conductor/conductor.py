@@ -29,7 +29,8 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Mapping
+from typing import Protocol
 
 from pydantic import ValidationError
 
@@ -53,9 +54,11 @@ from core.messages import (
     KillTimer,
     Progress,
     ProxyCooldown,
+    ScheduleFire,
     StopDue,
     Watchdog,
     WebhookDue,
+    WebhookSecretRetire,
     decode_inbox,
 )
 from core.models import (
@@ -71,7 +74,12 @@ from core.settings import SkycrawlSettings
 
 log = logging.getLogger("skycrawl.conductor")
 
-Notifier = Callable[[Crawl], Awaitable[None]]
+
+class Notifier(Protocol):
+    """Sends a crawl's webhook (``core.webhooks.WebhookNotifier``); ``attempt`` counts from 1."""
+
+    async def __call__(self, crawl: Crawl, *, attempt: int) -> None: ...
+
 
 #: A crawl dispatched to a container whose heartbeats have not listed it this many times is
 #: reconciled (sent again, committed or released); then again every as many heartbeats.
@@ -163,6 +171,22 @@ class Conductor:
                 await self._on_cancel(message)
             case WebhookDue():
                 await self._on_webhook(message)
+            case ScheduleFire():
+                from core.schedules import on_fire  # core.schedules uses the outbox
+
+                await on_fire(
+                    message,
+                    records=self.records,
+                    outbox=self.outbox,
+                    inbox_queue=self.settings.inbox_queue,
+                    now=self.ports.clock.now(),
+                )
+            case WebhookSecretRetire():
+                from core.webhooks import on_secret_retire  # core.webhooks uses the outbox
+
+                await on_secret_retire(
+                    message, self.records, self.outbox, self.settings.inbox_queue
+                )
             case ProxyCooldown():
                 await self.health.on_cooldown(message)
 
@@ -467,4 +491,4 @@ class Conductor:
         crawl = await self.records.crawls.get(msg.tenant_id, msg.crawl_id)
         if crawl is None or self._notifier is None or not crawl.value.spec.webhook_url:
             return
-        await self._notifier(crawl.value)
+        await self._notifier(crawl.value, attempt=msg.attempt)

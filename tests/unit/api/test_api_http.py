@@ -94,6 +94,11 @@ async def test_openapi_lists_every_route_with_security_and_schemas(harness: Harn
         "/v1/keys/{prefix}/rotate",
         "/healthz",
         "/openapi.json",
+        "/v1/webhooks/secret",
+        "/v1/schedules",
+        "/v1/schedules/{schedule_id}",
+        "/v1/schedules/{schedule_id}/pause",
+        "/v1/schedules/{schedule_id}/resume",
     } == set(document["paths"])
     schemes = document["components"]["securitySchemes"]
     assert schemes["tenantKey"] == {
