@@ -200,11 +200,12 @@ class Conductor:
         if container is None or container.state in (ContainerState.stopped, ContainerState.failed):
             # unknown, or reaped before it became ready: it must not run
             log.warning("ready from %s which is not live; stopping it", msg.container_id)
+            await self.ports.bus.delete_subscription(  # it subscribed after it was reaped:
+                topic=self.settings.dispatch_topic,  # first of all, no work may reach it
+                name=subscription_name(msg.container_id),
+            )
             await self.ports.runtime.stop_container(
                 container_id=msg.container_id, grace_s=self.settings.stop_grace_s
-            )
-            await self.ports.bus.delete_subscription(  # it subscribed after it was reaped
-                topic=self.settings.dispatch_topic, name=subscription_name(msg.container_id)
             )
             return
         if container.state is not ContainerState.ready:
