@@ -541,7 +541,7 @@ PROFILES = {
     # ``make test``: a few seconds a dozen; enough to find a broken rule in most runs
     "ci": settings(max_examples=40, stateful_step_count=30),
     # ``SKYCRAWL_MACHINE_PROFILE=deep``: minutes, for a change to the conductor
-    "deep": settings(max_examples=1000, stateful_step_count=60),
+    "deep": settings(max_examples=300, stateful_step_count=60),
 }
 ConductorMachine.TestCase.settings = settings(
     PROFILES[os.environ.get("SKYCRAWL_MACHINE_PROFILE", "ci")],
