@@ -8,7 +8,7 @@ delivered again, the runtime refuses the next start or fails the next stop, an i
 dies at its n-th port call from now (any await point of whatever it handles next: its
 message comes back when the lease runs out), time passes (kill timers fire), housekeeping
 runs -- each handled by one of three conductor instances over the same SQLite files, each
-instance with its own clock, up to five minutes off. The backlog batch is cut to 3 here so
+instance with its own clock, up to five minutes off. The backlog batch is cut to 2 here so
 that small fleets reach its window (the stress test, ``conductor_sim``, reaches the real 50).
 Every example runs on its own event loop and files.
 
@@ -74,7 +74,7 @@ INSTANCES = 3
 WHO = st.integers(min_value=0, max_value=INSTANCES - 1)  # which instance handles the inbox
 SKEW = st.floats(min_value=-300.0, max_value=300.0, allow_nan=False)  # seconds off
 VISIBILITY_S = 20.0  # the lease of a message whose handler died runs out after this
-BATCH = 3  # the backlog batch (``router.BACKLOG_BATCH``, 50), cut to what a small fleet fills
+BATCH = 2  # the backlog batch (``router.BACKLOG_BATCH``, 50), cut to what a small fleet fills
 
 
 @dataclass
@@ -265,7 +265,7 @@ class ConductorMachine(RuleBasedStateMachine):
 
         self._run(step())
 
-    @rule(n=st.integers(min_value=BATCH + 1, max_value=2 * BATCH + 2), who=WHO)
+    @rule(n=st.integers(min_value=BATCH + 1, max_value=2 * BATCH + 1), who=WHO)
     def submit_burst(self, n: int, who: int) -> None:
         """More crawls at once than one backlog batch and the fleet's slots hold."""
 
@@ -512,8 +512,9 @@ class ConductorMachine(RuleBasedStateMachine):
         for crawl_id in self.crawls:
             crawl = await h.crawl(crawl_id)
             assert crawl.state.terminal, crawl
-        # what the dead held comes back, and records they left half made are reaped
-        await self._advance(VISIBILITY_S + SETTINGS["startup_timeout_s"], 1, housekeeping=True)
+        if self.deaths:  # what the dead held comes back; records they left half made go
+            wait = VISIBILITY_S + SETTINGS["startup_timeout_s"]
+            await self._advance(wait, 1, housekeeping=True)
         await self._check(exact=True)
 
         idle_since = {}  # by the container's own account (the records' times are skewed)
@@ -538,8 +539,8 @@ class ConductorMachine(RuleBasedStateMachine):
 
 
 PROFILES = {
-    # ``make test``: a few seconds a dozen; enough to find a broken rule in most runs
-    "ci": settings(max_examples=40, stateful_step_count=30),
+    # ``make test``: about a minute on a busy 2-core machine
+    "ci": settings(max_examples=20, stateful_step_count=30),
     # ``SKYCRAWL_MACHINE_PROFILE=deep``: minutes, for a change to the conductor
     "deep": settings(max_examples=300, stateful_step_count=60),
 }

@@ -11,14 +11,15 @@ from pathlib import Path
 from conductor_sim import SimConfig, simulate
 
 SMALL = SimConfig(
-    instances=4,
+    instances=3,
     tenants=1,
     crawls=64,  # one tenant with more pending crawls than one backlog batch (50) holds
     deliveries=3,
     death_rate=0.004,
     crash_rate=0.01,
-    run_s=(2.0, 10.0),
+    run_s=(1.0, 6.0),
     submit_per_s=64,
+    visibility_s=30.0,
     seed=7,
 )
 
