@@ -60,13 +60,15 @@ class NullRuntime:
     async def start_container(self, *, spec: ContainerSpec) -> None:
         return None
 
-    async def stop_container(self, *, container_id: str, grace_s: float = 10) -> None:
+    async def stop_container(
+        self, *, container_id: str, egress: Egress, grace_s: float = 10
+    ) -> None:
         return None
 
-    async def describe(self, *, container_id: str) -> ContainerStatus:
+    async def describe(self, *, container_id: str, egress: Egress) -> ContainerStatus:
         return ContainerStatus(container_id=container_id, state=RunState.running)
 
-    async def list_running(self) -> list[ContainerStatus]:
+    async def list_running(self, *, egress: Egress) -> list[ContainerStatus]:
         return []
 
     async def close(self) -> None:
@@ -124,8 +126,10 @@ def _settings() -> SkycrawlSettings:
 
 
 def _open(root: Path, settings: SkycrawlSettings, counts: Counter[str]) -> tuple[Ports, Conductor]:
-    ports = build_ports(settings, LocalSettings(data_dir=root))
-    ports.runtime = NullRuntime()
+    null = NullRuntime()
+    ports = build_ports(
+        settings, LocalSettings(data_dir=root), runtimes={e.name: null for e in settings.egresses}
+    )
     ports.bus = Counted(ports.bus, counts, "bus")
     ports.state = Counted(ports.state, counts, "state")
     counter = iter(range(1, 10**9))

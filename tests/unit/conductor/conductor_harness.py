@@ -48,6 +48,7 @@ from core.messages import (
     Heartbeat,
     KillTimer,
     Progress,
+    ProxyStats,
     RunCrawl,
     decode_dispatch,
     decode_inbox,
@@ -89,6 +90,7 @@ DEFAULTS: dict[str, Any] = {
     "inbox_queue": "inbox",
     "dispatch_topic": "dispatch",
     "idle_ttl_s": 30.0,
+    "idle_policy": "fixed",
     "startup_timeout_s": 60.0,
     "heartbeat_interval_s": 5.0,
     "heartbeat_timeout_s": 40.0,
@@ -156,7 +158,9 @@ class RecordingRuntime:
             raise RuntimeError("no capacity in this region")
         self.set_state(spec.container_id, RunState.running)
 
-    async def stop_container(self, *, container_id: str, grace_s: float = 10) -> None:
+    async def stop_container(
+        self, *, container_id: str, egress: Egress, grace_s: float = 10
+    ) -> None:
         if self.fail_stops > 0:
             self.fail_stops -= 1
             raise RuntimeError("the runtime's API timed out")
@@ -167,15 +171,16 @@ class RecordingRuntime:
         if state is RunState.running:
             self.set_state(container_id, RunState.exited, 143)
 
-    async def describe(self, *, container_id: str) -> ContainerStatus:
+    async def describe(self, *, container_id: str, egress: Egress) -> ContainerStatus:
         state, code = self._states.get(container_id, (RunState.unknown, None))
         return ContainerStatus(container_id=container_id, state=state, exit_code=code)
 
-    async def list_running(self) -> list[ContainerStatus]:
+    async def list_running(self, *, egress: Egress) -> list[ContainerStatus]:
+        egress_of = {spec.container_id: spec.egress.name for spec in self.started}
         return [
             ContainerStatus(container_id=cid, state=state)
             for cid, (state, _) in self._states.items()
-            if state is RunState.running
+            if state is RunState.running and egress_of.get(cid) == egress.name
         ]
 
     async def close(self) -> None:
@@ -227,28 +232,50 @@ class Harness:
     _ids: Iterator[int] = field(default_factory=lambda: itertools.count(1))
     _extra: list[Ports] = field(default_factory=list)
     engines: dict[str, FakeEngine] = field(default_factory=dict)
+    #: The runtime of each egress (``runtime_per_egress``), else ``runtime`` for every one.
+    runtimes: dict[str, RecordingRuntime] = field(default_factory=dict)
 
     @classmethod
     async def create(
-        cls, root: Path, *, max_delay_s: float | None = None, **overrides: Any
+        cls,
+        root: Path,
+        *,
+        max_delay_s: float | None = None,
+        runtime_per_egress: bool = False,
+        **overrides: Any,
     ) -> Harness:
         clock = FakeClock(START)
         settings = make_settings(**overrides)
         runtime = RecordingRuntime()
-        ports, probe = _open_ports(root, clock, runtime, max_delay_s)
+        runtimes = {e.name: runtime for e in settings.egresses}
+        if runtime_per_egress:
+            runtimes = {e.name: RecordingRuntime() for e in settings.egresses}
+            runtime = runtimes[settings.egresses[0].name]
+        ports, probe = _open_ports(root, clock, runtimes, max_delay_s)
         await ports.bus.ensure_queue(
             name=settings.inbox_queue, max_deliveries=settings.max_deliveries
         )
         await ports.bus.ensure_topic(topic=settings.dispatch_topic)
         ids = itertools.count(1)
         conductor = _make_conductor(ports, settings, root, ids)
-        return cls(root, clock, settings, runtime, ports, probe, conductor, max_delay_s, _ids=ids)
+        return cls(
+            root,
+            clock,
+            settings,
+            runtime,
+            ports,
+            probe,
+            conductor,
+            max_delay_s,
+            _ids=ids,
+            runtimes=runtimes,
+        )
 
     def another_conductor(self, *, skew_s: float = 0.0, plan: FaultPlan | None = None) -> Conductor:
         """A second conductor instance: its own bus and state clients on the same files.
         ``skew_s``: its own clock is that far off (the services keep the true time);
         ``plan``: it may die at any of its port calls (``FaultPlan``)."""
-        ports, _ = _open_ports(self.root, self.clock, self.runtime, self.max_delay_s)
+        ports, _ = _open_ports(self.root, self.clock, self.runtimes, self.max_delay_s)
         if skew_s:
             ports.clock = SkewedClock(self.clock, skew_s)
         self._extra.append(ports)
@@ -481,7 +508,10 @@ def _make_conductor(
 
 
 def _open_ports(
-    root: Path, clock: FakeClock, runtime: RecordingRuntime, max_delay_s: float | None
+    root: Path,
+    clock: FakeClock,
+    runtimes: dict[str, RecordingRuntime],
+    max_delay_s: float | None,
 ) -> tuple[Ports, SchedulerProbe]:
     bus = SqliteMessageBus(root / "bus.sqlite3", clock=clock)
     probe = SchedulerProbe(SqliteScheduler(bus), max_delay_s=max_delay_s)
@@ -490,7 +520,7 @@ def _open_ports(
         scheduler=probe,
         state=SqliteStateStore(root / "state.sqlite3", clock=clock),
         blobs=FileBlobStore(root / "blobs"),
-        runtime=runtime,
+        runtimes=dict(runtimes),
         provisioner=DirectoryProvisioner(root),
         clock=clock,
     )
@@ -622,7 +652,8 @@ class FakeEngine:
             )
         )
 
-    async def heartbeat(self) -> OutboundMessage:
+    async def heartbeat(self, proxies: dict[str, ProxyStats] | None = None) -> OutboundMessage:
+        """A heartbeat (with per-proxy numbers, as the engine reports them)."""
         self.beat_seq += 1
         return await self.send(
             Heartbeat(
@@ -630,6 +661,7 @@ class FakeEngine:
                 container_id=self.id,
                 in_flight=sorted(self.running),
                 seq=self.beat_seq,
+                proxies=proxies or {},
             )
         )
 
@@ -787,7 +819,10 @@ def faulty_ports(ports: Ports, plan: FaultPlan) -> Ports:
         scheduler=FaultyPort(ports.scheduler, plan, "scheduler"),  # type: ignore[arg-type]
         state=FaultyPort(ports.state, plan, "state"),  # type: ignore[arg-type]
         blobs=ports.blobs,
-        runtime=FaultyPort(ports.runtime, plan, "runtime"),  # type: ignore[arg-type]
+        runtimes={
+            name: FaultyPort(runtime, plan, f"runtime[{name}]")  # type: ignore[misc]
+            for name, runtime in ports.runtimes.items()
+        },
         provisioner=ports.provisioner,
         clock=ports.clock,
     )

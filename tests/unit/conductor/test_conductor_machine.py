@@ -53,7 +53,7 @@ from hypothesis.stateful import (
 from core.conductor import Housekeeper, router
 from core.inbox import process_lease
 from core.messages import CancelCrawl
-from core.models import ContainerState, CrawlState
+from core.models import ContainerState, CrawlState, Egress
 from core.ports import Queue, RunState
 
 T = TypeVar("T")
@@ -446,7 +446,7 @@ class ConductorMachine(RuleBasedStateMachine):
         counted = [cid for cid in live if exact or cid in fleet or cid in started]
         assert len(counted) <= LIMIT, sorted(live)
         assert len(fleet) <= LIMIT
-        assert len(await h.runtime.list_running()) <= LIMIT
+        assert len(await h.runtime.list_running(egress=Egress(name="local"))) <= LIMIT
         # no crawl runs on two containers at once (a hung one may still be running it)
         running = Counter(c for m in self.engines.values() if m.holds_work for c in m.runs)
         assert [c for c, n in running.items() if n > 1] == [], running
@@ -534,7 +534,9 @@ class ConductorMachine(RuleBasedStateMachine):
         for container_id, model in self.engines.items():
             assert not await h.subscription_exists(container_id)
             if model.status != "crashed":
-                status = await h.runtime.describe(container_id=container_id)
+                status = await h.runtime.describe(
+                    container_id=container_id, egress=Egress(name="local")
+                )
                 assert status.state is not RunState.running, container_id
 
 

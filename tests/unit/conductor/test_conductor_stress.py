@@ -24,7 +24,7 @@ SMALL = SimConfig(
 )
 
 
-async def test_a_small_fleet_under_faults_loses_nothing_and_never_runs_a_crawl_twice(
+async def test_a_small_fleet_under_faults_loses_nothing_and_runs_no_crawl_twice_at_once(
     tmp_path: Path,
 ) -> None:
     figures = await simulate(tmp_path, SMALL)
@@ -33,6 +33,5 @@ async def test_a_small_fleet_under_faults_loses_nothing_and_never_runs_a_crawl_t
     assert figures.instance_deaths > 0, figures.report()
     assert sum(figures.container_crashes.values()) > 0, figures.report()
     assert max(figures.skews_s) - min(figures.skews_s) > 60
-    # some crawl did run again after its container crashed (each re-execution follows a
-    # crash: "re-executions not after a crash" is among the zeros above)
-    assert figures.reexecutions > 0, figures.report()
+    # (whether a crash hit a busy container, so that a crawl ran again, is up to chance
+    # here; every re-execution there is must follow a crash: one of the zeros above)
