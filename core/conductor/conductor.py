@@ -234,6 +234,10 @@ class Conductor:
         if container is None or container.state in (ContainerState.stopped, ContainerState.failed):
             # unknown, or reaped before it became ready: it must not run
             log.warning("ready from %s which is not live; stopping it", msg.container_id)
+            await self.ports.bus.delete_subscription(  # it subscribed after it was reaped:
+                topic=self.settings.dispatch_topic,  # first of all, no work may reach it
+                name=subscription_name(msg.container_id),
+            )
             # an unknown GUID may be on any egress: ask each (stopping a gone one is a no-op)
             for egress in self.settings.egresses if container is None else [container.egress]:
                 await self.ports.runtime_for(egress).stop_container(
@@ -241,9 +245,6 @@ class Conductor:
                     egress=egress,
                     grace_s=self.settings.stop_grace_s,
                 )
-            await self.ports.bus.delete_subscription(  # it subscribed after it was reaped
-                topic=self.settings.dispatch_topic, name=subscription_name(msg.container_id)
-            )
             return
         if container.state is not ContainerState.ready:
             return  # draining: its stop is under way

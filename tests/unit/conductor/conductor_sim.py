@@ -69,7 +69,7 @@ from core.messages import (
     decode_dispatch,
     encode,
 )
-from core.models import Crawl, CrawlCounts, CrawlSpec, CrawlState, Quotas, Tenant
+from core.models import Crawl, CrawlCounts, CrawlSpec, CrawlState, Egress, Quotas, Tenant
 from core.ports import (
     ContainerSpec,
     ContainerStatus,
@@ -99,6 +99,7 @@ class SimConfig:
     boot_failure_rate: float = 0.03  # containers that never say ready
     run_s: tuple[float, float] = (5.0, 30.0)
     submit_per_s: int = 100  # CrawlSubmitted messages put on the inbox per simulated second
+    visibility_s: float = 120.0  # the lease a dead instance's messages wait out
     seed: int = 1
 
 
@@ -112,7 +113,6 @@ SETTINGS = {
     "max_attempts": 6,
     "max_deliveries": 50,
 }
-VISIBILITY_S = 120.0
 
 
 @dataclass
@@ -159,6 +159,7 @@ class Figures:
     deliveries: int = 0
     skews_s: list[float] = field(default_factory=list)
     simulated_s: float = 0.0
+    finished_at_s: float = 0.0  # when the last crawl finished (then: scaling to zero)
     wall_s: float = 0.0
     load_before: float = 0.0
     load_after: float = 0.0
@@ -198,7 +199,8 @@ class Figures:
             f"{self.instances} conductor instances (clocks {min(self.skews_s):+.0f} s to "
             f"{max(self.skews_s):+.0f} s off), {self.crawls} crawls x {self.deliveries} "
             "deliveries, shuffled",
-            f"{self.simulated_s:.0f} s simulated in {self.wall_s:.0f} s wall; load average "
+            f"{self.simulated_s:.0f} s simulated (every crawl finished after "
+            f"{self.finished_at_s:.0f} s) in {self.wall_s:.0f} s wall; load average "
             f"{self.load_before:.1f} before, {self.load_after:.1f} after "
             f"({os.cpu_count()} cores)",
             f"inbox messages handled {self.handled}; instance deaths {self.instance_deaths}; "
@@ -235,7 +237,9 @@ class SimRuntime:
         self.procs[spec.container_id] = Process(spec, sim.now() + timedelta(seconds=delay), boots)
         f.containers_started += 1
 
-    async def stop_container(self, *, container_id: str, grace_s: float = 10) -> None:
+    async def stop_container(
+        self, *, container_id: str, egress: Egress, grace_s: float = 10
+    ) -> None:
         sim = self._sim
         if sim.faults_on and sim.random.random() < sim.config.stop_failure_rate:
             sim.figures.failed_stops += 1
@@ -254,7 +258,7 @@ class SimRuntime:
         if proc.ended is None:
             proc.ended, proc.ended_how = sim.now(), "stopped"
 
-    async def describe(self, *, container_id: str) -> ContainerStatus:
+    async def describe(self, *, container_id: str, egress: Egress) -> ContainerStatus:
         proc = self.procs.get(container_id)
         if proc is None:
             return ContainerStatus(container_id=container_id, state=RunState.unknown)
@@ -264,7 +268,7 @@ class SimRuntime:
             container_id=container_id, state=RunState.exited, exit_code=proc.exit_code
         )
 
-    async def list_running(self) -> list[ContainerStatus]:
+    async def list_running(self, *, egress: Egress) -> list[ContainerStatus]:
         return [
             ContainerStatus(container_id=cid, state=RunState.running)
             for cid, p in self.procs.items()
@@ -319,8 +323,12 @@ class Simulation:
             self.instances.append(Instance(index, ports, conductor, plan, START))
 
     def _open(self) -> Ports:
-        ports = build_ports(self.settings, LocalSettings(data_dir=self.root), clock=self.clock)
-        ports.runtime = self.runtime
+        ports = build_ports(
+            self.settings,
+            LocalSettings(data_dir=self.root),
+            clock=self.clock,
+            runtimes={e.name: self.runtime for e in self.settings.egresses},
+        )
         self._opened.append(ports)
         return ports
 
@@ -416,6 +424,7 @@ class Simulation:
             elapsed += 1.0
             if calm_since is None and not to_send and await self._all_finished():
                 calm_since = elapsed  # then: no more faults; everything must scale to zero
+                self.figures.finished_at_s = elapsed
                 self.faults_on = False
                 for inst in self.instances:
                     inst.plan.rate = 0.0
@@ -451,7 +460,7 @@ class Simulation:
                 leases = await inst.ports.bus.receive(
                     source=Queue(self.settings.inbox_queue),
                     max_messages=4,
-                    visibility_timeout_s=VISIBILITY_S,
+                    visibility_timeout_s=self.config.visibility_s,
                 )
             except InstanceKilled:
                 self._die(inst)

@@ -219,3 +219,27 @@ async def test_a_container_whose_ready_a_dead_instance_holds_is_not_reaped_while
     assert [(r.crawl_id, r.attempt) for r in await engine.runs()] == [(crawl_id, 1)]
     assert harness.runtime.stopped == []
     assert len(harness.runtime.started) == 1
+
+
+async def test_a_late_ready_of_a_reaped_container_gets_no_work_even_if_its_stop_fails(
+    harness: Harness,
+) -> None:
+    """A container reaped as not ready comes up after all, subscribes and says ready while
+    the runtime's API fails: its subscription (the only way work reaches it) must go at
+    once, and the stop is retried until it succeeds."""
+    await harness.add_tenant("t1")
+    crawl_id = await harness.submit()
+    await harness.pump()
+    late = (await harness.crawl(crawl_id)).container_id
+    assert late is not None
+    await harness.advance(harness.settings.startup_timeout_s + 5)
+    assert (await harness.container(late)).state is ContainerState.failed
+    assert harness.runtime.stopped == [late]  # stopped when reaped -- but it came up anyway
+    harness.runtime.fail_stops = 2
+
+    await harness.engine(late).ready()
+    await harness.pump()
+
+    assert not await harness.subscription_exists(late)
+    await harness.advance(10)  # the ready is handled again: the stop goes through
+    assert harness.runtime.stopped == [late, late]

@@ -11,19 +11,20 @@ from pathlib import Path
 from conductor_sim import SimConfig, simulate
 
 SMALL = SimConfig(
-    instances=4,
+    instances=3,
     tenants=1,
     crawls=64,  # one tenant with more pending crawls than one backlog batch (50) holds
     deliveries=3,
     death_rate=0.004,
     crash_rate=0.01,
-    run_s=(2.0, 10.0),
+    run_s=(1.0, 6.0),
     submit_per_s=64,
+    visibility_s=30.0,
     seed=7,
 )
 
 
-async def test_a_small_fleet_under_faults_loses_nothing_and_never_runs_a_crawl_twice(
+async def test_a_small_fleet_under_faults_loses_nothing_and_runs_no_crawl_twice_at_once(
     tmp_path: Path,
 ) -> None:
     figures = await simulate(tmp_path, SMALL)
@@ -32,6 +33,5 @@ async def test_a_small_fleet_under_faults_loses_nothing_and_never_runs_a_crawl_t
     assert figures.instance_deaths > 0, figures.report()
     assert sum(figures.container_crashes.values()) > 0, figures.report()
     assert max(figures.skews_s) - min(figures.skews_s) > 60
-    # some crawl did run again after its container crashed (each re-execution follows a
-    # crash: "re-executions not after a crash" is among the zeros above)
-    assert figures.reexecutions > 0, figures.report()
+    # (whether a crash hit a busy container, so that a crawl ran again, is up to chance
+    # here; every re-execution there is must follow a crash: one of the zeros above)
