@@ -67,6 +67,22 @@ async def test_the_local_stack_builds_one_runtime_per_entry(tmp_path: Path) -> N
         assert set(ports.runtimes) == {"a", "b"}
         assert isinstance(ports.runtime_for(settings.egresses[1]), SubprocessRuntime)
         with pytest.raises(ConfigurationError, match="no container runtime for egress 'gone'"):
-            ports.runtime_for(Egress(name="gone"))
+            ports.runtime_for(Egress(name="gone", runtime="cloud-run"))
+    finally:
+        await ports.close()
+
+
+async def test_a_record_of_a_former_egress_is_served_by_a_runtime_of_its_kind(
+    tmp_path: Path,
+) -> None:
+    """A renamed or removed entry's containers can still be described and stopped."""
+    settings = SkycrawlSettings(egresses=[{"name": "now", "region": "lab"}])
+    ports = build_ports(settings, LocalSettings(data_dir=tmp_path))
+    try:
+        runtime = ports.runtime_for(settings.egresses[0])
+        assert ports.runtime_for(Egress(name="renamed", runtime="local")) is runtime
+        assert ports.runtime_for(Egress(name="older-record")) is runtime  # no kind recorded
+        with pytest.raises(ConfigurationError, match="no container runtime for egress 'far'"):
+            ports.runtime_for(Egress(name="far", runtime="ecs"))
     finally:
         await ports.close()
