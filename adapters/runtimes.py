@@ -1,9 +1,10 @@
 """One container runtime per egress: the runtime kinds an egress may name, chosen lazily.
 
 An egress's ``runtime`` names a kind; each kind belongs to one adapter family, whose provider
-module has ``build_runtime(settings, egress) -> ContainerRuntime`` (reading that family's own
-``SKYCRAWL_<FAMILY>_*`` settings from the environment). A composition root calls ``build_runtimes`` with the
-builder of its home family (which knows its already-made settings and clients), so one
+module has ``build_runtime(settings, egress) -> ContainerRuntime`` (reading that family's
+own ``SKYCRAWL_<FAMILY>_*`` settings from the environment). A composition root calls
+``build_runtimes`` with the builder of its home family (which knows its already-made
+settings and clients), so one
 deployment can start containers on several runtimes at once -- ECS in us-east-1 and engine
 subprocesses on the control plane's machine, say -- while its bus and state stay in the home
 cloud. Nothing of another family is imported unless an egress names one of its kinds (and
