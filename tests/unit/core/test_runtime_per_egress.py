@@ -86,3 +86,18 @@ async def test_a_record_of_a_former_egress_is_served_by_a_runtime_of_its_kind(
             ports.runtime_for(Egress(name="far", runtime="ecs"))
     finally:
         await ports.close()
+
+
+def test_an_egress_region_picks_the_cloud_s_region() -> None:
+    from adapters.aws.provider import regional as aws_regional
+    from adapters.aws.settings import AwsSettings
+    from adapters.gcp.provider import regional as gcp_regional
+    from adapters.gcp.settings import GcpSettings
+
+    aws = AwsSettings(region="us-east-1")
+    assert aws_regional(aws, Egress(name="w", region="eu-west-1")).region == "eu-west-1"
+    assert aws_regional(aws, Egress(name="l")) is aws  # "local": the settings' own region
+    gcp = GcpSettings(project="p", region="us-central1", run_job="engine")
+    eu = gcp_regional(gcp, Egress(name="eu", runtime="cloud-run", region="europe-west1"))
+    assert eu.job_path == "projects/p/locations/europe-west1/jobs/engine"
+    assert gcp_regional(gcp, Egress(name="home", region="us-central1")) is gcp
