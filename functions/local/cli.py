@@ -24,7 +24,7 @@ from core.errors import SkycrawlError
 from core.settings import LocalSettings
 from functions.local.client import ApiError, json_or_raise
 from functions.local.crawl_command import EXIT_INTERRUPTED, nothing_fetched_line, run_crawl
-from functions.local.fleet_status import FLEET_COLUMNS, fleet_cells, settings_problem
+from functions.local.fleet_status import FLEET_COLUMNS, fleet_cells
 from functions.local.progress import containers_of
 from functions.local.session import DataDirBusy, Session, open_session
 
@@ -284,10 +284,7 @@ def main(argv: list[str] | None = None) -> int:
     except ApiError as exc:
         err.print(f"skycrawl: {_problem_line(exc)}", markup=False, highlight=False)
         return EXIT_USAGE if 400 <= exc.status < 500 else EXIT_ERROR
-    except ValidationError as exc:  # a bad SKYCRAWL_* setting: name it, in one line
-        err.print(f"skycrawl: {settings_problem(exc)}", markup=False, highlight=False)
-        return EXIT_USAGE
-    except (SkycrawlError, OSError) as exc:
+    except (SkycrawlError, ValidationError, OSError) as exc:
         message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         err.print(f"skycrawl: {message}", markup=False, highlight=False)
         return EXIT_ERROR

@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from pydantic import ValidationError
 
 from adapters.local.container_runtime import SubprocessRuntime
 from adapters.local.provider import build_ports
@@ -14,7 +13,6 @@ from core.errors import ConfigurationError
 from core.models import Egress
 from core.ports import ContainerRuntime
 from core.settings import LocalSettings, SkycrawlSettings
-from functions.local.fleet_status import settings_problem
 
 
 def test_an_entry_without_a_runtime_runs_on_the_provider_s_own() -> None:
@@ -103,12 +101,3 @@ def test_an_egress_region_picks_the_cloud_s_region() -> None:
     eu = gcp_regional(gcp, Egress(name="eu", runtime="cloud-run", region="europe-west1"))
     assert eu.job_path == "projects/p/locations/europe-west1/jobs/engine"
     assert gcp_regional(gcp, Egress(name="home", region="us-central1")) is gcp
-
-
-def test_a_bad_egress_setting_is_named_in_one_line() -> None:
-    with pytest.raises(ValidationError) as caught:
-        SkycrawlSettings(egresses=[{"name": "x", "proxies": ["ftp://nowhere"]}])
-    line = settings_problem(caught.value)
-    assert line.startswith("SKYCRAWL_EGRESSES[0].proxies: ")
-    assert "http:// or https://" in line
-    assert "\n" not in line
