@@ -17,6 +17,8 @@ then that family's extra must be installed: ``pip install 'skycrawl[gcp]'``).
 ``ecs``, ``ecs-fargate``       aws       ECS RunTask on Fargate (``egress.region``: ECS client)
 ``aci``                        azure     Container Instances (``egress.region``: location)
 ``cloud-run``, ``cloudrun``    gcp       Cloud Run job executions (``egress.region``: the job's)
+``selfhosted``                 self-     the runtime ``SKYCRAWL_SELFHOSTED_RUNTIME`` names
+                               hosted    (Docker, Kubernetes Jobs, subprocesses)
 =============================  ========  ======================================================
 
 Limits: the engine image is built with one family's extras; a container started on another
@@ -42,6 +44,7 @@ RUNTIME_FAMILIES: dict[str, str] = {
     "aci": "azure",
     "cloud-run": "gcp",
     "cloudrun": "gcp",
+    "selfhosted": "selfhosted",  # Docker, Kubernetes Jobs or subprocesses, as configured
 }
 
 RuntimeBuilder = Callable[[Egress], ContainerRuntime]

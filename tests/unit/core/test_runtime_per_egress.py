@@ -8,7 +8,7 @@ import pytest
 
 from adapters.local.container_runtime import SubprocessRuntime
 from adapters.local.provider import build_ports
-from adapters.runtimes import build_runtimes
+from adapters.runtimes import build_runtimes, family_of
 from core.errors import ConfigurationError
 from core.models import Egress
 from core.ports import ContainerRuntime
@@ -20,6 +20,8 @@ def test_an_entry_without_a_runtime_runs_on_the_provider_s_own() -> None:
     aws = SkycrawlSettings(provider="aws", egresses=pool)
     assert [(e.name, e.runtime) for e in aws.egresses] == [("home", "ecs"), ("far", "cloud-run")]
     assert SkycrawlSettings(egresses=[{"name": "x"}]).egresses[0].runtime == "local"
+    own = SkycrawlSettings(provider="selfhosted", egresses=[{"name": "vm"}]).egresses[0]
+    assert (own.runtime, family_of(own)) == ("selfhosted", "selfhosted")
 
 
 def test_egress_names_are_unique_and_proxies_are_urls() -> None:
