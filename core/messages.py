@@ -101,6 +101,9 @@ class KillTimer(Frozen):
     container_id: str
     generation: int
     remaining_s: float = 0.0
+    #: Idle time reached when it fires: a link of a chain through the idle histogram's
+    #: edges, counted on the container (``Container.idle_bin``) by the adaptive policy.
+    elapsed_s: float = 0.0
 
 
 class Watchdog(Frozen):

@@ -5,7 +5,7 @@ environment (nested models as JSON), or in a ``.env`` file.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -33,13 +33,32 @@ class SkycrawlSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="SKYCRAWL_", extra="ignore", frozen=True)
 
-    provider: str = Field("local", description="Adapter family: local, aws, azure or gcp.")
+    provider: str = Field(
+        "local", description="Adapter family: local, aws, azure, gcp or selfhosted."
+    )
     inbox_queue: str = Field("skycrawl-inbox", description="The conductor's inbox queue.")
     dispatch_topic: str = Field(
         "skycrawl-dispatch", description="Topic carrying work to containers."
     )
     idle_ttl_s: float = Field(
         60.0, gt=0, description="Stop a container this long after its last work."
+    )
+    idle_policy: Literal["fixed", "break_even", "adaptive"] = Field(
+        "adaptive",
+        description="Keep-alive of idle containers: fixed (idle_ttl_s), break_even (cold-start "
+        "cost / idle price) or adaptive (per-tenant idle-gap histogram, pre-warming).",
+    )
+    idle_wait_weight: float = Field(
+        10.0,
+        ge=0,
+        description="A second a crawl waits for a cold start costs as much as this many "
+        "seconds of an idle container (break_even, adaptive).",
+    )
+    idle_fallback: Literal["fixed", "break_even"] = Field(
+        "fixed", description="What adaptive does until a tenant's histogram is trusted."
+    )
+    idle_max_keep_s: float = Field(
+        14400.0, gt=0, description="Longest keep-alive the adaptive policy chooses."
     )
     startup_timeout_s: float = Field(120.0, gt=0, description="Reap a container not ready by then.")
     heartbeat_interval_s: float = Field(5.0, gt=0, description="How often containers heartbeat.")

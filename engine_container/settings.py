@@ -62,6 +62,12 @@ class EngineSettings(BaseSettings):
         description="SQLite file of the per-host limiter shared by every engine process on "
         "the machine (the embedded stack sets <data_dir>/hosts.sqlite3). Unset: per process.",
     )
+    host_limiter_url: str | None = Field(
+        None,
+        description="PostgreSQL URL of the per-host limiter shared by every engine reaching "
+        "that database, on any machine (the selfhosted provider sets its database). Wins "
+        "over host_limiter_path.",
+    )
     sitemap_max_files: int = Field(
         20, ge=0, le=1000, description="Sitemap files (indexes included) read per crawl."
     )

@@ -44,6 +44,7 @@ from core.messages import (
 )
 from core.models import CrawlCounts, Frozen
 from core.ports import Lease, MessageBus, Subscription
+from core.redaction import install_log_redaction
 from core.settings import SkycrawlSettings
 from engine_container.bus_crawl import RunFn, observe_egress_ip, open_crawl_runner
 from engine_container.fetcher import EgressStats, ProxyBook
@@ -318,6 +319,7 @@ def main() -> int:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    install_log_redaction()  # no URL credentials in a log line
     try:
         engine = EngineSettings()
         control = SkycrawlSettings()

@@ -50,6 +50,7 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -162,6 +163,9 @@ class SubprocessRuntime:
                 )
         except OSError as exc:
             raise ConfigurationError(f"cannot start {self._command[0]!r}: {exc}") from exc
+        # reap the child the moment it exits, so none is left <defunct> under ``skycrawl up``
+        # while nobody asks about it (Popen.wait is thread-safe; poll() then sees the code)
+        threading.Thread(target=process.wait, name=f"reap-{process.pid}", daemon=True).start()
         pid_file = self.log_dir / f"{spec.container_id}.pid"
         child = _Child(spec, process, pid_file, log_file)
         self._children[spec.container_id] = child

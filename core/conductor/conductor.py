@@ -20,7 +20,9 @@ Where the pieces live:
 
 Heartbeats also reconcile: a crawl the conductor dispatched to a container that the
 container's heartbeats keep not listing is sent again (a lost publish), committed (a crash
-between reserving and dispatching) or released (cancelled or finished meanwhile).
+between reserving and dispatching) or released (cancelled or finished meanwhile). A
+heartbeat from a container still ``starting`` stands in for its late ``ready`` (engines
+beat only after they subscribed and said ready; the egress IP then comes with no report).
 """
 
 from __future__ import annotations
@@ -182,6 +184,7 @@ class Conductor:
 
     async def _on_ready(self, msg: ContainerReady) -> None:
         now = self.ports.clock.now()
+        stats = await self.fleet.idle.stats(msg.tenant_id)
 
         def ready(c: Container) -> Container | None:
             if c.state is not ContainerState.starting:
@@ -196,7 +199,10 @@ class Conductor:
                 }
             )
             new = self.fleet.arm_liveness(new)
-            return with_entries(new, self.fleet.kill_timer(new)) if not new.in_flight else new
+            if new.in_flight:
+                return new
+            new = self.fleet.idle.went_idle(new, stats)
+            return with_entries(new, self.fleet.kill_timer(new))
 
         container, _ = await self.outbox.mutate(
             self.records.containers, msg.tenant_id, msg.container_id, ready
@@ -248,6 +254,13 @@ class Conductor:
         container = await self._touch(msg.tenant_id, msg.container_id, msg, reported, fresh)
         if container is not None and fresh and fresh[-1] and msg.proxies:
             await self.health.observe(container.egress, msg.proxies)  # once per heartbeat
+        if container is not None and container.state is ContainerState.starting:
+            # an engine heartbeats only once it subscribed and said ready: its ``ready`` is
+            # late (held by an instance that died, until the lease runs out) -- take this
+            # heartbeat for it, rather than reap a container that is up as "not ready"
+            ready = ContainerReady(tenant_id=msg.tenant_id, container_id=msg.container_id)
+            await self._on_ready(ready)
+            return
         if container is None or container.state is not ContainerState.ready:
             return
         for crawl_id, beats in container.unconfirmed.items():

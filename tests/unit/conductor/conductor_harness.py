@@ -16,7 +16,9 @@ fresh one per example outside pytest's fixtures; ``conftest.py`` holds the fixtu
 
 from __future__ import annotations
 
+import inspect
 import itertools
+import random
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -88,6 +90,7 @@ DEFAULTS: dict[str, Any] = {
     "inbox_queue": "inbox",
     "dispatch_topic": "dispatch",
     "idle_ttl_s": 30.0,
+    "idle_policy": "fixed",
     "startup_timeout_s": 60.0,
     "heartbeat_interval_s": 5.0,
     "heartbeat_timeout_s": 40.0,
@@ -268,13 +271,16 @@ class Harness:
             runtimes=runtimes,
         )
 
-    def another_conductor(self, *, skew_s: float = 0.0) -> Conductor:
+    def another_conductor(self, *, skew_s: float = 0.0, plan: FaultPlan | None = None) -> Conductor:
         """A second conductor instance: its own bus and state clients on the same files.
-        ``skew_s``: its own clock is that far off (the services keep the true time)."""
+        ``skew_s``: its own clock is that far off (the services keep the true time);
+        ``plan``: it may die at any of its port calls (``FaultPlan``)."""
         ports, _ = _open_ports(self.root, self.clock, self.runtimes, self.max_delay_s)
         if skew_s:
             ports.clock = SkewedClock(self.clock, skew_s)
         self._extra.append(ports)
+        if plan is not None:
+            ports = faulty_ports(ports, plan)
         return _make_conductor(ports, self.settings, self.root, self._ids)
 
     async def close(self) -> None:
@@ -743,3 +749,77 @@ async def set_container(
             continue
         return await harness.container(container_id, tenant_id)
     raise AssertionError("could not update the container record")
+
+
+# --------------------------------------------------------------------------- fault injection
+
+
+@dataclass
+class FaultPlan:
+    """When an instance dies: at every port call it makes (before the call, and after it
+    returned -- the two sides of every await point of a handler), ``InstanceKilled`` is
+    raised if the call is number ``die_at`` (counted from 0 since ``die_at`` was set) or, at
+    random, with probability ``rate``. ``calls`` counts every call; ``deaths`` every death."""
+
+    rate: float = 0.0
+    die_at: int | None = None
+    seed: int = 0
+    calls: int = 0
+    deaths: int = 0
+    _counted: int = 0
+    _random: random.Random = field(default_factory=random.Random)
+
+    def __post_init__(self) -> None:
+        self._random.seed(self.seed)
+
+    def die_at_call(self, index: int | None) -> None:
+        self.die_at, self._counted = index, 0
+
+    def point(self, where: str) -> None:
+        """One await point; raises ``InstanceKilled`` if the instance dies here."""
+        self.calls += 1
+        hit = self.die_at is not None and self._counted == self.die_at
+        self._counted += 1
+        if hit or (self.rate and self._random.random() < self.rate):
+            self.die_at = None if hit else self.die_at
+            self.deaths += 1
+            raise InstanceKilled(f"instance died at {where}")
+
+
+class FaultyPort:
+    """``inner`` with a ``FaultPlan`` point before and after every coroutine method call;
+    everything else (``capabilities``, plain methods) passes through."""
+
+    def __init__(self, inner: object, plan: FaultPlan, name: str) -> None:
+        self._inner = inner
+        self._plan = plan
+        self._name = name
+
+    def __getattr__(self, attr: str) -> Any:
+        value = getattr(self._inner, attr)
+        if not inspect.iscoroutinefunction(value):
+            return value
+        plan, where = self._plan, f"{self._name}.{attr}"
+
+        async def call(*args: Any, **kwargs: Any) -> Any:
+            plan.point(f"{where} (before)")
+            result = await value(*args, **kwargs)
+            plan.point(f"{where} (after)")
+            return result
+
+        return call
+
+
+def faulty_ports(ports: Ports, plan: FaultPlan) -> Ports:
+    """The same ports, every bus, scheduler, state and runtime call an await point where
+    ``plan`` may kill the instance (blobs and the provisioner are not used by the conductor's
+    handlers)."""
+    return Ports(
+        bus=FaultyPort(ports.bus, plan, "bus"),  # type: ignore[arg-type]
+        scheduler=FaultyPort(ports.scheduler, plan, "scheduler"),  # type: ignore[arg-type]
+        state=FaultyPort(ports.state, plan, "state"),  # type: ignore[arg-type]
+        blobs=ports.blobs,
+        runtime=FaultyPort(ports.runtime, plan, "runtime"),  # type: ignore[arg-type]
+        provisioner=ports.provisioner,
+        clock=ports.clock,
+    )
