@@ -107,6 +107,9 @@ class Router:
 
     async def _route(self, tenant: Tenant, crawl: Crawl) -> Route | Blocked:
         """Score the pool for ``crawl`` (``core.egress_scoring``) on fresh records."""
+        pool = self.settings.egresses
+        if len(pool) == 1 and not pool[0].proxy_pool and not crawl.spec.session:
+            return choose_route(crawl.spec, pool)  # nothing to choose: read nothing
         live = [c for c in await self.records.live_containers(tenant.id) if accepts_work(c)]
         load: dict[str, EgressLoad] = {}
         for c in live:

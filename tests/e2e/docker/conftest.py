@@ -70,7 +70,8 @@ async def docker_harness(
     )
     local = LocalSettings(data_dir=tmp_path / "data")
     ports = build_ports(settings, local)
-    await ports.runtime.close()  # the subprocess runtime is replaced, never used
+    for replaced in ports.runtimes.values():  # the subprocess runtime is replaced, never used
+        await replaced.close()
     data_dir = str(local.data_dir.resolve())
     runtime = DockerRuntime(
         image=engine_tag,
@@ -82,7 +83,7 @@ async def docker_harness(
         cpus=1.0,
         memory="512m",
     )
-    ports.runtime = runtime
+    ports.runtimes = {egress.name: runtime for egress in settings.egresses}
     plane = build_control_plane(ports, settings, engine_env=engine_env(local))
     stack = LocalStack(
         settings=settings,

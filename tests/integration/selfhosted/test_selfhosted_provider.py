@@ -30,7 +30,7 @@ async def test_build_ports_runs_on_postgres_and_files(tmp_path: Path) -> None:
     ports = build_ports(SkycrawlSettings(), selfhosted)
     try:
         assert isinstance(ports.bus, PostgresMessageBus)
-        assert isinstance(ports.runtime, SubprocessRuntime)
+        assert [type(r) for r in ports.runtimes.values()] == [SubprocessRuntime]
         await ports.bus.ensure_queue(name="provider-inbox")
         await ports.bus.send(queue="provider-inbox", message=OutboundMessage(body=b"x"))
         assert len(await ports.bus.receive(source=Queue("provider-inbox"))) == 1

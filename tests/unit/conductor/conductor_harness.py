@@ -819,7 +819,11 @@ def faulty_ports(ports: Ports, plan: FaultPlan) -> Ports:
         scheduler=FaultyPort(ports.scheduler, plan, "scheduler"),  # type: ignore[arg-type]
         state=FaultyPort(ports.state, plan, "state"),  # type: ignore[arg-type]
         blobs=ports.blobs,
-        runtime=FaultyPort(ports.runtime, plan, "runtime"),  # type: ignore[arg-type]
+        runtimes={
+            name: FaultyPort(runtime, plan, "runtime")  # type: ignore[misc]
+            for name, runtime in ports.runtimes.items()
+        },
         provisioner=ports.provisioner,
         clock=ports.clock,
+        pool=ports.pool,
     )

@@ -69,7 +69,7 @@ from core.messages import (
     decode_dispatch,
     encode,
 )
-from core.models import Crawl, CrawlCounts, CrawlSpec, CrawlState, Quotas, Tenant
+from core.models import Crawl, CrawlCounts, CrawlSpec, CrawlState, Egress, Quotas, Tenant
 from core.ports import (
     ContainerSpec,
     ContainerStatus,
@@ -235,7 +235,9 @@ class SimRuntime:
         self.procs[spec.container_id] = Process(spec, sim.now() + timedelta(seconds=delay), boots)
         f.containers_started += 1
 
-    async def stop_container(self, *, container_id: str, grace_s: float = 10) -> None:
+    async def stop_container(
+        self, *, container_id: str, egress: Egress, grace_s: float = 10
+    ) -> None:
         sim = self._sim
         if sim.faults_on and sim.random.random() < sim.config.stop_failure_rate:
             sim.figures.failed_stops += 1
@@ -254,7 +256,7 @@ class SimRuntime:
         if proc.ended is None:
             proc.ended, proc.ended_how = sim.now(), "stopped"
 
-    async def describe(self, *, container_id: str) -> ContainerStatus:
+    async def describe(self, *, container_id: str, egress: Egress) -> ContainerStatus:
         proc = self.procs.get(container_id)
         if proc is None:
             return ContainerStatus(container_id=container_id, state=RunState.unknown)
@@ -264,7 +266,7 @@ class SimRuntime:
             container_id=container_id, state=RunState.exited, exit_code=proc.exit_code
         )
 
-    async def list_running(self) -> list[ContainerStatus]:
+    async def list_running(self, *, egress: Egress) -> list[ContainerStatus]:
         return [
             ContainerStatus(container_id=cid, state=RunState.running)
             for cid, p in self.procs.items()
@@ -320,7 +322,7 @@ class Simulation:
 
     def _open(self) -> Ports:
         ports = build_ports(self.settings, LocalSettings(data_dir=self.root), clock=self.clock)
-        ports.runtime = self.runtime
+        ports.runtimes = {egress.name: self.runtime for egress in self.settings.egresses}
         self._opened.append(ports)
         return ports
 
