@@ -1,9 +1,10 @@
 """One container runtime per egress: the runtime kinds an egress may name, chosen lazily.
 
 An egress's ``runtime`` names a kind; each kind belongs to one adapter family, whose provider
-module has ``build_runtime(settings, egress) -> ContainerRuntime`` (reading that family's own
-``SKYCRAWL_<FAMILY>_*`` settings from the environment). A composition root calls ``build_runtimes`` with the
-builder of its home family (which knows its already-made settings and clients), so one
+module has ``build_runtime(settings, egress) -> ContainerRuntime`` (reading that family's
+own ``SKYCRAWL_<FAMILY>_*`` settings from the environment). A composition root calls
+``build_runtimes`` with the builder of its home family (which knows its already-made
+settings and clients), so one
 deployment can start containers on several runtimes at once -- ECS in us-east-1 and engine
 subprocesses on the control plane's machine, say -- while its bus and state stay in the home
 cloud. Nothing of another family is imported unless an egress names one of its kinds (and
@@ -17,6 +18,8 @@ then that family's extra must be installed: ``pip install 'skycrawl[gcp]'``).
 ``aci``                        azure     Container Instances (``egress.region``: location)
 ``cloud-run``, ``cloudrun``    gcp       Cloud Run job executions (``egress.region``: the job's)
 ``docker``, ``kubernetes``     selfhosted  the self-hosted runtime ``SKYCRAWL_SELFHOSTED_RUNTIME``
+``selfhosted``                 self-     the runtime ``SKYCRAWL_SELFHOSTED_RUNTIME`` names
+                               hosted    (Docker, Kubernetes Jobs, subprocesses)
 =============================  ========  ======================================================
 
 Limits: the engine image is built with one family's extras; a container started on another
@@ -44,6 +47,7 @@ RUNTIME_FAMILIES: dict[str, str] = {
     "cloudrun": "gcp",
     "docker": "selfhosted",
     "kubernetes": "selfhosted",
+    "selfhosted": "selfhosted",  # Docker, Kubernetes Jobs or subprocesses, as configured
 }
 
 RuntimeBuilder = Callable[[Egress], ContainerRuntime]

@@ -13,7 +13,13 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from core.models import Egress
 
 #: The runtime kind of an egress that names none, per provider (``adapters.runtimes``).
-HOME_RUNTIMES = {"local": "local", "aws": "ecs", "azure": "aci", "gcp": "cloud-run"}
+HOME_RUNTIMES = {
+    "local": "local",
+    "aws": "ecs",
+    "azure": "aci",
+    "gcp": "cloud-run",
+    "selfhosted": "selfhosted",  # the runtime SKYCRAWL_SELFHOSTED_RUNTIME names
+}
 
 
 def _split_csv(value: object) -> object:

@@ -85,6 +85,7 @@ def build_ports(
         ),
         provisioner=CloudFormationProvisioner.from_settings(aws),
         clock=clock,
+        pool=tuple(settings.egresses),
     )
 
 

@@ -262,6 +262,7 @@ def build_ports(
         ),
         provisioner=provisioner or arm_provisioner(azure),
         clock=clock,
+        pool=tuple(settings.egresses),
     )
 
 

@@ -38,9 +38,12 @@ Finding a GUID's execution (stateless)
     any container; the opt-in live test checks this against the real service.
 
 Limits and cost
-    GUIDs are 1-128 letters, digits, ``_`` or ``-``. One job, one region (``egress.region`` is
-    informative only); environment overrides are visible to whoever can read the execution,
-    so keep proxy credentials out of egress URLs or use Secret Manager on the job. Executions
+    GUIDs are 1-128 letters, digits, ``_`` or ``-``. One job, one region per runtime: the
+    provider builds one runtime per egress region, on the job of that name in that region
+    (``adapters.gcp.provider.regional``); ``list_running(egress=...)`` matches the
+    execution's ``SKYCRAWL_EGRESS_NAME``. Environment overrides are visible to whoever can
+    read the execution, so keep proxy credentials out of egress URLs or use Secret Manager on
+    the job. Executions
     start in ~5-20 s. Billing is per vCPU-second and GiB-second while a task runs (~$0.000018
     and ~$0.000002 in tier-1 regions), nothing while idle.
 

@@ -212,6 +212,7 @@ def build_ports(
             prefix=gcp.tenant_prefix,
         ),
         clock=clock,
+        pool=tuple(settings.egresses),
     )
 
 

@@ -73,6 +73,7 @@ def build_ports(
         ),
         provisioner=DirectoryProvisioner(data_dir),
         clock=clock,
+        pool=tuple(settings.egresses),
     )
 
 

@@ -259,6 +259,7 @@ class Conductor:
         crawl = None if found is None else found.value
         if crawl is not None and crawl.state is CrawlState.pending:
             if container.state is ContainerState.ready:
+                crawl = await self.router.recover_proxy(crawl, container)
                 await self.transitions.commit_dispatch(crawl, container)
             return  # reserved on a starting container: ``ready`` commits it
         if (

@@ -26,7 +26,7 @@ from core.conductor.placement import (
     decide,
 )
 from core.conductor.transitions import CrawlTransitions
-from core.egress_scoring import DIRECT, Blocked, EgressLoad, Route, choose_route
+from core.egress_scoring import DIRECT, Blocked, EgressLoad, Route, best_proxy, choose_route
 from core.errors import Conflict, InvalidRequest
 from core.models import (
     Container,
@@ -85,7 +85,7 @@ class Router:
             decision = decide(await self._snapshot(tenant, crawl), egress)
             match decision:
                 case Commit(container=holder):
-                    await self._t.commit_dispatch(crawl, holder)
+                    await self._t.commit_dispatch(await self.recover_proxy(crawl, holder), holder)
                     return True
                 case Wait(reason=reason):
                     log.info("crawl %s of tenant %s: %s", crawl.id, tenant.id, reason)
@@ -107,6 +107,9 @@ class Router:
 
     async def _route(self, tenant: Tenant, crawl: Crawl) -> Route | Blocked:
         """Score the pool for ``crawl`` (``core.egress_scoring``) on fresh records."""
+        pool = self.settings.egresses
+        if len(pool) == 1 and not pool[0].proxy_pool and not crawl.spec.session:
+            return choose_route(crawl.spec, pool)  # nothing to choose: read nothing
         live = [c for c in await self.records.live_containers(tenant.id) if accepts_work(c)]
         load: dict[str, EgressLoad] = {}
         for c in live:
@@ -147,6 +150,22 @@ class Router:
             )
         proxy = None if route.proxy == DIRECT else route.proxy
         return crawl if crawl.proxy == proxy else crawl.model_copy(update={"proxy": proxy})
+
+    async def recover_proxy(self, crawl: Crawl, container: Container) -> Crawl:
+        """``crawl``, reserved on ``container`` by a dispatch that a crash cut short, with
+        the proxy its route names: the session's stored one, else the egress's best."""
+        if crawl.proxy is not None or not container.egress.proxy_pool:
+            return crawl
+        pid = None
+        if crawl.spec.session:
+            route = await self.health.route_of(crawl.tenant_id, crawl.spec.session)
+            if route is not None and route.egress == container.egress.name:
+                pid = route.proxy
+        if pid is None:
+            pid = best_proxy(
+                container.egress, (await self.health.snapshot()).get(container.egress.name)
+            )
+        return crawl.model_copy(update={"proxy": None if pid == DIRECT else pid})
 
     async def _reserve_and_commit(
         self, tenant: Tenant, crawl: Crawl, target: Container, *, sticky: bool

@@ -72,17 +72,27 @@ class Ports:
     runtimes: Mapping[str, ContainerRuntime]
     provisioner: Provisioner
     clock: Clock
+    #: The egress pool the runtimes were built for (to serve records of a former entry).
+    pool: Sequence[Egress] = ()
 
     def runtime_for(self, egress: Egress) -> ContainerRuntime:
         """The runtime that starts, stops and describes the containers of ``egress`` (the
-        container record's copy of it); ``ConfigurationError`` if the pool has none."""
+        container record's copy of it). An egress no longer in the pool (renamed, removed)
+        is served by the runtime of a pool entry of the same runtime kind -- the same region
+        first -- so its containers can still be stopped; ``ConfigurationError`` if none."""
         runtime = self.runtimes.get(egress.name)
-        if runtime is None:
-            known = ", ".join(sorted(self.runtimes)) or "none"
-            raise ConfigurationError(
-                f"no container runtime for egress {egress.name!r} (configured: {known})"
-            )
-        return runtime
+        if runtime is not None:
+            return runtime
+        kinds = [e for e in self.pool if e.name in self.runtimes]
+        if egress.runtime:
+            kinds = [e for e in kinds if e.runtime == egress.runtime]
+        kinds.sort(key=lambda e: e.region != egress.region)
+        if kinds:
+            return self.runtimes[kinds[0].name]
+        known = ", ".join(sorted(self.runtimes)) or "none"
+        raise ConfigurationError(
+            f"no container runtime for egress {egress.name!r} (configured: {known})"
+        )
 
     async def list_running(self, egresses: Sequence[Egress]) -> list[ContainerStatus]:
         """The running containers of every egress in ``egresses``, each asked of its runtime."""

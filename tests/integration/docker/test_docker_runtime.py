@@ -26,6 +26,8 @@ SLEEP = [
     "import signal, sys, time\nsignal.signal(signal.SIGTERM, lambda *_: sys.exit(0))\ntime.sleep(60)",
 ]
 
+EGRESS = Egress(name="fra-1")
+
 
 @pytest.fixture
 async def runtimes(
@@ -49,9 +51,7 @@ def make(
 
 
 def spec(cid: str, **env: str) -> ContainerSpec:
-    return ContainerSpec(
-        cid, "tenant-7", Egress(name="fra-1"), env={"SKYCRAWL_BUS_DSN": "x", **env}
-    )
+    return ContainerSpec(cid, "tenant-7", EGRESS, env={"SKYCRAWL_BUS_DSN": "x", **env})
 
 
 async def test_labels_limits_restart_policy_and_host_network(
@@ -90,9 +90,9 @@ async def test_one_container_per_guid_seen_by_every_instance(
         filters={"label": f"skycrawl.deployment={first.deployment}"}
     )
     assert len(found) == 1
-    assert [s.container_id for s in await second.list_running()] == ["c-twice"]
-    assert [s.container_id for s in await other.list_running()] == ["c-other"]
-    assert (await second.describe(container_id="c-twice")).state is RunState.running
+    assert [s.container_id for s in await second.list_running(egress=EGRESS)] == ["c-twice"]
+    assert [s.container_id for s in await other.list_running(egress=EGRESS)] == ["c-other"]
+    assert (await second.describe(container_id="c-twice", egress=EGRESS)).state is RunState.running
 
 
 async def test_exited_containers_are_removed_after_keep_exited(
@@ -100,10 +100,10 @@ async def test_exited_containers_are_removed_after_keep_exited(
 ) -> None:
     runtime = make(runtimes, docker_client, engine_tag, keep_exited_s=0.0)
     await runtime.start_container(spec=spec("c-old"))
-    await runtime.stop_container(container_id="c-old", grace_s=1)
-    assert (await runtime.describe(container_id="c-old")).state is RunState.exited
-    assert await runtime.list_running() == []
-    assert (await runtime.describe(container_id="c-old")).state is RunState.unknown
+    await runtime.stop_container(container_id="c-old", egress=EGRESS, grace_s=1)
+    assert (await runtime.describe(container_id="c-old", egress=EGRESS)).state is RunState.exited
+    assert await runtime.list_running(egress=EGRESS) == []
+    assert (await runtime.describe(container_id="c-old", egress=EGRESS)).state is RunState.unknown
 
 
 async def test_bad_guid_and_missing_image(

@@ -36,6 +36,8 @@ SLEEP = (
 )
 DSN = "postgresql://skycrawl:s3cret@127.0.0.1:5432/skycrawl"
 
+EGRESS = Egress(name="ams3")
+
 
 def runtime(server: FakeApiServer, **kw: object) -> KubernetesJobRuntime:
     options: dict[str, object] = {
@@ -52,7 +54,7 @@ def spec(cid: str, tenant: str = "tenant-1", **env: str) -> ContainerSpec:
     return ContainerSpec(
         cid,
         tenant,
-        Egress(name="ams3"),
+        EGRESS,
         env={"SKYCRAWL_SELFHOSTED_DSN": DSN, "READY": ready, **env},
     )
 
@@ -115,12 +117,12 @@ async def test_the_job_carries_labels_limits_deadlines_and_env_from_the_tenant_s
     kubernetes_validate.validate(secret, "1.31", strict=True)
     assert base64.b64decode(secret["data"]["SKYCRAWL_SELFHOSTED_DSN"]).decode() == DSN
     await until(lambda: _running(rt, "c-1"))
-    await rt.stop_container(container_id="c-1", grace_s=2)
+    await rt.stop_container(container_id="c-1", egress=EGRESS, grace_s=2)
     await rt.close()
 
 
 async def _running(rt: KubernetesJobRuntime, cid: str) -> bool:
-    return (await rt.describe(container_id=cid)).state is RunState.running
+    return (await rt.describe(container_id=cid, egress=EGRESS)).state is RunState.running
 
 
 async def test_one_job_per_guid_and_the_secret_follows_the_env(apiserver: FakeApiServer) -> None:
@@ -144,14 +146,16 @@ async def test_stop_is_a_graceful_foreground_delete(apiserver: FakeApiServer) ->
     rt = runtime(apiserver)
     await rt.start_container(spec=spec("c-4"))
     await until(lambda: ready("c-4"))
-    await rt.stop_container(container_id="c-4", grace_s=2.5)
+    await rt.stop_container(container_id="c-4", egress=EGRESS, grace_s=2.5)
     deletes = [p for m, p in apiserver.requests if m == "DELETE"]
     assert deletes == ["/apis/batch/v1/namespaces/crawl/jobs/skycrawl-c-4"]
     assert apiserver.objects("jobs", "crawl") == []
     assert apiserver.objects("pods", "crawl") == []
-    status = await rt.describe(container_id="c-4")
+    status = await rt.describe(container_id="c-4", egress=EGRESS)
     assert (status.state, status.exit_code) == (RunState.exited, 0)
-    assert (await runtime(apiserver).describe(container_id="c-4")).state is RunState.unknown
+    assert (
+        await runtime(apiserver).describe(container_id="c-4", egress=EGRESS)
+    ).state is RunState.unknown
     await rt.close()
 
 
@@ -164,14 +168,14 @@ async def test_list_running_selects_by_deployment_and_skips_finished(
     done = runtime(apiserver, deployment="a", command=[sys.executable, "-c", "pass"])
     await done.start_container(spec=spec("c-7"))
     await until(lambda: _exited(done, "c-7"))
-    assert [s.container_id for s in await ours.list_running()] == ["c-5"]
-    assert [s.container_id for s in await theirs.list_running()] == ["c-6"]
+    assert [s.container_id for s in await ours.list_running(egress=EGRESS)] == ["c-5"]
+    assert [s.container_id for s in await theirs.list_running(egress=EGRESS)] == ["c-6"]
     for rt in (ours, theirs, done):
         await rt.close()
 
 
 async def _exited(rt: KubernetesJobRuntime, cid: str) -> bool:
-    return (await rt.describe(container_id=cid)).state is RunState.exited
+    return (await rt.describe(container_id=cid, egress=EGRESS)).state is RunState.exited
 
 
 async def test_active_deadline_ends_the_job(apiserver: FakeApiServer) -> None:

@@ -825,4 +825,5 @@ def faulty_ports(ports: Ports, plan: FaultPlan) -> Ports:
         },
         provisioner=ports.provisioner,
         clock=ports.clock,
+        pool=ports.pool,
     )

@@ -4,7 +4,15 @@ so) while they are out."""
 
 from __future__ import annotations
 
-from conductor_harness import FakeEngine, Harness, MakeHarness, start_ready
+import pytest
+from conductor_harness import (
+    FakeEngine,
+    Harness,
+    InstanceKilled,
+    MakeHarness,
+    fail_next,
+    start_ready,
+)
 
 from core.egress_scoring import proxy_id
 from core.messages import ProxyStats
@@ -125,3 +133,31 @@ async def test_a_session_keeps_its_proxy_across_containers_and_waits_while_it_is
     assert placed.state is CrawlState.dispatched
     assert placed.proxy == proxy_id(BAD)  # the same IP as before
     assert placed.container_id != engine.id  # on a new container
+
+
+async def test_a_dispatch_cut_short_by_a_crash_still_names_the_session_s_proxy(
+    make_harness: MakeHarness,
+) -> None:
+    harness = await make_harness(egresses=POOL)
+    await harness.add_tenant("t1", max_containers=1)
+    first, engine = await start_ready(harness, "t1", session="login")
+    await engine.complete(first)
+    await harness.pump()
+    # the session's route is GOOD; the next crawl is reserved, then the instance dies
+    # before the dispatch is stored
+    route = await harness.conductor.health.routes.get("t1", "login")
+    assert route is not None
+    await harness.conductor.health.routes.replace(
+        route, route.value.model_copy(update={"proxy": proxy_id(GOOD)})
+    )
+    fail_next(harness.ports.state, "replace", when="'crawls'", error=InstanceKilled)
+    again = await harness.submit("t1", session="login")
+    with pytest.raises(InstanceKilled):
+        await harness.pump()
+    await engine.heartbeat()  # reconciling: the reserved crawl is committed from here
+    await harness.run_for(10, beating=(engine,))
+
+    crawl = await harness.crawl(again)
+    assert crawl.state is CrawlState.dispatched
+    assert crawl.proxy == proxy_id(GOOD)
+    assert {r.proxy for r in await engine.runs() if r.crawl_id == again} == {proxy_id(GOOD)}
