@@ -38,7 +38,7 @@ _CONTAINER_SETTINGS = (
     "endpoint_url",
     "bucket",
     "blob_prefix",
-    "dispatch_topic_arn",
+    "topic_arn_prefix",
     "subscription_queue_prefix",
     "claim_check_prefix",
     "max_message_bytes",
@@ -71,7 +71,9 @@ def build_ports(
         state=DynamoStateStore.from_settings(aws, clock=clock),
         blobs=S3BlobStore.from_settings(aws),
         runtime=runtime or EcsRuntime.from_settings(aws),
-        provisioner=CloudFormationProvisioner.from_settings(aws),
+        provisioner=CloudFormationProvisioner.from_settings(
+            aws, dispatch_topic=settings.dispatch_topic
+        ),
         clock=clock,
     )
 

@@ -350,6 +350,18 @@ class ServiceBusMessageBus:
             await self.admin.create_queue(topic + DLQ_SUFFIX, lock_duration=self._lock())
         self._real_queues.add(topic + DLQ_SUFFIX)
 
+    async def delete_topic(self, *, topic: str) -> None:
+        """Delete the topic (Service Bus deletes its subscriptions with it) and its
+        dead-letter queue."""
+        for source in [s for s in self._receivers if isinstance(s, Subscription)]:
+            if source.topic == topic:
+                await self.delete_subscription(topic=topic, name=source.name)
+        with contextlib.suppress(ResourceNotFoundError):
+            await self.admin.delete_topic(topic)
+        with contextlib.suppress(ResourceNotFoundError):
+            await self.admin.delete_queue(topic + DLQ_SUFFIX)
+        self._real_queues.discard(topic + DLQ_SUFFIX)
+
     async def publish(self, *, topic: str, message: OutboundMessage) -> str:
         outbound = self._check(message)
         try:

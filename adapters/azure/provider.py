@@ -200,12 +200,26 @@ def container_runtime(settings: SkycrawlSettings, azure: AzureSettings) -> Conta
     )
 
 
-def arm_provisioner(azure: AzureSettings) -> Provisioner:
+def arm_provisioner(
+    azure: AzureSettings,
+    *,
+    bus: MessageBus | None = None,
+    dispatch_topic: str = "skycrawl-dispatch",
+    client: ResourceManagementClient | None = None,
+) -> Provisioner:
+    """The ARM provisioner creating each tenant's resources, its dispatch topic on ``bus``
+    too; ``client`` replaces the Resource Manager client built from the settings (tests)."""
+    if client is not None:
+        return ArmProvisioner(client, azure, bus=bus, dispatch_topic=dispatch_topic)
     if not (azure.subscription_id and azure.resource_group):
         return UnconfiguredProvisioner()
     token = credential(azure)
     return ArmProvisioner(
-        ResourceManagementClient(token, azure.subscription_id), azure, credential=token
+        ResourceManagementClient(token, azure.subscription_id),
+        azure,
+        credential=token,
+        bus=bus,
+        dispatch_topic=dispatch_topic,
     )
 
 
@@ -216,9 +230,11 @@ def build_ports(
     clock: Clock | None = None,
     runtime: ContainerRuntime | None = None,
     provisioner: Provisioner | None = None,
+    arm: ResourceManagementClient | None = None,
 ) -> Ports:
     """Every Azure adapter, from settings. ``runtime`` replaces Container Instances and
-    ``provisioner`` the ARM deployments (tests, or engines run elsewhere)."""
+    ``provisioner`` the ARM deployments (tests, or engines run elsewhere); ``arm`` is a
+    ready Resource Manager client for the ARM provisioner."""
     azure = azure or AzureSettings()
     clock = clock or SystemClock()
     bus = message_bus(azure, clock)
@@ -228,7 +244,8 @@ def build_ports(
         state=state_store(azure, clock),
         blobs=blob_store(azure),
         runtime=runtime or container_runtime(settings, azure),
-        provisioner=provisioner or arm_provisioner(azure),
+        provisioner=provisioner
+        or arm_provisioner(azure, bus=bus, dispatch_topic=settings.dispatch_topic, client=arm),
         clock=clock,
     )
 

@@ -66,7 +66,7 @@ def build_ports(
             clock=clock,
             close_grace_s=settings.stop_grace_s,
         ),
-        provisioner=DirectoryProvisioner(data_dir),
+        provisioner=DirectoryProvisioner(data_dir, bus=bus, dispatch_topic=settings.dispatch_topic),
         clock=clock,
     )
 

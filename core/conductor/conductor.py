@@ -36,7 +36,7 @@ from core.conductor.outbox import Outbox, publish, send, with_entries
 from core.conductor.router import Router
 from core.conductor.transitions import CrawlTransitions
 from core.errors import InvalidRequest
-from core.layout import subscription_name
+from core.layout import subscription_name, tenant_topic
 from core.messages import (
     CancelCrawl,
     CancelRequested,
@@ -202,7 +202,8 @@ class Conductor:
                 container_id=msg.container_id, grace_s=self.settings.stop_grace_s
             )
             await self.ports.bus.delete_subscription(  # it subscribed after it was reaped
-                topic=self.settings.dispatch_topic, name=subscription_name(msg.container_id)
+                topic=tenant_topic(self.settings.dispatch_topic, msg.tenant_id),
+                name=subscription_name(msg.container_id),
             )
             return
         if container.state is not ContainerState.ready:
@@ -428,7 +429,7 @@ class Conductor:
         cancel = CancelCrawl(
             container_id=msg.container_id, tenant_id=msg.tenant_id, crawl_id=msg.crawl_id
         )
-        told = publish(self.settings.dispatch_topic, cancel)
+        told = publish(tenant_topic(self.settings.dispatch_topic, msg.tenant_id), cancel)
         await self.fleet.release(msg.tenant_id, msg.container_id, msg.crawl_id, also=(told,))
         await self.place_backlog(msg.tenant_id)
 

@@ -30,7 +30,7 @@ from adapters.aws.state_store import DynamoStateStore
 from core.clock import FakeClock, SystemClock
 from tests.contract.harness import BusHarness, ProvisionerHarness, SchedulerHarness, StateHarness
 from tests.integration.aws import moto_server
-from tests.integration.aws.moto_server import client, unique
+from tests.integration.aws.moto_server import ACCOUNT, REGION, client, unique
 
 
 def _new_bucket() -> str:
@@ -143,11 +143,11 @@ async def moto_provisioner(tmp: Path) -> AsyncIterator[ProvisionerHarness]:
         parameters={"DataBucket": bucket},
         poll_s=0.05,
     )
-    sqs, iam, cloudformation = client("sqs"), client("iam"), client("cloudformation")
+    sns, iam, cloudformation = client("sns"), client("iam"), client("cloudformation")
 
     async def exists(resources: Mapping[str, str]) -> bool:
         return all(
-            _resource_exists(kind, value, sqs, iam, cloudformation)
+            _resource_exists(kind, value, sns, iam, cloudformation)
             for kind, value in resources.items()
         )
 
@@ -157,11 +157,11 @@ async def moto_provisioner(tmp: Path) -> AsyncIterator[ProvisionerHarness]:
         _empty_bucket(bucket)
 
 
-def _resource_exists(kind: str, value: str, sqs: Any, iam: Any, cloudformation: Any) -> bool:
-    errors = (sqs.exceptions.QueueDoesNotExist, iam.exceptions.NoSuchEntityException)
+def _resource_exists(kind: str, value: str, sns: Any, iam: Any, cloudformation: Any) -> bool:
+    errors = (sns.exceptions.NotFoundException, iam.exceptions.NoSuchEntityException)
     try:
-        if kind == "queue_name":
-            sqs.get_queue_url(QueueName=value)
+        if kind == "dispatch_topic":
+            sns.get_topic_attributes(TopicArn=f"arn:aws:sns:{REGION}:{ACCOUNT}:{value}")
         elif kind == "engine_role_arn":
             iam.get_role(RoleName=value.rsplit("/", 1)[-1])
         elif kind == "stack_id":

@@ -200,7 +200,7 @@ async def arm_fake_provisioner(tmp: Path) -> AsyncIterator[ProvisionerHarness]:
     provisioner = ArmProvisioner(client, settings)  # type: ignore[arg-type]
 
     async def exists(resources: Mapping[str, str]) -> bool:
-        ids = [value for key, value in resources.items() if key.endswith("_id")]
+        ids = [value for key, value in resources.items() if key.endswith("_id") and value]
         return bool(ids) and all(client.exists(resource_id) for resource_id in ids)
 
     try:

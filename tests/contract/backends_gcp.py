@@ -36,6 +36,7 @@ from adapters.gcp.container_runtime import CloudRunRuntime
 from adapters.gcp.message_bus import PubSubMessageBus
 from adapters.gcp.provider import pubsub_clients
 from adapters.gcp.provisioner import GcpProvisioner
+from adapters.gcp.pubsub_admin import PubSubAdmin
 from adapters.gcp.scheduler import CloudTasksScheduler, deliver_timer
 from adapters.gcp.state_store import FirestoreStateStore
 from core.clock import SystemClock
@@ -163,26 +164,23 @@ async def cloud_run_runtime(tmp: Path) -> AsyncIterator[RuntimeHarness]:
 
 @contextlib.asynccontextmanager
 async def gcp_provisioner(tmp: Path) -> AsyncIterator[ProvisionerHarness]:
-    """Per-tenant topic + subscription on the Pub/Sub emulator, marker in the GCS fake."""
+    """Per-tenant dispatch topic on the Pub/Sub emulator, marker in the GCS fake."""
     publisher, subscriber = pubsub_clients(emulators.pubsub_host())
+    admin = PubSubAdmin(project=emulators.PROJECT, publisher=publisher, subscriber=subscriber)
     with FakeGcsServer(buckets=["skycrawl-blobs"]) as server:
         client = server.client()
         provisioner = GcpProvisioner(
-            project=emulators.PROJECT,
-            publisher=publisher,
-            subscriber=subscriber,
+            admin=admin,
             storage_client=client,
             bucket="skycrawl-blobs",
-            prefix=f"tenant-{tmp.name[-8:]}-",
+            dispatch_topic=f"dispatch-{tmp.name[-8:]}",
         )
 
         async def exists(resources: Mapping[str, str]) -> bool:
             try:
                 for kind, ref in resources.items():
-                    if kind == "topic":
-                        await publisher.get_topic(topic=ref)
-                    elif kind == "subscription":
-                        await subscriber.get_subscription(subscription=ref)
+                    if kind == "dispatch_topic":
+                        await publisher.get_topic(topic=admin.topic_path(ref))
                     else:
                         bucket, _, key = ref.removeprefix("gs://").partition("/")
                         if not await asyncio.to_thread(client.bucket(bucket).blob(key).exists):

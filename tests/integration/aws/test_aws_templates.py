@@ -53,10 +53,11 @@ def test_the_template_sets_what_containers_need_through_engine_env() -> None:
 
 def test_the_tenant_template_takes_what_the_provisioner_passes() -> None:
     tenant = load("tenant.yaml")
-    passed = {"TenantId", "TenantQueueName", "EngineRoleName", "DataPrefix", "DataBucket"}
+    passed = {"TenantId", "DispatchTopicName", "SubscriptionQueuePrefix", "EngineRoleName"}
+    passed |= {"DataPrefix", "DataBucket"}
     passed |= {"EngineBasePolicyArn"}  # from SKYCRAWL_AWS_TENANT_PARAMETERS in template.yaml
     assert set(tenant["Parameters"]) == passed
-    assert {"QueueName", "EngineRoleArn"} <= set(tenant["Outputs"])
+    assert {"DispatchTopicArn", "EngineRoleArn"} <= set(tenant["Outputs"])
     variables = load("template.yaml")["Globals"]["Function"]["Environment"]["Variables"]
     assert "EngineBasePolicyArn" in str(variables["SKYCRAWL_AWS_TENANT_PARAMETERS"])
 
