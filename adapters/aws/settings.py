@@ -133,6 +133,13 @@ class AwsSettings(BaseSettings):
         "tenant's role name goes; unset: the task definition's role.",
     )
 
+    # ------------------------------------------------------------------ secrets
+    operator_key_secret: str | None = Field(
+        None,
+        description="Secrets Manager secret (ARN or name) holding the operator key, read once "
+        "per cold start (adapters.aws.secrets); the key itself is never an environment variable.",
+    )
+
     # ------------------------------------------------------------------ provisioner
     stack_prefix: str = Field(
         "skycrawl", description="Prefix of per-tenant stack and role names (the SAM stack name)."

@@ -92,6 +92,8 @@ from core.ports.message_bus import (
 log = logging.getLogger("skycrawl.azure.servicebus")
 
 DLQ_SUFFIX = "-dlq"
+#: Service Bus allows 2,000 subscriptions per topic (each tenant's live containers at most).
+MAX_SUBSCRIPTIONS_PER_TOPIC = 2000
 RULE_NAME = "container"
 SUBSCRIPTION_DELIVERIES = 5
 MAX_RECEIVE = 5000
@@ -150,6 +152,7 @@ class ServiceBusMessageBus:
             filter_propagation_s=0,
             max_visibility_timeout_s=12 * 3600.0,
             native_dead_letter=True,
+            max_subscriptions_per_topic=MAX_SUBSCRIPTIONS_PER_TOPIC,
         )
         self._senders: dict[str, ServiceBusSender] = {}
         self._receivers: dict[Source, ServiceBusReceiver] = {}

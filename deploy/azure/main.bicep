@@ -4,7 +4,7 @@
 //   az deployment group create -g <rg> -f deploy/azure/main.bicep \
 //     -p namePrefix=skycrawl operatorKey=<secret> registryName=<acr> engineImage=<acr>.azurecr.io/skycrawl-engine:1
 //
-// It creates: a storage account (state table, results container, Functions deployment
+// It creates: a Key Vault holding the operator key, a storage account (state table, results container, Functions deployment
 // container, and the Storage queues when bus='storage-queue'), a Service Bus namespace
 // (Standard: inbox queue, dispatch topic, the topic's dead-letter queue) unless
 // bus='storage-queue', a Flex Consumption function app running functions/azure, two
@@ -62,6 +62,7 @@ var roles = {
   serviceBusDataOwner: '090c5cfd-751d-490a-894a-3ce6f1109419'
   serviceBusDataSender: '69a216fc-b8fb-44d8-bc22-1f3c2cd27a39'
   acrPull: '7f951dda-4ed3-4680-a7ca-43fe172d538d'
+  keyVaultSecretsUser: '4633458b-17de-408a-b874-0445c86b69e6'
 }
 
 // ------------------------------------------------------------------ identities
@@ -74,6 +75,38 @@ resource controlIdentity 'Microsoft.ManagedIdentity/userAssignedIdentities@2023-
 resource engineIdentity 'Microsoft.ManagedIdentity/userAssignedIdentities@2023-01-31' = {
   name: '${namePrefix}-engine'
   location: location
+}
+
+// ------------------------------------------------------------------ secrets
+//
+// The operator key lives in Key Vault; the function app's setting holds only a Key Vault
+// reference, resolved by the platform with the control identity when the app starts.
+
+resource vault 'Microsoft.KeyVault/vaults@2023-07-01' = {
+  name: take('${namePrefix}kv${suffix}', 24)
+  location: location
+  properties: {
+    tenantId: subscription().tenantId
+    sku: { family: 'A', name: 'standard' }
+    enableRbacAuthorization: true
+    enableSoftDelete: true
+  }
+}
+
+resource operatorKeySecret 'Microsoft.KeyVault/vaults/secrets@2023-07-01' = {
+  parent: vault
+  name: 'operator-key'
+  properties: { value: operatorKey }
+}
+
+resource controlSecretRole 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(operatorKeySecret.id, controlIdentity.id, roles.keyVaultSecretsUser)
+  scope: operatorKeySecret
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.keyVaultSecretsUser)
+    principalId: controlIdentity.properties.principalId
+    principalType: 'ServicePrincipal'
+  }
 }
 
 // ------------------------------------------------------------------ storage
@@ -185,7 +218,7 @@ var appSettings = [
   { name: 'SKYCRAWL_PROVIDER', value: 'azure' }
   { name: 'SKYCRAWL_INBOX_QUEUE', value: inboxQueue }
   { name: 'SKYCRAWL_DISPATCH_TOPIC', value: dispatchTopic }
-  { name: 'SKYCRAWL_OPERATOR_KEY', value: operatorKey }
+  { name: 'SKYCRAWL_OPERATOR_KEY', value: '@Microsoft.KeyVault(SecretUri=${operatorKeySecret.properties.secretUri})' }
   { name: 'SKYCRAWL_PUBLIC_BASE_URL', value: 'https://${namePrefix}-${suffix}.azurewebsites.net' }
   { name: 'SKYCRAWL_ENGINE_IMAGE', value: engineImage }
   { name: 'SKYCRAWL_IDLE_TTL_S', value: string(idleTtlSeconds) }
@@ -221,6 +254,7 @@ resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
   properties: {
     serverFarmId: plan.id
     httpsOnly: true
+    keyVaultReferenceIdentity: controlIdentity.id
     functionAppConfig: {
       deployment: {
         storage: {
@@ -243,7 +277,7 @@ resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
       appSettings: appSettings
     }
   }
-  dependsOn: [releases]
+  dependsOn: [releases, controlSecretRole] // the Key Vault reference resolves at start
 }
 
 // ------------------------------------------------------------------ least privilege
