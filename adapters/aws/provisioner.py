@@ -159,6 +159,19 @@ class CloudFormationProvisioner:
         check_tenant_id(tenant_id)
         return tenant_topic(self._dispatch_topic, tenant_id)
 
+    def parameters(self, tenant_id: str) -> dict[str, str]:
+        """The parameters of the tenant's stack (what its IAM policy is made of)."""
+        return {
+            **self._parameters,
+            "TenantId": tenant_id,
+            "DispatchTopicName": self.topic(tenant_id),
+            "SubscriptionQueuePrefix": topic_queue_prefix(
+                self._subscription_prefix, self.topic(tenant_id)
+            ),
+            "EngineRoleName": engine_role_name(self._prefix, tenant_id),
+            "DataPrefix": f"{self._data_prefix}tenants/{tenant_id}/",
+        }
+
     async def _describe(self, name: str) -> dict[str, Any] | None:
         try:
             response = await call(self._cfn.describe_stacks, StackName=name)
@@ -207,16 +220,7 @@ class CloudFormationProvisioner:
         """Create the stack; returns its id (also when another caller created it meanwhile)."""
         if self._body is None:
             self._body = await asyncio.to_thread(self._template.read_text)
-        parameters = {
-            **self._parameters,
-            "TenantId": tenant_id,
-            "DispatchTopicName": self.topic(tenant_id),
-            "SubscriptionQueuePrefix": topic_queue_prefix(
-                self._subscription_prefix, self.topic(tenant_id)
-            ),
-            "EngineRoleName": engine_role_name(self._prefix, tenant_id),
-            "DataPrefix": f"{self._data_prefix}tenants/{tenant_id}/",
-        }
+        parameters = self.parameters(tenant_id)
         request: dict[str, Any] = {
             "StackName": name,
             "TemplateBody": self._body,
