@@ -141,9 +141,12 @@ async def moto_provisioner(tmp: Path) -> AsyncIterator[ProvisionerHarness]:
         cloudformation=client("cloudformation"),
         stack_prefix=prefix,
         parameters={"DataBucket": bucket},
+        dispatch_topic=f"{prefix}-dispatch",
+        subscription_queue_prefix=f"{prefix}-sub-",
         poll_s=0.05,
     )
     sns, iam, cloudformation = client("sns"), client("iam"), client("cloudformation")
+    sqs = client("sqs")
 
     async def exists(resources: Mapping[str, str]) -> bool:
         return all(
@@ -151,8 +154,28 @@ async def moto_provisioner(tmp: Path) -> AsyncIterator[ProvisionerHarness]:
             for kind, value in resources.items()
         )
 
+    async def inventory() -> set[str]:
+        """This harness's topics, queues, roles and live stacks (all named ``<prefix>-…``)."""
+        topics = [
+            t["TopicArn"] for p in sns.get_paginator("list_topics").paginate() for t in p["Topics"]
+        ]
+        queues = sqs.list_queues(QueueNamePrefix=prefix).get("QueueUrls", [])
+        roles = [
+            r["RoleName"] for p in iam.get_paginator("list_roles").paginate() for r in p["Roles"]
+        ]
+        stacks = [
+            s["StackName"]
+            for p in cloudformation.get_paginator("list_stacks").paginate()
+            for s in p["StackSummaries"]
+            if s["StackStatus"] != "DELETE_COMPLETE"
+        ]
+        found = {f"topic:{t.rsplit(':', 1)[-1]}" for t in topics}
+        found |= {f"queue:{q.rsplit('/', 1)[-1]}" for q in queues}
+        found |= {f"role:{r}" for r in roles} | {f"stack:{s}" for s in stacks}
+        return {f for f in found if f.split(":", 1)[1].startswith(prefix)}
+
     try:
-        yield ProvisionerHarness(provisioner=provisioner, exists=exists)
+        yield ProvisionerHarness(provisioner=provisioner, exists=exists, inventory=inventory)
     finally:
         _empty_bucket(bucket)
 

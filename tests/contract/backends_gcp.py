@@ -26,6 +26,7 @@ import asyncio
 import contextlib
 import hashlib
 import sys
+import uuid
 from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 
@@ -173,7 +174,7 @@ async def gcp_provisioner(tmp: Path) -> AsyncIterator[ProvisionerHarness]:
             admin=admin,
             storage_client=client,
             bucket="skycrawl-blobs",
-            dispatch_topic=f"dispatch-{tmp.name[-8:]}",
+            dispatch_topic=(base := f"dispatch-{uuid.uuid4().hex[:8]}"),
         )
 
         async def exists(resources: Mapping[str, str]) -> bool:
@@ -189,8 +190,20 @@ async def gcp_provisioner(tmp: Path) -> AsyncIterator[ProvisionerHarness]:
                 return False
             return True
 
+        async def inventory() -> set[str]:
+            """The harness's topics and subscriptions on the emulator, and every object."""
+            project = f"projects/{emulators.PROJECT}"
+            found = {f"topic:{t.name}" async for t in await publisher.list_topics(project=project)}
+            found |= {
+                f"subscription:{s.name}"
+                async for s in await subscriber.list_subscriptions(project=project)
+            }
+            found = {f for f in found if f.rsplit("/", 1)[-1].startswith(base)}
+            blobs = await asyncio.to_thread(lambda: list(client.list_blobs("skycrawl-blobs")))
+            return found | {f"object:{b.name}" for b in blobs}
+
         try:
-            yield ProvisionerHarness(provisioner=provisioner, exists=exists)
+            yield ProvisionerHarness(provisioner=provisioner, exists=exists, inventory=inventory)
         finally:
             for closable in (publisher, subscriber):
                 await closable.transport.close()
