@@ -39,6 +39,11 @@ def checkpoint_key(tenant_id: str, crawl_id: str) -> str:
     return f"{crawl_prefix(tenant_id, crawl_id)}checkpoint.json"
 
 
+def request_headers_key(tenant_id: str, crawl_id: str) -> str:
+    """The crawl's sensitive request headers, kept out of messages (``core.sealed_headers``)."""
+    return f"{crawl_prefix(tenant_id, crawl_id)}request-headers.json"
+
+
 def latest_crawl_key(tenant_id: str, seeds_key: str) -> str:
     """Pointer to the tenant's last completed crawl of one set of seeds (conditional re-crawl)."""
     return f"{tenant_prefix(tenant_id)}latest/{seeds_key}.json"

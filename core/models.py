@@ -113,6 +113,9 @@ class CrawlSpec(Frozen):
     region: Annotated[str | None, Field(max_length=64)] = None
     webhook_url: str | None = None
     headers: dict[str, str] = {}
+    #: Names of the sensitive headers kept in the tenant's store instead (set by the API,
+    #: ``core.sealed_headers``; what a tenant sends here is ignored).
+    sealed_headers: Annotated[list[str], Field(max_length=8)] = []
     respect_robots: bool = True
     # -- crawl rules (issue 12): sitemaps, per-page time budget, conditional re-crawl --------
     use_sitemaps: bool = True
