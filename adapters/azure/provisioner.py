@@ -127,6 +127,7 @@ class ArmProvisioner:
         self._subscription, self._group = settings.require_arm()
         self._account = settings.tenant_storage_account or settings.storage_account
         self._namespace = settings.tenant_servicebus_namespace or ""
+        self._engine_principal = settings.engine_identity_principal_id or ""
         if template is None:
             try:
                 template = json.loads(settings.tenant_template.read_text())
@@ -154,6 +155,7 @@ class ArmProvisioner:
             "containerName": names["container"],
             "dispatchTopicName": tenant_topic(self._dispatch_topic, tenant_id),
             "serviceBusNamespaceName": self._namespace,
+            "engineIdentityPrincipalId": self._engine_principal,
         }
         body = GenericResource(
             properties={

@@ -6,7 +6,7 @@
 //
 // It creates: a Key Vault holding the operator key, a storage account (state table, results container, Functions deployment
 // container, and the Storage queues when bus='storage-queue'), a Service Bus namespace
-// (Standard: inbox queue, dispatch topic, the topic's dead-letter queue) unless
+// (Standard: the inbox queue; each tenant's dispatch topic comes with the tenant) unless
 // bus='storage-queue', a Flex Consumption function app running functions/azure, two
 // user-assigned identities (control plane, engines) and least-privilege role assignments.
 // Engine containers are created at run time by the function app (Container Instances);
@@ -165,10 +165,8 @@ resource storageInboxPoison 'Microsoft.Storage/storageAccounts/queueServices/que
   name: '${inboxQueue}-poison'
 }
 
-resource storageDispatchPoison 'Microsoft.Storage/storageAccounts/queueServices/queues@2023-05-01' = if (!useServiceBus) {
-  parent: queueService
-  name: '${dispatchTopic}-poison'
-}
+// Each tenant's dispatch topic ('${dispatchTopic}-<tenant>') and its dead-letter queue come
+// with the tenant's deployment (tenant.bicep).
 
 // ------------------------------------------------------------------ service bus
 
@@ -189,16 +187,6 @@ resource inbox 'Microsoft.ServiceBus/namespaces/queues@2021-11-01' = if (useServ
   }
 }
 
-resource dispatch 'Microsoft.ServiceBus/namespaces/topics@2021-11-01' = if (useServiceBus) {
-  parent: namespace
-  name: dispatchTopic
-}
-
-resource dispatchDeadLetters 'Microsoft.ServiceBus/namespaces/queues@2021-11-01' = if (useServiceBus) {
-  parent: namespace
-  name: '${dispatchTopic}-dlq'
-  properties: { lockDuration: 'PT1M' }
-}
 
 // ------------------------------------------------------------------ function app
 
@@ -233,6 +221,8 @@ var appSettings = [
   { name: 'SKYCRAWL_AZURE_LOCATION', value: location }
   { name: 'SKYCRAWL_AZURE_ENGINE_IDENTITY_ID', value: engineIdentity.id }
   { name: 'SKYCRAWL_AZURE_ENGINE_IDENTITY_CLIENT_ID', value: engineIdentity.properties.clientId }
+  { name: 'SKYCRAWL_AZURE_ENGINE_IDENTITY_PRINCIPAL_ID', value: engineIdentity.properties.principalId }
+  { name: 'SKYCRAWL_AZURE_TENANT_SERVICEBUS_NAMESPACE', value: useServiceBus ? namespace.name : '' }
   { name: 'SKYCRAWL_AZURE_REGISTRY_SERVER', value: empty(registryName) ? '' : '${registryName}.azurecr.io' }
   // trigger connections (identity-based)
   { name: 'SKYCRAWL_SERVICEBUS__fullyQualifiedNamespace', value: serviceBusHost }
@@ -307,6 +297,10 @@ resource controlPlaneRole 'Microsoft.Authorization/roleDefinitions@2022-04-01' =
           'Microsoft.Storage/storageAccounts/queueServices/queues/*'
           'Microsoft.ServiceBus/namespaces/read'
           'Microsoft.ServiceBus/namespaces/queues/*'
+          'Microsoft.ServiceBus/namespaces/topics/*'
+          'Microsoft.Authorization/roleAssignments/read'
+          'Microsoft.Authorization/roleAssignments/write'
+          'Microsoft.Authorization/roleAssignments/delete'
           'Microsoft.ManagedIdentity/userAssignedIdentities/assign/action'
           'Microsoft.ContainerRegistry/registries/read'
         ]
@@ -378,26 +372,8 @@ resource engineInboxRole 'Microsoft.Authorization/roleAssignments@2022-04-01' = 
   }
 }
 
-resource engineDispatchRole 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (useServiceBus) {
-  name: guid(resourceGroup().id, engineIdentity.id, roles.serviceBusDataOwner)
-  scope: dispatch
-  properties: {
-    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.serviceBusDataOwner)
-    principalId: engineIdentity.properties.principalId
-    principalType: 'ServicePrincipal'
-  }
-}
-
-// a subscription forwards its dead letters there: its creator needs Send on the target
-resource engineDeadLetterRole 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (useServiceBus) {
-  name: guid(resourceGroup().id, engineIdentity.id, roles.serviceBusDataSender, 'dlq')
-  scope: dispatchDeadLetters
-  properties: {
-    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.serviceBusDataSender)
-    principalId: engineIdentity.properties.principalId
-    principalType: 'ServicePrincipal'
-  }
-}
+// Each tenant's deployment (tenant.bicep) grants the engine identity Data Owner on that
+// tenant's topic and Sender on its dead-letter queue, scoped to those two entities.
 
 resource registry 'Microsoft.ContainerRegistry/registries@2023-07-01' existing = if (!empty(registryName)) {
   name: registryName

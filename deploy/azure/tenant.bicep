@@ -27,7 +27,13 @@ param dispatchTopicName string
 @description('The Service Bus namespace of the deployment\'s bus; empty: the Storage-queue bus (the topic is then its dead-letter queue <topic>-poison, and one queue per subscription).')
 param serviceBusNamespaceName string = ''
 
+@description('Principal id of the engine identity, granted Data Owner on this topic and Sender on its dead-letter queue; empty: no role assignment.')
+param engineIdentityPrincipalId string = ''
+
 var useServiceBus = !empty(serviceBusNamespaceName)
+var grantEngine = useServiceBus && !empty(engineIdentityPrincipalId)
+var serviceBusDataOwner = '090c5cfd-751d-490a-894a-3ce6f1109419'
+var serviceBusDataSender = '69a216fc-b8fb-44d8-bc22-1f3c2cd27a39'
 
 resource account 'Microsoft.Storage/storageAccounts@2023-05-01' existing = {
   name: storageAccountName
@@ -88,6 +94,26 @@ resource dispatchDeadLetters 'Microsoft.ServiceBus/namespaces/queues@2021-11-01'
   name: '${dispatchTopicName}-dlq'
   properties: {
     lockDuration: 'PT1M'
+  }
+}
+
+resource engineTopicRole 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (grantEngine) {
+  name: guid(tenantId, dispatchTopicName, serviceBusDataOwner)
+  scope: dispatchTopic
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', serviceBusDataOwner)
+    principalId: engineIdentityPrincipalId
+    principalType: 'ServicePrincipal'
+  }
+}
+
+resource engineDeadLetterRole 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (grantEngine) {
+  name: guid(tenantId, dispatchTopicName, serviceBusDataSender)
+  scope: dispatchDeadLetters
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', serviceBusDataSender)
+    principalId: engineIdentityPrincipalId
+    principalType: 'ServicePrincipal'
   }
 }
 
