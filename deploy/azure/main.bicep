@@ -342,9 +342,11 @@ resource controlServiceBusRole 'Microsoft.Authorization/roleAssignments@2022-04-
   }
 }
 
+// Engines write results only: the results container, not the account (whose
+// function-releases container holds the control plane's code package).
 resource engineBlobRole 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
-  name: guid(storage.id, engineIdentity.id, roles.blobDataContributor)
-  scope: storage
+  name: guid(results.id, engineIdentity.id, roles.blobDataContributor)
+  scope: results
   properties: {
     roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.blobDataContributor)
     principalId: engineIdentity.properties.principalId

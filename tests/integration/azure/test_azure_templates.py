@@ -43,3 +43,26 @@ def test_the_secret_goes_only_into_key_vault_which_the_control_identity_may_read
     assert "roles.keyVaultSecretsUser" in role.group()
     assert "controlIdentity.properties.principalId" in role.group()
     assert "keyVaultReferenceIdentity: controlIdentity.id" in bicep
+
+
+def _resource(bicep: str, name: str) -> str:
+    found = re.search(rf"^resource {name} .*?^\}}", bicep, re.MULTILINE | re.DOTALL)
+    assert found is not None, name
+    return found.group()
+
+
+def test_engines_reach_the_results_container_not_the_code_package_or_the_inbox() -> None:
+    bicep = MAIN.read_text()
+    engine_roles = re.findall(r"^resource (engine\w*Role) ", bicep, re.MULTILINE)
+    assert engine_roles  # every engine grant, and its scope
+    scopes = {name: re.search(r"scope: (\w+)", _resource(bicep, name)) for name in engine_roles}
+    assert scopes["engineBlobRole"]
+    assert scopes["engineBlobRole"].group(1) == "results"
+    inbox = scopes.get("engineInboxRole")
+    assert inbox is not None
+    assert inbox.group(1) == "inbox"
+    assert "roles.serviceBusDataSender" in _resource(bicep, "engineInboxRole")  # send only
+    for name, scope in scopes.items():
+        assert scope is not None, name
+        assert scope.group(1) not in ("namespace", "releases"), name
+    assert "parent: blobService\n  name: deploymentContainer" in _resource(bicep, "releases")
