@@ -115,7 +115,9 @@ class CrawlSpec(Frozen):
     headers: dict[str, str] = {}
     #: Names of the sensitive headers kept in the tenant's store instead (set by the API,
     #: ``core.sealed_headers``; what a tenant sends here is ignored).
-    sealed_headers: Annotated[list[str], Field(max_length=8)] = []
+    sealed_headers: Annotated[
+        list[str], Field(max_length=8, json_schema_extra={"readOnly": True})
+    ] = []
     respect_robots: bool = True
     # -- crawl rules (issue 12): sitemaps, per-page time budget, conditional re-crawl --------
     use_sitemaps: bool = True
