@@ -34,6 +34,7 @@ from core import layout
 from core.errors import NotFound
 from core.models import PageRecord
 from core.ports.blob_store import BlobStore
+from core.redaction import redact_text
 from engine_container.fetcher import FetchResult
 from engine_container.warc import (
     Capture,
@@ -72,7 +73,9 @@ class PageSink(Protocol):
 
 
 def page_line(page: PageRecord) -> bytes:
-    return page.model_dump_json().encode() + b"\n"
+    """The manifest line of ``page``; URL credentials masked (``core.redaction``)."""
+    line = page.model_dump_json()
+    return (redact_text(line) if "@" in line else line).encode() + b"\n"
 
 
 Archived = tuple[FetchResult, datetime, "Capture | None"]

@@ -31,9 +31,9 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 
-from adapters.local.message_bus import SqliteMessageBus
 from core.errors import InvalidRequest
 from core.layout import tenant_topic
+from core.ports.message_bus import MessageBus
 
 _TENANT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
 SCHEMA_VERSION = "1"
@@ -47,7 +47,7 @@ class DirectoryProvisioner:
         self,
         root: Path,
         *,
-        bus: SqliteMessageBus | None = None,
+        bus: MessageBus | None = None,
         dispatch_topic: str = "skycrawl-dispatch",
     ) -> None:
         self.root = root

@@ -50,6 +50,7 @@ class CrawlTransitions:
             attempt=crawl.attempts,
             spec=crawl.spec,
             session=crawl.spec.session,
+            proxy=crawl.proxy,
         )
         return publish(tenant_topic(self.settings.dispatch_topic, crawl.tenant_id), run)
 
@@ -70,6 +71,7 @@ class CrawlTransitions:
                     "updated_at": now,
                     # why it waited is over; why it was requeued stays, for the tenant
                     "reason": None if (c.reason or "").startswith("waiting") else c.reason,
+                    "proxy": crawl.proxy or c.proxy,  # the route's proxy (egress scoring)
                 }
             )
             if container.state is ContainerState.ready:

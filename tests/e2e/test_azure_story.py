@@ -242,7 +242,7 @@ async def test_crawl_on_azure_adapters_completes_and_scales_to_zero(
     assert host.handled["container.kill-timer"] >= 1  # stopped by its kill timer
     assert host.handled["container.ready"] == 1
     assert host.handled["crawl.completed"] == 1
-    assert await host.stack.ports.runtime.list_running() == []
+    assert await host.stack.ports.list_running(host.stack.settings.egresses) == []
 
     topic = tenant_topic(host.stack.settings.dispatch_topic, tenant_id)  # the tenant's own
     assert tenant.value.resources["dispatch_topic"] == topic
