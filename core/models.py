@@ -146,6 +146,11 @@ class CrawlSpec(Frozen):
     region: Annotated[str | None, Field(max_length=64)] = None
     webhook_url: SeedUrl | None = None
     headers: Annotated[dict[str, str], Field(json_schema_extra=_HEADERS_SCHEMA)] = {}
+    #: Names of the sensitive headers kept in the tenant's store instead (set by the API,
+    #: ``core.sealed_headers``; what a tenant sends here is ignored).
+    sealed_headers: Annotated[
+        list[str], Field(max_length=8, json_schema_extra={"readOnly": True})
+    ] = []
     respect_robots: Annotated[bool, Field(strict=True)] = True
     # -- crawl rules (issue 12): sitemaps, per-page time budget, conditional re-crawl --------
     use_sitemaps: Annotated[bool, Field(strict=True)] = True

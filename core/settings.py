@@ -38,7 +38,11 @@ class SkycrawlSettings(BaseSettings):
     )
     inbox_queue: str = Field("skycrawl-inbox", description="The conductor's inbox queue.")
     dispatch_topic: str = Field(
-        "skycrawl-dispatch", description="Topic carrying work to containers."
+        "skycrawl-dispatch",
+        description="Base name of the tenants' dispatch topics: each tenant's work goes to its "
+        "own topic <base>-<tenant id> (core.layout.tenant_topic; a base of at most 38 "
+        "characters), "
+        "created by the provisioner. In a container: its tenant's topic.",
     )
     idle_ttl_s: float = Field(
         60.0, gt=0, description="Stop a container this long after its last work."

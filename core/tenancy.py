@@ -36,7 +36,7 @@ from typing import Any
 from core.clock import Clock
 from core.delivery_models import delivery_tables
 from core.errors import Conflict, InvalidRequest, NotFound, QuotaExceeded, Unauthorized
-from core.layout import subscription_name, tenant_prefix
+from core.layout import subscription_name, tenant_prefix, tenant_topic
 from core.models import Crawl, CrawlState, Egress, Frozen, Tenant, TenantCreate, TenantState
 from core.ports.blob_store import BlobStore
 from core.ports.container_runtime import ContainerRuntime
@@ -319,7 +319,7 @@ class TenantService:
             await self._records.active.discard(tenant_id, entry.value.crawl_id)
 
     async def _stop_containers(self, tenant_id: str) -> None:
-        topic = self._settings.dispatch_topic
+        topic = tenant_topic(self._settings.dispatch_topic, tenant_id)
         for found in await self._records.containers.query(tenant_id):
             container = found.value
             if container.state.live:

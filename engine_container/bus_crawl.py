@@ -17,6 +17,7 @@ from core.messages import RunCrawl
 from core.models import CrawlCounts
 from core.ports import BlobStore, MessageBus
 from core.ports.host_limiter import HostLimiter
+from core.sealed_headers import unseal
 from core.settings import SkycrawlSettings
 from engine_container import recrawl
 from engine_container.crawler import Crawler
@@ -50,8 +51,9 @@ def crawl_runner(
             checkpoint, start_seq = None, 0  # the sink drops chunks >= 0 on its first flush
         sink = BlobSink(blobs, run.tenant_id, run.crawl_id, start_seq)
         previous = await _previous_crawl(blobs, run)
+        spec = await unseal(blobs, tenant_id=run.tenant_id, crawl_id=run.crawl_id, spec=run.spec)
         crawler = Crawler(
-            run.spec,
+            spec,
             fetcher,
             sink,
             engine,

@@ -26,7 +26,7 @@ from importlib.metadata import PackageNotFoundError, version
 
 from pydantic import ValidationError
 
-from core.errors import ConfigurationError, Conflict
+from core.errors import ConfigurationError, Conflict, NotFound, QuotaExceeded
 from core.layout import subscription_name
 from core.messages import (
     CancelCrawl,
@@ -103,9 +103,18 @@ class Worker:
         self._stop = stop
         topic = self.control.dispatch_topic
         name = subscription_name(self.guid)
-        subscription = await self.bus.ensure_subscription(
-            topic=topic, name=name, filter={"container_id": self.guid}
-        )
+        try:
+            subscription = await self.bus.ensure_subscription(
+                topic=topic, name=name, filter={"container_id": self.guid}
+            )
+        except (QuotaExceeded, NotFound) as exc:  # the tenant's topic is full, or gone
+            reason = f"could not subscribe to {topic}: {exc}"
+            log.error("container %s: %s", self.guid, reason)
+            exited = ContainerExited(
+                tenant_id=self.tenant_id, container_id=self.guid, exit_code=1, reason=reason
+            )
+            await self._send(exited)
+            return 1
         await self._send(
             ContainerReady(
                 tenant_id=self.tenant_id,

@@ -41,7 +41,7 @@ _CONTAINER_SETTINGS = (
     "endpoint_url",
     "bucket",
     "blob_prefix",
-    "dispatch_topic_arn",
+    "topic_arn_prefix",
     "subscription_queue_prefix",
     "claim_check_prefix",
     "max_message_bytes",
@@ -83,7 +83,9 @@ def build_ports(
         else build_runtimes(
             settings, home="aws", build_home=_ecs_per_region(aws), overrides=runtimes
         ),
-        provisioner=CloudFormationProvisioner.from_settings(aws),
+        provisioner=CloudFormationProvisioner.from_settings(
+            aws, dispatch_topic=settings.dispatch_topic
+        ),
         clock=clock,
         pool=tuple(settings.egresses),
     )

@@ -222,12 +222,26 @@ def build_runtime(settings: SkycrawlSettings, egress: Egress) -> ContainerRuntim
     return container_runtime(settings, AzureSettings())
 
 
-def arm_provisioner(azure: AzureSettings) -> Provisioner:
+def arm_provisioner(
+    azure: AzureSettings,
+    *,
+    bus: MessageBus | None = None,
+    dispatch_topic: str = "skycrawl-dispatch",
+    client: ResourceManagementClient | None = None,
+) -> Provisioner:
+    """The ARM provisioner creating each tenant's resources, its dispatch topic on ``bus``
+    too; ``client`` replaces the Resource Manager client built from the settings (tests)."""
+    if client is not None:
+        return ArmProvisioner(client, azure, bus=bus, dispatch_topic=dispatch_topic)
     if not (azure.subscription_id and azure.resource_group):
         return UnconfiguredProvisioner()
     token = credential(azure)
     return ArmProvisioner(
-        ResourceManagementClient(token, azure.subscription_id), azure, credential=token
+        ResourceManagementClient(token, azure.subscription_id),
+        azure,
+        credential=token,
+        bus=bus,
+        dispatch_topic=dispatch_topic,
     )
 
 
@@ -239,12 +253,14 @@ def build_ports(
     runtime: ContainerRuntime | None = None,
     provisioner: Provisioner | None = None,
     runtimes: Mapping[str, ContainerRuntime] | None = None,
+    arm: ResourceManagementClient | None = None,
 ) -> Ports:
     """Every Azure adapter, from settings. One runtime per egress (``adapters.runtimes``):
     ``aci`` egresses share one Container Instances runtime (an egress's region is its
     groups' location), others get their family's. ``runtime`` replaces every egress's
     runtime, ``runtimes`` those it names, and ``provisioner`` the ARM deployments (tests, or
-    engines run elsewhere)."""
+    engines run elsewhere); ``arm`` is a ready Resource Manager client for the ARM
+    provisioner."""
     from adapters.runtimes import build_runtimes, same_runtime
 
     azure = azure or AzureSettings()
@@ -260,7 +276,8 @@ def build_ports(
         else build_runtimes(
             settings, home="azure", build_home=_aci_once(settings, azure), overrides=runtimes
         ),
-        provisioner=provisioner or arm_provisioner(azure),
+        provisioner=provisioner
+        or arm_provisioner(azure, bus=bus, dispatch_topic=settings.dispatch_topic, client=arm),
         clock=clock,
         pool=tuple(settings.egresses),
     )

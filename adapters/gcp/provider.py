@@ -8,7 +8,7 @@ Scheduler       Cloud Tasks -> ``/internal/timers``           ``CloudTasksSchedu
 StateStore      Firestore (Native mode)                       ``FirestoreStateStore``
 BlobStore       Cloud Storage                                 ``GcsBlobStore``
 Runtime         Cloud Run job executions                      ``CloudRunRuntime``
-Provisioner     Pub/Sub topic + subscription, bucket prefix   ``GcpProvisioner``
+Provisioner     Pub/Sub dispatch topic, bucket prefix         ``GcpProvisioner``
 ==============  ============================================  =================================
 
 ``build_ports`` takes ready SDK clients (``GcpClients``: tests, other credentials) and builds
@@ -204,12 +204,10 @@ def build_ports(
             overrides=runtimes,
         ),
         provisioner=GcpProvisioner(
-            project=gcp.project,
-            publisher=publisher,
-            subscriber=subscriber,
+            admin=bus.admin,
             storage_client=blob_client,
             bucket=gcp.bucket,
-            prefix=gcp.tenant_prefix,
+            dispatch_topic=settings.dispatch_topic,
         ),
         clock=clock,
         pool=tuple(settings.egresses),

@@ -71,7 +71,7 @@ def build_ports(
         runtimes=build_runtimes(
             settings, home="local", build_home=lambda _egress: subprocesses, overrides=runtimes
         ),
-        provisioner=DirectoryProvisioner(data_dir),
+        provisioner=DirectoryProvisioner(data_dir, bus=bus, dispatch_topic=settings.dispatch_topic),
         clock=clock,
         pool=tuple(settings.egresses),
     )

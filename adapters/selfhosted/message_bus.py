@@ -457,6 +457,19 @@ class PostgresMessageBus:
             await conn.execute("DELETE FROM bus_sources WHERE source = %s", (key,))
             await conn.execute("DELETE FROM bus_messages WHERE source = %s", (key,))
 
+    async def delete_topic(self, *, topic: str) -> None:
+        """Remove the topic, its subscriptions with their messages, and its dead-letter queue."""
+        dlq = _source_key(Queue(dead_letter_queue(topic)))
+        async with self._database.transaction("delete_topic") as conn:
+            cursor = await conn.execute(
+                "DELETE FROM bus_subscriptions WHERE topic = %s RETURNING name", (topic,)
+            )
+            names = [row[0] for row in await cursor.fetchall()]
+            for source in [*(_source_key(Subscription(topic, n)) for n in names), dlq]:
+                await conn.execute("DELETE FROM bus_sources WHERE source = %s", (source,))
+                await conn.execute("DELETE FROM bus_messages WHERE source = %s", (source,))
+            await conn.execute("DELETE FROM bus_topics WHERE name = %s", (topic,))
+
     async def close(self) -> None:
         if self._closed:
             return

@@ -105,7 +105,7 @@ def build_ports(
         state=PostgresStateStore(database),
         blobs=build_blob_store(selfhosted),
         runtimes=build_runtimes(settings, home="selfhosted", build_home=lambda _egress: home),
-        provisioner=DirectoryProvisioner(data_dir),
+        provisioner=DirectoryProvisioner(data_dir, bus=bus, dispatch_topic=settings.dispatch_topic),
         clock=clock,
     )
 

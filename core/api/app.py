@@ -84,7 +84,13 @@ class Api:
         except ValueError as exc:
             raise ConfigurationError(f"SKYCRAWL_ALLOW_CIDRS: {exc}") from exc
         crawls = CrawlRoutes(
-            records=records, tenants=tenants, bus=bus, clock=clock, settings=settings, policy=policy
+            records=records,
+            tenants=tenants,
+            bus=bus,
+            clock=clock,
+            settings=settings,
+            policy=policy,
+            blobs=blobs,
         )
         results = ResultRoutes(records=records, blobs=blobs)
         admin = TenantRoutes(records=records, tenants=tenants, settings=settings)

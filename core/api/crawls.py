@@ -16,6 +16,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 
+from core import sealed_headers
 from core.api.http import ApiResponse
 from core.api.idempotency import IdempotencyKeys, busy, idempotency_key, spec_digest
 from core.api.problems import HttpProblem
@@ -35,6 +36,7 @@ from core.errors import (
 from core.messages import CancelRequested, CrawlSubmitted, encode
 from core.models import Crawl, CrawlSpec, CrawlState, Frozen, Tenant
 from core.netguard import AddressPolicy, check_url
+from core.ports.blob_store import BlobStore
 from core.ports.message_bus import MessageBus
 from core.records import ActiveCrawl, Records, Versioned, listing_key
 from core.settings import SkycrawlSettings
@@ -82,10 +84,12 @@ class CrawlRoutes:
         clock: Clock,
         settings: SkycrawlSettings,
         policy: AddressPolicy,
+        blobs: BlobStore | None = None,
     ) -> None:
         self._records = records
         self._tenants = tenants
         self._bus = bus
+        self._blobs = blobs
         self._clock = clock
         self._settings = settings
         self._policy = policy
@@ -125,14 +129,18 @@ class CrawlRoutes:
         self, tenant: Tenant, spec: CrawlSpec, key: str | None, digest: str
     ) -> ApiResponse:
         now = self._clock.now()
-        crawl = Crawl(
-            id=f"cr_{uuid.uuid4().hex}",
-            tenant_id=tenant.id,
-            spec=spec,
-            created_at=now,
-            updated_at=now,
-        )
+        crawl_id = f"cr_{uuid.uuid4().hex}"
         undo: list[Undo] = []
+        if self._blobs is not None:  # Authorization / Cookie into the tenant's store
+            blobs = self._blobs
+            spec = await sealed_headers.seal(
+                blobs, tenant_id=tenant.id, crawl_id=crawl_id, spec=spec
+            )
+            if spec.sealed_headers:
+                undo.append(
+                    lambda: sealed_headers.discard(blobs, tenant_id=tenant.id, crawl_id=crawl_id)
+                )
+        crawl = Crawl(id=crawl_id, tenant_id=tenant.id, spec=spec, created_at=now, updated_at=now)
         try:
             await self._store(crawl, undo)
             if key is not None:

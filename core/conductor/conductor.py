@@ -40,7 +40,7 @@ from core.conductor.outbox import Outbox, publish, send, with_entries
 from core.conductor.router import Router
 from core.conductor.transitions import CrawlTransitions
 from core.errors import InvalidRequest
-from core.layout import subscription_name
+from core.layout import subscription_name, tenant_topic
 from core.messages import (
     CancelCrawl,
     CancelRequested,
@@ -235,7 +235,7 @@ class Conductor:
             # unknown, or reaped before it became ready: it must not run
             log.warning("ready from %s which is not live; stopping it", msg.container_id)
             await self.ports.bus.delete_subscription(  # it subscribed after it was reaped:
-                topic=self.settings.dispatch_topic,  # first of all, no work may reach it
+                topic=tenant_topic(self.settings.dispatch_topic, msg.tenant_id),  # first: no work
                 name=subscription_name(msg.container_id),
             )
             # an unknown GUID may be on any egress: ask each (stopping a gone one is a no-op)
@@ -485,7 +485,7 @@ class Conductor:
         cancel = CancelCrawl(
             container_id=msg.container_id, tenant_id=msg.tenant_id, crawl_id=msg.crawl_id
         )
-        told = publish(self.settings.dispatch_topic, cancel)
+        told = publish(tenant_topic(self.settings.dispatch_topic, msg.tenant_id), cancel)
         await self.fleet.release(msg.tenant_id, msg.container_id, msg.crawl_id, also=(told,))
         await self.place_backlog(msg.tenant_id)
 

@@ -32,7 +32,7 @@ from core.conductor.idle_gaps import IdleGaps
 from core.conductor.idle_policy import bin_of, next_edge, policy_from
 from core.conductor.outbox import Outbox, publish, schedule, with_entries
 from core.errors import Conflict, Retryable
-from core.layout import subscription_name
+from core.layout import subscription_name, tenant_topic
 from core.messages import DrainContainer, KillTimer, StopDue, Watchdog
 from core.models import Container, ContainerState, Egress, OutboxEntry, Tenant
 from core.ports import ContainerSpec, Ports, RunState
@@ -189,7 +189,7 @@ class ContainerFleet:
             "SKYCRAWL_EGRESS_NAME": egress.name,
             "SKYCRAWL_CAPACITY": str(container.capacity),
             "SKYCRAWL_INBOX_QUEUE": self._settings.inbox_queue,
-            "SKYCRAWL_DISPATCH_TOPIC": self._settings.dispatch_topic,
+            "SKYCRAWL_DISPATCH_TOPIC": tenant_topic(self._settings.dispatch_topic, tenant.id),
             "SKYCRAWL_HEARTBEAT_INTERVAL_S": str(self._settings.heartbeat_interval_s),
             "SKYCRAWL_CHECKPOINT_INTERVAL_S": str(self._settings.checkpoint_interval_s),
         }
@@ -364,7 +364,7 @@ class ContainerFleet:
             due = StopDue(tenant_id=c.tenant_id, container_id=c.id, generation=new.generation)
             return with_entries(
                 new,
-                publish(s.dispatch_topic, told),
+                publish(tenant_topic(s.dispatch_topic, c.tenant_id), told),
                 schedule(s.inbox_queue, due, s.drain_timeout_s),
             )
 
@@ -464,7 +464,8 @@ class ContainerFleet:
             log.warning("stopping container %s failed: %s", container.id, exc)
             raise Retryable(f"stopping container {container.id} failed: {exc}") from exc
         await self._ports.bus.delete_subscription(
-            topic=self._settings.dispatch_topic, name=subscription_name(container.id)
+            topic=tenant_topic(self._settings.dispatch_topic, container.tenant_id),
+            name=subscription_name(container.id),
         )
         now = self._ports.clock.now()
 

@@ -39,14 +39,15 @@ def pick_container(containers: Sequence[Container], egress: Egress) -> Container
 @dataclass(frozen=True, slots=True)
 class Snapshot:
     """What routing one crawl depends on, read once: the crawl, the tenant's live containers
-    that hold a fleet slot, the container its session is bound to (if any), the fleet size
-    and the tenant's container limit."""
+    that hold a fleet slot, the container its session is bound to (if any), the fleet size,
+    the tenant's container limit and how many subscriptions its dispatch topic may hold."""
 
     crawl: Crawl
     containers: tuple[Container, ...]
     bound: Container | None
     fleet_size: int
     max_containers: int
+    topic_limit: int | None = None  # the broker's subscriptions per topic (one per container)
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +95,11 @@ def decide(snapshot: Snapshot, egress: Egress) -> Decision:
     target = pick_container(snapshot.containers, egress)
     if target is not None:
         return Dispatch(target, sticky=False)
+    if snapshot.topic_limit is not None and snapshot.fleet_size >= snapshot.topic_limit:
+        return Wait(
+            f"waiting: the tenant's dispatch topic holds the broker's limit of "
+            f"{snapshot.topic_limit} container subscriptions"
+        )
     if snapshot.fleet_size >= snapshot.max_containers:
         limit = f"waiting: the tenant is at its limit of {snapshot.max_containers} containers"
         if snapshot.containers:

@@ -3,7 +3,9 @@
 * a crawl with a ``session`` goes to the container bound to that session (sticky egress);
 * otherwise to the least-loaded ready/starting container of its egress with a free slot;
 * otherwise a new container is started and the crawl waits, reserved on it, for ``ready``;
-* at the tenant's container limit the crawl stays ``pending`` in the tenant's backlog.
+* at the tenant's container limit, or when the tenant's dispatch topic holds as many
+  subscriptions as the broker allows, the crawl stays ``pending`` in the tenant's backlog
+  with the reason in its status.
 
 Every step is a compare-and-set (fleet slot, container slot, session binding); a lost race
 means deciding again with fresh records.
@@ -194,6 +196,7 @@ class Router:
             bound=bound,
             fleet_size=len(slots),
             max_containers=tenant.quotas.max_containers,
+            topic_limit=self.ports.bus.capabilities.max_subscriptions_per_topic,
         )
 
     async def _note_wait(self, crawl: Crawl, reason: str) -> None:

@@ -15,6 +15,7 @@ import logging
 from core.conductor.fleet import ContainerFleet
 from core.conductor.outbox import Outbox, publish, send, with_entries
 from core.errors import Conflict
+from core.layout import tenant_topic
 from core.messages import CrawlSubmitted, RunCrawl, WebhookDue
 from core.models import Container, ContainerState, Crawl, CrawlCounts, CrawlState, OutboxEntry
 from core.ports import Ports
@@ -51,7 +52,7 @@ class CrawlTransitions:
             session=crawl.spec.session,
             proxy=crawl.proxy,
         )
-        return publish(self.settings.dispatch_topic, run)
+        return publish(tenant_topic(self.settings.dispatch_topic, crawl.tenant_id), run)
 
     async def commit_dispatch(self, crawl: Crawl, container: Container) -> None:
         """pending → dispatched on ``container`` (reserved there already); a ready container

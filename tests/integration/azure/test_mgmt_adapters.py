@@ -24,6 +24,7 @@ from adapters.azure.container_runtime import ContainerInstancesRuntime, group_na
 from adapters.azure.provisioner import ArmProvisioner, tenant_names
 from adapters.azure.settings import DEFAULT_TENANT_TEMPLATE, AzureSettings
 from core.errors import ConfigurationError, InvalidRequest, Retryable
+from core.layout import tenant_topic
 from core.models import Egress
 from core.ports import ContainerSpec, RunState
 from tests.integration.azure.fakes_mgmt import (
@@ -150,25 +151,32 @@ async def test_tenant_deployment_outputs_and_teardown() -> None:
     resources = await provisioner.provision(tenant_id="tn_0123456789abcdef")
     names = tenant_names("tn_0123456789abcdef")
     assert resources["table"] == names["table"]
-    assert resources["queue_id"] == (f"{ACCOUNT}/queueServices/default/queues/{names['queue']}")
+    topic = tenant_topic("skycrawl-dispatch", "tn_0123456789abcdef")
+    assert resources["dispatch_topic"] == topic
+    poison = f"{ACCOUNT}/queueServices/default/queues/{topic}-poison"
+    assert resources["dispatch_dead_letter_id"] == poison  # the Storage-queue bus's topic
     assert re.fullmatch(r"[a-z][a-z0-9]{2,62}", resources["table"])
     assert re.fullmatch(r"[a-z0-9](?:[a-z0-9]|-(?=[a-z0-9])){2,62}", resources["container"])
     assert client.exists(resources["container_id"])
 
     await provisioner.teardown(tenant_id="tn_0123456789abcdef", resources={"x_id": ACCOUNT})
     assert client.exists(ACCOUNT)  # only what the deployment created was deleted
-    assert not any(client.exists(v) for k, v in resources.items() if k.endswith("_id"))
+    assert not any(client.exists(v) for k, v in resources.items() if k.endswith("_id") and v)
 
 
-async def test_a_service_bus_namespace_gets_the_tenant_queue() -> None:
+async def test_a_service_bus_namespace_gets_the_tenant_dispatch_topic() -> None:
     client = FakeResourceManagementClient(subscription_id="sub-1", existing=[ACCOUNT, NAMESPACE])
     provisioner = ArmProvisioner(
         client,  # type: ignore[arg-type]
         settings(tenant_servicebus_namespace="skycrawlns"),
     )
     resources = await provisioner.provision(tenant_id="tenant-a")
-    assert resources["queue_id"].startswith(f"{NAMESPACE}/queues/")
-    assert client.exists(resources["queue_id"])
+    assert resources["dispatch_topic"] == "skycrawl-dispatch-tenant-a"
+    assert resources["dispatch_topic_id"] == f"{NAMESPACE}/topics/skycrawl-dispatch-tenant-a"
+    dead_letters = f"{NAMESPACE}/queues/skycrawl-dispatch-tenant-a-dlq"
+    assert resources["dispatch_dead_letter_id"] == dead_letters
+    assert client.exists(resources["dispatch_topic_id"])
+    assert client.exists(dead_letters)
 
 
 async def test_arm_errors_are_translated() -> None:

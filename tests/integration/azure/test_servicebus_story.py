@@ -30,11 +30,13 @@ from core.api import Api, ApiRequest
 from core.clock import SystemClock
 from core.conductor import Conductor
 from core.inbox import drain_inbox
+from core.layout import tenant_topic
 from core.messages import RunCrawl
 from core.models import ContainerState, CrawlCounts, Egress, Quotas, TenantCreate
 from core.ports import (
     ContainerSpec,
     ContainerStatus,
+    MessageBus,
     Ports,
     RunState,
     RuntimeCapabilities,
@@ -86,7 +88,9 @@ class WorkerRuntime:
         worker = Worker(
             bus=bus_on(self.namespace),
             engine=engine,
-            control=self.settings,
+            control=self.settings.model_copy(  # as the engine reads its environment
+                update={"dispatch_topic": spec.env["SKYCRAWL_DISPATCH_TOPIC"]}
+            ),
             run_crawl=pretend_to_crawl,
         )
         stop = asyncio.Event()
@@ -138,7 +142,7 @@ async def story(connection_string: str) -> AsyncIterator[tuple[Api, Conductor, R
         ContainerClient.from_connection_string(connection_string, f"results-{tag}")
     )
     runtime = WorkerRuntime(namespace, settings)
-    provisioner = _provisioner()
+    provisioner = _provisioner(bus, settings.dispatch_topic)
     runtimes = {egress.name: runtime for egress in settings.egresses}
     ports = Ports(bus, ServiceBusScheduler(bus), state, blobs, runtimes, provisioner, SystemClock())
     records = Records(state)
@@ -150,7 +154,6 @@ async def story(connection_string: str) -> AsyncIterator[tuple[Api, Conductor, R
         records=records, tenants=tenants, bus=bus, blobs=blobs, clock=ports.clock, settings=settings
     )
     await bus.ensure_queue(name=settings.inbox_queue)
-    await bus.ensure_topic(topic=settings.dispatch_topic)
     stop = asyncio.Event()
 
     async def host() -> None:  # the Service Bus queue trigger
@@ -164,14 +167,15 @@ async def story(connection_string: str) -> AsyncIterator[tuple[Api, Conductor, R
         stop.set()
         await task
         await ports.close()
-        assert namespace.topics[settings.dispatch_topic] == {}  # no leaked subscription
+        for topic, subscriptions in namespace.topics.items():  # no leaked subscription
+            assert subscriptions == {}, topic
 
 
-def _provisioner() -> ArmProvisioner:
+def _provisioner(bus: MessageBus, dispatch_topic: str) -> ArmProvisioner:
     account = "/subscriptions/s/resourceGroups/rg/providers/Microsoft.Storage/storageAccounts/sa"
     client = FakeResourceManagementClient(subscription_id="s", existing=[account])
     settings = AzureSettings(subscription_id="s", resource_group="rg", storage_account="sa")
-    return ArmProvisioner(client, settings)  # type: ignore[arg-type]
+    return ArmProvisioner(client, settings, bus=bus, dispatch_topic=dispatch_topic)  # type: ignore[arg-type]
 
 
 async def test_crawl_over_service_bus_then_idle_stop(
@@ -197,7 +201,7 @@ async def test_crawl_over_service_bus_then_idle_stop(
     crawl_id = submitted.parsed()["id"]
 
     namespace = conductor.ports.bus.client.namespace  # type: ignore[attr-defined]
-    topic = conductor.settings.dispatch_topic
+    topic = tenant_topic(conductor.settings.dispatch_topic, tenant.id)  # the tenant's own
     for _ in range(100):
         crawl = await records.crawls.get(tenant.id, crawl_id)
         if crawl is not None and crawl.value.state.terminal:

@@ -17,7 +17,7 @@ from core.egress_scoring import (
     proxy_id,
 )
 from core.errors import NotFound
-from core.layout import manifest_key, subscription_name, tenant_prefix
+from core.layout import manifest_key, subscription_name, tenant_prefix, tenant_topic
 from core.models import Container, Egress, SessionBinding, TenantCreate
 from core.ports.container_runtime import ContainerSpec, RunState
 from core.ports.message_bus import Subscription
@@ -152,7 +152,7 @@ async def seed_tenant_state(harness: Harness, tenant_id: str, key: str) -> str:
         )
     )
     await harness.bus.ensure_subscription(
-        topic=harness.settings.dispatch_topic,
+        topic=tenant_topic(harness.settings.dispatch_topic, tenant_id),
         name=subscription_name(container_id),
         filter={"container_id": container_id},
     )
@@ -194,10 +194,13 @@ async def test_delete_tears_everything_down(harness: Harness) -> None:
     assert (
         await harness.runtime.describe(container_id=container_id, egress=Egress(name="local"))
     ).state is RunState.exited
+    topic = tenant_topic(harness.settings.dispatch_topic, tenant_id)
     with pytest.raises(NotFound):
-        await harness.bus.receive(
-            source=Subscription(harness.settings.dispatch_topic, subscription_name(container_id))
-        )
+        await harness.bus.receive(source=Subscription(topic, subscription_name(container_id)))
+    topics = await harness.bus.topics()  # its topic is gone; the survivor's keeps its own
+    assert topic not in topics
+    other_topic = tenant_topic(harness.settings.dispatch_topic, other_id)
+    assert topics[other_topic] == [subscription_name(other_container)]
     assert_problem(await harness.call("GET", "/v1/crawls", key=key), 401)
     assert_problem(await harness.call("GET", f"/v1/tenants/{tenant_id}", key=OPERATOR_KEY), 404)
     # the other tenant is untouched

@@ -35,7 +35,7 @@ from core.clock import FakeClock, SkewedClock
 from core.conductor import Conductor, Housekeeper, HousekeepingReport
 from core.errors import Conflict, NotFound
 from core.inbox import drain_inbox
-from core.layout import subscription_name
+from core.layout import subscription_name, tenant_topic
 from core.messages import (
     CancelCrawl,
     CancelRequested,
@@ -232,6 +232,7 @@ class Harness:
     _ids: Iterator[int] = field(default_factory=lambda: itertools.count(1))
     _extra: list[Ports] = field(default_factory=list)
     engines: dict[str, FakeEngine] = field(default_factory=dict)
+    topic_limit: int | None = None  # subscriptions one topic may hold on this bus
     #: The runtime of each egress (``runtime_per_egress``), else ``runtime`` for every one.
     runtimes: dict[str, RecordingRuntime] = field(default_factory=dict)
 
@@ -241,6 +242,7 @@ class Harness:
         root: Path,
         *,
         max_delay_s: float | None = None,
+        topic_limit: int | None = None,
         runtime_per_egress: bool = False,
         **overrides: Any,
     ) -> Harness:
@@ -251,11 +253,12 @@ class Harness:
         if runtime_per_egress:
             runtimes = {e.name: RecordingRuntime() for e in settings.egresses}
             runtime = runtimes[settings.egresses[0].name]
-        ports, probe = _open_ports(root, clock, runtimes, max_delay_s)
+        ports, probe = _open_ports(
+            root, clock, runtimes, max_delay_s, settings.dispatch_topic, topic_limit
+        )
         await ports.bus.ensure_queue(
             name=settings.inbox_queue, max_deliveries=settings.max_deliveries
         )
-        await ports.bus.ensure_topic(topic=settings.dispatch_topic)
         ids = itertools.count(1)
         conductor = _make_conductor(ports, settings, root, ids)
         return cls(
@@ -269,13 +272,21 @@ class Harness:
             max_delay_s,
             _ids=ids,
             runtimes=runtimes,
+            topic_limit=topic_limit,
         )
 
     def another_conductor(self, *, skew_s: float = 0.0, plan: FaultPlan | None = None) -> Conductor:
         """A second conductor instance: its own bus and state clients on the same files.
         ``skew_s``: its own clock is that far off (the services keep the true time);
         ``plan``: it may die at any of its port calls (``FaultPlan``)."""
-        ports, _ = _open_ports(self.root, self.clock, self.runtimes, self.max_delay_s)
+        ports, _ = _open_ports(
+            self.root,
+            self.clock,
+            self.runtimes,
+            self.max_delay_s,
+            self.settings.dispatch_topic,
+            self.topic_limit,
+        )
         if skew_s:
             ports.clock = SkewedClock(self.clock, skew_s)
         self._extra.append(ports)
@@ -308,6 +319,7 @@ class Harness:
             quotas=Quotas(**quotas),
             created_at=self.clock.now(),
         )
+        await self.ports.provisioner.provision(tenant_id=tenant_id)  # its dispatch topic
         await self.records.tenants.create("tenants", tenant_id, tenant)
         return tenant
 
@@ -461,8 +473,16 @@ class Harness:
     async def active_ids(self, tenant_id: str = "t1") -> set[str]:
         return {v.value.crawl_id for v in await self.records.active.query(tenant_id)}
 
-    async def subscription_exists(self, container_id: str) -> bool:
-        source = Subscription(self.settings.dispatch_topic, subscription_name(container_id))
+    def topic(self, tenant_id: str = "t1") -> str:
+        """The tenant's dispatch topic."""
+        return tenant_topic(self.settings.dispatch_topic, tenant_id)
+
+    async def tenants_topics(self) -> dict[str, list[str]]:
+        """Every topic on the bus with its subscriptions, sorted."""
+        return {topic: sorted(names) for topic, names in (await self.bus.topics()).items()}
+
+    async def subscription_exists(self, container_id: str, tenant_id: str = "t1") -> bool:
+        source = Subscription(self.topic(tenant_id), subscription_name(container_id))
         try:
             leases = await self.bus.receive(source=source, max_messages=10)
         except NotFound:
@@ -512,8 +532,12 @@ def _open_ports(
     clock: FakeClock,
     runtimes: dict[str, RecordingRuntime],
     max_delay_s: float | None,
+    dispatch_topic: str,
+    topic_limit: int | None = None,
 ) -> tuple[Ports, SchedulerProbe]:
-    bus = SqliteMessageBus(root / "bus.sqlite3", clock=clock)
+    bus = SqliteMessageBus(
+        root / "bus.sqlite3", clock=clock, max_subscriptions_per_topic=topic_limit
+    )
     probe = SchedulerProbe(SqliteScheduler(bus), max_delay_s=max_delay_s)
     ports = Ports(
         bus=bus,
@@ -521,7 +545,7 @@ def _open_ports(
         state=SqliteStateStore(root / "state.sqlite3", clock=clock),
         blobs=FileBlobStore(root / "blobs"),
         runtimes=dict(runtimes),
-        provisioner=DirectoryProvisioner(root),
+        provisioner=DirectoryProvisioner(root, bus=bus, dispatch_topic=dispatch_topic),
         clock=clock,
     )
     return ports, probe
@@ -547,11 +571,11 @@ class FakeEngine:
 
     @property
     def subscription(self) -> Subscription:
-        return Subscription(self.harness.settings.dispatch_topic, subscription_name(self.id))
+        return Subscription(self.harness.topic(self.tenant_id), subscription_name(self.id))
 
     async def subscribe(self) -> None:
         await self.harness.bus.ensure_subscription(
-            topic=self.harness.settings.dispatch_topic,
+            topic=self.harness.topic(self.tenant_id),
             name=subscription_name(self.id),
             filter={"container_id": self.id},
         )

@@ -110,3 +110,27 @@ def test_free_slot_then_start_then_wait_with_a_reason() -> None:
     assert isinstance(waiting, Wait)
     assert "limit of 2 containers" in waiting.reason
     assert "parallel limit" in waiting.reason
+
+
+def test_at_the_topic_subscription_limit_the_crawl_waits_with_that_reason() -> None:
+    full = container("a", POOL[1], work=2)
+    below = Snapshot(
+        crawl=_crawl(),
+        containers=(full,),
+        bound=None,
+        fleet_size=1,
+        max_containers=4,
+        topic_limit=2,
+    )
+    assert decide(below, POOL[1]) == Start(POOL[1])
+    at = Snapshot(
+        crawl=_crawl(),
+        containers=(full, container("b", POOL[1], work=2)),
+        bound=None,
+        fleet_size=2,
+        max_containers=4,
+        topic_limit=2,
+    )
+    waiting = decide(at, POOL[1])
+    assert isinstance(waiting, Wait)
+    assert "dispatch topic holds the broker's limit of 2 container subscriptions" in waiting.reason
