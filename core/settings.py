@@ -73,6 +73,13 @@ class SkycrawlSettings(BaseSettings):
     )
     max_request_bytes: int = Field(1_000_000, gt=0, description="Largest API request body.")
 
+    handlers: str = Field(
+        "",
+        description="Comma-separated PageHandler names crawls may name in `handler` (installed "
+        "in the engine image under entry point group skycrawl.handlers); * allows any. "
+        "Passed to containers as SKYCRAWL_HANDLERS.",
+    )
+
     @field_validator("allow_cidrs", mode="before")
     @classmethod
     def _csv(cls, value: object) -> object:

@@ -56,6 +56,20 @@ async def load_crawl(records: Records, tenant_id: str, crawl_id: str) -> Version
     return found
 
 
+def check_handler(spec: CrawlSpec, allowed: str) -> None:
+    """A crawl may name only a handler the operator allows (``SKYCRAWL_HANDLERS``): 422."""
+    names = {part.strip() for part in allowed.split(",") if part.strip()}
+    if spec.handler is None or spec.handler in names or "*" in names:
+        return
+    listed = ", ".join(sorted(names)) or "none"
+    error: dict[str, object] = {
+        "loc": ["handler"],
+        "msg": f"handler {spec.handler!r} is not allowed here (allowed: {listed})",
+        "type": "value_error",
+    }
+    raise InvalidRequest(f"handler {spec.handler!r} is not allowed", errors=[error])
+
+
 def check_spec_urls(spec: CrawlSpec, policy: AddressPolicy) -> None:
     """``UnsafeUrl`` (listing every offending URL) for seeds or a webhook the policy refuses."""
     targets = [(["seeds", i], url) for i, url in enumerate(spec.seeds)]
@@ -97,6 +111,7 @@ class CrawlRoutes:
         tenant = ctx.owner
         spec = parse_json_body(ctx.request, CrawlSpec)
         check_spec_urls(spec, self._policy)
+        check_handler(spec, self._settings.handlers)
         await self._check_recrawl_of(tenant, spec)
         key = idempotency_key(ctx.request)
         digest = spec_digest(spec)
