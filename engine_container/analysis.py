@@ -32,6 +32,7 @@ from core.output import ExtractSpec, Format
 from engine_container import content, documents, handlers
 from engine_container.decoding import decode_html
 from engine_container.extraction import Extractor
+from engine_container.frontier import LinkResolver
 from engine_container.parsing import ParsedPage, parse_tree
 
 HTML_TYPES = frozenset({"text/html", "application/xhtml+xml"})
@@ -86,6 +87,10 @@ class Analysis:
     missing: tuple[str, ...] = ()
     errors: tuple[str, ...] = ()
     follow: tuple[handlers.Follow, ...] = ()
+    #: ``page.links`` resolved against the page's base (``LinkResolver``): what the frontier
+    #: queues, resolved here so that the engine process does not do it again
+    urls: tuple[str, ...] | None = None
+    base: str | None = None  # the base the links were resolved against
 
 
 NOTHING = Analysis()
@@ -161,9 +166,13 @@ def _html(job: Job, sha: str) -> Analysis:
         follow += handled[1]
         errors += handled[2]
     lines = b"".join(_json({"_url": job.url, **item}) + b"\n" for item in items)
+    resolver = LinkResolver(base)
+    urls = tuple(url for href in page.links if (url := resolver.resolve(href)) is not None)
     return Analysis(
         sha256=sha,
-        page=page,
+        page=ParsedPage(title=page.title, base=page.base),  # links travel as ``urls``
+        urls=urls,
+        base=base,
         content=out,
         items=lines,
         item_count=len(items),

@@ -327,15 +327,16 @@ class Crawler:
         page: ParsedPage | None = facts.page
         if page is None:
             return 0
-        base = result.final_url
-        if page.base:
+        base = facts.base or result.final_url
+        if facts.base is None and page.base:
             with contextlib.suppress(ValueError):
                 base = str(URL(base).join(URL(page.base)))
+        links = facts.urls if facts.urls is not None else page.links
         if item.depth < self._spec.max_depth:
             if facts.follow:  # first, so that a labelled follow-up wins over the same link
                 self._follow_up(base, facts, item.depth + 1)
-            self._frontier.add_links(base, page.links, item.depth + 1)
-        return len(page.links)
+            self._frontier.add_links(base, links, item.depth + 1, resolved=facts.urls is not None)
+        return len(links)
 
     def _follow_up(self, base: str, facts: Analysis, depth: int) -> None:
         resolver = LinkResolver(base)
