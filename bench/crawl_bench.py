@@ -139,6 +139,8 @@ class Skycrawl(Crawler):
             str(out),
             "--concurrency",
             str(concurrency),
+            "--per-host-concurrency",  # the peers allow all 16 on the one host too
+            str(concurrency),
             "--max-pages",
             str(pages + 10),
             "--max-depth",
