@@ -80,6 +80,7 @@ async def test_pdf_text_and_images_by_allowed_types(serve, crawl) -> None:
     pages = outcome.by_url()
     pdf = pages[site.url("/manual.pdf")]
     assert pdf["content"]["text"] == "Manual text line"
+    assert (pdf["title"], pdf["links"]) == (None, 0)  # not parsed as HTML
     assert pdf["content"]["metadata"]["title"] == "Manual"
     assert pdf["content"]["document"] == {
         "media_type": "application/pdf",
