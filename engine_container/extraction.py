@@ -19,12 +19,13 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
-
-from parsel import Selector, SelectorList
+from typing import TYPE_CHECKING, Any
 
 from core.models import compile_url_pattern
 from core.output import ExtractSpec, FieldRule
+
+if TYPE_CHECKING:  # parsel (and lxml) are imported only by crawls that extract
+    from parsel import Selector, SelectorList
 
 MAX_VALUE_CHARS = 100_000
 MAX_ITEMS_PER_PAGE = 1000

@@ -28,12 +28,14 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from functools import cache, cached_property
 from importlib.metadata import entry_points
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-from parsel import Selector
 from selectolax.lexbor import LexborHTMLParser
 
 from core.errors import InvalidRequest
+
+if TYPE_CHECKING:
+    from parsel import Selector
 
 GROUP = "skycrawl.handlers"
 
@@ -61,6 +63,8 @@ class HandledPage:
     @cached_property
     def selector(self) -> Selector:
         """A parsel ``Selector`` over the page, as a Scrapy response has (built on first use)."""
+        from parsel import Selector
+
         return Selector(text=self.text)
 
 
