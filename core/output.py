@@ -295,3 +295,16 @@ def read_extract_file(path: str) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ValueError(f"--extract {path}: must hold a JSON object with 'fields'")
     return data
+
+
+# --------------------------------------------------------------------------- handlers
+
+
+def allowed_handlers(setting: str) -> frozenset[str]:
+    """``SKYCRAWL_HANDLERS`` (comma-separated names; ``*``: every installed one) as a set."""
+    return frozenset(part.strip() for part in setting.split(",") if part.strip())
+
+
+def handler_allowed(name: str, allowed: frozenset[str]) -> bool:
+    """The operator's allow-list rule, shared by the API (422) and the engine."""
+    return name in allowed or "*" in allowed

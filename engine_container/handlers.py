@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 from selectolax.lexbor import LexborHTMLParser
 
 from core.errors import InvalidRequest
+from core.output import allowed_handlers, handler_allowed
 
 if TYPE_CHECKING:
     from parsel import Selector
@@ -88,12 +89,12 @@ def installed() -> list[str]:
 
 def parse_allowed(setting: str) -> frozenset[str]:
     """``SKYCRAWL_HANDLERS`` as a set of names (``*``: all installed)."""
-    return frozenset(part.strip() for part in setting.split(",") if part.strip())
+    return allowed_handlers(setting)
 
 
 def check_allowed(name: str, allowed: frozenset[str]) -> None:
     """``InvalidRequest`` unless the operator allows ``name`` (or every handler, ``*``)."""
-    if name not in allowed and "*" not in allowed:
+    if not handler_allowed(name, allowed):
         listed = ", ".join(sorted(allowed)) or "none"
         raise InvalidRequest(f"handler {name!r} is not allowed here (allowed: {listed})")
 

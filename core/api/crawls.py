@@ -34,6 +34,7 @@ from core.errors import (
 from core.messages import CancelRequested, CrawlSubmitted, encode
 from core.models import Crawl, CrawlSpec, CrawlState, Frozen, Tenant
 from core.netguard import AddressPolicy, check_url
+from core.output import allowed_handlers, handler_allowed
 from core.ports.message_bus import MessageBus
 from core.records import ActiveCrawl, Records, Versioned, listing_key
 from core.settings import SkycrawlSettings
@@ -58,8 +59,8 @@ async def load_crawl(records: Records, tenant_id: str, crawl_id: str) -> Version
 
 def check_handler(spec: CrawlSpec, allowed: str) -> None:
     """A crawl may name only a handler the operator allows (``SKYCRAWL_HANDLERS``): 422."""
-    names = {part.strip() for part in allowed.split(",") if part.strip()}
-    if spec.handler is None or spec.handler in names or "*" in names:
+    names = allowed_handlers(allowed)
+    if spec.handler is None or handler_allowed(spec.handler, names):
         return
     listed = ", ".join(sorted(names)) or "none"
     error: dict[str, object] = {
