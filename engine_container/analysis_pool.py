@@ -14,7 +14,8 @@ them, and the event loop never waits for a worker to start. With N = 0 (one core
 ``SKYCRAWL_ANALYSIS_PROCESSES=0``) pages are analysed in the event loop when small and in a
 worker thread otherwise (Lexbor and html-to-markdown release the GIL).
 
-A worker that dies (killed for memory on a pathological page) breaks the pool: that page is
+Workers exit by themselves when the engine process is gone (SIGKILL included: they watch
+its pidfd). A worker that dies (killed for memory on a pathological page) breaks the pool: that page is
 recorded with ``internal error: AnalysisDied: analysis worker died``, the next pages go to
 threads, and a new pool is started after the next ``warmup_jobs`` pages.
 """
@@ -26,6 +27,9 @@ import concurrent.futures
 import logging
 import multiprocessing
 import os
+import select
+import threading
+import time
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 
@@ -55,6 +59,36 @@ def _ready() -> int:
     return os.getpid()
 
 
+def _worker_init(engine_pid: int) -> None:
+    """In each worker: the engine's process settings, and exit when the engine is gone.
+
+    Workers are children of the forkserver, not of the engine, and block reading their
+    queue: without this, an engine killed with SIGKILL (a reaped local container, an OOM
+    kill) would leave them — and through them the forkserver — running forever.
+    """
+    tune_process()
+    threading.Thread(target=_exit_with, args=(engine_pid,), daemon=True).start()
+
+
+def _exit_with(pid: int) -> None:
+    try:
+        fd = os.pidfd_open(pid)  # Linux ≥ 5.3: readable once the process has exited
+    except (AttributeError, OSError):
+        fd = None
+    if fd is not None:
+        select.select([fd], [], [])
+    else:
+        while True:
+            time.sleep(1.0)
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                break
+            except PermissionError:
+                continue
+    os._exit(0)
+
+
 class AnalysisPool:
     def __init__(self, processes: int = 0, *, warmup_jobs: int = WARMUP_JOBS) -> None:
         self.processes = processes
@@ -80,7 +114,10 @@ class AnalysisPool:
         context = multiprocessing.get_context("forkserver")
         context.set_forkserver_preload(["engine_container.analysis"])
         pool = ProcessPoolExecutor(
-            max_workers=self.processes, mp_context=context, initializer=tune_process
+            max_workers=self.processes,
+            mp_context=context,
+            initializer=_worker_init,
+            initargs=(os.getpid(),),
         )
         concurrent.futures.wait([pool.submit(_ready) for _ in range(self.processes)])
         return pool
