@@ -60,6 +60,11 @@ class OutputPlan:
         )
 
     @property
+    def cheap(self) -> bool:
+        """Only hashing, title and links: no formats, extraction or handler."""
+        return not self.formats and self.extract is None and self.handler is None
+
+    @property
     def needs_headers(self) -> bool:
         return Format.headers in self.formats or self.handler is not None
 

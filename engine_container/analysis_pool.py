@@ -11,8 +11,13 @@ The processes start only once the container has analysed ``warmup_jobs`` pages (
 default), in a thread, while pages go on being analysed in threads: a small crawl (a test,
 a demo, a re-crawl of a few pages) never pays ~0.5 s of CPU and ~40 MB per worker for
 them, and the event loop never waits for a worker to start. With N = 0 (one core, or
-``SKYCRAWL_ANALYSIS_PROCESSES=0``) pages are analysed in the event loop when small and in a
-worker thread otherwise (Lexbor and html-to-markdown release the GIL).
+``SKYCRAWL_ANALYSIS_PROCESSES=0``) pages are analysed in a worker thread (Lexbor releases the
+GIL), or in the event loop when they are small and the crawl asks for no formats, extraction
+or handler — rendering formats there would hold the loop for milliseconds, and a request
+whose politeness slot was granted would then leave late, closer to the next one than the
+host's delay allows. Rendering in a thread still costs the loop some GIL waits: under CPU
+contention a request can reach the server a few tens of milliseconds closer to the previous
+one than the delay (the limiter spaces the starts it grants; README "What a crawl returns").
 
 Workers exit by themselves when the engine process is gone (SIGKILL included: they watch
 its pidfd). A worker that dies (killed for memory on a pathological page) breaks the pool: that page is
@@ -38,7 +43,7 @@ from engine_container.tuning import tune_process
 
 log = logging.getLogger(__name__)
 
-INLINE_BYTES = 4096  # thread mode: bodies smaller than this are analysed in the event loop
+INLINE_BYTES = 4096  # thread mode: small bodies of crawls without formats stay in the loop
 WARMUP_JOBS = 100
 
 
@@ -128,8 +133,8 @@ class AnalysisPool:
         if pool is None:
             if self.processes > 0 and self._starting is None and self._jobs > self._warmup:
                 self._starting = asyncio.create_task(self._warm())
-            if len(job.body) < INLINE_BYTES:
-                return analyse(job)
+            if len(job.body) < INLINE_BYTES and job.plan.cheap:
+                return analyse(job)  # hash and links of a small page: cheaper than a thread hop
             return await asyncio.to_thread(analyse, job)
         try:
             analysis = await asyncio.get_running_loop().run_in_executor(pool, analyse, job)
