@@ -45,7 +45,7 @@ def build_control_plane(
         provisioner=ports.provisioner,
         bus=ports.bus,
         blobs=ports.blobs,
-        runtime=ports.runtime,
+        runtime_for=ports.runtime_for,
         clock=ports.clock,
         settings=settings,
     )

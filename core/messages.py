@@ -72,6 +72,8 @@ class ProxyStats(Frozen):
     requests: int = 0
     errors: int = 0
     mean_latency_ms: float = 0.0
+    #: Responses that look like a ban: 403 or 429, or a CAPTCHA page (egress scoring).
+    bans: int = 0
 
 
 class Heartbeat(Frozen):
@@ -81,6 +83,8 @@ class Heartbeat(Frozen):
     in_flight: list[str] = []
     proxy: ProxyStats = ProxyStats()
     seq: int = 0  # 1, 2, 3 … per container: a duplicate or late heartbeat changes nothing
+    #: The same numbers per proxy id (``core.egress_scoring.proxy_id``; ``direct``).
+    proxies: dict[str, ProxyStats] = {}
 
 
 class KillTimer(Frozen):
@@ -97,6 +101,9 @@ class KillTimer(Frozen):
     container_id: str
     generation: int
     remaining_s: float = 0.0
+    #: Idle time reached when it fires: a link of a chain through the idle histogram's
+    #: edges, counted on the container (``Container.idle_bin``) by the adaptive policy.
+    elapsed_s: float = 0.0
 
 
 class Watchdog(Frozen):
@@ -148,6 +155,16 @@ class WebhookDue(Frozen):
     crawl_id: str
 
 
+class ProxyCooldown(Frozen):
+    """A scored-out proxy's cool-down is over (a relative delay, measured by the scheduler):
+    it comes back, on probation, if it is still out at ``epoch``."""
+
+    type: Literal["egress.proxy-cooldown"] = "egress.proxy-cooldown"
+    egress: str
+    proxy: str
+    epoch: int
+
+
 InboxMessage = Annotated[
     CrawlSubmitted
     | ContainerReady
@@ -160,7 +177,8 @@ InboxMessage = Annotated[
     | StopDue
     | ContainerExited
     | CancelRequested
-    | WebhookDue,
+    | WebhookDue
+    | ProxyCooldown,
     Field(discriminator="type"),
 ]
 
@@ -177,6 +195,7 @@ class RunCrawl(Frozen):
     attempt: int
     spec: CrawlSpec
     session: str | None = None
+    proxy: str | None = None  # the id of the proxy (of the container's pool) to leave through
 
 
 class CancelCrawl(Frozen):

@@ -1,5 +1,5 @@
 """Wiring of bus mode: the provider's bus and blob store, one shared safe fetcher, one
-shared per-host ``Politeness`` (fleet-wide with ``SKYCRAWL_HOST_LIMITER_PATH``), and the
+shared per-host ``Politeness`` (fleet-wide with ``SKYCRAWL_HOST_LIMITER_PATH`` or ``_URL``), and the
 function that runs (or resumes) one ``RunCrawl`` into the blob store — conditionally against
 an earlier crawl when ``recrawl_of`` says so (``engine_container.recrawl``)."""
 
@@ -16,6 +16,7 @@ from adapters.local.host_limiter import SqliteHostLimiter
 from core.messages import RunCrawl
 from core.models import CrawlCounts
 from core.ports import BlobStore, MessageBus
+from core.ports.host_limiter import HostLimiter
 from core.settings import SkycrawlSettings
 from engine_container import recrawl
 from engine_container.analysis_pool import AnalysisPool, default_processes
@@ -66,6 +67,7 @@ def crawl_runner(
             politeness=shared,
             previous=previous,
             analysis=analysis,
+            proxy=run.proxy,
         )
         counts = await crawler.run()
         await recrawl.remember_latest(blobs, run.tenant_id, run.spec, run.crawl_id)
@@ -87,11 +89,14 @@ async def _previous_crawl(blobs: BlobStore, run: RunCrawl) -> recrawl.PreviousCr
 def build_politeness(engine: EngineSettings) -> Politeness:
     """The container's one ``Politeness``: shared by its crawls and, with
     ``SKYCRAWL_HOST_LIMITER_PATH``, by every engine process using that file."""
-    limiter = (
-        SqliteHostLimiter(engine.host_limiter_path)
-        if engine.host_limiter_path is not None
-        else None
-    )
+    limiter: HostLimiter | None = None
+    if engine.host_limiter_url:  # the selfhosted provider: one limiter per database
+        from adapters.selfhosted.database import PostgresDatabase
+        from adapters.selfhosted.host_limiter import PostgresHostLimiter
+
+        limiter = PostgresHostLimiter(PostgresDatabase(engine.host_limiter_url, max_size=2))
+    elif engine.host_limiter_path is not None:
+        limiter = SqliteHostLimiter(engine.host_limiter_path)
     return Politeness(
         per_host_concurrency=engine.per_host_concurrency,
         min_delay_s=engine.per_host_delay_s,

@@ -95,6 +95,7 @@ class Crawler:
         politeness: Politeness | None = None,
         previous: PreviousCrawl | None = None,
         analysis: AnalysisPool | None = None,
+        proxy: str | None = None,
     ) -> None:
         self._spec = spec
         self._fetcher = fetcher
@@ -110,6 +111,7 @@ class Crawler:
             counts = CrawlCounts()
         self._fetched, self._failed, self._bytes = counts.fetched, counts.failed, counts.bytes
         self._session_key = spec.session or f"crawl-{uuid.uuid4().hex}"
+        fetcher.bind_proxy(self._session_key, proxy)  # the proxy its route names (or none)
         self._headers = dict(spec.headers) or None
         # -- crawl rules (issue 12): shared politeness, sitemaps, conditional re-crawl ------
         self._politeness = politeness or Politeness(

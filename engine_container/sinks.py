@@ -39,6 +39,7 @@ from core.errors import NotFound
 from core.models import PageRecord
 from core.output import with_content
 from core.ports.blob_store import BlobStore
+from core.redaction import redact_text
 from engine_container.analysis import Analysis
 from engine_container.fetcher import FetchResult
 from engine_container.warc import (
@@ -84,8 +85,10 @@ class PageSink(Protocol):
 
 
 def page_line(page: PageRecord) -> bytes:
-    """The manifest line of a page: its record without ``content`` (stored beside it)."""
-    return page.model_dump_json(exclude={"content"}).encode() + b"\n"
+    """The manifest line of a page: its record without ``content`` (stored beside it); URL
+    credentials masked (``core.redaction``)."""
+    line = page.model_dump_json(exclude={"content"})
+    return (redact_text(line) if "@" in line else line).encode() + b"\n"
 
 
 Archived = tuple[FetchResult, datetime, "Capture | None"]

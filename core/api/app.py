@@ -29,6 +29,7 @@ RFC 9457 problem (``core.api.problems``); unexpected exceptions are logged and a
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from core.api.crawls import CrawlRoutes
@@ -51,6 +52,13 @@ from core.tenancy import TenantService
 from core.webapp import WebApp, WebAppSettings
 
 API_VERSION = "0.1.0"
+
+
+def _headless(response: ApiResponse) -> ApiResponse:
+    """``response`` as the answer to a HEAD: same status and headers, no body."""
+    headers = dict(response.headers)
+    headers.setdefault("content-length", str(len(response.body)))
+    return ApiResponse(response.status, headers, b"")
 
 
 class Api:
@@ -108,6 +116,12 @@ class Api:
             raise too_large(limit)
         if WebApp.owns(request.path):
             return await self.web.handle(request)
+        method = request.method.upper()
+        if method == "HEAD":  # RFC 9110: HEAD is GET without the body, on every GET route
+            return _headless(await self._route(replace(request, method="GET")))
+        return await self._route(request)
+
+    async def _route(self, request: ApiRequest) -> ApiResponse:
         route, params = self.router.resolve(request.method.upper(), request.path)
         tenant = await self._authenticate(route, request)
         return await route.handler(Context(request, params, tenant))
@@ -149,6 +163,9 @@ class Api:
     async def healthz(self, ctx: Context) -> ApiResponse:
         return ApiResponse.json(200, Health())
 
+    async def healthz_head(self, ctx: Context) -> ApiResponse:
+        return _headless(await self.healthz(ctx))
+
     async def openapi(self, ctx: Context) -> ApiResponse:
         if self._openapi is None:
             self._openapi = build_openapi(
@@ -168,6 +185,14 @@ class Api:
                 "Liveness",
                 auth="none",
                 replies=(Reply(200, "Alive.", Health),),
+            ),
+            Route(
+                "HEAD",
+                "/healthz",
+                self.healthz_head,
+                "Liveness, without a body",
+                auth="none",
+                replies=(Reply(200, "Alive."),),
             ),
             Route(
                 "GET",

@@ -19,7 +19,7 @@ from datetime import datetime
 from core.api.http import ApiResponse
 from core.api.idempotency import IdempotencyKeys, busy, idempotency_key, spec_digest
 from core.api.problems import HttpProblem
-from core.api.routing import JSON_BODY_ERRORS, PAGING, Context, Param, Reply, Route
+from core.api.routing import JSON_BODY_ERRORS, LIST_PAGING, Context, Param, Reply, Route
 from core.api.schemas import CrawlAccepted, CrawlList, CrawlStatus
 from core.api.validation import parse_json_body, query_int
 from core.clock import Clock
@@ -207,9 +207,8 @@ class CrawlRoutes:
     async def list_crawls(self, ctx: Context) -> ApiResponse:
         """Newest first; the cursor is the (created_at, id) of the last item returned."""
         limit = query_int(ctx.request, "limit", default=100, low=1, high=1000)
-        after = _decode_list_cursor(ctx.request.query.get("cursor"))
         # the ``listing`` index is in newest-first key order: read one page, not the partition
-        start = None if after is None else listing_key(after[0], after[1])
+        start = _decode_list_cursor(ctx.request.query.get("cursor"))
         entries = await self._records.listing.query(ctx.tenant_id, limit=limit + 1, after=start)
         crawls = []
         for entry in entries[:limit]:
@@ -308,7 +307,7 @@ class CrawlRoutes:
                 self.list_crawls,
                 "List crawls, newest first",
                 replies=(Reply(200, "A page of crawls.", CrawlList), Reply(400, "Bad cursor.")),
-                params=PAGING,
+                params=LIST_PAGING,
             ),
             Route(
                 "GET",
@@ -340,14 +339,26 @@ async def _run_undo(undo: list[Undo]) -> None:
             log.exception("undoing a failed submission failed")
 
 
+_LIST_CURSOR = re.compile(r"c1\.([0-9]{17})\.(cr_[0-9a-f]{32})")
+
+
 def _encode_list_cursor(crawl: Crawl) -> str:
-    raw = f"{crawl.created_at.isoformat()}|{crawl.id}".encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+    """``c1.<listing key>``: the position of ``crawl`` in the newest-first index."""
+    return "c1." + listing_key(crawl.created_at, crawl.id).replace("|", ".")
 
 
-def _decode_list_cursor(cursor: str | None) -> tuple[datetime, str] | None:
+def _decode_list_cursor(cursor: str | None) -> str | None:
+    """The listing key to start after; 400 for a cursor of neither form."""
     if not cursor:
         return None
+    match = _LIST_CURSOR.fullmatch(cursor)
+    if match is not None:
+        return f"{match.group(1)}|{match.group(2)}"
+    after = _decode_legacy_list_cursor(cursor)
+    return listing_key(after[0], after[1])
+
+
+def _decode_legacy_list_cursor(cursor: str) -> tuple[datetime, str]:
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
         created, crawl_id = raw.split("|")

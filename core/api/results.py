@@ -39,7 +39,7 @@ from core.records import Records
 log = logging.getLogger("skycrawl.api")
 
 _CHUNK = re.compile(r"(\d{1,12})\.(jsonl|warc\.gz)")
-_CURSOR = re.compile(r"p1:(\d{1,12}):(\d{1,9})")
+_CURSOR = re.compile(r"p1[:.](\d{1,12})[:.](\d{1,9})")
 EXPORTS = {
     "jsonl": ("manifest", "application/x-ndjson", "jsonl"),
     "warc": ("warc", "application/warc", "warc.gz"),
@@ -48,17 +48,19 @@ EXPORTS = {
 
 
 def encode_cursor(seq: int, offset: int) -> str:
-    return base64.urlsafe_b64encode(f"p1:{seq}:{offset}".encode()).decode().rstrip("=")
+    return f"p1.{seq}.{offset}"
 
 
 def decode_cursor(cursor: str | None) -> tuple[int, int]:
     """(chunk seq, line offset) of the next record; (0, 0) without a cursor; 400 if bad."""
     if not cursor:
         return 0, 0
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode("ascii")
-    except (ValueError, binascii.Error, UnicodeDecodeError):
-        raise HttpProblem(400, "invalid cursor") from None
+    raw = cursor
+    if not cursor.startswith("p1."):  # the base64 form of earlier versions
+        try:
+            raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode("ascii")
+        except (ValueError, binascii.Error, UnicodeDecodeError):
+            raise HttpProblem(400, "invalid cursor") from None
     match = _CURSOR.fullmatch(raw)
     if match is None:
         raise HttpProblem(400, "invalid cursor")

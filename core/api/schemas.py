@@ -10,8 +10,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from core.api.fleet_views import ContainerView
 from core.models import (
-    Container,
     Crawl,
     CrawlCounts,
     CrawlState,
@@ -136,7 +136,7 @@ class TenantList(Out):
 
 
 class ContainerList(Out):
-    items: list[Container]
+    items: list[ContainerView]  # core.api.fleet_views: proxy credentials redacted
 
 
 class Health(Out):

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import logging
 
+from core.conductor.egress_health import EgressHealthKeeper, SessionRoute
 from core.conductor.fleet import ContainerFleet
 from core.conductor.placement import (
     Commit,
@@ -21,11 +22,11 @@ from core.conductor.placement import (
     Snapshot,
     Start,
     Wait,
-    choose_egress,
+    accepts_work,
     decide,
-    egress_health,
 )
 from core.conductor.transitions import CrawlTransitions
+from core.egress_scoring import DIRECT, Blocked, EgressLoad, Route, choose_route
 from core.errors import Conflict, InvalidRequest
 from core.models import (
     Container,
@@ -55,12 +56,14 @@ class Router:
         settings: SkycrawlSettings,
         fleet: ContainerFleet,
         transitions: CrawlTransitions,
+        health: EgressHealthKeeper,
     ) -> None:
         self.ports = ports
         self.records = records
         self.settings = settings
         self.fleet = fleet
         self._t = transitions
+        self.health = health
 
     async def place(self, tenant: Tenant, crawl: Crawl) -> bool:
         """Put a pending crawl on a container. False when it stays in the backlog."""
@@ -68,11 +71,16 @@ class Router:
             await self._t.finish(crawl, CrawlState.cancelled, reason="tenant deleted")
             return True
         try:
-            health = egress_health(await self.records.live_containers(tenant.id))
-            egress = choose_egress(crawl.spec, self.settings.egresses, health)
+            route = await self._route(tenant, crawl)
         except InvalidRequest as exc:
             await self._t.finish(crawl, CrawlState.failed, reason=exc.detail)
             return True
+        if isinstance(route, Blocked):
+            log.info("crawl %s of tenant %s: %s", crawl.id, tenant.id, route.reason)
+            await self._note_wait(crawl, route.reason)
+            return False
+        egress = route.egress
+        crawl = await self._with_proxy(crawl, route)
         for _ in range(10):
             decision = decide(await self._snapshot(tenant, crawl), egress)
             match decision:
@@ -96,6 +104,49 @@ class Router:
                     ):
                         return True
         raise Conflict(f"could not place crawl {crawl.id}: too much contention")
+
+    async def _route(self, tenant: Tenant, crawl: Crawl) -> Route | Blocked:
+        """Score the pool for ``crawl`` (``core.egress_scoring``) on fresh records."""
+        live = [c for c in await self.records.live_containers(tenant.id) if accepts_work(c)]
+        load: dict[str, EgressLoad] = {}
+        for c in live:
+            seen = load.get(c.egress.name, EgressLoad())
+            load[c.egress.name] = EgressLoad(
+                crawls=seen.crawls + len(c.in_flight),
+                free_slots=seen.free_slots + max(c.free_slots, 0),
+            )
+        pool = self.settings.egresses
+        typical = {}
+        for e in pool:
+            with contextlib.suppress(Exception):  # a pool entry without a runtime: no hint
+                typical[e.name] = self.ports.runtime_for(e).capabilities.typical_start_s
+        session = crawl.spec.session
+        sticky = None if not session else await self.health.route_of(tenant.id, session)
+        return choose_route(
+            crawl.spec,
+            pool,
+            health=await self.health.snapshot(),
+            load=load,
+            typical_start_s=typical,
+            sticky=sticky,
+        )
+
+    async def _with_proxy(self, crawl: Crawl, route: Route) -> Crawl:
+        """``crawl`` carrying the route's proxy (stored with the dispatch, and named by its
+        ``RunCrawl``; None for a direct egress) and, for a session, the session's route
+        stored (the first one stays)."""
+        if crawl.spec.session:
+            await self.health.remember(
+                SessionRoute(
+                    tenant_id=crawl.tenant_id,
+                    session=crawl.spec.session,
+                    egress=route.egress.name,
+                    proxy=route.proxy,
+                    bound_at=self.ports.clock.now(),
+                )
+            )
+        proxy = None if route.proxy == DIRECT else route.proxy
+        return crawl if crawl.proxy == proxy else crawl.model_copy(update={"proxy": proxy})
 
     async def _reserve_and_commit(
         self, tenant: Tenant, crawl: Crawl, target: Container, *, sticky: bool

@@ -49,6 +49,7 @@ class CrawlTransitions:
             attempt=crawl.attempts,
             spec=crawl.spec,
             session=crawl.spec.session,
+            proxy=crawl.proxy,
         )
         return publish(self.settings.dispatch_topic, run)
 
@@ -69,6 +70,7 @@ class CrawlTransitions:
                     "updated_at": now,
                     # why it waited is over; why it was requeued stays, for the tenant
                     "reason": None if (c.reason or "").startswith("waiting") else c.reason,
+                    "proxy": crawl.proxy or c.proxy,  # the route's proxy (egress scoring)
                 }
             )
             if container.state is ContainerState.ready:

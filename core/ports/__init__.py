@@ -1,8 +1,12 @@
 """Ports: the small interfaces every cloud adapter implements (see tests/contract/)."""
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 from core.clock import Clock
+from core.errors import ConfigurationError
+from core.models import Egress
 from core.ports.blob_store import BlobCapabilities, BlobStore
 from core.ports.container_runtime import (
     ContainerRuntime,
@@ -52,6 +56,10 @@ __all__ = [
 ]
 
 
+class _Closable(Protocol):
+    async def close(self) -> None: ...
+
+
 @dataclass
 class Ports:
     """Everything the core needs from a provider, built once by a composition root."""
@@ -60,16 +68,36 @@ class Ports:
     scheduler: Scheduler
     state: StateStore
     blobs: BlobStore
-    runtime: ContainerRuntime
+    #: One runtime per egress of the pool, by egress name (one object may serve several).
+    runtimes: Mapping[str, ContainerRuntime]
     provisioner: Provisioner
     clock: Clock
 
+    def runtime_for(self, egress: Egress) -> ContainerRuntime:
+        """The runtime that starts, stops and describes the containers of ``egress`` (the
+        container record's copy of it); ``ConfigurationError`` if the pool has none."""
+        runtime = self.runtimes.get(egress.name)
+        if runtime is None:
+            known = ", ".join(sorted(self.runtimes)) or "none"
+            raise ConfigurationError(
+                f"no container runtime for egress {egress.name!r} (configured: {known})"
+            )
+        return runtime
+
+    async def list_running(self, egresses: Sequence[Egress]) -> list[ContainerStatus]:
+        """The running containers of every egress in ``egresses``, each asked of its runtime."""
+        found: list[ContainerStatus] = []
+        for egress in egresses:
+            found.extend(await self.runtime_for(egress).list_running(egress=egress))
+        return found
+
     async def close(self) -> None:
-        """Close every port -- runtime, scheduler, provisioner, bus, state and blobs --, each
+        """Close every port -- runtimes, scheduler, provisioner, bus, state and blobs --, each
         even if another fails (the first failure is raised after all were tried). Each port
         closes only the clients it opened itself, so shared clients are closed once."""
-        closables = (
-            self.runtime,
+        runtimes = list({id(r): r for r in self.runtimes.values()}.values())
+        closables: tuple[_Closable, ...] = (
+            *runtimes,
             self.scheduler,
             self.provisioner,
             self.bus,

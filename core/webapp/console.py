@@ -77,7 +77,10 @@ class ConsoleViews:
         kill_in = None
         if container.state is ContainerState.ready and not container.in_flight:
             idle_since = container.idle_since or container.ready_at or container.started_at
-            due = idle_since + timedelta(seconds=self.app.settings.idle_ttl_s)
+            keep = container.keep_alive_s
+            due = idle_since + timedelta(
+                seconds=self.app.settings.idle_ttl_s if keep is None else keep
+            )
             kill_in = (due - now).total_seconds()
         return {
             "c": container,
@@ -126,8 +129,8 @@ class ConsoleViews:
             )
             error = "" if answer.ok else str(answer.problem.get("detail", ""))
             return await self.tenants(wr, error=error)
-        quotas = {
-            name: value
+        quotas = {  # a form sends text: whole numbers go as JSON numbers (the API is strict)
+            name: int(value) if value.isdigit() else value
             for name in ("max_containers", "parallel_per_container")
             if (value := http.field(wr.form, name).strip())
         }

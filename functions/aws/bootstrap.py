@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import os
 import threading
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -64,10 +64,12 @@ def build_aws_stack(
     aws: AwsSettings,
     *,
     runtime: ContainerRuntime | None = None,
+    runtimes: Mapping[str, ContainerRuntime] | None = None,
     clock: Clock | None = None,
 ) -> AwsStack:
-    """Build the stack explicitly (``runtime`` replaces ECS, e.g. local subprocesses)."""
-    ports = build_ports(settings, aws, clock=clock, runtime=runtime)
+    """Build the stack explicitly: one runtime per egress (``runtime`` replaces every
+    egress's, ``runtimes`` those it names, e.g. with local subprocesses)."""
+    ports = build_ports(settings, aws, clock=clock, runtime=runtime, runtimes=runtimes)
     if not isinstance(ports.bus, SqsMessageBus):  # pragma: no cover - build_ports makes one
         raise ConfigurationError("the AWS functions need the SQS message bus")
     plane = build_control_plane(ports, settings, engine_env=engine_env(aws))

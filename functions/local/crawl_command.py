@@ -194,6 +194,11 @@ def _pages_file(out_dir: Path, copies: int, index: int) -> tuple[Path, Path]:
     return out_dir / f"pages{suffix}.jsonl", out_dir / f"crawl{suffix}.warc.gz"
 
 
+def written_files(out_dir: Path, copies: int) -> list[str]:
+    """Names of the files ``export_all`` writes for ``copies`` crawls, in order."""
+    return [p.name for i in range(copies) for p in _pages_file(out_dir, copies, i)]
+
+
 def _counted(final: dict[str, Any], out_dir: Path, copies: int, index: int) -> dict[str, Any]:
     """``final`` with its page counts taken from the exported ``pages.jsonl``."""
     rows = [json.loads(line) for line in _pages_file(out_dir, copies, index)[0].open()]

@@ -45,7 +45,7 @@ from tests.contract.harness import (
 
 # --------------------------------------------------------------------------- backends
 
-CLOUD_BACKENDS = ("aws", "azure", "gcp")
+CLOUD_BACKENDS = ("aws", "azure", "gcp", "selfhosted", "docker", "kubernetes")
 
 
 def backend_factories(kind: str) -> dict[str, Any]:

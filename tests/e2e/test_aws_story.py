@@ -190,7 +190,8 @@ async def test_crawl_on_aws_through_the_lambdas_and_back_to_zero(world: AwsWorld
     record = await w.invoke(bootstrap.run, stack.records.containers.get(tenant_id, container_id))
     assert record is not None
     assert record.value.reason == "idle"
-    assert await w.invoke(bootstrap.run, stack.ports.runtime.list_running()) == []
+    running = stack.ports.list_running(stack.settings.egresses)
+    assert await w.invoke(bootstrap.run, running) == []
 
     sqs, sns = moto_server.client("sqs"), moto_server.client("sns")
     queue = stack.bus.topics.subscription_queue(

@@ -244,7 +244,7 @@ async def test_crawl_on_azure_adapters_completes_and_scales_to_zero(
     assert host.handled["container.kill-timer"] >= 1  # stopped by its kill timer
     assert host.handled["container.ready"] == 1
     assert host.handled["crawl.completed"] == 1
-    assert await host.stack.ports.runtime.list_running() == []
+    assert await host.stack.ports.list_running(host.stack.settings.egresses) == []
 
     queue = subscription_queue(host.stack.settings.dispatch_topic, subscription_name(guid))
     service = QueueServiceClient.from_connection_string(azurite().connection_string)

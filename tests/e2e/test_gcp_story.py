@@ -255,7 +255,7 @@ async def test_crawl_on_gcp_adapters_completes_and_scales_to_zero(cloud: Cloud) 
     assert all(
         t.http_request.oidc_token.service_account_email == CALLER for t in cloud.tasks.created
     )
-    assert stack.run(stack.ports.runtime.list_running()) == []
+    assert stack.run(stack.ports.list_running(stack.settings.egresses)) == []
     with pytest.raises(gexc.NotFound):  # its dispatch subscription is gone
         await cloud.subscriber.get_subscription(
             subscription=cloud.bus.subscription_path(subscription_name(container_id))

@@ -42,7 +42,7 @@ async def test_build_ports_wires_every_aws_adapter(deployment: Deployment) -> No
         assert ports.scheduler.capabilities.max_delay_s == 900  # no scheduler role: SQS only
         assert isinstance(ports.state, DynamoStateStore)
         assert isinstance(ports.blobs, S3BlobStore)
-        assert isinstance(ports.runtime, EcsRuntime)
+        assert [type(r) for r in ports.runtimes.values()] == [EcsRuntime]
         assert isinstance(ports.provisioner, CloudFormationProvisioner)
         await ports.state.create(table="t", partition="p", key="k", data={})
         await ports.blobs.put(key="a", data=b"1")

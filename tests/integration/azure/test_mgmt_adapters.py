@@ -36,6 +36,9 @@ ACCOUNT = f"{RG}/providers/Microsoft.Storage/storageAccounts/skycrawlsa"
 NAMESPACE = f"{RG}/providers/Microsoft.ServiceBus/namespaces/skycrawlns"
 
 
+EGRESS = Egress(name="eu-west", region="westeurope", proxy_url="http://proxy:3128")
+
+
 def settings(**overrides: Any) -> AzureSettings:
     values: dict[str, Any] = {
         "subscription_id": "sub-1",
@@ -60,9 +63,8 @@ async def test_the_container_group_asked_for(tmp_path: Path) -> None:
         ),
         default_image="myacr.azurecr.io/skycrawl-engine:1",
     )
-    egress = Egress(name="eu-west", region="westeurope", proxy_url="http://proxy:3128")
     spec = ContainerSpec(
-        "g-1", "tn_1", egress, env={"SKYCRAWL_AZURE_STORAGE_CONNECTION_STRING": "s"}
+        "g-1", "tn_1", EGRESS, env={"SKYCRAWL_AZURE_STORAGE_CONNECTION_STRING": "s"}
     )
     try:
         await runtime.start_container(spec=spec)
@@ -88,16 +90,16 @@ async def test_the_container_group_asked_for(tmp_path: Path) -> None:
         assert group.identity.type == "UserAssigned"
         assert group.image_registry_credentials[0].identity.endswith("/engine")
         assert group.subnet_ids[0].id.endswith("/engines")
-        assert [s.container_id for s in await runtime.list_running()] == ["g-1"]
-        await runtime.stop_container(container_id="g-1", grace_s=2)
+        assert [s.container_id for s in await runtime.list_running(egress=EGRESS)] == ["g-1"]
+        await runtime.stop_container(container_id="g-1", egress=EGRESS, grace_s=2)
         assert client.container_groups.groups == {}  # deleted on stop
-        assert (await runtime.describe(container_id="g-1")).state is RunState.exited
+        assert (await runtime.describe(container_id="g-1", egress=EGRESS)).state is RunState.exited
     finally:
         client.kill_all()
     fresh = ContainerInstancesRuntime(client, settings())  # type: ignore[arg-type]
-    assert (await fresh.describe(container_id="g-1")).state is RunState.unknown
+    assert (await fresh.describe(container_id="g-1", egress=EGRESS)).state is RunState.unknown
     with pytest.raises(InvalidRequest):
-        await fresh.describe(container_id="../etc")
+        await fresh.describe(container_id="../etc", egress=EGRESS)
 
 
 def _group(

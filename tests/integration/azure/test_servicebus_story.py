@@ -31,7 +31,7 @@ from core.clock import SystemClock
 from core.conductor import Conductor
 from core.inbox import drain_inbox
 from core.messages import RunCrawl
-from core.models import ContainerState, CrawlCounts, Quotas, TenantCreate
+from core.models import ContainerState, CrawlCounts, Egress, Quotas, TenantCreate
 from core.ports import (
     ContainerSpec,
     ContainerStatus,
@@ -92,13 +92,15 @@ class WorkerRuntime:
         stop = asyncio.Event()
         self.running[spec.container_id] = (stop, asyncio.create_task(worker.run(stop)))
 
-    async def stop_container(self, *, container_id: str, grace_s: float = 10) -> None:
+    async def stop_container(
+        self, *, container_id: str, egress: Egress | None = None, grace_s: float = 10
+    ) -> None:
         if container_id in self.running:
             stop, task = self.running[container_id]
             stop.set()
             await asyncio.wait_for(asyncio.shield(task), grace_s)
 
-    async def describe(self, *, container_id: str) -> ContainerStatus:
+    async def describe(self, *, container_id: str, egress: Egress | None = None) -> ContainerStatus:
         if container_id not in self.running:
             return ContainerStatus(container_id, RunState.unknown)
         task = self.running[container_id][1]
@@ -106,7 +108,7 @@ class WorkerRuntime:
             return ContainerStatus(container_id, RunState.exited, task.result())
         return ContainerStatus(container_id, RunState.running)
 
-    async def list_running(self) -> list[ContainerStatus]:
+    async def list_running(self, *, egress: Egress | None = None) -> list[ContainerStatus]:
         statuses = [await self.describe(container_id=cid) for cid in self.running]
         return [s for s in statuses if s.state is RunState.running]
 
@@ -137,10 +139,13 @@ async def story(connection_string: str) -> AsyncIterator[tuple[Api, Conductor, R
     )
     runtime = WorkerRuntime(namespace, settings)
     provisioner = _provisioner()
-    ports = Ports(bus, ServiceBusScheduler(bus), state, blobs, runtime, provisioner, SystemClock())
+    runtimes = {egress.name: runtime for egress in settings.egresses}
+    ports = Ports(bus, ServiceBusScheduler(bus), state, blobs, runtimes, provisioner, SystemClock())
     records = Records(state)
     conductor = Conductor(ports=ports, settings=settings, engine_env={}, records=records)
-    tenants = TenantService(records, provisioner, bus, blobs, runtime, ports.clock, settings)
+    tenants = TenantService(
+        records, provisioner, bus, blobs, ports.runtime_for, ports.clock, settings
+    )
     api = Api(
         records=records, tenants=tenants, bus=bus, blobs=blobs, clock=ports.clock, settings=settings
     )
@@ -178,7 +183,7 @@ async def test_crawl_over_service_bus_then_idle_stop(
         conductor.ports.provisioner,
         conductor.ports.bus,
         conductor.ports.blobs,
-        conductor.ports.runtime,
+        conductor.ports.runtime_for,
         conductor.ports.clock,
         conductor.settings,
     )

@@ -36,7 +36,9 @@ async def harness(tmp_path: Path) -> AsyncIterator[Harness]:
         close_grace_s=2.0,
     )
     records = Records(state)
-    tenants = TenantService(records, provisioner, bus, blobs, runtime, clock, settings)
+    tenants = TenantService(
+        records, provisioner, bus, blobs, lambda _egress: runtime, clock, settings
+    )
     api = Api(
         records=records, tenants=tenants, bus=bus, blobs=blobs, clock=clock, settings=settings
     )

@@ -34,7 +34,7 @@ from hypothesis.stateful import (
 )
 
 from core.messages import CancelCrawl
-from core.models import ContainerState, CrawlState
+from core.models import ContainerState, CrawlState, Egress
 from core.ports import RunState
 
 T = TypeVar("T")
@@ -334,7 +334,7 @@ class ConductorMachine(RuleBasedStateMachine):
         # the tenant's limit: records, fleet and processes
         assert len(live) <= LIMIT, sorted(live)
         assert len(await h.fleet()) <= LIMIT
-        assert len(await h.runtime.list_running()) <= LIMIT
+        assert len(await h.runtime.list_running(egress=Egress(name="local"))) <= LIMIT
         # a healthy container is only ever stopped idle, drained first
         for stop in self.stops:
             if stop.healthy:
@@ -406,7 +406,9 @@ class ConductorMachine(RuleBasedStateMachine):
         for container_id, model in self.engines.items():
             assert not await h.subscription_exists(container_id)
             if model.status != "crashed":
-                status = await h.runtime.describe(container_id=container_id)
+                status = await h.runtime.describe(
+                    container_id=container_id, egress=Egress(name="local")
+                )
                 assert status.state is not RunState.running, container_id
 
 
