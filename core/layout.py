@@ -5,6 +5,11 @@
     tenants/{tenant}/crawls/{crawl}/manifest/{seq:08d}.jsonl   page records, one JSON a line
     tenants/{tenant}/crawls/{crawl}/warc/{seq:08d}.warc.gz     the same pages as WARC records
     tenants/{tenant}/crawls/{crawl}/checkpoint.json            frontier + counters to resume
+    tenants/{tenant}/crawls/{crawl}/content/{seq:08d}.jsonl    the formats asked for, one JSON
+                                                               a line, line n = manifest line n
+    tenants/{tenant}/crawls/{crawl}/items/{seq:08d}.jsonl      extracted items (the dataset):
+                                                               one JSON object a line, with
+                                                               ``_url`` (the page it came from)
     tenants/{tenant}/latest/{seeds hash}.json                  last completed crawl of those
                                                                seeds (``recrawl_of: latest``)
 
@@ -33,6 +38,16 @@ def manifest_key(tenant_id: str, crawl_id: str, seq: int) -> str:
 
 def warc_key(tenant_id: str, crawl_id: str, seq: int) -> str:
     return f"{crawl_prefix(tenant_id, crawl_id)}warc/{seq:08d}.warc.gz"
+
+
+def content_key(tenant_id: str, crawl_id: str, seq: int) -> str:
+    """Per-page formats of manifest chunk ``seq`` (written before it; same line order)."""
+    return f"{crawl_prefix(tenant_id, crawl_id)}content/{seq:08d}.jsonl"
+
+
+def items_key(tenant_id: str, crawl_id: str, seq: int) -> str:
+    """Items extracted from the pages of manifest chunk ``seq`` (written before it)."""
+    return f"{crawl_prefix(tenant_id, crawl_id)}items/{seq:08d}.jsonl"
 
 
 def checkpoint_key(tenant_id: str, crawl_id: str) -> str:

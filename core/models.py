@@ -14,6 +14,15 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
 
+from core.output import (
+    DEFAULT_ALLOW_TYPES,
+    DEFAULT_FORMATS,
+    ExtractSpec,
+    Format,
+    PageContent,
+    check_media_patterns,
+)
+
 if TYPE_CHECKING:
     import re2
 
@@ -157,6 +166,13 @@ class CrawlSpec(Frozen):
     page_timeout_s: Annotated[float, Field(ge=1, le=300), JSON_NUMBER] = 30.0
     recrawl_of: Annotated[str | None, Field(pattern=r"^(latest|[A-Za-z0-9_-]{1,64})$")] = None
     # -- end of crawl rules -------------------------------------------------------------------
+    # -- output (issue 12): formats per page, extraction, documents (core/output.py) ---------
+    formats: Annotated[list[Format], Field(max_length=7)] = list(DEFAULT_FORMATS)
+    extract: ExtractSpec | None = None
+    handler: Annotated[str | None, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")] = None
+    allow_types: Annotated[list[str], Field(max_length=50)] = list(DEFAULT_ALLOW_TYPES)
+    refuse_types: Annotated[list[str], Field(max_length=50)] = []
+    # -- end of output --------------------------------------------------------------------------
 
     @field_validator("seeds")
     @classmethod
@@ -176,6 +192,16 @@ class CrawlSpec(Frozen):
                 raise ValueError("pattern longer than 500 characters")
             compile_url_pattern(pattern)
         return patterns
+
+    @field_validator("allow_types", "refuse_types")
+    @classmethod
+    def _media_types(cls, patterns: list[str]) -> list[str]:
+        return check_media_patterns(patterns)
+
+    @field_validator("formats")
+    @classmethod
+    def _formats_once(cls, formats: list[Format]) -> list[Format]:
+        return list(dict.fromkeys(formats))
 
     @field_validator("headers")
     @classmethod
@@ -450,6 +476,13 @@ class PageRecord(BaseModel):
     # -- crawl rules (issue 12) ----------------------------------------------------------------
     attempts: int = 1  # requests made for this URL (1 + retries)
     unchanged: bool = False  # 304 to a conditional request: as in the ``recrawl_of`` crawl
+    # -- output (issue 12) ---------------------------------------------------------------------
+    #: The formats asked for (``core.output``): stored beside the manifest, joined in by the
+    #: API, the exports and ``pages.jsonl``; never in the manifest itself.
+    content: PageContent | None = None
+    item_count: int = 0  # items this page added to the crawl's dataset (items.jsonl)
+    missing_fields: list[str] = []  # extract fields that matched nothing on this page
+    item_errors: list[str] = []  # items refused by the JSON Schema, handler errors
 
 
 def dump(model: BaseModel) -> dict[str, Any]:

@@ -123,6 +123,13 @@ class SkycrawlSettings(BaseSettings):
             raise ValueError(f"egress names must be unique: {names}")
         return [e if e.runtime else e.model_copy(update={"runtime": home}) for e in egresses]
 
+    handlers: str = Field(
+        "",
+        description="Comma-separated PageHandler names crawls may name in `handler` (installed "
+        "in the engine image under entry point group skycrawl.handlers); * allows any. "
+        "Passed to containers as SKYCRAWL_HANDLERS.",
+    )
+
     @field_validator("allow_cidrs", mode="before")
     @classmethod
     def _csv(cls, value: object) -> object:

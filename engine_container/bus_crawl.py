@@ -20,9 +20,11 @@ from core.ports.host_limiter import HostLimiter
 from core.sealed_headers import unseal
 from core.settings import SkycrawlSettings
 from engine_container import recrawl
+from engine_container.analysis_pool import AnalysisPool, default_processes
 from engine_container.crawler import Crawler
 from engine_container.fetcher import Fetcher
 from engine_container.frontier import checkpoint_next_seq
+from engine_container.handlers import check_allowed, parse_allowed
 from engine_container.politeness import Politeness
 from engine_container.settings import EngineSettings
 from engine_container.sinks import BlobSink, load_checkpoint
@@ -38,11 +40,16 @@ def crawl_runner(
     fetcher: Fetcher,
     engine: EngineSettings,
     politeness: Politeness | None = None,
+    analysis: AnalysisPool | None = None,
 ) -> RunFn:
-    """Runs crawls into ``blobs``; every crawl shares ``politeness`` (one per container)."""
+    """Runs crawls into ``blobs``; every crawl shares ``politeness`` (one per container) and
+    the ``analysis`` pool (its worker processes)."""
     shared = politeness or build_politeness(engine)
+    allowed = parse_allowed(engine.handlers)
 
     async def run_crawl(run: RunCrawl, report: Reporter) -> CrawlCounts:
+        if run.spec.handler is not None:
+            check_allowed(run.spec.handler, allowed)  # the API checked; the engine too
         try:
             checkpoint = await load_checkpoint(blobs, run.tenant_id, run.crawl_id)
             start_seq = checkpoint_next_seq(checkpoint) if checkpoint else 0
@@ -61,6 +68,7 @@ def crawl_runner(
             on_progress=report,
             politeness=shared,
             previous=previous,
+            analysis=analysis,
             proxy=run.proxy,
         )
         counts = await crawler.run()
@@ -98,6 +106,13 @@ def build_politeness(engine: EngineSettings) -> Politeness:
     )
 
 
+def build_analysis(engine: EngineSettings) -> AnalysisPool:
+    """The container's one analysis pool: ``SKYCRAWL_ANALYSIS_PROCESSES`` workers, or one per
+    core when unset (threads on a single core)."""
+    processes = engine.analysis_processes
+    return AnalysisPool(default_processes() if processes is None else processes)
+
+
 async def observe_egress_ip(fetcher: Fetcher, echo_url: str | None) -> str | None:
     """The address this container's requests leave from, as an echo service sees it."""
     if not echo_url:
@@ -118,10 +133,12 @@ async def open_crawl_runner(
     provider = load_provider(control.provider)
     bus, blobs = provider.build_container_ports(control)
     politeness = build_politeness(engine)
+    analysis = build_analysis(engine)
     try:
         async with Fetcher(engine) as fetcher:
-            yield bus, crawl_runner(blobs, fetcher, engine, politeness), fetcher
+            yield bus, crawl_runner(blobs, fetcher, engine, politeness, analysis), fetcher
     finally:
+        await analysis.close()
         await politeness.close()
         await bus.close()
         await blobs.close()

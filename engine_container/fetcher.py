@@ -12,8 +12,9 @@ Guarantees
       reach other addresses, so point proxies only at egress networks without private ranges.
     * **Limits**: connect/read/total timeouts; bodies larger than ``max_body_bytes`` on the
       wire or ``max_decoded_bytes`` decoded are aborted (see ``decoding``), memory stays
-      bounded by those caps. Only ``text/html`` and ``application/xhtml+xml`` bodies (or no
-      ``Content-Type`` at all) are read; other types keep status and headers, with no body.
+      bounded by those caps. Only bodies of the types a crawl allows (``allow_types`` minus
+      ``refuse_types``; by default HTML, XHTML and PDF), or with no ``Content-Type`` at all,
+      are read; other types keep status and headers, with no body.
     * **No ambient configuration**: ``trust_env=False`` (no ``HTTP_PROXY``/``.netrc``).
     * **Sticky sessions**: one cookie jar per session key, least recently used jars beyond
       ``MAX_SESSIONS`` are dropped. Cookies from IP-literal hosts are kept only when the
@@ -59,6 +60,7 @@ from yarl import URL
 from core.egress_scoring import DIRECT, proxy_id
 from core.errors import UnsafeUrl
 from core.netguard import AddressPolicy, check_url, parse_host
+from core.output import MediaPolicy
 from engine_container.decoding import (
     ACCEPT_ENCODING,
     BodyDecoder,
@@ -135,6 +137,7 @@ class FetchClient(Protocol):
         headers: Mapping[str, str] | None = None,
         any_type: bool = False,
         timeout_s: float | None = None,
+        media: MediaPolicy | None = None,
     ) -> FetchResult: ...
 
     async def drop_session(self, session_key: str) -> None: ...
@@ -354,10 +357,12 @@ class Fetcher:
         headers: Mapping[str, str] | None = None,
         any_type: bool = False,
         timeout_s: float | None = None,
+        media: MediaPolicy | None = None,
     ) -> FetchResult:
         """GET ``url`` following redirects; never raises for network or policy failures.
 
-        ``any_type`` reads bodies of every content type (robots.txt); otherwise only HTML.
+        ``any_type`` reads bodies of every content type (robots.txt); otherwise those
+        ``media`` allows (a crawl's ``allow_types`` / ``refuse_types``), or only HTML.
         ``timeout_s`` bounds the whole fetch (every hop, every body byte): past it the result
         is a ``FetchError.budget`` failure, which is not worth retrying.
         """
@@ -368,11 +373,11 @@ class Fetcher:
         hop = _Hop(url, time.perf_counter())
         try:
             if timeout_s is None:
-                result = await self._follow(session, hop, headers, any_type, proxy)
+                result = await self._follow(session, hop, headers, any_type, proxy, media)
             else:
                 try:
                     async with asyncio.timeout(timeout_s):
-                        result = await self._follow(session, hop, headers, any_type, proxy)
+                        result = await self._follow(session, hop, headers, any_type, proxy, media)
                 except TimeoutError:
                     budget = f"timed out after {timeout_s:g} s (the page's time budget)"
                     result = hop.failed(FetchError.budget, budget)
@@ -391,6 +396,7 @@ class Fetcher:
         headers: Mapping[str, str] | None,
         any_type: bool,
         proxy: str | None,
+        media: MediaPolicy | None = None,
     ) -> FetchResult:
         """Request ``hop.current``, then each redirect target, until a final response."""
         while True:
@@ -402,7 +408,7 @@ class Fetcher:
                 ) as resp:
                     location = _redirect_location(resp)
                     if location is None:
-                        return await self._read(hop, resp, any_type)
+                        return await self._read(hop, resp, any_type, media)
                     hop.passed(resp)
             except UnsafeUrl as exc:
                 return hop.failed(FetchError.unsafe, exc.detail)
@@ -432,9 +438,18 @@ class Fetcher:
             await self._resolver.resolve(host, target.port or 0, socket.AF_UNSPEC)
         return target
 
-    async def _read(self, hop: _Hop, resp: aiohttp.ClientResponse, any_type: bool) -> FetchResult:
+    async def _read(
+        self,
+        hop: _Hop,
+        resp: aiohttp.ClientResponse,
+        any_type: bool,
+        media: MediaPolicy | None = None,
+    ) -> FetchResult:
         mime = _media_type(resp.headers.get("Content-Type"))
-        wanted = any_type or mime is None or mime in PARSEABLE_TYPES
+        if media is not None:
+            wanted = any_type or media.allows(mime)
+        else:
+            wanted = any_type or mime is None or mime in PARSEABLE_TYPES
         body, wire, error = b"", 0, None
         if wanted:
             try:

@@ -108,6 +108,21 @@ class EngineSettings(BaseSettings):
         "this container crawls from. Unset: the IP is not reported.",
     )
 
+    # -- output (issue 12) -------------------------------------------------------------------
+    analysis_processes: int | None = Field(
+        None,
+        ge=0,
+        le=256,
+        description="Worker processes that parse pages, render formats and run extraction "
+        "and handlers, shared by the container's crawls. Unset: one per core (none on one "
+        "core); 0: worker threads in the engine process.",
+    )
+    handlers: str = Field(
+        "",
+        description="Comma-separated PageHandler names (entry point group skycrawl.handlers) "
+        "crawls may use; * allows every installed one. Empty: none.",
+    )
+
     @field_validator("allow_cidrs", mode="before")
     @classmethod
     def _csv(cls, value: object) -> object:

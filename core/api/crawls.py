@@ -36,6 +36,7 @@ from core.errors import (
 from core.messages import CancelRequested, CrawlSubmitted, encode
 from core.models import Crawl, CrawlSpec, CrawlState, Frozen, Tenant
 from core.netguard import AddressPolicy, check_url
+from core.output import allowed_handlers, handler_allowed
 from core.ports.blob_store import BlobStore
 from core.ports.message_bus import MessageBus
 from core.records import ActiveCrawl, Records, Versioned, listing_key
@@ -57,6 +58,20 @@ async def load_crawl(records: Records, tenant_id: str, crawl_id: str) -> Version
     if found is None:
         raise NotFound(f"no crawl {crawl_id!r}")
     return found
+
+
+def check_handler(spec: CrawlSpec, allowed: str) -> None:
+    """A crawl may name only a handler the operator allows (``SKYCRAWL_HANDLERS``): 422."""
+    names = allowed_handlers(allowed)
+    if spec.handler is None or handler_allowed(spec.handler, names):
+        return
+    listed = ", ".join(sorted(names)) or "none"
+    error: dict[str, object] = {
+        "loc": ["handler"],
+        "msg": f"handler {spec.handler!r} is not allowed here (allowed: {listed})",
+        "type": "value_error",
+    }
+    raise InvalidRequest(f"handler {spec.handler!r} is not allowed", errors=[error])
 
 
 def check_spec_urls(spec: CrawlSpec, policy: AddressPolicy) -> None:
@@ -102,6 +117,7 @@ class CrawlRoutes:
         tenant = ctx.owner
         spec = parse_json_body(ctx.request, CrawlSpec)
         check_spec_urls(spec, self._policy)
+        check_handler(spec, self._settings.handlers)
         await self._check_recrawl_of(tenant, spec)
         key = idempotency_key(ctx.request)
         digest = spec_digest(spec)

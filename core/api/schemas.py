@@ -6,7 +6,7 @@ These models are also the source of ``/openapi.json``.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -104,6 +104,13 @@ class CrawlList(Out):
 
 class PageList(Out):
     items: list[PageRecord]
+    next_cursor: str | None = Field(description="Pass as ?cursor= for the next page; null at end.")
+
+
+class ItemList(Out):
+    """Items of a crawl's dataset: each the extracted fields plus ``_url``, the page."""
+
+    items: list[dict[str, Any]]
     next_cursor: str | None = Field(description="Pass as ?cursor= for the next page; null at end.")
 
 

@@ -198,6 +198,8 @@ class ContainerFleet:
             env["SKYCRAWL_PROXY_URLS"] = json.dumps(list(egress.proxy_pool))
         if self._settings.allow_cidrs:
             env["SKYCRAWL_ALLOW_CIDRS"] = ",".join(self._settings.allow_cidrs)
+        if self._settings.handlers:
+            env["SKYCRAWL_HANDLERS"] = self._settings.handlers
         return ContainerSpec(
             container_id=container.id,
             tenant_id=tenant.id,

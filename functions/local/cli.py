@@ -23,6 +23,7 @@ from rich.console import Console
 from rich.table import Column, Table
 
 from core.errors import SkycrawlError
+from core.output import parse_format_args, read_extract_file
 from core.redaction import install_log_redaction
 from core.settings import LocalSettings
 from functions.local.cli_values import (
@@ -168,7 +169,49 @@ def _add_crawl_options(p: argparse.ArgumentParser) -> None:
         metavar="S",
         help="time budget of one page, retries included (1-300 s; default 30)",
     )
+    _add_output_options(p)
     _add_stack_options(p)
+
+
+def _add_output_options(p: argparse.ArgumentParser) -> None:
+    """``--format``, ``--extract FILE``, ``--handler`` (README "What a crawl returns")."""
+    p.add_argument(
+        "--format",
+        action="append",
+        default=[],
+        metavar="F[,F...]",
+        help="per-page formats: markdown, text, html, raw_html, links, metadata, headers, or "
+        "none (default metadata,links,markdown)",
+    )
+    p.add_argument(
+        "--extract",
+        metavar="FILE",
+        help="JSON file of declarative extraction rules; items go to items.jsonl",
+    )
+    p.add_argument(
+        "--handler",
+        metavar="NAME",
+        help="installed PageHandler to run on each page (an embedded stack allows it)",
+    )
+
+
+def _output_body(args: argparse.Namespace) -> dict[str, Any]:
+    try:
+        body: dict[str, Any] = {}
+        if args.format:
+            body["formats"] = parse_format_args(args.format)
+        if args.extract:
+            body["extract"] = read_extract_file(args.extract)
+    except ValueError as exc:
+        _usage(str(exc))
+    if args.handler:
+        body["handler"] = args.handler
+    return body
+
+
+def _usage(message: str) -> NoReturn:
+    err.print(f"skycrawl: {message}", markup=False, highlight=False)
+    raise SystemExit(EXIT_USAGE)
 
 
 def _overrides(args: argparse.Namespace, *, embedded_defaults: bool) -> dict[str, Any]:
@@ -183,6 +226,8 @@ def _overrides(args: argparse.Namespace, *, embedded_defaults: bool) -> dict[str
     if getattr(args, "idle_ttl", None):
         values["idle_ttl_s"] = args.idle_ttl
         values["idle_policy"] = "fixed"  # the keep-alive asked for, not a learned one
+    if getattr(args, "handler", None):  # the one running an embedded stack is its operator
+        values["handlers"] = args.handler
     return values
 
 
@@ -205,6 +250,7 @@ async def _crawl(
     args: argparse.Namespace, urls: list[str], *, command: str = "skycrawl crawl"
 ) -> int:
     _check_out_dir(args.out)
+    output = _output_body(args)  # a bad --format or --extract file: before anything starts
     async with open_session(
         _local(args), _overrides(args, embedded_defaults=True), command=command
     ) as s:
@@ -226,6 +272,7 @@ async def _crawl(
             body["use_sitemaps"] = False
         if args.page_timeout is not None:
             body["page_timeout_s"] = args.page_timeout
+        body.update(output)
         body.update(request_options(args))
         code, finals = await run_crawl(s, body, args.parallel, args.out, err)
     _summary(finals, args.out, written_files(args.out, len(finals)))
