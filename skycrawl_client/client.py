@@ -19,6 +19,7 @@ from core.api.schemas import (
     CrawlList,
     CrawlStatus,
     Health,
+    ItemList,
     PageList,
     TenantCreated,
     TenantList,
@@ -168,6 +169,13 @@ class AsyncSkycrawl:
     ) -> PageList:
         query = _query(cursor=cursor, limit=limit)
         return await self._call(PageList, "GET", f"/v1/crawls/{crawl_id}/pages", query=query)
+
+    async def list_items(
+        self, crawl_id: str, *, cursor: str | None = None, limit: int | None = None
+    ) -> ItemList:
+        """The crawl's extracted items (its ``extract`` rules or handler), a page at a time."""
+        query = _query(cursor=cursor, limit=limit)
+        return await self._call(ItemList, "GET", f"/v1/crawls/{crawl_id}/items", query=query)
 
     async def export_crawl(self, crawl_id: str, *, format: str = "jsonl") -> AsyncIterator[bytes]:
         """The export's bytes as they arrive (``jsonl``, ``warc``, ``items.jsonl``,

@@ -56,7 +56,7 @@ from core.clock import FakeClock, SkewedClock
 from core.conductor import Conductor, Housekeeper
 from core.errors import NotFound
 from core.inbox import process_lease
-from core.layout import subscription_name
+from core.layout import subscription_name, tenant_topic
 from core.messages import (
     CancelCrawl,
     ContainerExited,
@@ -374,6 +374,8 @@ class Simulation:
                 created_at=self.now(),
             )
             await self.records.tenants.create("tenants", tenant.id, tenant)
+            # what provisioning makes for a tenant: its own dispatch topic
+            await bus.ensure_topic(topic=tenant_topic(self.settings.dispatch_topic, tenant.id))
         messages: list[bytes] = []
         for n in range(self.config.crawls):
             crawl = await self._store_crawl(f"t{n % self.config.tenants}", n)
@@ -517,7 +519,7 @@ class Simulation:
     async def _boot(self, proc: Process) -> None:
         spec = proc.spec
         await self.engine_bus.ensure_subscription(
-            topic=self.settings.dispatch_topic,
+            topic=tenant_topic(self.settings.dispatch_topic, spec.tenant_id),
             name=subscription_name(spec.container_id),
             filter={"container_id": spec.container_id},
         )
@@ -582,7 +584,8 @@ class Simulation:
 
     async def _read(self, proc: Process) -> None:
         spec = proc.spec
-        source = Subscription(self.settings.dispatch_topic, subscription_name(spec.container_id))
+        topic = tenant_topic(self.settings.dispatch_topic, spec.tenant_id)
+        source = Subscription(topic, subscription_name(spec.container_id))
         while proc.state == "ready":
             try:
                 leases = await self.engine_bus.receive(source=source, max_messages=10)
