@@ -20,7 +20,6 @@ PROVIDERS: dict[str, str] = {
     "aws": "adapters.aws.provider",
     "azure": "adapters.azure.provider",
     "gcp": "adapters.gcp.provider",
-    "selfhosted": "adapters.selfhosted.provider",
 }
 
 

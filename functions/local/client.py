@@ -9,9 +9,10 @@ import json
 from collections.abc import Mapping
 from typing import Any, Protocol
 
+import httpx
+
 from core.api import Api, ApiRequest, ApiResponse
 from core.errors import SkycrawlError
-from skycrawl_client import AsyncSkycrawl
 
 
 class ApiError(SkycrawlError):
@@ -69,11 +70,8 @@ class InProcessClient:
 
 
 class HttpClient:
-    """A running ``skycrawl up``, through the tenants' own typed client (``skycrawl_client``):
-    the CLI sends exactly what any API client sends."""
-
     def __init__(self, base_url: str) -> None:
-        self._api = AsyncSkycrawl(base_url, api_key="")
+        self._http = httpx.AsyncClient(base_url=base_url, timeout=30.0, trust_env=False)
 
     async def call(
         self,
@@ -84,20 +82,20 @@ class HttpClient:
         body: object | None = None,
         query: Mapping[str, str] | None = None,
     ) -> ApiResponse:
-        payload = body if isinstance(body, Mapping) or body is None else None
-        response = await self._api.request(
+        request = _request(method, path, key, body, query)
+        response = await self._http.request(
             method,
             path,
-            body=payload,
-            query=query,
-            headers={"authorization": f"Bearer {key}"},
+            params=dict(request.query),
+            headers=dict(request.headers),
+            content=request.body,
         )
         return ApiResponse(
             status=response.status_code, headers=dict(response.headers), body=response.content
         )
 
     async def close(self) -> None:
-        await self._api.aclose()
+        await self._http.aclose()
 
 
 def json_or_raise(response: ApiResponse) -> Any:

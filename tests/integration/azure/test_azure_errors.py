@@ -38,7 +38,6 @@ from core.errors import (
     Retryable,
     SkycrawlError,
 )
-from core.models import Egress
 from core.ports import OutboundMessage
 
 
@@ -102,7 +101,7 @@ async def test_container_instances_forbidden_is_a_configuration_error(tmp_path: 
     settings = AzureSettings(subscription_id="s", resource_group="rg", location="westeurope")
     runtime = ContainerInstancesRuntime(client, settings, default_image="engine:1")
     with pytest.raises(ConfigurationError, match="no role"):
-        await runtime.describe(container_id="c1", egress=Egress(name="local"))
+        await runtime.describe(container_id="c1")
 
 
 async def test_service_bus_errors_are_translated() -> None:

@@ -22,8 +22,7 @@ from adapters.local.state_store import SqliteStateStore
 from core.api import Api, ApiRequest, ApiResponse
 from core.clock import FakeClock
 from core.messages import InboxMessage, decode_inbox
-from core.models import Egress, Quotas
-from core.ports import ContainerRuntime
+from core.models import Quotas
 from core.ports.message_bus import Queue
 from core.records import Records
 from core.settings import SkycrawlSettings
@@ -69,7 +68,7 @@ class Harness:
             self.provisioner,
             self.bus,
             self.blobs,
-            self.runtime_for,
+            self.runtime,
             self.clock,
             settings,
         )
@@ -81,10 +80,6 @@ class Harness:
             clock=self.clock,
             settings=settings,
         )
-
-    def runtime_for(self, egress: Egress) -> ContainerRuntime:
-        """The one runtime of these tests, whatever the egress."""
-        return self.runtime
 
     async def call(
         self,

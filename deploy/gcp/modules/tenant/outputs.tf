@@ -1,7 +1,8 @@
 output "resources" {
   description = "The same references GcpProvisioner returns (a tenant's resources field)."
   value = {
-    dispatch_topic = google_pubsub_topic.dispatch.name
-    marker         = "gs://${var.bucket}/${google_storage_bucket_object.marker.name}"
+    topic        = google_pubsub_topic.tenant.id
+    subscription = google_pubsub_subscription.tenant.id
+    marker       = "gs://${var.bucket}/${google_storage_bucket_object.marker.name}"
   }
 }

@@ -1,1 +1,0 @@
-"""Composition roots of the self-hosted provider (``skycrawl up --provider selfhosted``)."""
