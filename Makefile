@@ -3,12 +3,12 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN     = $(VENV)/bin
 
-.PHONY: demo test lint bench clean mutants
+.PHONY: demo test lint bench clean mutants stress
 
 $(BIN)/skycrawl: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev,aws,azure,gcp]'
+	$(BIN)/pip install --quiet -e '.[dev,aws,azure,gcp,selfhosted,docker,kubernetes,sim]'
 	@touch $@
 
 ## demo: serve the bundled demo site on 127.0.0.1 and crawl it on the embedded local stack
@@ -34,3 +34,7 @@ clean:
 ## mutants: apply named mutations to the conductor one at a time; every one must be killed
 mutants: $(BIN)/skycrawl
 	$(BIN)/python tests/mutants/run.py
+
+## stress: 8 conductor instances, 1,000 crawls delivered 3 times, faults everywhere; prints the figures
+stress: $(BIN)/skycrawl
+	$(BIN)/python tests/unit/conductor/conductor_sim.py

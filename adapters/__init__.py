@@ -20,6 +20,7 @@ PROVIDERS: dict[str, str] = {
     "aws": "adapters.aws.provider",
     "azure": "adapters.azure.provider",
     "gcp": "adapters.gcp.provider",
+    "selfhosted": "adapters.selfhosted.provider",
 }
 
 

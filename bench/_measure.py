@@ -4,7 +4,10 @@
 
 The command runs in a new session; it is reaped with ``os.wait4`` so the figures are those of
 that process (plus any descendants it waited for), not of the harness or other crawls:
-``{"rc", "wall_s", "user_s", "sys_s", "maxrss_kb", "timed_out"}`` on stdout. On timeout the
+``{"rc", "wall_s", "user_s", "sys_s", "maxrss_kb", "timed_out", "tree_rss_kb",
+"tree_pss_kb"}`` on stdout: ``maxrss_kb`` is the largest single process's peak (``wait4``),
+``tree_rss_kb`` / ``tree_pss_kb`` the peak of the RSS / PSS summed over every process of the
+crawl's session, sampled 5 times a second from /proc (worker processes included). On timeout the
 whole process group gets SIGTERM, then SIGKILL 10 s later; SIGINT, SIGTERM and SIGHUP sent to
 this launcher are passed on to the group as SIGTERM.
 """
@@ -53,6 +56,8 @@ def measure(
 
     if timeout:
         threading.Thread(target=watchdog, daemon=True).start()
+    peaks = {"rss": 0, "pss": 0}
+    threading.Thread(target=_sample_tree, args=(proc.pid, done, peaks), daemon=True).start()
 
     def forward(signum: int, frame: object) -> None:
         # The crawl is in its own session: a Ctrl-C or SIGTERM meant for us must reach it.
@@ -73,7 +78,47 @@ def measure(
         "sys_s": round(usage.ru_stime, 4),
         "maxrss_kb": usage.ru_maxrss,
         "timed_out": timed_out.is_set(),
+        "tree_rss_kb": peaks["rss"],
+        "tree_pss_kb": peaks["pss"],
     }
+
+
+def _session_pids(sid: int) -> list[int]:
+    pids = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as f:
+                fields = f.read().rsplit(b")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[3]) == sid:  # field 6 of stat: the session id
+            pids.append(int(entry))
+    return pids
+
+
+def _kb(path: str, key: bytes) -> int:
+    try:
+        with open(path, "rb") as f:
+            for line in f:
+                if line.startswith(key):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def _sample_tree(sid: int, done: threading.Event, peaks: dict[str, int]) -> None:
+    """Peak summed RSS and PSS of the processes of session ``sid`` (Linux only)."""
+    if not os.path.isdir("/proc"):
+        return
+    while not done.wait(0.2):
+        pids = _session_pids(sid)
+        rss = sum(_kb(f"/proc/{pid}/status", b"VmRSS:") for pid in pids)
+        pss = sum(_kb(f"/proc/{pid}/smaps_rollup", b"Pss:") for pid in pids)
+        peaks["rss"] = max(peaks["rss"], rss)
+        peaks["pss"] = max(peaks["pss"], pss)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -42,6 +42,8 @@ VENVS_DIR = BENCH_DIR / ".venvs"
 PEERS_DIR = BENCH_DIR / "peers"
 MEASURE = BENCH_DIR / "_measure.py"
 LARGE_PAGES = 50_000
+#: What the peers use to turn a page into markdown (``--peer-markdown``), installed beside them
+PEER_MARKDOWN_LIBS = "trafilatura html-to-markdown markdownify"
 
 
 # --------------------------------------------------------------------------------------------
@@ -87,7 +89,7 @@ def ensure_venv(name: str, requirement: str, dist: str) -> str:
         subprocess.run([base, "-m", "venv", "--clear", str(venv)], check=True, stdout=out)
         pip = [str(py), "-m", "pip", "install", "--disable-pip-version-check"]
         subprocess.run([*pip, "--upgrade", "pip"], check=True, stdout=out, stderr=out)
-        subprocess.run([*pip, requirement], check=True, stdout=out, stderr=out)
+        subprocess.run([*pip, *requirement.split()], check=True, stdout=out, stderr=out)
     return subprocess.run(probe, capture_output=True, text=True, check=True).stdout.strip()
 
 
@@ -111,6 +113,7 @@ class Crawler(ABC):
 class Skycrawl(Crawler):
     name = "skycrawl"
     label = "skycrawl"
+    formats = ""  # --skycrawl-format: "" = the engine's default (metadata, links, markdown)
 
     def python(self) -> Path:
         py = PROJECT_DIR / ".venv" / "bin" / "python"
@@ -136,12 +139,15 @@ class Skycrawl(Crawler):
             str(out),
             "--concurrency",
             str(concurrency),
+            "--per-host-concurrency",  # the peers allow all 16 on the one host too
+            str(concurrency),
             "--max-pages",
             str(pages + 10),
             "--max-depth",
             "1000",
             "--allow-cidr",
             "127.0.0.0/8",
+            *(["--format", self.formats] if self.formats else []),
         ]
 
     def count(self, out: Path) -> int:
@@ -157,6 +163,8 @@ class Skycrawl(Crawler):
 class Peer(Crawler):
     """A peer crawler in its own venv, run by its script in ``bench/peers/``; both peers take
     the same command line and write ``pages.jsonl``."""
+
+    markdown = "trafilatura"  # --peer-markdown
 
     def __init__(self, name: str, label: str, requirement: str, script: str) -> None:
         self.name, self.label = name, label
@@ -175,6 +183,8 @@ class Peer(Crawler):
             str(concurrency),
             "--max-pages",
             str(pages + 10),
+            "--markdown",
+            self.markdown,
         ]
 
     def count(self, out: Path) -> int:
@@ -186,8 +196,13 @@ CRAWLERS: dict[str, Crawler] = {
     c.name: c
     for c in (
         Skycrawl(),
-        Peer("scrapy", "Scrapy", "scrapy", "scrapy_spider.py"),
-        Peer("crawlee", "Crawlee", "crawlee[beautifulsoup,parsel]", "crawlee_crawler.py"),
+        Peer("scrapy", "Scrapy", f"scrapy {PEER_MARKDOWN_LIBS}", "scrapy_spider.py"),
+        Peer(
+            "crawlee",
+            "Crawlee",
+            f"crawlee[beautifulsoup,parsel] {PEER_MARKDOWN_LIBS}",
+            "crawlee_crawler.py",
+        ),
     )
 }
 
@@ -210,6 +225,9 @@ class Run:
     user_s: float = 0.0
     sys_s: float = 0.0
     maxrss_kb: int = 0
+    tree_rss_kb: int = 0  # peak of the summed RSS of the crawl's processes (worker processes)
+    tree_pss_kb: int = 0  # the same as PSS: pages shared by forked workers counted once
+    load_avg: float = 0.0  # 1-minute load average at the end of the crawl
     server_cpu_s: float = 0.0
     other_cpu_s: float = 0.0
     server_errors: int = 0
@@ -225,7 +243,12 @@ class Run:
 
     @property
     def rss_mb(self) -> float:
-        return self.maxrss_kb / 1024
+        """Peak RSS of the crawl: of all its processes together when it has several."""
+        return max(self.maxrss_kb, self.tree_rss_kb) / 1024
+
+    @property
+    def pss_mb(self) -> float:
+        return (self.tree_pss_kb or self.maxrss_kb) / 1024
 
     def as_json(self) -> dict[str, Any]:
         d = asdict(self)
@@ -233,6 +256,7 @@ class Run:
             pages_per_s=round(self.pages_per_s, 2),
             cpu_s_per_1k=round(self.cpu_s_per_1k, 3),
             rss_mb=round(self.rss_mb, 1),
+            pss_mb=round(self.pss_mb, 1),
         )
         return d
 
@@ -307,6 +331,9 @@ def run_one(
     run.rc, run.timed_out = int(m["rc"]), bool(m["timed_out"])
     run.wall_s, run.user_s, run.sys_s = float(m["wall_s"]), float(m["user_s"]), float(m["sys_s"])
     run.maxrss_kb = int(m["maxrss_kb"])
+    run.tree_rss_kb = int(m.get("tree_rss_kb", 0))
+    run.tree_pss_kb = int(m.get("tree_pss_kb", 0))
+    run.load_avg = round(os.getloadavg()[0], 2)
     # CPU used on the machine during the crawl by neither the crawler nor the server: noise.
     run.other_cpu_s = round(max(0.0, busy - run.user_s - run.sys_s - run.server_cpu_s), 3)
     try:
@@ -351,6 +378,8 @@ class Summary:
     pages_per_s: float = 0.0
     cpu_s_per_1k: float = 0.0
     rss_mb: float = 0.0
+    pss_mb: float = 0.0
+    load_avg: float = 0.0
     wall_s: float = 0.0
     cpu_util: float = 0.0
     server_cpu_util: float = 0.0
@@ -368,6 +397,8 @@ def summarize(crawler: Crawler, version: str, runs: list[Run]) -> Summary:
         s.pages_per_s = med(r.pages_per_s for r in ok)
         s.cpu_s_per_1k = med(r.cpu_s_per_1k for r in ok)
         s.rss_mb = med(r.rss_mb for r in ok)
+        s.pss_mb = med(r.pss_mb for r in ok)
+        s.load_avg = med(r.load_avg for r in ok)
         s.wall_s = med(r.wall_s for r in ok)
         s.cpu_util = med((r.user_s + r.sys_s) / r.wall_s for r in ok)
         s.server_cpu_util = med(r.server_cpu_s / r.wall_s for r in ok)
@@ -416,6 +447,7 @@ def print_table(pages: int, summaries: dict[str, Summary], rat: dict[str, Any]) 
         "pages/s",
         "CPU-s/1k p",
         "RSS MB",
+        "PSS MB",
         "CPU",
         "server CPU",
         "other CPU",
@@ -428,6 +460,7 @@ def print_table(pages: int, summaries: dict[str, Summary], rat: dict[str, Any]) 
             _fmt(s.pages_per_s, ".1f"),
             _fmt(s.cpu_s_per_1k, ".2f"),
             _fmt(s.rss_mb, ".0f"),
+            _fmt(s.pss_mb, ".0f"),
             _pct(s.cpu_util) if s.ok_runs else "-",
             _pct(s.server_cpu_util) if s.ok_runs else "-",
             _pct(s.other_cpu_util) if s.ok_runs else "-",
@@ -526,12 +559,26 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--keep-output", action="store_true", help="keep each crawl's output under .work/runs/"
     )
+    p.add_argument(
+        "--peer-markdown",
+        default="trafilatura",
+        choices=["trafilatura", "html-to-markdown", "markdownify", "none"],
+        help="what Scrapy and Crawlee turn pages into markdown with (default trafilatura)",
+    )
+    p.add_argument(
+        "--skycrawl-format",
+        default="",
+        help="skycrawl's --format (default: the engine's, metadata,links,markdown; none = no "
+        "content, the old metadata-only run)",
+    )
     args = p.parse_args(argv)
     names = [n.strip() for n in args.only.split(",") if n.strip()]
     unknown = [n for n in names if n not in CRAWLERS]
     if unknown or not names:
         p.error(f"--only: unknown crawler(s) {unknown}; choose among {list(CRAWLERS)}")
     args.crawlers = names
+    Peer.markdown = args.peer_markdown
+    Skycrawl.formats = args.skycrawl_format
     if args.pages < 2 or args.rounds < 1 or args.concurrency < 1:
         p.error("--pages >= 2, --rounds >= 1 and --concurrency >= 1")
     return args
@@ -574,7 +621,8 @@ def bench_size(
                     print(
                         f"{run.pages:>6} pages {run.wall_s:7.1f}s {run.pages_per_s:7.1f} p/s "
                         f"cpu {run.user_s + run.sys_s:6.1f}s rss {run.rss_mb:5.0f} MB "
-                        f"server cpu {run.server_cpu_s:5.1f}s{short}"
+                        f"server cpu {run.server_cpu_s:5.1f}s other {run.other_cpu_s:5.1f}s "
+                        f"load {run.load_avg:.1f}{short}"
                     )
                 else:
                     print("FAILED: " + run.error.replace("\n", "\n      | "))
@@ -595,6 +643,8 @@ def bench_size(
             "seed": args.seed,
             "timeout_s": timeout,
             "quiet_wait_s": args.quiet_wait,
+            "peer_markdown": args.peer_markdown,
+            "skycrawl_format": args.skycrawl_format or "default",
         },
         "server": server_info,
         "machine": machine_info(),

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 from core.api import Api
 from core.conductor import Conductor, Housekeeper
+from core.conductor.outbox import Outbox
 from core.errors import ConfigurationError
 from core.netguard import AddressPolicy
 from core.ports import Ports
@@ -36,7 +37,13 @@ def build_control_plane(
     except ValueError as exc:
         raise ConfigurationError(f"SKYCRAWL_ALLOW_CIDRS: {exc}") from exc
     records = Records(ports.state)
-    notifier = WebhookNotifier(policy=policy)
+    notifier = WebhookNotifier(
+        policy=policy,
+        records=records,
+        outbox=Outbox(ports),
+        clock=ports.clock,
+        inbox_queue=settings.inbox_queue,
+    )
     conductor = Conductor(
         ports=ports, settings=settings, engine_env=engine_env, records=records, notifier=notifier
     )
@@ -45,7 +52,7 @@ def build_control_plane(
         provisioner=ports.provisioner,
         bus=ports.bus,
         blobs=ports.blobs,
-        runtime=ports.runtime,
+        runtime_for=ports.runtime_for,
         clock=ports.clock,
         settings=settings,
     )

@@ -5,6 +5,11 @@
     tenants/{tenant}/crawls/{crawl}/manifest/{seq:08d}.jsonl   page records, one JSON a line
     tenants/{tenant}/crawls/{crawl}/warc/{seq:08d}.warc.gz     the same pages as WARC records
     tenants/{tenant}/crawls/{crawl}/checkpoint.json            frontier + counters to resume
+    tenants/{tenant}/crawls/{crawl}/content/{seq:08d}.jsonl    the formats asked for, one JSON
+                                                               a line, line n = manifest line n
+    tenants/{tenant}/crawls/{crawl}/items/{seq:08d}.jsonl      extracted items (the dataset):
+                                                               one JSON object a line, with
+                                                               ``_url`` (the page it came from)
     tenants/{tenant}/latest/{seeds hash}.json                  last completed crawl of those
                                                                seeds (``recrawl_of: latest``)
 
@@ -14,6 +19,9 @@ valid JSONL file and a valid ``.warc.gz`` (gzip members concatenate).
 """
 
 from __future__ import annotations
+
+import hashlib
+import re
 
 
 def crawl_prefix(tenant_id: str, crawl_id: str) -> str:
@@ -32,8 +40,23 @@ def warc_key(tenant_id: str, crawl_id: str, seq: int) -> str:
     return f"{crawl_prefix(tenant_id, crawl_id)}warc/{seq:08d}.warc.gz"
 
 
+def content_key(tenant_id: str, crawl_id: str, seq: int) -> str:
+    """Per-page formats of manifest chunk ``seq`` (written before it; same line order)."""
+    return f"{crawl_prefix(tenant_id, crawl_id)}content/{seq:08d}.jsonl"
+
+
+def items_key(tenant_id: str, crawl_id: str, seq: int) -> str:
+    """Items extracted from the pages of manifest chunk ``seq`` (written before it)."""
+    return f"{crawl_prefix(tenant_id, crawl_id)}items/{seq:08d}.jsonl"
+
+
 def checkpoint_key(tenant_id: str, crawl_id: str) -> str:
     return f"{crawl_prefix(tenant_id, crawl_id)}checkpoint.json"
+
+
+def request_headers_key(tenant_id: str, crawl_id: str) -> str:
+    """The crawl's sensitive request headers, kept out of messages (``core.sealed_headers``)."""
+    return f"{crawl_prefix(tenant_id, crawl_id)}request-headers.json"
 
 
 def latest_crawl_key(tenant_id: str, seeds_key: str) -> str:
@@ -44,3 +67,31 @@ def latest_crawl_key(tenant_id: str, seeds_key: str) -> str:
 def subscription_name(container_id: str) -> str:
     """The dispatch-topic subscription owned by one container."""
     return f"container-{container_id}"
+
+
+#: Longest dispatch-topic name derived here: with ``-poison`` (the dead-letter queue of the
+#: Azure Storage-queue bus) it stays a Storage queue name (63), the strictest of the brokers'
+#: rules (SNS 256, Service Bus 260, Pub/Sub 255; SQS 80 with ``-dlq``).
+MAX_TOPIC_CHARS = 56
+_NOT_SLUG = re.compile(r"[^a-z0-9]+")
+
+
+def tenant_topic(base: str, tenant_id: str) -> str:
+    """The dispatch topic of one tenant: ``<base>-<tenant>`` when the tenant id is lowercase
+    letters, digits and single hyphens and the whole fits ``MAX_TOPIC_CHARS``; otherwise
+    ``<base>-<slug of the tenant, shortened>-<16 hex of its SHA-256>`` (``tn_1f…`` becomes
+    ``<base>-tn-1f…-<hash>``), so that every broker accepts the name and no two tenants share
+    a topic.
+
+    The provisioner creates it with the tenant, the conductor publishes the tenant's work to
+    it, the tenant's containers subscribe to it (and to nothing else), teardown removes it."""
+    slug = _NOT_SLUG.sub("-", tenant_id.lower()).strip("-")
+    name = f"{base}-{slug}"
+    if slug == tenant_id and len(name) <= MAX_TOPIC_CHARS:
+        return name
+    digest = hashlib.sha256(tenant_id.encode()).hexdigest()[:16]
+    room = MAX_TOPIC_CHARS - len(base) - len(digest) - 2
+    if room < 0:
+        raise ValueError(f"dispatch topic base {base!r} leaves no room for tenant names")
+    part = slug[:room].strip("-")
+    return f"{base}-{part}-{digest}" if part else f"{base}-{digest}"

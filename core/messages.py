@@ -72,6 +72,8 @@ class ProxyStats(Frozen):
     requests: int = 0
     errors: int = 0
     mean_latency_ms: float = 0.0
+    #: Responses that look like a ban: 403 or 429, or a CAPTCHA page (egress scoring).
+    bans: int = 0
 
 
 class Heartbeat(Frozen):
@@ -81,6 +83,8 @@ class Heartbeat(Frozen):
     in_flight: list[str] = []
     proxy: ProxyStats = ProxyStats()
     seq: int = 0  # 1, 2, 3 … per container: a duplicate or late heartbeat changes nothing
+    #: The same numbers per proxy id (``core.egress_scoring.proxy_id``; ``direct``).
+    proxies: dict[str, ProxyStats] = {}
 
 
 class KillTimer(Frozen):
@@ -97,6 +101,9 @@ class KillTimer(Frozen):
     container_id: str
     generation: int
     remaining_s: float = 0.0
+    #: Idle time reached when it fires: a link of a chain through the idle histogram's
+    #: edges, counted on the container (``Container.idle_bin``) by the adaptive policy.
+    elapsed_s: float = 0.0
 
 
 class Watchdog(Frozen):
@@ -146,6 +153,39 @@ class WebhookDue(Frozen):
     type: Literal["crawl.webhook"] = "crawl.webhook"
     tenant_id: str
     crawl_id: str
+    attempt: int = 1  # retries are scheduled with a relative back-off (core.webhooks)
+
+
+class WebhookSecretRetire(Frozen):
+    """Retire a rotated webhook secret once ``remaining_s`` more seconds have passed (chained
+    through the Scheduler in steps of its longest native delay)."""
+
+    type: Literal["webhook.secret.retire"] = "webhook.secret.retire"
+    tenant_id: str
+    secret_id: str
+    remaining_s: float = 0.0
+
+
+class ScheduleFire(Frozen):
+    """Start run ``run`` of a recurring crawl once ``remaining_s`` more seconds have passed
+    (chained through the Scheduler); stale unless ``generation`` is the schedule's own."""
+
+    type: Literal["schedule.fire"] = "schedule.fire"
+    tenant_id: str
+    schedule_id: str
+    generation: int
+    run: int
+    remaining_s: float = 0.0
+
+
+class ProxyCooldown(Frozen):
+    """A scored-out proxy's cool-down is over (a relative delay, measured by the scheduler):
+    it comes back, on probation, if it is still out at ``epoch``."""
+
+    type: Literal["egress.proxy-cooldown"] = "egress.proxy-cooldown"
+    egress: str
+    proxy: str
+    epoch: int
 
 
 InboxMessage = Annotated[
@@ -160,7 +200,10 @@ InboxMessage = Annotated[
     | StopDue
     | ContainerExited
     | CancelRequested
-    | WebhookDue,
+    | WebhookDue
+    | WebhookSecretRetire
+    | ScheduleFire
+    | ProxyCooldown,
     Field(discriminator="type"),
 ]
 
@@ -177,6 +220,7 @@ class RunCrawl(Frozen):
     attempt: int
     spec: CrawlSpec
     session: str | None = None
+    proxy: str | None = None  # the id of the proxy (of the container's pool) to leave through
 
 
 class CancelCrawl(Frozen):

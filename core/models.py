@@ -12,7 +12,16 @@ from functools import cache
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
+
+from core.output import (
+    DEFAULT_ALLOW_TYPES,
+    DEFAULT_FORMATS,
+    ExtractSpec,
+    Format,
+    PageContent,
+    check_media_patterns,
+)
 
 if TYPE_CHECKING:
     import re2
@@ -91,6 +100,39 @@ def compile_url_pattern(pattern: str) -> re2._Regexp:
         ) from exc
 
 
+#: What the OpenAPI description says of a crawlable URL: absolute http(s) with a host name
+#: (``check_http_url`` and the SSRF guard check the rest). The pattern documents the usual
+#: form so that schema-driven clients and fuzzers make URLs the API accepts; it is not
+#: enforced here (IP literals and userinfo are accepted, and checked by the guard).
+HTTP_URL_SCHEMA = {
+    "format": "uri",
+    "pattern": r"^[Hh][Tt][Tt][Pp][Ss]?://([A-Za-z0-9-]+\.)*[A-Za-z][A-Za-z0-9-]*"
+    r"(:[1-9][0-9]{0,3})?(/[!-~]*)?$",
+}
+SeedUrl = Annotated[
+    str, Field(min_length=8, max_length=MAX_URL_LENGTH, json_schema_extra=HTTP_URL_SCHEMA)
+]
+
+
+def _json_number(value: object) -> object:
+    """Refuse what JSON would not call a number (``"10"``, ``true``); pydantic then checks
+    the number (``10.0`` is the integer 10, as JSON Schema says; ``10.5`` is not)."""
+    if isinstance(value, bool | str | bytes):
+        raise ValueError("Input should be a JSON number, not a string or boolean")
+    return value
+
+
+#: Put last in a number's ``Annotated``: strict about JSON types, as the OpenAPI says.
+JSON_NUMBER = BeforeValidator(_json_number)
+
+#: A URL pattern: a regular expression RE2 can run (no backreferences or lookaround).
+UrlPattern = Annotated[str, Field(json_schema_extra={"format": "regex", "maxLength": 500})]
+_HEADERS_SCHEMA = {
+    "propertyNames": {"enum": sorted(ALLOWED_HEADERS)},
+    "additionalProperties": {"type": "string", "maxLength": 8192, "pattern": "^[^\\r\\n]*$"},
+}
+
+
 class Scope(StrEnum):
     """Which discovered links a crawl follows (seeds are always fetched)."""
 
@@ -102,23 +144,35 @@ class Scope(StrEnum):
 class CrawlSpec(Frozen):
     """What a tenant asks to crawl: the body of ``POST /v1/crawls``."""
 
-    seeds: Annotated[list[str], Field(min_length=1, max_length=1000)]
+    seeds: Annotated[list[SeedUrl], Field(min_length=1, max_length=1000)]
     scope: Scope = Scope.same_host
-    include: Annotated[list[str], Field(max_length=100)] = []
-    exclude: Annotated[list[str], Field(max_length=100)] = []
-    max_depth: Annotated[int, Field(ge=0, le=100)] = 3
-    max_pages: Annotated[int, Field(ge=1, le=1_000_000)] = 100
+    include: Annotated[list[UrlPattern], Field(max_length=100)] = []
+    exclude: Annotated[list[UrlPattern], Field(max_length=100)] = []
+    max_depth: Annotated[int, Field(ge=0, le=100), JSON_NUMBER] = 3
+    max_pages: Annotated[int, Field(ge=1, le=1_000_000), JSON_NUMBER] = 100
     session: Annotated[str | None, Field(min_length=1, max_length=128)] = None
     egress: Annotated[str | None, Field(max_length=64)] = None
     region: Annotated[str | None, Field(max_length=64)] = None
-    webhook_url: str | None = None
-    headers: dict[str, str] = {}
-    respect_robots: bool = True
+    webhook_url: SeedUrl | None = None
+    headers: Annotated[dict[str, str], Field(json_schema_extra=_HEADERS_SCHEMA)] = {}
+    #: Names of the sensitive headers kept in the tenant's store instead (set by the API,
+    #: ``core.sealed_headers``; what a tenant sends here is ignored).
+    sealed_headers: Annotated[
+        list[str], Field(max_length=8, json_schema_extra={"readOnly": True})
+    ] = []
+    respect_robots: Annotated[bool, Field(strict=True)] = True
     # -- crawl rules (issue 12): sitemaps, per-page time budget, conditional re-crawl --------
-    use_sitemaps: bool = True
-    page_timeout_s: Annotated[float, Field(ge=1, le=300)] = 30.0
+    use_sitemaps: Annotated[bool, Field(strict=True)] = True
+    page_timeout_s: Annotated[float, Field(ge=1, le=300), JSON_NUMBER] = 30.0
     recrawl_of: Annotated[str | None, Field(pattern=r"^(latest|[A-Za-z0-9_-]{1,64})$")] = None
     # -- end of crawl rules -------------------------------------------------------------------
+    # -- output (issue 12): formats per page, extraction, documents (core/output.py) ---------
+    formats: Annotated[list[Format], Field(max_length=7)] = list(DEFAULT_FORMATS)
+    extract: ExtractSpec | None = None
+    handler: Annotated[str | None, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")] = None
+    allow_types: Annotated[list[str], Field(max_length=50)] = list(DEFAULT_ALLOW_TYPES)
+    refuse_types: Annotated[list[str], Field(max_length=50)] = []
+    # -- end of output --------------------------------------------------------------------------
 
     @field_validator("seeds")
     @classmethod
@@ -138,6 +192,16 @@ class CrawlSpec(Frozen):
                 raise ValueError("pattern longer than 500 characters")
             compile_url_pattern(pattern)
         return patterns
+
+    @field_validator("allow_types", "refuse_types")
+    @classmethod
+    def _media_types(cls, patterns: list[str]) -> list[str]:
+        return check_media_patterns(patterns)
+
+    @field_validator("formats")
+    @classmethod
+    def _formats_once(cls, formats: list[Format]) -> list[Format]:
+        return list(dict.fromkeys(formats))
 
     @field_validator("headers")
     @classmethod
@@ -213,6 +277,8 @@ class Crawl(Frozen):
     dispatched_at: datetime | None = None
     finished_at: datetime | None = None
     outbox: tuple[OutboxEntry, ...] = ()
+    #: The proxy id (``core.egress_scoring.proxy_id``) of the egress it leaves through.
+    proxy: str | None = None
 
 
 # --------------------------------------------------------------------------- containers
@@ -231,13 +297,49 @@ class ContainerState(StrEnum):
 
 
 class Egress(Frozen):
-    """One place containers can run and leave from: runtime + region + optional proxy."""
+    """One entry of the egress pool: where containers run (a runtime kind and region) and
+    how they leave (no proxy, or a pool of proxies), at what price and start latency.
+
+    ``runtime`` names a runtime kind (``adapters.runtimes``: ``local``, ``ecs``, ``aci``,
+    ``cloud-run``); empty means the home provider's own (settings fill it in).
+    ``proxy_url`` is a pool of one, kept for older settings; ``proxies`` lists several.
+    ``start_latency_s``: the expected time to ``ready`` (None: the runtime's typical one).
+    """
 
     name: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9-]{0,62}$")]
-    runtime: str = "local"
+    runtime: str = ""
     region: str = "local"
     proxy_url: str | None = None
     cost_per_second: Annotated[float, Field(ge=0)] = 0.0
+    proxies: Annotated[list[str], Field(max_length=100)] = []
+    #: Seconds a container here takes to become ready (None: the runtime's typical figure);
+    #: the idle policy weighs a cold start with it.
+    start_latency_s: Annotated[float | None, Field(ge=0)] = None
+    #: Shortest duration a container here is billed (Fargate: 60 s); the simulator's bill.
+    min_billed_s: Annotated[float, Field(ge=0)] = 0.0
+
+    @field_validator("proxy_url")
+    @classmethod
+    def _proxy_is_http(cls, url: str | None) -> str | None:
+        return None if url is None else _check_proxy(url)
+
+    @field_validator("proxies")
+    @classmethod
+    def _proxies_are_http(cls, urls: list[str]) -> list[str]:
+        return [_check_proxy(url) for url in urls]
+
+    @property
+    def proxy_pool(self) -> tuple[str, ...]:
+        """Every proxy of this egress, ``proxy_url`` first (empty: direct)."""
+        pool = ([self.proxy_url] if self.proxy_url else []) + self.proxies
+        return tuple(dict.fromkeys(pool))
+
+
+def _check_proxy(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError("a proxy must be an http:// or https:// URL with a host")
+    return url
 
 
 class EgressHealth(Frozen):
@@ -294,6 +396,12 @@ class Container(Frozen):
     #: The state the record takes once the runtime confirmed the stop.
     final_state: ContainerState | None = None
     outbox: tuple[OutboxEntry, ...] = ()
+    #: The keep-alive the idle policy chose when it last became idle (None: not idle yet).
+    keep_alive_s: float | None = None
+    #: Edges of the idle histogram its current idle period has passed (kill-timer links).
+    idle_bin: int = 0
+    #: Started ahead of predicted work (adaptive policy); cleared by its first crawl.
+    prewarm: bool = False
 
     @property
     def free_slots(self) -> int:
@@ -314,12 +422,12 @@ class SessionBinding(Frozen):
 
 
 class Quotas(Frozen):
-    max_containers: Annotated[int, Field(ge=1, le=1000)] = 4
-    parallel_per_container: Annotated[int, Field(ge=1, le=256)] = 4
-    max_pending: Annotated[int, Field(ge=1, le=1_000_000)] = 1000
-    submissions_per_minute: Annotated[int, Field(ge=1, le=100_000)] = 120
+    max_containers: Annotated[int, Field(ge=1, le=1000), JSON_NUMBER] = 4
+    parallel_per_container: Annotated[int, Field(ge=1, le=256), JSON_NUMBER] = 4
+    max_pending: Annotated[int, Field(ge=1, le=1_000_000), JSON_NUMBER] = 1000
+    submissions_per_minute: Annotated[int, Field(ge=1, le=100_000), JSON_NUMBER] = 120
     #: Days a finished crawl (record, pages, exports) is kept before housekeeping purges it.
-    retention_days: Annotated[int, Field(ge=1, le=3650)] = 30
+    retention_days: Annotated[int, Field(ge=1, le=3650), JSON_NUMBER] = 30
 
 
 class TenantState(StrEnum):
@@ -368,6 +476,13 @@ class PageRecord(BaseModel):
     # -- crawl rules (issue 12) ----------------------------------------------------------------
     attempts: int = 1  # requests made for this URL (1 + retries)
     unchanged: bool = False  # 304 to a conditional request: as in the ``recrawl_of`` crawl
+    # -- output (issue 12) ---------------------------------------------------------------------
+    #: The formats asked for (``core.output``): stored beside the manifest, joined in by the
+    #: API, the exports and ``pages.jsonl``; never in the manifest itself.
+    content: PageContent | None = None
+    item_count: int = 0  # items this page added to the crawl's dataset (items.jsonl)
+    missing_fields: list[str] = []  # extract fields that matched nothing on this page
+    item_errors: list[str] = []  # items refused by the JSON Schema, handler errors
 
 
 def dump(model: BaseModel) -> dict[str, Any]:

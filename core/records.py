@@ -19,6 +19,7 @@ key_index      tenant id   key prefix      ``ApiKeyInfo``: the tenant's live API
 web_users      tenant id   user id         ``WebUser``: invited web-app users and roles
 web_sessions   tenant id   SHA-256 of id   ``WebSession`` (expires; ``"operator"`` for the
                                            operator console)
+idle           tenant id   "idle"          ``IdleStats``: idle-gap histogram, open gap
 =============  ==========  ==============  ==============================================
 """
 
@@ -71,6 +72,32 @@ _MAX_MICROS = 10**17 - 1
 class Fleet(Frozen):
     tenant_id: str
     containers: tuple[str, ...] = ()
+
+
+class IdlePlan(Frozen):
+    """What the adaptive idle policy chose from a tenant's histogram (``keep_alive_s`` None:
+    fall back); see ``core.conductor.idle_policy``."""
+
+    keep_alive_s: float | None
+    basis: str = ""
+    prewarm_at_s: float | None = None
+    prewarm_keep_s: float = 0.0
+
+
+class IdleStats(Frozen):
+    """A tenant's idle gaps: a decayed histogram (bins: ``idle_policy.EDGES_S``), its plan,
+    and the open gap of a tenant whose container stopped idle — ``open_s`` is that gap's
+    length so far, counted in keep-alive plus housekeeping periods, never read off a clock."""
+
+    tenant_id: str
+    counts: tuple[float, ...] = ()
+    observed: int = 0
+    plan: IdlePlan | None = None
+    open_s: float | None = None
+    open_egress: str | None = None
+    prewarmed: bool = False
+    #: Containers stopped idle while the gap was open: how many to pre-warm.
+    open_count: int = 0
 
 
 class IdempotencyRecord(Frozen):
@@ -230,6 +257,7 @@ class Records:
         self.key_index = Table(state, "key_index", ApiKeyInfo)
         self.web_users = Table(state, "web_users", WebUser)
         self.web_sessions = Table(state, "web_sessions", WebSession)
+        self.idle = Table(state, "idle", IdleStats)
 
     async def index_pending(self, crawl: Crawl) -> None:
         """Put a pending crawl in the tenant's backlog (idempotent)."""

@@ -5,12 +5,21 @@ environment (nested models as JSON), or in a ``.env`` file.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from core.models import Egress
+
+#: The runtime kind of an egress that names none, per provider (``adapters.runtimes``).
+HOME_RUNTIMES = {
+    "local": "local",
+    "aws": "ecs",
+    "azure": "aci",
+    "gcp": "cloud-run",
+    "selfhosted": "selfhosted",  # the runtime SKYCRAWL_SELFHOSTED_RUNTIME names
+}
 
 
 def _split_csv(value: object) -> object:
@@ -24,13 +33,36 @@ class SkycrawlSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="SKYCRAWL_", extra="ignore", frozen=True)
 
-    provider: str = Field("local", description="Adapter family: local, aws, azure or gcp.")
+    provider: str = Field(
+        "local", description="Adapter family: local, aws, azure, gcp or selfhosted."
+    )
     inbox_queue: str = Field("skycrawl-inbox", description="The conductor's inbox queue.")
     dispatch_topic: str = Field(
-        "skycrawl-dispatch", description="Topic carrying work to containers."
+        "skycrawl-dispatch",
+        description="Base name of the tenants' dispatch topics: each tenant's work goes to its "
+        "own topic <base>-<tenant id> (core.layout.tenant_topic; a base of at most 38 "
+        "characters), "
+        "created by the provisioner. In a container: its tenant's topic.",
     )
     idle_ttl_s: float = Field(
         60.0, gt=0, description="Stop a container this long after its last work."
+    )
+    idle_policy: Literal["fixed", "break_even", "adaptive"] = Field(
+        "adaptive",
+        description="Keep-alive of idle containers: fixed (idle_ttl_s), break_even (cold-start "
+        "cost / idle price) or adaptive (per-tenant idle-gap histogram, pre-warming).",
+    )
+    idle_wait_weight: float = Field(
+        3.0,
+        ge=0,
+        description="A second a crawl waits for a cold start costs as much as this many "
+        "seconds of an idle container (break_even, adaptive).",
+    )
+    idle_fallback: Literal["fixed", "break_even"] = Field(
+        "fixed", description="What adaptive does until a tenant's histogram is trusted."
+    )
+    idle_max_keep_s: float = Field(
+        14400.0, gt=0, description="Longest keep-alive the adaptive policy chooses."
     )
     startup_timeout_s: float = Field(120.0, gt=0, description="Reap a container not ready by then.")
     heartbeat_interval_s: float = Field(5.0, gt=0, description="How often containers heartbeat.")
@@ -62,7 +94,9 @@ class SkycrawlSettings(BaseSettings):
     )
     egresses: list[Egress] = Field(
         default_factory=lambda: [Egress(name="local")],
-        description="Egress pool: JSON list of {name, runtime, region, proxy_url, cost_per_second}.",
+        min_length=1,
+        description="Egress pool: JSON list of {name, runtime, region, proxy_url, proxies, "
+        "cost_per_second, start_latency_s}; an entry without a runtime uses the provider's.",
     )
     allow_cidrs: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
@@ -72,6 +106,29 @@ class SkycrawlSettings(BaseSettings):
         "skycrawl/0.1 (+https://github.com/skycrawl)", description="Crawler UA."
     )
     max_request_bytes: int = Field(1_000_000, gt=0, description="Largest API request body.")
+    proxy_cooldown_s: float = Field(
+        300.0,
+        gt=0,
+        description="How long a scored-out proxy (errors, bans, slowness) stays out before it "
+        "is tried again, measured by the scheduler.",
+    )
+
+    @field_validator("egresses")
+    @classmethod
+    def _home_runtime(cls, egresses: list[Egress], info: ValidationInfo) -> list[Egress]:
+        """An entry without a runtime runs on the provider's own; names are unique."""
+        home = HOME_RUNTIMES.get(str(info.data.get("provider", "local")), "local")
+        names = [e.name for e in egresses]
+        if len(set(names)) != len(names):
+            raise ValueError(f"egress names must be unique: {names}")
+        return [e if e.runtime else e.model_copy(update={"runtime": home}) for e in egresses]
+
+    handlers: str = Field(
+        "",
+        description="Comma-separated PageHandler names crawls may name in `handler` (installed "
+        "in the engine image under entry point group skycrawl.handlers); * allows any. "
+        "Passed to containers as SKYCRAWL_HANDLERS.",
+    )
 
     @field_validator("allow_cidrs", mode="before")
     @classmethod

@@ -34,9 +34,10 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from core.clock import Clock
+from core.delivery_models import delivery_tables
 from core.errors import Conflict, InvalidRequest, NotFound, QuotaExceeded, Unauthorized
-from core.layout import subscription_name, tenant_prefix
-from core.models import Crawl, CrawlState, Tenant, TenantCreate, TenantState
+from core.layout import subscription_name, tenant_prefix, tenant_topic
+from core.models import Crawl, CrawlState, Egress, Frozen, Tenant, TenantCreate, TenantState
 from core.ports.blob_store import BlobStore
 from core.ports.container_runtime import ContainerRuntime
 from core.ports.message_bus import MessageBus
@@ -99,7 +100,7 @@ class TenantService:
         provisioner: Provisioner,
         bus: MessageBus,
         blobs: BlobStore,
-        runtime: ContainerRuntime,
+        runtime_for: Callable[[Egress], ContainerRuntime],
         clock: Clock,
         settings: SkycrawlSettings,
     ) -> None:
@@ -107,7 +108,7 @@ class TenantService:
         self._provisioner = provisioner
         self._bus = bus
         self._blobs = blobs
-        self._runtime = runtime
+        self._runtime_for = runtime_for
         self._clock = clock
         self._settings = settings
 
@@ -318,12 +319,14 @@ class TenantService:
             await self._records.active.discard(tenant_id, entry.value.crawl_id)
 
     async def _stop_containers(self, tenant_id: str) -> None:
-        topic = self._settings.dispatch_topic
+        topic = tenant_topic(self._settings.dispatch_topic, tenant_id)
         for found in await self._records.containers.query(tenant_id):
             container = found.value
             if container.state.live:
-                await self._runtime.stop_container(
-                    container_id=container.id, grace_s=self._settings.stop_grace_s
+                await self._runtime_for(container.egress).stop_container(
+                    container_id=container.id,
+                    egress=container.egress,
+                    grace_s=self._settings.stop_grace_s,
                 )
             await self._bus.delete_subscription(topic=topic, name=subscription_name(container.id))
 
@@ -342,6 +345,8 @@ class TenantService:
             records.rate,
             records.web_sessions,
             records.web_users,
+            *delivery_tables(records),
+            Table(records.state, "session_routes", Frozen),  # core.conductor.egress_health
         )
         for table in tables:
             await _empty_partition(table, tenant.id)

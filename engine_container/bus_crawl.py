@@ -1,5 +1,5 @@
 """Wiring of bus mode: the provider's bus and blob store, one shared safe fetcher, one
-shared per-host ``Politeness`` (fleet-wide with ``SKYCRAWL_HOST_LIMITER_PATH``), and the
+shared per-host ``Politeness`` (fleet-wide with ``SKYCRAWL_HOST_LIMITER_PATH`` or ``_URL``), and the
 function that runs (or resumes) one ``RunCrawl`` into the blob store — conditionally against
 an earlier crawl when ``recrawl_of`` says so (``engine_container.recrawl``)."""
 
@@ -16,11 +16,15 @@ from adapters.local.host_limiter import SqliteHostLimiter
 from core.messages import RunCrawl
 from core.models import CrawlCounts
 from core.ports import BlobStore, MessageBus
+from core.ports.host_limiter import HostLimiter
+from core.sealed_headers import unseal
 from core.settings import SkycrawlSettings
 from engine_container import recrawl
+from engine_container.analysis_pool import AnalysisPool, default_processes
 from engine_container.crawler import Crawler
 from engine_container.fetcher import Fetcher
 from engine_container.frontier import checkpoint_next_seq
+from engine_container.handlers import check_allowed, parse_allowed
 from engine_container.politeness import Politeness
 from engine_container.settings import EngineSettings
 from engine_container.sinks import BlobSink, load_checkpoint
@@ -36,11 +40,16 @@ def crawl_runner(
     fetcher: Fetcher,
     engine: EngineSettings,
     politeness: Politeness | None = None,
+    analysis: AnalysisPool | None = None,
 ) -> RunFn:
-    """Runs crawls into ``blobs``; every crawl shares ``politeness`` (one per container)."""
+    """Runs crawls into ``blobs``; every crawl shares ``politeness`` (one per container) and
+    the ``analysis`` pool (its worker processes)."""
     shared = politeness or build_politeness(engine)
+    allowed = parse_allowed(engine.handlers)
 
     async def run_crawl(run: RunCrawl, report: Reporter) -> CrawlCounts:
+        if run.spec.handler is not None:
+            check_allowed(run.spec.handler, allowed)  # the API checked; the engine too
         try:
             checkpoint = await load_checkpoint(blobs, run.tenant_id, run.crawl_id)
             start_seq = checkpoint_next_seq(checkpoint) if checkpoint else 0
@@ -49,8 +58,9 @@ def crawl_runner(
             checkpoint, start_seq = None, 0  # the sink drops chunks >= 0 on its first flush
         sink = BlobSink(blobs, run.tenant_id, run.crawl_id, start_seq)
         previous = await _previous_crawl(blobs, run)
+        spec = await unseal(blobs, tenant_id=run.tenant_id, crawl_id=run.crawl_id, spec=run.spec)
         crawler = Crawler(
-            run.spec,
+            spec,
             fetcher,
             sink,
             engine,
@@ -58,6 +68,8 @@ def crawl_runner(
             on_progress=report,
             politeness=shared,
             previous=previous,
+            analysis=analysis,
+            proxy=run.proxy,
         )
         counts = await crawler.run()
         await recrawl.remember_latest(blobs, run.tenant_id, run.spec, run.crawl_id)
@@ -79,16 +91,26 @@ async def _previous_crawl(blobs: BlobStore, run: RunCrawl) -> recrawl.PreviousCr
 def build_politeness(engine: EngineSettings) -> Politeness:
     """The container's one ``Politeness``: shared by its crawls and, with
     ``SKYCRAWL_HOST_LIMITER_PATH``, by every engine process using that file."""
-    limiter = (
-        SqliteHostLimiter(engine.host_limiter_path)
-        if engine.host_limiter_path is not None
-        else None
-    )
+    limiter: HostLimiter | None = None
+    if engine.host_limiter_url:  # the selfhosted provider: one limiter per database
+        from adapters.selfhosted.database import PostgresDatabase
+        from adapters.selfhosted.host_limiter import PostgresHostLimiter
+
+        limiter = PostgresHostLimiter(PostgresDatabase(engine.host_limiter_url, max_size=2))
+    elif engine.host_limiter_path is not None:
+        limiter = SqliteHostLimiter(engine.host_limiter_path)
     return Politeness(
         per_host_concurrency=engine.per_host_concurrency,
         min_delay_s=engine.per_host_delay_s,
         shared=limiter,
     )
+
+
+def build_analysis(engine: EngineSettings) -> AnalysisPool:
+    """The container's one analysis pool: ``SKYCRAWL_ANALYSIS_PROCESSES`` workers, or one per
+    core when unset (threads on a single core)."""
+    processes = engine.analysis_processes
+    return AnalysisPool(default_processes() if processes is None else processes)
 
 
 async def observe_egress_ip(fetcher: Fetcher, echo_url: str | None) -> str | None:
@@ -111,10 +133,12 @@ async def open_crawl_runner(
     provider = load_provider(control.provider)
     bus, blobs = provider.build_container_ports(control)
     politeness = build_politeness(engine)
+    analysis = build_analysis(engine)
     try:
         async with Fetcher(engine) as fetcher:
-            yield bus, crawl_runner(blobs, fetcher, engine, politeness), fetcher
+            yield bus, crawl_runner(blobs, fetcher, engine, politeness, analysis), fetcher
     finally:
+        await analysis.close()
         await politeness.close()
         await bus.close()
         await blobs.close()

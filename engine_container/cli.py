@@ -2,13 +2,15 @@
 
 Without ``--standalone`` it runs the bus worker (``engine_container.worker.main``), which
 takes its configuration from ``SKYCRAWL_*`` variables. With ``--standalone`` it crawls the
-given seed URLs with no bus, state or blob store, and writes ``DIR/pages.jsonl`` and
-``DIR/crawl.warc.gz``::
+given seed URLs with no bus, state or blob store, and writes ``DIR/pages.jsonl`` (each page's
+formats as its ``content``), ``DIR/crawl.warc.gz`` and, with ``--extract`` or ``--handler``,
+``DIR/items.jsonl``::
 
     python -m engine_container --standalone https://example.com/ --out ./out \\
         [--concurrency N] [--per-host-concurrency N] [--max-pages N] [--max-depth N] \\
         [--scope same-host|same-domain|any] [--allow-cidr CIDR]... [--user-agent UA] \\
-        [--no-robots] [--no-sitemaps] [--page-timeout S]
+        [--no-robots] [--no-sitemaps] [--page-timeout S] [--format F,...] \\
+        [--extract FILE] [--handler NAME]
 
 It prints one summary line (pages, failed, seconds, pages/s). Standalone runs are not bound by
 the service's per-tenant limits on ``--max-pages``/``--max-depth``. Other settings (timeouts,
@@ -30,12 +32,14 @@ from typing import NoReturn
 
 from pydantic import ValidationError
 
-from core.errors import UnsafeUrl
+from core.errors import InvalidRequest
 from core.models import CrawlCounts, CrawlSpec, Scope
 from core.netguard import check_url
-from engine_container.bus_crawl import build_politeness
+from engine_container import handlers
+from engine_container.bus_crawl import build_analysis, build_politeness
 from engine_container.crawler import Crawler
 from engine_container.fetcher import Fetcher
+from engine_container.output_options import add_output_options, output_fields
 from engine_container.settings import EngineSettings
 from engine_container.sinks import StandaloneSink
 from engine_container.tuning import tune_process
@@ -97,6 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="S",
         help="time budget of one page, retries included (1-300 s, default 30)",
     )
+    add_output_options(p)
     return p
 
 
@@ -129,6 +134,7 @@ def _configure(args: argparse.Namespace) -> tuple[EngineSettings, CrawlSpec]:
         respect_robots=not args.no_robots,
         use_sitemaps=not args.no_sitemaps,
         page_timeout_s=args.page_timeout,
+        **output_fields(args),
     )
     # the service's per-tenant ceilings do not bind a local run
     spec = spec.model_copy(
@@ -137,6 +143,8 @@ def _configure(args: argparse.Namespace) -> tuple[EngineSettings, CrawlSpec]:
     policy = settings.address_policy()
     for seed in spec.seeds:
         check_url(seed, policy)
+    if spec.handler is not None:
+        handlers.load(spec.handler)  # installed? (the one running it here is the operator)
     return settings, spec
 
 
@@ -146,11 +154,15 @@ async def _crawl(settings: EngineSettings, spec: CrawlSpec, sink: StandaloneSink
         asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
     try:
         politeness = build_politeness(settings)
+        analysis = build_analysis(settings)
         try:
             async with Fetcher(settings) as fetcher:
-                crawler = Crawler(spec, fetcher, sink, settings, politeness=politeness)
+                crawler = Crawler(
+                    spec, fetcher, sink, settings, politeness=politeness, analysis=analysis
+                )
                 return await crawler.run()
         finally:
+            await analysis.close()
             await politeness.close()
     finally:
         await sink.close()
@@ -162,7 +174,7 @@ def standalone(argv: Sequence[str]) -> int:
         settings, spec = _configure(args)
         if args.out.exists() and not args.out.is_dir():
             raise UsageError(f"--out {args.out} exists and is not a directory")
-    except (UsageError, ValidationError, UnsafeUrl, ValueError) as exc:
+    except (UsageError, ValidationError, InvalidRequest, ValueError) as exc:
         print(f"error: {_one_line(exc)}", file=sys.stderr)
         return EXIT_USAGE
     try:

@@ -22,8 +22,10 @@ queued: a resumed crawl re-fetches only pages after the last checkpoint, and its
 chunks continue at ``next_seq`` (``BlobSink`` first deletes chunks a dead attempt wrote after
 that checkpoint), so every page is in the manifest exactly once.
 
-Hashing and HTML parsing of bodies over ``OFFLOAD_BYTES`` run in a worker thread (GIL-free),
-so a 2-core container uses both cores; the event loop keeps the network and the frontier.
+Hashing, parsing, the page's formats, extraction and handlers run in the analysis pool
+(``engine_container.analysis_pool``): worker processes on a multi-core container, worker
+threads otherwise; the event loop keeps the network and the frontier. A handler's follow-ups
+enter the frontier like links, with their labels (not checkpointed).
 
 Cancellation (SIGTERM): the workers stop taking URLs, in-flight fetches are abandoned (their
 URLs stay queued in the checkpoint), the sink flushes, the checkpoint is saved, and
@@ -49,9 +51,12 @@ from typing import Any
 from yarl import URL
 
 from core.models import CrawlCounts, CrawlSpec, PageRecord
+from core.output import MediaPolicy
+from engine_container.analysis import NOTHING, Analysis, Job, OutputPlan
+from engine_container.analysis_pool import AnalysisPool
 from engine_container.fetcher import FetchClient, FetchResult
-from engine_container.frontier import Frontier, QueuedUrl, checkpoint_counts
-from engine_container.parsing import NO_FACTS, BodyFacts, ParsedPage, examine
+from engine_container.frontier import Frontier, LinkResolver, QueuedUrl, checkpoint_counts
+from engine_container.parsing import ParsedPage
 from engine_container.politeness import Politeness, parse_retry_after
 from engine_container.recrawl import PreviousCrawl, PreviousPage
 from engine_container.robots import RobotsCache
@@ -64,7 +69,6 @@ log = logging.getLogger(__name__)
 
 PROGRESS_INTERVAL_S = 1.0
 LEASE_SLACK_S = 5.0  # a shared host lease outlives its request's budget by this much
-OFFLOAD_BYTES = 4096  # bodies this large are hashed and parsed in a worker thread
 TRANSIENT_STATUSES = frozenset({429, 500, 502, 503, 504})
 ProgressCallback = Callable[[CrawlCounts], Awaitable[None]]
 
@@ -90,6 +94,8 @@ class Crawler:
         on_progress: ProgressCallback | None = None,
         politeness: Politeness | None = None,
         previous: PreviousCrawl | None = None,
+        analysis: AnalysisPool | None = None,
+        proxy: str | None = None,
     ) -> None:
         self._spec = spec
         self._fetcher = fetcher
@@ -105,6 +111,7 @@ class Crawler:
             counts = CrawlCounts()
         self._fetched, self._failed, self._bytes = counts.fetched, counts.failed, counts.bytes
         self._session_key = spec.session or f"crawl-{uuid.uuid4().hex}"
+        fetcher.bind_proxy(self._session_key, proxy)  # the proxy its route names (or none)
         self._headers = dict(spec.headers) or None
         # -- crawl rules (issue 12): shared politeness, sitemaps, conditional re-crawl ------
         self._politeness = politeness or Politeness(
@@ -128,6 +135,11 @@ class Crawler:
         self._robots = robots if spec.respect_robots else None
         self._seeding: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()  # sink.add + frontier.done, and flush + checkpoint
+        # -- output (issue 12): formats, extraction, handlers, documents ----------------------
+        self._analysis = analysis or AnalysisPool(0)
+        self._plan = OutputPlan.of(spec)
+        self._media = MediaPolicy(tuple(spec.allow_types), tuple(spec.refuse_types))
+        self._labels: dict[str, str] = {}  # URL -> label of a handler's follow-up
         self._changed = asyncio.Event()
 
     def counts(self) -> CrawlCounts:
@@ -182,13 +194,14 @@ class Crawler:
 
     async def _process(self, item: QueuedUrl) -> None:
         attempts = 0
+        label = self._labels.pop(item.url, None)
         try:
             result, error, attempts = await self._visit(item)
-            facts = await self._examine(result, error)
+            facts = await self._examine(result, error, label)
         except Exception as exc:  # a bug must not stop the crawl: record it and go on
             log.exception("crawl %s: unexpected error on %s", self._session_key, item.url)
-            result, error, facts = None, f"internal error: {type(exc).__name__}: {exc}", NO_FACTS
-        links = self._follow(item, result, facts.page) if result is not None else 0
+            result, error, facts = None, f"internal error: {type(exc).__name__}: {exc}", NOTHING
+        links = self._follow(item, result, facts) if result is not None else 0
         # fetched_at: when the (last) request was sent; without one, when the URL was settled
         fetched_at = (result.fetched_at if result is not None else None) or datetime.now(UTC)
         await self._record(item, result, error, fetched_at, facts, links, attempts)
@@ -230,6 +243,7 @@ class Crawler:
                     session_key=self._session_key,
                     headers=headers,
                     timeout_s=max(0.001, deadline - now),
+                    media=self._media,
                 )
             if result.status in (429, 503):
                 wait = parse_retry_after(result.retry_after)
@@ -285,30 +299,55 @@ class Crawler:
                 timeout_s=self._spec.page_timeout_s,
             )
 
-    async def _examine(self, result: FetchResult | None, error: str | None) -> BodyFacts:
-        """Hash the body and parse it if it is a successful HTML page (threaded if large)."""
+    async def _examine(
+        self, result: FetchResult | None, error: str | None, label: str | None
+    ) -> Analysis:
+        """Hash the body; parse, render and extract it if it is a successful page (in the
+        analysis pool: worker processes on a multi-core container)."""
         if result is None or not result.body:
-            return NO_FACTS
+            return NOTHING
         status = result.status or 0
-        parse = error is None and 200 <= status < 300 and result.parseable
-        content_type = result.headers.get("content-type")
-        if len(result.body) < OFFLOAD_BYTES:
-            return examine(result.body, content_type, parse)
-        return await asyncio.to_thread(examine, result.body, content_type, parse)
+        plan = self._plan
+        job = Job(
+            url=result.final_url,
+            status=status,
+            body=result.body,
+            content_type=result.headers.get("content-type"),
+            media_type=result.content_type,
+            plan=plan,
+            parse=error is None and 200 <= status < 300,
+            headers=_decoded_headers(result) if plan.needs_headers else (),
+            label=label,
+        )
+        return await self._analysis.run(job)
 
-    def _follow(self, item: QueuedUrl, result: FetchResult, page: ParsedPage | None) -> int:
-        """Queue the links of a parsed page; returns how many it has."""
+    def _follow(self, item: QueuedUrl, result: FetchResult, facts: Analysis) -> int:
+        """Queue the links of a parsed page (and its handler's follow-ups); returns how many
+        links it has."""
         if result.final_url != item.url:
             self._frontier.mark_fetched(result.final_url)
+        page: ParsedPage | None = facts.page
         if page is None:
             return 0
-        base = result.final_url
-        if page.base:
+        base = facts.base or result.final_url
+        if facts.base is None and page.base:
             with contextlib.suppress(ValueError):
                 base = str(URL(base).join(URL(page.base)))
+        links = facts.urls if facts.urls is not None else page.links
         if item.depth < self._spec.max_depth:
-            self._frontier.add_links(base, page.links, item.depth + 1)
-        return len(page.links)
+            if facts.follow:  # first, so that a labelled follow-up wins over the same link
+                self._follow_up(base, facts, item.depth + 1)
+            self._frontier.add_links(base, links, item.depth + 1, resolved=facts.urls is not None)
+        return len(links)
+
+    def _follow_up(self, base: str, facts: Analysis, depth: int) -> None:
+        resolver = LinkResolver(base)
+        for request in facts.follow:
+            url = resolver.resolve(request.url)
+            if url is None:
+                continue
+            if self._frontier.add_links(base, [url], depth) and request.label:
+                self._labels[url] = request.label
 
     async def _record(
         self,
@@ -316,7 +355,7 @@ class Crawler:
         result: FetchResult | None,
         error: str | None,
         fetched_at: datetime,
-        facts: BodyFacts,
+        facts: Analysis,
         links: int,
         attempts: int = 1,
     ) -> None:
@@ -342,8 +381,11 @@ class Crawler:
             error=error,
             attempts=attempts,
             unchanged=False,
+            item_count=facts.item_count,
+            missing_fields=list(facts.missing),
+            item_errors=list(facts.errors),
         )
-        await self._settle(item, page, result)
+        await self._settle(item, page, result, output=facts)
 
     async def _record_unchanged(
         self,
@@ -385,6 +427,7 @@ class Crawler:
         page: PageRecord,
         result: FetchResult | None,
         revisit_of: Capture | None = None,
+        output: Analysis | None = None,
     ) -> None:
         """Count the page, mark it done and hand it to the sink, atomically for checkpoints."""
         status = page.status
@@ -395,7 +438,7 @@ class Crawler:
             self._failed += failed
             self._fetched += not failed
             self._bytes += result.wire_bytes if result is not None else 0
-            await self._sink.add(page, result, revisit_of=revisit_of)
+            await self._sink.add(page, result, revisit_of=revisit_of, output=output)
 
     # ----------------------------------------------------------------- background
 
@@ -434,3 +477,10 @@ class Crawler:
             await self._on_progress(self.counts())
         except Exception:
             log.exception("crawl %s: progress callback failed", self._session_key)
+
+
+def _decoded_headers(result: FetchResult) -> tuple[tuple[str, str], ...]:
+    """Every response header as received, as text (the ``headers`` format, handlers)."""
+    return tuple(
+        (name.decode("latin-1"), value.decode("latin-1")) for name, value in result.raw_headers
+    )

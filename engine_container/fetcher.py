@@ -12,8 +12,9 @@ Guarantees
       reach other addresses, so point proxies only at egress networks without private ranges.
     * **Limits**: connect/read/total timeouts; bodies larger than ``max_body_bytes`` on the
       wire or ``max_decoded_bytes`` decoded are aborted (see ``decoding``), memory stays
-      bounded by those caps. Only ``text/html`` and ``application/xhtml+xml`` bodies (or no
-      ``Content-Type`` at all) are read; other types keep status and headers, with no body.
+      bounded by those caps. Only bodies of the types a crawl allows (``allow_types`` minus
+      ``refuse_types``; by default HTML, XHTML and PDF), or with no ``Content-Type`` at all,
+      are read; other types keep status and headers, with no body.
     * **No ambient configuration**: ``trust_env=False`` (no ``HTTP_PROXY``/``.netrc``).
     * **Sticky sessions**: one cookie jar per session key, least recently used jars beyond
       ``MAX_SESSIONS`` are dropped. Cookies from IP-literal hosts are kept only when the
@@ -41,12 +42,13 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import logging
 import socket
 import ssl
 import time
 from collections import Counter, OrderedDict
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Protocol
@@ -55,8 +57,10 @@ import aiohttp
 from aiohttp.abc import AbstractResolver, ResolveResult
 from yarl import URL
 
+from core.egress_scoring import DIRECT, proxy_id
 from core.errors import UnsafeUrl
 from core.netguard import AddressPolicy, check_url, parse_host
+from core.output import MediaPolicy
 from engine_container.decoding import (
     ACCEPT_ENCODING,
     BodyDecoder,
@@ -64,6 +68,8 @@ from engine_container.decoding import (
     UnsupportedEncoding,
 )
 from engine_container.settings import EngineSettings
+
+log = logging.getLogger("skycrawl.engine")
 
 PARSEABLE_TYPES = frozenset({"text/html", "application/xhtml+xml"})
 RECORD_HEADERS = ("content-type", "content-length", "last-modified", "etag", "server")
@@ -131,9 +137,14 @@ class FetchClient(Protocol):
         headers: Mapping[str, str] | None = None,
         any_type: bool = False,
         timeout_s: float | None = None,
+        media: MediaPolicy | None = None,
     ) -> FetchResult: ...
 
     async def drop_session(self, session_key: str) -> None: ...
+
+    def bind_proxy(self, session_key: str, proxy: str | None) -> None:
+        """Send the requests of ``session_key`` through the pool's proxy of this id."""
+        ...
 
 
 class GuardedResolver(AbstractResolver):
@@ -167,27 +178,64 @@ class GuardedResolver(AbstractResolver):
             await self._base.close()
 
 
+#: Markers of a CAPTCHA or bot challenge page, looked for in the first 64 KiB of a body.
+CAPTCHA_MARKERS = (b"captcha", b"cf-challenge", b"challenge-platform", b"cf-turnstile")
+
+
+def looks_banned(result: FetchResult) -> bool:
+    """A response that says "you are blocked": 403, 429, or a CAPTCHA / challenge page."""
+    if result.status in (403, 429):
+        return True
+    if result.status is None or not result.body:
+        return False
+    head = result.body[:65536].lower()
+    return any(marker in head for marker in CAPTCHA_MARKERS)
+
+
 @dataclass
 class EgressStats:
-    """Requests, network errors and latency through this container's egress (its proxy, if
-    any) since the last heartbeat took them with ``take()``."""
+    """Requests, network errors, ban signals and latency through this container's egress
+    (or one of its proxies) since the last heartbeat took them with ``take()``."""
 
     requests: int = 0
     errors: int = 0
     total_ms: float = 0.0
+    bans: int = 0
 
     def record(self, result: FetchResult) -> None:
         self.requests += 1
         self.total_ms += result.elapsed_ms
         if result.status is None:
             self.errors += 1
+        elif looks_banned(result):
+            self.bans += 1
 
     def take(self) -> tuple[int, int, float]:
         """(requests, errors, mean latency in ms) since the last call; then start afresh."""
         mean = self.total_ms / self.requests if self.requests else 0.0
         snapshot = (self.requests, self.errors, mean)
-        self.requests, self.errors, self.total_ms = 0, 0, 0.0
+        self.requests, self.errors, self.total_ms, self.bans = 0, 0, 0.0, 0
         return snapshot
+
+
+@dataclass
+class ProxyBook:
+    """``EgressStats`` per proxy id (``direct`` for none), for per-proxy heartbeats."""
+
+    by_proxy: dict[str, EgressStats] = field(default_factory=dict)
+
+    def record(self, proxy: str, result: FetchResult) -> None:
+        self.by_proxy.setdefault(proxy, EgressStats()).record(result)
+
+    def take(self) -> dict[str, tuple[int, int, int, float]]:
+        """{proxy id: (requests, errors, bans, mean latency ms)} since the last call."""
+        taken = {}
+        for proxy, stats in self.by_proxy.items():
+            if stats.requests:
+                bans = stats.bans
+                requests, errors, mean = stats.take()
+                taken[proxy] = (requests, errors, bans, mean)
+        return taken
 
 
 class Fetcher:
@@ -206,8 +254,11 @@ class Fetcher:
     ) -> None:
         self._settings = settings
         self._policy = policy if policy is not None else settings.address_policy()
-        self._proxy = settings.proxy_url
-        trusted = frozenset({URL(self._proxy).host or ""}) if self._proxy else frozenset()
+        # the egress's proxy pool by id; a crawl's session is bound to one (``bind_proxy``)
+        self._pool = {proxy_id(url): url for url in settings.proxy_pool()}
+        self._proxy = settings.proxy_url or next(iter(self._pool.values()), None)
+        self._bound: dict[str, str | None] = {}
+        trusted = frozenset(URL(url).host or "" for url in self._pool.values())
         self._resolver = GuardedResolver(self._policy, resolver, trusted)
         self._connector = aiohttp.TCPConnector(
             resolver=self._resolver,
@@ -223,6 +274,7 @@ class Fetcher:
         self._in_use: Counter[str] = Counter()
         self._anonymous = self._new_session(aiohttp.DummyCookieJar())
         self.stats = EgressStats()
+        self.proxy_stats = ProxyBook()
 
     def _new_session(self, jar: aiohttp.abc.AbstractCookieJar) -> aiohttp.ClientSession:
         return aiohttp.ClientSession(
@@ -259,8 +311,27 @@ class Fetcher:
         for key in idle:
             await self._sessions.pop(key).close()
 
+    def bind_proxy(self, session_key: str, proxy: str | None) -> None:
+        """Requests of ``session_key`` leave through the pool's proxy ``proxy`` (an id of
+        ``core.egress_scoring.proxy_id``; ``direct``: no proxy). An id this container's pool
+        does not have keeps the default proxy (and says so in the log)."""
+        if proxy is None:
+            return
+        if proxy == DIRECT:
+            self._bound[session_key] = None
+        elif proxy in self._pool:
+            self._bound[session_key] = self._pool[proxy]
+        else:
+            log.warning("proxy %s is not in this container's pool; using the default", proxy)
+
+    def _proxy_for(self, session_key: str | None) -> str | None:
+        if session_key is not None and session_key in self._bound:
+            return self._bound[session_key]
+        return self._proxy
+
     async def drop_session(self, session_key: str) -> None:
         """Forget a session's cookies (a crawl without a sticky session ended)."""
+        self._bound.pop(session_key, None)
         session = self._sessions.pop(session_key, None)
         if session is not None:
             await session.close()
@@ -286,28 +357,32 @@ class Fetcher:
         headers: Mapping[str, str] | None = None,
         any_type: bool = False,
         timeout_s: float | None = None,
+        media: MediaPolicy | None = None,
     ) -> FetchResult:
         """GET ``url`` following redirects; never raises for network or policy failures.
 
-        ``any_type`` reads bodies of every content type (robots.txt); otherwise only HTML.
+        ``any_type`` reads bodies of every content type (robots.txt); otherwise those
+        ``media`` allows (a crawl's ``allow_types`` / ``refuse_types``), or only HTML.
         ``timeout_s`` bounds the whole fetch (every hop, every body byte): past it the result
         is a ``FetchError.budget`` failure, which is not worth retrying.
         """
         session = await self._session(session_key)
         key = session_key or ""
+        proxy = self._proxy_for(session_key)
         self._in_use[key] += 1
         hop = _Hop(url, time.perf_counter())
         try:
             if timeout_s is None:
-                result = await self._follow(session, hop, headers, any_type)
+                result = await self._follow(session, hop, headers, any_type, proxy, media)
             else:
                 try:
                     async with asyncio.timeout(timeout_s):
-                        result = await self._follow(session, hop, headers, any_type)
+                        result = await self._follow(session, hop, headers, any_type, proxy, media)
                 except TimeoutError:
                     budget = f"timed out after {timeout_s:g} s (the page's time budget)"
                     result = hop.failed(FetchError.budget, budget)
             self.stats.record(result)
+            self.proxy_stats.record(proxy_id(proxy), result)
             return result
         finally:
             self._in_use[key] -= 1
@@ -320,18 +395,20 @@ class Fetcher:
         hop: _Hop,
         headers: Mapping[str, str] | None,
         any_type: bool,
+        proxy: str | None,
+        media: MediaPolicy | None = None,
     ) -> FetchResult:
         """Request ``hop.current``, then each redirect target, until a final response."""
         while True:
             try:
-                target = await self._checked(hop.current)
+                target = await self._checked(hop.current, proxy)
                 hop.sent_at = datetime.now(UTC)
                 async with session.get(
-                    target, allow_redirects=False, headers=headers, proxy=self._proxy
+                    target, allow_redirects=False, headers=headers, proxy=proxy
                 ) as resp:
                     location = _redirect_location(resp)
                     if location is None:
-                        return await self._read(hop, resp, any_type)
+                        return await self._read(hop, resp, any_type, media)
                     hop.passed(resp)
             except UnsafeUrl as exc:
                 return hop.failed(FetchError.unsafe, exc.detail)
@@ -347,7 +424,7 @@ class Fetcher:
                 )
             hop.follow(location)
 
-    async def _checked(self, url: str) -> URL:
+    async def _checked(self, url: str, proxy: str | None) -> URL:
         """The URL as aiohttp will use it, after the policy accepted it."""
         check_url(url, self._policy)
         try:
@@ -356,14 +433,23 @@ class Fetcher:
             raise UnsafeUrl(f"not a valid URL: {exc}") from exc
         host = target.raw_host or ""
         self._policy.check_host(host)
-        if self._proxy and isinstance(parse_host(host), str):
+        if proxy and isinstance(parse_host(host), str):
             # the proxy resolves the target: check what it should find, before sending
             await self._resolver.resolve(host, target.port or 0, socket.AF_UNSPEC)
         return target
 
-    async def _read(self, hop: _Hop, resp: aiohttp.ClientResponse, any_type: bool) -> FetchResult:
+    async def _read(
+        self,
+        hop: _Hop,
+        resp: aiohttp.ClientResponse,
+        any_type: bool,
+        media: MediaPolicy | None = None,
+    ) -> FetchResult:
         mime = _media_type(resp.headers.get("Content-Type"))
-        wanted = any_type or mime is None or mime in PARSEABLE_TYPES
+        if media is not None:
+            wanted = any_type or media.allows(mime)
+        else:
+            wanted = any_type or mime is None or mime in PARSEABLE_TYPES
         body, wire, error = b"", 0, None
         if wanted:
             try:

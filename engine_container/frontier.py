@@ -189,8 +189,12 @@ class Frontier:
 
     # ----------------------------------------------------------------- links
 
-    def add_links(self, base: str, hrefs: Iterable[str], depth: int) -> int:
-        """Queue the in-scope, unseen links of a page at ``depth``; returns how many."""
+    def add_links(
+        self, base: str, hrefs: Iterable[str], depth: int, *, resolved: bool = False
+    ) -> int:
+        """Queue the in-scope, unseen links of a page at ``depth``; returns how many.
+        ``resolved``: the hrefs are canonical URLs already (``LinkResolver(base)`` output,
+        computed in an analysis worker), so they are not resolved again here."""
         if depth > self._spec.max_depth or self._admitted >= self._spec.max_pages:
             return 0
         resolver = LinkResolver(base)
@@ -198,7 +202,7 @@ class Frontier:
         filtered = bool(self._include or self._exclude)
         added = 0
         for href in hrefs:
-            url = resolver.resolve(href)
+            url = href if resolved else resolver.resolve(href)
             if url is None:
                 continue
             if url.startswith(prefix):  # same origin as the page: no need to parse the host

@@ -32,7 +32,11 @@ class ParsedPage:
 
 def parse_html(body: bytes, content_type: str | None = None) -> ParsedPage:
     """Title, base href and the hrefs of ``<a>`` elements not marked nofollow."""
-    tree = LexborHTMLParser(decode_html(body, content_type))
+    return parse_tree(LexborHTMLParser(decode_html(body, content_type)))
+
+
+def parse_tree(tree: LexborHTMLParser) -> ParsedPage:
+    """``parse_html`` of an already parsed page."""
     titles = tree.tags("title")
     title = titles[0].text(strip=True)[:MAX_TITLE_CHARS] if titles else None
     base = None

@@ -9,6 +9,7 @@ most ``per_host_concurrency`` go to the same host.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Annotated
 
@@ -32,7 +33,13 @@ class EngineSettings(BaseSettings):
     egress_name: str = Field("local", description="Name of the egress this container runs in.")
     proxy_url: str | None = Field(
         None,
-        description="HTTP(S) proxy every request leaves through (http://user:pass@host:port).",
+        description="HTTP(S) proxy every request leaves through (http://user:pass@host:port), "
+        "unless a crawl is bound to another proxy of SKYCRAWL_PROXY_URLS.",
+    )
+    proxy_urls: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="The egress's proxy pool (comma-separated or a JSON list): each crawl's "
+        "RunCrawl names the one it leaves through, by id.",
     )
     capacity: int = Field(4, ge=1, le=256, description="Crawls run in parallel per container.")
     concurrency: int = Field(16, ge=1, le=1024, description="Requests in flight per crawl.")
@@ -54,6 +61,12 @@ class EngineSettings(BaseSettings):
         None,
         description="SQLite file of the per-host limiter shared by every engine process on "
         "the machine (the embedded stack sets <data_dir>/hosts.sqlite3). Unset: per process.",
+    )
+    host_limiter_url: str | None = Field(
+        None,
+        description="PostgreSQL URL of the per-host limiter shared by every engine reaching "
+        "that database, on any machine (the selfhosted provider sets its database). Wins "
+        "over host_limiter_path.",
     )
     sitemap_max_files: int = Field(
         20, ge=0, le=1000, description="Sitemap files (indexes included) read per crawl."
@@ -95,6 +108,21 @@ class EngineSettings(BaseSettings):
         "this container crawls from. Unset: the IP is not reported.",
     )
 
+    # -- output (issue 12) -------------------------------------------------------------------
+    analysis_processes: int | None = Field(
+        None,
+        ge=0,
+        le=256,
+        description="Worker processes that parse pages, render formats and run extraction "
+        "and handlers, shared by the container's crawls. Unset: one per core (none on one "
+        "core); 0: worker threads in the engine process.",
+    )
+    handlers: str = Field(
+        "",
+        description="Comma-separated PageHandler names (entry point group skycrawl.handlers) "
+        "crawls may use; * allows every installed one. Empty: none.",
+    )
+
     @field_validator("allow_cidrs", mode="before")
     @classmethod
     def _csv(cls, value: object) -> object:
@@ -114,6 +142,29 @@ class EngineSettings(BaseSettings):
         if value is not None and not value.startswith(("http://", "https://")):
             raise ValueError("proxy_url must be an http:// or https:// URL")
         return value or None
+
+    @field_validator("proxy_urls", mode="before")
+    @classmethod
+    def _proxy_list(cls, value: object) -> object:
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                return json.loads(text)
+            return [part.strip() for part in text.split(",") if part.strip()]
+        return value
+
+    @field_validator("proxy_urls")
+    @classmethod
+    def _proxies_are_http(cls, value: list[str]) -> list[str]:
+        for url in value:
+            if not url.startswith(("http://", "https://")):
+                raise ValueError("every SKYCRAWL_PROXY_URLS entry must be an http(s):// URL")
+        return value
+
+    def proxy_pool(self) -> list[str]:
+        """Every proxy this container may use: ``proxy_url`` first, then ``proxy_urls``."""
+        pool = ([self.proxy_url] if self.proxy_url else []) + self.proxy_urls
+        return list(dict.fromkeys(pool))
 
     def address_policy(self) -> AddressPolicy:
         """The SSRF policy these settings describe."""

@@ -6,7 +6,10 @@ WARC ``response`` record), ``flush`` buffered pages, ``save_checkpoint`` after a
 ``StandaloneSink(out_dir)`` writes ``out_dir/pages.jsonl`` and ``out_dir/crawl.warc.gz`` (a
 ``warcinfo`` record, then per page its ``request``/``response`` records, redirects and
 ``revisit`` records included: see ``engine_container.warc``). In a ``BlobSink`` the first
-chunk starts with the ``warcinfo`` record.
+chunk starts with the ``warcinfo`` record. Each page's formats are its record's ``content``
+in ``pages.jsonl``; in a ``BlobSink`` they are a ``content`` chunk beside the manifest chunk,
+line for line (only when some page of the chunk has content). Extracted items go to
+``items.jsonl`` / ``items`` chunks (``core.layout``).
 
 ``BlobSink`` writes chunks of ``chunk_pages`` pages (500 by default) under
 ``core.layout.manifest_key``/``warc_key`` with dense ``seq`` numbers, and the checkpoint under
@@ -26,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, BinaryIO, Protocol
@@ -33,7 +37,10 @@ from typing import Any, BinaryIO, Protocol
 from core import layout
 from core.errors import NotFound
 from core.models import PageRecord
+from core.output import with_content
 from core.ports.blob_store import BlobStore
+from core.redaction import redact_text
+from engine_container.analysis import Analysis
 from engine_container.fetcher import FetchResult
 from engine_container.warc import (
     Capture,
@@ -54,10 +61,16 @@ MAX_BUFFER_BYTES = 32 * 1024 * 1024
 
 class PageSink(Protocol):
     async def add(
-        self, page: PageRecord, fetch: FetchResult | None, *, revisit_of: Capture | None = None
+        self,
+        page: PageRecord,
+        fetch: FetchResult | None,
+        *,
+        revisit_of: Capture | None = None,
+        output: Analysis | None = None,
     ) -> None:
         """Buffer one page (and its WARC records when ``fetch`` got a response; a 304 with
-        ``revisit_of`` becomes a ``revisit`` of that earlier capture)."""
+        ``revisit_of`` becomes a ``revisit`` of that earlier capture; ``output`` holds its
+        formats and items)."""
         ...
 
     async def flush(self) -> int:
@@ -72,7 +85,10 @@ class PageSink(Protocol):
 
 
 def page_line(page: PageRecord) -> bytes:
-    return page.model_dump_json().encode() + b"\n"
+    """The manifest line of a page: its record without ``content`` (stored beside it); URL
+    credentials masked (``core.redaction``)."""
+    line = page.model_dump_json(exclude={"content"})
+    return (redact_text(line) if "@" in line else line).encode() + b"\n"
 
 
 Archived = tuple[FetchResult, datetime, "Capture | None"]
@@ -94,28 +110,70 @@ class _Buffer:
         self.max_pages = max_pages
         self.lines: list[bytes] = []
         self.fetches: list[Archived] = []
+        self.contents: list[bytes] = []  # line n: the content of page n (b"{}" for none)
+        self.items: list[bytes] = []
         self.size = 0
 
-    def add(self, page: PageRecord, fetch: FetchResult | None, revisit_of: Capture | None) -> bool:
+    def add(
+        self,
+        page: PageRecord,
+        fetch: FetchResult | None,
+        revisit_of: Capture | None,
+        output: Analysis | None = None,
+    ) -> bool:
         """Buffer a page; True when the chunk is full."""
         line = page_line(page)
         self.lines.append(line)
-        self.size += len(line)
+        content = output.content if output is not None and output.content else b"{}"
+        self.contents.append(content)
+        if output is not None and output.items:
+            self.items.append(output.items)
+        self.size += len(line) + len(content) + (len(output.items) if output else 0)
         if fetch is not None and (fetch.status is not None or fetch.hops):
             self.fetches.append((fetch, page.fetched_at, revisit_of))
             self.size += len(fetch.body)
         return len(self.lines) >= self.max_pages or self.size >= MAX_BUFFER_BYTES
 
-    def take(self) -> tuple[list[bytes], list[Archived]]:
-        lines, fetches = self.lines, self.fetches
-        self.lines, self.fetches, self.size = [], [], 0
-        return lines, fetches
+    def take(self) -> _Chunk:
+        chunk = _Chunk(self.lines, self.fetches, self.contents, self.items)
+        self.lines, self.fetches, self.contents, self.items, self.size = [], [], [], [], 0
+        return chunk
 
-    def drop(self, lines: int, fetches: int) -> None:
-        """Forget the first entries, once they are stored."""
-        del self.lines[:lines]
-        del self.fetches[:fetches]
-        self.size = sum(map(len, self.lines)) + sum(len(f[0].body) for f in self.fetches)
+    def peek(self) -> _Chunk:
+        return _Chunk(list(self.lines), list(self.fetches), list(self.contents), list(self.items))
+
+    def drop(self, chunk: _Chunk) -> None:
+        """Forget the entries of ``chunk`` (taken with ``peek``), once they are stored."""
+        del self.lines[: len(chunk.lines)]
+        del self.fetches[: len(chunk.fetches)]
+        del self.contents[: len(chunk.contents)]
+        del self.items[: len(chunk.items)]
+        self.size = (
+            sum(map(len, self.lines))
+            + sum(map(len, self.contents))
+            + sum(map(len, self.items))
+            + sum(len(f[0].body) for f in self.fetches)
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class _Chunk:
+    lines: list[bytes]
+    fetches: list[Archived]
+    contents: list[bytes]
+    items: list[bytes]
+
+    @property
+    def has_content(self) -> bool:
+        return any(c != b"{}" for c in self.contents)
+
+    def merged_lines(self) -> bytes:
+        """Page lines with their content joined in (``pages.jsonl`` of a standalone crawl)."""
+        if not self.has_content:
+            return b"".join(self.lines)
+        return b"".join(
+            with_content(line, c) for line, c in zip(self.lines, self.contents, strict=True)
+        )
 
 
 class StandaloneSink:
@@ -125,6 +183,9 @@ class StandaloneSink:
         out_dir.mkdir(parents=True, exist_ok=True)
         self.pages_path = out_dir / "pages.jsonl"
         self.warc_path = out_dir / "crawl.warc.gz"
+        self.items_path = out_dir / "items.jsonl"  # created with the first item
+        self._items: BinaryIO | None = None
+        self.items_path.unlink(missing_ok=True)
         self._pages: BinaryIO = self.pages_path.open("wb")
         self._warc: BinaryIO = self.warc_path.open("wb")
         self._warc.write(
@@ -137,9 +198,14 @@ class StandaloneSink:
         self._seq = 0
 
     async def add(
-        self, page: PageRecord, fetch: FetchResult | None, *, revisit_of: Capture | None = None
+        self,
+        page: PageRecord,
+        fetch: FetchResult | None,
+        *,
+        revisit_of: Capture | None = None,
+        output: Analysis | None = None,
     ) -> None:
-        if self._buffer.add(page, fetch, revisit_of):
+        if self._buffer.add(page, fetch, revisit_of, output):
             await self.flush()
 
     async def flush(self) -> int:
@@ -149,16 +215,21 @@ class StandaloneSink:
                 self._writing = None
             if not self._buffer.lines:
                 return self._seq
-            lines, fetches = self._buffer.take()
-            self._writing = asyncio.ensure_future(asyncio.to_thread(self._write, lines, fetches))
+            chunk = self._buffer.take()
+            self._writing = asyncio.ensure_future(asyncio.to_thread(self._write, chunk))
             await asyncio.shield(self._writing)
             self._writing = None
             self._seq += 1
             return self._seq
 
-    def _write(self, lines: list[bytes], fetches: list[Archived]) -> None:
-        self._warc.write(warc_chunk(fetches, self._payloads))
-        self._pages.write(b"".join(lines))
+    def _write(self, chunk: _Chunk) -> None:
+        self._warc.write(warc_chunk(chunk.fetches, self._payloads))
+        if chunk.items:
+            if self._items is None:
+                self._items = self.items_path.open("wb")
+            self._items.write(b"".join(chunk.items))
+            self._items.flush()
+        self._pages.write(chunk.merged_lines())
         self._warc.flush()
         self._pages.flush()
 
@@ -169,6 +240,8 @@ class StandaloneSink:
         await self.flush()
         self._pages.close()
         self._warc.close()
+        if self._items is not None:
+            self._items.close()
 
 
 class BlobSink:
@@ -197,9 +270,14 @@ class BlobSink:
         return self._seq
 
     async def add(
-        self, page: PageRecord, fetch: FetchResult | None, *, revisit_of: Capture | None = None
+        self,
+        page: PageRecord,
+        fetch: FetchResult | None,
+        *,
+        revisit_of: Capture | None = None,
+        output: Analysis | None = None,
     ) -> None:
-        if self._buffer.add(page, fetch, revisit_of):
+        if self._buffer.add(page, fetch, revisit_of, output):
             await self.flush()
 
     async def flush(self) -> int:
@@ -207,12 +285,25 @@ class BlobSink:
             if not self._stale_dropped:
                 await self._drop_stale_chunks()
                 self._stale_dropped = True
-            lines, fetches = list(self._buffer.lines), list(self._buffer.fetches)
-            if not lines:
+            chunk = self._buffer.peek()
+            if not chunk.lines:
                 return self._seq
-            warc = await asyncio.to_thread(self._warc_chunk, fetches, seq=self._seq)
-            manifest = b"".join(lines)
+            warc = await asyncio.to_thread(self._warc_chunk, chunk.fetches, seq=self._seq)
+            manifest = b"".join(chunk.lines)
             seq = self._seq
+            # content and items first, the manifest last: a chunk is there once its manifest is
+            if chunk.has_content:
+                await self._blobs.put(
+                    key=layout.content_key(self._tenant, self._crawl, seq),
+                    data=b"\n".join(chunk.contents) + b"\n",
+                    content_type="application/x-ndjson",
+                )
+            if chunk.items:
+                await self._blobs.put(
+                    key=layout.items_key(self._tenant, self._crawl, seq),
+                    data=b"".join(chunk.items),
+                    content_type="application/x-ndjson",
+                )
             await self._blobs.put(
                 key=layout.warc_key(self._tenant, self._crawl, seq),
                 data=warc,
@@ -223,7 +314,7 @@ class BlobSink:
                 data=manifest,
                 content_type="application/x-ndjson",
             )
-            self._buffer.drop(len(lines), len(fetches))
+            self._buffer.drop(chunk)
             self._seq = seq + 1
             return self._seq
 
@@ -238,7 +329,7 @@ class BlobSink:
     async def _drop_stale_chunks(self) -> None:
         """Delete chunks ``seq >= start_seq``: left by an attempt that died after its checkpoint."""
         prefix = layout.crawl_prefix(self._tenant, self._crawl)
-        for folder in ("manifest/", "warc/"):
+        for folder in ("manifest/", "warc/", "content/", "items/"):
             for key in await self._blobs.list(prefix=prefix + folder):
                 name = key.rsplit("/", 1)[-1].split(".", 1)[0]
                 if name.isdigit() and int(name) >= self._seq:

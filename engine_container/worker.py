@@ -26,7 +26,7 @@ from importlib.metadata import PackageNotFoundError, version
 
 from pydantic import ValidationError
 
-from core.errors import ConfigurationError, Conflict
+from core.errors import ConfigurationError, Conflict, NotFound, QuotaExceeded
 from core.layout import subscription_name
 from core.messages import (
     CancelCrawl,
@@ -44,9 +44,10 @@ from core.messages import (
 )
 from core.models import CrawlCounts, Frozen
 from core.ports import Lease, MessageBus, Subscription
+from core.redaction import install_log_redaction
 from core.settings import SkycrawlSettings
 from engine_container.bus_crawl import RunFn, observe_egress_ip, open_crawl_runner
-from engine_container.fetcher import EgressStats
+from engine_container.fetcher import EgressStats, ProxyBook
 from engine_container.settings import EngineSettings
 from engine_container.tuning import tune_process
 
@@ -79,6 +80,7 @@ class Worker:
     control: SkycrawlSettings
     run_crawl: RunFn
     stats: EgressStats = field(default_factory=EgressStats)
+    proxy_stats: ProxyBook = field(default_factory=ProxyBook)
     egress_ip: str | None = None
     running: dict[str, _Running] = field(default_factory=dict)
     finished: set[tuple[str, int]] = field(default_factory=set)  # (crawl, attempt)
@@ -101,9 +103,18 @@ class Worker:
         self._stop = stop
         topic = self.control.dispatch_topic
         name = subscription_name(self.guid)
-        subscription = await self.bus.ensure_subscription(
-            topic=topic, name=name, filter={"container_id": self.guid}
-        )
+        try:
+            subscription = await self.bus.ensure_subscription(
+                topic=topic, name=name, filter={"container_id": self.guid}
+            )
+        except (QuotaExceeded, NotFound) as exc:  # the tenant's topic is full, or gone
+            reason = f"could not subscribe to {topic}: {exc}"
+            log.error("container %s: %s", self.guid, reason)
+            exited = ContainerExited(
+                tenant_id=self.tenant_id, container_id=self.guid, exit_code=1, reason=reason
+            )
+            await self._send(exited)
+            return 1
         await self._send(
             ContainerReady(
                 tenant_id=self.tenant_id,
@@ -244,6 +255,10 @@ class Worker:
             seq += 1
             requests, errors, mean_ms = self.stats.take()
             proxy = ProxyStats(requests=requests, errors=errors, mean_latency_ms=mean_ms)
+            proxies = {
+                pid: ProxyStats(requests=r, errors=e, bans=b, mean_latency_ms=ms)
+                for pid, (r, e, b, ms) in self.proxy_stats.take().items()
+            }
             with contextlib.suppress(Exception):
                 await self._send(
                     Heartbeat(
@@ -252,6 +267,7 @@ class Worker:
                         in_flight=sorted(self.running),
                         proxy=proxy,
                         seq=seq,
+                        proxies=proxies,
                     )
                 )
             await _wait(stop, self.engine.heartbeat_interval_s)
@@ -301,6 +317,7 @@ async def _main_async(engine: EngineSettings, control: SkycrawlSettings) -> int:
             control=control,
             run_crawl=run_crawl,
             stats=fetcher.stats,
+            proxy_stats=fetcher.proxy_stats,
             egress_ip=await observe_egress_ip(fetcher, engine.ip_echo_url),
         )
         return await worker.run(stop)
@@ -311,6 +328,7 @@ def main() -> int:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    install_log_redaction()  # no URL credentials in a log line
     try:
         engine = EngineSettings()
         control = SkycrawlSettings()

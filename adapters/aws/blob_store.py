@@ -34,12 +34,14 @@ Cost
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import Any
 
 from adapters.aws.errors import ClientError, call, error_code, http_status
 from adapters.aws.settings import AwsSettings
 from core.errors import InvalidRequest, NotFound, Retryable
 from core.ports.blob_store import (
+    STREAM_CHUNK_BYTES,
     BlobCapabilities,
     check_key,
     check_prefix,
@@ -92,6 +94,33 @@ class S3BlobStore:
             raise
         data: bytes = await call(response["Body"].read)
         return data
+
+    async def stream(
+        self, *, key: str, chunk_bytes: int = STREAM_CHUNK_BYTES
+    ) -> AsyncIterator[bytes]:
+        name = self._object(key)
+        try:
+            response = await call(self._s3.get_object, Bucket=self.bucket, Key=name)
+        except ClientError as exc:
+            if _missing(exc):
+                raise NotFound(f"no blob {key!r}") from exc
+            raise
+        body = response["Body"]  # botocore's StreamingBody: read(n) reads n more bytes
+        try:
+            while chunk := await call(body.read, amt=chunk_bytes):
+                yield chunk
+        finally:
+            body.close()
+
+    async def size(self, *, key: str) -> int:
+        name = self._object(key)
+        try:
+            head = await call(self._s3.head_object, Bucket=self.bucket, Key=name)
+        except ClientError as exc:
+            if _missing(exc):
+                raise NotFound(f"no blob {key!r}") from exc
+            raise
+        return int(head["ContentLength"])
 
     async def exists(self, *, key: str) -> bool:
         name = self._object(key)

@@ -28,8 +28,11 @@ Features
       then SIGKILL after the container's ``stopTimeout`` (task definition; the template sets
       30 s, Fargate allows at most 120 s). ``grace_s`` cannot be set per call on ECS; it is
       written into the stop reason. It returns once ECS accepted the stop.
-    * ``list_running`` lists the cluster's tasks whose desired status is RUNNING and that carry
-      the ``skycrawl:container-id`` tag.
+    * ``list_running(egress=...)`` lists the cluster's tasks whose desired status is RUNNING,
+      that carry the ``skycrawl:container-id`` tag and the egress's ``skycrawl:egress`` tag.
+    * One runtime per egress (``adapters.runtimes``): an egress whose ``region`` is an AWS
+      region other than ``SKYCRAWL_AWS_REGION`` gets an ECS client in that region (deploy the
+      same cluster, task definition, subnets and security groups there).
 
 Limits
     GUIDs are 1-36 letters, digits, ``-`` or ``_`` (``startedBy`` takes 128, ``clientToken``
@@ -62,6 +65,7 @@ from adapters.aws.errors import ClientError, call, error_code, error_message
 from adapters.aws.provisioner import engine_role_name
 from adapters.aws.settings import AwsSettings
 from core.errors import ConfigurationError, InvalidRequest, Retryable
+from core.models import Egress
 from core.ports.container_runtime import (
     ContainerSpec,
     ContainerStatus,
@@ -70,6 +74,7 @@ from core.ports.container_runtime import (
 )
 
 GUID_TAG = "skycrawl:container-id"
+EGRESS_TAG = "skycrawl:egress"
 MAX_OVERRIDE_BYTES = 8192
 _GUID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,35}")
 _PENDING = frozenset({"PROVISIONING", "PENDING", "ACTIVATING"})
@@ -195,7 +200,7 @@ class EcsRuntime:
             "tags": [
                 {"key": GUID_TAG, "value": spec.container_id},
                 {"key": "skycrawl:tenant", "value": spec.tenant_id},
-                {"key": "skycrawl:egress", "value": spec.egress.name},
+                {"key": EGRESS_TAG, "value": spec.egress.name},
             ],
         }
         if self._capacity_provider:
@@ -260,7 +265,9 @@ class EcsRuntime:
         mine = [task for task in tasks if task.get("startedBy") == container_id]
         return sorted(mine, key=lambda task: str(task.get("createdAt", "")), reverse=True)
 
-    async def stop_container(self, *, container_id: str, grace_s: float = 10) -> None:
+    async def stop_container(
+        self, *, container_id: str, egress: Egress, grace_s: float = 10
+    ) -> None:
         _check_guid(container_id)
         for task in await self._tasks(container_id, stopped=False):
             if task.get("desiredStatus") == "STOPPED" or task.get("lastStatus") == "STOPPED":
@@ -289,19 +296,21 @@ class EcsRuntime:
         detail = str(task.get("stoppedReason") or task.get("stopCode") or last)
         return ContainerStatus(container_id, RunState.exited, code, detail)
 
-    async def describe(self, *, container_id: str) -> ContainerStatus:
+    async def describe(self, *, container_id: str, egress: Egress) -> ContainerStatus:
         _check_guid(container_id)
         tasks = await self._tasks(container_id)
         if not tasks:
             return ContainerStatus(container_id, RunState.unknown, detail="no ECS task")
         return self._status(container_id, tasks[0])
 
-    async def list_running(self) -> list[ContainerStatus]:
+    async def list_running(self, *, egress: Egress) -> list[ContainerStatus]:
         arns = await self._task_arns(desiredStatus="RUNNING")
         statuses = []
         for task in await self._describe_tasks(arns):
             tags = {t.get("key"): t.get("value") for t in task.get("tags", [])}
             guid = tags.get(GUID_TAG)
+            if tags.get(EGRESS_TAG) != egress.name:
+                continue  # another egress's task on the same cluster
             if guid and guid == task.get("startedBy"):
                 status = self._status(str(guid), task)
                 if status.state is not RunState.exited:

@@ -45,14 +45,19 @@ Features
 Limits
     Queue names 1-76 letters, digits, ``-`` and ``_``; ``delay_s`` 0-900 s (rounded up to whole
     seconds); visibility up to 12 h; at most 10 messages per receive; 6 caller attributes with
-    non-empty values. A subscription queue deleted less than 60 s ago cannot be created again
+    non-empty values. SNS allows 200 filter policies per topic by default (AWS raises it on
+    request: set ``max_filter_policies_per_topic``): each tenant has its own topic, so that is
+    each tenant's most live containers; the conductor holds further crawls in the backlog
+    with the reason (``BusCapabilities.max_subscriptions_per_topic``). A subscription queue
+    deleted less than 60 s ago cannot be created again
     on AWS (``QueueDeletedRecently`` → ``Retryable``); container GUIDs are never reused.
 
 Settings
     ``SKYCRAWL_AWS_REGION``, ``_ENDPOINT_URL``, ``_BUCKET`` (claim checks),
-    ``_CLAIM_CHECK_PREFIX``, ``_MAX_MESSAGE_BYTES``, ``_DISPATCH_TOPIC_ARN``,
-    ``_SUBSCRIPTION_QUEUE_PREFIX``; queue and topic names come from ``SKYCRAWL_INBOX_QUEUE``
-    and ``SKYCRAWL_DISPATCH_TOPIC``.
+    ``_CLAIM_CHECK_PREFIX``, ``_MAX_MESSAGE_BYTES``, ``_TOPIC_ARN_PREFIX``,
+    ``_SUBSCRIPTION_QUEUE_PREFIX``, ``_MAX_FILTER_POLICIES_PER_TOPIC``; queue and topic names
+    come from ``SKYCRAWL_INBOX_QUEUE`` and ``SKYCRAWL_DISPATCH_TOPIC`` (the base of every
+    tenant's topic name, ``core.layout.tenant_topic``).
 
 Cost
     Nothing at idle: SQS and SNS bill per request (long polls of an empty queue included, one
@@ -106,6 +111,8 @@ class SqsMessageBus:
         max_message_bytes: int = 4 * 1024 * 1024,
         subscription_queue_prefix: str = "skycrawl-sub-",
         topic_arns: Mapping[str, str] | None = None,
+        topic_arn_prefix: str | None = None,
+        max_subscriptions_per_topic: int = 200,
     ) -> None:
         self._s3 = s3
         self._claims = (
@@ -119,6 +126,7 @@ class SqsMessageBus:
             self.queues,
             subscription_queue_prefix=subscription_queue_prefix,
             topic_arns=topic_arns,
+            topic_arn_prefix=topic_arn_prefix,
         )
         self.capabilities = BusCapabilities(
             max_message_bytes=max_message_bytes
@@ -128,13 +136,11 @@ class SqsMessageBus:
             filter_propagation_s=900,
             max_visibility_timeout_s=MAX_VISIBILITY_S,
             native_dead_letter=True,
+            max_subscriptions_per_topic=max_subscriptions_per_topic,
         )
 
     @classmethod
     def from_settings(cls, aws: AwsSettings) -> SqsMessageBus:
-        topics = {}
-        if aws.dispatch_topic_arn:
-            topics[aws.dispatch_topic_arn.rsplit(":", 1)[-1]] = aws.dispatch_topic_arn
         return cls(
             sqs=aws.client("sqs"),
             sns=aws.client("sns"),
@@ -143,7 +149,8 @@ class SqsMessageBus:
             claim_check_prefix=aws.claim_check_prefix,
             max_message_bytes=aws.max_message_bytes,
             subscription_queue_prefix=aws.subscription_queue_prefix,
-            topic_arns=topics,
+            topic_arn_prefix=aws.topic_arn_prefix,
+            max_subscriptions_per_topic=aws.max_filter_policies_per_topic,
         )
 
     def _queue_of(self, source: Source) -> str:
@@ -324,6 +331,9 @@ class SqsMessageBus:
 
     async def ensure_topic(self, *, topic: str) -> None:
         await self.topics.ensure(topic)
+
+    async def delete_topic(self, *, topic: str) -> None:
+        await self.topics.delete(topic)
 
     async def publish(self, *, topic: str, message: OutboundMessage) -> str:
         return await self.topics.publish(topic, await self.encode(message))

@@ -21,6 +21,8 @@ Which of these bill at idle: DynamoDB and S3 storage only (see each adapter's do
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
+
 from adapters.aws.blob_store import S3BlobStore
 from adapters.aws.container_runtime import EcsRuntime
 from adapters.aws.message_bus import SqsMessageBus
@@ -29,6 +31,7 @@ from adapters.aws.scheduler import SqsScheduler
 from adapters.aws.settings import AwsSettings
 from adapters.aws.state_store import DynamoStateStore
 from core.clock import Clock, SystemClock
+from core.models import Egress
 from core.ports import ContainerRuntime, Ports
 from core.settings import SkycrawlSettings
 
@@ -38,7 +41,7 @@ _CONTAINER_SETTINGS = (
     "endpoint_url",
     "bucket",
     "blob_prefix",
-    "dispatch_topic_arn",
+    "topic_arn_prefix",
     "subscription_queue_prefix",
     "claim_check_prefix",
     "max_message_bytes",
@@ -51,10 +54,15 @@ def build_ports(
     *,
     clock: Clock | None = None,
     runtime: ContainerRuntime | None = None,
+    runtimes: Mapping[str, ContainerRuntime] | None = None,
 ) -> Ports:
     """Every AWS adapter, from ``aws`` (default: read ``SKYCRAWL_AWS_*`` now).
 
-    ``runtime`` replaces ECS (the end-to-end test runs engines as local subprocesses)."""
+    One runtime per egress (``adapters.runtimes``): ``ecs`` egresses share one ``EcsRuntime``
+    per region, others get their family's. ``runtime`` replaces every egress's runtime and
+    ``runtimes`` those it names (the end-to-end tests run engines as local subprocesses)."""
+    from adapters.runtimes import build_runtimes, same_runtime
+
     aws = aws or AwsSettings()
     clock = clock or SystemClock()
     bus = SqsMessageBus.from_settings(aws)
@@ -70,10 +78,41 @@ def build_ports(
         scheduler=scheduler,
         state=DynamoStateStore.from_settings(aws, clock=clock),
         blobs=S3BlobStore.from_settings(aws),
-        runtime=runtime or EcsRuntime.from_settings(aws),
-        provisioner=CloudFormationProvisioner.from_settings(aws),
+        runtimes=same_runtime(runtime, settings)
+        if runtime is not None
+        else build_runtimes(
+            settings, home="aws", build_home=_ecs_per_region(aws), overrides=runtimes
+        ),
+        provisioner=CloudFormationProvisioner.from_settings(
+            aws, dispatch_topic=settings.dispatch_topic
+        ),
         clock=clock,
+        pool=tuple(settings.egresses),
     )
+
+
+def regional(aws: AwsSettings, egress: Egress) -> AwsSettings:
+    """``aws`` in the egress's region when it names one (not ``local`` or empty)."""
+    if egress.region in ("", "local", aws.region):
+        return aws
+    return aws.model_copy(update={"region": egress.region})
+
+
+def _ecs_per_region(aws: AwsSettings) -> Callable[[Egress], ContainerRuntime]:
+    made: dict[str, EcsRuntime] = {}
+
+    def build(egress: Egress) -> ContainerRuntime:
+        where = regional(aws, egress)
+        if where.region not in made:
+            made[where.region] = EcsRuntime.from_settings(where)
+        return made[where.region]
+
+    return build
+
+
+def build_runtime(settings: SkycrawlSettings, egress: Egress) -> ContainerRuntime:
+    """ECS for an ``ecs`` egress of another family's deployment (``SKYCRAWL_AWS_*``)."""
+    return EcsRuntime.from_settings(regional(AwsSettings(), egress))
 
 
 def engine_env(aws: AwsSettings | None = None) -> dict[str, str]:

@@ -2,16 +2,22 @@
 
 Features
     * ``provision(tenant_id=...)`` creates the stack ``<stack_prefix>-tenant-<tenant>-<hash>``
-      (parameters ``TenantId``, ``TenantQueueName``, ``EngineRoleName``, ``DataPrefix`` and the
-      deployment's ``SKYCRAWL_AWS_TENANT_PARAMETERS``, e.g. ``DataBucket`` and
-      ``EngineBasePolicyArn``; ``CAPABILITY_NAMED_IAM``; ``OnFailure=DELETE`` so that a failed
-      attempt leaves nothing behind) and returns ``{"stack_id", "queue_name",
-      "engine_role_arn"}``. Idempotent: an existing stack is reused.
-    * What a tenant gets (see the template): its own SQS queue, and its own ECS task role that
-      may read and write only ``tenants/<tenant>/`` in the data bucket (plus the shared
-      container permissions of ``EngineBasePolicyArn``). ``EcsRuntime`` runs the tenant's
-      containers with that role (``SKYCRAWL_AWS_TENANT_TASK_ROLE_ARN``), so one tenant's
-      crawler cannot touch another tenant's results. Records stay in the shared DynamoDB table
+      (parameters ``TenantId``, ``DispatchTopicName``, ``SubscriptionQueuePrefix``,
+      ``EngineRoleName``, ``DataPrefix`` and the deployment's
+      ``SKYCRAWL_AWS_TENANT_PARAMETERS``, e.g. ``DataBucket`` and ``EngineBasePolicyArn``;
+      ``CAPABILITY_NAMED_IAM``; ``OnFailure=DELETE`` so that a failed attempt leaves nothing
+      behind) and returns ``{"stack_id", "dispatch_topic", "engine_role_arn"}``. Idempotent:
+      an existing stack is reused.
+    * What a tenant gets (see the template): its own SNS dispatch topic
+      ``<SKYCRAWL_DISPATCH_TOPIC>-<tenant>`` (``core.layout.tenant_topic``) with its
+      dead-letter queue ``<topic>-dlq``, which the conductor publishes the tenant's work to;
+      and its own ECS task role that may subscribe only to that topic, use only the SQS
+      queues of that topic's subscriptions (``<subscription prefix><8 hex of the topic>-*``),
+      and read and write only ``tenants/<tenant>/`` in the data bucket (plus the shared
+      container permissions of ``EngineBasePolicyArn``: the inbox, claim checks).
+      ``EcsRuntime`` runs the tenant's containers with that role
+      (``SKYCRAWL_AWS_TENANT_TASK_ROLE_ARN``), so one tenant's crawler can neither receive
+      another tenant's work nor touch its results. Records stay in the shared DynamoDB table
       (pooled), partitioned by tenant.
     * Bounded waits. API Gateway gives the API 30 seconds, and a stack with an IAM role takes
       20-60 s on AWS. So ``provision`` waits at most ``stack_wait_s`` for ``CREATE_COMPLETE``;
@@ -28,7 +34,9 @@ Features
 
 Limits
     Tenant ids are 1-64 letters, digits, ``_`` or ``-``, starting with a letter or digit
-    (``core.errors.InvalidRequest`` otherwise). Accounts have a default quota of 2,000 stacks.
+    (``core.errors.InvalidRequest`` otherwise). Accounts have a default quota of 2,000 stacks
+    and 100,000 SNS standard topics (one per tenant); each topic, 200 filter policies by
+    default (``SqsMessageBus``: at most that many live containers per tenant).
 
 Testing
     moto creates and deletes stacks synchronously (and ignores ``ManagedPolicyArns`` of a role
@@ -41,8 +49,8 @@ Settings
     ``_STACK_POLL_S``, ``_STACK_WAIT_S``.
 
 Cost
-    CloudFormation is free for AWS resource types; a tenant's queue and role cost nothing at
-    idle.
+    CloudFormation is free for AWS resource types; a tenant's topic, dead-letter queue and role
+    cost nothing at idle.
 """
 
 from __future__ import annotations
@@ -57,7 +65,9 @@ from typing import Any
 
 from adapters.aws.errors import ClientError, call, error_code, error_message
 from adapters.aws.settings import DEFAULT_TENANT_TEMPLATE, AwsSettings
+from adapters.aws.sns_topics import topic_queue_prefix
 from core.errors import InvalidRequest, Retryable
+from core.layout import tenant_topic
 
 log = logging.getLogger("skycrawl.aws.provisioner")
 
@@ -94,10 +104,6 @@ def engine_role_name(prefix: str, tenant_id: str) -> str:
     return tenant_resource_name(prefix, "eng", tenant_id, 64)
 
 
-def tenant_queue_name(prefix: str, tenant_id: str) -> str:
-    return tenant_resource_name(prefix, "tq", tenant_id, 80)
-
-
 class CloudFormationProvisioner:
     """Provisioner creating one CloudFormation stack per tenant."""
 
@@ -110,6 +116,8 @@ class CloudFormationProvisioner:
         parameters: Mapping[str, str] | None = None,
         role_arn: str | None = None,
         data_prefix: str = "",
+        dispatch_topic: str = "skycrawl-dispatch",
+        subscription_queue_prefix: str = "skycrawl-sub-",
         poll_s: float = 2.0,
         wait_s: float = 20.0,
     ) -> None:
@@ -120,6 +128,8 @@ class CloudFormationProvisioner:
         self._parameters = dict(parameters or {})
         self._role_arn = role_arn
         self._data_prefix = data_prefix
+        self._dispatch_topic = dispatch_topic
+        self._subscription_prefix = subscription_queue_prefix
         self._poll_s = poll_s
         self._wait_s = wait_s
 
@@ -127,7 +137,10 @@ class CloudFormationProvisioner:
         self._cfn.close()
 
     @classmethod
-    def from_settings(cls, aws: AwsSettings) -> CloudFormationProvisioner:
+    def from_settings(
+        cls, aws: AwsSettings, *, dispatch_topic: str = "skycrawl-dispatch"
+    ) -> CloudFormationProvisioner:
+        """From ``aws``; ``dispatch_topic`` is ``SKYCRAWL_DISPATCH_TOPIC`` (the base name)."""
         return cls(
             cloudformation=aws.client("cloudformation"),
             template=aws.tenant_template,
@@ -135,9 +148,29 @@ class CloudFormationProvisioner:
             parameters={"DataBucket": aws.bucket, **aws.tenant_parameters},
             role_arn=aws.cloudformation_role_arn,
             data_prefix=aws.blob_prefix,
+            dispatch_topic=dispatch_topic,
+            subscription_queue_prefix=aws.subscription_queue_prefix,
             poll_s=aws.stack_poll_s,
             wait_s=aws.stack_wait_s,
         )
+
+    def topic(self, tenant_id: str) -> str:
+        """The tenant's dispatch topic."""
+        check_tenant_id(tenant_id)
+        return tenant_topic(self._dispatch_topic, tenant_id)
+
+    def parameters(self, tenant_id: str) -> dict[str, str]:
+        """The parameters of the tenant's stack (what its IAM policy is made of)."""
+        return {
+            **self._parameters,
+            "TenantId": tenant_id,
+            "DispatchTopicName": self.topic(tenant_id),
+            "SubscriptionQueuePrefix": topic_queue_prefix(
+                self._subscription_prefix, self.topic(tenant_id)
+            ),
+            "EngineRoleName": engine_role_name(self._prefix, tenant_id),
+            "DataPrefix": f"{self._data_prefix}tenants/{tenant_id}/",
+        }
 
     async def _describe(self, name: str) -> dict[str, Any] | None:
         try:
@@ -179,7 +212,7 @@ class CloudFormationProvisioner:
         role = engine_role_name(self._prefix, tenant_id)
         return {
             "stack_id": stack_id,
-            "queue_name": tenant_queue_name(self._prefix, tenant_id),
+            "dispatch_topic": self.topic(tenant_id),
             "engine_role_arn": f"arn:{partition}:iam::{account}:role/{role}",
         }
 
@@ -187,13 +220,7 @@ class CloudFormationProvisioner:
         """Create the stack; returns its id (also when another caller created it meanwhile)."""
         if self._body is None:
             self._body = await asyncio.to_thread(self._template.read_text)
-        parameters = {
-            **self._parameters,
-            "TenantId": tenant_id,
-            "TenantQueueName": tenant_queue_name(self._prefix, tenant_id),
-            "EngineRoleName": engine_role_name(self._prefix, tenant_id),
-            "DataPrefix": f"{self._data_prefix}tenants/{tenant_id}/",
-        }
+        parameters = self.parameters(tenant_id)
         request: dict[str, Any] = {
             "StackName": name,
             "TemplateBody": self._body,

@@ -58,10 +58,17 @@ class AwsSettings(BaseSettings):
     )
 
     # ------------------------------------------------------------------ message bus
-    dispatch_topic_arn: str | None = Field(
+    topic_arn_prefix: str | None = Field(
         None,
-        description="ARN of the dispatch SNS topic (its name is SKYCRAWL_DISPATCH_TOPIC). "
-        "Unset: looked up once with sns:ListTopics.",
+        description="ARN of the tenants' SNS dispatch topics up to their name "
+        "(arn:<partition>:sns:<region>:<account>:); a topic's ARN is this and its name. "
+        "Unset: each topic is looked up once with sns:ListTopics.",
+    )
+    max_filter_policies_per_topic: int = Field(
+        200,
+        ge=1,
+        description="SNS filter policies one topic may hold (AWS's default quota is 200; raise "
+        "it here after AWS raised it): each tenant's live containers at most.",
     )
     subscription_queue_prefix: str = Field(
         "skycrawl-sub-",
@@ -124,6 +131,13 @@ class AwsSettings(BaseSettings):
         None,
         description="ARN pattern of the per-tenant task role, with {role_name} where the "
         "tenant's role name goes; unset: the task definition's role.",
+    )
+
+    # ------------------------------------------------------------------ secrets
+    operator_key_secret: str | None = Field(
+        None,
+        description="Secrets Manager secret (ARN or name) holding the operator key, read once "
+        "per cold start (adapters.aws.secrets); the key itself is never an environment variable.",
     )
 
     # ------------------------------------------------------------------ provisioner

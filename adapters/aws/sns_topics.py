@@ -11,8 +11,8 @@ The topic half of ``SqsMessageBus``:
 * ``unsubscribe`` removes the subscription (ARN from the tag, or found by endpoint if a crash
   came before the tag) and deletes the queue with what it holds.
 
-Topic ARNs come from the constructor (``SKYCRAWL_AWS_DISPATCH_TOPIC_ARN``), from ``ensure``, or
-are looked up once with ``ListTopics``. A subscription queue's ARN is built from the topic's
+Topic ARNs are ``topic_arn_prefix`` and the name (``SKYCRAWL_AWS_TOPIC_ARN_PREFIX``), come
+from ``ensure``, or are looked up once with ``ListTopics``. A subscription queue's ARN is built from the topic's
 partition, region and account, so subscribing needs no extra ``GetQueueAttributes``.
 """
 
@@ -37,6 +37,12 @@ _PREFIX = re.compile(r"[A-Za-z0-9_-]{0,40}")
 _SUBSCRIPTION_NAME = re.compile(r"[A-Za-z0-9_-]{1,80}")
 
 
+def topic_queue_prefix(prefix: str, topic: str) -> str:
+    """Name prefix of the SQS queues behind the subscriptions of ``topic``: IAM grants a
+    tenant's containers the queues of their own topic with it."""
+    return f"{prefix}{hashlib.sha256(topic.encode()).hexdigest()[:8]}-"
+
+
 def queue_arn_like(topic_arn: str, queue: str) -> str:
     """The ARN of ``queue`` in the partition, region and account of ``topic_arn``."""
     _, partition, _, region, account, _ = topic_arn.split(":", 5)
@@ -53,6 +59,7 @@ class SnsTopics:
         *,
         subscription_queue_prefix: str = "skycrawl-sub-",
         topic_arns: Mapping[str, str] | None = None,
+        topic_arn_prefix: str | None = None,
     ) -> None:
         if not _PREFIX.fullmatch(subscription_queue_prefix):
             raise InvalidRequest(f"invalid subscription queue prefix {subscription_queue_prefix!r}")
@@ -60,13 +67,14 @@ class SnsTopics:
         self._queues = queues
         self._prefix = subscription_queue_prefix
         self._arns: dict[str, str] = dict(topic_arns or {})
+        self._arn_prefix = topic_arn_prefix
 
     def subscription_queue(self, topic: str, name: str) -> str:
         """The SQS queue behind subscription ``name`` of ``topic`` (deterministic)."""
         if not _SUBSCRIPTION_NAME.fullmatch(name):
             raise InvalidRequest(f"invalid subscription name {name!r}: letters, digits, '-', '_'")
-        queue = f"{self._prefix}{hashlib.sha256(topic.encode()).hexdigest()[:8]}-{name}"
-        if len(queue) > 80:
+        queue = f"{topic_queue_prefix(self._prefix, topic)}{name}"
+        if len(queue) > 80:  # outside the tenant's IAM pattern: keep names short
             digest = hashlib.sha256(f"{topic}/{name}".encode()).hexdigest()
             queue = f"{self._prefix}{digest[:32]}"
         return queue
@@ -75,6 +83,8 @@ class SnsTopics:
         found = self._arns.get(topic)
         if found is not None:
             return found
+        if self._arn_prefix:
+            return f"{self._arn_prefix}{topic}"
         paginator = self.client.get_paginator("list_topics")
         pages = await call(lambda: list(paginator.paginate()))
         for page in pages:
@@ -89,6 +99,31 @@ class SnsTopics:
         response = await call(self.client.create_topic, Name=topic)
         self._arns[topic] = str(response["TopicArn"])
         await self._queues.create(dead_letter_queue(topic), {"MessageRetentionPeriod": RETENTION_S})
+
+    async def delete(self, topic: str) -> None:
+        """Unsubscribe and delete every subscription queue of ``topic``, then the topic and its
+        dead-letter queue; what is already gone is fine."""
+        try:
+            topic_arn = await self.arn(topic)
+            paginator = self.client.get_paginator("list_subscriptions_by_topic")
+            pages = await call(lambda: list(paginator.paginate(TopicArn=topic_arn)))
+        except NotFound:
+            pages = []
+        except ClientError as exc:
+            if error_code(exc) != "NotFound":
+                raise
+            pages = []
+        for page in pages:
+            for entry in page.get("Subscriptions", []):
+                with contextlib.suppress(ClientError):
+                    await call(self.client.unsubscribe, SubscriptionArn=entry["SubscriptionArn"])
+                queue = str(entry.get("Endpoint", "")).rsplit(":", 1)[-1]
+                if queue.startswith(self._prefix):
+                    await self._queues.delete(queue)
+        if pages:
+            await call(self.client.delete_topic, TopicArn=topic_arn)
+        self._arns.pop(topic, None)
+        await self._queues.delete(dead_letter_queue(topic))
 
     async def publish(self, topic: str, wire: Wire) -> str:
         kwargs: dict[str, Any] = {"TopicArn": await self.arn(topic), "Message": wire.body}

@@ -27,15 +27,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import AsyncIterator
 
 from azure.core.credentials_async import AsyncTokenCredential
-from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
+from azure.core.exceptions import AzureError, ResourceExistsError, ResourceNotFoundError
 from azure.storage.blob import ContentSettings
 from azure.storage.blob.aio import ContainerClient
 
-from adapters.azure.errors import translated_errors
+from adapters.azure.errors import translate, translated_errors
 from core.errors import InvalidRequest, NotFound
-from core.ports.blob_store import BlobCapabilities, check_key, check_prefix
+from core.ports.blob_store import STREAM_CHUNK_BYTES, BlobCapabilities, check_key, check_prefix
 
 _DELETE_CONCURRENCY = 16
 
@@ -82,6 +83,35 @@ class BlobStorageBlobStore:
             return await downloader.readall()
         except ResourceNotFoundError as exc:
             raise NotFound(f"no blob {key!r}") from exc
+
+    async def stream(
+        self, *, key: str, chunk_bytes: int = STREAM_CHUNK_BYTES
+    ) -> AsyncIterator[bytes]:
+        """The SDK's chunked download (``max_chunk_get_size`` per request), re-cut to
+        ``chunk_bytes``; an async generator, so its SDK errors are translated here."""
+        check_key(key)
+        try:
+            downloader = await self.container.download_blob(key)
+            pending = b""
+            async for part in downloader.chunks():
+                pending += part
+                while len(pending) >= chunk_bytes:
+                    yield pending[:chunk_bytes]
+                    pending = pending[chunk_bytes:]
+            if pending:
+                yield pending
+        except ResourceNotFoundError as exc:
+            raise NotFound(f"no blob {key!r}") from exc
+        except AzureError as exc:
+            raise translate(exc, "Blob storage") from exc
+
+    async def size(self, *, key: str) -> int:
+        check_key(key)
+        try:
+            properties = await self.container.get_blob_client(key).get_blob_properties()
+        except ResourceNotFoundError as exc:
+            raise NotFound(f"no blob {key!r}") from exc
+        return int(properties.size)
 
     async def exists(self, *, key: str) -> bool:
         check_key(key)

@@ -70,6 +70,7 @@ from azure.mgmt.containerinstance.models import (
 from adapters.azure.errors import translated_errors
 from adapters.azure.settings import AzureSettings
 from core.errors import InvalidRequest
+from core.models import Egress
 from core.ports.container_runtime import (
     ContainerSpec,
     ContainerStatus,
@@ -204,7 +205,9 @@ class ContainerInstancesRuntime:
         # Accepted once this returns; the long-running create goes on without us.
         await self.client.container_groups.begin_create_or_update(self._group, name, group)
 
-    async def stop_container(self, *, container_id: str, grace_s: float = 10) -> None:
+    async def stop_container(
+        self, *, container_id: str, egress: Egress, grace_s: float = 10
+    ) -> None:
         name = group_name(container_id)
         group = await self._get(container_id)
         if group is None:
@@ -238,20 +241,23 @@ class ContainerInstancesRuntime:
             poller = await self.client.container_groups.begin_delete(self._group, name)
             await poller.result()
 
-    async def describe(self, *, container_id: str) -> ContainerStatus:
+    async def describe(self, *, container_id: str, egress: Egress) -> ContainerStatus:
         group = await self._get(container_id)
         if group is None:
             final = self._final.get(container_id)
             return final or ContainerStatus(container_id, RunState.unknown, detail="no such group")
         return status_of(container_id, group)
 
-    async def list_running(self) -> list[ContainerStatus]:
+    async def list_running(self, *, egress: Egress) -> list[ContainerStatus]:
         found: list[ContainerStatus] = []
         async for group in self.client.container_groups.list_by_resource_group(self._group):
             name = group.name or ""
-            if (group.tags or {}).get("skycrawl") != "engine" or not name.startswith(GROUP_PREFIX):
+            tags = group.tags or {}
+            if tags.get("skycrawl") != "engine" or not name.startswith(GROUP_PREFIX):
                 continue
-            status = await self.describe(container_id=name[len(GROUP_PREFIX) :])
+            if tags.get("skycrawl-egress") != egress.name:
+                continue  # another egress's group in the same resource group
+            status = await self.describe(container_id=name[len(GROUP_PREFIX) :], egress=egress)
             if status.state is RunState.running:
                 found.append(status)
         return found

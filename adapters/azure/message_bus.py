@@ -92,6 +92,8 @@ from core.ports.message_bus import (
 log = logging.getLogger("skycrawl.azure.servicebus")
 
 DLQ_SUFFIX = "-dlq"
+#: Service Bus allows 2,000 subscriptions per topic (each tenant's live containers at most).
+MAX_SUBSCRIPTIONS_PER_TOPIC = 2000
 RULE_NAME = "container"
 SUBSCRIPTION_DELIVERIES = 5
 MAX_RECEIVE = 5000
@@ -150,6 +152,7 @@ class ServiceBusMessageBus:
             filter_propagation_s=0,
             max_visibility_timeout_s=12 * 3600.0,
             native_dead_letter=True,
+            max_subscriptions_per_topic=MAX_SUBSCRIPTIONS_PER_TOPIC,
         )
         self._senders: dict[str, ServiceBusSender] = {}
         self._receivers: dict[Source, ServiceBusReceiver] = {}
@@ -349,6 +352,18 @@ class ServiceBusMessageBus:
         with contextlib.suppress(ResourceExistsError):
             await self.admin.create_queue(topic + DLQ_SUFFIX, lock_duration=self._lock())
         self._real_queues.add(topic + DLQ_SUFFIX)
+
+    async def delete_topic(self, *, topic: str) -> None:
+        """Delete the topic (Service Bus deletes its subscriptions with it) and its
+        dead-letter queue."""
+        for source in [s for s in self._receivers if isinstance(s, Subscription)]:
+            if source.topic == topic:
+                await self.delete_subscription(topic=topic, name=source.name)
+        with contextlib.suppress(ResourceNotFoundError):
+            await self.admin.delete_topic(topic)
+        with contextlib.suppress(ResourceNotFoundError):
+            await self.admin.delete_queue(topic + DLQ_SUFFIX)
+        self._real_queues.discard(topic + DLQ_SUFFIX)
 
     async def publish(self, *, topic: str, message: OutboundMessage) -> str:
         outbound = self._check(message)

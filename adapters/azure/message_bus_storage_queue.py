@@ -329,6 +329,22 @@ class StorageQueueMessageBus:
         check_topic(topic)
         await self._create(queue_name(topic + DLQ_SUFFIX), {})
 
+    async def delete_topic(self, *, topic: str) -> None:
+        """Delete every subscription queue of the topic and its dead-letter queue."""
+        check_topic(topic)
+        doomed: list[str] = []
+        async for properties in self.service.list_queues(
+            name_starts_with="sub-", include_metadata=True
+        ):
+            if (properties.metadata or {}).get(_META_TOPIC) == topic:
+                doomed.append(str(properties.name))
+        for physical in [*doomed, queue_name(topic + DLQ_SUFFIX)]:
+            with contextlib.suppress(ResourceNotFoundError):
+                await self.queue(physical).delete_queue()
+            client = self._queues.pop(physical, None)
+            if client is not None:
+                await client.close()
+
     async def publish(self, *, topic: str, message: OutboundMessage) -> str:
         check_topic(topic)
         message_id = uuid.uuid4().hex

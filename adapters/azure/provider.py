@@ -28,7 +28,7 @@ identity's client id) -- passed by ``ContainerInstancesRuntime`` as secure varia
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 from azure.data.tables.aio import TableClient
 from azure.identity.aio import DefaultAzureCredential
@@ -49,6 +49,7 @@ from adapters.azure.settings import AzureSettings
 from adapters.azure.state_store import TableStateStore
 from core.clock import Clock, SystemClock
 from core.errors import ConfigurationError
+from core.models import Egress
 from core.ports import (
     BlobStore,
     ContainerRuntime,
@@ -161,13 +162,15 @@ class UnconfiguredRuntime:
     async def start_container(self, *, spec: ContainerSpec) -> None:
         raise self._fail()
 
-    async def stop_container(self, *, container_id: str, grace_s: float = 10) -> None:
+    async def stop_container(
+        self, *, container_id: str, egress: Egress, grace_s: float = 10
+    ) -> None:
         raise self._fail()
 
-    async def describe(self, *, container_id: str) -> ContainerStatus:
+    async def describe(self, *, container_id: str, egress: Egress) -> ContainerStatus:
         return ContainerStatus(container_id, RunState.unknown, detail="no runtime configured")
 
-    async def list_running(self) -> list[ContainerStatus]:
+    async def list_running(self, *, egress: Egress) -> list[ContainerStatus]:
         return []
 
     async def close(self) -> None:
@@ -200,12 +203,45 @@ def container_runtime(settings: SkycrawlSettings, azure: AzureSettings) -> Conta
     )
 
 
-def arm_provisioner(azure: AzureSettings) -> Provisioner:
+def _aci_once(
+    settings: SkycrawlSettings, azure: AzureSettings
+) -> Callable[[Egress], ContainerRuntime]:
+    made: list[ContainerRuntime] = []
+
+    def build(egress: Egress) -> ContainerRuntime:
+        if not made:
+            made.append(container_runtime(settings, azure))
+        return made[0]
+
+    return build
+
+
+def build_runtime(settings: SkycrawlSettings, egress: Egress) -> ContainerRuntime:
+    """Container Instances for an ``aci`` egress of another family's deployment
+    (``SKYCRAWL_AZURE_*``)."""
+    return container_runtime(settings, AzureSettings())
+
+
+def arm_provisioner(
+    azure: AzureSettings,
+    *,
+    bus: MessageBus | None = None,
+    dispatch_topic: str = "skycrawl-dispatch",
+    client: ResourceManagementClient | None = None,
+) -> Provisioner:
+    """The ARM provisioner creating each tenant's resources, its dispatch topic on ``bus``
+    too; ``client`` replaces the Resource Manager client built from the settings (tests)."""
+    if client is not None:
+        return ArmProvisioner(client, azure, bus=bus, dispatch_topic=dispatch_topic)
     if not (azure.subscription_id and azure.resource_group):
         return UnconfiguredProvisioner()
     token = credential(azure)
     return ArmProvisioner(
-        ResourceManagementClient(token, azure.subscription_id), azure, credential=token
+        ResourceManagementClient(token, azure.subscription_id),
+        azure,
+        credential=token,
+        bus=bus,
+        dispatch_topic=dispatch_topic,
     )
 
 
@@ -216,9 +252,17 @@ def build_ports(
     clock: Clock | None = None,
     runtime: ContainerRuntime | None = None,
     provisioner: Provisioner | None = None,
+    runtimes: Mapping[str, ContainerRuntime] | None = None,
+    arm: ResourceManagementClient | None = None,
 ) -> Ports:
-    """Every Azure adapter, from settings. ``runtime`` replaces Container Instances and
-    ``provisioner`` the ARM deployments (tests, or engines run elsewhere)."""
+    """Every Azure adapter, from settings. One runtime per egress (``adapters.runtimes``):
+    ``aci`` egresses share one Container Instances runtime (an egress's region is its
+    groups' location), others get their family's. ``runtime`` replaces every egress's
+    runtime, ``runtimes`` those it names, and ``provisioner`` the ARM deployments (tests, or
+    engines run elsewhere); ``arm`` is a ready Resource Manager client for the ARM
+    provisioner."""
+    from adapters.runtimes import build_runtimes, same_runtime
+
     azure = azure or AzureSettings()
     clock = clock or SystemClock()
     bus = message_bus(azure, clock)
@@ -227,9 +271,15 @@ def build_ports(
         scheduler=scheduler_for(bus),
         state=state_store(azure, clock),
         blobs=blob_store(azure),
-        runtime=runtime or container_runtime(settings, azure),
-        provisioner=provisioner or arm_provisioner(azure),
+        runtimes=same_runtime(runtime, settings)
+        if runtime is not None
+        else build_runtimes(
+            settings, home="azure", build_home=_aci_once(settings, azure), overrides=runtimes
+        ),
+        provisioner=provisioner
+        or arm_provisioner(azure, bus=bus, dispatch_topic=settings.dispatch_topic, client=arm),
         clock=clock,
+        pool=tuple(settings.egresses),
     )
 
 

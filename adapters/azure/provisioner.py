@@ -5,15 +5,22 @@ Features
     ``tenant.bicep``) in incremental mode into ``SKYCRAWL_AZURE_RESOURCE_GROUP`` as the
     deployment ``skycrawl-tenant-<tenant>``. The template creates, in the shared storage account
     (``SKYCRAWL_AZURE_TENANT_STORAGE_ACCOUNT``, default ``..._STORAGE_ACCOUNT``), the tenant's
-    table (its database), blob container (its results) and queue -- a Storage queue, or a
-    Service Bus queue when ``..._TENANT_SERVICEBUS_NAMESPACE`` names a namespace -- and returns
-    their names and resource ids, which ``provision`` returns as
-    ``{"deployment_id", "table", "table_id", "container", "container_id", "queue",
-    "queue_id"}``. Deploying again is idempotent (same names, same outputs). Web/API access is
-    the tenant's API key, created by the core; the function app's route serves every tenant.
-    ``teardown`` reads the deployment's outputs (never ``resources``, so it deletes only what
-    it created), deletes those resources, then the deployment record; a missing deployment is
-    fine.
+    table (its database), blob container (its results) and its dispatch topic
+    ``<SKYCRAWL_DISPATCH_TOPIC>-<tenant>`` (``core.layout.tenant_topic``): a Service Bus topic
+    with its dead-letter queue ``<topic>-dlq`` in ``..._TENANT_SERVICEBUS_NAMESPACE`` (the
+    bus's namespace), or, for the Storage-queue bus, its dead-letter queue
+    ``<topic>-poison``. It returns their names and resource ids, which ``provision`` returns
+    as ``{"deployment_id", "table", "table_id", "container", "container_id",
+    "dispatch_topic", "dispatch_topic_id", "dispatch_dead_letter_id"}`` (no
+    ``dispatch_topic_id`` on the Storage-queue bus, which has no topic entity). Given the bus, it
+    then makes sure the topic exists on the bus's data plane too (``ensure_topic``: what an
+    emulator or a fresh namespace needs; a no-op after the deployment). The conductor
+    publishes the tenant's work to that topic, the tenant's containers subscribe to it.
+    Deploying again is idempotent (same names, same outputs). Web/API access is the tenant's
+    API key, created by the core; the function app's route serves every tenant.
+    ``teardown`` removes the topic with every subscription on it through the bus, reads the
+    deployment's outputs (never ``resources``, so it deletes only what it created), deletes
+    those resources, then the deployment record; a missing deployment is fine.
 
     Deployments go through ``azure-mgmt-resource``'s generic resource operations
     (``resources.begin_create_or_update_by_id`` on
@@ -52,6 +59,8 @@ from azure.mgmt.resource.resources.models import GenericResource
 from adapters.azure.errors import translated_errors
 from adapters.azure.settings import AzureSettings
 from core.errors import ConfigurationError, InvalidRequest, Retryable
+from core.layout import tenant_topic
+from core.ports.message_bus import MessageBus
 
 DEPLOYMENTS_API = "2024-03-01"
 API_VERSIONS = {"Microsoft.Storage": "2023-05-01", "Microsoft.ServiceBus": "2021-11-01"}
@@ -61,8 +70,9 @@ _OUTPUTS = {
     "table_id": "tableId",
     "container": "containerName",
     "container_id": "containerId",
-    "queue": "queueName",
-    "queue_id": "queueId",
+    "dispatch_topic": "dispatchTopicName",
+    "dispatch_topic_id": "dispatchTopicId",
+    "dispatch_dead_letter_id": "dispatchDeadLetterId",
 }
 
 
@@ -78,7 +88,6 @@ def tenant_names(tenant_id: str) -> dict[str, str]:
         "deployment": f"skycrawl-tenant-{tenant_id[:38]}-{digest}",
         "table": f"tenant{alnum}{digest}",
         "container": hyphenated,
-        "queue": hyphenated,
     }
 
 
@@ -108,12 +117,17 @@ class ArmProvisioner:
         *,
         template: Mapping[str, Any] | None = None,
         credential: AsyncTokenCredential | None = None,
+        bus: MessageBus | None = None,
+        dispatch_topic: str = "skycrawl-dispatch",
     ) -> None:
         self.client = client
+        self._bus = bus
+        self._dispatch_topic = dispatch_topic
         self._credential = credential  # closed with the provisioner
         self._subscription, self._group = settings.require_arm()
         self._account = settings.tenant_storage_account or settings.storage_account
         self._namespace = settings.tenant_servicebus_namespace or ""
+        self._engine_principal = settings.engine_identity_principal_id or ""
         if template is None:
             try:
                 template = json.loads(settings.tenant_template.read_text())
@@ -139,8 +153,9 @@ class ArmProvisioner:
             "storageAccountName": self._account,
             "tableName": names["table"],
             "containerName": names["container"],
-            "queueName": names["queue"],
+            "dispatchTopicName": tenant_topic(self._dispatch_topic, tenant_id),
             "serviceBusNamespaceName": self._namespace,
+            "engineIdentityPrincipalId": self._engine_principal,
         }
         body = GenericResource(
             properties={
@@ -164,11 +179,16 @@ class ArmProvisioner:
         outputs = properties.get("outputs") or {}
         resources = {"deployment_id": deployment_id}
         for key, output in _OUTPUTS.items():
-            resources[key] = str(outputs[output]["value"])
+            if value := str(outputs[output]["value"]):  # empty: not made on this bus
+                resources[key] = value
+        if self._bus is not None:
+            await self._bus.ensure_topic(topic=resources["dispatch_topic"])
         return resources
 
     async def teardown(self, *, tenant_id: str, resources: Mapping[str, str]) -> None:
         deployment_id = self.deployment_id(tenant_id)
+        if self._bus is not None:
+            await self._bus.delete_topic(topic=tenant_topic(self._dispatch_topic, tenant_id))
         try:
             deployment = await self.client.resources.get_by_id(
                 deployment_id, api_version=DEPLOYMENTS_API

@@ -97,6 +97,11 @@ class AzureSettings(BaseSettings):
         description="Client id of ENGINE_IDENTITY_ID: engines authenticate as it (passed to "
         "them as their MANAGED_IDENTITY_CLIENT_ID).",
     )
+    engine_identity_principal_id: str | None = Field(
+        None,
+        description="Principal (object) id of ENGINE_IDENTITY_ID: each tenant's deployment "
+        "grants it Data Owner on that tenant's dispatch topic only (ArmProvisioner).",
+    )
     engine_subnet_id: str | None = Field(
         None, description="Subnet resource id to run engines in (private egress); optional."
     )
@@ -116,8 +121,8 @@ class AzureSettings(BaseSettings):
     )
     tenant_servicebus_namespace: str | None = Field(
         None,
-        description="Service Bus namespace *name* for per-tenant queues; unset: the tenant's "
-        "queue is a Storage queue.",
+        description="Service Bus namespace *name* of the bus, where each tenant's deployment "
+        "declares its dispatch topic; unset: the Storage-queue bus (a poison queue per tenant).",
     )
 
     def require_arm(self) -> tuple[str, str]:

@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import TypeVar
 
 import requests
@@ -45,6 +45,7 @@ from google.cloud import storage  # type: ignore[attr-defined, unused-ignore]
 from adapters.gcp.errors import translate
 from core.errors import NotFound
 from core.ports.blob_store import (
+    STREAM_CHUNK_BYTES,
     BlobCapabilities,
     check_key,
     check_prefix,
@@ -85,6 +86,28 @@ class GcsBlobStore:
         check_key(key)
         blob = self._bucket.blob(self._prefix + key)
         return await self._call(key, blob.download_as_bytes)
+
+    async def stream(
+        self, *, key: str, chunk_bytes: int = STREAM_CHUNK_BYTES
+    ) -> AsyncIterator[bytes]:
+        """Ranged downloads of ``chunk_bytes`` each, after one metadata read for the size."""
+        total = await self.size(key=key)
+        blob = self._bucket.blob(self._prefix + key)
+        for start in range(0, total, chunk_bytes):
+            end = min(start + chunk_bytes, total) - 1  # inclusive, as the library counts
+
+            def part(first: int = start, last: int = end) -> bytes:
+                data: bytes = blob.download_as_bytes(start=first, end=last, checksum=None)
+                return data
+
+            yield await self._call(key, part)
+
+    async def size(self, *, key: str) -> int:
+        check_key(key)
+        found = await self._call(key, lambda: self._bucket.get_blob(self._prefix + key))
+        if found is None:
+            raise NotFound(f"no blob {key}")
+        return int(found.size or 0)
 
     async def exists(self, *, key: str) -> bool:
         check_key(key)

@@ -38,9 +38,12 @@ Finding a GUID's execution (stateless)
     any container; the opt-in live test checks this against the real service.
 
 Limits and cost
-    GUIDs are 1-128 letters, digits, ``_`` or ``-``. One job, one region (``egress.region`` is
-    informative only); environment overrides are visible to whoever can read the execution,
-    so keep proxy credentials out of egress URLs or use Secret Manager on the job. Executions
+    GUIDs are 1-128 letters, digits, ``_`` or ``-``. One job, one region per runtime: the
+    provider builds one runtime per egress region, on the job of that name in that region
+    (``adapters.gcp.provider.regional``); ``list_running(egress=...)`` matches the
+    execution's ``SKYCRAWL_EGRESS_NAME``. Environment overrides are visible to whoever can
+    read the execution, so keep proxy credentials out of egress URLs or use Secret Manager on
+    the job. Executions
     start in ~5-20 s. Billing is per vCPU-second and GiB-second while a task runs (~$0.000018
     and ~$0.000002 in tier-1 regions), nothing while idle.
 
@@ -58,6 +61,7 @@ from google.cloud import run_v2
 
 from adapters.gcp.errors import translate
 from core.errors import InvalidRequest
+from core.models import Egress
 from core.ports.container_runtime import (
     ContainerSpec,
     ContainerStatus,
@@ -66,6 +70,7 @@ from core.ports.container_runtime import (
 )
 
 GUID_ENV = "SKYCRAWL_CONTAINER_ID"
+EGRESS_ENV = "SKYCRAWL_EGRESS_NAME"
 _GUID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,127}")
 _TERMINAL = (run_v2.Condition.State.CONDITION_SUCCEEDED, run_v2.Condition.State.CONDITION_FAILED)
 
@@ -73,7 +78,7 @@ _TERMINAL = (run_v2.Condition.State.CONDITION_SUCCEEDED, run_v2.Condition.State.
 def container_env(spec: ContainerSpec) -> dict[str, str]:
     """The environment a container gets: ``spec.env`` plus its identity and egress."""
     env = {**spec.env, GUID_ENV: spec.container_id, "SKYCRAWL_TENANT_ID": spec.tenant_id}
-    env["SKYCRAWL_EGRESS_NAME"] = spec.egress.name
+    env[EGRESS_ENV] = spec.egress.name
     if spec.egress.proxy_url:
         env["SKYCRAWL_PROXY_URL"] = spec.egress.proxy_url
     return env
@@ -81,9 +86,13 @@ def container_env(spec: ContainerSpec) -> dict[str, str]:
 
 def execution_guid(execution: run_v2.Execution) -> str | None:
     """The GUID an execution was started for, from its template's environment."""
+    return _execution_env(execution, GUID_ENV)
+
+
+def _execution_env(execution: run_v2.Execution, name: str) -> str | None:
     for container in execution.template.containers:
         for variable in container.env:
-            if variable.name == GUID_ENV:
+            if variable.name == name:
                 return str(variable.value)
     return None
 
@@ -163,7 +172,9 @@ class CloudRunRuntime:
         if execution is not None and execution.name:
             self._known[spec.container_id] = execution.name
 
-    async def stop_container(self, *, container_id: str, grace_s: float = 10) -> None:
+    async def stop_container(
+        self, *, container_id: str, egress: Egress, grace_s: float = 10
+    ) -> None:
         execution = await self._find(container_id)
         if execution is None or _finished(execution):
             return
@@ -197,13 +208,13 @@ class CloudRunRuntime:
             return ContainerStatus(container_id, RunState.running, detail=detail)
         return ContainerStatus(container_id, RunState.pending, detail=detail)
 
-    async def describe(self, *, container_id: str) -> ContainerStatus:
+    async def describe(self, *, container_id: str, egress: Egress) -> ContainerStatus:
         execution = await self._find(container_id)
         if execution is None:
             return ContainerStatus(container_id, RunState.unknown, detail="no execution")
         return await self._status(container_id, execution)
 
-    async def list_running(self) -> list[ContainerStatus]:
+    async def list_running(self, *, egress: Egress) -> list[ContainerStatus]:
         running: list[ContainerStatus] = []
         try:
             pager = await self._executions.list_executions(parent=self._job)
@@ -211,6 +222,8 @@ class CloudRunRuntime:
                 guid = execution_guid(execution)
                 if guid is None or _finished(execution):
                     continue
+                if _execution_env(execution, EGRESS_ENV) != egress.name:
+                    continue  # another egress's execution of the same job
                 self._known.setdefault(guid, execution.name)
                 status = await self._status(guid, execution)
                 if status.state is RunState.running:

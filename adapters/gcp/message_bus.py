@@ -122,6 +122,10 @@ def _translate(exc: gexc.GoogleAPICallError, what: str) -> Exception:
     return translate(exc, what)
 
 
+#: Pub/Sub allows 10,000 subscriptions per topic (one per live container of the tenant).
+MAX_SUBSCRIPTIONS_PER_TOPIC = 10_000
+
+
 class PubSubMessageBus:
     """MessageBus on Pub/Sub topics and pull subscriptions of one project."""
 
@@ -146,6 +150,7 @@ class PubSubMessageBus:
             filter_propagation_s=0,
             max_visibility_timeout_s=MAX_VISIBILITY_TIMEOUT_S,
             native_dead_letter=True,
+            max_subscriptions_per_topic=MAX_SUBSCRIPTIONS_PER_TOPIC,
         )
         self._limits: dict[str, int | None] = {}  # subscription -> max_deliveries
         self._counts: OrderedDict[str, int] = OrderedDict()  # fallback delivery counting
@@ -165,6 +170,9 @@ class PubSubMessageBus:
 
     async def ensure_topic(self, *, topic: str) -> None:
         await self.admin.ensure_topic(topic)
+
+    async def delete_topic(self, *, topic: str) -> None:
+        await self.admin.delete_topic(topic)
 
     async def ensure_subscription(
         self, *, topic: str, name: str, filter: Mapping[str, str]

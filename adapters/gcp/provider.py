@@ -8,7 +8,7 @@ Scheduler       Cloud Tasks -> ``/internal/timers``           ``CloudTasksSchedu
 StateStore      Firestore (Native mode)                       ``FirestoreStateStore``
 BlobStore       Cloud Storage                                 ``GcsBlobStore``
 Runtime         Cloud Run job executions                      ``CloudRunRuntime``
-Provisioner     Pub/Sub topic + subscription, bucket prefix   ``GcpProvisioner``
+Provisioner     Pub/Sub dispatch topic, bucket prefix         ``GcpProvisioner``
 ==============  ============================================  =================================
 
 ``build_ports`` takes ready SDK clients (``GcpClients``: tests, other credentials) and builds
@@ -27,6 +27,7 @@ for every setting and ``deploy/gcp/README.md`` for what to deploy and what it co
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -41,6 +42,7 @@ from adapters.gcp.blob_store import GcsBlobStore
 from adapters.gcp.message_bus import PubSubMessageBus
 from adapters.gcp.settings import GcpSettings
 from core.clock import Clock, SystemClock
+from core.models import Egress
 from core.ports import ContainerRuntime, Ports
 from core.settings import SkycrawlSettings
 
@@ -120,6 +122,35 @@ def _runtime(gcp: GcpSettings, clients: GcpClients) -> CloudRunRuntime:
     )
 
 
+def regional(gcp: GcpSettings, egress: Egress) -> GcpSettings:
+    """``gcp`` in the egress's region when it names one (not ``local`` or empty): the job
+    ``SKYCRAWL_GCP_RUN_JOB`` deployed in that region."""
+    if egress.region in ("", "local", gcp.region):
+        return gcp
+    return gcp.model_copy(update={"region": egress.region})
+
+
+def _cloud_run_per_region(
+    gcp: GcpSettings, clients: GcpClients
+) -> Callable[[Egress], ContainerRuntime]:
+    made: dict[str, ContainerRuntime] = {}
+
+    def build(egress: Egress) -> ContainerRuntime:
+        where = regional(gcp, egress)
+        if where.region not in made:  # the given clients serve the home region
+            own = clients if where.region == gcp.region else GcpClients()
+            made[where.region] = _runtime(where, own)
+        return made[where.region]
+
+    return build
+
+
+def build_runtime(settings: SkycrawlSettings, egress: Egress) -> ContainerRuntime:
+    """Cloud Run for a ``cloud-run`` egress of another family's deployment
+    (``SKYCRAWL_GCP_*``; call it from a coroutine, the clients belong to the loop)."""
+    return _runtime(regional(GcpSettings(), egress), GcpClients())
+
+
 def build_ports(
     settings: SkycrawlSettings,
     gcp: GcpSettings,
@@ -127,14 +158,18 @@ def build_ports(
     clock: Clock | None = None,
     clients: GcpClients | None = None,
     runtime: ContainerRuntime | None = None,
+    runtimes: Mapping[str, ContainerRuntime] | None = None,
 ) -> Ports:
     """Every GCP adapter, on the given clients or new ones (from a coroutine, see above).
-    ``runtime`` replaces Cloud Run (the end-to-end test runs engine subprocesses)."""
+    One runtime per egress (``adapters.runtimes``; ``cloud-run`` egresses share one per
+    region). ``runtime`` replaces every egress's runtime and ``runtimes`` those it names
+    (the end-to-end test runs engine subprocesses)."""
     from google.cloud import firestore, tasks_v2
 
     from adapters.gcp.provisioner import GcpProvisioner
     from adapters.gcp.scheduler import CloudTasksScheduler
     from adapters.gcp.state_store import FirestoreStateStore
+    from adapters.runtimes import build_runtimes, same_runtime
 
     gcp.require("project", "bucket", "timer_url", "timer_service_account")
     clock = clock or SystemClock()
@@ -160,16 +195,22 @@ def build_ports(
         ),
         state=FirestoreStateStore(client=database, prefix=gcp.firestore_prefix, clock=clock),
         blobs=GcsBlobStore(client=blob_client, bucket=gcp.bucket),
-        runtime=runtime or _runtime(gcp, clients),
+        runtimes=same_runtime(runtime, settings)
+        if runtime is not None
+        else build_runtimes(
+            settings,
+            home="gcp",
+            build_home=_cloud_run_per_region(gcp, clients),
+            overrides=runtimes,
+        ),
         provisioner=GcpProvisioner(
-            project=gcp.project,
-            publisher=publisher,
-            subscriber=subscriber,
+            admin=bus.admin,
             storage_client=blob_client,
             bucket=gcp.bucket,
-            prefix=gcp.tenant_prefix,
+            dispatch_topic=settings.dispatch_topic,
         ),
         clock=clock,
+        pool=tuple(settings.egresses),
     )
 
 

@@ -2,15 +2,17 @@
 
 For tenant ``T`` it creates (idempotently):
 
-* the Pub/Sub topic ``<prefix>T`` and its pull subscription ``<prefix>T`` (7 days retention,
-  labelled ``skycrawl-tenant=T``) -- the tenant's own queue, for integrations that feed or
-  drain a tenant without touching the shared inbox;
+* the tenant's dispatch topic ``<SKYCRAWL_DISPATCH_TOPIC>-T`` (``core.layout.tenant_topic``)
+  with its dead-letter topic and that topic's subscription, laid out as
+  ``PubSubMessageBus.ensure_topic`` lays them out: the conductor publishes T's work there and
+  T's containers create their filtered subscriptions on it, on no other topic;
 * the marker object ``gs://<bucket>/tenants/T/.tenant.json`` recording the tenant and when it
   was provisioned: the tenant's prefix in the shared bucket (pages, manifests and exports live
   under ``tenants/T/``; an IAM condition on that prefix gives a tenant direct read access).
 
-``provision`` returns ``{"topic", "subscription", "marker"}`` (full resource names and a
-``gs://`` URL); ``teardown`` deletes the three (missing ones are fine). It does not delete the
+``provision`` returns ``{"dispatch_topic", "marker"}`` (the topic's name and a ``gs://``
+URL); ``teardown`` deletes the topic with every subscription still on it, its dead-letter
+topic and subscription, and the marker (missing ones are fine). It does not delete the
 tenant's other blobs: ``core.tenancy`` does that through the BlobStore before teardown.
 State stays in the shared Firestore database, partitioned by tenant (pooled mode); a
 database per tenant would be ``firestore_admin_v1`` ``create_database`` at ~minutes per
@@ -18,12 +20,13 @@ tenant, which the core does not need.
 
 Limits and cost
     Tenant ids are 1-64 letters, digits, ``_`` or ``-`` starting with a letter or digit, else
-    ``core.errors.InvalidRequest``. Topics and subscriptions cost nothing while idle; the
-    marker is one tiny object. Needs ``roles/pubsub.editor`` and object create/delete on the
-    bucket.
+    ``core.errors.InvalidRequest``. A project holds 10,000 topics (one per tenant, plus two);
+    a topic, 10,000 subscriptions (each tenant's live containers at most). Topics and
+    subscriptions cost nothing while idle; the marker is one tiny object. Needs
+    ``roles/pubsub.editor`` and object create/delete on the bucket.
 
 Settings
-    ``SKYCRAWL_GCP_PROJECT``, ``SKYCRAWL_GCP_BUCKET``, ``SKYCRAWL_GCP_TENANT_PREFIX``.
+    ``SKYCRAWL_GCP_PROJECT``, ``SKYCRAWL_GCP_BUCKET``, ``SKYCRAWL_DISPATCH_TOPIC``.
 """
 
 from __future__ import annotations
@@ -33,17 +36,17 @@ import contextlib
 import json
 import re
 from collections.abc import Mapping
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 from google.api_core import exceptions as gexc
 from google.cloud import storage  # type: ignore[attr-defined, unused-ignore]
-from google.pubsub_v1 import PublisherAsyncClient, SubscriberAsyncClient, types
 
 from adapters.gcp.errors import translate
+from adapters.gcp.pubsub_admin import PubSubAdmin
 from core.errors import InvalidRequest
+from core.layout import tenant_topic
 
 _TENANT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
-RETENTION_S = 7 * 86400
 
 
 def marker_key(tenant_id: str) -> str:
@@ -51,24 +54,20 @@ def marker_key(tenant_id: str) -> str:
 
 
 class GcpProvisioner:
-    """Provisioner creating a Pub/Sub topic + subscription and a bucket prefix per tenant."""
+    """Provisioner creating a dispatch topic and a bucket prefix per tenant."""
 
     def __init__(
         self,
         *,
-        project: str,
-        publisher: PublisherAsyncClient,
-        subscriber: SubscriberAsyncClient,
+        admin: PubSubAdmin,
         storage_client: storage.Client,
         bucket: str,
-        prefix: str = "skycrawl-tenant-",
+        dispatch_topic: str = "skycrawl-dispatch",
     ) -> None:
-        self._project = project
-        self._pub = publisher
-        self._sub = subscriber
+        self._admin = admin
         self._storage = storage_client
         self._bucket = bucket
-        self._prefix = prefix
+        self._dispatch_topic = dispatch_topic
 
     def resources(self, tenant_id: str) -> dict[str, str]:
         """What ``provision`` creates for ``tenant_id`` (names only; nothing is called)."""
@@ -76,29 +75,15 @@ class GcpProvisioner:
             raise InvalidRequest(
                 f"invalid tenant id {tenant_id!r}: 1-64 letters, digits, '_' or '-'"
             )
-        name = f"{self._prefix}{tenant_id}"
         return {
-            "topic": f"projects/{self._project}/topics/{name}",
-            "subscription": f"projects/{self._project}/subscriptions/{name}",
+            "dispatch_topic": tenant_topic(self._dispatch_topic, tenant_id),
             "marker": f"gs://{self._bucket}/{marker_key(tenant_id)}",
         }
 
     async def provision(self, *, tenant_id: str) -> Mapping[str, str]:
         refs = self.resources(tenant_id)
-        labels = {"skycrawl-tenant": tenant_id.lower()}
-        subscription = types.Subscription(
-            name=refs["subscription"],
-            topic=refs["topic"],
-            labels=labels,
-            ack_deadline_seconds=60,
-            message_retention_duration=timedelta(seconds=RETENTION_S),
-            expiration_policy=types.ExpirationPolicy(),  # never
-        )
+        await self._admin.ensure_topic(refs["dispatch_topic"])
         try:
-            with contextlib.suppress(gexc.AlreadyExists):
-                await self._pub.create_topic(request=types.Topic(name=refs["topic"], labels=labels))
-            with contextlib.suppress(gexc.AlreadyExists):
-                await self._sub.create_subscription(request=subscription)
             await asyncio.to_thread(self._write_marker, tenant_id)
         except gexc.GoogleAPICallError as exc:
             raise translate(exc, f"provisioning tenant {tenant_id}") from exc
@@ -114,11 +99,8 @@ class GcpProvisioner:
     async def teardown(self, *, tenant_id: str, resources: Mapping[str, str]) -> None:
         refs = self.resources(tenant_id)  # only ever this tenant's names, whatever resources says
         blob = self._storage.bucket(self._bucket).blob(marker_key(tenant_id))
+        await self._admin.delete_topic(refs["dispatch_topic"])
         try:
-            with contextlib.suppress(gexc.NotFound):
-                await self._sub.delete_subscription(subscription=refs["subscription"])
-            with contextlib.suppress(gexc.NotFound):
-                await self._pub.delete_topic(topic=refs["topic"])
             with contextlib.suppress(gexc.NotFound):
                 await asyncio.to_thread(blob.delete)
         except gexc.GoogleAPICallError as exc:

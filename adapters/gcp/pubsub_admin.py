@@ -130,6 +130,22 @@ class PubSubAdmin:
             raise Conflict(f"subscription {name} exists with filter {existing.filter!r}")
 
     @translating("Pub/Sub")
+    async def delete_topic(self, topic: str) -> None:
+        """Remove what ``ensure_topic`` made -- the topic, its dead-letter topic and that
+        topic's subscription -- and every subscription still on the topic."""
+        dlq = dead_letter_queue(topic)
+        with contextlib.suppress(gexc.NotFound):
+            pager = await self._pub.list_topic_subscriptions(topic=self.topic_path(topic))
+            async for path in pager:
+                with contextlib.suppress(gexc.NotFound):
+                    await self._sub.delete_subscription(subscription=path)
+        with contextlib.suppress(gexc.NotFound):
+            await self._sub.delete_subscription(subscription=self.subscription_path(dlq))
+        for name in (topic, dlq):
+            with contextlib.suppress(gexc.NotFound):
+                await self._pub.delete_topic(topic=self.topic_path(name))
+
+    @translating("Pub/Sub")
     async def delete_subscription(self, name: str) -> None:
         with contextlib.suppress(gexc.NotFound):
             await self._sub.delete_subscription(subscription=self.subscription_path(name))

@@ -85,10 +85,6 @@ class GcpSettings(BaseSettings):
         description="Executions scanned, newest first, to find a GUID's execution when this "
         "instance did not start it.",
     )
-    tenant_prefix: str = Field(
-        "skycrawl-tenant-",
-        description="Prefix of per-tenant Pub/Sub topics and subscriptions (GcpProvisioner).",
-    )
 
     @field_validator("internal_callers", mode="before")
     @classmethod

@@ -28,11 +28,12 @@ import asyncio
 import contextlib
 import os
 import uuid
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 from core.errors import Conflict, InvalidRequest, NotFound
 from core.ports.blob_store import RESERVED_SEGMENT as _TMP
-from core.ports.blob_store import BlobCapabilities, check_key, check_prefix
+from core.ports.blob_store import STREAM_CHUNK_BYTES, BlobCapabilities, check_key, check_prefix
 
 
 def _walk_keys(root: Path, prefix: str) -> list[str]:
@@ -101,6 +102,30 @@ class FileBlobStore:
     async def exists(self, *, key: str) -> bool:
         path = self._path(key)
         return await asyncio.to_thread(path.is_file)
+
+    async def stream(
+        self, *, key: str, chunk_bytes: int = STREAM_CHUNK_BYTES
+    ) -> AsyncIterator[bytes]:
+        path = self._path(key)
+        try:
+            handle = await asyncio.to_thread(path.open, "rb")
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError) as exc:
+            raise NotFound(f"no blob {key!r}") from exc
+        try:  # the open file keeps reading the object it opened, even if it is replaced
+            while chunk := await asyncio.to_thread(handle.read, chunk_bytes):
+                yield chunk
+        finally:
+            handle.close()
+
+    async def size(self, *, key: str) -> int:
+        path = self._path(key)
+        try:
+            stat = await asyncio.to_thread(path.stat)
+        except (FileNotFoundError, NotADirectoryError) as exc:
+            raise NotFound(f"no blob {key!r}") from exc
+        if not path.is_file():
+            raise NotFound(f"no blob {key!r}")
+        return stat.st_size
 
     async def list(self, *, prefix: str) -> list[str]:
         check_prefix(prefix)

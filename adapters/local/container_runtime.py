@@ -9,7 +9,8 @@ Features
     ``stop_container`` sends SIGTERM to the child's process group, waits up to ``grace_s``
     (at most 300 s), then SIGKILLs the group and reaps it. ``describe`` reports ``running``,
     ``exited`` with the exit code (a signal N is reported as 128+N, as Docker does) or
-    ``unknown`` for a GUID this instance never started.
+    ``unknown`` for a GUID this instance never started. ``list_running(egress=...)`` lists
+    the running children started for that egress (several egresses may share one runtime).
 
 No orphans
     Every child runs in its own session / process group, so a terminal's Ctrl-C reaches only
@@ -49,6 +50,7 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -56,6 +58,7 @@ from pathlib import Path
 
 from core.clock import Clock, SystemClock
 from core.errors import ConfigurationError, InvalidRequest
+from core.models import Egress
 from core.ports.container_runtime import (
     ContainerSpec,
     ContainerStatus,
@@ -131,8 +134,11 @@ class SubprocessRuntime:
         env["SKYCRAWL_EGRESS_NAME"] = spec.egress.name
         if spec.egress.proxy_url:
             env["SKYCRAWL_PROXY_URL"] = spec.egress.proxy_url
-        else:
-            env.pop("SKYCRAWL_PROXY_URL", None)
+        for name in ("SKYCRAWL_PROXY_URL", "SKYCRAWL_PROXY_URLS"):
+            if name not in spec.env and not (
+                name == "SKYCRAWL_PROXY_URL" and spec.egress.proxy_url
+            ):
+                env.pop(name, None)  # never a proxy of this process's own environment
         return env
 
     async def start_container(self, *, spec: ContainerSpec) -> None:
@@ -157,6 +163,9 @@ class SubprocessRuntime:
                 )
         except OSError as exc:
             raise ConfigurationError(f"cannot start {self._command[0]!r}: {exc}") from exc
+        # reap the child the moment it exits, so none is left <defunct> under ``skycrawl up``
+        # while nobody asks about it (Popen.wait is thread-safe; poll() then sees the code)
+        threading.Thread(target=process.wait, name=f"reap-{process.pid}", daemon=True).start()
         pid_file = self.log_dir / f"{spec.container_id}.pid"
         child = _Child(spec, process, pid_file, log_file)
         self._children[spec.container_id] = child
@@ -176,7 +185,9 @@ class SubprocessRuntime:
         }
         child.pid_file.write_text(json.dumps(record))
 
-    async def stop_container(self, *, container_id: str, grace_s: float = 10) -> None:
+    async def stop_container(
+        self, *, container_id: str, egress: Egress, grace_s: float = 10
+    ) -> None:
         child = self._children.get(container_id)
         if child is None:
             return
@@ -192,7 +203,7 @@ class SubprocessRuntime:
             _signal_group(process.pid, signal.SIGKILL)  # whatever is left of the group
         child.pid_file.unlink(missing_ok=True)
 
-    async def describe(self, *, container_id: str) -> ContainerStatus:
+    async def describe(self, *, container_id: str, egress: Egress) -> ContainerStatus:
         child = self._children.get(container_id)
         if child is None:
             return ContainerStatus(container_id, RunState.unknown, detail="not started here")
@@ -210,14 +221,22 @@ class SubprocessRuntime:
             container_id, RunState.exited, _exit_code(returncode), f"log: {child.log_file}"
         )
 
-    async def list_running(self) -> list[ContainerStatus]:
-        statuses = [self._status(child) for child in self._children.values()]
+    async def list_running(self, *, egress: Egress) -> list[ContainerStatus]:
+        mine = [c for c in self._children.values() if c.spec.egress.name == egress.name]
+        statuses = [self._status(child) for child in mine]
         return [status for status in statuses if status.state is RunState.running]
 
     async def close(self) -> None:
-        running = [cid for cid, c in self._children.items() if c.process.poll() is None]
+        running = [c for c in self._children.values() if c.process.poll() is None]
         await asyncio.gather(
-            *(self.stop_container(container_id=cid, grace_s=self._close_grace_s) for cid in running)
+            *(
+                self.stop_container(
+                    container_id=c.spec.container_id,
+                    egress=c.spec.egress,
+                    grace_s=self._close_grace_s,
+                )
+                for c in running
+            )
         )
         for child in self._children.values():
             child.pid_file.unlink(missing_ok=True)

@@ -32,7 +32,9 @@ Features
 Limits
     Body plus attribute names and values at most 256 KiB (else ``InvalidRequest``); visibility
     timeout above 0 and at most 12 h; delays up to 30 days; queue, topic and subscription names
-    of letters, digits, ``.``, ``_`` and ``-`` (200 at most); sending to or receiving from a
+    of letters, digits, ``.``, ``_`` and ``-`` (200 at most); no limit on subscriptions per
+    topic unless ``max_subscriptions_per_topic`` is given (then ``ensure_subscription`` beyond
+    it is ``QuotaExceeded``, as on the clouds' brokers); sending to or receiving from a
     queue or subscription that was never ensured (or was deleted) is ``NotFound``. "Now" comes from the injected
     clock (times are the clock's epoch seconds), so every process sharing a file must use the
     same clock -- the system clock outside tests. Throughput is that of one SQLite writer:
@@ -58,7 +60,7 @@ from pathlib import Path
 
 from adapters.local.state_store import SqliteThread
 from core.clock import Clock, SystemClock
-from core.errors import Conflict, InvalidRequest, NotFound
+from core.errors import Conflict, InvalidRequest, NotFound, QuotaExceeded
 from core.ports.message_bus import (
     BusCapabilities,
     Lease,
@@ -208,15 +210,21 @@ def _lost(lease: Lease) -> Conflict:
 class SqliteMessageBus:
     """MessageBus on one SQLite file in WAL mode, shared safely by several processes."""
 
-    capabilities = BusCapabilities(
-        max_message_bytes=MAX_MESSAGE_BYTES,
-        filters_applied=True,
-        filter_propagation_s=0,
-        max_visibility_timeout_s=MAX_VISIBILITY_TIMEOUT_S,
-        native_dead_letter=True,
-    )
-
-    def __init__(self, path: Path, *, clock: Clock | None = None) -> None:
+    def __init__(
+        self,
+        path: Path,
+        *,
+        clock: Clock | None = None,
+        max_subscriptions_per_topic: int | None = None,
+    ) -> None:
+        self.capabilities = BusCapabilities(
+            max_message_bytes=MAX_MESSAGE_BYTES,
+            filters_applied=True,
+            filter_propagation_s=0,
+            max_visibility_timeout_s=MAX_VISIBILITY_TIMEOUT_S,
+            native_dead_letter=True,
+            max_subscriptions_per_topic=max_subscriptions_per_topic,
+        )
         self.path = path
         self.clock: Clock = clock or SystemClock()
         self._db = SqliteThread(path, schema=_SCHEMA)
@@ -383,9 +391,19 @@ class SqliteMessageBus:
         )
         filter_json = json.dumps(dict(filter), sort_keys=True)
 
+        limit = self.capabilities.max_subscriptions_per_topic
+
         def op(conn: sqlite3.Connection) -> None:
             if conn.execute("SELECT 1 FROM topics WHERE name=?", (topic,)).fetchone() is None:
                 raise NotFound(f"no such topic: {topic}")
+            if limit is not None:
+                (others,) = conn.execute(
+                    "SELECT COUNT(*) FROM subscriptions WHERE topic=? AND name<>?", (topic, name)
+                ).fetchone()
+                if others >= limit:
+                    raise QuotaExceeded(
+                        f"topic {topic} holds its limit of {limit} subscriptions", retry_after=60
+                    )
             conn.execute(
                 "INSERT INTO subscriptions VALUES (?, ?, ?) "
                 "ON CONFLICT (topic, name) DO UPDATE SET filter=excluded.filter",
@@ -405,6 +423,36 @@ class SqliteMessageBus:
             conn.execute("DELETE FROM messages WHERE source=?", (key,))
 
         await self._db.write(op)
+
+    async def delete_topic(self, *, topic: str) -> None:
+        """Remove a topic with its subscriptions, dead-letter queue and messages (the local
+        provisioner's teardown of a tenant); missing is not an error."""
+        dlq = _source_key(Queue(dead_letter_queue(topic)))
+
+        def op(conn: sqlite3.Connection) -> None:
+            names = conn.execute("SELECT name FROM subscriptions WHERE topic=?", (topic,))
+            for source in [_source_key(Subscription(topic, n)) for (n,) in names.fetchall()]:
+                conn.execute("DELETE FROM sources WHERE source=?", (source,))
+                conn.execute("DELETE FROM messages WHERE source=?", (source,))
+            conn.execute("DELETE FROM subscriptions WHERE topic=?", (topic,))
+            conn.execute("DELETE FROM sources WHERE source=?", (dlq,))
+            conn.execute("DELETE FROM messages WHERE source=?", (dlq,))
+            conn.execute("DELETE FROM topics WHERE name=?", (topic,))
+
+        await self._db.write(op)
+
+    async def topics(self) -> dict[str, list[str]]:
+        """Every topic with the names of its subscriptions (what teardown tests list)."""
+
+        def op(conn: sqlite3.Connection) -> dict[str, list[str]]:
+            found: dict[str, list[str]] = {
+                name: [] for (name,) in conn.execute("SELECT name FROM topics").fetchall()
+            }
+            for topic, name in conn.execute("SELECT topic, name FROM subscriptions").fetchall():
+                found.setdefault(topic, []).append(name)
+            return found
+
+        return await self._db.read(op)
 
     async def close(self) -> None:
         await self._db.close()

@@ -28,7 +28,7 @@ so a second one would reap the first one's as lost — hence the lock. Settings:
 from __future__ import annotations
 
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from adapters.local.blob_store import FileBlobStore
 from adapters.local.container_runtime import SubprocessRuntime
@@ -37,7 +37,8 @@ from adapters.local.provisioner import DirectoryProvisioner
 from adapters.local.scheduler import SqliteScheduler
 from adapters.local.state_store import SqliteStateStore
 from core.clock import Clock, SystemClock
-from core.ports import Ports
+from core.models import Egress
+from core.ports import ContainerRuntime, Ports
 from core.settings import LocalSettings, SkycrawlSettings
 
 
@@ -47,28 +48,54 @@ def build_ports(
     *,
     clock: Clock | None = None,
     runtime_command: Sequence[str] | None = None,
+    runtimes: Mapping[str, ContainerRuntime] | None = None,
 ) -> Ports:
-    """Create the data directory layout and every local adapter on it."""
+    """Create the data directory layout and every local adapter on it.
+
+    Every egress of runtime ``local`` shares one ``SubprocessRuntime`` (it lists by egress);
+    an egress of another runtime gets that family's (``adapters.runtimes``). ``runtimes``
+    replaces the runtime of the egresses it names."""
+    from adapters.runtimes import build_runtimes
+
     clock = clock or SystemClock()
     data_dir = local.data_dir.resolve()
     for sub in ("blobs", "logs", "tenants"):
         (data_dir / sub).mkdir(parents=True, exist_ok=True)
     bus = SqliteMessageBus(data_dir / "bus.sqlite3", clock=clock)
-    command = runtime_command or (local.python or sys.executable, "-m", "engine_container")
+    subprocesses = _subprocess_runtime(settings, local, clock, runtime_command)
     return Ports(
         bus=bus,
         scheduler=SqliteScheduler(bus),
         state=SqliteStateStore(data_dir / "state.sqlite3", clock=clock),
         blobs=FileBlobStore(data_dir / "blobs"),
-        runtime=SubprocessRuntime(
-            command=command,
-            log_dir=data_dir / "logs",
-            clock=clock,
-            close_grace_s=settings.stop_grace_s,
+        runtimes=build_runtimes(
+            settings, home="local", build_home=lambda _egress: subprocesses, overrides=runtimes
         ),
-        provisioner=DirectoryProvisioner(data_dir),
+        provisioner=DirectoryProvisioner(data_dir, bus=bus, dispatch_topic=settings.dispatch_topic),
         clock=clock,
+        pool=tuple(settings.egresses),
     )
+
+
+def _subprocess_runtime(
+    settings: SkycrawlSettings,
+    local: LocalSettings,
+    clock: Clock | None = None,
+    command: Sequence[str] | None = None,
+) -> SubprocessRuntime:
+    return SubprocessRuntime(
+        command=command or (local.python or sys.executable, "-m", "engine_container"),
+        log_dir=local.data_dir.resolve() / "logs",
+        clock=clock,
+        close_grace_s=settings.stop_grace_s,
+    )
+
+
+def build_runtime(settings: SkycrawlSettings, egress: Egress) -> ContainerRuntime:
+    """Engine subprocesses for a ``local`` egress of another family's deployment (their
+    logs in ``SKYCRAWL_LOCAL_DATA_DIR``/logs; they reach the home bus through the home
+    composition root's ``engine_env``)."""
+    return _subprocess_runtime(settings, LocalSettings())
 
 
 def engine_env(local: LocalSettings) -> dict[str, str]:

@@ -6,7 +6,9 @@ Run with the Crawlee venv's interpreter (bench/crawl_bench.py creates bench/.ven
         [--concurrency 16] [--max-pages N]
 
 Storage is in memory (``MemoryStorageClient``, purged on start); every page pushes
-{url, status, title} to the default dataset and enqueues its same-hostname links; robots.txt is
+{url, status, title, links, markdown} to the default dataset — the main text as markdown by
+trafilatura (``--markdown``: or html-to-markdown, markdownify, none), called in the request
+handler as Crawlee users do — and enqueues its same-hostname links; robots.txt is
 respected. Concurrency is pinned (min = desired = max) so the autoscaler cannot change it. At
 the end the dataset is written to OUT.jsonl, one JSON object a line.
 """
@@ -17,6 +19,8 @@ import argparse
 import asyncio
 import json
 import logging
+from typing import Any
+from urllib.parse import urljoin
 
 from crawlee import ConcurrencySettings, service_locator
 from crawlee.configuration import Configuration
@@ -24,7 +28,28 @@ from crawlee.crawlers import ParselCrawler, ParselCrawlingContext
 from crawlee.storage_clients import MemoryStorageClient
 
 
-async def crawl(start_url: str, out: str, concurrency: int, max_pages: int | None) -> None:
+def to_markdown(tool: str) -> Any:
+    if tool == "trafilatura":
+        import trafilatura
+
+        return lambda html, url: trafilatura.extract(
+            html, url=url, output_format="markdown", include_links=True
+        )
+    if tool == "html-to-markdown":
+        import html_to_markdown
+
+        return lambda html, url: html_to_markdown.convert(html).content
+    if tool == "markdownify":
+        from markdownify import markdownify
+
+        return lambda html, url: markdownify(html)
+    return lambda html, url: None
+
+
+async def crawl(
+    start_url: str, out: str, concurrency: int, max_pages: int | None, markdown: str
+) -> None:
+    convert = to_markdown(markdown)
     service_locator.set_configuration(Configuration(purge_on_start=True, log_level="WARNING"))
     service_locator.set_storage_client(MemoryStorageClient())
     crawler = ParselCrawler(
@@ -39,11 +64,22 @@ async def crawl(start_url: str, out: str, concurrency: int, max_pages: int | Non
 
     @crawler.router.default_handler
     async def handle(context: ParselCrawlingContext) -> None:
+        selector = context.selector
+        links = [
+            {
+                "url": urljoin(context.request.url, href),
+                "text": " ".join(a.css("::text").getall()).strip(),
+            }
+            for a in selector.css("a[href]")
+            if (href := a.attrib.get("href"))
+        ]
         await context.push_data(
             {
                 "url": context.request.url,
                 "status": context.http_response.status_code,
-                "title": context.selector.css("title::text").get(),
+                "title": selector.css("title::text").get(),
+                "links": links,
+                "markdown": convert(selector.get(), context.request.url),
             }
         )
         await context.enqueue_links(strategy="same-hostname")
@@ -62,9 +98,12 @@ def main() -> None:
     parser.add_argument("out", help="JSON-lines output file")
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--max-pages", type=int, default=0, help="0 = unlimited")
+    parser.add_argument("--markdown", default="trafilatura", help="markdown tool (or none)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
-    asyncio.run(crawl(args.start_url, args.out, args.concurrency, args.max_pages or None))
+    asyncio.run(
+        crawl(args.start_url, args.out, args.concurrency, args.max_pages or None, args.markdown)
+    )
 
 
 if __name__ == "__main__":

@@ -29,6 +29,7 @@ RFC 9457 problem (``core.api.problems``); unexpected exceptions are logged and a
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from core.api.crawls import CrawlRoutes
@@ -37,8 +38,10 @@ from core.api.openapi import build_openapi
 from core.api.problems import from_exception, problem_response, too_large
 from core.api.results import ResultRoutes
 from core.api.routing import Context, Reply, Route, Router
+from core.api.schedule_routes import ScheduleRoutes
 from core.api.schemas import Health
 from core.api.tenants import TenantRoutes
+from core.api.webhook_routes import WebhookRoutes
 from core.clock import Clock
 from core.errors import ConfigurationError, Forbidden, Unauthorized
 from core.models import Tenant
@@ -51,6 +54,13 @@ from core.tenancy import TenantService
 from core.webapp import WebApp, WebAppSettings
 
 API_VERSION = "0.1.0"
+
+
+def _headless(response: ApiResponse) -> ApiResponse:
+    """``response`` as the answer to a HEAD: same status and headers, no body."""
+    headers = dict(response.headers)
+    headers.setdefault("content-length", str(len(response.body)))
+    return ApiResponse(response.status, headers, b"")
 
 
 class Api:
@@ -74,12 +84,32 @@ class Api:
         except ValueError as exc:
             raise ConfigurationError(f"SKYCRAWL_ALLOW_CIDRS: {exc}") from exc
         crawls = CrawlRoutes(
-            records=records, tenants=tenants, bus=bus, clock=clock, settings=settings, policy=policy
+            records=records,
+            tenants=tenants,
+            bus=bus,
+            clock=clock,
+            settings=settings,
+            policy=policy,
+            blobs=blobs,
         )
         results = ResultRoutes(records=records, blobs=blobs)
         admin = TenantRoutes(records=records, tenants=tenants, settings=settings)
+        hooks = WebhookRoutes(records=records, bus=bus, clock=clock, inbox=settings.inbox_queue)
         self.router = Router(
-            [*self._system_routes(), *crawls.routes(), *results.routes(), *admin.routes()]
+            [
+                *self._system_routes(),
+                *crawls.routes(),
+                *results.routes(),
+                *admin.routes(),
+                *hooks.routes(),
+                *ScheduleRoutes(
+                    records=records,
+                    bus=bus,
+                    clock=clock,
+                    inbox=settings.inbox_queue,
+                    policy=policy,
+                ).routes(),
+            ]
         )
         self._openapi: Any = None
         self.web = WebApp(
@@ -93,10 +123,14 @@ class Api:
             web=web,
         )
 
-    async def handle(self, request: ApiRequest) -> ApiResponse:
-        """Answer one request; never raises."""
+    async def handle(self, request: ApiRequest, *, streaming: bool = False) -> ApiResponse:
+        """Answer one request; never raises. A streamed body (``response.stream``) is left to
+        a ``streaming`` caller to send, and joined into ``body`` for any other."""
         try:
             response = await self._dispatch(request)
+            if response.stream is not None and not streaming:
+                response.body = b"".join([chunk async for chunk in response.stream])
+                response.stream = None
         except Exception as exc:
             response = problem_response(from_exception(exc), instance=request.path)
         response.headers.setdefault("cache-control", "no-store")
@@ -108,6 +142,12 @@ class Api:
             raise too_large(limit)
         if WebApp.owns(request.path):
             return await self.web.handle(request)
+        method = request.method.upper()
+        if method == "HEAD":  # RFC 9110: HEAD is GET without the body, on every GET route
+            return _headless(await self._route(replace(request, method="GET")))
+        return await self._route(request)
+
+    async def _route(self, request: ApiRequest) -> ApiResponse:
         route, params = self.router.resolve(request.method.upper(), request.path)
         tenant = await self._authenticate(route, request)
         return await route.handler(Context(request, params, tenant))
@@ -149,6 +189,9 @@ class Api:
     async def healthz(self, ctx: Context) -> ApiResponse:
         return ApiResponse.json(200, Health())
 
+    async def healthz_head(self, ctx: Context) -> ApiResponse:
+        return _headless(await self.healthz(ctx))
+
     async def openapi(self, ctx: Context) -> ApiResponse:
         if self._openapi is None:
             self._openapi = build_openapi(
@@ -168,6 +211,14 @@ class Api:
                 "Liveness",
                 auth="none",
                 replies=(Reply(200, "Alive.", Health),),
+            ),
+            Route(
+                "HEAD",
+                "/healthz",
+                self.healthz_head,
+                "Liveness, without a body",
+                auth="none",
+                replies=(Reply(200, "Alive."),),
             ),
             Route(
                 "GET",

@@ -16,13 +16,15 @@ import uuid
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 
+from core import sealed_headers
 from core.api.http import ApiResponse
 from core.api.idempotency import IdempotencyKeys, busy, idempotency_key, spec_digest
 from core.api.problems import HttpProblem
-from core.api.routing import JSON_BODY_ERRORS, PAGING, Context, Param, Reply, Route
-from core.api.schemas import CrawlAccepted, CrawlList, CrawlStatus
+from core.api.routing import JSON_BODY_ERRORS, LIST_PAGING, Context, Param, Reply, Route
+from core.api.schemas import CrawlAccepted, CrawlList, CrawlStatus, WebhookStatus
 from core.api.validation import parse_json_body, query_int
 from core.clock import Clock
+from core.delivery_models import webhook_deliveries_table
 from core.errors import (
     Conflict,
     InvalidRequest,
@@ -34,6 +36,8 @@ from core.errors import (
 from core.messages import CancelRequested, CrawlSubmitted, encode
 from core.models import Crawl, CrawlSpec, CrawlState, Frozen, Tenant
 from core.netguard import AddressPolicy, check_url
+from core.output import allowed_handlers, handler_allowed
+from core.ports.blob_store import BlobStore
 from core.ports.message_bus import MessageBus
 from core.records import ActiveCrawl, Records, Versioned, listing_key
 from core.settings import SkycrawlSettings
@@ -54,6 +58,20 @@ async def load_crawl(records: Records, tenant_id: str, crawl_id: str) -> Version
     if found is None:
         raise NotFound(f"no crawl {crawl_id!r}")
     return found
+
+
+def check_handler(spec: CrawlSpec, allowed: str) -> None:
+    """A crawl may name only a handler the operator allows (``SKYCRAWL_HANDLERS``): 422."""
+    names = allowed_handlers(allowed)
+    if spec.handler is None or handler_allowed(spec.handler, names):
+        return
+    listed = ", ".join(sorted(names)) or "none"
+    error: dict[str, object] = {
+        "loc": ["handler"],
+        "msg": f"handler {spec.handler!r} is not allowed here (allowed: {listed})",
+        "type": "value_error",
+    }
+    raise InvalidRequest(f"handler {spec.handler!r} is not allowed", errors=[error])
 
 
 def check_spec_urls(spec: CrawlSpec, policy: AddressPolicy) -> None:
@@ -81,10 +99,12 @@ class CrawlRoutes:
         clock: Clock,
         settings: SkycrawlSettings,
         policy: AddressPolicy,
+        blobs: BlobStore | None = None,
     ) -> None:
         self._records = records
         self._tenants = tenants
         self._bus = bus
+        self._blobs = blobs
         self._clock = clock
         self._settings = settings
         self._policy = policy
@@ -97,6 +117,7 @@ class CrawlRoutes:
         tenant = ctx.owner
         spec = parse_json_body(ctx.request, CrawlSpec)
         check_spec_urls(spec, self._policy)
+        check_handler(spec, self._settings.handlers)
         await self._check_recrawl_of(tenant, spec)
         key = idempotency_key(ctx.request)
         digest = spec_digest(spec)
@@ -124,14 +145,18 @@ class CrawlRoutes:
         self, tenant: Tenant, spec: CrawlSpec, key: str | None, digest: str
     ) -> ApiResponse:
         now = self._clock.now()
-        crawl = Crawl(
-            id=f"cr_{uuid.uuid4().hex}",
-            tenant_id=tenant.id,
-            spec=spec,
-            created_at=now,
-            updated_at=now,
-        )
+        crawl_id = f"cr_{uuid.uuid4().hex}"
         undo: list[Undo] = []
+        if self._blobs is not None:  # Authorization / Cookie into the tenant's store
+            blobs = self._blobs
+            spec = await sealed_headers.seal(
+                blobs, tenant_id=tenant.id, crawl_id=crawl_id, spec=spec
+            )
+            if spec.sealed_headers:
+                undo.append(
+                    lambda: sealed_headers.discard(blobs, tenant_id=tenant.id, crawl_id=crawl_id)
+                )
+        crawl = Crawl(id=crawl_id, tenant_id=tenant.id, spec=spec, created_at=now, updated_at=now)
         try:
             await self._store(crawl, undo)
             if key is not None:
@@ -186,14 +211,18 @@ class CrawlRoutes:
 
     async def get_crawl(self, ctx: Context) -> ApiResponse:
         found = await load_crawl(self._records, ctx.tenant_id, ctx.params["crawl_id"])
-        return ApiResponse.json(200, self._status(found.value))
+        status = self._status(found.value)
+        hooks = await webhook_deliveries_table(self._records).get(ctx.tenant_id, found.value.id)
+        if hooks is not None:
+            webhook = WebhookStatus(state=hooks.value.state, attempts=list(hooks.value.attempts))
+            status = status.model_copy(update={"webhook": webhook})
+        return ApiResponse.json(200, status)
 
     async def list_crawls(self, ctx: Context) -> ApiResponse:
         """Newest first; the cursor is the (created_at, id) of the last item returned."""
         limit = query_int(ctx.request, "limit", default=100, low=1, high=1000)
-        after = _decode_list_cursor(ctx.request.query.get("cursor"))
         # the ``listing`` index is in newest-first key order: read one page, not the partition
-        start = None if after is None else listing_key(after[0], after[1])
+        start = _decode_list_cursor(ctx.request.query.get("cursor"))
         entries = await self._records.listing.query(ctx.tenant_id, limit=limit + 1, after=start)
         crawls = []
         for entry in entries[:limit]:
@@ -292,7 +321,7 @@ class CrawlRoutes:
                 self.list_crawls,
                 "List crawls, newest first",
                 replies=(Reply(200, "A page of crawls.", CrawlList), Reply(400, "Bad cursor.")),
-                params=PAGING,
+                params=LIST_PAGING,
             ),
             Route(
                 "GET",
@@ -324,14 +353,26 @@ async def _run_undo(undo: list[Undo]) -> None:
             log.exception("undoing a failed submission failed")
 
 
+_LIST_CURSOR = re.compile(r"c1\.([0-9]{17})\.(cr_[0-9a-f]{32})")
+
+
 def _encode_list_cursor(crawl: Crawl) -> str:
-    raw = f"{crawl.created_at.isoformat()}|{crawl.id}".encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+    """``c1.<listing key>``: the position of ``crawl`` in the newest-first index."""
+    return "c1." + listing_key(crawl.created_at, crawl.id).replace("|", ".")
 
 
-def _decode_list_cursor(cursor: str | None) -> tuple[datetime, str] | None:
+def _decode_list_cursor(cursor: str | None) -> str | None:
+    """The listing key to start after; 400 for a cursor of neither form."""
     if not cursor:
         return None
+    match = _LIST_CURSOR.fullmatch(cursor)
+    if match is not None:
+        return f"{match.group(1)}|{match.group(2)}"
+    after = _decode_legacy_list_cursor(cursor)
+    return listing_key(after[0], after[1])
+
+
+def _decode_legacy_list_cursor(cursor: str) -> tuple[datetime, str]:
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
         created, crawl_id = raw.split("|")

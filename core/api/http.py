@@ -7,7 +7,7 @@ Entry points (ASGI, Lambda, Azure Functions, Cloud Functions) turn their event i
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,6 +36,9 @@ class ApiResponse:
     status: int
     headers: dict[str, str] = field(default_factory=dict)
     body: bytes = b""
+    #: A body sent as it is produced (exports); ``Api.handle`` joins it into ``body`` unless
+    #: the caller can send chunks (``streaming=True``: the local ASGI server).
+    stream: AsyncIterator[bytes] | None = None
 
     @classmethod
     def json(

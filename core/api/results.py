@@ -1,7 +1,10 @@
-"""Tenant routes for results: paginated page records and exports (JSONL, WARC).
+"""Tenant routes for results: paginated page records and items, and exports (JSONL, WARC).
 
 Both read the chunks the engine writes (``core.layout``): ``manifest/{seq}.jsonl`` holds page
-records, one JSON a line; ``warc/{seq}.warc.gz`` the same pages as WARC records. A page cursor
+records, one JSON a line; ``warc/{seq}.warc.gz`` the same pages as WARC records;
+``content/{seq}.jsonl`` their formats, line for line, joined into each record as ``content``
+(one chunk at a time: a page of results never loads more than one chunk of a crawl);
+``items/{seq}.jsonl`` the extracted items (``GET .../items``, ``export?format=items``). A page cursor
 is the position (chunk ``seq``, line offset) of the next record, base64url-encoded; it stays
 valid while the crawl runs because chunks are only ever appended. Exports are the chunks
 concatenated, in memory: fine up to the size a function may answer with (6 MB on Lambda),
@@ -12,8 +15,12 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
+import json
 import logging
 import re
+from collections.abc import AsyncIterator
+from typing import Any
 
 from pydantic import ValidationError
 
@@ -21,35 +28,39 @@ from core.api.crawls import load_crawl
 from core.api.http import ApiResponse
 from core.api.problems import HttpProblem
 from core.api.routing import PAGING, Context, Param, Reply, Route
-from core.api.schemas import PageList
+from core.api.schemas import ItemList, PageList
 from core.api.validation import query_int
+from core.exports import FORMATS, export_stream
 from core.layout import crawl_prefix
 from core.models import PageRecord
+from core.output import with_content
 from core.ports.blob_store import BlobStore
 from core.records import Records
 
 log = logging.getLogger("skycrawl.api")
 
 _CHUNK = re.compile(r"(\d{1,12})\.(jsonl|warc\.gz)")
-_CURSOR = re.compile(r"p1:(\d{1,12}):(\d{1,9})")
-EXPORTS = {
-    "jsonl": ("manifest", "application/x-ndjson", "jsonl"),
-    "warc": ("warc", "application/warc", "warc.gz"),
-}
+_CURSOR = re.compile(r"p1[:.](\d{1,12})[:.](\d{1,9})")
+#: ``format=`` values of the export route: ``core.exports.FORMATS`` and ``items`` (an alias of
+#: ``items.jsonl``, the name the CLI uses)
+EXPORT_ALIASES = {"items": "items.jsonl"}
+EXPORTS = [*FORMATS, *EXPORT_ALIASES]
 
 
 def encode_cursor(seq: int, offset: int) -> str:
-    return base64.urlsafe_b64encode(f"p1:{seq}:{offset}".encode()).decode().rstrip("=")
+    return f"p1.{seq}.{offset}"
 
 
 def decode_cursor(cursor: str | None) -> tuple[int, int]:
     """(chunk seq, line offset) of the next record; (0, 0) without a cursor; 400 if bad."""
     if not cursor:
         return 0, 0
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode("ascii")
-    except (ValueError, binascii.Error, UnicodeDecodeError):
-        raise HttpProblem(400, "invalid cursor") from None
+    raw = cursor
+    if not cursor.startswith("p1."):  # the base64 form of earlier versions
+        try:
+            raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode("ascii")
+        except (ValueError, binascii.Error, UnicodeDecodeError):
+            raise HttpProblem(400, "invalid cursor") from None
     match = _CURSOR.fullmatch(raw)
     if match is None:
         raise HttpProblem(400, "invalid cursor")
@@ -77,12 +88,17 @@ class ResultRoutes:
         limit = query_int(ctx.request, "limit", default=100, low=1, high=1000)
         start = decode_cursor(ctx.request.query.get("cursor"))
         chunks = await self._chunks(tenant_id, crawl.value.id, "manifest")
-        items, next_position = await self._read(chunks, start, limit)
+        contents = dict(await self._chunks(tenant_id, crawl.value.id, "content"))
+        items, next_position = await self._read(chunks, start, limit, contents)
         cursor = None if next_position is None else encode_cursor(*next_position)
         return ApiResponse.json(200, PageList(items=items, next_cursor=cursor))
 
     async def _read(
-        self, chunks: list[tuple[int, str]], start: tuple[int, int], limit: int
+        self,
+        chunks: list[tuple[int, str]],
+        start: tuple[int, int],
+        limit: int,
+        contents: dict[int, str] | None = None,
     ) -> tuple[list[PageRecord], tuple[int, int] | None]:
         """Up to ``limit`` records from ``start``, and the position after them (None at end)."""
         start_seq, start_offset = start
@@ -90,7 +106,7 @@ class ResultRoutes:
         for seq, key in chunks:
             if seq < start_seq:
                 continue
-            lines = [line for line in (await self._blobs.get(key=key)).splitlines() if line.strip()]
+            lines = await self._lines(key, (contents or {}).get(seq))
             for offset in range(start_offset if seq == start_seq else 0, len(lines)):
                 if len(items) == limit:
                     return items, (seq, offset)
@@ -99,28 +115,87 @@ class ResultRoutes:
                     items.append(record)
         return items, None
 
+    async def _lines(self, key: str, content_key: str | None) -> list[bytes]:
+        """The lines of one manifest chunk, with their content joined in when stored."""
+        lines = [line for line in (await self._blobs.get(key=key)).splitlines() if line.strip()]
+        if content_key is None:
+            return lines
+        contents = (await self._blobs.get(key=content_key)).splitlines()
+        if len(contents) != len(lines):  # not written by this version: records alone
+            log.warning("content chunk %s does not match its manifest", content_key)
+            return lines
+        return [
+            with_content(line, c).rstrip(b"\n") for line, c in zip(lines, contents, strict=True)
+        ]
+
+    async def export_parts(self, tenant_id: str, crawl_id: str, kind: str) -> AsyncIterator[bytes]:
+        """An export one chunk at a time (page records with their content, items or WARC)."""
+        contents = dict(await self._chunks(tenant_id, crawl_id, "content"))
+        for seq, key in await self._chunks(tenant_id, crawl_id, kind):
+            if kind == "manifest":
+                lines = await self._lines(key, contents.get(seq))
+                yield b"".join(line + b"\n" for line in lines)
+                continue
+            data = await self._blobs.get(key=key)
+            if kind == "items" and data and not data.endswith(b"\n"):
+                data += b"\n"
+            yield data
+
+    async def list_items(self, ctx: Context) -> ApiResponse:
+        tenant_id = ctx.tenant_id
+        crawl = await load_crawl(self._records, tenant_id, ctx.params["crawl_id"])
+        limit = query_int(ctx.request, "limit", default=100, low=1, high=1000)
+        start_seq, start_offset = decode_cursor(ctx.request.query.get("cursor"))
+        found: list[dict[str, Any]] = []
+        position: tuple[int, int] | None = None
+        for seq, key in await self._chunks(tenant_id, crawl.value.id, "items"):
+            if seq < start_seq:
+                continue
+            lines = [line for line in (await self._blobs.get(key=key)).splitlines() if line.strip()]
+            for offset in range(start_offset if seq == start_seq else 0, len(lines)):
+                if len(found) == limit:
+                    position = (seq, offset)
+                    break
+                with contextlib.suppress(ValueError):
+                    found.append(json.loads(lines[offset]))
+            if position is not None:
+                break
+        cursor = None if position is None else encode_cursor(*position)
+        return ApiResponse.json(200, ItemList(items=found, next_cursor=cursor))
+
     async def export_crawl(self, ctx: Context) -> ApiResponse:
         tenant_id = ctx.tenant_id
         crawl = await load_crawl(self._records, tenant_id, ctx.params["crawl_id"])
-        fmt = ctx.request.query.get("format") or "jsonl"
-        if fmt not in EXPORTS:
-            raise HttpProblem(400, f"unknown export format {fmt!r} (use jsonl or warc)")
-        kind, content_type, extension = EXPORTS[fmt]
-        parts: list[bytes] = []
-        for _, key in await self._chunks(tenant_id, crawl.value.id, kind):
-            data = await self._blobs.get(key=key)
-            if kind == "manifest" and data and not data.endswith(b"\n"):
-                data += b"\n"
-            parts.append(data)
+        name = ctx.request.query.get("format") or "jsonl"
+        fmt = FORMATS.get(EXPORT_ALIASES.get(name, name))
+        if fmt is None:
+            known = ", ".join(EXPORTS)
+            raise HttpProblem(400, f"unknown export format {name!r} (use {known})")
         headers = {
-            "content-type": content_type,
-            "content-disposition": f'attachment; filename="{crawl.value.id}.{extension}"',
+            "content-type": fmt.content_type,
+            "content-disposition": f'attachment; filename="{crawl.value.id}.{fmt.extension}"',
         }
-        return ApiResponse(200, headers, b"".join(parts))
+        if fmt.name == "jsonl":  # page records with their per-page content, a chunk at a time
+            stream = self.export_parts(tenant_id, crawl.value.id, "manifest")
+        else:
+            stream = await export_stream(self._blobs, tenant_id, crawl.value.id, fmt.name)
+        return ApiResponse(200, headers, stream=stream)
 
     def routes(self) -> list[Route]:
         not_found = Reply(404, "No such crawl (or not yours).")
         return [
+            Route(
+                "GET",
+                "/v1/crawls/{crawl_id}/items",
+                self.list_items,
+                "Items extracted by a crawl (extract, handler), paginated",
+                replies=(
+                    Reply(200, "A page of items.", ItemList),
+                    Reply(400, "Bad cursor or limit."),
+                    not_found,
+                ),
+                params=PAGING,
+            ),
             Route(
                 "GET",
                 "/v1/crawls/{crawl_id}/pages",
@@ -143,6 +218,8 @@ class ResultRoutes:
                     Reply(
                         200, "WARC (concatenated gzip members).", content_type="application/warc"
                     ),
+                    Reply(200, "Items as CSV.", content_type="text/csv; charset=utf-8"),
+                    Reply(200, "Items as Parquet.", content_type="application/vnd.apache.parquet"),
                     Reply(400, "Unknown format."),
                     not_found,
                 ),
@@ -150,8 +227,9 @@ class ResultRoutes:
                     Param(
                         "format",
                         "query",
-                        "jsonl (default) or warc.",
-                        {"type": "string", "enum": ["jsonl", "warc"], "default": "jsonl"},
+                        "Pages: jsonl (default: page records with their content) or warc; "
+                        "items: items.jsonl (or items), items.csv or items.parquet.",
+                        {"type": "string", "enum": EXPORTS, "default": "jsonl"},
                     ),
                 ),
             ),

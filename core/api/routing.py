@@ -99,15 +99,29 @@ JSON_BODY_ERRORS = (
     Reply(415, "The body is not JSON (Content-Type)."),
     Reply(422, "The body is not valid."),
 )
-PAGING = (
-    Param("cursor", "query", "Opaque cursor from the previous page's next_cursor."),
-    Param(
-        "limit",
-        "query",
-        "Items per page (default 100).",
-        {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100},
-    ),
+LIMIT = Param(
+    "limit",
+    "query",
+    "Items per page (default 100).",
+    {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100},
 )
+#: Cursors are positions in plain text, so that every string of the documented form is one
+#: (a position past the end is an empty page); the base64 form of earlier versions still reads.
+LIST_CURSOR = r"^c1\.[0-9]{17}\.cr_[0-9a-f]{32}$"
+PAGE_CURSOR = r"^p1\.[0-9]{1,12}\.[0-9]{1,9}$"
+
+
+def cursor_param(pattern: str) -> Param:
+    return Param(
+        "cursor",
+        "query",
+        "Cursor from the previous page's next_cursor (omit for the first page).",
+        {"type": "string", "pattern": pattern, "maxLength": 64},
+    )
+
+
+PAGING = (cursor_param(PAGE_CURSOR), LIMIT)
+LIST_PAGING = (cursor_param(LIST_CURSOR), LIMIT)
 
 
 class Router:

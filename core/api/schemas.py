@@ -6,12 +6,13 @@ These models are also the source of ``/openapi.json``.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from core.api.fleet_views import ContainerView
+from core.delivery_models import WebhookAttempt
 from core.models import (
-    Container,
     Crawl,
     CrawlCounts,
     CrawlState,
@@ -59,6 +60,9 @@ class CrawlStatus(Out):
     reason: str | None
     timings: CrawlTimings
     links: CrawlLinks
+    webhook: WebhookStatus | None = Field(
+        None, description="Delivery attempts of the crawl's webhook (GET of one crawl only)."
+    )
 
     @classmethod
     def of(cls, crawl: Crawl, *, now: datetime, base_url: str) -> CrawlStatus:
@@ -86,6 +90,13 @@ class CrawlStatus(Out):
         )
 
 
+class WebhookStatus(Out):
+    """Where the crawl's webhook stands: every attempt, its answer, and the next retry."""
+
+    state: Literal["pending", "delivered", "failed"]
+    attempts: list[WebhookAttempt]
+
+
 class CrawlList(Out):
     items: list[CrawlStatus]
     next_cursor: str | None
@@ -93,6 +104,13 @@ class CrawlList(Out):
 
 class PageList(Out):
     items: list[PageRecord]
+    next_cursor: str | None = Field(description="Pass as ?cursor= for the next page; null at end.")
+
+
+class ItemList(Out):
+    """Items of a crawl's dataset: each the extracted fields plus ``_url``, the page."""
+
+    items: list[dict[str, Any]]
     next_cursor: str | None = Field(description="Pass as ?cursor= for the next page; null at end.")
 
 
@@ -129,7 +147,7 @@ class TenantList(Out):
 
 
 class ContainerList(Out):
-    items: list[Container]
+    items: list[ContainerView]  # core.api.fleet_views: proxy credentials redacted
 
 
 class Health(Out):

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 
+from core.api.fleet_views import container_view
 from core.api.http import ApiResponse
 from core.api.problems import HttpProblem
 from core.api.routing import JSON_BODY_ERRORS, Context, Reply, Route
@@ -25,9 +26,10 @@ from core.api.schemas import (
     TenantView,
 )
 from core.api.validation import parse_json_body
+from core.egress_scoring import HEALTH_PARTITION, HEALTH_TABLE, EgressHealthRecord
 from core.errors import NotFound
 from core.models import Tenant, TenantCreate
-from core.records import ApiKeyInfo, Records
+from core.records import ApiKeyInfo, Records, Table
 from core.settings import SkycrawlSettings
 from core.tenancy import TenantService
 
@@ -66,7 +68,10 @@ class TenantRoutes:
     async def list_containers(self, ctx: Context) -> ApiResponse:
         containers = [v.value for v in await self._records.containers.scan()]
         containers.sort(key=lambda c: (c.tenant_id, c.started_at, c.id))
-        return ApiResponse.json(200, ContainerList(items=containers))
+        health_table = Table(self._records.state, HEALTH_TABLE, EgressHealthRecord)
+        health = {v.value.egress: v.value for v in await health_table.query(HEALTH_PARTITION)}
+        items = [container_view(c, health) for c in containers]
+        return ApiResponse.json(200, ContainerList(items=items))
 
     # ------------------------------------------------------------------ a tenant's keys
 

@@ -20,23 +20,27 @@ Where the pieces live:
 
 Heartbeats also reconcile: a crawl the conductor dispatched to a container that the
 container's heartbeats keep not listing is sent again (a lost publish), committed (a crash
-between reserving and dispatching) or released (cancelled or finished meanwhile).
+between reserving and dispatching) or released (cancelled or finished meanwhile). A
+heartbeat from a container still ``starting`` stands in for its late ``ready`` (engines
+beat only after they subscribed and said ready; the egress IP then comes with no report).
 """
 
 from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Mapping
+from typing import Protocol
 
 from pydantic import ValidationError
 
+from core.conductor.egress_health import EgressHealthKeeper
 from core.conductor.fleet import ContainerFleet
 from core.conductor.outbox import Outbox, publish, send, with_entries
 from core.conductor.router import Router
 from core.conductor.transitions import CrawlTransitions
 from core.errors import InvalidRequest
-from core.layout import subscription_name
+from core.layout import subscription_name, tenant_topic
 from core.messages import (
     CancelCrawl,
     CancelRequested,
@@ -49,9 +53,12 @@ from core.messages import (
     InboxMessage,
     KillTimer,
     Progress,
+    ProxyCooldown,
+    ScheduleFire,
     StopDue,
     Watchdog,
     WebhookDue,
+    WebhookSecretRetire,
     decode_inbox,
 )
 from core.models import (
@@ -67,7 +74,12 @@ from core.settings import SkycrawlSettings
 
 log = logging.getLogger("skycrawl.conductor")
 
-Notifier = Callable[[Crawl], Awaitable[None]]
+
+class Notifier(Protocol):
+    """Sends a crawl's webhook (``core.webhooks.WebhookNotifier``); ``attempt`` counts from 1."""
+
+    async def __call__(self, crawl: Crawl, *, attempt: int) -> None: ...
+
 
 #: A crawl dispatched to a container whose heartbeats have not listed it this many times is
 #: reconciled (sent again, committed or released); then again every as many heartbeats.
@@ -98,6 +110,7 @@ class Conductor:
             outbox=self.outbox,
         )
         self._notifier = notifier
+        self.health = EgressHealthKeeper(state=ports.state, settings=settings, outbox=self.outbox)
         self.transitions = CrawlTransitions(
             ports=ports,
             records=self.records,
@@ -111,6 +124,7 @@ class Conductor:
             settings=settings,
             fleet=self.fleet,
             transitions=self.transitions,
+            health=self.health,
         )
 
     async def place(self, tenant: Tenant, crawl: Crawl) -> bool:
@@ -157,6 +171,24 @@ class Conductor:
                 await self._on_cancel(message)
             case WebhookDue():
                 await self._on_webhook(message)
+            case ScheduleFire():
+                from core.schedules import on_fire  # core.schedules uses the outbox
+
+                await on_fire(
+                    message,
+                    records=self.records,
+                    outbox=self.outbox,
+                    inbox_queue=self.settings.inbox_queue,
+                    now=self.ports.clock.now(),
+                )
+            case WebhookSecretRetire():
+                from core.webhooks import on_secret_retire  # core.webhooks uses the outbox
+
+                await on_secret_retire(
+                    message, self.records, self.outbox, self.settings.inbox_queue
+                )
+            case ProxyCooldown():
+                await self.health.on_cooldown(message)
 
     # ------------------------------------------------------------------ placement
 
@@ -176,6 +208,7 @@ class Conductor:
 
     async def _on_ready(self, msg: ContainerReady) -> None:
         now = self.ports.clock.now()
+        stats = await self.fleet.idle.stats(msg.tenant_id)
 
         def ready(c: Container) -> Container | None:
             if c.state is not ContainerState.starting:
@@ -190,7 +223,10 @@ class Conductor:
                 }
             )
             new = self.fleet.arm_liveness(new)
-            return with_entries(new, self.fleet.kill_timer(new)) if not new.in_flight else new
+            if new.in_flight:
+                return new
+            new = self.fleet.idle.went_idle(new, stats)
+            return with_entries(new, self.fleet.kill_timer(new))
 
         container, _ = await self.outbox.mutate(
             self.records.containers, msg.tenant_id, msg.container_id, ready
@@ -198,12 +234,17 @@ class Conductor:
         if container is None or container.state in (ContainerState.stopped, ContainerState.failed):
             # unknown, or reaped before it became ready: it must not run
             log.warning("ready from %s which is not live; stopping it", msg.container_id)
-            await self.ports.runtime.stop_container(
-                container_id=msg.container_id, grace_s=self.settings.stop_grace_s
+            await self.ports.bus.delete_subscription(  # it subscribed after it was reaped:
+                topic=tenant_topic(self.settings.dispatch_topic, msg.tenant_id),  # first: no work
+                name=subscription_name(msg.container_id),
             )
-            await self.ports.bus.delete_subscription(  # it subscribed after it was reaped
-                topic=self.settings.dispatch_topic, name=subscription_name(msg.container_id)
-            )
+            # an unknown GUID may be on any egress: ask each (stopping a gone one is a no-op)
+            for egress in self.settings.egresses if container is None else [container.egress]:
+                await self.ports.runtime_for(egress).stop_container(
+                    container_id=msg.container_id,
+                    egress=egress,
+                    grace_s=self.settings.stop_grace_s,
+                )
             return
         if container.state is not ContainerState.ready:
             return  # draining: its stop is under way
@@ -218,6 +259,7 @@ class Conductor:
         crawl = None if found is None else found.value
         if crawl is not None and crawl.state is CrawlState.pending:
             if container.state is ContainerState.ready:
+                crawl = await self.router.recover_proxy(crawl, container)
                 await self.transitions.commit_dispatch(crawl, container)
             return  # reserved on a starting container: ``ready`` commits it
         if (
@@ -233,7 +275,17 @@ class Conductor:
 
     async def _on_heartbeat(self, msg: Heartbeat) -> None:
         reported = set(msg.in_flight)
-        container = await self._touch(msg.tenant_id, msg.container_id, msg, reported)
+        fresh: list[bool] = []
+        container = await self._touch(msg.tenant_id, msg.container_id, msg, reported, fresh)
+        if container is not None and fresh and fresh[-1] and msg.proxies:
+            await self.health.observe(container.egress, msg.proxies)  # once per heartbeat
+        if container is not None and container.state is ContainerState.starting:
+            # an engine heartbeats only once it subscribed and said ready: its ``ready`` is
+            # late (held by an instance that died, until the lease runs out) -- take this
+            # heartbeat for it, rather than reap a container that is up as "not ready"
+            ready = ContainerReady(tenant_id=msg.tenant_id, container_id=msg.container_id)
+            await self._on_ready(ready)
+            return
         if container is None or container.state is not ContainerState.ready:
             return
         for crawl_id, beats in container.unconfirmed.items():
@@ -246,16 +298,21 @@ class Conductor:
         container_id: str,
         beat_msg: Heartbeat | None = None,
         reported: set[str] | None = None,
+        fresh: list[bool] | None = None,
     ) -> Container | None:
-        """Record a sign of life from a live container (and its egress numbers)."""
+        """Record a sign of life from a live container (and its egress numbers); ``fresh``
+        gets True appended when this call stored a new heartbeat."""
         now = self.ports.clock.now()
+        accepted = fresh if fresh is not None else []
 
         def beat(c: Container) -> Container | None:
+            accepted.append(False)
             if not c.state.live:
                 return None
             seq = 0 if beat_msg is None else beat_msg.seq
             if beat_msg is None or (seq and seq <= c.heartbeat_seq):
                 return None  # progress (not a heartbeat), or a duplicate or late heartbeat
+            accepted[-1] = True
             update: dict[str, object] = {
                 "last_heartbeat": now,
                 "beats": c.beats + 1,
@@ -428,7 +485,7 @@ class Conductor:
         cancel = CancelCrawl(
             container_id=msg.container_id, tenant_id=msg.tenant_id, crawl_id=msg.crawl_id
         )
-        told = publish(self.settings.dispatch_topic, cancel)
+        told = publish(tenant_topic(self.settings.dispatch_topic, msg.tenant_id), cancel)
         await self.fleet.release(msg.tenant_id, msg.container_id, msg.crawl_id, also=(told,))
         await self.place_backlog(msg.tenant_id)
 
@@ -436,4 +493,4 @@ class Conductor:
         crawl = await self.records.crawls.get(msg.tenant_id, msg.crawl_id)
         if crawl is None or self._notifier is None or not crawl.value.spec.webhook_url:
             return
-        await self._notifier(crawl.value)
+        await self._notifier(crawl.value, attempt=msg.attempt)

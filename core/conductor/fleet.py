@@ -7,8 +7,10 @@ once and a crash between two writes strands nothing:
 * the tenant's container limit is a CAS on the ``fleets`` record (a list of live GUIDs);
 * a slot is reserved by a CAS that re-checks state and free slots on the latest version;
 * a change that leaves a container idle bumps its ``generation`` and arms a kill timer for
-  ``idle_ttl_s`` (a relative delay, measured by the scheduler); when it fires, the container
-  is drained only if it is still idle at that generation (stale timers change nothing);
+  the keep-alive the ``IdlePolicy`` chose (``idle_policy.py``; stored on the record as
+  ``keep_alive_s``; a relative delay, measured by the scheduler, chained through the idle
+  histogram's edges when the policy learns); when it fires, the container is drained only
+  if it is still idle at that generation (stale timers change nothing);
 * draining sends ``DrainContainer`` down the container's own subscription (the engine
   checkpoints, says ``ContainerExited`` and exits) and arms ``StopDue``; only then is the
   runtime asked to stop it — some runtimes stop with SIGKILL and no SIGTERM;
@@ -22,12 +24,15 @@ once and a crash between two writes strands nothing:
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 
+from core.conductor.idle_gaps import IdleGaps
+from core.conductor.idle_policy import bin_of, next_edge, policy_from
 from core.conductor.outbox import Outbox, publish, schedule, with_entries
 from core.errors import Conflict, Retryable
-from core.layout import subscription_name
+from core.layout import subscription_name, tenant_topic
 from core.messages import DrainContainer, KillTimer, StopDue, Watchdog
 from core.models import Container, ContainerState, Egress, OutboxEntry, Tenant
 from core.ports import ContainerSpec, Ports, RunState
@@ -62,18 +67,34 @@ class ContainerFleet:
         self._engine_env = dict(engine_env)
         self._new_id = new_id
         self._outbox = outbox
+        self.idle = IdleGaps(
+            records=records,
+            policy=policy_from(settings),
+            egresses=list(settings.egresses),
+            typical_start_s=lambda egress: ports.runtime_for(egress).capabilities.typical_start_s,
+        )
 
     # ------------------------------------------------------------------ timers as entries
 
-    def kill_timer(self, container: Container, delay_s: float | None = None) -> OutboxEntry:
-        """A kill timer for ``container`` at its current generation, ``idle_ttl_s`` away."""
-        total = self._settings.idle_ttl_s if delay_s is None else delay_s
+    def kill_timer(
+        self, container: Container, delay_s: float | None = None, elapsed_s: float = 0.0
+    ) -> OutboxEntry:
+        """A kill timer for ``container`` at its current generation, its keep-alive away (or
+        ``delay_s``, the rest of a chain at idle time ``elapsed_s``)."""
+        keep = container.keep_alive_s
+        total = (
+            (self._settings.idle_ttl_s if keep is None else keep) if delay_s is None else delay_s
+        )
         step = min(total, self._ports.scheduler.capabilities.max_delay_s)
+        edge = next_edge(elapsed_s) if self.idle.policy.measures else None
+        if edge is not None:  # one link per histogram edge: the gap is counted, not clocked
+            step = min(step, edge - elapsed_s)
         timer = KillTimer(
             tenant_id=container.tenant_id,
             container_id=container.id,
             generation=container.generation,
             remaining_s=total - step,
+            elapsed_s=elapsed_s + step,
         )
         return schedule(self._settings.inbox_queue, timer, step)
 
@@ -106,8 +127,10 @@ class ContainerFleet:
         egress: Egress,
         *,
         claim: Callable[[Container], Awaitable[bool]] | None = None,
+        prewarm_keep_s: float | None = None,
     ) -> Container | None:
         """Start a new container for ``tenant`` in ``egress``; None at the container limit.
+        ``prewarm_keep_s``: started ahead of predicted work, kept that long without any.
 
         ``claim`` runs once the container has its record and fleet slot, before the runtime
         starts it (a sticky session binds to it there, so that two instances never start a
@@ -122,6 +145,8 @@ class ContainerFleet:
             started_at=now,
             idle_since=now,
             watch_seq=1,
+            prewarm=prewarm_keep_s is not None,
+            keep_alive_s=prewarm_keep_s,
         )
         # the startup watchdog is stored with the record: whatever happens after this write,
         # a container that never says ready is reaped
@@ -143,7 +168,8 @@ class ContainerFleet:
                 raise Conflict(f"container {container.id} is not needed after all")
         await self._outbox.relay(self._records.containers, tenant.id, container.id, container)
         try:
-            await self._ports.runtime.start_container(spec=self._spec(tenant, egress, container))
+            runtime = self._ports.runtime_for(egress)
+            await runtime.start_container(spec=self._spec(tenant, egress, container))
         except Exception as exc:
             log.warning("starting container %s failed: %s", container.id, exc)
             await self.request_stop(container, ContainerState.failed, f"start failed: {exc}")
@@ -151,6 +177,8 @@ class ContainerFleet:
                 await self.finalize(container)
             raise Retryable(f"could not start a container: {exc}") from exc
         log.info("started container %s for tenant %s in %s", container.id, tenant.id, egress.name)
+        if prewarm_keep_s is None:  # work came: the tenant's open idle gap (if any) ends
+            await self.idle.close(tenant.id, egress)
         return container
 
     def _spec(self, tenant: Tenant, egress: Egress, container: Container) -> ContainerSpec:
@@ -161,14 +189,17 @@ class ContainerFleet:
             "SKYCRAWL_EGRESS_NAME": egress.name,
             "SKYCRAWL_CAPACITY": str(container.capacity),
             "SKYCRAWL_INBOX_QUEUE": self._settings.inbox_queue,
-            "SKYCRAWL_DISPATCH_TOPIC": self._settings.dispatch_topic,
+            "SKYCRAWL_DISPATCH_TOPIC": tenant_topic(self._settings.dispatch_topic, tenant.id),
             "SKYCRAWL_HEARTBEAT_INTERVAL_S": str(self._settings.heartbeat_interval_s),
             "SKYCRAWL_CHECKPOINT_INTERVAL_S": str(self._settings.checkpoint_interval_s),
         }
-        if egress.proxy_url:
-            env["SKYCRAWL_PROXY_URL"] = egress.proxy_url
+        if egress.proxy_pool:  # the pool; each RunCrawl names its proxy by id
+            env["SKYCRAWL_PROXY_URL"] = egress.proxy_pool[0]
+            env["SKYCRAWL_PROXY_URLS"] = json.dumps(list(egress.proxy_pool))
         if self._settings.allow_cidrs:
             env["SKYCRAWL_ALLOW_CIDRS"] = ",".join(self._settings.allow_cidrs)
+        if self._settings.handlers:
+            env["SKYCRAWL_HANDLERS"] = self._settings.handlers
         return ContainerSpec(
             container_id=container.id,
             tenant_id=tenant.id,
@@ -216,9 +247,11 @@ class ContainerFleet:
         """Add ``crawl_id`` to the container's work if it still accepts it (``force``: even
         when full, for sticky sessions). Returns the container, or None if it refused."""
         accepted: list[bool] = []
+        gap: list[tuple[bool, int]] = []  # (pre-warmed, edges passed) of the idle gap it ends
 
         def add(c: Container) -> Container | None:
             accepted.clear()  # a retry after a lost compare-and-set decides afresh
+            gap.clear()
             if crawl_id in c.in_flight:
                 accepted.append(True)
                 return None
@@ -227,17 +260,27 @@ class ContainerFleet:
             if c.free_slots <= 0 and not force:
                 return None
             accepted.append(True)
+            if c.state is ContainerState.ready and not c.in_flight:
+                gap.append((c.prewarm, c.idle_bin))
             return c.model_copy(
                 update={
                     "in_flight": (*c.in_flight, crawl_id),
                     "generation": c.generation + 1,
                     "idle_since": None,
+                    "idle_bin": 0,
+                    "prewarm": False,
                 }
             )
 
-        container, _ = await self._outbox.mutate(
+        container, changed = await self._outbox.mutate(
             self._records.containers, tenant_id, container_id, add
         )
+        if changed and container is not None and gap:
+            prewarmed, idle_bin = gap[-1]
+            if prewarmed:  # the predicted work came: the tenant's gap ends
+                await self.idle.close(tenant_id, container.egress)
+            else:
+                await self.idle.observe(container, idle_bin)
         return container if accepted and accepted[-1] else None
 
     async def release(
@@ -251,6 +294,7 @@ class ContainerFleet:
         """Remove ``crawl_id`` from the container's work (with the messages in ``also``, in
         the same write); a container left idle gets a kill timer at its new generation."""
         now = self._ports.clock.now()
+        stats = await self.idle.stats(tenant_id)
 
         def drop(c: Container) -> Container | None:
             if crawl_id not in c.in_flight:
@@ -265,6 +309,8 @@ class ContainerFleet:
                 }
             )
             live = new.state in (ContainerState.ready, ContainerState.starting)
+            if not rest and live:
+                new = self.idle.went_idle(new, stats)
             timers = (self.kill_timer(new),) if not rest and live else ()
             return with_entries(new, *also, *timers) if live else new
 
@@ -280,8 +326,21 @@ class ContainerFleet:
         current = await self._records.containers.get(timer.tenant_id, timer.container_id)
         if current is None or current.value.generation != timer.generation:
             return False  # it got work (or was stopped) since: a stale timer
+        if timer.remaining_s > 0 and self.idle.policy.measures:  # a link: count the edge
+            passed = bin_of(timer.elapsed_s)
+
+            def count(c: Container) -> Container | None:
+                if c.generation != timer.generation:
+                    return None
+                counted = c.model_copy(update={"idle_bin": max(c.idle_bin, passed)})
+                return with_entries(counted, self.kill_timer(c, timer.remaining_s, timer.elapsed_s))
+
+            await self._outbox.mutate(
+                self._records.containers, timer.tenant_id, timer.container_id, count
+            )
+            return False
         if timer.remaining_s > 0:  # the scheduler's native delay was shorter: chain the rest
-            entry = self.kill_timer(current.value, timer.remaining_s)
+            entry = self.kill_timer(current.value, timer.remaining_s, timer.elapsed_s)
             await self._outbox.deliver(entry)
             return False
         return await self.stop_idle(current.value, generation=timer.generation)
@@ -307,7 +366,7 @@ class ContainerFleet:
             due = StopDue(tenant_id=c.tenant_id, container_id=c.id, generation=new.generation)
             return with_entries(
                 new,
-                publish(s.dispatch_topic, told),
+                publish(tenant_topic(s.dispatch_topic, c.tenant_id), told),
                 schedule(s.inbox_queue, due, s.drain_timeout_s),
             )
 
@@ -336,7 +395,9 @@ class ContainerFleet:
             return f"no heartbeat for {s.heartbeat_timeout_s:g}s"
         unknown = 0
         try:
-            status = await self._ports.runtime.describe(container_id=c.id)
+            status = await self._ports.runtime_for(c.egress).describe(
+                container_id=c.id, egress=c.egress
+            )
         except Exception as exc:  # the runtime's API is down: judge by heartbeats alone
             log.warning("describe %s failed: %s", c.id, exc)
         else:
@@ -396,14 +457,17 @@ class ContainerFleet:
             await self._unbind_sessions(container.tenant_id, container.id)
             return None
         try:
-            await self._ports.runtime.stop_container(
-                container_id=container.id, grace_s=self._settings.stop_grace_s
+            await self._ports.runtime_for(container.egress).stop_container(
+                container_id=container.id,
+                egress=container.egress,
+                grace_s=self._settings.stop_grace_s,
             )
         except Exception as exc:
             log.warning("stopping container %s failed: %s", container.id, exc)
             raise Retryable(f"stopping container {container.id} failed: {exc}") from exc
         await self._ports.bus.delete_subscription(
-            topic=self._settings.dispatch_topic, name=subscription_name(container.id)
+            topic=tenant_topic(self._settings.dispatch_topic, container.tenant_id),
+            name=subscription_name(container.id),
         )
         now = self._ports.clock.now()
 
@@ -426,6 +490,8 @@ class ContainerFleet:
             return None
         await self.release_fleet_slot(container.tenant_id, container.id)
         await self._unbind_sessions(container.tenant_id, container.id)
+        if changed and final.state is ContainerState.stopped and final.reason == "idle":
+            await self.idle.open(final)
         if changed:
             log.info("container %s %s: %s", container.id, final.state.value, final.reason)
         return final if changed else None

@@ -13,6 +13,8 @@ It measures no time between two instances' clocks — liveness is the watchdog t
 * requeue crawls still dispatched to a container that is no longer live; put pending crawls
   missing from the backlog back in it;
 * place backlogged crawls;
+* count one period of the tenant's open idle gap, and pre-warm a container when the
+  adaptive idle policy predicts work (``idle_gaps.py``);
 * forget records of containers stopped more than ``container_record_ttl_s`` ago, and purge
   crawls (record and blobs) finished more than the tenant's ``retention_days`` ago.
 """
@@ -26,7 +28,7 @@ from datetime import timedelta
 from core.conductor.conductor import Conductor
 from core.errors import Conflict
 from core.layout import crawl_prefix
-from core.models import Container, ContainerState, Tenant
+from core.models import Container, ContainerState, Tenant, TenantState
 from core.records import Fleet, listing_key
 
 log = logging.getLogger("skycrawl.housekeeping")
@@ -42,6 +44,7 @@ class HousekeepingReport:
     purged: list[str] = field(default_factory=list)  # records of long-stopped containers
     purged_crawls: list[str] = field(default_factory=list)
     placed: int = 0
+    prewarmed: list[str] = field(default_factory=list)  # started ahead of predicted work
 
 
 class Housekeeper:
@@ -51,6 +54,10 @@ class Housekeeper:
 
     async def run(self) -> HousekeepingReport:
         report = HousekeepingReport()
+        try:  # cool-down timers a crashed instance left on an egress's health record
+            await self._c.health.relay()
+        except Exception:
+            log.exception("relaying egress health timers failed; the next run retries")
         for tenant in await self._c.records.tenants.query("tenants"):
             tenant_id = tenant.value.id
             try:  # a fault (a container that cannot stop) must not hold up other tenants
@@ -59,10 +66,27 @@ class Housekeeper:
                 await self._reconcile_fleet(tenant_id)
                 await self._c.requeue_orphans(tenant_id)
                 report.placed += await self._c.place_backlog(tenant_id)
+                await self._idle(tenant.value, report)
                 await self._purge_crawls(tenant.value, report)
             except Exception:
                 log.exception("housekeeping of tenant %s failed; the next run retries", tenant_id)
         return report
+
+    async def _idle(self, tenant: Tenant, report: HousekeepingReport) -> None:
+        """Count one period of the tenant's open idle gap; pre-warm if the policy says so,
+        as many containers as stopped idle in the gap, less those that can take work."""
+        prewarm = await self._c.fleet.idle.tick(tenant.id, self._settings.timer_period_s)
+        if prewarm is None or tenant.state is not TenantState.active:
+            return
+        live = await self._c.records.live_containers(tenant.id)
+        taking = sum(c.state in (ContainerState.ready, ContainerState.starting) for c in live)
+        for _ in range(prewarm.count - taking):
+            started = await self._c.fleet.start(
+                tenant, prewarm.egress, prewarm_keep_s=prewarm.keep_s
+            )
+            if started is None:  # at the tenant's container limit
+                return
+            report.prewarmed.append(started.id)
 
     async def _check(self, container: Container, report: HousekeepingReport) -> None:
         c = self._c

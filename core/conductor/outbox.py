@@ -65,6 +65,11 @@ class Outbox:
     def __init__(self, ports: Ports) -> None:
         self._ports = ports
 
+    @property
+    def max_delay_s(self) -> float:
+        """The longest delay the scheduler delivers natively (longer ones are chained)."""
+        return self._ports.scheduler.capabilities.max_delay_s
+
     async def deliver(self, entry: OutboxEntry) -> None:
         message = OutboundMessage(body=entry.body.encode(), attributes=entry.attributes)
         if entry.kind == "send":

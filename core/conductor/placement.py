@@ -1,4 +1,5 @@
-"""Pure placement decisions: which egress a crawl leaves from, which container takes it.
+"""Pure placement decisions: which container of the chosen egress takes a crawl (the egress
+itself is chosen by ``core.egress_scoring``).
 
 No I/O here, so every rule is unit-testable in isolation; the conductor applies the result
 with compare-and-set and retries when another instance got there first.
@@ -6,64 +7,10 @@ with compare-and-set and retries when another instance got there first.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
-from core.errors import InvalidRequest
-from core.models import Container, ContainerState, Crawl, CrawlSpec, Egress, EgressHealth
-
-#: An egress whose containers saw at least this many requests, of which at least this share
-#: failed at the network level, is avoided while a healthier one can serve.
-UNHEALTHY_MIN_REQUESTS = 20
-UNHEALTHY_ERROR_RATE = 0.5
-
-
-def egress_health(containers: Sequence[Container]) -> dict[str, EgressHealth]:
-    """Health per egress name, summed over the given containers' heartbeats."""
-    health: dict[str, EgressHealth] = {}
-    for c in containers:
-        seen = health.get(c.egress.name, EgressHealth())
-        health[c.egress.name] = seen.add(c.health.requests, c.health.errors, c.health.latency_ms)
-    return health
-
-
-def _unhealthy(health: EgressHealth | None) -> bool:
-    return (
-        health is not None
-        and health.requests >= UNHEALTHY_MIN_REQUESTS
-        and health.error_rate >= UNHEALTHY_ERROR_RATE
-    )
-
-
-def choose_egress(
-    spec: CrawlSpec, pool: Sequence[Egress], health: Mapping[str, EgressHealth] | None = None
-) -> Egress:
-    """The egress a crawl should leave from.
-
-    An explicit ``spec.egress`` must name a pool entry; otherwise ``spec.region`` narrows the
-    pool; egresses whose proxies are failing (see ``UNHEALTHY_*``) are passed over while a
-    healthy one remains; then the cheapest wins, and on equal cost the lower error rate and
-    latency (ties: first listed).
-    """
-    if not pool:
-        raise InvalidRequest("no egress is configured")
-    if spec.egress is not None:
-        for egress in pool:
-            if egress.name == spec.egress:
-                return egress
-        names = ", ".join(e.name for e in pool)
-        raise InvalidRequest(f"unknown egress {spec.egress!r} (configured: {names})")
-    candidates = [e for e in pool if spec.region is None or e.region == spec.region]
-    if not candidates:
-        raise InvalidRequest(f"no egress in region {spec.region!r}")
-    seen = health or {}
-    healthy = [e for e in candidates if not _unhealthy(seen.get(e.name))] or candidates
-
-    def score(egress: Egress) -> tuple[float, float, float]:
-        h = seen.get(egress.name, EgressHealth())
-        return (egress.cost_per_second, h.error_rate, h.latency_ms)
-
-    return min(healthy, key=score)
+from core.models import Container, ContainerState, Crawl, Egress
 
 
 def accepts_work(container: Container) -> bool:
@@ -92,14 +39,15 @@ def pick_container(containers: Sequence[Container], egress: Egress) -> Container
 @dataclass(frozen=True, slots=True)
 class Snapshot:
     """What routing one crawl depends on, read once: the crawl, the tenant's live containers
-    that hold a fleet slot, the container its session is bound to (if any), the fleet size
-    and the tenant's container limit."""
+    that hold a fleet slot, the container its session is bound to (if any), the fleet size,
+    the tenant's container limit and how many subscriptions its dispatch topic may hold."""
 
     crawl: Crawl
     containers: tuple[Container, ...]
     bound: Container | None
     fleet_size: int
     max_containers: int
+    topic_limit: int | None = None  # the broker's subscriptions per topic (one per container)
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,6 +95,11 @@ def decide(snapshot: Snapshot, egress: Egress) -> Decision:
     target = pick_container(snapshot.containers, egress)
     if target is not None:
         return Dispatch(target, sticky=False)
+    if snapshot.topic_limit is not None and snapshot.fleet_size >= snapshot.topic_limit:
+        return Wait(
+            f"waiting: the tenant's dispatch topic holds the broker's limit of "
+            f"{snapshot.topic_limit} container subscriptions"
+        )
     if snapshot.fleet_size >= snapshot.max_containers:
         limit = f"waiting: the tenant is at its limit of {snapshot.max_containers} containers"
         if snapshot.containers:

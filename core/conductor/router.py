@@ -3,7 +3,9 @@
 * a crawl with a ``session`` goes to the container bound to that session (sticky egress);
 * otherwise to the least-loaded ready/starting container of its egress with a free slot;
 * otherwise a new container is started and the crawl waits, reserved on it, for ``ready``;
-* at the tenant's container limit the crawl stays ``pending`` in the tenant's backlog.
+* at the tenant's container limit, or when the tenant's dispatch topic holds as many
+  subscriptions as the broker allows, the crawl stays ``pending`` in the tenant's backlog
+  with the reason in its status.
 
 Every step is a compare-and-set (fleet slot, container slot, session binding); a lost race
 means deciding again with fresh records.
@@ -14,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import logging
 
+from core.conductor.egress_health import EgressHealthKeeper, SessionRoute
 from core.conductor.fleet import ContainerFleet
 from core.conductor.placement import (
     Commit,
@@ -21,11 +24,11 @@ from core.conductor.placement import (
     Snapshot,
     Start,
     Wait,
-    choose_egress,
+    accepts_work,
     decide,
-    egress_health,
 )
 from core.conductor.transitions import CrawlTransitions
+from core.egress_scoring import DIRECT, Blocked, EgressLoad, Route, best_proxy, choose_route
 from core.errors import Conflict, InvalidRequest
 from core.models import (
     Container,
@@ -55,12 +58,14 @@ class Router:
         settings: SkycrawlSettings,
         fleet: ContainerFleet,
         transitions: CrawlTransitions,
+        health: EgressHealthKeeper,
     ) -> None:
         self.ports = ports
         self.records = records
         self.settings = settings
         self.fleet = fleet
         self._t = transitions
+        self.health = health
 
     async def place(self, tenant: Tenant, crawl: Crawl) -> bool:
         """Put a pending crawl on a container. False when it stays in the backlog."""
@@ -68,16 +73,21 @@ class Router:
             await self._t.finish(crawl, CrawlState.cancelled, reason="tenant deleted")
             return True
         try:
-            health = egress_health(await self.records.live_containers(tenant.id))
-            egress = choose_egress(crawl.spec, self.settings.egresses, health)
+            route = await self._route(tenant, crawl)
         except InvalidRequest as exc:
             await self._t.finish(crawl, CrawlState.failed, reason=exc.detail)
             return True
+        if isinstance(route, Blocked):
+            log.info("crawl %s of tenant %s: %s", crawl.id, tenant.id, route.reason)
+            await self._note_wait(crawl, route.reason)
+            return False
+        egress = route.egress
+        crawl = await self._with_proxy(crawl, route)
         for _ in range(10):
             decision = decide(await self._snapshot(tenant, crawl), egress)
             match decision:
                 case Commit(container=holder):
-                    await self._t.commit_dispatch(crawl, holder)
+                    await self._t.commit_dispatch(await self.recover_proxy(crawl, holder), holder)
                     return True
                 case Wait(reason=reason):
                     log.info("crawl %s of tenant %s: %s", crawl.id, tenant.id, reason)
@@ -96,6 +106,68 @@ class Router:
                     ):
                         return True
         raise Conflict(f"could not place crawl {crawl.id}: too much contention")
+
+    async def _route(self, tenant: Tenant, crawl: Crawl) -> Route | Blocked:
+        """Score the pool for ``crawl`` (``core.egress_scoring``) on fresh records."""
+        pool = self.settings.egresses
+        if len(pool) == 1 and not pool[0].proxy_pool and not crawl.spec.session:
+            return choose_route(crawl.spec, pool)  # nothing to choose: read nothing
+        live = [c for c in await self.records.live_containers(tenant.id) if accepts_work(c)]
+        load: dict[str, EgressLoad] = {}
+        for c in live:
+            seen = load.get(c.egress.name, EgressLoad())
+            load[c.egress.name] = EgressLoad(
+                crawls=seen.crawls + len(c.in_flight),
+                free_slots=seen.free_slots + max(c.free_slots, 0),
+            )
+        pool = self.settings.egresses
+        typical = {}
+        for e in pool:
+            with contextlib.suppress(Exception):  # a pool entry without a runtime: no hint
+                typical[e.name] = self.ports.runtime_for(e).capabilities.typical_start_s
+        session = crawl.spec.session
+        sticky = None if not session else await self.health.route_of(tenant.id, session)
+        return choose_route(
+            crawl.spec,
+            pool,
+            health=await self.health.snapshot(),
+            load=load,
+            typical_start_s=typical,
+            sticky=sticky,
+        )
+
+    async def _with_proxy(self, crawl: Crawl, route: Route) -> Crawl:
+        """``crawl`` carrying the route's proxy (stored with the dispatch, and named by its
+        ``RunCrawl``; None for a direct egress) and, for a session, the session's route
+        stored (the first one stays)."""
+        if crawl.spec.session:
+            await self.health.remember(
+                SessionRoute(
+                    tenant_id=crawl.tenant_id,
+                    session=crawl.spec.session,
+                    egress=route.egress.name,
+                    proxy=route.proxy,
+                    bound_at=self.ports.clock.now(),
+                )
+            )
+        proxy = None if route.proxy == DIRECT else route.proxy
+        return crawl if crawl.proxy == proxy else crawl.model_copy(update={"proxy": proxy})
+
+    async def recover_proxy(self, crawl: Crawl, container: Container) -> Crawl:
+        """``crawl``, reserved on ``container`` by a dispatch that a crash cut short, with
+        the proxy its route names: the session's stored one, else the egress's best."""
+        if crawl.proxy is not None or not container.egress.proxy_pool:
+            return crawl
+        pid = None
+        if crawl.spec.session:
+            route = await self.health.route_of(crawl.tenant_id, crawl.spec.session)
+            if route is not None and route.egress == container.egress.name:
+                pid = route.proxy
+        if pid is None:
+            pid = best_proxy(
+                container.egress, (await self.health.snapshot()).get(container.egress.name)
+            )
+        return crawl.model_copy(update={"proxy": None if pid == DIRECT else pid})
 
     async def _reserve_and_commit(
         self, tenant: Tenant, crawl: Crawl, target: Container, *, sticky: bool
@@ -124,6 +196,7 @@ class Router:
             bound=bound,
             fleet_size=len(slots),
             max_containers=tenant.quotas.max_containers,
+            topic_limit=self.ports.bus.capabilities.max_subscriptions_per_topic,
         )
 
     async def _note_wait(self, crawl: Crawl, reason: str) -> None:

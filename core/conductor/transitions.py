@@ -15,6 +15,7 @@ import logging
 from core.conductor.fleet import ContainerFleet
 from core.conductor.outbox import Outbox, publish, send, with_entries
 from core.errors import Conflict
+from core.layout import tenant_topic
 from core.messages import CrawlSubmitted, RunCrawl, WebhookDue
 from core.models import Container, ContainerState, Crawl, CrawlCounts, CrawlState, OutboxEntry
 from core.ports import Ports
@@ -49,8 +50,9 @@ class CrawlTransitions:
             attempt=crawl.attempts,
             spec=crawl.spec,
             session=crawl.spec.session,
+            proxy=crawl.proxy,
         )
-        return publish(self.settings.dispatch_topic, run)
+        return publish(tenant_topic(self.settings.dispatch_topic, crawl.tenant_id), run)
 
     async def commit_dispatch(self, crawl: Crawl, container: Container) -> None:
         """pending → dispatched on ``container`` (reserved there already); a ready container
@@ -69,6 +71,7 @@ class CrawlTransitions:
                     "updated_at": now,
                     # why it waited is over; why it was requeued stays, for the tenant
                     "reason": None if (c.reason or "").startswith("waiting") else c.reason,
+                    "proxy": crawl.proxy or c.proxy,  # the route's proxy (egress scoring)
                 }
             )
             if container.state is ContainerState.ready:

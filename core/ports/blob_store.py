@@ -24,6 +24,7 @@ Keys (one rule, here, for every adapter: ``check_key`` / ``check_prefix``)
 from __future__ import annotations
 
 import re
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -84,6 +85,10 @@ def check_store_prefix(prefix: str) -> None:
     _check_segments(prefix, prefix.split("/")[:-1], "store prefix")
 
 
+#: Chunk size of ``BlobStore.stream`` unless asked otherwise: 1 MiB.
+STREAM_CHUNK_BYTES = 1 << 20
+
+
 @dataclass(frozen=True, slots=True)
 class BlobCapabilities:
     max_object_bytes: int
@@ -106,6 +111,15 @@ class BlobStore(Protocol):
 
     async def list(self, *, prefix: str) -> list[str]:
         """Keys under ``prefix``, sorted."""
+        ...
+
+    def stream(self, *, key: str, chunk_bytes: int = STREAM_CHUNK_BYTES) -> AsyncIterator[bytes]:
+        """The object's bytes in chunks of at most ``chunk_bytes``, read as they are consumed
+        (never the whole object in memory); ``NotFound`` on the first iteration if absent."""
+        ...
+
+    async def size(self, *, key: str) -> int:
+        """The object's length in bytes; ``NotFound`` if absent."""
         ...
 
     async def delete(self, *, key: str) -> None:

@@ -1,4 +1,12 @@
-"""ContainerRuntime port: start, stop and describe crawler containers, one per GUID."""
+"""ContainerRuntime port: start, stop and describe crawler containers, one per GUID.
+
+A deployment has one runtime per entry of its egress pool (``Ports.runtimes``, by egress
+name), and every call names the egress it is about: ``spec.egress`` on start, ``egress`` on
+stop, describe and list. The egress is the container record's own copy (``Container.egress``:
+name, runtime, region), so a container is always stopped by the runtime that started it, and
+two egresses served by the same backend (one ECS cluster, one process) list only their own
+containers.
+"""
 
 from __future__ import annotations
 
@@ -59,15 +67,19 @@ class ContainerRuntime(Protocol):
         """Start a container; returns once the start was accepted (not when ready)."""
         ...
 
-    async def stop_container(self, *, container_id: str, grace_s: float = 10) -> None:
+    async def stop_container(
+        self, *, container_id: str, egress: Egress, grace_s: float = 10
+    ) -> None:
         """SIGTERM-like stop, forced after ``grace_s`` -- or, where
         ``capabilities.graceful_stop`` is False, a kill at once; stopping a gone one is a
         no-op."""
         ...
 
-    async def describe(self, *, container_id: str) -> ContainerStatus: ...
+    async def describe(self, *, container_id: str, egress: Egress) -> ContainerStatus: ...
 
-    async def list_running(self) -> list[ContainerStatus]: ...
+    async def list_running(self, *, egress: Egress) -> list[ContainerStatus]:
+        """The running containers of ``egress`` (not those of other egresses)."""
+        ...
 
     async def close(self) -> None:
         """Release clients; the local runtime also stops what it started."""

@@ -66,6 +66,11 @@ class BusCapabilities:
     filter_propagation_s: float  # how long a new filter may take to take effect
     max_visibility_timeout_s: float
     native_dead_letter: bool
+    #: Most subscriptions (filter policies on SNS) one topic may hold; None: no such limit.
+    #: One tenant's live containers share its topic, so this caps each tenant's fleet: the
+    #: conductor keeps a crawl waiting in the backlog, with the reason, instead of starting a
+    #: container that could not subscribe.
+    max_subscriptions_per_topic: int | None = None
 
 
 def check_receive(*, max_messages: int, visibility_timeout_s: float, longest_s: float) -> None:
@@ -135,7 +140,14 @@ class MessageBus(Protocol):
         """Move a leased message to its dead-letter queue with ``reason``."""
         ...
 
-    async def ensure_topic(self, *, topic: str) -> None: ...
+    async def ensure_topic(self, *, topic: str) -> None:
+        """Create the topic and its dead-letter queue if they do not exist."""
+        ...
+
+    async def delete_topic(self, *, topic: str) -> None:
+        """Remove the topic, every subscription on it with what they hold, and its dead-letter
+        queue (a tenant's teardown); missing is not an error."""
+        ...
 
     async def publish(self, *, topic: str, message: OutboundMessage) -> str:
         """Deliver to every subscription of ``topic`` whose filter matches the attributes."""

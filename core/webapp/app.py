@@ -29,6 +29,7 @@ from core.models import Tenant, TenantState
 from core.ports.blob_store import BlobStore
 from core.ports.message_bus import MessageBus
 from core.records import Records
+from core.redaction import redact_text, redact_url
 from core.settings import SkycrawlSettings
 from core.tenancy import TenantService
 from core.webapp import http
@@ -84,7 +85,10 @@ class WebApp:
         )
         self._env.globals["asset"] = self.assets.url
         self._env.filters["duration"] = duration
-        self._env.filters["pretty"] = lambda value: json.dumps(value, indent=2, ensure_ascii=False)
+        self._env.filters["pretty"] = lambda value: redact_text(
+            json.dumps(value, indent=2, ensure_ascii=False)
+        )
+        self._env.filters["redact"] = redact_url
         self._routes: list[WebRoute] = [
             *TenantViews(self).routes(),
             *CrawlViews(self).routes(),

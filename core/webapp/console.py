@@ -14,9 +14,12 @@ from collections import Counter
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
+from core.api.fleet_views import ProxyView, container_view
 from core.api.http import ApiResponse
+from core.egress_scoring import HEALTH_PARTITION, HEALTH_TABLE, EgressHealthRecord
 from core.errors import Unauthorized
 from core.models import Container, ContainerState
+from core.records import Table
 from core.webapp import http
 from core.webapp.routing import WebRequest, WebRoute
 from core.webapp.sessions import OPERATOR_REALM
@@ -66,6 +69,7 @@ class ConsoleViews:
         return self.app.render(
             wr,
             "console_fleet.html",
+            proxies=await self._proxies(live),
             groups=sorted(groups.items()),
             states=sorted(states.items()),
             cold_starts=sum(1 for c in containers if c.started_at >= hour_ago),
@@ -73,11 +77,24 @@ class ConsoleViews:
             live_count=len(live),
         )
 
+    async def _proxies(self, live: list[Container]) -> dict[str, list[ProxyView]]:
+        """Each live egress's proxies (redacted, with their health), by egress name."""
+        table = Table(self.app.records.state, HEALTH_TABLE, EgressHealthRecord)
+        health = {v.value.egress: v.value for v in await table.query(HEALTH_PARTITION)}
+        views: dict[str, list[ProxyView]] = {}
+        for container in live:
+            if container.egress.proxy_pool and container.egress.name not in views:
+                views[container.egress.name] = container_view(container, health).proxies
+        return views
+
     def _row(self, container: Container, now: datetime) -> dict[str, Any]:
         kill_in = None
         if container.state is ContainerState.ready and not container.in_flight:
             idle_since = container.idle_since or container.ready_at or container.started_at
-            due = idle_since + timedelta(seconds=self.app.settings.idle_ttl_s)
+            keep = container.keep_alive_s
+            due = idle_since + timedelta(
+                seconds=self.app.settings.idle_ttl_s if keep is None else keep
+            )
             kill_in = (due - now).total_seconds()
         return {
             "c": container,
@@ -126,8 +143,8 @@ class ConsoleViews:
             )
             error = "" if answer.ok else str(answer.problem.get("detail", ""))
             return await self.tenants(wr, error=error)
-        quotas = {
-            name: value
+        quotas = {  # a form sends text: whole numbers go as JSON numbers (the API is strict)
+            name: int(value) if value.isdigit() else value
             for name in ("max_containers", "parallel_per_container")
             if (value := http.field(wr.form, name).strip())
         }

@@ -17,6 +17,7 @@ from core.models import CrawlSpec
 
 LIST_FIELDS = ("seeds", "include", "exclude")
 TEXT_FIELDS = ("scope", "max_pages", "max_depth", "session", "egress", "region", "webhook_url")
+NUMBER_FIELDS = frozenset({"max_pages", "max_depth"})
 FORM_FIELDS = frozenset({*LIST_FIELDS, *TEXT_FIELDS, "headers", "respect_robots"})
 
 
@@ -43,8 +44,9 @@ def spec_body(fields: Mapping[str, list[str]]) -> tuple[dict[str, Any], dict[str
             body[name] = items
     for name in TEXT_FIELDS:
         text = value(name).strip()
-        if text:
-            body[name] = text
+        if text:  # a form sends text: whole numbers go as JSON numbers (the API is strict)
+            number = name in NUMBER_FIELDS and text.lstrip("-").isdigit()
+            body[name] = int(text) if number else text
     body["respect_robots"] = value("respect_robots") == "on"
     headers: dict[str, str] = {}
     for line in _lines(value("headers")):

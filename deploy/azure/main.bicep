@@ -4,9 +4,9 @@
 //   az deployment group create -g <rg> -f deploy/azure/main.bicep \
 //     -p namePrefix=skycrawl operatorKey=<secret> registryName=<acr> engineImage=<acr>.azurecr.io/skycrawl-engine:1
 //
-// It creates: a storage account (state table, results container, Functions deployment
+// It creates: a Key Vault holding the operator key, a storage account (state table, results container, Functions deployment
 // container, and the Storage queues when bus='storage-queue'), a Service Bus namespace
-// (Standard: inbox queue, dispatch topic, the topic's dead-letter queue) unless
+// (Standard: the inbox queue; each tenant's dispatch topic comes with the tenant) unless
 // bus='storage-queue', a Flex Consumption function app running functions/azure, two
 // user-assigned identities (control plane, engines) and least-privilege role assignments.
 // Engine containers are created at run time by the function app (Container Instances);
@@ -62,6 +62,7 @@ var roles = {
   serviceBusDataOwner: '090c5cfd-751d-490a-894a-3ce6f1109419'
   serviceBusDataSender: '69a216fc-b8fb-44d8-bc22-1f3c2cd27a39'
   acrPull: '7f951dda-4ed3-4680-a7ca-43fe172d538d'
+  keyVaultSecretsUser: '4633458b-17de-408a-b874-0445c86b69e6'
 }
 
 // ------------------------------------------------------------------ identities
@@ -74,6 +75,38 @@ resource controlIdentity 'Microsoft.ManagedIdentity/userAssignedIdentities@2023-
 resource engineIdentity 'Microsoft.ManagedIdentity/userAssignedIdentities@2023-01-31' = {
   name: '${namePrefix}-engine'
   location: location
+}
+
+// ------------------------------------------------------------------ secrets
+//
+// The operator key lives in Key Vault; the function app's setting holds only a Key Vault
+// reference, resolved by the platform with the control identity when the app starts.
+
+resource vault 'Microsoft.KeyVault/vaults@2023-07-01' = {
+  name: take('${namePrefix}kv${suffix}', 24)
+  location: location
+  properties: {
+    tenantId: subscription().tenantId
+    sku: { family: 'A', name: 'standard' }
+    enableRbacAuthorization: true
+    enableSoftDelete: true
+  }
+}
+
+resource operatorKeySecret 'Microsoft.KeyVault/vaults/secrets@2023-07-01' = {
+  parent: vault
+  name: 'operator-key'
+  properties: { value: operatorKey }
+}
+
+resource controlSecretRole 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(operatorKeySecret.id, controlIdentity.id, roles.keyVaultSecretsUser)
+  scope: operatorKeySecret
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.keyVaultSecretsUser)
+    principalId: controlIdentity.properties.principalId
+    principalType: 'ServicePrincipal'
+  }
 }
 
 // ------------------------------------------------------------------ storage
@@ -132,10 +165,8 @@ resource storageInboxPoison 'Microsoft.Storage/storageAccounts/queueServices/que
   name: '${inboxQueue}-poison'
 }
 
-resource storageDispatchPoison 'Microsoft.Storage/storageAccounts/queueServices/queues@2023-05-01' = if (!useServiceBus) {
-  parent: queueService
-  name: '${dispatchTopic}-poison'
-}
+// Each tenant's dispatch topic ('${dispatchTopic}-<tenant>') and its dead-letter queue come
+// with the tenant's deployment (tenant.bicep).
 
 // ------------------------------------------------------------------ service bus
 
@@ -156,16 +187,6 @@ resource inbox 'Microsoft.ServiceBus/namespaces/queues@2021-11-01' = if (useServ
   }
 }
 
-resource dispatch 'Microsoft.ServiceBus/namespaces/topics@2021-11-01' = if (useServiceBus) {
-  parent: namespace
-  name: dispatchTopic
-}
-
-resource dispatchDeadLetters 'Microsoft.ServiceBus/namespaces/queues@2021-11-01' = if (useServiceBus) {
-  parent: namespace
-  name: '${dispatchTopic}-dlq'
-  properties: { lockDuration: 'PT1M' }
-}
 
 // ------------------------------------------------------------------ function app
 
@@ -185,7 +206,7 @@ var appSettings = [
   { name: 'SKYCRAWL_PROVIDER', value: 'azure' }
   { name: 'SKYCRAWL_INBOX_QUEUE', value: inboxQueue }
   { name: 'SKYCRAWL_DISPATCH_TOPIC', value: dispatchTopic }
-  { name: 'SKYCRAWL_OPERATOR_KEY', value: operatorKey }
+  { name: 'SKYCRAWL_OPERATOR_KEY', value: '@Microsoft.KeyVault(SecretUri=${operatorKeySecret.properties.secretUri})' }
   { name: 'SKYCRAWL_PUBLIC_BASE_URL', value: 'https://${namePrefix}-${suffix}.azurewebsites.net' }
   { name: 'SKYCRAWL_ENGINE_IMAGE', value: engineImage }
   { name: 'SKYCRAWL_IDLE_TTL_S', value: string(idleTtlSeconds) }
@@ -200,6 +221,8 @@ var appSettings = [
   { name: 'SKYCRAWL_AZURE_LOCATION', value: location }
   { name: 'SKYCRAWL_AZURE_ENGINE_IDENTITY_ID', value: engineIdentity.id }
   { name: 'SKYCRAWL_AZURE_ENGINE_IDENTITY_CLIENT_ID', value: engineIdentity.properties.clientId }
+  { name: 'SKYCRAWL_AZURE_ENGINE_IDENTITY_PRINCIPAL_ID', value: engineIdentity.properties.principalId }
+  { name: 'SKYCRAWL_AZURE_TENANT_SERVICEBUS_NAMESPACE', value: useServiceBus ? namespace.name : '' }
   { name: 'SKYCRAWL_AZURE_REGISTRY_SERVER', value: empty(registryName) ? '' : '${registryName}.azurecr.io' }
   // trigger connections (identity-based)
   { name: 'SKYCRAWL_SERVICEBUS__fullyQualifiedNamespace', value: serviceBusHost }
@@ -221,6 +244,7 @@ resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
   properties: {
     serverFarmId: plan.id
     httpsOnly: true
+    keyVaultReferenceIdentity: controlIdentity.id
     functionAppConfig: {
       deployment: {
         storage: {
@@ -243,7 +267,7 @@ resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
       appSettings: appSettings
     }
   }
-  dependsOn: [releases]
+  dependsOn: [releases, controlSecretRole] // the Key Vault reference resolves at start
 }
 
 // ------------------------------------------------------------------ least privilege
@@ -273,6 +297,10 @@ resource controlPlaneRole 'Microsoft.Authorization/roleDefinitions@2022-04-01' =
           'Microsoft.Storage/storageAccounts/queueServices/queues/*'
           'Microsoft.ServiceBus/namespaces/read'
           'Microsoft.ServiceBus/namespaces/queues/*'
+          'Microsoft.ServiceBus/namespaces/topics/*'
+          'Microsoft.Authorization/roleAssignments/read'
+          'Microsoft.Authorization/roleAssignments/write'
+          'Microsoft.Authorization/roleAssignments/delete'
           'Microsoft.ManagedIdentity/userAssignedIdentities/assign/action'
           'Microsoft.ContainerRegistry/registries/read'
         ]
@@ -314,9 +342,11 @@ resource controlServiceBusRole 'Microsoft.Authorization/roleAssignments@2022-04-
   }
 }
 
+// Engines write results only: the results container, not the account (whose
+// function-releases container holds the control plane's code package).
 resource engineBlobRole 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
-  name: guid(storage.id, engineIdentity.id, roles.blobDataContributor)
-  scope: storage
+  name: guid(results.id, engineIdentity.id, roles.blobDataContributor)
+  scope: results
   properties: {
     roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.blobDataContributor)
     principalId: engineIdentity.properties.principalId
@@ -344,26 +374,8 @@ resource engineInboxRole 'Microsoft.Authorization/roleAssignments@2022-04-01' = 
   }
 }
 
-resource engineDispatchRole 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (useServiceBus) {
-  name: guid(resourceGroup().id, engineIdentity.id, roles.serviceBusDataOwner)
-  scope: dispatch
-  properties: {
-    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.serviceBusDataOwner)
-    principalId: engineIdentity.properties.principalId
-    principalType: 'ServicePrincipal'
-  }
-}
-
-// a subscription forwards its dead letters there: its creator needs Send on the target
-resource engineDeadLetterRole 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (useServiceBus) {
-  name: guid(resourceGroup().id, engineIdentity.id, roles.serviceBusDataSender, 'dlq')
-  scope: dispatchDeadLetters
-  properties: {
-    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.serviceBusDataSender)
-    principalId: engineIdentity.properties.principalId
-    principalType: 'ServicePrincipal'
-  }
-}
+// Each tenant's deployment (tenant.bicep) grants the engine identity Data Owner on that
+// tenant's topic and Sender on its dead-letter queue, scoped to those two entities.
 
 resource registry 'Microsoft.ContainerRegistry/registries@2023-07-01' existing = if (!empty(registryName)) {
   name: registryName

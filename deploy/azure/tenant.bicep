@@ -5,8 +5,9 @@
 // tests/integration/azure/test_templates.py checks that the two declare the same
 // parameters, resources and outputs).
 //
-// Everything lives in the shared storage account (and, optionally, the shared Service Bus
-// namespace): an empty table, container or queue costs nothing.
+// Everything lives in the shared storage account (and the shared Service Bus namespace): the
+// tenant's table, results container and dispatch topic (with its dead-letter queue). An
+// empty table, container, topic or queue costs nothing.
 
 @description('The skycrawl tenant id (recorded in the container metadata).')
 param tenantId string
@@ -20,13 +21,19 @@ param tableName string
 @description('The tenant\'s blob container (its results).')
 param containerName string
 
-@description('The tenant\'s queue.')
-param queueName string
+@description('The tenant\'s dispatch topic (core.layout.tenant_topic: SKYCRAWL_DISPATCH_TOPIC, a dash, the tenant).')
+param dispatchTopicName string
 
-@description('Service Bus namespace name for the tenant queue; empty: a Storage queue.')
+@description('The Service Bus namespace of the deployment\'s bus; empty: the Storage-queue bus (the topic is then its dead-letter queue <topic>-poison, and one queue per subscription).')
 param serviceBusNamespaceName string = ''
 
+@description('Principal id of the engine identity, granted Data Owner on this topic and Sender on its dead-letter queue; empty: no role assignment.')
+param engineIdentityPrincipalId string = ''
+
 var useServiceBus = !empty(serviceBusNamespaceName)
+var grantEngine = useServiceBus && !empty(engineIdentityPrincipalId)
+var serviceBusDataOwner = '090c5cfd-751d-490a-894a-3ce6f1109419'
+var serviceBusDataSender = '69a216fc-b8fb-44d8-bc22-1f3c2cd27a39'
 
 resource account 'Microsoft.Storage/storageAccounts@2023-05-01' existing = {
   name: storageAccountName
@@ -63,9 +70,9 @@ resource container 'Microsoft.Storage/storageAccounts/blobServices/containers@20
   }
 }
 
-resource storageQueue 'Microsoft.Storage/storageAccounts/queueServices/queues@2023-05-01' = if (!useServiceBus) {
+resource storagePoison 'Microsoft.Storage/storageAccounts/queueServices/queues@2023-05-01' = if (!useServiceBus) {
   parent: queueService
-  name: queueName
+  name: '${dispatchTopicName}-poison'
   properties: {
     metadata: {
       skycrawltenant: tenantId
@@ -77,13 +84,36 @@ resource namespace 'Microsoft.ServiceBus/namespaces@2021-11-01' existing = if (u
   name: serviceBusNamespaceName
 }
 
-resource serviceBusQueue 'Microsoft.ServiceBus/namespaces/queues@2021-11-01' = if (useServiceBus) {
+resource dispatchTopic 'Microsoft.ServiceBus/namespaces/topics@2021-11-01' = if (useServiceBus) {
   parent: namespace
-  name: queueName
+  name: dispatchTopicName
+}
+
+resource dispatchDeadLetters 'Microsoft.ServiceBus/namespaces/queues@2021-11-01' = if (useServiceBus) {
+  parent: namespace
+  name: '${dispatchTopicName}-dlq'
   properties: {
-    maxDeliveryCount: 5
     lockDuration: 'PT1M'
-    deadLetteringOnMessageExpiration: true
+  }
+}
+
+resource engineTopicRole 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (grantEngine) {
+  name: guid(tenantId, dispatchTopicName, serviceBusDataOwner)
+  scope: dispatchTopic
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', serviceBusDataOwner)
+    principalId: engineIdentityPrincipalId
+    principalType: 'ServicePrincipal'
+  }
+}
+
+resource engineDeadLetterRole 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (grantEngine) {
+  name: guid(tenantId, dispatchTopicName, serviceBusDataSender)
+  scope: dispatchDeadLetters
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', serviceBusDataSender)
+    principalId: engineIdentityPrincipalId
+    principalType: 'ServicePrincipal'
   }
 }
 
@@ -91,5 +121,6 @@ output tableName string = tableName
 output tableId string = table.id
 output containerName string = containerName
 output containerId string = container.id
-output queueName string = queueName
-output queueId string = useServiceBus ? serviceBusQueue.id : storageQueue.id
+output dispatchTopicName string = dispatchTopicName
+output dispatchTopicId string = useServiceBus ? dispatchTopic.id : ''
+output dispatchDeadLetterId string = useServiceBus ? dispatchDeadLetters.id : storagePoison.id

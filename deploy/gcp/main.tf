@@ -50,11 +50,14 @@ resource "google_service_account" "invoker" {
   display_name = "skycrawl timers, housekeeping and inbox push (OIDC identity)"
 }
 
-# The engine creates and deletes its own dispatch subscription, and nothing else.
+# The engine creates and deletes its own dispatch subscription on its tenant's topic (which
+# the GcpProvisioner creates at run time, hence project-wide: Pub/Sub has no IAM conditions on
+# resource names, and one Cloud Run job runs every tenant's engines as one service account --
+# see README "Tenants isolated" for what that leaves shared on GCP).
 resource "google_project_iam_custom_role" "engine_subscriptions" {
   role_id     = "${replace(var.prefix, "-", "_")}_engine_subscriptions"
   title       = "skycrawl engine subscriptions"
-  permissions = ["pubsub.subscriptions.create", "pubsub.subscriptions.delete", "pubsub.subscriptions.get", "pubsub.subscriptions.consume"]
+  permissions = ["pubsub.subscriptions.create", "pubsub.subscriptions.delete", "pubsub.subscriptions.get", "pubsub.subscriptions.consume", "pubsub.topics.attachSubscription"]
 }
 
 resource "google_project_iam_member" "engine_subscriptions" {

@@ -1,6 +1,6 @@
 # The conductor's inbox: a topic pushed to the conductor function, with a dead-letter topic
-# whose pull subscription keeps what could not be handled. The dispatch topic carries work to
-# containers; each container creates its own filtered subscription at start.
+# whose pull subscription keeps what could not be handled. Each tenant's dispatch topic carries
+# work to its containers; each container creates its own filtered subscription at start.
 
 resource "google_pubsub_topic" "inbox" {
   name = local.inbox
@@ -58,50 +58,20 @@ resource "google_pubsub_subscription" "inbox" {
   }
 }
 
-resource "google_pubsub_topic" "dispatch" {
-  name = local.dispatch
+# Each tenant's dispatch topic "${local.dispatch}-<tenant>", its dead-letter topic and
+# subscription, and the engines' right to attach subscriptions to it, come with the tenant
+# (GcpProvisioner from code, or modules/tenant).
 
-  depends_on = [google_project_service.apis]
-}
-
-resource "google_pubsub_topic" "dispatch_dlq" {
-  name = "${local.dispatch}-dlq"
-
-  depends_on = [google_project_service.apis]
-}
-
-resource "google_pubsub_subscription" "dispatch_dlq" {
-  name                       = "${local.dispatch}-dlq"
-  topic                      = google_pubsub_topic.dispatch_dlq.id
-  ack_deadline_seconds       = 60
-  message_retention_duration = "604800s"
-
-  expiration_policy {
-    ttl = ""
-  }
-}
-
-# Pub/Sub's agent publishes dead letters into both dead-letter topics.
+# Pub/Sub's agent publishes dead letters of the inbox.
 resource "google_pubsub_topic_iam_member" "dead_letters" {
-  for_each = {
-    inbox    = google_pubsub_topic.inbox_dlq.id
-    dispatch = google_pubsub_topic.dispatch_dlq.id
-  }
-
-  topic  = each.value
+  topic  = google_pubsub_topic.inbox_dlq.id
   role   = "roles/pubsub.publisher"
   member = local.pubsub_agent
 }
 
-# Engines: publish to the inbox, subscribe to the dispatch topic (their own subscription).
+# Engines: publish to the inbox.
 resource "google_pubsub_topic_iam_member" "engine_inbox" {
   topic  = google_pubsub_topic.inbox.id
   role   = "roles/pubsub.publisher"
-  member = "serviceAccount:${google_service_account.engine.email}"
-}
-
-resource "google_pubsub_topic_iam_member" "engine_dispatch" {
-  topic  = google_pubsub_topic.dispatch.id
-  role   = "roles/pubsub.subscriber"
   member = "serviceAccount:${google_service_account.engine.email}"
 }

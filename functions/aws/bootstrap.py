@@ -2,7 +2,8 @@
 
 ``stack()`` builds the ports, the conductor, the housekeeper, the tenant service and the API
 once per cold start, from ``SkycrawlSettings`` (``SKYCRAWL_*``) and ``AwsSettings``
-(``SKYCRAWL_AWS_*``), and keeps them for the warm invocations that follow. Importing this
+(``SKYCRAWL_AWS_*``) -- the operator key read from Secrets Manager by reference
+(``adapters.aws.secrets``) --, and keeps them for the warm invocations that follow. Importing this
 module builds nothing and calls nothing.
 
 ``run(coro)`` runs a coroutine of the async core from a synchronous Lambda handler on the
@@ -21,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import os
 import threading
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -30,6 +31,7 @@ from aws_lambda_powertools.logging.utils import copy_config_to_registered_logger
 
 from adapters.aws.message_bus import SqsMessageBus
 from adapters.aws.provider import build_ports, engine_env
+from adapters.aws.secrets import resolve_secrets
 from adapters.aws.settings import AwsSettings
 from core.api import Api
 from core.clock import Clock
@@ -64,10 +66,12 @@ def build_aws_stack(
     aws: AwsSettings,
     *,
     runtime: ContainerRuntime | None = None,
+    runtimes: Mapping[str, ContainerRuntime] | None = None,
     clock: Clock | None = None,
 ) -> AwsStack:
-    """Build the stack explicitly (``runtime`` replaces ECS, e.g. local subprocesses)."""
-    ports = build_ports(settings, aws, clock=clock, runtime=runtime)
+    """Build the stack explicitly: one runtime per egress (``runtime`` replaces every
+    egress's, ``runtimes`` those it names, e.g. with local subprocesses)."""
+    ports = build_ports(settings, aws, clock=clock, runtime=runtime, runtimes=runtimes)
     if not isinstance(ports.bus, SqsMessageBus):  # pragma: no cover - build_ports makes one
         raise ConfigurationError("the AWS functions need the SQS message bus")
     plane = build_control_plane(ports, settings, engine_env=engine_env(aws))
@@ -94,7 +98,9 @@ def stack() -> AwsStack:
     global _stack
     with _lock:
         if _stack is None:
-            _stack = build_aws_stack(SkycrawlSettings(), AwsSettings())
+            aws = AwsSettings()
+            settings = run(resolve_secrets(SkycrawlSettings(), aws))  # the operator key
+            _stack = build_aws_stack(settings, aws)
         return _stack
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
+from typing import Any
 
 from adapters.azure.provider import build_ports, engine_env
 from adapters.azure.settings import AzureSettings
@@ -35,13 +36,13 @@ class AzureStack:
     api: Api
 
     async def prepare(self) -> None:
-        """Create the inbox queue and dispatch topic if missing (the Bicep stack creates them
-        too; this makes a fresh or emulated account work as well)."""
+        """Create the inbox queue if missing (the Bicep stack creates it too; this makes a
+        fresh or emulated account work as well). Each tenant's dispatch topic comes with the
+        tenant (``ArmProvisioner``)."""
         bus = self.ports.bus
         await bus.ensure_queue(
             name=self.settings.inbox_queue, max_deliveries=self.settings.max_deliveries
         )
-        await bus.ensure_topic(topic=self.settings.dispatch_topic)
 
     async def close(self) -> None:
         await self.ports.close()
@@ -54,12 +55,16 @@ def build_stack(
     runtime: ContainerRuntime | None = None,
     provisioner: Provisioner | None = None,
     clock: Clock | None = None,
+    arm: Any = None,
 ) -> AzureStack:
     """The whole control plane on Azure adapters; ``runtime`` / ``provisioner`` replace
-    Container Instances / ARM deployments (tests)."""
+    Container Instances / ARM deployments (tests); ``arm`` is a ready Resource Manager client
+    for the ARM provisioner (tests: the fake)."""
     settings = settings or SkycrawlSettings(provider="azure")
     azure = azure or AzureSettings()
-    ports = build_ports(settings, azure, clock=clock, runtime=runtime, provisioner=provisioner)
+    ports = build_ports(
+        settings, azure, clock=clock, runtime=runtime, provisioner=provisioner, arm=arm
+    )
     plane = build_control_plane(ports, settings, engine_env=engine_env(azure))
     return AzureStack(
         settings=settings,

@@ -10,8 +10,8 @@ Concurrent requests of one instance share the loop and the clients.
 ``get_stack()`` builds the stack from the environment on first use (``SkycrawlSettings``,
 ``GcpSettings``); ``install_stack`` lets another host or a test provide its own, built with
 ``build_gcp_stack`` (injected clients, runtime, token verifier). Nothing is created at import.
-The inbox queue and dispatch topic are created by Terraform; ``GcpStack.prepare`` creates them
-too, idempotently, for emulators and first deployments.
+The inbox queue is created by Terraform; ``GcpStack.prepare`` creates it too, idempotently,
+for emulators and first deployments. Each tenant's dispatch topic comes with the tenant.
 """
 
 from __future__ import annotations
@@ -81,11 +81,11 @@ class GcpStack:
         return self.loop.run(coro)
 
     async def prepare(self) -> None:
-        """Create the inbox queue and the dispatch topic (idempotent)."""
+        """Create the inbox queue (idempotent); each tenant's dispatch topic comes with the
+        tenant (``GcpProvisioner``)."""
         await self.ports.bus.ensure_queue(
             name=self.settings.inbox_queue, max_deliveries=self.settings.max_deliveries
         )
-        await self.ports.bus.ensure_topic(topic=self.settings.dispatch_topic)
 
     async def handle_inbox(self, body: bytes, *, delivery_count: int = 1) -> InboxOutcome:
         """One pushed inbox message, settled as the core decides (``core.inbox.settle``):

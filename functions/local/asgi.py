@@ -50,7 +50,7 @@ class ApiAsgiApp:
             headers=headers,
             body=body,
         )
-        await _send_response(send, await self._api.handle(request))
+        await _send_response(send, await self._api.handle(request, streaming=True))
 
     async def _read_body(self, receive: Receive) -> bytes:
         """At most ``cap`` bytes: enough for the API to see that a body is too large."""
@@ -101,6 +101,13 @@ async def _send_response(send: Send, response: ApiResponse) -> None:
         for name, value in response.headers.items()
         if name.lower() != "content-length"
     ]
+    if response.stream is not None:  # chunked transfer: the length is not known up front
+        await send({"type": "http.response.start", "status": response.status, "headers": headers})
+        async for chunk in response.stream:
+            if chunk:
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+        return
     headers.append((b"content-length", str(len(response.body)).encode()))
     await send({"type": "http.response.start", "status": response.status, "headers": headers})
     await send({"type": "http.response.body", "body": response.body, "more_body": False})

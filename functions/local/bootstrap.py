@@ -41,12 +41,14 @@ class LocalStack:
     lock: DataDirLock | None = None
 
     async def prepare(self) -> None:
-        """Create the inbox queue and the dispatch topic (idempotent)."""
+        """Create the inbox queue, and provision again every tenant (idempotent: a data
+        directory from before tenants had their own dispatch topics gets them)."""
         bus = self.ports.bus
         await bus.ensure_queue(
             name=self.settings.inbox_queue, max_deliveries=self.settings.max_deliveries
         )
-        await bus.ensure_topic(topic=self.settings.dispatch_topic)
+        for tenant in await self.tenants.list():
+            await self.ports.provisioner.provision(tenant_id=tenant.id)
 
     async def conductor_loop(self, stop: asyncio.Event) -> None:
         """The queue trigger: handle inbox messages until ``stop`` is set."""

@@ -9,10 +9,9 @@ import json
 from collections.abc import Mapping
 from typing import Any, Protocol
 
-import httpx
-
 from core.api import Api, ApiRequest, ApiResponse
 from core.errors import SkycrawlError
+from skycrawl_client import AsyncSkycrawl
 
 
 class ApiError(SkycrawlError):
@@ -70,8 +69,11 @@ class InProcessClient:
 
 
 class HttpClient:
+    """A running ``skycrawl up``, through the tenants' own typed client (``skycrawl_client``):
+    the CLI sends exactly what any API client sends."""
+
     def __init__(self, base_url: str) -> None:
-        self._http = httpx.AsyncClient(base_url=base_url, timeout=30.0, trust_env=False)
+        self._api = AsyncSkycrawl(base_url, api_key="")
 
     async def call(
         self,
@@ -82,20 +84,20 @@ class HttpClient:
         body: object | None = None,
         query: Mapping[str, str] | None = None,
     ) -> ApiResponse:
-        request = _request(method, path, key, body, query)
-        response = await self._http.request(
+        payload = body if isinstance(body, Mapping) or body is None else None
+        response = await self._api.request(
             method,
             path,
-            params=dict(request.query),
-            headers=dict(request.headers),
-            content=request.body,
+            body=payload,
+            query=query,
+            headers={"authorization": f"Bearer {key}"},
         )
         return ApiResponse(
             status=response.status_code, headers=dict(response.headers), body=response.content
         )
 
     async def close(self) -> None:
-        await self._http.aclose()
+        await self._api.aclose()
 
 
 def json_or_raise(response: ApiResponse) -> Any:

@@ -2,8 +2,9 @@
 
 Flow
     The crawl is submitted through the API (of a running ``skycrawl up``, or of the stack the
-    command embeds), its progress is shown until it ends, then ``pages.jsonl`` and
-    ``crawl.warc.gz`` are written to ``--out``. Exit status: 0 when every crawl completed and
+    command embeds), its progress is shown until it ends, then ``pages.jsonl`` (each page's
+    formats as its ``content``), ``crawl.warc.gz`` and, when the crawl extracted items,
+    ``items.jsonl`` are written to ``--out``. Exit status: 0 when every crawl completed and
     at least one page was fetched; 1 otherwise, with one line naming the most common error
     when not a single page could be fetched (``skycrawl: no page fetched: connection refused
     (1 of 1 pages)``); 130 on Ctrl-C.
@@ -193,6 +194,11 @@ def _pages_file(out_dir: Path, copies: int, index: int) -> tuple[Path, Path]:
     return out_dir / f"pages{suffix}.jsonl", out_dir / f"crawl{suffix}.warc.gz"
 
 
+def written_files(out_dir: Path, copies: int) -> list[str]:
+    """Names of the files ``export_all`` writes for ``copies`` crawls, in order."""
+    return [p.name for i in range(copies) for p in _pages_file(out_dir, copies, i)]
+
+
 def _counted(final: dict[str, Any], out_dir: Path, copies: int, index: int) -> dict[str, Any]:
     """``final`` with its page counts taken from the exported ``pages.jsonl``."""
     rows = [json.loads(line) for line in _pages_file(out_dir, copies, index)[0].open()]
@@ -209,15 +215,20 @@ async def export_all(s: Session, key: str, ids: list[str], out_dir: Path) -> Non
         pages, warc = _pages_file(out_dir, len(ids), index)
         await _export(s, key, crawl_id, pages, "jsonl")
         await _export(s, key, crawl_id, warc, "warc")
+        items = pages.with_name(pages.name.replace("pages", "items", 1))
+        await _export(s, key, crawl_id, items, "items", keep_empty=False)
 
 
-async def _export(s: Session, key: str, crawl_id: str, path: Path, fmt: str) -> None:
+async def _export(
+    s: Session, key: str, crawl_id: str, path: Path, fmt: str, *, keep_empty: bool = True
+) -> None:
     response = await s.client.call(
         "GET", f"/v1/crawls/{crawl_id}/export", key=key, query={"format": fmt}
     )
     if response.status >= 400:
         json_or_raise(response)
-    await asyncio.to_thread(path.write_bytes, response.body)
+    if response.body or keep_empty:  # items.jsonl only for crawls that extracted something
+        await asyncio.to_thread(path.write_bytes, response.body)
 
 
 def _fetched(finals: list[dict[str, Any]]) -> int:

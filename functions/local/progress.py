@@ -8,6 +8,7 @@ from typing import Any
 
 from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.table import Column
 
 from functions.local.session import Session
 
@@ -20,6 +21,12 @@ def _live_containers(containers: list[dict[str, Any]], tenant_id: str) -> list[d
         for c in containers
         if c.get("tenant_id") == tenant_id and c.get("state") in ("starting", "ready", "draining")
     ]
+
+
+def _short(crawl_id: str) -> str:
+    """``cr_1a2b3c4d``: enough of the id to tell a command's crawls apart on one line (the
+    whole id is in the summary)."""
+    return crawl_id[:11]
 
 
 async def containers_of(session: Session, tenant_id: str) -> list[dict[str, Any]]:
@@ -35,13 +42,15 @@ async def watch_crawls(
     columns = (
         SpinnerColumn(),
         TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        TextColumn("{task.fields[detail]}"),
+        BarColumn(bar_width=12),
+        TextColumn("{task.fields[detail]}", table_column=Column(overflow="fold")),
         TimeElapsedColumn(),
     )
     seen_containers: set[str] = set()
     with Progress(*columns, console=console, transient=False) as progress:
-        tasks = {cid: progress.add_task(cid, total=None, detail="pending") for cid in crawl_ids}
+        tasks = {
+            cid: progress.add_task(_short(cid), total=None, detail="pending") for cid in crawl_ids
+        }
         while True:
             statuses = [await session.get(f"/v1/crawls/{cid}", key) for cid in crawl_ids]
             live = await containers_of(session, tenant_id)
@@ -51,8 +60,8 @@ async def watch_crawls(
                 fetched, queued = counts.get("fetched", 0), counts.get("queued", 0)
                 detail = (
                     f"{status['status']}: {fetched} fetched, {queued} queued, "
-                    f"{counts.get('failed', 0)} failed | containers running: {len(live)} "
-                    f"(started {len(seen_containers)})"
+                    f"{counts.get('failed', 0)} failed, {len(live)} containers "
+                    f"({len(seen_containers)} started)"
                 )
                 total = None if status["status"] == "pending" else max(fetched + queued, 1)
                 done = status["status"] in TERMINAL

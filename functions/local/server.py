@@ -21,7 +21,14 @@ from functions.local.bootstrap import build_local_stack
 from functions.local.session import operator_key
 
 
-async def serve(local: LocalSettings, overrides: dict[str, object], host: str, port: int) -> None:
+async def serve(
+    local: LocalSettings,
+    overrides: dict[str, object],
+    host: str,
+    port: int,
+    *,
+    provider: str = "local",
+) -> None:
     data_dir = local.data_dir
     data_dir.mkdir(parents=True, exist_ok=True)
     op_key = operator_key(data_dir)
@@ -29,7 +36,12 @@ async def serve(local: LocalSettings, overrides: dict[str, object], host: str, p
     settings = SkycrawlSettings(
         **{"public_base_url": base, **overrides, "operator_key": op_key}  # type: ignore[arg-type]
     )
-    stack = build_local_stack(settings, local, lock_as="skycrawl up")
+    if provider == "selfhosted":  # PostgreSQL control plane (functions/selfhosted/bootstrap.py)
+        from functions.selfhosted.bootstrap import build_selfhosted_stack
+
+        stack = build_selfhosted_stack(settings, local)
+    else:
+        stack = build_local_stack(settings, local, lock_as="skycrawl up")
     try:
         await stack.prepare()
     except BaseException:
@@ -44,6 +56,8 @@ async def serve(local: LocalSettings, overrides: dict[str, object], host: str, p
     info = data_dir / "server.json"
     info.write_text(json.dumps({"url": base, "pid": os.getpid()}))
     print(f"skycrawl is up on {base}  (operator key in {Path(data_dir, 'operator.key')})")
+    if provider != "local":
+        print(f"provider: {provider}")
     print(f"web app: {base}/t/<tenant id>/   operator console: {base}/console/")
     print("Ctrl-C stops the server and every container it started.", flush=True)
     try:

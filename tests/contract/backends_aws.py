@@ -30,7 +30,7 @@ from adapters.aws.state_store import DynamoStateStore
 from core.clock import FakeClock, SystemClock
 from tests.contract.harness import BusHarness, ProvisionerHarness, SchedulerHarness, StateHarness
 from tests.integration.aws import moto_server
-from tests.integration.aws.moto_server import client, unique
+from tests.integration.aws.moto_server import ACCOUNT, REGION, client, unique
 
 
 def _new_bucket() -> str:
@@ -141,27 +141,50 @@ async def moto_provisioner(tmp: Path) -> AsyncIterator[ProvisionerHarness]:
         cloudformation=client("cloudformation"),
         stack_prefix=prefix,
         parameters={"DataBucket": bucket},
+        dispatch_topic=f"{prefix}-dispatch",
+        subscription_queue_prefix=f"{prefix}-sub-",
         poll_s=0.05,
     )
-    sqs, iam, cloudformation = client("sqs"), client("iam"), client("cloudformation")
+    sns, iam, cloudformation = client("sns"), client("iam"), client("cloudformation")
+    sqs = client("sqs")
 
     async def exists(resources: Mapping[str, str]) -> bool:
         return all(
-            _resource_exists(kind, value, sqs, iam, cloudformation)
+            _resource_exists(kind, value, sns, iam, cloudformation)
             for kind, value in resources.items()
         )
 
+    async def inventory() -> set[str]:
+        """This harness's topics, queues, roles and live stacks (all named ``<prefix>-…``)."""
+        topics = [
+            t["TopicArn"] for p in sns.get_paginator("list_topics").paginate() for t in p["Topics"]
+        ]
+        queues = sqs.list_queues(QueueNamePrefix=prefix).get("QueueUrls", [])
+        roles = [
+            r["RoleName"] for p in iam.get_paginator("list_roles").paginate() for r in p["Roles"]
+        ]
+        stacks = [
+            s["StackName"]
+            for p in cloudformation.get_paginator("list_stacks").paginate()
+            for s in p["StackSummaries"]
+            if s["StackStatus"] != "DELETE_COMPLETE"
+        ]
+        found = {f"topic:{t.rsplit(':', 1)[-1]}" for t in topics}
+        found |= {f"queue:{q.rsplit('/', 1)[-1]}" for q in queues}
+        found |= {f"role:{r}" for r in roles} | {f"stack:{s}" for s in stacks}
+        return {f for f in found if f.split(":", 1)[1].startswith(prefix)}
+
     try:
-        yield ProvisionerHarness(provisioner=provisioner, exists=exists)
+        yield ProvisionerHarness(provisioner=provisioner, exists=exists, inventory=inventory)
     finally:
         _empty_bucket(bucket)
 
 
-def _resource_exists(kind: str, value: str, sqs: Any, iam: Any, cloudformation: Any) -> bool:
-    errors = (sqs.exceptions.QueueDoesNotExist, iam.exceptions.NoSuchEntityException)
+def _resource_exists(kind: str, value: str, sns: Any, iam: Any, cloudformation: Any) -> bool:
+    errors = (sns.exceptions.NotFoundException, iam.exceptions.NoSuchEntityException)
     try:
-        if kind == "queue_name":
-            sqs.get_queue_url(QueueName=value)
+        if kind == "dispatch_topic":
+            sns.get_topic_attributes(TopicArn=f"arn:aws:sns:{REGION}:{ACCOUNT}:{value}")
         elif kind == "engine_role_arn":
             iam.get_role(RoleName=value.rsplit("/", 1)[-1])
         elif kind == "stack_id":

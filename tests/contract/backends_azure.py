@@ -197,16 +197,25 @@ async def arm_fake_provisioner(tmp: Path) -> AsyncIterator[ProvisionerHarness]:
     settings = AzureSettings(
         subscription_id="sub-1", resource_group="rg-skycrawl", storage_account="skycrawlsa"
     )
-    provisioner = ArmProvisioner(client, settings)  # type: ignore[arg-type]
+    namespace = FakeServiceBusNamespace(FakeClock())
+    bus = fake_servicebus(namespace)
+    provisioner = ArmProvisioner(client, settings, bus=bus)  # type: ignore[arg-type]
 
     async def exists(resources: Mapping[str, str]) -> bool:
-        ids = [value for key, value in resources.items() if key.endswith("_id")]
+        ids = [value for key, value in resources.items() if key.endswith("_id") and value]
         return bool(ids) and all(client.exists(resource_id) for resource_id in ids)
 
+    async def inventory() -> set[str]:
+        """Resource Manager's resources, and the topics and queues of the bus's namespace."""
+        found = {f"arm:{rid}" for rid in client.resources.items}
+        found |= {f"topic:{t}" for t in namespace.topics}
+        return found | {f"queue:{q}" for q in namespace.queues}
+
     try:
-        yield ProvisionerHarness(provisioner=provisioner, exists=exists)
+        yield ProvisionerHarness(provisioner=provisioner, exists=exists, inventory=inventory)
     finally:
         await provisioner.close()
+        await bus.close()
 
 
 FACTORIES = {

@@ -26,6 +26,7 @@ import asyncio
 import contextlib
 import hashlib
 import sys
+import uuid
 from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 
@@ -36,6 +37,7 @@ from adapters.gcp.container_runtime import CloudRunRuntime
 from adapters.gcp.message_bus import PubSubMessageBus
 from adapters.gcp.provider import pubsub_clients
 from adapters.gcp.provisioner import GcpProvisioner
+from adapters.gcp.pubsub_admin import PubSubAdmin
 from adapters.gcp.scheduler import CloudTasksScheduler, deliver_timer
 from adapters.gcp.state_store import FirestoreStateStore
 from core.clock import SystemClock
@@ -163,26 +165,23 @@ async def cloud_run_runtime(tmp: Path) -> AsyncIterator[RuntimeHarness]:
 
 @contextlib.asynccontextmanager
 async def gcp_provisioner(tmp: Path) -> AsyncIterator[ProvisionerHarness]:
-    """Per-tenant topic + subscription on the Pub/Sub emulator, marker in the GCS fake."""
+    """Per-tenant dispatch topic on the Pub/Sub emulator, marker in the GCS fake."""
     publisher, subscriber = pubsub_clients(emulators.pubsub_host())
+    admin = PubSubAdmin(project=emulators.PROJECT, publisher=publisher, subscriber=subscriber)
     with FakeGcsServer(buckets=["skycrawl-blobs"]) as server:
         client = server.client()
         provisioner = GcpProvisioner(
-            project=emulators.PROJECT,
-            publisher=publisher,
-            subscriber=subscriber,
+            admin=admin,
             storage_client=client,
             bucket="skycrawl-blobs",
-            prefix=f"tenant-{tmp.name[-8:]}-",
+            dispatch_topic=(base := f"dispatch-{uuid.uuid4().hex[:8]}"),
         )
 
         async def exists(resources: Mapping[str, str]) -> bool:
             try:
                 for kind, ref in resources.items():
-                    if kind == "topic":
-                        await publisher.get_topic(topic=ref)
-                    elif kind == "subscription":
-                        await subscriber.get_subscription(subscription=ref)
+                    if kind == "dispatch_topic":
+                        await publisher.get_topic(topic=admin.topic_path(ref))
                     else:
                         bucket, _, key = ref.removeprefix("gs://").partition("/")
                         if not await asyncio.to_thread(client.bucket(bucket).blob(key).exists):
@@ -191,8 +190,20 @@ async def gcp_provisioner(tmp: Path) -> AsyncIterator[ProvisionerHarness]:
                 return False
             return True
 
+        async def inventory() -> set[str]:
+            """The harness's topics and subscriptions on the emulator, and every object."""
+            project = f"projects/{emulators.PROJECT}"
+            found = {f"topic:{t.name}" async for t in await publisher.list_topics(project=project)}
+            found |= {
+                f"subscription:{s.name}"
+                async for s in await subscriber.list_subscriptions(project=project)
+            }
+            found = {f for f in found if f.rsplit("/", 1)[-1].startswith(base)}
+            blobs = await asyncio.to_thread(lambda: list(client.list_blobs("skycrawl-blobs")))
+            return found | {f"object:{b.name}" for b in blobs}
+
         try:
-            yield ProvisionerHarness(provisioner=provisioner, exists=exists)
+            yield ProvisionerHarness(provisioner=provisioner, exists=exists, inventory=inventory)
         finally:
             for closable in (publisher, subscriber):
                 await closable.transport.close()

@@ -45,7 +45,7 @@ from tests.contract.harness import (
 
 # --------------------------------------------------------------------------- backends
 
-CLOUD_BACKENDS = ("aws", "azure", "gcp")
+CLOUD_BACKENDS = ("aws", "azure", "gcp", "selfhosted", "docker", "kubernetes")
 
 
 def backend_factories(kind: str) -> dict[str, Any]:
@@ -229,10 +229,26 @@ async def runtime_h(
 
 @contextlib.asynccontextmanager
 async def directory_provisioner(tmp: Path) -> AsyncIterator[ProvisionerHarness]:
-    async def exists(resources: Mapping[str, str]) -> bool:
-        return all(Path(value).exists() for value in resources.values())
+    bus = SqliteMessageBus(tmp / "bus.sqlite3", clock=FakeClock())
+    provisioner = DirectoryProvisioner(tmp, bus=bus, dispatch_topic="dispatch")
 
-    yield ProvisionerHarness(provisioner=DirectoryProvisioner(tmp), exists=exists)
+    async def exists(resources: Mapping[str, str]) -> bool:
+        topics = await bus.topics()
+        return all(
+            value in topics if key == "dispatch_topic" else Path(value).exists()
+            for key, value in resources.items()
+        )
+
+    async def inventory() -> set[str]:
+        files = (
+            {str(p) for p in (tmp / "tenants").rglob("*")} if (tmp / "tenants").exists() else set()
+        )
+        return files | {f"topic:{t}" for t in await bus.topics()}
+
+    try:
+        yield ProvisionerHarness(provisioner=provisioner, exists=exists, inventory=inventory)
+    finally:
+        await bus.close()
 
 
 PROVISIONER_FACTORIES: dict[

@@ -83,3 +83,6 @@ class RuntimeHarness:
 class ProvisionerHarness:
     provisioner: Provisioner
     exists: Callable[[Mapping[str, str]], Awaitable[bool]]  # are all these resources there?
+    #: Everything the cloud (or emulator) holds that a provisioner could have made, listed
+    #: from the cloud's own APIs (topics, queues, subscriptions, roles, stacks, objects ...).
+    inventory: Callable[[], Awaitable[set[str]]]

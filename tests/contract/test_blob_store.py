@@ -153,3 +153,29 @@ def test_files_never_map_a_key_outside_the_root(key: str) -> None:
     assert root in path.parents
     assert ".." not in path.relative_to(root).parts
     assert path.relative_to(root).parts[0] != ".tmp"
+
+
+# --------------------------------------------------------------------- streaming (issue 12)
+
+
+async def test_stream_reads_an_object_in_chunks(blobs: BlobStore) -> None:
+    data = bytes(range(256)) * 1200  # 300 KiB, not a multiple of the chunk size
+    await blobs.put(key="t/c/warc/0.warc.gz", data=data)
+    chunks = [c async for c in blobs.stream(key="t/c/warc/0.warc.gz", chunk_bytes=64 * 1024)]
+    assert b"".join(chunks) == data
+    assert all(0 < len(c) <= 64 * 1024 for c in chunks)
+    assert len(chunks) == -(-len(data) // (64 * 1024))
+    assert await blobs.size(key="t/c/warc/0.warc.gz") == len(data)
+    await blobs.put(key="t/c/empty", data=b"")
+    assert b"".join([c async for c in blobs.stream(key="t/c/empty")]) == b""
+    assert await blobs.size(key="t/c/empty") == 0
+
+
+async def test_stream_and_size_of_a_missing_object(blobs: BlobStore) -> None:
+    with pytest.raises(NotFound):
+        async for _ in blobs.stream(key="no/such/blob"):
+            pass
+    with pytest.raises(NotFound):
+        await blobs.size(key="no/such/blob")
+    with pytest.raises(InvalidRequest):
+        await blobs.size(key="../escape")

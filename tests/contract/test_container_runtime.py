@@ -42,11 +42,18 @@ while True:
 """
 
 
+EU = Egress(name="eu-proxy")
+
+
 def spec(
-    h: RuntimeHarness, cid: str, mode: str = "sleep", proxy: str | None = None
+    h: RuntimeHarness,
+    cid: str,
+    mode: str = "sleep",
+    proxy: str | None = None,
+    egress: Egress = EU,
 ) -> ContainerSpec:
     env = {"SKYCRAWL_TEST_OUT": str(h.out_dir), "SKYCRAWL_TEST_MODE": mode, "SKYCRAWL_TEST_X": "1"}
-    egress = Egress(name="eu-proxy", proxy_url=proxy)
+    egress = egress.model_copy(update={"proxy_url": proxy})
     return ContainerSpec(container_id=cid, tenant_id="tenant-1", egress=egress, env=env)
 
 
@@ -62,7 +69,7 @@ async def until_exited(
     runtime: ContainerRuntime, cid: str, timeout_s: float = 10
 ) -> ContainerStatus:
     for _ in range(int(timeout_s / 0.05)):
-        status = await runtime.describe(container_id=cid)
+        status = await runtime.describe(container_id=cid, egress=EU)
         if status.state is RunState.exited:
             return status
         await asyncio.sleep(0.05)
@@ -80,24 +87,24 @@ async def test_container_gets_its_identity_and_env(runtime_h: RuntimeHarness) ->
 
 async def test_describe_running_then_stop_then_exited(runtime_h: RuntimeHarness) -> None:
     runtime, _ = await started(runtime_h, "c-stop")
-    assert (await runtime.describe(container_id="c-stop")).state is RunState.running
-    assert [s.container_id for s in await runtime.list_running()] == ["c-stop"]
+    assert (await runtime.describe(container_id="c-stop", egress=EU)).state is RunState.running
+    assert [s.container_id for s in await runtime.list_running(egress=EU)] == ["c-stop"]
 
-    await runtime.stop_container(container_id="c-stop", grace_s=5)
+    await runtime.stop_container(container_id="c-stop", egress=EU, grace_s=5)
     status = await until_exited(runtime, "c-stop")
     warned = (runtime_h.out_dir / "c-stop.sigterm").exists()
     if runtime.capabilities.graceful_stop:
         assert (status.exit_code, warned) == (0, True)  # it handled SIGTERM, exited cleanly
     else:  # a kill without warning (ACI): the capability tells the core to drain first
         assert (status.exit_code, warned) == (137, False)
-    assert await runtime.list_running() == []
-    await runtime.stop_container(container_id="c-stop")  # stopping a gone one is a no-op
+    assert await runtime.list_running(egress=EU) == []
+    await runtime.stop_container(container_id="c-stop", egress=EU)  # a gone one: a no-op
 
 
 async def test_stop_forces_a_container_that_ignores_sigterm(runtime_h: RuntimeHarness) -> None:
     runtime, _ = await started(runtime_h, "c-stubborn", mode="ignore")
     begun = time.monotonic()
-    await runtime.stop_container(container_id="c-stubborn", grace_s=0.3)
+    await runtime.stop_container(container_id="c-stubborn", egress=EU, grace_s=0.3)
     status = await until_exited(runtime, "c-stubborn")
     elapsed = time.monotonic() - begun
     assert elapsed < 5
@@ -115,8 +122,43 @@ async def test_a_container_that_exits_reports_its_code(runtime_h: RuntimeHarness
 
 async def test_unknown_container(runtime_h: RuntimeHarness) -> None:
     runtime = runtime_h.runtime(WORKLOAD)
-    assert (await runtime.describe(container_id="never-started")).state is RunState.unknown
-    await runtime.stop_container(container_id="never-started")
+    assert (
+        await runtime.describe(container_id="never-started", egress=EU)
+    ).state is RunState.unknown
+    await runtime.stop_container(container_id="never-started", egress=EU)
+
+
+async def test_each_egress_lists_only_its_own_containers(runtime_h: RuntimeHarness) -> None:
+    """Two egresses on one backend (one cluster, one resource group, one job): each call
+    names its egress, and listing one egress never shows the other's containers."""
+    west = Egress(name="west", region="west-1")
+    runtime = runtime_h.runtime(WORKLOAD)
+    await runtime.start_container(spec=spec(runtime_h, "c-eu"))
+    await runtime.start_container(spec=spec(runtime_h, "c-west", egress=west))
+    await runtime_h.wait_for_file("c-eu.env")
+    await runtime_h.wait_for_file("c-west.env")
+    for _ in range(100):  # a runtime may report pending for a moment after the start
+        eu_ids = [s.container_id for s in await runtime.list_running(egress=EU)]
+        west_ids = [s.container_id for s in await runtime.list_running(egress=west)]
+        if eu_ids and west_ids:
+            break
+        await asyncio.sleep(0.05)
+    assert (eu_ids, west_ids) == (["c-eu"], ["c-west"])
+    await runtime.stop_container(container_id="c-west", egress=west, grace_s=1)
+    assert (await until_exited_on(runtime, "c-west", west)).state is RunState.exited
+    assert [s.container_id for s in await runtime.list_running(egress=EU)] == ["c-eu"]
+    assert await runtime.list_running(egress=west) == []
+
+
+async def until_exited_on(
+    runtime: ContainerRuntime, cid: str, egress: Egress, timeout_s: float = 10
+) -> ContainerStatus:
+    for _ in range(int(timeout_s / 0.05)):
+        status = await runtime.describe(container_id=cid, egress=egress)
+        if status.state is RunState.exited:
+            return status
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"{cid} still {status.state} after {timeout_s} s")
 
 
 # --------------------------------------------------------------------------- subprocess only
@@ -166,7 +208,7 @@ async def test_subprocess_close_stops_everything(tmp_path: Path) -> None:
                 break
             await asyncio.sleep(0.02)
         pids.append(int(json.loads((out / f"{cid}.env").read_text())["pid"]))
-    assert len(await runtime.list_running()) == 2
+    assert len(await runtime.list_running(egress=Egress(name="local"))) == 2
     await runtime.close()
     for pid in pids:
         await wait_gone(pid, 1)

@@ -1,7 +1,8 @@
 """HostLimiter contract: leases per host, reserved start gaps, holds, expiry, sharing.
 
-Run against ``SqliteHostLimiter`` (the only implementation; the cloud designs are in
-``core/ports/host_limiter.py``) with two instances on one file standing for two processes.
+Run against ``SqliteHostLimiter`` (two instances on one file standing for two processes) and
+``PostgresHostLimiter`` (two instances, each with its own connection pool, on one database);
+the cloud designs are in ``core/ports/host_limiter.py``.
 """
 
 from __future__ import annotations
@@ -31,10 +32,33 @@ def clock() -> Clock:
     return Clock()
 
 
-@pytest.fixture
-async def pair(tmp_path: Path, clock: Clock) -> AsyncIterator[tuple[HostLimiter, HostLimiter]]:
-    path = tmp_path / "limits" / "hosts.sqlite3"
-    first, second = SqliteHostLimiter(path, clock=clock), SqliteHostLimiter(path, clock=clock)
+async def _postgres_pair(clock: Clock) -> tuple[HostLimiter, HostLimiter]:
+    """Two limiters with a pool each on the shared scratch database, its limits emptied
+    (the tests reuse host names)."""
+    from adapters.selfhosted.database import PostgresDatabase
+    from adapters.selfhosted.host_limiter import PostgresHostLimiter
+    from tests.integration.selfhosted.postgres import shared_url
+
+    scratch = PostgresDatabase(shared_url(), max_size=1)
+    async with scratch.connection("truncate") as conn:
+        await conn.execute("TRUNCATE host_limits, host_leases")
+    await scratch.close()
+
+    def one() -> PostgresHostLimiter:
+        return PostgresHostLimiter(PostgresDatabase(shared_url(), max_size=2), clock=clock)
+
+    return one(), one()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+async def pair(
+    request: pytest.FixtureRequest, tmp_path: Path, clock: Clock
+) -> AsyncIterator[tuple[HostLimiter, HostLimiter]]:
+    if request.param == "postgres":
+        first, second = await _postgres_pair(clock)
+    else:
+        path = tmp_path / "limits" / "hosts.sqlite3"
+        first, second = SqliteHostLimiter(path, clock=clock), SqliteHostLimiter(path, clock=clock)
     yield first, second
     await first.close()
     await second.close()

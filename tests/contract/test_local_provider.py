@@ -48,7 +48,7 @@ def test_engine_env_points_at_the_same_absolute_data_dir(
 
 
 def test_load_provider_imports_lazily_by_name() -> None:
-    assert set(PROVIDERS) == {"local", "aws", "azure", "gcp"}
+    assert set(PROVIDERS) == {"local", "aws", "azure", "gcp", "selfhosted"}
     module = load_provider("local")
     assert module.build_ports is build_ports
 

@@ -238,6 +238,29 @@ async def test_delete_subscription_drops_pending_and_later_messages(
     assert await bus_h.bus.receive(source=sub, visibility_timeout_s=30) == []
 
 
+async def test_delete_topic_removes_its_subscriptions_and_what_they_hold(
+    bus_h: BusHarness, unique: Names
+) -> None:
+    """A tenant's teardown: its topic goes with every subscription on it; provisioning the
+    tenant again gives an empty topic."""
+    topic, name = unique("dispatch"), unique("container")
+    await bus_h.bus.ensure_topic(topic=topic)
+    await bus_h.bus.ensure_subscription(topic=topic, name=name, filter={"container_id": name})
+    await bus_h.bus.publish(topic=topic, message=msg(b"pending", container_id=name))
+
+    await bus_h.bus.delete_topic(topic=topic)
+    await bus_h.bus.delete_topic(topic=topic)  # missing is not an error
+    with contextlib.suppress(NotFound):
+        assert await bus_h.bus.receive(source=Subscription(topic, name)) == []
+    with contextlib.suppress(NotFound):  # gone: refused, or it reaches nobody
+        await bus_h.bus.publish(topic=topic, message=msg(b"after", container_id=name))
+
+    await bus_h.bus.ensure_topic(topic=topic)
+    sub = await bus_h.bus.ensure_subscription(topic=topic, name=name, filter={"container_id": name})
+    assert await bus_h.bus.receive(source=sub, visibility_timeout_s=30) == []
+    await bus_h.bus.delete_topic(topic=topic)
+
+
 async def test_oversize_message_is_invalid(bus_h: BusHarness, unique: Names) -> None:
     name, topic = await queue(bus_h, unique), unique("dispatch")
     await bus_h.bus.ensure_topic(topic=topic)

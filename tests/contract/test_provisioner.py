@@ -72,3 +72,22 @@ async def test_directory_layout_and_database(tmp_path: Path) -> None:
     await provisioner.teardown(tenant_id="t1", resources=resources)
     assert not tenant_dir.exists()
     assert (tmp_path / "tenants").is_dir()
+
+
+async def test_provisioning_creates_what_it_returns_and_teardown_leaves_nothing(
+    provisioner_h: ProvisionerHarness,
+) -> None:
+    """Listed from the cloud itself, before and after: provisioning adds the tenant's
+    resources (its dispatch topic among them), doing it again adds nothing, and teardown
+    takes the cloud back to exactly what it held before."""
+    provisioner = provisioner_h.provisioner
+    before = await provisioner_h.inventory()
+    resources = dict(await provisioner.provision(tenant_id="tenant-c"))
+    made = await provisioner_h.inventory() - before
+    assert made
+    assert resources["dispatch_topic"] in " ".join(made)
+    assert dict(await provisioner.provision(tenant_id="tenant-c")) == resources
+    assert await provisioner_h.inventory() - before == made  # idempotent: nothing more
+
+    await provisioner.teardown(tenant_id="tenant-c", resources=resources)
+    assert await provisioner_h.inventory() == before

@@ -27,7 +27,7 @@ from typing import Any, TypeVar
 import pytest
 
 from adapters.local.container_runtime import SubprocessRuntime
-from core.layout import subscription_name
+from core.layout import subscription_name, tenant_topic
 from functions.aws import api, bootstrap, conductor, housekeeping
 from functions.aws.bootstrap import AwsStack
 from tests.e2e.support import serve_site
@@ -190,18 +190,18 @@ async def test_crawl_on_aws_through_the_lambdas_and_back_to_zero(world: AwsWorld
     record = await w.invoke(bootstrap.run, stack.records.containers.get(tenant_id, container_id))
     assert record is not None
     assert record.value.reason == "idle"
-    assert await w.invoke(bootstrap.run, stack.ports.runtime.list_running()) == []
+    running = stack.ports.list_running(stack.settings.egresses)
+    assert await w.invoke(bootstrap.run, running) == []
 
     sqs, sns = moto_server.client("sqs"), moto_server.client("sns")
-    queue = stack.bus.topics.subscription_queue(
-        stack.settings.dispatch_topic, subscription_name(container_id)
-    )
+    topic = tenant_topic(stack.settings.dispatch_topic, tenant_id)  # the tenant's own
+    assert tenant.value.resources["dispatch_topic"] == topic
+    topic_arn = f"{stack.aws.topic_arn_prefix}{topic}"
+    queue = stack.bus.topics.subscription_queue(topic, subscription_name(container_id))
     assert queue.startswith(stack.aws.subscription_queue_prefix)
     with pytest.raises(sqs.exceptions.QueueDoesNotExist):
         await asyncio.to_thread(sqs.get_queue_url, QueueName=queue)
-    subscriptions = await asyncio.to_thread(
-        sns.list_subscriptions_by_topic, TopicArn=stack.aws.dispatch_topic_arn
-    )
+    subscriptions = await asyncio.to_thread(sns.list_subscriptions_by_topic, TopicArn=topic_arn)
     assert subscriptions["Subscriptions"] == []
     leftovers = await asyncio.to_thread(
         sqs.list_queues, QueueNamePrefix=stack.aws.subscription_queue_prefix
@@ -211,6 +211,8 @@ async def test_crawl_on_aws_through_the_lambdas_and_back_to_zero(world: AwsWorld
     await w.http("DELETE", f"/v1/tenants/{tenant_id}", OPERATOR_KEY)
     described = await asyncio.to_thread(cloudformation.describe_stacks, StackName=stack_id)
     assert described["Stacks"][0]["StackStatus"] == "DELETE_COMPLETE"
+    with pytest.raises(sns.exceptions.NotFoundException):  # its topic went with its stack
+        await asyncio.to_thread(sns.get_topic_attributes, TopicArn=topic_arn)
     assert (
         await w.invoke(bootstrap.run, stack.ports.blobs.list(prefix=f"tenants/{tenant_id}/")) == []
     )

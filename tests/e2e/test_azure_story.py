@@ -27,11 +27,10 @@ from azure.functions.queue import QueueMessage as TriggerQueueMessage
 from azure.functions.timer import TimerRequest
 from azure.storage.queue.aio import QueueClient, QueueServiceClient
 
-from adapters.azure.provisioner import ArmProvisioner
 from adapters.azure.settings import AzureSettings
 from adapters.azure.storage_queue_wire import decode_envelope, subscription_queue
 from adapters.local.container_runtime import SubprocessRuntime
-from core.layout import subscription_name
+from core.layout import subscription_name, tenant_topic
 from core.settings import SkycrawlSettings
 from functions.azure import function_app
 from functions.azure.bootstrap import AzureStack, build_stack, use_stack
@@ -161,8 +160,7 @@ async def host(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator
         command=(sys.executable, "-m", "engine_container"), log_dir=tmp_path / "logs"
     )
     arm = FakeResourceManagementClient(subscription_id="sub-e2e", existing=[ACCOUNT_ID])
-    provisioner = ArmProvisioner(arm, azure)  # type: ignore[arg-type]
-    stack = build_stack(settings, azure, runtime=runtime, provisioner=provisioner)
+    stack = build_stack(settings, azure, runtime=runtime, arm=arm)
     use_stack(stack)
     functions = {
         f.get_function_name(): f.get_user_function() for f in app_module.app.get_functions()
@@ -244,9 +242,11 @@ async def test_crawl_on_azure_adapters_completes_and_scales_to_zero(
     assert host.handled["container.kill-timer"] >= 1  # stopped by its kill timer
     assert host.handled["container.ready"] == 1
     assert host.handled["crawl.completed"] == 1
-    assert await host.stack.ports.runtime.list_running() == []
+    assert await host.stack.ports.list_running(host.stack.settings.egresses) == []
 
-    queue = subscription_queue(host.stack.settings.dispatch_topic, subscription_name(guid))
+    topic = tenant_topic(host.stack.settings.dispatch_topic, tenant_id)  # the tenant's own
+    assert tenant.value.resources["dispatch_topic"] == topic
+    queue = subscription_queue(topic, subscription_name(guid))
     service = QueueServiceClient.from_connection_string(azurite().connection_string)
     async with service:
         names = [q.name async for q in service.list_queues(name_starts_with="sub-")]

@@ -32,7 +32,7 @@ from adapters.gcp.message_bus import PubSubMessageBus
 from adapters.gcp.provider import GcpClients, pubsub_clients
 from adapters.gcp.settings import GcpSettings
 from adapters.local.container_runtime import SubprocessRuntime
-from core.layout import subscription_name
+from core.layout import subscription_name, tenant_topic
 from core.ports import Queue
 from core.settings import SkycrawlSettings
 from functions.gcp import bootstrap
@@ -59,6 +59,7 @@ class Cloud:
     bus: PubSubMessageBus  # the test's own client, on the test's loop
     subscriber: Any
     pushed: list[int]
+    publisher: Any = None
 
     async def call(self, method: str, path: str, key: str, body: Any = None) -> Any:
         headers = {"Authorization": f"Bearer {key}"}
@@ -172,7 +173,9 @@ async def cloud(tmp_path: Path) -> AsyncIterator[Cloud]:
             stack.run(stack.prepare())
             apps["api"] = functions_framework.create_app("api", MAIN).test_client()
             conductor = functions_framework.create_app("conductor", MAIN).test_client()
-            cloud = Cloud(stack, apps["api"], conductor, tasks, tokens, bus, subscriber, [])
+            cloud = Cloud(
+                stack, apps["api"], conductor, tasks, tokens, bus, subscriber, [], publisher
+            )
             stop = asyncio.Event()
             background = [
                 asyncio.create_task(push_inbox(cloud, project, settings.inbox_queue, stop)),
@@ -205,7 +208,9 @@ async def test_crawl_on_gcp_adapters_completes_and_scales_to_zero(cloud: Cloud) 
         "POST", "/v1/tenants", OPERATOR_KEY, {"name": "acme", "quotas": {"max_containers": 2}}
     )
     tenant_id, key = created["id"], created["api_key"]
-    assert created["resources"]["topic"].endswith(f"/topics/skycrawl-tenant-{tenant_id}")
+    topic = tenant_topic(stack.settings.dispatch_topic, tenant_id)  # the tenant's own
+    assert created["resources"]["dispatch_topic"] == topic
+    await cloud.publisher.get_topic(topic=cloud.bus.topic_path(topic))
 
     async with serve_site(pages=30) as site:
         submitted = await cloud.call(
@@ -255,10 +260,20 @@ async def test_crawl_on_gcp_adapters_completes_and_scales_to_zero(cloud: Cloud) 
     assert all(
         t.http_request.oidc_token.service_account_email == CALLER for t in cloud.tasks.created
     )
-    assert stack.run(stack.ports.runtime.list_running()) == []
+    assert stack.run(stack.ports.list_running(stack.settings.egresses)) == []
     with pytest.raises(gexc.NotFound):  # its dispatch subscription is gone
         await cloud.subscriber.get_subscription(
             subscription=cloud.bus.subscription_path(subscription_name(container_id))
         )
     assert cloud.pushed
     assert all(code < 300 for code in cloud.pushed)
+    # deleting the tenant removes its topic, dead-letter topic and that topic's subscription
+    response = await cloud.call("DELETE", f"/v1/tenants/{tenant_id}", OPERATOR_KEY)
+    assert response.status_code == 204
+    for path in (cloud.bus.topic_path(topic), cloud.bus.topic_path(f"{topic}-dlq")):
+        with pytest.raises(gexc.NotFound):
+            await cloud.publisher.get_topic(topic=path)
+    with pytest.raises(gexc.NotFound):
+        await cloud.subscriber.get_subscription(
+            subscription=cloud.bus.subscription_path(f"{topic}-dlq")
+        )

@@ -78,7 +78,7 @@ async def test_crawl_end_to_end_exports_every_page_and_scales_to_zero(harness: H
         return not await h.live_containers(tenant_id)
 
     await h.wait_for(scaled_to_zero, 15, "idle containers to stop")
-    assert await h.stack.ports.runtime.list_running() == []
+    assert await h.stack.ports.list_running(h.stack.settings.egresses) == []
 
 
 async def test_parallel_crawls_scale_out_then_back_to_zero(harness: Harness) -> None:

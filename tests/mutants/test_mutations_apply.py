@@ -19,3 +19,9 @@ def test_the_mutation_patch_applies_exactly_once(mutation: Mutation) -> None:
 
 def test_mutation_names_are_unique() -> None:
     assert len({m.name for m in MUTATIONS}) == len(MUTATIONS)
+
+
+@pytest.mark.parametrize("mutation", MUTATIONS, ids=[m.name for m in MUTATIONS])
+def test_the_tests_that_should_kill_the_mutation_exist(mutation: Mutation) -> None:
+    for path in mutation.tests:
+        assert (ROOT / path.split("::")[0]).exists(), (mutation.name, path)

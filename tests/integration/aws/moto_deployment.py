@@ -1,6 +1,6 @@
 """A skycrawl deployment on the moto server, made the way ``deploy/aws/template.yaml`` makes it
-(state table with TTL, data bucket, inbox queue + DLQ with a redrive policy, dispatch topic +
-DLQ, VPC, subnet, security group, ECS cluster, Fargate task definition), with every name
+(state table with TTL, data bucket, inbox queue + DLQ with a redrive policy (each tenant's
+dispatch topic + DLQ come with its stack), VPC, subnet, security group, ECS cluster, Fargate task definition), with every name
 starting with a unique prefix so that tests sharing the server never meet.
 """
 
@@ -13,7 +13,7 @@ from typing import Any
 from adapters.aws.settings import AwsSettings
 from core.settings import SkycrawlSettings
 from tests.contract.backends_aws import create_state_table
-from tests.integration.aws.moto_server import REGION, client, endpoint, unique
+from tests.integration.aws.moto_server import ACCOUNT, REGION, client, endpoint, unique
 
 OPERATOR_KEY = "op_aws_operator_key_for_tests_only_0123456789"
 
@@ -66,21 +66,16 @@ def deploy(*, ecs: bool = True, task_definition: bool = True, **overrides: Any) 
     processes; moto's EC2 takes seconds to load)."""
     prefix = unique("sc")
     create_state_table(f"{prefix}-state")
-    s3, sqs, sns = client("s3"), client("sqs"), client("sns")
+    s3, sqs = client("s3"), client("sqs")
     s3.create_bucket(Bucket=f"{prefix}-data")
-    for queue in ("inbox", "dispatch"):
-        dlq = sqs.create_queue(QueueName=f"{prefix}-{queue}-dlq")["QueueUrl"]
-        if queue == "inbox":
-            dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq, AttributeNames=["QueueArn"])
-            redrive = {
-                "deadLetterTargetArn": dlq_arn["Attributes"]["QueueArn"],
-                "maxReceiveCount": 5,
-            }
-            sqs.create_queue(
-                QueueName=f"{prefix}-inbox",
-                Attributes={"RedrivePolicy": json.dumps(redrive), "VisibilityTimeout": "30"},
-            )
-    topic_arn = sns.create_topic(Name=f"{prefix}-dispatch")["TopicArn"]
+    dlq = sqs.create_queue(QueueName=f"{prefix}-inbox-dlq")["QueueUrl"]
+    dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq, AttributeNames=["QueueArn"])
+    redrive = {"deadLetterTargetArn": dlq_arn["Attributes"]["QueueArn"], "maxReceiveCount": 5}
+    sqs.create_queue(
+        QueueName=f"{prefix}-inbox",
+        Attributes={"RedrivePolicy": json.dumps(redrive), "VisibilityTimeout": "30"},
+    )
+    # each tenant's dispatch topic comes with the tenant (its CloudFormation stack)
     subnet, group = _network() if ecs else ("subnet-none", "sg-none")
     family = f"{prefix}-engine"
     if ecs:
@@ -99,7 +94,7 @@ def deploy(*, ecs: bool = True, task_definition: bool = True, **overrides: Any) 
         endpoint_url=endpoint(),
         table=f"{prefix}-state",
         bucket=f"{prefix}-data",
-        dispatch_topic_arn=topic_arn,
+        topic_arn_prefix=f"arn:aws:sns:{REGION}:{ACCOUNT}:",
         subscription_queue_prefix=f"{prefix}-sub-",
         inbox_visibility_timeout_s=30,
         cluster=prefix,

@@ -102,6 +102,9 @@ async def runtime(deployment: Deployment, rules: EcsRules) -> AsyncIterator[EcsR
     await runtime.close()
 
 
+EGRESS = Egress(name="eu-proxy")
+
+
 def spec(
     cid: str, egress: str = "eu-proxy", proxy: str | None = "http://proxy.test:3128"
 ) -> ContainerSpec:
@@ -183,15 +186,29 @@ async def test_describe_stop_and_list(runtime: EcsRuntime, deployment: Deploymen
         )
         == 1
     )
-    assert (await runtime.describe(container_id="c-stop")).state is RunState.running
-    assert [s.container_id for s in await runtime.list_running()] == ["c-stop"]
+    assert (await runtime.describe(container_id="c-stop", egress=EGRESS)).state is RunState.running
+    assert [s.container_id for s in await runtime.list_running(egress=EGRESS)] == ["c-stop"]
 
-    await runtime.stop_container(container_id="c-stop", grace_s=5)
-    status = await runtime.describe(container_id="c-stop")
+    await runtime.stop_container(container_id="c-stop", egress=EGRESS, grace_s=5)
+    status = await runtime.describe(container_id="c-stop", egress=EGRESS)
     assert (status.state, status.exit_code) == (RunState.exited, 0)
     assert "grace 5 s" in status.detail
-    assert await runtime.list_running() == []
-    await runtime.stop_container(container_id="c-stop")  # stopping a stopped one is a no-op
+    assert await runtime.list_running(egress=EGRESS) == []
+    await runtime.stop_container(
+        container_id="c-stop", egress=EGRESS
+    )  # stopping a stopped one is a no-op
+
+
+async def test_each_egress_lists_only_its_own_tasks(runtime: EcsRuntime) -> None:
+    """Two egresses on one cluster: listing one never shows the other's tasks."""
+    await runtime.start_container(spec=spec("c-eu"))
+    await runtime.start_container(spec=spec("c-us", egress="us-direct", proxy=None))
+    assert [s.container_id for s in await runtime.list_running(egress=EGRESS)] == ["c-eu"]
+    us = Egress(name="us-direct")
+    assert [s.container_id for s in await runtime.list_running(egress=us)] == ["c-us"]
+    await runtime.stop_container(container_id="c-us", egress=us)
+    assert await runtime.list_running(egress=us) == []
+    assert [s.container_id for s in await runtime.list_running(egress=EGRESS)] == ["c-eu"]
 
 
 async def test_list_tasks_is_called_as_the_api_reference_allows(
@@ -199,10 +216,10 @@ async def test_list_tasks_is_called_as_the_api_reference_allows(
 ) -> None:
     """``startedBy`` alone (besides the cluster); stopped tasks by family and desired status."""
     await runtime.start_container(spec=spec("c-shape"))
-    await runtime.describe(container_id="c-shape")
-    await runtime.stop_container(container_id="c-shape")
-    await runtime.describe(container_id="c-shape")
-    await runtime.list_running()
+    await runtime.describe(container_id="c-shape", egress=EGRESS)
+    await runtime.stop_container(container_id="c-shape", egress=EGRESS)
+    await runtime.describe(container_id="c-shape", egress=EGRESS)
+    await runtime.list_running(egress=EGRESS)
     shapes = {tuple(sorted(params)) for params in rules.list_tasks}
     assert ("cluster", "startedBy") in shapes
     assert ("cluster", "desiredStatus", "family") in shapes
@@ -230,13 +247,13 @@ async def test_tasks_not_started_by_skycrawl_are_not_listed(
             "awsvpcConfiguration": {"subnets": aws.subnets, "securityGroups": aws.security_groups}
         },
     )
-    assert await runtime.list_running() == []
+    assert await runtime.list_running(egress=EGRESS) == []
 
 
 async def test_unknown_and_invalid_containers(runtime: EcsRuntime) -> None:
-    status = await runtime.describe(container_id="never-started")
+    status = await runtime.describe(container_id="never-started", egress=EGRESS)
     assert status.state is RunState.unknown
-    await runtime.stop_container(container_id="never-started")
+    await runtime.stop_container(container_id="never-started", egress=EGRESS)
     with pytest.raises(InvalidRequest):
         await runtime.start_container(spec=spec("not/a guid"))
 
@@ -260,7 +277,7 @@ async def test_wrong_settings_are_configuration_errors(deployment: Deployment) -
         security_groups=aws.security_groups,
     )
     with pytest.raises(ConfigurationError):
-        await no_cluster.describe(container_id="c-1")
+        await no_cluster.describe(container_id="c-1", egress=EGRESS)
     await no_subnets.close()
     await no_cluster.close()
 
@@ -281,6 +298,6 @@ async def test_capacity_provider_replaces_the_launch_type(deployment: Deployment
         capacity_provider="FARGATE_SPOT",
     )
     await spot.start_container(spec=spec("c-spot"))
-    assert (await spot.describe(container_id="c-spot")).state is RunState.running
+    assert (await spot.describe(container_id="c-spot", egress=EGRESS)).state is RunState.running
     assert task_of(deployment, "c-spot").get("launchType", "") == ""
     await spot.close()

@@ -16,7 +16,7 @@ import pytest
 from core.errors import Retryable
 from core.layout import warc_key
 from core.messages import Heartbeat, encode
-from core.models import Container, ContainerState, Egress
+from core.models import Container, ContainerState
 from functions.aws import api, bootstrap, conductor, housekeeping
 from functions.aws.bootstrap import AwsStack
 from tests.integration.aws.lambda_events import (
@@ -224,7 +224,7 @@ def test_scheduled_housekeeping_finishes_a_reap_whose_stop_was_cut_short(
     stale = Container(  # its watchdog found it not ready; the instance died before the stop
         id="c-stale",
         tenant_id=tenant_id,
-        egress=Egress(name="aws"),
+        egress=stack.settings.egresses[0],  # the deployment's own egress
         started_at=long_ago,
         state=ContainerState.draining,
         stop_requested=True,

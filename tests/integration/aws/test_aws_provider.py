@@ -15,6 +15,7 @@ from adapters.aws.provisioner import CloudFormationProvisioner
 from adapters.aws.scheduler import SqsScheduler
 from adapters.aws.settings import AwsSettings
 from adapters.aws.state_store import DynamoStateStore
+from core.layout import tenant_topic
 from core.ports import Queue
 from core.settings import SkycrawlSettings
 from tests.integration.aws.moto_deployment import Deployment
@@ -42,7 +43,7 @@ async def test_build_ports_wires_every_aws_adapter(deployment: Deployment) -> No
         assert ports.scheduler.capabilities.max_delay_s == 900  # no scheduler role: SQS only
         assert isinstance(ports.state, DynamoStateStore)
         assert isinstance(ports.blobs, S3BlobStore)
-        assert isinstance(ports.runtime, EcsRuntime)
+        assert [type(r) for r in ports.runtimes.values()] == [EcsRuntime]
         assert isinstance(ports.provisioner, CloudFormationProvisioner)
         await ports.state.create(table="t", partition="p", key="k", data={})
         await ports.blobs.put(key="a", data=b"1")
@@ -55,7 +56,7 @@ def test_engine_env_carries_the_connection_but_no_credentials(deployment: Deploy
     env = provider.engine_env(deployment.aws)
     assert env["SKYCRAWL_PROVIDER"] == "aws"
     assert env["SKYCRAWL_AWS_BUCKET"] == deployment.aws.bucket
-    assert env["SKYCRAWL_AWS_DISPATCH_TOPIC_ARN"] == deployment.aws.dispatch_topic_arn
+    assert env["SKYCRAWL_AWS_TOPIC_ARN_PREFIX"] == deployment.aws.topic_arn_prefix
     assert env["SKYCRAWL_AWS_ENDPOINT_URL"] == deployment.aws.endpoint_url
     assert not any("SECRET" in name or "KEY_ID" in name for name in env)
     assert "SKYCRAWL_AWS_CLUSTER" not in env  # control-plane only
@@ -68,15 +69,15 @@ async def test_a_container_builds_its_bus_and_blobs_from_that_env(
         monkeypatch.setenv(name, value)
     module = load_provider("aws")  # the lazy registry, as engine_container/bus_crawl.py does
     bus, blobs = module.build_container_ports(SkycrawlSettings())
+    topic = tenant_topic(deployment.settings.dispatch_topic, "t")
+    deployment.client("sns").create_topic(Name=topic)  # what the tenant's stack creates
     try:
         await blobs.put(key="tenants/t/x", data=b"ok")
         assert await S3BlobStore.from_settings(deployment.aws).get(key="tenants/t/x") == b"ok"
         await bus.ensure_subscription(
-            topic=deployment.settings.dispatch_topic,
-            name="container-g1",
-            filter={"container_id": "g1"},
+            topic=topic, name="container-g1", filter={"container_id": "g1"}
         )
-        await bus.delete_subscription(topic=deployment.settings.dispatch_topic, name="container-g1")
+        await bus.delete_subscription(topic=topic, name="container-g1")
     finally:
         await bus.close()
         await blobs.close()

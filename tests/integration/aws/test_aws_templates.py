@@ -53,10 +53,11 @@ def test_the_template_sets_what_containers_need_through_engine_env() -> None:
 
 def test_the_tenant_template_takes_what_the_provisioner_passes() -> None:
     tenant = load("tenant.yaml")
-    passed = {"TenantId", "TenantQueueName", "EngineRoleName", "DataPrefix", "DataBucket"}
+    passed = {"TenantId", "DispatchTopicName", "SubscriptionQueuePrefix", "EngineRoleName"}
+    passed |= {"DataPrefix", "DataBucket"}
     passed |= {"EngineBasePolicyArn"}  # from SKYCRAWL_AWS_TENANT_PARAMETERS in template.yaml
     assert set(tenant["Parameters"]) == passed
-    assert {"QueueName", "EngineRoleArn"} <= set(tenant["Outputs"])
+    assert {"DispatchTopicArn", "EngineRoleArn"} <= set(tenant["Outputs"])
     variables = load("template.yaml")["Globals"]["Function"]["Environment"]["Variables"]
     assert "EngineBasePolicyArn" in str(variables["SKYCRAWL_AWS_TENANT_PARAMETERS"])
 
@@ -72,3 +73,17 @@ def test_queue_and_visibility_settings_match_the_code() -> None:
     assert int(inbox["VisibilityTimeout"]) >= 6 * timeout  # AWS's advice for SQS triggers
     events = conductor["Events"]["Inbox"]["Properties"]
     assert events["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+
+
+def test_the_operator_key_is_a_secret_the_functions_hold_only_by_reference() -> None:
+    template = load("template.yaml")
+    variables = template["Globals"]["Function"]["Environment"]["Variables"]
+    assert "SKYCRAWL_OPERATOR_KEY" not in variables
+    assert variables["SKYCRAWL_AWS_OPERATOR_KEY_SECRET"] == {"Ref": "OperatorKeySecret"}
+    secret = template["Resources"]["OperatorKeySecret"]
+    assert secret["Type"] == "AWS::SecretsManager::Secret"
+    assert "GenerateSecretString" in secret["Properties"]  # no value in the template at all
+    assert not [p for p, spec in template["Parameters"].items() if spec.get("NoEcho")]
+    for function in ("ApiFunction", "ConductorFunction", "HousekeepingFunction"):
+        env = template["Resources"][function]["Properties"].get("Environment", {})
+        assert not [v for v in env.get("Variables", {}) if "KEY" in v or "SECRET" in v]

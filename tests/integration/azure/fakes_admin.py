@@ -89,6 +89,16 @@ class FakeAdministrationClient:
             raise ResourceExistsError(f"topic {topic_name} exists")
         self.namespace.topics[topic_name] = {}
 
+    async def delete_topic(self, topic_name: str) -> None:
+        if self.namespace.topics.pop(topic_name, None) is None:
+            raise ResourceNotFoundError(f"topic {topic_name} not found")
+        self.namespace.notify()
+
+    async def delete_queue(self, queue_name: str) -> None:
+        if self.namespace.queues.pop(queue_name, None) is None:
+            raise ResourceNotFoundError(f"queue {queue_name} not found")
+        self.namespace.notify()
+
     async def create_subscription(
         self,
         topic_name: str,

@@ -27,8 +27,10 @@ Limits
     restarts; the container shares this machine and its environment; ``stop`` is a kill, like
     ACI's (no grace, no SIGTERM); instance views are synthesised from the child process (exit
     code 137 for a SIGKILL, as ACI reports it). ARM: the expression language covers only ``parameters``, ``variables``,
-    ``format``, ``resourceId``, ``concat``, ``toLower``, ``empty``, ``not`` and ``if`` with
-    string literals (what ``deploy/azure/tenant.json`` uses); no property validation, API
+    ``format``, ``resourceId``, ``subscriptionResourceId``, ``concat``, ``toLower``, ``empty``,
+    ``not``, ``and``, ``guid`` and ``if`` with string literals (what
+    ``deploy/azure/tenant.json`` uses); role assignments are kept as resources with their
+    ``scope`` and properties (``role_assignments``), never enforced; no property validation, API
     versions, RBAC, what-if, dependsOn ordering, complete mode or asynchronous failures --
     deployments succeed at once or raise.
 """
@@ -41,6 +43,7 @@ import re
 import signal
 import subprocess
 import sys
+import uuid
 from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -213,6 +216,12 @@ class _Expression:
         return function(*args)
 
 
+def _split_type(relative: str) -> tuple[str, list[str]]:
+    """``Microsoft.X/a/n1/b/n2`` -> (``Microsoft.X/a/b``, [n1, n2]): a relative resource id."""
+    namespace, *rest = relative.split("/")
+    return "/".join([namespace, *rest[0::2]]), rest[1::2]
+
+
 class _Resources:
     def __init__(self, subscription_id: str, existing: Iterable[str]) -> None:
         self._subscription = subscription_id
@@ -250,12 +259,19 @@ class _Resources:
             "empty": lambda v: not v,
             "not": lambda v: not v,
             "if": lambda c, a, b: a if c else b,
+            "and": lambda *args: all(args),
+            "guid": lambda *args: str(uuid.uuid5(uuid.NAMESPACE_URL, "/".join(args))),
             "resourceid": lambda t, *n: self._rid(group, t, list(n)),
+            "subscriptionresourceid": lambda t, *n: (
+                f"/subscriptions/{self._subscription}/providers/{t}/{'/'.join(n)}"
+            ),
         }
 
         def evaluate(value: Any) -> Any:
             if isinstance(value, str) and value.startswith("[") and not value.startswith("[["):
                 return _Expression(value[1:-1], functions).value()
+            if isinstance(value, dict):
+                return {k: evaluate(v) for k, v in value.items()}
             return value
 
         for name, expression in template.get("variables", {}).items():
@@ -263,11 +279,20 @@ class _Resources:
         for resource in template.get("resources", []):
             if not evaluate(resource.get("condition", True)):
                 continue
+            properties = evaluate(resource.get("properties", {}))
+            if "scope" in resource:  # an extension resource (a role assignment) on ``scope``
+                scope = self._rid(group, *_split_type(evaluate(resource["scope"])))
+                if scope.lower() not in self.items:
+                    raise arm_error(404, f"ResourceNotFound: scope {scope}")
+                namespace, type_ = resource["type"].split("/", 1)
+                rid = f"{scope}/providers/{namespace}/{type_}/{evaluate(resource['name'])}"
+                self.items[rid.lower()] = GenericResource(properties={**properties, "scope": scope})
+                continue
             rid = self._rid(group, resource["type"], evaluate(resource["name"]).split("/"))
             parent = "/".join(rid.split("/")[:9])
             if parent.lower() != rid.lower() and parent.lower() not in self.items:
                 raise arm_error(404, f"ParentResourceNotFound: {parent}")
-            self.items[rid.lower()] = GenericResource(properties=resource.get("properties", {}))
+            self.items[rid.lower()] = GenericResource(properties=properties)
         outputs = {
             name: {"type": spec["type"], "value": evaluate(spec["value"])}
             for name, spec in template.get("outputs", {}).items()
@@ -296,7 +321,10 @@ class _Resources:
         return found
 
     async def begin_delete_by_id(self, resource_id: str, *, api_version: str) -> FakePoller:
-        self.items.pop(resource_id.lower(), None)
+        """Delete the resource with its children and the role assignments on it."""
+        gone = resource_id.lower()
+        for rid in [r for r in self.items if r == gone or r.startswith(f"{gone}/")]:
+            del self.items[rid]
         return FakePoller(None)
 
 
@@ -308,6 +336,14 @@ class FakeResourceManagementClient:
 
     def exists(self, resource_id: str) -> bool:
         return resource_id.lower() in self.resources.items
+
+    def role_assignments(self) -> list[dict[str, Any]]:
+        """Every role assignment deployed: ``scope``, ``roleDefinitionId``, ``principalId``."""
+        return [
+            dict(r.properties or {})
+            for rid, r in self.resources.items.items()
+            if "/providers/microsoft.authorization/roleassignments/" in rid
+        ]
 
     async def close(self) -> None:
         return None

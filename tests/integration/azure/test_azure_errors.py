@@ -38,6 +38,7 @@ from core.errors import (
     Retryable,
     SkycrawlError,
 )
+from core.models import Egress
 from core.ports import OutboundMessage
 
 
@@ -101,7 +102,7 @@ async def test_container_instances_forbidden_is_a_configuration_error(tmp_path: 
     settings = AzureSettings(subscription_id="s", resource_group="rg", location="westeurope")
     runtime = ContainerInstancesRuntime(client, settings, default_image="engine:1")
     with pytest.raises(ConfigurationError, match="no role"):
-        await runtime.describe(container_id="c1")
+        await runtime.describe(container_id="c1", egress=Egress(name="local"))
 
 
 async def test_service_bus_errors_are_translated() -> None:

@@ -152,16 +152,16 @@ async def test_container_instances_start_describe_stop() -> None:
     spec = ContainerSpec(guid, "live", Egress(name="live"), env={"SKYCRAWL_LIVE": "1"})
     try:
         await runtime.start_container(spec=spec)
-        status = await runtime.describe(container_id=guid)
+        status = await runtime.describe(container_id=guid, egress=spec.egress)
         for _ in range(90):
             if status.state is RunState.exited:
                 break
             await asyncio.sleep(2)
-            status = await runtime.describe(container_id=guid)
+            status = await runtime.describe(container_id=guid, egress=spec.egress)
         assert status.state is RunState.exited, status  # busybox's default command returns
     finally:
-        await runtime.stop_container(container_id=guid, grace_s=5)
-    assert (await runtime.describe(container_id=guid)).state is RunState.exited
+        await runtime.stop_container(container_id=guid, egress=spec.egress, grace_s=5)
+    assert (await runtime.describe(container_id=guid, egress=spec.egress)).state is RunState.exited
     await runtime.close()
 
 

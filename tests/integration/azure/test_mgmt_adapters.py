@@ -24,6 +24,7 @@ from adapters.azure.container_runtime import ContainerInstancesRuntime, group_na
 from adapters.azure.provisioner import ArmProvisioner, tenant_names
 from adapters.azure.settings import DEFAULT_TENANT_TEMPLATE, AzureSettings
 from core.errors import ConfigurationError, InvalidRequest, Retryable
+from core.layout import tenant_topic
 from core.models import Egress
 from core.ports import ContainerSpec, RunState
 from tests.integration.azure.fakes_mgmt import (
@@ -34,6 +35,9 @@ from tests.integration.azure.fakes_mgmt import (
 RG = "/subscriptions/sub-1/resourceGroups/rg"
 ACCOUNT = f"{RG}/providers/Microsoft.Storage/storageAccounts/skycrawlsa"
 NAMESPACE = f"{RG}/providers/Microsoft.ServiceBus/namespaces/skycrawlns"
+
+
+EGRESS = Egress(name="eu-west", region="westeurope", proxy_url="http://proxy:3128")
 
 
 def settings(**overrides: Any) -> AzureSettings:
@@ -60,9 +64,8 @@ async def test_the_container_group_asked_for(tmp_path: Path) -> None:
         ),
         default_image="myacr.azurecr.io/skycrawl-engine:1",
     )
-    egress = Egress(name="eu-west", region="westeurope", proxy_url="http://proxy:3128")
     spec = ContainerSpec(
-        "g-1", "tn_1", egress, env={"SKYCRAWL_AZURE_STORAGE_CONNECTION_STRING": "s"}
+        "g-1", "tn_1", EGRESS, env={"SKYCRAWL_AZURE_STORAGE_CONNECTION_STRING": "s"}
     )
     try:
         await runtime.start_container(spec=spec)
@@ -88,16 +91,16 @@ async def test_the_container_group_asked_for(tmp_path: Path) -> None:
         assert group.identity.type == "UserAssigned"
         assert group.image_registry_credentials[0].identity.endswith("/engine")
         assert group.subnet_ids[0].id.endswith("/engines")
-        assert [s.container_id for s in await runtime.list_running()] == ["g-1"]
-        await runtime.stop_container(container_id="g-1", grace_s=2)
+        assert [s.container_id for s in await runtime.list_running(egress=EGRESS)] == ["g-1"]
+        await runtime.stop_container(container_id="g-1", egress=EGRESS, grace_s=2)
         assert client.container_groups.groups == {}  # deleted on stop
-        assert (await runtime.describe(container_id="g-1")).state is RunState.exited
+        assert (await runtime.describe(container_id="g-1", egress=EGRESS)).state is RunState.exited
     finally:
         client.kill_all()
     fresh = ContainerInstancesRuntime(client, settings())  # type: ignore[arg-type]
-    assert (await fresh.describe(container_id="g-1")).state is RunState.unknown
+    assert (await fresh.describe(container_id="g-1", egress=EGRESS)).state is RunState.unknown
     with pytest.raises(InvalidRequest):
-        await fresh.describe(container_id="../etc")
+        await fresh.describe(container_id="../etc", egress=EGRESS)
 
 
 def _group(
@@ -148,25 +151,32 @@ async def test_tenant_deployment_outputs_and_teardown() -> None:
     resources = await provisioner.provision(tenant_id="tn_0123456789abcdef")
     names = tenant_names("tn_0123456789abcdef")
     assert resources["table"] == names["table"]
-    assert resources["queue_id"] == (f"{ACCOUNT}/queueServices/default/queues/{names['queue']}")
+    topic = tenant_topic("skycrawl-dispatch", "tn_0123456789abcdef")
+    assert resources["dispatch_topic"] == topic
+    poison = f"{ACCOUNT}/queueServices/default/queues/{topic}-poison"
+    assert resources["dispatch_dead_letter_id"] == poison  # the Storage-queue bus's topic
     assert re.fullmatch(r"[a-z][a-z0-9]{2,62}", resources["table"])
     assert re.fullmatch(r"[a-z0-9](?:[a-z0-9]|-(?=[a-z0-9])){2,62}", resources["container"])
     assert client.exists(resources["container_id"])
 
     await provisioner.teardown(tenant_id="tn_0123456789abcdef", resources={"x_id": ACCOUNT})
     assert client.exists(ACCOUNT)  # only what the deployment created was deleted
-    assert not any(client.exists(v) for k, v in resources.items() if k.endswith("_id"))
+    assert not any(client.exists(v) for k, v in resources.items() if k.endswith("_id") and v)
 
 
-async def test_a_service_bus_namespace_gets_the_tenant_queue() -> None:
+async def test_a_service_bus_namespace_gets_the_tenant_dispatch_topic() -> None:
     client = FakeResourceManagementClient(subscription_id="sub-1", existing=[ACCOUNT, NAMESPACE])
     provisioner = ArmProvisioner(
         client,  # type: ignore[arg-type]
         settings(tenant_servicebus_namespace="skycrawlns"),
     )
     resources = await provisioner.provision(tenant_id="tenant-a")
-    assert resources["queue_id"].startswith(f"{NAMESPACE}/queues/")
-    assert client.exists(resources["queue_id"])
+    assert resources["dispatch_topic"] == "skycrawl-dispatch-tenant-a"
+    assert resources["dispatch_topic_id"] == f"{NAMESPACE}/topics/skycrawl-dispatch-tenant-a"
+    dead_letters = f"{NAMESPACE}/queues/skycrawl-dispatch-tenant-a-dlq"
+    assert resources["dispatch_dead_letter_id"] == dead_letters
+    assert client.exists(resources["dispatch_topic_id"])
+    assert client.exists(dead_letters)
 
 
 async def test_arm_errors_are_translated() -> None:

@@ -49,7 +49,7 @@ async def test_build_ports_wires_the_configured_adapters() -> None:
         assert isinstance(ports.blobs, BlobStorageBlobStore)
         spec = ContainerSpec("g", "t", Egress(name="local"))
         with pytest.raises(ConfigurationError, match="SUBSCRIPTION_ID"):
-            await ports.runtime.start_container(spec=spec)
+            await ports.runtime_for(spec.egress).start_container(spec=spec)
         with pytest.raises(ConfigurationError, match="SUBSCRIPTION_ID"):
             await ports.provisioner.provision(tenant_id="t")
     finally:

@@ -30,11 +30,13 @@ from core.api import Api, ApiRequest
 from core.clock import SystemClock
 from core.conductor import Conductor
 from core.inbox import drain_inbox
+from core.layout import tenant_topic
 from core.messages import RunCrawl
-from core.models import ContainerState, CrawlCounts, Quotas, TenantCreate
+from core.models import ContainerState, CrawlCounts, Egress, Quotas, TenantCreate
 from core.ports import (
     ContainerSpec,
     ContainerStatus,
+    MessageBus,
     Ports,
     RunState,
     RuntimeCapabilities,
@@ -86,19 +88,23 @@ class WorkerRuntime:
         worker = Worker(
             bus=bus_on(self.namespace),
             engine=engine,
-            control=self.settings,
+            control=self.settings.model_copy(  # as the engine reads its environment
+                update={"dispatch_topic": spec.env["SKYCRAWL_DISPATCH_TOPIC"]}
+            ),
             run_crawl=pretend_to_crawl,
         )
         stop = asyncio.Event()
         self.running[spec.container_id] = (stop, asyncio.create_task(worker.run(stop)))
 
-    async def stop_container(self, *, container_id: str, grace_s: float = 10) -> None:
+    async def stop_container(
+        self, *, container_id: str, egress: Egress | None = None, grace_s: float = 10
+    ) -> None:
         if container_id in self.running:
             stop, task = self.running[container_id]
             stop.set()
             await asyncio.wait_for(asyncio.shield(task), grace_s)
 
-    async def describe(self, *, container_id: str) -> ContainerStatus:
+    async def describe(self, *, container_id: str, egress: Egress | None = None) -> ContainerStatus:
         if container_id not in self.running:
             return ContainerStatus(container_id, RunState.unknown)
         task = self.running[container_id][1]
@@ -106,7 +112,7 @@ class WorkerRuntime:
             return ContainerStatus(container_id, RunState.exited, task.result())
         return ContainerStatus(container_id, RunState.running)
 
-    async def list_running(self) -> list[ContainerStatus]:
+    async def list_running(self, *, egress: Egress | None = None) -> list[ContainerStatus]:
         statuses = [await self.describe(container_id=cid) for cid in self.running]
         return [s for s in statuses if s.state is RunState.running]
 
@@ -136,16 +142,18 @@ async def story(connection_string: str) -> AsyncIterator[tuple[Api, Conductor, R
         ContainerClient.from_connection_string(connection_string, f"results-{tag}")
     )
     runtime = WorkerRuntime(namespace, settings)
-    provisioner = _provisioner()
-    ports = Ports(bus, ServiceBusScheduler(bus), state, blobs, runtime, provisioner, SystemClock())
+    provisioner = _provisioner(bus, settings.dispatch_topic)
+    runtimes = {egress.name: runtime for egress in settings.egresses}
+    ports = Ports(bus, ServiceBusScheduler(bus), state, blobs, runtimes, provisioner, SystemClock())
     records = Records(state)
     conductor = Conductor(ports=ports, settings=settings, engine_env={}, records=records)
-    tenants = TenantService(records, provisioner, bus, blobs, runtime, ports.clock, settings)
+    tenants = TenantService(
+        records, provisioner, bus, blobs, ports.runtime_for, ports.clock, settings
+    )
     api = Api(
         records=records, tenants=tenants, bus=bus, blobs=blobs, clock=ports.clock, settings=settings
     )
     await bus.ensure_queue(name=settings.inbox_queue)
-    await bus.ensure_topic(topic=settings.dispatch_topic)
     stop = asyncio.Event()
 
     async def host() -> None:  # the Service Bus queue trigger
@@ -159,14 +167,15 @@ async def story(connection_string: str) -> AsyncIterator[tuple[Api, Conductor, R
         stop.set()
         await task
         await ports.close()
-        assert namespace.topics[settings.dispatch_topic] == {}  # no leaked subscription
+        for topic, subscriptions in namespace.topics.items():  # no leaked subscription
+            assert subscriptions == {}, topic
 
 
-def _provisioner() -> ArmProvisioner:
+def _provisioner(bus: MessageBus, dispatch_topic: str) -> ArmProvisioner:
     account = "/subscriptions/s/resourceGroups/rg/providers/Microsoft.Storage/storageAccounts/sa"
     client = FakeResourceManagementClient(subscription_id="s", existing=[account])
     settings = AzureSettings(subscription_id="s", resource_group="rg", storage_account="sa")
-    return ArmProvisioner(client, settings)  # type: ignore[arg-type]
+    return ArmProvisioner(client, settings, bus=bus, dispatch_topic=dispatch_topic)  # type: ignore[arg-type]
 
 
 async def test_crawl_over_service_bus_then_idle_stop(
@@ -178,7 +187,7 @@ async def test_crawl_over_service_bus_then_idle_stop(
         conductor.ports.provisioner,
         conductor.ports.bus,
         conductor.ports.blobs,
-        conductor.ports.runtime,
+        conductor.ports.runtime_for,
         conductor.ports.clock,
         conductor.settings,
     )
@@ -192,7 +201,7 @@ async def test_crawl_over_service_bus_then_idle_stop(
     crawl_id = submitted.parsed()["id"]
 
     namespace = conductor.ports.bus.client.namespace  # type: ignore[attr-defined]
-    topic = conductor.settings.dispatch_topic
+    topic = tenant_topic(conductor.settings.dispatch_topic, tenant.id)  # the tenant's own
     for _ in range(100):
         crawl = await records.crawls.get(tenant.id, crawl_id)
         if crawl is not None and crawl.value.state.terminal:

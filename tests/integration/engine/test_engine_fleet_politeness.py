@@ -63,6 +63,7 @@ async def test_three_crawls_of_one_container_share_the_host_delay(serve, tmp_pat
                             seeds=[site.url(f"/{section}/")],
                             respect_robots=False,
                             use_sitemaps=False,
+                            formats=[],  # the limiter alone (see --format none below)
                         ),
                     ),
                     report,
@@ -99,6 +100,8 @@ async def test_engine_processes_sharing_a_limiter_file_respect_crawl_delay(
             "--allow-cidr",
             "127.0.0.0/8",
             "--no-sitemaps",
+            "--format",  # the limiter alone: rendering formats adds scheduling jitter under load
+            "none",
             cwd=REPO,
             env=env,
             stdout=asyncio.subprocess.PIPE,

@@ -122,17 +122,18 @@ async def test_a_normal_gzip_page_is_decoded(serve, fetchers) -> None:
 
 
 async def test_other_content_types_keep_metadata_and_are_not_parsed(serve, crawl) -> None:
+    # a type outside the crawl's allow_types (default: HTML, XHTML, PDF; see test_engine_output)
     async def pdf(request: web.Request) -> web.Response:
         return web.Response(
-            body=b"%PDF-1.4 <html><title>no</title><a href='/from-pdf'>x</a></html>",
-            headers={"Content-Type": "application/pdf", "ETag": '"v1"'},
+            body=b"PK\x03\x04 <html><title>no</title><a href='/from-pdf'>x</a></html>",
+            headers={"Content-Type": "application/zip", "ETag": '"v1"'},
         )
 
     site: Site = await serve({"/": links_page("/doc.pdf"), "/doc.pdf": pdf})
     outcome = await crawl([site.url("/")], respect_robots=False)
     doc = outcome.by_url()[site.url("/doc.pdf")]
     assert doc["status"] == 200
-    assert doc["content_type"] == "application/pdf"
+    assert doc["content_type"] == "application/zip"
     assert doc["headers"]["etag"] == '"v1"'
     assert doc["error"] is None
     assert (doc["title"], doc["links"], doc["bytes"], doc["sha256"]) == (None, 0, 0, None)

@@ -206,3 +206,25 @@ async def test_ready_reports_the_egress_ip_an_echo_service_sees(
             assert await observe_egress_ip(fetcher, None) is None
     finally:
         await runner.cleanup()
+
+
+async def test_a_full_tenant_topic_is_reported_not_a_silent_crash(tmp_path: Path) -> None:
+    """The broker refuses the subscription (its topic holds its limit): the container says
+    why it exits instead of never becoming ready."""
+    bus = SqliteMessageBus(tmp_path / "bus.sqlite3", max_subscriptions_per_topic=1)
+    control = SkycrawlSettings()
+    await bus.ensure_queue(name=control.inbox_queue)
+    await bus.ensure_topic(topic=control.dispatch_topic)
+    await bus.ensure_subscription(
+        topic=control.dispatch_topic, name=subscription_name("other"), filter={}
+    )
+    engine = EngineSettings(container_id="aaaa", tenant_id="t1", capacity=1)
+    worker = Worker(bus=bus, engine=engine, control=control, run_crawl=Runs())
+    try:
+        assert await asyncio.wait_for(worker.run(asyncio.Event()), 10) == 1
+        (exited,) = await inbox(bus, control)
+        assert isinstance(exited, ContainerExited)
+        assert exited.container_id == "aaaa"
+        assert "holds its limit of 1 subscriptions" in exited.reason
+    finally:
+        await bus.close()

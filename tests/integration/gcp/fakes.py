@@ -5,7 +5,8 @@
     client (``client_options={"api_endpoint": server.url}``) -- and for engine subprocesses,
     which reach it through ``SKYCRAWL_GCP_STORAGE_EMULATOR_HOST``. Implemented: bucket create
     and get; object multipart and resumable upload, media download (with ``x-goog-hash``),
-    metadata get, list (``prefix``, ``pageToken``, ``maxResults``), delete. Limits: no ACLs,
+    metadata get, list (``prefix``, ``pageToken``, ``maxResults``), delete; ``Range: bytes=a-b``
+    on downloads (206). Limits: no ACLs,
     preconditions (``ifGenerationMatch`` is ignored), versioning, ``delimiter``, batch
     requests, compose, copy or rewrite; objects live in memory; no authentication.
 
@@ -211,6 +212,14 @@ class _Handler(BaseHTTPRequestHandler):
             "x-goog-generation": str(stored.generation),
             "x-goog-stored-content-length": str(len(stored.data)),
         }
+        ranged = re.fullmatch(r"bytes=(\d+)-(\d*)", self.headers.get("range") or "")
+        if ranged is not None:  # as Cloud Storage answers a Range request: 206, that slice
+            first = int(ranged.group(1))
+            last = int(ranged.group(2)) if ranged.group(2) else len(stored.data) - 1
+            part = stored.data[first : last + 1]
+            headers["Content-Range"] = f"bytes {first}-{first + len(part) - 1}/{len(stored.data)}"
+            self._send(206, raw=part, headers=headers)
+            return
         self._send(200, raw=stored.data, headers=headers)
 
     def get_object(self, query: dict[str, str], bucket: str, name: str) -> None:

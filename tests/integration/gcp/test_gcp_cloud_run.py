@@ -30,9 +30,11 @@ def runtime(run: FakeCloudRun, **options: object) -> CloudRunRuntime:
     return CloudRunRuntime(jobs=run, executions=run, tasks=run, job=JOB, **options)  # type: ignore[arg-type]
 
 
+EGRESS = Egress(name="eu", region="europe-west1", proxy_url="http://proxy.test:3128")
+
+
 def spec(guid: str) -> ContainerSpec:
-    egress = Egress(name="eu", region="europe-west1", proxy_url="http://proxy.test:3128")
-    return ContainerSpec(guid, "tenant-1", egress, env={"SKYCRAWL_PROVIDER": "gcp"})
+    return ContainerSpec(guid, "tenant-1", EGRESS, env={"SKYCRAWL_PROVIDER": "gcp"})
 
 
 async def test_start_sends_one_task_with_the_environment_as_overrides(run: FakeCloudRun) -> None:
@@ -59,18 +61,18 @@ async def test_a_fresh_instance_finds_stops_and_lists_by_guid(run: FakeCloudRun)
     assert len(run.requests) == 2
 
     other = runtime(run)  # another conductor instance: knows no execution names
-    assert (await other.describe(container_id="g-2")).state is RunState.running
-    assert sorted(s.container_id for s in await other.list_running()) == ["g-2", "g-3"]
+    assert (await other.describe(container_id="g-2", egress=EGRESS)).state is RunState.running
+    assert sorted(s.container_id for s in await other.list_running(egress=EGRESS)) == ["g-2", "g-3"]
     await asyncio.sleep(0.5)  # let it install its SIGTERM handler
-    await other.stop_container(container_id="g-2")
+    await other.stop_container(container_id="g-2", egress=EGRESS)
     for _ in range(100):
-        status = await runtime(run).describe(container_id="g-2")
+        status = await runtime(run).describe(container_id="g-2", egress=EGRESS)
         if status.state is RunState.exited:
             break
         await asyncio.sleep(0.05)
     assert (status.state, status.exit_code) == (RunState.exited, 0)
-    assert [s.container_id for s in await other.list_running()] == ["g-3"]
-    await other.stop_container(container_id="g-2")  # finished: a no-op
+    assert [s.container_id for s in await other.list_running(egress=EGRESS)] == ["g-3"]
+    await other.stop_container(container_id="g-2", egress=EGRESS)  # finished: a no-op
 
 
 async def test_two_instances_starting_one_guid_make_one_execution(run: FakeCloudRun) -> None:
@@ -79,7 +81,7 @@ async def test_two_instances_starting_one_guid_make_one_execution(run: FakeCloud
     await runtime(run).start_container(spec=spec("g-dup"))
     await runtime(run).start_container(spec=spec("g-dup"))
     assert len(run.requests) == 1
-    listed = [s.container_id for s in await runtime(run).list_running()]
+    listed = [s.container_id for s in await runtime(run).list_running(egress=EGRESS)]
     assert listed == ["g-dup"]
 
 
@@ -87,9 +89,9 @@ async def test_a_guid_whose_execution_ended_can_be_started_again(run: FakeCloudR
     first = runtime(run)
     await first.start_container(spec=spec("g-again"))
     await asyncio.sleep(0.5)  # let it install its SIGTERM handler
-    await first.stop_container(container_id="g-again")
+    await first.stop_container(container_id="g-again", egress=EGRESS)
     for _ in range(100):
-        if (await first.describe(container_id="g-again")).state is RunState.exited:
+        if (await first.describe(container_id="g-again", egress=EGRESS)).state is RunState.exited:
             break
         await asyncio.sleep(0.05)
     await runtime(run).start_container(spec=spec("g-again"))
@@ -101,5 +103,5 @@ async def test_lookup_is_bounded(run: FakeCloudRun) -> None:
     for guid in ("old", "new-1", "new-2"):
         await starter.start_container(spec=spec(guid))
     bounded = runtime(run, lookup_limit=2)  # newest first: "old" is out of reach
-    assert (await bounded.describe(container_id="new-1")).state is RunState.running
-    assert (await bounded.describe(container_id="old")).state is RunState.unknown
+    assert (await bounded.describe(container_id="new-1", egress=EGRESS)).state is RunState.running
+    assert (await bounded.describe(container_id="old", egress=EGRESS)).state is RunState.unknown

@@ -122,14 +122,14 @@ async def test_live_cloud_run_finds_an_execution_by_guid() -> None:
     await runtime().start_container(spec=ContainerSpec(guid, "live", Egress(name="live")))
     fresh = runtime()
     for _ in range(60):
-        status = await fresh.describe(container_id=guid)
+        status = await fresh.describe(container_id=guid, egress=Egress(name="live"))
         if status.state is RunState.running:
             break
         await asyncio.sleep(2)
     assert status.state is RunState.running, status
-    await fresh.stop_container(container_id=guid)
+    await fresh.stop_container(container_id=guid, egress=Egress(name="live"))
     for _ in range(30):
-        status = await runtime().describe(container_id=guid)
+        status = await runtime().describe(container_id=guid, egress=Egress(name="live"))
         if status.state is RunState.exited:
             break
         await asyncio.sleep(2)

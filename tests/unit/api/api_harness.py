@@ -22,7 +22,8 @@ from adapters.local.state_store import SqliteStateStore
 from core.api import Api, ApiRequest, ApiResponse
 from core.clock import FakeClock
 from core.messages import InboxMessage, decode_inbox
-from core.models import Quotas
+from core.models import Egress, Quotas
+from core.ports import ContainerRuntime
 from core.ports.message_bus import Queue
 from core.records import Records
 from core.settings import SkycrawlSettings
@@ -68,7 +69,7 @@ class Harness:
             self.provisioner,
             self.bus,
             self.blobs,
-            self.runtime,
+            self.runtime_for,
             self.clock,
             settings,
         )
@@ -80,6 +81,10 @@ class Harness:
             clock=self.clock,
             settings=settings,
         )
+
+    def runtime_for(self, egress: Egress) -> ContainerRuntime:
+        """The one runtime of these tests, whatever the egress."""
+        return self.runtime
 
     async def call(
         self,

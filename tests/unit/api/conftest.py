@@ -27,16 +27,19 @@ async def harness(tmp_path: Path) -> AsyncIterator[Harness]:
     state = SqliteStateStore(tmp_path / "state.sqlite3", clock=clock)
     bus = SqliteMessageBus(tmp_path / "bus.sqlite3", clock=clock)
     await bus.ensure_queue(name=settings.inbox_queue)
-    await bus.ensure_topic(topic=settings.dispatch_topic)
     blobs = FileBlobStore(tmp_path / "blobs")
-    provisioner = DirectoryProvisioner(tmp_path / "provisioned")
+    provisioner = DirectoryProvisioner(
+        tmp_path / "provisioned", bus=bus, dispatch_topic=settings.dispatch_topic
+    )
     runtime = SubprocessRuntime(
         command=(sys.executable, "-c", "import time; time.sleep(60)"),
         log_dir=tmp_path / "logs",
         close_grace_s=2.0,
     )
     records = Records(state)
-    tenants = TenantService(records, provisioner, bus, blobs, runtime, clock, settings)
+    tenants = TenantService(
+        records, provisioner, bus, blobs, lambda _egress: runtime, clock, settings
+    )
     api = Api(
         records=records, tenants=tenants, bus=bus, blobs=blobs, clock=clock, settings=settings
     )

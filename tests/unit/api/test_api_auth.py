@@ -128,7 +128,7 @@ async def test_without_an_operator_key_every_operator_call_is_401(harness: Harne
         harness.provisioner,
         harness.bus,
         harness.blobs,
-        harness.runtime,
+        harness.runtime_for,
         harness.clock,
         make_settings(operator_key=None),
     )

@@ -86,6 +86,7 @@ async def test_openapi_lists_every_route_with_security_and_schemas(harness: Harn
         "/v1/crawls/{crawl_id}",
         "/v1/crawls/{crawl_id}/pages",
         "/v1/crawls/{crawl_id}/export",
+        "/v1/crawls/{crawl_id}/items",
         "/v1/tenants",
         "/v1/tenants/{tenant_id}",
         "/v1/containers",
@@ -94,6 +95,11 @@ async def test_openapi_lists_every_route_with_security_and_schemas(harness: Harn
         "/v1/keys/{prefix}/rotate",
         "/healthz",
         "/openapi.json",
+        "/v1/webhooks/secret",
+        "/v1/schedules",
+        "/v1/schedules/{schedule_id}",
+        "/v1/schedules/{schedule_id}/pause",
+        "/v1/schedules/{schedule_id}/resume",
     } == set(document["paths"])
     schemes = document["components"]["securitySchemes"]
     assert schemes["tenantKey"] == {

@@ -9,12 +9,21 @@ import pytest
 from api_harness import OPERATOR_KEY, Harness, assert_problem
 
 from adapters.local.provisioner import DirectoryProvisioner
+from core.egress_scoring import (
+    HEALTH_PARTITION,
+    HEALTH_TABLE,
+    EgressHealthRecord,
+    ProxyHealth,
+    proxy_id,
+)
 from core.errors import NotFound
-from core.layout import manifest_key, subscription_name, tenant_prefix
+from core.layout import manifest_key, subscription_name, tenant_prefix, tenant_topic
 from core.models import Container, Egress, SessionBinding, TenantCreate
 from core.ports.container_runtime import ContainerSpec, RunState
 from core.ports.message_bus import Subscription
+from core.records import Table
 from core.tenancy import TenantService
+from functions.local.fleet_status import fleet_cells
 
 TENANT_TABLES = ("crawls", "active", "containers", "fleets", "sessions", "idempotency", "rate")
 
@@ -89,7 +98,7 @@ async def test_failed_provisioning_leaves_nothing(harness: Harness, tmp_path: Pa
         DirectoryProvisioner(blocker),
         harness.bus,
         harness.blobs,
-        harness.runtime,
+        harness.runtime_for,
         harness.clock,
         harness.settings,
     )
@@ -143,7 +152,7 @@ async def seed_tenant_state(harness: Harness, tenant_id: str, key: str) -> str:
         )
     )
     await harness.bus.ensure_subscription(
-        topic=harness.settings.dispatch_topic,
+        topic=tenant_topic(harness.settings.dispatch_topic, tenant_id),
         name=subscription_name(container_id),
         filter={"container_id": container_id},
     )
@@ -164,7 +173,9 @@ async def test_delete_tears_everything_down(harness: Harness) -> None:
     other_container = await seed_tenant_state(harness, other_id, other_key)
     tenant_dir = Path((await harness.tenants.get(tenant_id)).resources["database"]).parent
     assert tenant_dir.is_dir()
-    assert (await harness.runtime.describe(container_id=container_id)).state is RunState.running
+    assert (
+        await harness.runtime.describe(container_id=container_id, egress=Egress(name="local"))
+    ).state is RunState.running
     others_before = await partition_counts(harness, other_id)
     assert others_before["crawls"] == others_before["active"] == 2
 
@@ -180,15 +191,22 @@ async def test_delete_tears_everything_down(harness: Harness) -> None:
     assert await partition_counts(harness, other_id) == others_before
     assert [t.id for t in await harness.tenants.list()] == [other_id]
     assert await harness.count("api_keys") == 1
-    assert (await harness.runtime.describe(container_id=container_id)).state is RunState.exited
+    assert (
+        await harness.runtime.describe(container_id=container_id, egress=Egress(name="local"))
+    ).state is RunState.exited
+    topic = tenant_topic(harness.settings.dispatch_topic, tenant_id)
     with pytest.raises(NotFound):
-        await harness.bus.receive(
-            source=Subscription(harness.settings.dispatch_topic, subscription_name(container_id))
-        )
+        await harness.bus.receive(source=Subscription(topic, subscription_name(container_id)))
+    topics = await harness.bus.topics()  # its topic is gone; the survivor's keeps its own
+    assert topic not in topics
+    other_topic = tenant_topic(harness.settings.dispatch_topic, other_id)
+    assert topics[other_topic] == [subscription_name(other_container)]
     assert_problem(await harness.call("GET", "/v1/crawls", key=key), 401)
     assert_problem(await harness.call("GET", f"/v1/tenants/{tenant_id}", key=OPERATOR_KEY), 404)
     # the other tenant is untouched
-    assert (await harness.runtime.describe(container_id=other_container)).state is RunState.running
+    assert (
+        await harness.runtime.describe(container_id=other_container, egress=Egress(name="local"))
+    ).state is RunState.running
     assert await harness.blobs.list(prefix=tenant_prefix(other_id))
     assert len((await harness.call("GET", "/v1/crawls", key=other_key)).parsed()["items"]) == 2
 
@@ -199,10 +217,10 @@ async def test_delete_cancels_active_crawls_before_removing_them(harness: Harnes
     cancelled: list[str] = []
     real_stop = harness.runtime.stop_container
 
-    async def spy(*, container_id: str, grace_s: float = 10) -> None:
+    async def spy(*, container_id: str, egress: Egress, grace_s: float = 10) -> None:
         crawls = await harness.records.crawls.query(tenant_id)
         cancelled.extend(c.value.state.value for c in crawls)
-        await real_stop(container_id=container_id, grace_s=grace_s)
+        await real_stop(container_id=container_id, egress=egress, grace_s=grace_s)
 
     harness.runtime.stop_container = spy  # type: ignore[method-assign]
     container = Container(
@@ -226,3 +244,46 @@ async def test_containers_route_lists_every_container(harness: Harness) -> None:
         await harness.records.containers.create(tenant_id, container.id, container)
     listed = (await harness.call("GET", "/v1/containers", key=OPERATOR_KEY)).parsed()
     assert sorted(c["tenant_id"] for c in listed["items"]) == sorted([a, b])
+
+
+async def test_containers_show_runtime_region_and_proxies_without_passwords(
+    harness: Harness,
+) -> None:
+    tenant_id, _ = await harness.create_tenant("fleet")
+    secret = "http://bob:hunter2@proxy.test:3128"
+    egress = Egress(
+        name="eu", runtime="ecs", region="eu-west-1", proxies=[secret, "http://p2.test:8080"]
+    )
+    container = Container(
+        id="c-eu", tenant_id=tenant_id, egress=egress, started_at=harness.clock.now()
+    )
+    await harness.records.containers.create(tenant_id, container.id, container)
+    out = ProxyHealth(requests=30, errors=30, out=True, reason="network errors on 100%", epoch=1)
+    record = EgressHealthRecord(egress="eu", proxies={proxy_id(secret): out})
+    await Table(harness.state, HEALTH_TABLE, EgressHealthRecord).create(
+        HEALTH_PARTITION, "eu", record
+    )
+
+    response = await harness.call("GET", "/v1/containers", key=OPERATOR_KEY)
+    assert "hunter2" not in response.body.decode()
+    (item,) = response.parsed()["items"]
+    assert (item["runtime"], item["region"]) == ("ecs", "eu-west-1")
+    assert item["proxies"] == [
+        {
+            "id": proxy_id(secret),
+            "url": "http://bob:***@proxy.test:3128",
+            "state": "out",
+            "reason": "network errors on 100%",
+        },
+        {
+            "id": proxy_id("http://p2.test:8080"),
+            "url": "http://p2.test:8080",
+            "state": "ok",
+            "reason": None,
+        },
+    ]
+    assert fleet_cells(item) == (
+        "ecs",
+        "eu-west-1",
+        "http://bob:***@proxy.test:3128 (out: network errors on 100%), http://p2.test:8080",
+    )

@@ -13,6 +13,7 @@ from api_harness import OPERATOR_KEY, Harness
 from web_client import Browser
 
 from core.layout import manifest_key
+from core.models import Container, Egress
 from core.ports.message_bus import OutboundMessage, Queue, dead_letter_queue
 from core.webapp.app import TEMPLATES
 
@@ -471,6 +472,21 @@ async def test_the_fleet_and_tenant_pages_show_what_the_records_hold(harness: Ha
     tenants = (await operator.get("/console/tenants")).body.decode()
     assert tenant_id in tenants
     assert f"/t/{tenant_id}/" in tenants  # the provisioned web app address
+
+
+async def test_the_fleet_page_shows_each_egress_s_proxies_redacted(harness: Harness) -> None:
+    tenant_id, _ = await harness.create_tenant("acme")
+    secret = "http://bob:hunter2@proxy.test:3128"
+    egress = Egress(name="lab", region="lab", proxies=[secret])
+    container = Container(
+        id="c-lab", tenant_id=tenant_id, egress=egress, started_at=harness.clock.now()
+    )
+    await harness.records.containers.create(tenant_id, container.id, container)
+    operator = Browser(harness.api)
+    await operator.post("/console/signin", {"key": OPERATOR_KEY})
+    page = (await operator.get("/console/")).body.decode()
+    assert "proxies: http://bob:***@proxy.test:3128" in page
+    assert "hunter2" not in page
 
 
 async def test_the_operator_creates_and_deletes_tenants_from_the_console(

@@ -16,7 +16,9 @@ fresh one per example outside pytest's fixtures; ``conftest.py`` holds the fixtu
 
 from __future__ import annotations
 
+import inspect
 import itertools
+import random
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -33,7 +35,7 @@ from core.clock import FakeClock, SkewedClock
 from core.conductor import Conductor, Housekeeper, HousekeepingReport
 from core.errors import Conflict, NotFound
 from core.inbox import drain_inbox
-from core.layout import subscription_name
+from core.layout import subscription_name, tenant_topic
 from core.messages import (
     CancelCrawl,
     CancelRequested,
@@ -46,6 +48,7 @@ from core.messages import (
     Heartbeat,
     KillTimer,
     Progress,
+    ProxyStats,
     RunCrawl,
     decode_dispatch,
     decode_inbox,
@@ -87,6 +90,7 @@ DEFAULTS: dict[str, Any] = {
     "inbox_queue": "inbox",
     "dispatch_topic": "dispatch",
     "idle_ttl_s": 30.0,
+    "idle_policy": "fixed",
     "startup_timeout_s": 60.0,
     "heartbeat_interval_s": 5.0,
     "heartbeat_timeout_s": 40.0,
@@ -154,7 +158,9 @@ class RecordingRuntime:
             raise RuntimeError("no capacity in this region")
         self.set_state(spec.container_id, RunState.running)
 
-    async def stop_container(self, *, container_id: str, grace_s: float = 10) -> None:
+    async def stop_container(
+        self, *, container_id: str, egress: Egress, grace_s: float = 10
+    ) -> None:
         if self.fail_stops > 0:
             self.fail_stops -= 1
             raise RuntimeError("the runtime's API timed out")
@@ -165,15 +171,16 @@ class RecordingRuntime:
         if state is RunState.running:
             self.set_state(container_id, RunState.exited, 143)
 
-    async def describe(self, *, container_id: str) -> ContainerStatus:
+    async def describe(self, *, container_id: str, egress: Egress) -> ContainerStatus:
         state, code = self._states.get(container_id, (RunState.unknown, None))
         return ContainerStatus(container_id=container_id, state=state, exit_code=code)
 
-    async def list_running(self) -> list[ContainerStatus]:
+    async def list_running(self, *, egress: Egress) -> list[ContainerStatus]:
+        egress_of = {spec.container_id: spec.egress.name for spec in self.started}
         return [
             ContainerStatus(container_id=cid, state=state)
             for cid, (state, _) in self._states.items()
-            if state is RunState.running
+            if state is RunState.running and egress_of.get(cid) == egress.name
         ]
 
     async def close(self) -> None:
@@ -225,30 +232,66 @@ class Harness:
     _ids: Iterator[int] = field(default_factory=lambda: itertools.count(1))
     _extra: list[Ports] = field(default_factory=list)
     engines: dict[str, FakeEngine] = field(default_factory=dict)
+    topic_limit: int | None = None  # subscriptions one topic may hold on this bus
+    #: The runtime of each egress (``runtime_per_egress``), else ``runtime`` for every one.
+    runtimes: dict[str, RecordingRuntime] = field(default_factory=dict)
 
     @classmethod
     async def create(
-        cls, root: Path, *, max_delay_s: float | None = None, **overrides: Any
+        cls,
+        root: Path,
+        *,
+        max_delay_s: float | None = None,
+        topic_limit: int | None = None,
+        runtime_per_egress: bool = False,
+        **overrides: Any,
     ) -> Harness:
         clock = FakeClock(START)
         settings = make_settings(**overrides)
         runtime = RecordingRuntime()
-        ports, probe = _open_ports(root, clock, runtime, max_delay_s)
+        runtimes = {e.name: runtime for e in settings.egresses}
+        if runtime_per_egress:
+            runtimes = {e.name: RecordingRuntime() for e in settings.egresses}
+            runtime = runtimes[settings.egresses[0].name]
+        ports, probe = _open_ports(
+            root, clock, runtimes, max_delay_s, settings.dispatch_topic, topic_limit
+        )
         await ports.bus.ensure_queue(
             name=settings.inbox_queue, max_deliveries=settings.max_deliveries
         )
-        await ports.bus.ensure_topic(topic=settings.dispatch_topic)
         ids = itertools.count(1)
         conductor = _make_conductor(ports, settings, root, ids)
-        return cls(root, clock, settings, runtime, ports, probe, conductor, max_delay_s, _ids=ids)
+        return cls(
+            root,
+            clock,
+            settings,
+            runtime,
+            ports,
+            probe,
+            conductor,
+            max_delay_s,
+            _ids=ids,
+            runtimes=runtimes,
+            topic_limit=topic_limit,
+        )
 
-    def another_conductor(self, *, skew_s: float = 0.0) -> Conductor:
+    def another_conductor(self, *, skew_s: float = 0.0, plan: FaultPlan | None = None) -> Conductor:
         """A second conductor instance: its own bus and state clients on the same files.
-        ``skew_s``: its own clock is that far off (the services keep the true time)."""
-        ports, _ = _open_ports(self.root, self.clock, self.runtime, self.max_delay_s)
+        ``skew_s``: its own clock is that far off (the services keep the true time);
+        ``plan``: it may die at any of its port calls (``FaultPlan``)."""
+        ports, _ = _open_ports(
+            self.root,
+            self.clock,
+            self.runtimes,
+            self.max_delay_s,
+            self.settings.dispatch_topic,
+            self.topic_limit,
+        )
         if skew_s:
             ports.clock = SkewedClock(self.clock, skew_s)
         self._extra.append(ports)
+        if plan is not None:
+            ports = faulty_ports(ports, plan)
         return _make_conductor(ports, self.settings, self.root, self._ids)
 
     async def close(self) -> None:
@@ -276,6 +319,7 @@ class Harness:
             quotas=Quotas(**quotas),
             created_at=self.clock.now(),
         )
+        await self.ports.provisioner.provision(tenant_id=tenant_id)  # its dispatch topic
         await self.records.tenants.create("tenants", tenant_id, tenant)
         return tenant
 
@@ -429,8 +473,16 @@ class Harness:
     async def active_ids(self, tenant_id: str = "t1") -> set[str]:
         return {v.value.crawl_id for v in await self.records.active.query(tenant_id)}
 
-    async def subscription_exists(self, container_id: str) -> bool:
-        source = Subscription(self.settings.dispatch_topic, subscription_name(container_id))
+    def topic(self, tenant_id: str = "t1") -> str:
+        """The tenant's dispatch topic."""
+        return tenant_topic(self.settings.dispatch_topic, tenant_id)
+
+    async def tenants_topics(self) -> dict[str, list[str]]:
+        """Every topic on the bus with its subscriptions, sorted."""
+        return {topic: sorted(names) for topic, names in (await self.bus.topics()).items()}
+
+    async def subscription_exists(self, container_id: str, tenant_id: str = "t1") -> bool:
+        source = Subscription(self.topic(tenant_id), subscription_name(container_id))
         try:
             leases = await self.bus.receive(source=source, max_messages=10)
         except NotFound:
@@ -476,17 +528,24 @@ def _make_conductor(
 
 
 def _open_ports(
-    root: Path, clock: FakeClock, runtime: RecordingRuntime, max_delay_s: float | None
+    root: Path,
+    clock: FakeClock,
+    runtimes: dict[str, RecordingRuntime],
+    max_delay_s: float | None,
+    dispatch_topic: str,
+    topic_limit: int | None = None,
 ) -> tuple[Ports, SchedulerProbe]:
-    bus = SqliteMessageBus(root / "bus.sqlite3", clock=clock)
+    bus = SqliteMessageBus(
+        root / "bus.sqlite3", clock=clock, max_subscriptions_per_topic=topic_limit
+    )
     probe = SchedulerProbe(SqliteScheduler(bus), max_delay_s=max_delay_s)
     ports = Ports(
         bus=bus,
         scheduler=probe,
         state=SqliteStateStore(root / "state.sqlite3", clock=clock),
         blobs=FileBlobStore(root / "blobs"),
-        runtime=runtime,
-        provisioner=DirectoryProvisioner(root),
+        runtimes=dict(runtimes),
+        provisioner=DirectoryProvisioner(root, bus=bus, dispatch_topic=dispatch_topic),
         clock=clock,
     )
     return ports, probe
@@ -512,11 +571,11 @@ class FakeEngine:
 
     @property
     def subscription(self) -> Subscription:
-        return Subscription(self.harness.settings.dispatch_topic, subscription_name(self.id))
+        return Subscription(self.harness.topic(self.tenant_id), subscription_name(self.id))
 
     async def subscribe(self) -> None:
         await self.harness.bus.ensure_subscription(
-            topic=self.harness.settings.dispatch_topic,
+            topic=self.harness.topic(self.tenant_id),
             name=subscription_name(self.id),
             filter={"container_id": self.id},
         )
@@ -617,7 +676,8 @@ class FakeEngine:
             )
         )
 
-    async def heartbeat(self) -> OutboundMessage:
+    async def heartbeat(self, proxies: dict[str, ProxyStats] | None = None) -> OutboundMessage:
+        """A heartbeat (with per-proxy numbers, as the engine reports them)."""
         self.beat_seq += 1
         return await self.send(
             Heartbeat(
@@ -625,6 +685,7 @@ class FakeEngine:
                 container_id=self.id,
                 in_flight=sorted(self.running),
                 seq=self.beat_seq,
+                proxies=proxies or {},
             )
         )
 
@@ -712,3 +773,81 @@ async def set_container(
             continue
         return await harness.container(container_id, tenant_id)
     raise AssertionError("could not update the container record")
+
+
+# --------------------------------------------------------------------------- fault injection
+
+
+@dataclass
+class FaultPlan:
+    """When an instance dies: at every port call it makes (before the call, and after it
+    returned -- the two sides of every await point of a handler), ``InstanceKilled`` is
+    raised if the call is number ``die_at`` (counted from 0 since ``die_at`` was set) or, at
+    random, with probability ``rate``. ``calls`` counts every call; ``deaths`` every death."""
+
+    rate: float = 0.0
+    die_at: int | None = None
+    seed: int = 0
+    calls: int = 0
+    deaths: int = 0
+    _counted: int = 0
+    _random: random.Random = field(default_factory=random.Random)
+
+    def __post_init__(self) -> None:
+        self._random.seed(self.seed)
+
+    def die_at_call(self, index: int | None) -> None:
+        self.die_at, self._counted = index, 0
+
+    def point(self, where: str) -> None:
+        """One await point; raises ``InstanceKilled`` if the instance dies here."""
+        self.calls += 1
+        hit = self.die_at is not None and self._counted == self.die_at
+        self._counted += 1
+        if hit or (self.rate and self._random.random() < self.rate):
+            self.die_at = None if hit else self.die_at
+            self.deaths += 1
+            raise InstanceKilled(f"instance died at {where}")
+
+
+class FaultyPort:
+    """``inner`` with a ``FaultPlan`` point before and after every coroutine method call;
+    everything else (``capabilities``, plain methods) passes through."""
+
+    def __init__(self, inner: object, plan: FaultPlan, name: str) -> None:
+        self._inner = inner
+        self._plan = plan
+        self._name = name
+
+    def __getattr__(self, attr: str) -> Any:
+        value = getattr(self._inner, attr)
+        if not inspect.iscoroutinefunction(value):
+            return value
+        plan, where = self._plan, f"{self._name}.{attr}"
+
+        async def call(*args: Any, **kwargs: Any) -> Any:
+            plan.point(f"{where} (before)")
+            result = await value(*args, **kwargs)
+            plan.point(f"{where} (after)")
+            return result
+
+        return call
+
+
+def faulty_ports(ports: Ports, plan: FaultPlan) -> Ports:
+    """The same ports, every bus, scheduler, state and runtime call an await point where
+    ``plan`` may kill the instance (blobs and the provisioner are not used by the conductor's
+    handlers)."""
+    return Ports(
+        bus=FaultyPort(ports.bus, plan, "bus"),  # type: ignore[arg-type]
+        scheduler=FaultyPort(ports.scheduler, plan, "scheduler"),  # type: ignore[arg-type]
+        state=FaultyPort(ports.state, plan, "state"),  # type: ignore[arg-type]
+        blobs=ports.blobs,
+        runtimes={
+            name: FaultyPort(runtime, plan, f"runtime[{name}]")  # type: ignore[misc]
+            for name, runtime in ports.runtimes.items()
+        },
+        provisioner=ports.provisioner,
+        clock=ports.clock,
+        pool=ports.pool,
+    )

@@ -178,7 +178,7 @@ async def test_a_duplicate_retryable_failure_does_not_cost_another_attempt(
 async def test_a_duplicate_webhook_keeps_the_payload(harness: Harness) -> None:
     delivered: list[Crawl] = []
 
-    async def notify(crawl: Crawl) -> None:
+    async def notify(crawl: Crawl, *, attempt: int = 1) -> None:
         delivered.append(crawl)
 
     conductor = Conductor(

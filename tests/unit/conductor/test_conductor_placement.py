@@ -30,7 +30,7 @@ async def test_a_crawl_with_nowhere_to_go_starts_a_container_with_guid_and_conne
     assert spec.env["SKYCRAWL_CONTAINER_ID"] == guid
     assert spec.env["SKYCRAWL_TENANT_ID"] == "t1"
     assert spec.env["SKYCRAWL_INBOX_QUEUE"] == "inbox"
-    assert spec.env["SKYCRAWL_DISPATCH_TOPIC"] == "dispatch"
+    assert spec.env["SKYCRAWL_DISPATCH_TOPIC"] == "dispatch-t1"  # the tenant's own topic
     # the local connection settings (engine_env) reach the engine unchanged
     assert spec.env["SKYCRAWL_PROVIDER"] == "local"
     assert spec.env["SKYCRAWL_LOCAL_DATA_DIR"] == str(harness.root.resolve())

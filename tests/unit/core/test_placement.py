@@ -10,12 +10,9 @@ from core.conductor.placement import (
     Snapshot,
     Start,
     Wait,
-    choose_egress,
     decide,
-    egress_health,
     pick_container,
 )
-from core.errors import InvalidRequest
 from core.models import Container, ContainerState, Crawl, CrawlSpec, Egress, EgressHealth
 
 NOW = datetime(2030, 1, 1, tzinfo=UTC)
@@ -50,37 +47,10 @@ def container(
     )
 
 
-def test_explicit_egress_wins_and_unknown_names_are_refused() -> None:
-    assert choose_egress(spec(egress="eu-proxy"), POOL).name == "eu-proxy"
-    with pytest.raises(InvalidRequest, match="unknown egress 'mars'"):
-        choose_egress(spec(egress="mars"), POOL)
-
-
-def test_region_narrows_and_cheapest_wins() -> None:
-    assert choose_egress(spec(region="eu"), POOL).name == "eu-proxy"
-    assert choose_egress(spec(), POOL).name == "us-direct"
-    with pytest.raises(InvalidRequest, match="no egress in region"):
-        choose_egress(spec(region="ap"), POOL)
-
-
-def test_a_failing_proxy_is_passed_over_while_a_healthy_one_can_serve() -> None:
-    failing = EgressHealth(requests=40, errors=30, latency_ms=900.0)
-    busy = [container("a", POOL[1], health=failing)]
-    assert choose_egress(spec(region="us"), POOL, egress_health(busy)).name == "us-proxy"
-    # with every candidate failing, the cheapest is still used rather than nothing
-    assert choose_egress(spec(region="eu"), POOL, {"eu-proxy": failing}).name == "eu-proxy"
-    # a few errors on little traffic are not enough to avoid it
-    early = EgressHealth(requests=5, errors=5)
-    assert choose_egress(spec(region="us"), POOL, {"us-direct": early}).name == "us-proxy"
-
-
-def test_health_adds_up_across_heartbeats_and_containers() -> None:
+def test_health_adds_up_across_heartbeats() -> None:
     h = EgressHealth().add(10, 1, 100.0).add(30, 3, 200.0)
     assert (h.requests, h.errors) == (40, 4)
     assert h.latency_ms == pytest.approx(175.0)
-    merged = egress_health([container("a", POOL[0], health=h), container("b", POOL[0], health=h)])
-    assert merged["eu-proxy"].requests == 80
-    assert merged["eu-proxy"].error_rate == pytest.approx(0.1)
 
 
 def test_least_loaded_ready_container_of_the_egress_with_room() -> None:
@@ -140,3 +110,27 @@ def test_free_slot_then_start_then_wait_with_a_reason() -> None:
     assert isinstance(waiting, Wait)
     assert "limit of 2 containers" in waiting.reason
     assert "parallel limit" in waiting.reason
+
+
+def test_at_the_topic_subscription_limit_the_crawl_waits_with_that_reason() -> None:
+    full = container("a", POOL[1], work=2)
+    below = Snapshot(
+        crawl=_crawl(),
+        containers=(full,),
+        bound=None,
+        fleet_size=1,
+        max_containers=4,
+        topic_limit=2,
+    )
+    assert decide(below, POOL[1]) == Start(POOL[1])
+    at = Snapshot(
+        crawl=_crawl(),
+        containers=(full, container("b", POOL[1], work=2)),
+        bound=None,
+        fleet_size=2,
+        max_containers=4,
+        topic_limit=2,
+    )
+    waiting = decide(at, POOL[1])
+    assert isinstance(waiting, Wait)
+    assert "dispatch topic holds the broker's limit of 2 container subscriptions" in waiting.reason

@@ -25,18 +25,28 @@ def ports_of(closed: list[str], failing: str = "") -> Ports:
     def port(name: str) -> Any:
         return Closable(name, closed, RuntimeError(f"{name} broke") if name == failing else None)
 
-    names = ("bus", "scheduler", "state", "blobs", "runtime", "provisioner")
-    return Ports(**{name: port(name) for name in names}, clock=FakeClock())
+    names = ("bus", "scheduler", "state", "blobs", "provisioner")
+    shared = port("runtime")  # one runtime serving two egresses is closed once
+    runtimes = {"east": shared, "west": shared, "far": port("far-runtime")}
+    return Ports(**{name: port(name) for name in names}, runtimes=runtimes, clock=FakeClock())
 
 
 async def test_every_port_is_closed() -> None:
     closed: list[str] = []
     await ports_of(closed).close()
-    assert sorted(closed) == ["blobs", "bus", "provisioner", "runtime", "scheduler", "state"]
+    assert sorted(closed) == [
+        "blobs",
+        "bus",
+        "far-runtime",
+        "provisioner",
+        "runtime",
+        "scheduler",
+        "state",
+    ]
 
 
 async def test_a_failing_close_does_not_leave_the_others_open() -> None:
     closed: list[str] = []
     with pytest.raises(RuntimeError, match="scheduler broke"):
         await ports_of(closed, failing="scheduler").close()
-    assert len(closed) == 6
+    assert len(closed) == 7

@@ -13,10 +13,20 @@ variable "tenant_id" {
   }
 }
 
-variable "prefix" {
-  description = "Prefix of the tenant's topic and subscription (SKYCRAWL_GCP_TENANT_PREFIX)."
+variable "dispatch_topic" {
+  description = "Base name of the tenants' dispatch topics (SKYCRAWL_DISPATCH_TOPIC of the shared stack)."
   type        = string
-  default     = "skycrawl-tenant-"
+  default     = "skycrawl-dispatch"
+}
+
+variable "pubsub_agent" {
+  description = "Pub/Sub's service agent (serviceAccount:service-<number>@gcp-sa-pubsub.iam.gserviceaccount.com)."
+  type        = string
+}
+
+variable "engine_service_account" {
+  description = "E-mail of the engine job's service account (output of the shared stack)."
+  type        = string
 }
 
 variable "bucket" {

@@ -1,0 +1,189 @@
+"""``PostgresStateStore``: versioned JSON items in one PostgreSQL table, compare-and-set.
+
+Features
+    Every write is one conditional statement: ``create`` is ``INSERT ... ON CONFLICT DO
+    NOTHING`` (after dropping an expired item of the same key), ``replace`` and ``delete``
+    carry ``WHERE version = %s``; under PostgreSQL's row locks two conductors racing on one
+    item see exactly one win, the other gets ``core.errors.Conflict``. ``data`` is stored as
+    the text ``core.ports.state_store.encode_data`` returns (a ``text`` column, not
+    ``jsonb``, which would reorder keys), so every backend holds the same bytes. Keys and
+    partitions sort bytewise (``COLLATE "C"``), as the index tables of ``core/records.py``
+    (``backlog``, ``listing``, ``finished``) need, whatever the database's locale.
+    Expired items (``expires_at`` passed) are invisible at once and purged lazily (on
+    ``create`` of the same key, and by a sweep at most once a minute per instance).
+
+Clocks
+    "Expired" compares ``expires_at`` (written by the core from its clock, like a DynamoDB
+    TTL attribute) with the database's ``now()`` -- one clock for every instance -- unless a
+    ``clock`` is injected (tests driving a ``FakeClock``).
+
+Limits
+    An item's JSON is at most 1 MiB (``capabilities.max_item_bytes``); NaN / Infinity and
+    what JSON cannot hold are ``InvalidRequest``, as is a naive ``expires_at``.
+
+Settings
+    ``SKYCRAWL_SELFHOSTED_DATABASE_URL``; table ``state_items`` (``migrations/0002_state.sql``).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+from adapters.selfhosted.database import PostgresDatabase
+from core.clock import Clock
+from core.errors import Conflict, InvalidRequest
+from core.ports.state_store import Item, StateCapabilities, decode_data, encode_data
+
+_MAX_ITEM_BYTES = 1024 * 1024
+_PURGE_EVERY_S = 60.0
+
+
+def _aware(moment: datetime | None) -> datetime | None:
+    if moment is not None and moment.tzinfo is None:
+        raise InvalidRequest("expires_at must be timezone-aware")
+    return moment
+
+
+def _item(row: tuple[Any, ...]) -> Item:
+    table, partition, key, data, version, expires_at = row
+    return Item(table, partition, key, decode_data(data), version, expires_at)
+
+
+class PostgresStateStore:
+    """StateStore on the ``state_items`` table, safe for any number of instances at once."""
+
+    capabilities = StateCapabilities(max_item_bytes=_MAX_ITEM_BYTES, native_ttl=True)
+
+    def __init__(self, database: PostgresDatabase, *, clock: Clock | None = None) -> None:
+        self._database = database.attach()
+        self._clock = clock
+        self._last_purge = 0.0
+        self._closed = False
+
+    def _now(self) -> datetime | None:
+        """The parameter of ``COALESCE(%s, now())`` in every query: None (the database's
+        ``now()``) or the injected clock's time."""
+        return None if self._clock is None else self._clock.now()
+
+    async def get(self, *, table: str, partition: str, key: str) -> Item | None:
+        async with self._database.connection("get") as conn:
+            cur = await conn.execute(
+                "SELECT tbl, partition, key, data, version, expires_at FROM state_items"
+                " WHERE tbl = %s AND partition = %s AND key = %s"
+                " AND (expires_at IS NULL OR expires_at > COALESCE(%s::timestamptz, now()))",
+                (table, partition, key, self._now()),
+            )
+            row = await cur.fetchone()
+        return None if row is None else _item(row)
+
+    async def create(
+        self,
+        *,
+        table: str,
+        partition: str,
+        key: str,
+        data: Mapping[str, Any],
+        expires_at: datetime | None = None,
+    ) -> Item:
+        encoded, expires_at = encode_data(data, max_bytes=_MAX_ITEM_BYTES), _aware(expires_at)
+        now = self._now()
+        async with self._database.transaction("create") as conn:
+            if self._purge_due():
+                await conn.execute(
+                    "DELETE FROM state_items WHERE expires_at <= COALESCE(%s::timestamptz, now())",
+                    (now,),
+                )
+            await conn.execute(
+                "DELETE FROM state_items WHERE tbl = %s AND partition = %s AND key = %s"
+                " AND expires_at <= COALESCE(%s::timestamptz, now())",
+                (table, partition, key, now),
+            )
+            cur = await conn.execute(
+                "INSERT INTO state_items (tbl, partition, key, data, version, expires_at)"
+                " VALUES (%s, %s, %s, %s, 1, %s) ON CONFLICT DO NOTHING",
+                (table, partition, key, encoded, expires_at),
+            )
+            if cur.rowcount != 1:
+                raise Conflict(f"{table}/{partition}/{key} already exists")
+        return Item(table, partition, key, decode_data(encoded), 1, expires_at)
+
+    async def replace(
+        self, *, item: Item, data: Mapping[str, Any], expires_at: datetime | None = None
+    ) -> Item:
+        encoded, expires_at = encode_data(data, max_bytes=_MAX_ITEM_BYTES), _aware(expires_at)
+        async with self._database.connection("replace") as conn:
+            cur = await conn.execute(
+                "UPDATE state_items SET data = %s, version = version + 1, expires_at = %s"
+                " WHERE tbl = %s AND partition = %s AND key = %s AND version = %s"
+                " AND (expires_at IS NULL OR expires_at > COALESCE(%s::timestamptz, now()))",
+                (
+                    encoded,
+                    expires_at,
+                    item.table,
+                    item.partition,
+                    item.key,
+                    item.version,
+                    self._now(),
+                ),
+            )
+            if cur.rowcount != 1:
+                raise Conflict(
+                    f"{item.table}/{item.partition}/{item.key} is not at v{item.version}"
+                )
+        return Item(
+            item.table, item.partition, item.key, decode_data(encoded), item.version + 1, expires_at
+        )
+
+    async def delete(self, *, item: Item) -> None:
+        async with self._database.connection("delete") as conn:
+            cur = await conn.execute(
+                "DELETE FROM state_items WHERE tbl = %s AND partition = %s AND key = %s"
+                " AND version = %s"
+                " AND (expires_at IS NULL OR expires_at > COALESCE(%s::timestamptz, now()))",
+                (item.table, item.partition, item.key, item.version, self._now()),
+            )
+            if cur.rowcount != 1:
+                raise Conflict(
+                    f"{item.table}/{item.partition}/{item.key} is not at v{item.version}"
+                )
+
+    async def query(
+        self, *, table: str, partition: str, limit: int | None = None, after: str | None = None
+    ) -> list[Item]:
+        if limit is not None and limit < 0:
+            raise InvalidRequest("limit must not be negative")
+        async with self._database.connection("query") as conn:
+            cur = await conn.execute(
+                "SELECT tbl, partition, key, data, version, expires_at FROM state_items"
+                " WHERE tbl = %s AND partition = %s AND (%s::text IS NULL OR key > %s)"
+                " AND (expires_at IS NULL OR expires_at > COALESCE(%s::timestamptz, now()))"
+                " ORDER BY key LIMIT %s",  # LIMIT NULL: no limit
+                (table, partition, after, after, self._now(), limit),
+            )
+            return [_item(row) for row in await cur.fetchall()]
+
+    async def scan(self, *, table: str) -> list[Item]:
+        async with self._database.connection("scan") as conn:
+            cur = await conn.execute(
+                "SELECT tbl, partition, key, data, version, expires_at FROM state_items"
+                " WHERE tbl = %s"
+                " AND (expires_at IS NULL OR expires_at > COALESCE(%s::timestamptz, now()))"
+                " ORDER BY partition, key",
+                (table, self._now()),
+            )
+            return [_item(row) for row in await cur.fetchall()]
+
+    async def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            await self._database.release()
+
+    def _purge_due(self) -> bool:
+        now = time.monotonic()
+        if now - self._last_purge < _PURGE_EVERY_S:
+            return False
+        self._last_purge = now
+        return True

@@ -1,0 +1,306 @@
+"""Routing decisions per second: the conductor's router and placement over real SQLite ports.
+
+    .venv/bin/python bench/routing_bench.py [--crawls 2000] [--tenants 20] [--instances 8]
+
+One "decision" is ``Conductor.place`` for one pending crawl, applied: the tenant's snapshot
+read (live containers, fleet, session), the pure ``decide()``, the slot reserved on the chosen
+container by compare-and-set, the crawl stored ``dispatched`` with its ``RunCrawl`` in the
+outbox, the run published to the container's subscription and the outbox cleared, the crawl
+taken out of the backlog. The ports are the embedded stack's own
+(``adapters.local.provider.build_ports``: SQLite bus, scheduler and state store on files in a
+temporary directory, WAL, ``synchronous=NORMAL``), the clock is the system clock; only the
+runtime is a no-op (containers are made ready beforehand, so no process is started).
+
+Three runs in the same process, on fresh files each:
+
+* ``pure decide()`` -- the decision alone on in-memory snapshots (no I/O): the ceiling;
+* ``1 instance`` -- one conductor placing every crawl, one after the other;
+* ``N instances`` -- N conductors over the same files (each with its own SQLite clients, as
+  N function instances would), placing their share at the same time: contention on the same
+  container records, retried by compare-and-set.
+
+Each tenant has ``--containers`` ready containers with ``--parallel`` slots each; crawls are
+spread round-robin over the tenants. Printed: decisions/s, mean ms per decision, CPU seconds
+of this process, the 1-minute load average before and after, and the goal (2,000/s).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import inspect
+import os
+import resource
+import tempfile
+import time
+from collections import Counter
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from adapters.local.provider import build_ports, engine_env
+from core.conductor import Conductor
+from core.conductor.placement import Snapshot, decide
+from core.layout import subscription_name
+from core.messages import ContainerReady
+from core.models import Container, Crawl, CrawlSpec, Egress, Quotas, Tenant
+from core.ports import ContainerSpec, ContainerStatus, Ports, RunState, RuntimeCapabilities
+from core.records import ActiveCrawl, Records, listing_key
+from core.settings import LocalSettings, SkycrawlSettings
+
+GOAL = 2000.0
+
+
+class NullRuntime:
+    """A runtime that starts nothing: the containers here are made ready by hand."""
+
+    capabilities = RuntimeCapabilities(name="null", typical_start_s=0.0, max_grace_s=0.0)
+
+    async def start_container(self, *, spec: ContainerSpec) -> None:
+        return None
+
+    async def stop_container(
+        self, *, container_id: str, egress: Egress, grace_s: float = 10
+    ) -> None:
+        return None
+
+    async def describe(self, *, container_id: str, egress: Egress) -> ContainerStatus:
+        return ContainerStatus(container_id=container_id, state=RunState.running)
+
+    async def list_running(self, *, egress: Egress) -> list[ContainerStatus]:
+        return []
+
+    async def close(self) -> None:
+        return None
+
+
+class Counted:
+    """``inner`` with every coroutine method call counted in ``counts`` (one SQLite
+    transaction on its own thread each, for the local bus and state store)."""
+
+    def __init__(self, inner: object, counts: Counter[str], name: str) -> None:
+        self._inner, self._counts, self._name = inner, counts, name
+
+    def __getattr__(self, attr: str) -> Any:
+        value = getattr(self._inner, attr)
+        if not inspect.iscoroutinefunction(value):
+            return value
+        counts, key = self._counts, f"{self._name}.{attr}"
+
+        async def call(*args: Any, **kwargs: Any) -> Any:
+            counts[key] += 1
+            return await value(*args, **kwargs)
+
+        return call
+
+
+@dataclass(frozen=True)
+class Result:
+    name: str
+    decisions: int
+    wall_s: float
+    cpu_s: float
+    load_before: float
+    load_after: float
+    calls: int = 0  # bus and state-store calls made while placing
+
+    @property
+    def rate(self) -> float:
+        return self.decisions / self.wall_s
+
+
+def _cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _settings() -> SkycrawlSettings:
+    return SkycrawlSettings(
+        provider="local",
+        inbox_queue="inbox",
+        dispatch_topic="dispatch",
+        egresses=[Egress(name="local")],
+        allow_cidrs=["127.0.0.0/8"],
+    )
+
+
+def _open(root: Path, settings: SkycrawlSettings, counts: Counter[str]) -> tuple[Ports, Conductor]:
+    null = NullRuntime()
+    ports = build_ports(
+        settings, LocalSettings(data_dir=root), runtimes={e.name: null for e in settings.egresses}
+    )
+    ports.bus = Counted(ports.bus, counts, "bus")
+    ports.state = Counted(ports.state, counts, "state")
+    counter = iter(range(1, 10**9))
+    conductor = Conductor(
+        ports=ports,
+        settings=settings,
+        engine_env=engine_env(LocalSettings(data_dir=root)),
+        new_id=lambda: f"ctr-{os.getpid()}-{next(counter):06d}",
+    )
+    return ports, conductor
+
+
+async def _prepare(
+    conductor: Conductor, args: argparse.Namespace, settings: SkycrawlSettings
+) -> list[tuple[Tenant, Crawl]]:
+    """Tenants with ready containers, and pending crawls stored as the API stores them."""
+    ports, records = conductor.ports, conductor.records
+    await ports.bus.ensure_queue(name=settings.inbox_queue)
+    await ports.bus.ensure_topic(topic=settings.dispatch_topic)
+    quotas = Quotas(max_containers=args.containers, parallel_per_container=args.parallel)
+    tenants = []
+    for t in range(args.tenants):
+        now = ports.clock.now()
+        tenant = Tenant(
+            id=f"t{t}",
+            name=f"t{t}",
+            key_prefix=f"k{t}",
+            key_sha256="0" * 64,
+            quotas=quotas,
+            created_at=now,
+        )
+        await records.tenants.create("tenants", tenant.id, tenant)
+        tenants.append(tenant)
+        for _ in range(args.containers):
+            started = await conductor.fleet.start(tenant, settings.egresses[0])
+            assert started is not None
+            await ports.bus.ensure_subscription(
+                topic=settings.dispatch_topic,
+                name=subscription_name(started.id),
+                filter={"container_id": started.id},
+            )
+            await conductor.handle(ContainerReady(tenant_id=tenant.id, container_id=started.id))
+    work = []
+    for n in range(args.crawls):
+        tenant = tenants[n % len(tenants)]
+        now = ports.clock.now()
+        crawl = Crawl(
+            id=f"cr_{n:032x}",
+            tenant_id=tenant.id,
+            spec=CrawlSpec(seeds=["https://example.com/"]),
+            created_at=now,
+            updated_at=now,
+        )
+        entry = ActiveCrawl(crawl_id=crawl.id, created_at=now)
+        await records.crawls.create(tenant.id, crawl.id, crawl)
+        await records.active.create(tenant.id, crawl.id, entry)
+        await records.listing.create(tenant.id, listing_key(now, crawl.id), entry)
+        await records.index_pending(crawl)
+        work.append((tenant, crawl))
+    return work
+
+
+async def run_instances(args: argparse.Namespace, instances: int) -> Result:
+    settings = _settings()
+    with tempfile.TemporaryDirectory(prefix="skycrawl-routing-") as tmp:
+        root = Path(tmp)
+        counts: Counter[str] = Counter()
+        opened = [_open(root, settings, counts) for _ in range(instances)]
+        try:
+            work = await _prepare(opened[0][1], args, settings)
+            shares = [work[i::instances] for i in range(instances)]
+
+            async def place_all(conductor: Conductor, share: list[tuple[Tenant, Crawl]]) -> int:
+                placed = 0
+                for tenant, crawl in share:
+                    placed += await conductor.place(tenant, crawl)
+                return placed
+
+            counts.clear()
+            load, cpu, started = os.getloadavg()[0], _cpu(), time.perf_counter()
+            placed = await asyncio.gather(
+                *(place_all(c, s) for (_, c), s in zip(opened, shares, strict=True))
+            )
+            wall, cpu = time.perf_counter() - started, _cpu() - cpu
+            calls = sum(counts.values())
+            assert sum(placed) == len(work), f"only {sum(placed)} of {len(work)} placed"
+            await _check_dispatched(opened[0][1].records, work)
+        finally:
+            for ports, _ in opened:
+                await ports.close()
+    name = "1 instance" if instances == 1 else f"{instances} instances, contending"
+    return Result(name, len(work), wall, cpu, load, os.getloadavg()[0], calls)
+
+
+async def _check_dispatched(records: Records, work: list[tuple[Tenant, Crawl]]) -> None:
+    """Every crawl dispatched, and no container over its slots: the work was really done."""
+    for tenant, crawl in work:
+        found = await records.crawls.get(tenant.id, crawl.id)
+        assert found is not None, crawl.id
+        assert found.value.state.value == "dispatched", crawl.id
+    for tenant, _ in work[: len({t.id for t, _ in work})]:
+        for c in await records.live_containers(tenant.id):
+            assert len(c.in_flight) <= c.capacity, c.id
+
+
+def run_pure(args: argparse.Namespace) -> Result:
+    egress = Egress(name="local")
+    now = datetime.now(UTC)
+    containers = tuple(
+        Container(
+            id=f"c{i}",
+            tenant_id="t",
+            egress=egress,
+            capacity=args.parallel,
+            started_at=now,
+            state="ready",
+            in_flight=tuple(f"x{i}-{j}" for j in range(i)),
+        )
+        for i in range(args.containers)
+    )
+    crawl = Crawl(
+        id="cr",
+        tenant_id="t",
+        spec=CrawlSpec(seeds=["https://example.com/"]),
+        created_at=now,
+        updated_at=now,
+    )
+    snapshot = Snapshot(crawl, containers, None, len(containers), args.containers)
+    n = args.crawls * 20
+    load, cpu, started = os.getloadavg()[0], _cpu(), time.perf_counter()
+    for _ in range(n):
+        decide(snapshot, egress)
+    wall, cpu = time.perf_counter() - started, _cpu() - cpu
+    return Result("pure decide() (no I/O)", n, wall, cpu, load, os.getloadavg()[0])
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--crawls", type=int, default=2000)
+    parser.add_argument("--tenants", type=int, default=20)
+    parser.add_argument("--containers", type=int, default=4, help="ready containers per tenant")
+    parser.add_argument("--parallel", type=int, default=32, help="slots per container")
+    parser.add_argument("--instances", type=int, default=8)
+    args = parser.parse_args()
+    if args.crawls > args.tenants * args.containers * args.parallel:
+        parser.error("more crawls than slots: every crawl must find one")
+    results = [
+        run_pure(args),
+        asyncio.run(run_instances(args, 1)),
+        asyncio.run(run_instances(args, args.instances)),
+    ]
+    print(
+        f"{args.crawls} crawls over {args.tenants} tenants x {args.containers} ready containers "
+        f"x {args.parallel} slots; SQLite on {tempfile.gettempdir()}; {os.cpu_count()} cores\n"
+    )
+    print(
+        "| run | decisions | decisions/s | ms / decision | CPU ms / decision "
+        "| port calls / decision | load before -> after |"
+    )
+    print("|---|---|---|---|---|---|---|")
+    for r in results:
+        calls = f"{r.calls / r.decisions:.1f}" if r.calls else "0"
+        print(
+            f"| {r.name} | {r.decisions:,} | {r.rate:,.0f} | {1000 / r.rate:.2f} | "
+            f"{1000 * r.cpu_s / r.decisions:.2f} | {calls} | "
+            f"{r.load_before:.1f} -> {r.load_after:.1f} |"
+        )
+    best = max(r.rate for r in results[1:])
+    print(f"\ngoal {GOAL:,.0f} decisions/s over SQLite: {'met' if best >= GOAL else 'NOT met'}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

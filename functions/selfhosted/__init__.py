@@ -1,0 +1,1 @@
+"""Composition roots of the self-hosted provider (``skycrawl up --provider selfhosted``)."""
