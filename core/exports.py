@@ -40,16 +40,19 @@ class ExportFormat:
     name: str
     content_type: str
     extension: str
+    label: str  # how the web app names the download
 
 
 FORMATS = {
     f.name: f
     for f in (
-        ExportFormat("jsonl", "application/x-ndjson", "jsonl"),
-        ExportFormat("warc", "application/warc", "warc.gz"),
-        ExportFormat("items.jsonl", "application/x-ndjson", "items.jsonl"),
-        ExportFormat("items.csv", "text/csv; charset=utf-8", "items.csv"),
-        ExportFormat("items.parquet", "application/vnd.apache.parquet", "items.parquet"),
+        ExportFormat("jsonl", "application/x-ndjson", "jsonl", "Pages (JSONL)"),
+        ExportFormat("warc", "application/warc", "warc.gz", "WARC"),
+        ExportFormat("items.jsonl", "application/x-ndjson", "items.jsonl", "Items (JSONL)"),
+        ExportFormat("items.csv", "text/csv; charset=utf-8", "items.csv", "Items (CSV)"),
+        ExportFormat(
+            "items.parquet", "application/vnd.apache.parquet", "items.parquet", "Items (Parquet)"
+        ),
     )
 }
 

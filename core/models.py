@@ -19,6 +19,7 @@ from core.output import (
     DEFAULT_FORMATS,
     ExtractSpec,
     Format,
+    MediaPattern,
     PageContent,
     check_media_patterns,
 )
@@ -170,8 +171,8 @@ class CrawlSpec(Frozen):
     formats: Annotated[list[Format], Field(max_length=7)] = list(DEFAULT_FORMATS)
     extract: ExtractSpec | None = None
     handler: Annotated[str | None, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")] = None
-    allow_types: Annotated[list[str], Field(max_length=50)] = list(DEFAULT_ALLOW_TYPES)
-    refuse_types: Annotated[list[str], Field(max_length=50)] = []
+    allow_types: Annotated[list[MediaPattern], Field(max_length=50)] = list(DEFAULT_ALLOW_TYPES)
+    refuse_types: Annotated[list[MediaPattern], Field(max_length=50)] = []
     # -- end of output --------------------------------------------------------------------------
 
     @field_validator("seeds")

@@ -43,6 +43,7 @@ from enum import StrEnum
 from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic.config import JsonDict
 
 MAX_FIELDS = 100
 MAX_NESTING = 3
@@ -67,6 +68,16 @@ class Format(StrEnum):
 DEFAULT_FORMATS = (Format.metadata, Format.links, Format.markdown)
 DEFAULT_ALLOW_TYPES = ("text/html", "application/xhtml+xml", "application/pdf")
 _MEDIA_PATTERN = re.compile(r"^(\*/\*|[a-z0-9][a-z0-9!#$&^_.+-]*/(\*|[a-z0-9][a-z0-9!#$&^_.+-]*))$")
+_MEDIA_NAME = "[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]*"
+#: ``allow_types`` / ``refuse_types`` items as the published schema states them (media types
+#: are case-insensitive: the server lowercases them before ``_MEDIA_PATTERN``).
+MediaPattern = Annotated[
+    str,
+    Field(
+        max_length=255,
+        json_schema_extra={"pattern": rf"^(\*/\*|{_MEDIA_NAME}/(\*|{_MEDIA_NAME}))$"},
+    ),
+]
 
 
 def check_css(selector: str) -> str:
@@ -91,18 +102,42 @@ def check_xpath(expression: str) -> str:
     return expression
 
 
+#: What the published schema says of the strings the validators below check (a client or a
+#: fuzzer reads the format; the server still checks each one).
+_CSS: JsonDict = {"format": "css-selector"}
+_XPATH: JsonDict = {"format": "xpath"}
+_RE2: JsonDict = {"format": "regex"}
+_FIELD_NAMES: JsonDict = {"propertyNames": {"minLength": 1, "maxLength": 100}}
+
+
 class FieldRule(_Frozen):
     """One field of ``extract``: where its value is on the page."""
 
-    css: Annotated[str | None, Field(max_length=1000)] = None
-    xpath: Annotated[str | None, Field(max_length=1000)] = None
+    model_config = ConfigDict(
+        json_schema_extra={
+            "oneOf": [
+                {"required": ["css"], "properties": {"css": {"type": "string"}}},
+                {"required": ["xpath"], "properties": {"xpath": {"type": "string"}}},
+            ]
+        }
+    )
+
+    css: Annotated[str | None, Field(max_length=1000, json_schema_extra=_CSS)] = None
+    xpath: Annotated[str | None, Field(max_length=1000, json_schema_extra=_XPATH)] = None
     regex: Annotated[
-        str | None, Field(max_length=500, description="RE2; the first group, or the match")
+        str | None,
+        Field(
+            max_length=500,
+            description="RE2; the first group, or the match",
+            json_schema_extra=_RE2,
+        ),
     ] = None
     many: bool = Field(False, description="a list of every match instead of the first")
     optional: bool = Field(False, description="not reported in missing_fields when absent")
     fields: dict[str, FieldRule] | None = Field(
-        None, description="nested object per match (with many: a list of objects)"
+        None,
+        description="nested object per match (with many: a list of objects)",
+        json_schema_extra=_FIELD_NAMES,
     )
 
     @field_validator("css")
@@ -134,13 +169,25 @@ class FieldRule(_Frozen):
 class ExtractSpec(_Frozen):
     """Declarative extraction: fields per page (or per ``items`` block) into ``items.jsonl``."""
 
-    fields: Annotated[dict[str, FieldRule], Field(min_length=1, max_length=MAX_FIELDS)]
+    fields: Annotated[
+        dict[str, FieldRule],
+        Field(min_length=1, max_length=MAX_FIELDS, json_schema_extra=_FIELD_NAMES),
+    ]
     items: Annotated[
         str | None,
-        Field(max_length=1000, description="CSS of repeated blocks: each is one item"),
+        Field(
+            max_length=1000,
+            description="CSS of repeated blocks: each is one item",
+            json_schema_extra=_CSS,
+        ),
     ] = None
     urls: Annotated[
-        str | None, Field(max_length=500, description="RE2: only pages whose URL matches")
+        str | None,
+        Field(
+            max_length=500,
+            description="RE2: only pages whose URL matches",
+            json_schema_extra=_RE2,
+        ),
     ] = None
     json_schema: dict[str, Any] | None = Field(
         None, description="JSON Schema every item must satisfy (others go to item_errors)"

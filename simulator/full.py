@@ -36,7 +36,7 @@ from core.clock import FakeClock
 from core.conductor import Conductor, Housekeeper
 from core.errors import NotFound
 from core.inbox import drain_inbox
-from core.layout import subscription_name
+from core.layout import subscription_name, tenant_topic
 from core.messages import (
     ContainerExited,
     ContainerReady,
@@ -264,6 +264,8 @@ class FullFleet:
             tenant = Tenant(id=tenant_id, name=tenant_id, key_prefix=tenant_id,
                             key_sha256="0" * 64, quotas=quotas, created_at=START)  # fmt: skip
             await self.conductor.records.tenants.create("tenants", tenant_id, tenant)
+            # what the provisioner creates with a tenant: its own dispatch topic
+            await self.bus.ensure_topic(topic=tenant_topic(s.dispatch_topic, tenant_id))
             self._tenants[tenant_id] = TenantResult()
         for i, c in enumerate(self.trace.crawls):
             self._push(c.at_s, _ARRIVE, c.tenant, i)
@@ -382,8 +384,11 @@ class FullFleet:
         self.result.container_s += seconds
         self._tenants[box.tenant_id].container_s += seconds
 
+    def _topic(self, cid: str) -> str:
+        return tenant_topic(self.settings.dispatch_topic, self.boxes[cid].tenant_id)
+
     def _subscription(self, cid: str) -> Subscription:
-        return Subscription(self.settings.dispatch_topic, subscription_name(cid))
+        return Subscription(self._topic(cid), subscription_name(cid))
 
     async def _ready(self, cid: str) -> None:
         box = self.boxes[cid]
@@ -391,7 +396,7 @@ class FullFleet:
             return
         box.ready = self.now
         await self.bus.ensure_subscription(
-            topic=self.settings.dispatch_topic,
+            topic=self._topic(cid),
             name=subscription_name(cid),
             filter={"container_id": cid},
         )

@@ -306,7 +306,7 @@ class CrawlRoutes:
                     "Idempotency-Key",
                     "header",
                     "Repeat a request safely for 24 h: same key and body, same answer.",
-                    {"type": "string", "minLength": 1, "maxLength": 255},
+                    {"type": "string", "pattern": "^[\\x21-\\x7e]{1,255}$"},
                 ),
             ),
         )

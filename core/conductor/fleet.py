@@ -128,9 +128,12 @@ class ContainerFleet:
         *,
         claim: Callable[[Container], Awaitable[bool]] | None = None,
         prewarm_keep_s: float | None = None,
+        expect_fleet: tuple[str, ...] | None = None,
     ) -> Container | None:
         """Start a new container for ``tenant`` in ``egress``; None at the container limit.
         ``prewarm_keep_s``: started ahead of predicted work, kept that long without any.
+        ``expect_fleet``: the fleet's slots the caller chose ``egress`` on; if they changed
+        meanwhile nothing starts and ``Conflict`` is raised, so the caller chooses again.
 
         ``claim`` runs once the container has its record and fleet slot, before the runtime
         starts it (a sticky session binds to it there, so that two instances never start a
@@ -152,7 +155,7 @@ class ContainerFleet:
         # a container that never says ready is reaped
         container = with_entries(container, self._watchdog(container, startup=True))
         created = await self._records.containers.create(tenant.id, container.id, container)
-        claimed = await self._claim_fleet_slot(tenant, container.id)
+        claimed = await self._claim_fleet_slot(tenant, container.id, expect_fleet)
         if not claimed:
             await self._records.containers.discard(tenant.id, container.id)
             if claimed is None:  # contention, not the limit: the caller decides again
@@ -208,8 +211,11 @@ class ContainerFleet:
             image=self._settings.engine_image,
         )
 
-    async def _claim_fleet_slot(self, tenant: Tenant, container_id: str) -> bool | None:
-        """True if claimed, False at the limit, None if every attempt lost a race."""
+    async def _claim_fleet_slot(
+        self, tenant: Tenant, container_id: str, expect: tuple[str, ...] | None = None
+    ) -> bool | None:
+        """True if claimed, False at the limit, None if every attempt lost a race (or, with
+        ``expect``, if the fleet's slots are no longer those)."""
         fleets = self._records.fleets
         limit = tenant.quotas.max_containers
         for _ in range(20):
@@ -220,6 +226,8 @@ class ContainerFleet:
                 except Conflict:  # someone else created it; read again
                     continue
                 continue
+            if expect is not None and current.value.containers != expect:
+                return None
             if len(current.value.containers) >= limit:
                 return False
             new = Fleet(tenant_id=tenant.id, containers=(*current.value.containers, container_id))

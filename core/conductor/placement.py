@@ -47,6 +47,7 @@ class Snapshot:
     bound: Container | None
     fleet_size: int
     max_containers: int
+    slots: tuple[str, ...] = ()  # the fleet record's containers, in slot order
     topic_limit: int | None = None  # the broker's subscriptions per topic (one per container)
 
 

@@ -14,6 +14,7 @@ means deciding again with fresh records.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 
 from core.conductor.egress_health import EgressHealthKeeper, SessionRoute
@@ -72,19 +73,19 @@ class Router:
         if tenant.state is not TenantState.active:  # being torn down: start nothing for it
             await self._t.finish(crawl, CrawlState.cancelled, reason="tenant deleted")
             return True
-        try:
-            route = await self._route(tenant, crawl)
-        except InvalidRequest as exc:
-            await self._t.finish(crawl, CrawlState.failed, reason=exc.detail)
-            return True
-        if isinstance(route, Blocked):
-            log.info("crawl %s of tenant %s: %s", crawl.id, tenant.id, route.reason)
-            await self._note_wait(crawl, route.reason)
-            return False
-        egress = route.egress
-        crawl = await self._with_proxy(crawl, route)
-        for _ in range(10):
-            decision = decide(await self._snapshot(tenant, crawl), egress)
+        for attempt in range(10):
+            snapshot = await self._snapshot(tenant, crawl)
+            try:
+                route = await self._route(tenant, crawl, snapshot.containers)
+            except InvalidRequest as exc:
+                await self._t.finish(crawl, CrawlState.failed, reason=exc.detail)
+                return True
+            if isinstance(route, Blocked):
+                log.info("crawl %s of tenant %s: %s", crawl.id, tenant.id, route.reason)
+                await self._note_wait(crawl, route.reason)
+                return False
+            crawl = await self._with_proxy(crawl, route)
+            decision = decide(dataclasses.replace(snapshot, crawl=crawl), route.egress)
             match decision:
                 case Commit(container=holder):
                     await self._t.commit_dispatch(await self.recover_proxy(crawl, holder), holder)
@@ -97,22 +98,35 @@ class Router:
                     if await self._reserve_and_commit(tenant, crawl, target, sticky=sticky):
                         return True
                 case Start(egress=where):
+                    # The egress was chosen on the pool's load as read in ``snapshot``: when
+                    # another instance changed the fleet since (two crawls placed at once),
+                    # the start is refused and the choice made again on the new load, so
+                    # equal egresses share concurrent crawls. Not forever: after a few lost
+                    # races the start goes ahead on a slightly stale load.
+                    expect = snapshot.slots if self._load_matters() and attempt < 5 else None
                     try:
-                        started, bound = await self._start(tenant, crawl, where)
+                        started, bound = await self._start(tenant, crawl, where, expect)
                     except Conflict:
-                        continue  # the session was bound elsewhere meanwhile: follow it
+                        continue  # the fleet or the session changed meanwhile: decide again
                     if started is not None and await self._reserve_and_commit(
                         tenant, crawl, started, sticky=bound
                     ):
                         return True
         raise Conflict(f"could not place crawl {crawl.id}: too much contention")
 
-    async def _route(self, tenant: Tenant, crawl: Crawl) -> Route | Blocked:
-        """Score the pool for ``crawl`` (``core.egress_scoring``) on fresh records."""
+    def _load_matters(self) -> bool:
+        """Whether the choice of egress depends on where the tenant's crawls already are."""
+        return len(self.settings.egresses) > 1
+
+    async def _route(
+        self, tenant: Tenant, crawl: Crawl, containers: tuple[Container, ...]
+    ) -> Route | Blocked:
+        """Score the pool for ``crawl`` (``core.egress_scoring``) on the tenant's
+        ``containers`` (those holding a fleet slot, freshly read)."""
         pool = self.settings.egresses
         if len(pool) == 1 and not pool[0].proxy_pool and not crawl.spec.session:
             return choose_route(crawl.spec, pool)  # nothing to choose: read nothing
-        live = [c for c in await self.records.live_containers(tenant.id) if accepts_work(c)]
+        live = [c for c in containers if accepts_work(c)]
         load: dict[str, EgressLoad] = {}
         for c in live:
             seen = load.get(c.egress.name, EgressLoad())
@@ -195,6 +209,7 @@ class Router:
             containers=candidates,
             bound=bound,
             fleet_size=len(slots),
+            slots=tuple(slots),
             max_containers=tenant.quotas.max_containers,
             topic_limit=self.ports.bus.capabilities.max_subscriptions_per_topic,
         )
@@ -212,20 +227,21 @@ class Router:
         await self.records.crawls.mutate(crawl.tenant_id, crawl.id, note)
 
     async def _start(
-        self, tenant: Tenant, crawl: Crawl, egress: Egress
+        self, tenant: Tenant, crawl: Crawl, egress: Egress, expect: tuple[str, ...] | None
     ) -> tuple[Container | None, bool]:
         """Start a container for ``crawl`` -> (container or None at the limit, session bound).
         A session is bound to the new container before it runs, so that two instances never
-        start one each for the same session (``Conflict`` if it went elsewhere meanwhile)."""
+        start one each for the same session (``Conflict`` if it went elsewhere meanwhile).
+        ``expect``: the fleet's slots the choice was made on (``Conflict`` if they changed)."""
         if not crawl.spec.session:
-            return await self.fleet.start(tenant, egress), False
+            return await self.fleet.start(tenant, egress, expect_fleet=expect), False
         claimed: list[bool] = []
 
         async def bind_first(new: Container) -> bool:
             claimed.append(await self._bind(crawl, new))
             return claimed[-1]
 
-        container = await self.fleet.start(tenant, egress, claim=bind_first)
+        container = await self.fleet.start(tenant, egress, claim=bind_first, expect_fleet=expect)
         if claimed and not claimed[-1]:  # started anyway, for work it got meanwhile
             raise Conflict(f"session {crawl.spec.session!r} was bound elsewhere meanwhile")
         return container, bool(claimed)

@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING, Any
 
 from core.api.crawls import load_crawl
 from core.api.http import ApiResponse
-from core.api.results import EXPORTS
 from core.errors import NotFound
+from core.exports import FORMATS
 from core.models import dump
 from core.webapp import forms, http
 from core.webapp.pages import (
@@ -72,7 +72,7 @@ class CrawlViews:
             size=size,
             chosen=chosen,
             status_filters=STATUS_FILTERS,
-            exports=list(EXPORTS),
+            exports=[(f.name, f.label) for f in FORMATS.values()],
         )
 
     async def cancel(self, wr: WebRequest) -> ApiResponse:

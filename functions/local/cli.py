@@ -186,12 +186,14 @@ def _add_output_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--extract",
         metavar="FILE",
-        help="JSON file of declarative extraction rules; items go to items.jsonl",
+        help="JSON file of declarative extraction rules; items go to items.jsonl "
+        "(default: no extraction)",
     )
     p.add_argument(
         "--handler",
         metavar="NAME",
-        help="installed PageHandler to run on each page (an embedded stack allows it)",
+        help="installed PageHandler to run on each page, allowed on an embedded stack "
+        "(default: none)",
     )
 
 

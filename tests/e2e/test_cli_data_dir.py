@@ -78,7 +78,9 @@ def test_a_crawl_while_the_server_holds_the_dir_goes_through_it(
 
 
 def test_an_ephemeral_crawl_holds_the_dir_against_up(tmp_path: Path) -> None:
-    with serve_site(pages=400, delay_s=0.05) as site:
+    # slow pages (400 x 0.5 s): the crawl outlives the three other commands even on a busy
+    # machine, and is stopped at the end
+    with serve_site(pages=400, delay_s=0.5) as site:
         crawl = subprocess.Popen(
             [*SKYCRAWL, "crawl", site.url, "--allow-cidr", "127.0.0.0/8", "--max-pages", "400"],
             cwd=tmp_path,

@@ -195,7 +195,7 @@ async def test_a_tenant_crawls_browses_downloads_cancels_and_rotates_in_the_brow
     # download an export
     await page.goto(f"{base}/crawls/{crawl_id}")
     async with page.expect_download() as download_info:
-        await page.get_by_role("link", name="JSONL").click()
+        await page.get_by_role("link", name="Pages (JSONL)").click()
     download = await download_info.value
     target = tmp_path / "pages.jsonl"
     await download.save_as(target)

@@ -9,7 +9,8 @@ built on:
   system's tar is cached in ``.cache/docker/``; the imported image lives in the test daemon's
   data root, outside the work tree, so another checkout on the same machine reuses it;
 * **a wheelhouse** built on the host with ``pip wheel`` (``.cache/docker/wheels-<hash>``)
-  from ``engine_container/requirements.txt`` plus ``extra_packages``, installed with
+  from ``engine_container/requirements.txt`` plus ``extra_packages``, for the base image's
+  Python (``Requires-Python`` of every wheel is checked against it), installed with
   ``--no-index``: the build itself needs no network.
 
 The result is tagged ``skycrawl-engine:test-<hash>``, the hash covering everything the image
@@ -22,6 +23,7 @@ test tags are kept, older ones removed.
 
 from __future__ import annotations
 
+import email.parser
 import hashlib
 import io
 import re
@@ -30,11 +32,13 @@ import subprocess
 import sys
 import tarfile
 import threading
+import zipfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import docker
 import docker.errors
+from packaging.specifiers import SpecifierSet
 
 REPO = Path(__file__).resolve().parents[3]
 CACHE = REPO / ".cache" / "docker"
@@ -128,31 +132,72 @@ def _source_files() -> Iterator[Path]:
                 yield path
 
 
-def wheelhouse(extra_packages: Sequence[str]) -> Path:
+def base_python(client: docker.DockerClient, base: str) -> str:
+    """The Python version of ``base`` (bookworm's 3.11.2), asked from the image itself."""
+    out = client.containers.run(
+        base,
+        ["python3", "-c", "import platform; print(platform.python_version())"],
+        remove=True,
+        network_mode="none",
+    )
+    return bytes(out).decode().strip()
+
+
+def _requires_python(wheel: Path) -> str | None:
+    with zipfile.ZipFile(wheel) as archive:
+        name = next(n for n in archive.namelist() if n.endswith(".dist-info/METADATA"))
+        metadata = email.parser.HeaderParser().parsestr(archive.read(name).decode())
+    return metadata.get("Requires-Python")
+
+
+def wheelhouse(extra_packages: Sequence[str], python: str) -> Path:
+    """Wheels of the requirements for the image's ``python``. ``pip wheel`` runs on the
+    host's interpreter (and ``pip download --python-version`` cannot build the sdist-only
+    dependencies), so a wheel whose ``Requires-Python`` excludes the image's version (e.g.
+    a soupsieve that wants >= 3.11.5 on bookworm's 3.11.2) is constrained below that version
+    and the resolution run again."""
     requirements = (REPO / REQUIREMENTS).read_bytes()
-    key = _digest(requirements, "\n".join(extra_packages).encode(), sys.version.encode())[:12]
+    key = _digest(requirements, "\n".join(extra_packages).encode(), python.encode())[:12]
     target = CACHE / f"wheels-{key}"
     if target.exists():
         return target
     partial = CACHE / f"wheels-{key}.partial"
-    shutil.rmtree(partial, ignore_errors=True)
-    partial.mkdir(parents=True)
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "wheel",
-            "--quiet",
-            "--wheel-dir",
-            str(partial),
-            "-r",
-            str(REPO / REQUIREMENTS),
-            *extra_packages,
-        ],
-        check=True,
-        timeout=1200,
-    )
+    constraints = CACHE / f"wheels-{key}.constraints"
+    pins: list[str] = []
+    for _ in range(10):
+        shutil.rmtree(partial, ignore_errors=True)
+        partial.mkdir(parents=True)
+        constraints.write_text("".join(f"{pin}\n" for pin in pins))
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "wheel",
+                "--quiet",
+                "--wheel-dir",
+                str(partial),
+                "--constraint",
+                str(constraints),
+                "-r",
+                str(REPO / REQUIREMENTS),
+                *extra_packages,
+            ],
+            check=True,
+            timeout=1200,
+        )
+        too_new = []
+        for wheel in partial.glob("*.whl"):
+            spec = _requires_python(wheel)
+            if spec and python not in SpecifierSet(spec):
+                name, version = wheel.name.split("-")[:2]
+                too_new.append(f"{name.replace('_', '-')}<{version}")
+        if not too_new:
+            break
+        pins += too_new
+    else:
+        raise RuntimeError(f"no wheels for Python {python} within ten resolutions: {pins}")
+    constraints.unlink()
     partial.replace(target)
     return target
 
@@ -181,7 +226,7 @@ def engine_image(client: docker.DockerClient, extra_packages: Sequence[str] = ()
         tag = f"{ENGINE_REPO}:test-{_digest(*parts)[:16]}"
         if _has_image(client, tag):
             return tag
-        context = _context(wheelhouse(extra_packages))
+        context = _context(wheelhouse(extra_packages, base_python(client, base)))
         try:
             client.images.build(
                 fileobj=context,

@@ -23,7 +23,8 @@ semantics for them:
 A small controller loop stands in for the Job controller and the kubelet: each Job gets one
 pod (``<job>-<5 chars>``, labelled ``job-name`` / ``batch.kubernetes.io/job-name`` and the
 template's labels), whose container runs as a **local process** in its own process group:
-``command`` + ``args`` with this process's environment (minus ``SKYCRAWL_*``) plus the
+``command`` + ``args`` with a base environment (``BASE_ENV`` of this process: PATH, HOME,
+the locale; not its credentials or settings, which a real container never sees) plus the
 container's ``env`` and ``envFrom`` Secrets, later sources winning (a missing Secret not
 marked ``optional`` leaves the pod ``Pending`` with ``CreateContainerConfigError``, as the
 kubelet does). Its exit is the container's
@@ -76,6 +77,9 @@ _KINDS = {
     "pods": ("", "Pod", "v1"),
     "secrets": ("", "Secret", "v1"),
 }
+
+#: What a pod's process inherits from this one, as an image's own environment would give it.
+BASE_ENV = frozenset({"PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "PYTHONPATH", "VIRTUAL_ENV"})
 
 
 def _now() -> str:
@@ -652,7 +656,9 @@ class FakeApiServer:
         if not container.get("command"):
             self._waiting(pod, container, "ErrImagePull", "the fake runs commands, not images")
             return
-        env = {k: v for k, v in os.environ.items() if not k.startswith("SKYCRAWL_")}
+        # a container starts from its image's environment, not the host's: only what a
+        # process needs to run here (its interpreter, a home, a locale) is passed on
+        env = {k: v for k, v in os.environ.items() if k in BASE_ENV}
         for source in container.get("envFrom") or []:
             ref = (source.get("secretRef") or {}).get("name")
             secret = self._objects.get(("secrets", ns, str(ref)))

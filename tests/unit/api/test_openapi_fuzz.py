@@ -23,6 +23,7 @@ import pytest
 import schemathesis
 from api_harness import OPERATOR_KEY, START, make_settings
 from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
 from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
 from schemathesis.config import SchemathesisConfig
@@ -118,6 +119,17 @@ class _ApiThread:
         self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join(timeout=10)
         self.loop.close()
+
+
+# The formats the description gives the strings the API compiles (core/output.py): a CSS
+# selector and an XPath the extraction can run. Hypothesis cannot invent valid ones from
+# the name, so a few of each kind are offered.
+schemathesis.openapi.format(
+    "css-selector", st.sampled_from(["p", "h1.title", "div > a[href]", "#main li:nth-child(2)"])
+)
+schemathesis.openapi.format(
+    "xpath", st.sampled_from(["//p", "//a/@href", "//h1/text()", "//li[2]"])
+)
 
 
 def _schema(api: _ApiThread) -> schemathesis.BaseSchema:

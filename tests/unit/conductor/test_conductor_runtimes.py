@@ -49,3 +49,19 @@ async def test_liveness_and_stops_ask_the_container_s_own_runtime(
     await harness.advance(harness.settings.idle_ttl_s)
     await harness.advance(harness.settings.drain_timeout_s)
     assert ecs.stopped == [east.id]
+
+
+async def test_crawls_placed_at_once_spread_over_equal_egresses(make_harness: MakeHarness) -> None:
+    """Two crawls handled concurrently (one inbox batch) both read an empty fleet; the one
+    whose start comes second must see the first container and take the other egress,
+    rather than both landing on the first egress of the pool."""
+    equal = [Egress(name="home"), Egress(name="lab")]
+    harness = await make_harness(egresses=equal)
+    await harness.add_tenant("t1", max_containers=3, parallel_per_container=1)
+    crawls = [await harness.submit("t1"), await harness.submit("t1")]
+    await harness.pump()
+
+    placed = [await harness.crawl(c) for c in crawls]
+    egresses = {(await harness.container(c.container_id or "")).egress.name for c in placed}
+    assert egresses == {"home", "lab"}
+    assert len(await harness.fleet()) == 2
