@@ -42,7 +42,7 @@ from typing import Any
 from adapters.local.provider import build_ports, engine_env
 from core.conductor import Conductor
 from core.conductor.placement import Snapshot, decide
-from core.layout import subscription_name
+from core.layout import subscription_name, tenant_topic
 from core.messages import ContainerReady
 from core.models import Container, Crawl, CrawlSpec, Egress, Quotas, Tenant
 from core.ports import ContainerSpec, ContainerStatus, Ports, RunState, RuntimeCapabilities
@@ -162,12 +162,14 @@ async def _prepare(
             created_at=now,
         )
         await records.tenants.create("tenants", tenant.id, tenant)
+        topic = tenant_topic(settings.dispatch_topic, tenant.id)  # the provisioner's
+        await ports.bus.ensure_topic(topic=topic)
         tenants.append(tenant)
         for _ in range(args.containers):
             started = await conductor.fleet.start(tenant, settings.egresses[0])
             assert started is not None
             await ports.bus.ensure_subscription(
-                topic=settings.dispatch_topic,
+                topic=topic,
                 name=subscription_name(started.id),
                 filter={"container_id": started.id},
             )

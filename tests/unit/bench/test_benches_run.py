@@ -1,0 +1,51 @@
+"""Each benchmark still runs against today's code (a tiny size, its table checked): a bench
+that rots silently reports nothing, as bench/routing_bench.py did once tenants got their own
+dispatch topics. The figures themselves come from full-size runs (bench/README.md)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[3] / "bench"
+
+
+def run(script: str, *args: str) -> str:
+    done = subprocess.run(
+        [sys.executable, str(BENCH / script), *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done.stdout
+
+
+def test_routing_bench_places_every_crawl_and_prints_its_rates() -> None:
+    out = run(
+        "routing_bench.py",
+        *("--crawls", "20", "--tenants", "2", "--containers", "2", "--parallel", "8"),
+        *("--instances", "2"),
+    )
+    rows = [
+        line for line in out.splitlines() if line.startswith("| ") and "decisions/s" not in line
+    ]
+    assert [r.split("|")[1].strip() for r in rows] == [
+        "pure decide() (no I/O)",
+        "1 instance",
+        "2 instances, contending",
+    ]
+    assert all(float(r.split("|")[3].replace(",", "")) > 0 for r in rows)
+
+
+@pytest.mark.parametrize("bus", ["sqlite", "postgres-notify"])
+def test_bus_bench_moves_messages_on_each_bus(bus: str) -> None:
+    out = run("bus_bench.py", "--messages", "40", "--samples", "5", "--rounds", "1", "--only", bus)
+    (row,) = [line for line in out.splitlines() if line.startswith(f"| {bus} |")]
+    rate, p50 = row.split("|")[2:4]
+    assert float(rate.replace(",", "")) > 0
+    assert float(p50) > 0
