@@ -41,8 +41,6 @@ from datetime import datetime
 from typing import Protocol
 from urllib.parse import urlsplit, urlunsplit
 
-import httpx
-
 from core.clock import Clock
 from core.conductor.outbox import Outbox, schedule
 from core.delivery_models import (
@@ -172,6 +170,8 @@ class WebhookNotifier:
         }
         if keys:
             headers[SIGNATURE_HEADER.lower()] = signature_header(keys, int(self._wall()), body)
+        import httpx  # on first delivery: its import (~70 ms with its CLI) is off cold starts
+
         async with httpx.AsyncClient(timeout=self._timeout, trust_env=False) as client:
             try:
                 response = await client.post(

@@ -29,8 +29,9 @@ RFC 9457 problem (``core.api.problems``); unexpected exceptions are logged and a
 
 from __future__ import annotations
 
+import functools
 from dataclasses import replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from core.api.crawls import CrawlRoutes
 from core.api.http import ApiRequest, ApiResponse
@@ -51,7 +52,11 @@ from core.ports.message_bus import MessageBus
 from core.records import Records
 from core.settings import SkycrawlSettings
 from core.tenancy import TenantService
-from core.webapp import WebApp, WebAppSettings
+from core.webapp.paths import owns as web_owns
+from core.webapp.settings import WebAppSettings
+
+if TYPE_CHECKING:
+    from core.webapp.app import WebApp
 
 API_VERSION = "0.1.0"
 
@@ -112,14 +117,22 @@ class Api:
             ]
         )
         self._openapi: Any = None
-        self.web = WebApp(
+        self._web_parts = (records, tenants, bus, blobs, clock, web)
+
+    @functools.cached_property
+    def web(self) -> WebApp:
+        """The web app, built on the first request that needs it (not on a cold start)."""
+        from core.webapp.app import WebApp
+
+        records, tenants, bus, blobs, clock, web = self._web_parts
+        return WebApp(
             router=self.router,
             records=records,
             tenants=tenants,
             bus=bus,
             blobs=blobs,
             clock=clock,
-            settings=settings,
+            settings=self.settings,
             web=web,
         )
 
@@ -140,7 +153,7 @@ class Api:
         limit = self.settings.max_request_bytes
         if len(request.body) > limit:
             raise too_large(limit)
-        if WebApp.owns(request.path):
+        if web_owns(request.path):
             return await self.web.handle(request)
         method = request.method.upper()
         if method == "HEAD":  # RFC 9110: HEAD is GET without the body, on every GET route

@@ -39,6 +39,7 @@ from core.webapp.client import InProcessApi
 from core.webapp.console import ConsoleViews
 from core.webapp.crawl_views import CrawlViews
 from core.webapp.deadletters import DeadLetters
+from core.webapp.paths import owns
 from core.webapp.routing import ROLE_RANK, WebRequest, WebRoute
 from core.webapp.sessions import OPERATOR_REALM, Sessions, csrf_ok
 from core.webapp.settings import WebAppSettings
@@ -48,7 +49,6 @@ log = logging.getLogger("skycrawl.webapp")
 
 TEMPLATES = Path(__file__).parent / "templates"
 _TENANT_ID = re.compile(r"tn_[0-9a-f]{32}")
-PREFIXES = ("/t/", "/console", ASSET_PREFIX)
 
 
 class WebApp:
@@ -95,9 +95,7 @@ class WebApp:
             *ConsoleViews(self).routes(),
         ]
 
-    @staticmethod
-    def owns(path: str) -> bool:
-        return path.startswith(PREFIXES)
+    owns = staticmethod(owns)
 
     # ------------------------------------------------------------------ rendering
 

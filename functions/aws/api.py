@@ -26,7 +26,7 @@ import re
 from typing import Any
 from urllib.parse import parse_qsl, unquote
 
-from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.data_classes import APIGatewayProxyEventV2
@@ -34,7 +34,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from core.api import ApiRequest, ApiResponse
 from core.api.problems import HttpProblem, problem_response
-from functions.aws import bootstrap
+from functions.aws import bootstrap, tracing
 
 SERVICE = "skycrawl-api"
 #: Lambda's response limit (6 MB) with room for the status, headers and JSON framing.
@@ -43,7 +43,7 @@ _TEXT = re.compile(r"^(text/|application/([\w.+-]*\+)?(json|xml|x-ndjson|javascr
 _CRAWL_PATH = re.compile(r"^/v1/crawls/([^/]+)")
 
 logger = Logger(service=SERVICE)
-tracer = Tracer(service=SERVICE)
+tracer = tracing.tracer(SERVICE)
 metrics = Metrics(namespace="skycrawl", service=SERVICE)
 bootstrap.route_core_logs(logger)
 

@@ -31,7 +31,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.batch import (
     BatchProcessor,
@@ -42,12 +42,12 @@ from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from core.inbox import Settlement, apply_outcome, settle
-from functions.aws import bootstrap
+from functions.aws import bootstrap, tracing
 
 SERVICE = "skycrawl-conductor"
 
 logger = Logger(service=SERVICE)
-tracer = Tracer(service=SERVICE)
+tracer = tracing.tracer(SERVICE)
 metrics = Metrics(namespace="skycrawl", service=SERVICE)
 processor = BatchProcessor(event_type=EventType.SQS)
 bootstrap.route_core_logs(logger)

@@ -17,17 +17,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.data_classes import EventBridgeEvent
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from functions.aws import bootstrap
+from functions.aws import bootstrap, tracing
 
 SERVICE = "skycrawl-housekeeping"
 
 logger = Logger(service=SERVICE)
-tracer = Tracer(service=SERVICE)
+tracer = tracing.tracer(SERVICE)
 metrics = Metrics(namespace="skycrawl", service=SERVICE)
 bootstrap.route_core_logs(logger)
 

@@ -49,3 +49,16 @@ def test_bus_bench_moves_messages_on_each_bus(bus: str) -> None:
     rate, p50 = row.split("|")[2:4]
     assert float(rate.replace(",", "")) > 0
     assert float(p50) > 0
+
+
+def test_coldstart_bench_gets_a_first_response_from_each_cloud_s_api() -> None:
+    out = run("coldstart_bench.py", "--rounds", "1", "--only", "aws-api,gcp-api,azure-api")
+    rows = {
+        line.split("|")[1].strip(): line.split("|")
+        for line in out.splitlines()
+        if line.startswith("| ") and "entry point" not in line
+    }
+    assert set(rows) == {"aws-api", "gcp-api", "azure-api"}
+    for cells in rows.values():
+        assert cells[6].strip() == "200"  # /healthz answered
+        assert float(cells[4]) > float(cells[2]) > 0  # first response after the bare start
