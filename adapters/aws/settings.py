@@ -14,6 +14,8 @@ shared by every ``asyncio.to_thread`` call an adapter makes.
 from __future__ import annotations
 
 import functools
+import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -168,8 +170,13 @@ class AwsSettings(BaseSettings):
         return _split_csv(value)
 
     def client(self, service: str) -> Any:
-        """A boto3 client for ``service`` (``Any``: boto3 ships no type stubs). Build clients
-        in one thread (sessions are not thread-safe); use them from any thread."""
+        """A boto3 client for ``service`` (``Any``: boto3 ships no type stubs), built on its
+        first use (``LazyClient``): a function's cold start pays only for the services its
+        first request calls (each client costs tens of ms to build)."""
+        return LazyClient(lambda: self.eager_client(service))
+
+    def eager_client(self, service: str) -> Any:
+        """The boto3 client for ``service``, built now."""
         from botocore.config import Config  # type: ignore[import-untyped]  # no stubs
 
         config = Config(
@@ -177,7 +184,35 @@ class AwsSettings(BaseSettings):
             retries={"mode": "standard", "max_attempts": 5},
             max_pool_connections=self.max_pool_connections,
         )
-        return _session(self.region).client(service, endpoint_url=self.endpoint_url, config=config)
+        with _building:  # a boto3 session is not thread-safe; its clients are
+            return _session(self.region).client(
+                service, endpoint_url=self.endpoint_url, config=config
+            )
+
+
+_building = threading.Lock()
+
+
+class LazyClient:
+    """A boto3 client built on first attribute access (once, under a lock, from whichever
+    thread gets there first); then every attribute is the real client's."""
+
+    def __init__(self, build: Callable[[], Any]) -> None:
+        self._build: Callable[[], Any] | None = build
+        self._client: Any = None
+        self._lock = threading.Lock()
+
+    def _real(self) -> Any:
+        if self._client is None:
+            with self._lock:
+                if self._client is None:
+                    assert self._build is not None
+                    self._client = self._build()
+                    self._build = None
+        return self._client
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._real(), name)
 
 
 @functools.lru_cache(maxsize=8)

@@ -1,5 +1,6 @@
-"""X-Ray is imported only when the functions trace: a cold start with tracing off does not
-pay for the SDK (about 200 ms), and inside Lambda with tracing on the handler is traced."""
+"""What an AWS function's cold start does not pay for: the X-Ray SDK while tracing is off
+(about 200 ms), and boto3 clients of services its first request does not call (each is
+built on first use)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,9 @@ import sys
 
 import pytest
 
+from adapters.aws.provider import build_ports
+from adapters.aws.settings import AwsSettings, LazyClient
+from core.settings import SkycrawlSettings
 from functions.aws import tracing
 
 ENTRY_POINTS = ["functions.aws.api", "functions.aws.conductor", "functions.aws.housekeeping"]
@@ -64,3 +68,25 @@ def test_tracing_on_uses_powertools_tracer_and_off_leaves_the_handler_as_it_is(
     on = tracing.tracer("svc")
     assert isinstance(on, Recorder)
     assert on.service == "svc"
+
+
+def test_building_the_ports_builds_no_client_until_a_service_is_called(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    built: list[str] = []
+    eager = AwsSettings.eager_client
+
+    def counted(self: AwsSettings, service: str) -> object:
+        built.append(service)
+        return eager(self, service)
+
+    monkeypatch.setattr(AwsSettings, "eager_client", counted)
+    aws = AwsSettings(endpoint_url="http://127.0.0.1:9", bucket="b", table="t")
+    ports = build_ports(SkycrawlSettings(provider="aws"), aws)
+    assert built == []
+    client = aws.client("dynamodb")
+    assert isinstance(client, LazyClient)
+    assert client.meta.service_model.service_name == "dynamodb"  # built on first use
+    assert client.meta is client.meta  # and once
+    assert built == ["dynamodb"]
+    del ports
