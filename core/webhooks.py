@@ -275,6 +275,17 @@ def _ms(started: float) -> float:
 # --------------------------------------------------------------------------- secrets
 
 
+async def revoke_secrets(records: Records, tenant_id: str) -> bool:
+    """Drop every signing secret of the tenant (current and retiring): deliveries go out
+    unsigned (``signed: false`` in their attempts) until a new one is made. False if there
+    was none."""
+    table = secrets_table(records)
+    if await table.get(tenant_id, SECRETS_KEY) is None:
+        return False
+    await table.discard(tenant_id, SECRETS_KEY)
+    return True
+
+
 async def rotate_secret(
     records: Records, tenant_id: str, now: datetime, *, keep_old: bool
 ) -> tuple[WebhookSecrets, WebhookSecret | None]:

@@ -3,7 +3,8 @@
 ``POST /v1/webhooks/secret`` makes the tenant's first secret, or rotates it: the answer shows
 the new secret once; the one it replaces keeps signing for ``grace_s`` (a retire message is
 sent to the conductor, which waits it out with relative timers). ``GET`` shows the ids and
-dates of the secrets that sign deliveries now — never a secret.
+dates of the secrets that sign deliveries now — never a secret. ``DELETE`` revokes them all at
+once (a leaked secret): deliveries go out unsigned until a new one is made.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from core.errors import NotFound
 from core.messages import WebhookSecretRetire, encode
 from core.ports.message_bus import MessageBus
 from core.records import Records
-from core.webhooks import SECRETS_KEY, rotate_secret, secrets_table
+from core.webhooks import SECRETS_KEY, revoke_secrets, rotate_secret, secrets_table
 
 
 class WebhookSecretInfo(Out):
@@ -82,6 +83,11 @@ class WebhookRoutes:
             raise NotFound("no webhook secret yet: POST /v1/webhooks/secret makes one")
         return ApiResponse.json(200, WebhookSecretView.of(found.value))
 
+    async def revoke_webhook_secrets(self, ctx: Context) -> ApiResponse:
+        if not await revoke_secrets(self._records, ctx.tenant_id):
+            raise NotFound("no webhook secret to revoke")
+        return ApiResponse.empty(204)
+
     def routes(self) -> list[Route]:
         return [
             Route(
@@ -104,5 +110,12 @@ class WebhookRoutes:
                     Reply(200, "Ids and dates.", WebhookSecretView),
                     Reply(404, "No secret yet."),
                 ),
+            ),
+            Route(
+                "DELETE",
+                "/v1/webhooks/secret",
+                self.revoke_webhook_secrets,
+                "Revoke every webhook signing secret at once (deliveries go unsigned)",
+                replies=(Reply(204, "Revoked."), Reply(404, "No secret to revoke.")),
             ),
         ]

@@ -135,13 +135,23 @@ class TenantViews:
 
     # ------------------------------------------------------------------ keys
 
-    async def keys(self, wr: WebRequest, shown: dict[str, Any] | None = None) -> ApiResponse:
+    async def keys(
+        self,
+        wr: WebRequest,
+        shown: dict[str, Any] | None = None,
+        secret: dict[str, Any] | None = None,
+    ) -> ApiResponse:
+        """API keys and the webhook signing secrets (``shown``/``secret``: a new key or
+        secret, shown this once)."""
         answer = await self.app.api.call("GET", "/v1/keys", tenant=wr.owner)
+        hooks = await self.app.api.call("GET", "/v1/webhooks/secret", tenant=wr.owner)
         return self.app.render(
             wr,
             "keys.html",
             keys=answer.data.get("items", []) if answer.ok else [],
             shown=shown,
+            webhook=hooks.data if hooks.ok else None,
+            secret=secret,
             error="" if answer.ok else str(answer.problem.get("detail", "")),
         )
 
@@ -154,6 +164,19 @@ class TenantViews:
             answer = await self.app.api.call("POST", f"/v1/keys/{prefix}/rotate", tenant=wr.owner)
         elif action == "revoke":
             answer = await self.app.api.call("DELETE", f"/v1/keys/{prefix}", tenant=wr.owner)
+        elif action == "webhook-rotate":
+            grace = http.field(wr.form, "grace_h") or "24"
+            try:
+                body: dict[str, Any] = {"grace_s": round(float(grace) * 3600)}
+            except ValueError:
+                body = {"grace_s": grace}  # the API says what is wrong with it
+            answer = await self.app.api.call(
+                "POST", "/v1/webhooks/secret", tenant=wr.owner, body=body
+            )
+            if answer.ok:
+                return await self.keys(wr, secret=answer.data)
+        elif action == "webhook-revoke":
+            answer = await self.app.api.call("DELETE", "/v1/webhooks/secret", tenant=wr.owner)
         else:
             return self.app.error(wr, 400, "Unknown action.")
         if not answer.ok:

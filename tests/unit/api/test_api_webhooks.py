@@ -96,3 +96,13 @@ async def test_teardown_removes_the_secrets(harness: Harness, tenant: Tenant) ->
     response = await harness.call("DELETE", f"/v1/tenants/{tenant_id}", key=OPERATOR_KEY)
     assert response.status == 204, response.body
     assert await webhook_secrets_table(harness.records).get(tenant_id, SECRETS_KEY) is None
+
+
+async def test_revoking_drops_every_secret_at_once(harness: Harness, tenant: Tenant) -> None:
+    _, key = tenant
+    assert_problem(await harness.call("DELETE", "/v1/webhooks/secret", key=key), 404)
+    await harness.call("POST", "/v1/webhooks/secret", key=key, json_body={})
+    await harness.call("POST", "/v1/webhooks/secret", key=key, json_body={"grace_s": 600})
+    revoked = await harness.call("DELETE", "/v1/webhooks/secret", key=key)
+    assert revoked.status == 204
+    assert_problem(await harness.call("GET", "/v1/webhooks/secret", key=key), 404)

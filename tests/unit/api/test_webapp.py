@@ -591,3 +591,39 @@ async def test_the_page_browser_filters_by_status_type_and_url(harness: Harness)
     assert await shown(status="ok", type="html") == [("0-0", "https://e.com/a")]
     page = await browser.get(f"/t/{tenant_id}/crawls/{crawl_id}/pages/1-1")
     assert "connection refused" in page.body.decode()
+
+
+async def test_the_webhook_secret_is_made_rotated_and_revoked_from_the_keys_page(
+    harness: Harness,
+) -> None:
+    tenant_id, key, browser = await signed_in(harness)
+    page = (await browser.get(f"/t/{tenant_id}/keys")).body.decode()
+    assert "No secret yet: webhooks are delivered unsigned." in page
+
+    token = await browser.csrf(f"/t/{tenant_id}/keys")
+    made = await browser.post(f"/t/{tenant_id}/keys", {"csrf": token, "action": "webhook-rotate"})
+    first = re.search(r'value="(whsec_[^"]+)"', made.body.decode())
+    assert first, made.body.decode()
+    api = (await harness.call("GET", "/v1/webhooks/secret", key=key)).parsed()
+    assert api["current"]["id"] in made.body.decode()
+
+    token = await browser.csrf(f"/t/{tenant_id}/keys")
+    rotated = await browser.post(
+        f"/t/{tenant_id}/keys", {"csrf": token, "action": "webhook-rotate", "grace_h": "2"}
+    )
+    second = re.search(r'value="(whsec_[^"]+)"', rotated.body.decode())
+    assert second
+    assert second[1] != first[1]
+    assert "keeps signing for 2.0 h" in rotated.body.decode()
+    listing = (await browser.get(f"/t/{tenant_id}/keys")).body.decode()
+    assert first[1] not in listing  # each shown once
+    assert second[1] not in listing
+    assert [
+        s["id"]
+        for s in (await harness.call("GET", "/v1/webhooks/secret", key=key)).parsed()["retiring"]
+    ] == [api["current"]["id"]]
+
+    token = await browser.csrf(f"/t/{tenant_id}/keys")
+    await browser.post(f"/t/{tenant_id}/keys", {"csrf": token, "action": "webhook-revoke"})
+    assert (await harness.call("GET", "/v1/webhooks/secret", key=key)).status == 404
+    assert "No secret yet" in (await browser.get(f"/t/{tenant_id}/keys")).body.decode()
