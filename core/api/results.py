@@ -7,8 +7,8 @@ records, one JSON a line; ``warc/{seq}.warc.gz`` the same pages as WARC records;
 ``items/{seq}.jsonl`` the extracted items (``GET .../items``, ``export?format=items``). A page cursor
 is the position (chunk ``seq``, line offset) of the next record, base64url-encoded; it stays
 valid while the crawl runs because chunks are only ever appended. Exports are the chunks
-concatenated, in memory: fine up to the size a function may answer with (6 MB on Lambda),
-beyond that a deployment should hand out signed blob URLs instead.
+streamed; beyond ``SKYCRAWL_EXPORT_URL_BYTES``, where the blob store signs URLs, they are stored
+once and answered with a redirect to a signed URL (``core.api.export_urls``).
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from core.api.crawls import load_crawl
+from core.api.export_urls import ExportTarget, ExportUrls
 from core.api.http import ApiResponse
 from core.api.problems import HttpProblem
 from core.api.routing import PAGING, Context, Param, Reply, Route
@@ -45,6 +46,9 @@ _CURSOR = re.compile(r"p1[:.](\d{1,12})[:.](\d{1,9})")
 #: ``items.jsonl``, the name the CLI uses)
 EXPORT_ALIASES = {"items": "items.jsonl"}
 EXPORTS = [*FORMATS, *EXPORT_ALIASES]
+#: ``delivery=`` values: ``auto`` streams up to ``SKYCRAWL_EXPORT_URL_BYTES`` and redirects to
+#: a signed URL beyond (where the blob store signs), ``url`` always redirects, ``stream`` never
+DELIVERIES = ("auto", "url", "stream")
 
 
 def encode_cursor(seq: int, offset: int) -> str:
@@ -68,9 +72,12 @@ def decode_cursor(cursor: str | None) -> tuple[int, int]:
 
 
 class ResultRoutes:
-    def __init__(self, *, records: Records, blobs: BlobStore) -> None:
+    def __init__(
+        self, *, records: Records, blobs: BlobStore, urls: ExportUrls | None = None
+    ) -> None:
         self._records = records
         self._blobs = blobs
+        self._urls = urls  # None: every export streams
 
     async def _chunks(self, tenant_id: str, crawl_id: str, kind: str) -> list[tuple[int, str]]:
         """(seq, key) of the crawl's chunks of one kind, in seq order."""
@@ -175,11 +182,20 @@ class ResultRoutes:
             "content-type": fmt.content_type,
             "content-disposition": f'attachment; filename="{crawl.value.id}.{fmt.extension}"',
         }
+        delivery = ctx.request.query.get("delivery") or "auto"
+        if delivery not in DELIVERIES:
+            raise HttpProblem(400, f"unknown delivery {delivery!r} (use {', '.join(DELIVERIES)})")
+        signs = self._urls is not None and self._blobs.capabilities.signed_urls
+        if delivery == "url" and not signs:
+            raise HttpProblem(400, "this deployment streams exports: it has no signed URLs")
         if fmt.name == "jsonl":  # page records with their per-page content, a chunk at a time
             stream = self.export_parts(tenant_id, crawl.value.id, "manifest")
         else:
             stream = await export_stream(self._blobs, tenant_id, crawl.value.id, fmt.name)
-        return ApiResponse(200, headers, stream=stream)
+        if self._urls is None or not signs or delivery == "stream":
+            return ApiResponse(200, headers, stream=stream)
+        target = ExportTarget(tenant_id, crawl.value.id, crawl.value.state.value, fmt)
+        return await self._urls.deliver(target, stream, headers, force=delivery == "url")
 
     def routes(self) -> list[Route]:
         not_found = Reply(404, "No such crawl (or not yours).")
@@ -214,6 +230,7 @@ class ResultRoutes:
                 self.export_crawl,
                 "Export a crawl as JSONL or WARC",
                 replies=(
+                    Reply(303, "A signed URL of the stored export.", headers=("Location",)),
                     Reply(200, "JSON lines (page records).", content_type="application/x-ndjson"),
                     Reply(
                         200, "WARC (concatenated gzip members).", content_type="application/warc"
@@ -230,6 +247,14 @@ class ResultRoutes:
                         "Pages: jsonl (default: page records with their content) or warc; "
                         "items: items.jsonl (or items), items.csv or items.parquet.",
                         {"type": "string", "enum": EXPORTS, "default": "jsonl"},
+                    ),
+                    Param(
+                        "delivery",
+                        "query",
+                        "auto (default): the body up to SKYCRAWL_EXPORT_URL_BYTES, else 303 to a "
+                        "signed URL of the stored export; url: always 303; stream: always the "
+                        "body. url is 400 where the blob store cannot sign URLs (files).",
+                        {"type": "string", "enum": list(DELIVERIES), "default": "auto"},
                     ),
                 ),
             ),
