@@ -10,7 +10,7 @@ from typing import Any, TypeVar
 import httpx
 from pydantic import BaseModel
 
-from core.api.schedule_routes import ScheduleList, ScheduleView
+from core.api.schedule_routes import ScheduleList, ScheduleRunList, ScheduleView
 from core.api.schemas import (
     ApiKeyCreated,
     ApiKeyList,
@@ -235,6 +235,11 @@ class AsyncSkycrawl:
 
     async def get_schedule(self, schedule_id: str) -> ScheduleView:
         return await self._call(ScheduleView, "GET", f"/v1/schedules/{schedule_id}")
+
+    async def list_schedule_runs(self, schedule_id: str, *, limit: int = 10) -> ScheduleRunList:
+        """The latest runs, newest first, with their new / changed / unchanged / gone pages."""
+        path = f"/v1/schedules/{schedule_id}/runs"
+        return await self._call(ScheduleRunList, "GET", path, query={"limit": str(limit)})
 
     async def pause_schedule(self, schedule_id: str) -> ScheduleView:
         return await self._call(ScheduleView, "POST", f"/v1/schedules/{schedule_id}/pause")

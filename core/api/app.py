@@ -114,6 +114,7 @@ class Api:
                     clock=clock,
                     inbox=settings.inbox_queue,
                     policy=policy,
+                    blobs=blobs,
                 ).routes(),
             ]
         )

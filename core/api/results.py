@@ -19,7 +19,7 @@ import contextlib
 import json
 import logging
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from pydantic import ValidationError
@@ -33,12 +33,20 @@ from core.api.schemas import ItemList, PageList
 from core.api.validation import query_int
 from core.exports import FORMATS, export_stream
 from core.layout import crawl_prefix
-from core.models import PageRecord
+from core.models import Crawl, PageRecord
 from core.output import with_content
 from core.ports.blob_store import BlobStore
 from core.records import Records
+from core.run_changes import CHANGES, Comparison, classify
 
 log = logging.getLogger("skycrawl.api")
+#: what ``GET .../pages`` lists of each record: it, a copy of it, or nothing
+Keep = Callable[[PageRecord], PageRecord | None]
+
+
+def _keep_all(record: PageRecord) -> PageRecord | None:
+    return record
+
 
 _CHUNK = re.compile(r"(\d{1,12})\.(jsonl|warc\.gz)")
 _CURSOR = re.compile(r"p1[:.](\d{1,12})[:.](\d{1,9})")
@@ -94,11 +102,41 @@ class ResultRoutes:
         crawl = await load_crawl(self._records, tenant_id, ctx.params["crawl_id"])
         limit = query_int(ctx.request, "limit", default=100, low=1, high=1000)
         start = decode_cursor(ctx.request.query.get("cursor"))
-        chunks = await self._chunks(tenant_id, crawl.value.id, "manifest")
-        contents = dict(await self._chunks(tenant_id, crawl.value.id, "content"))
-        items, next_position = await self._read(chunks, start, limit, contents)
+        change = ctx.request.query.get("change")
+        source: str = crawl.value.id
+        keep: Keep = _keep_all
+        if change is not None:
+            source, keep = await self._change_filter(crawl.value, change)
+        chunks = await self._chunks(tenant_id, source, "manifest")
+        contents = dict(await self._chunks(tenant_id, source, "content"))
+        items, next_position = await self._read(chunks, start, limit, contents, keep)
         cursor = None if next_position is None else encode_cursor(*next_position)
         return ApiResponse.json(200, PageList(items=items, next_cursor=cursor))
+
+    async def _change_filter(self, crawl: Crawl, change: str) -> tuple[str, Keep]:
+        """(crawl whose manifest to read, which of its records to keep) for ``?change=``:
+        the run's own pages of that kind, or, for ``gone``, the earlier run's lost pages."""
+        if change not in CHANGES:
+            raise HttpProblem(400, f"unknown change {change!r} (use {', '.join(CHANGES)})")
+        comparison = await Comparison.load(self._blobs, crawl)
+        if comparison is None:
+            raise HttpProblem(400, "this crawl re-crawled no earlier crawl (no recrawl_of id)")
+        previous = comparison.previous
+        if change == "gone":
+            ok = await comparison.fetched_ok()
+
+            def gone(record: PageRecord) -> PageRecord | None:
+                lost = record.url in previous and record.url not in ok
+                return record.model_copy(update={"change": "gone"}) if lost else None
+
+            return comparison.previous_id, gone
+
+        def of_kind(record: PageRecord) -> PageRecord | None:
+            fields = record.model_dump(include={"url", "status", "error", "unchanged", "sha256"})
+            found = classify(fields, previous)
+            return record.model_copy(update={"change": found}) if found == change else None
+
+        return crawl.id, of_kind
 
     async def _read(
         self,
@@ -106,8 +144,10 @@ class ResultRoutes:
         start: tuple[int, int],
         limit: int,
         contents: dict[int, str] | None = None,
+        keep: Keep | None = None,
     ) -> tuple[list[PageRecord], tuple[int, int] | None]:
-        """Up to ``limit`` records from ``start``, and the position after them (None at end)."""
+        """Up to ``limit`` records from ``start`` (those ``keep`` returns), and the position
+        after them (None at end)."""
         start_seq, start_offset = start
         items: list[PageRecord] = []
         for seq, key in chunks:
@@ -118,6 +158,8 @@ class ResultRoutes:
                 if len(items) == limit:
                     return items, (seq, offset)
                 record = _parse(lines[offset], key)
+                if record is not None and keep is not None:
+                    record = keep(record)
                 if record is not None:
                     items.append(record)
         return items, None
@@ -219,10 +261,20 @@ class ResultRoutes:
                 "Page records of a crawl, paginated",
                 replies=(
                     Reply(200, "A page of records.", PageList),
-                    Reply(400, "Bad cursor or limit."),
+                    Reply(400, "Bad cursor, limit or change (or change without recrawl_of)."),
                     not_found,
                 ),
-                params=PAGING,
+                params=(
+                    *PAGING,
+                    Param(
+                        "change",
+                        "query",
+                        "Only the pages that are new, changed or unchanged against the crawl "
+                        "this one re-crawled (recrawl_of id: a schedule's previous run), or "
+                        "gone: that crawl's pages this one did not fetch successfully.",
+                        {"type": "string", "enum": list(CHANGES)},
+                    ),
+                ),
             ),
             Route(
                 "GET",
