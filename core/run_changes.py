@@ -13,9 +13,9 @@ answered 404/410 (or another failure), or it was not reached at all (no longer l
 ``max_pages``). A failed page that was not in the earlier run is none of these.
 
 The counts (``RunChanges``) are computed from the two manifests, one chunk at a time, holding
-one URL and digest per earlier page (~100 bytes); once the crawl has ended they are stored
-beside it (``changes.json``) and read from there. ``GET /v1/crawls/{id}/pages?change=`` lists
-the pages of one kind (the gone ones as the earlier run's records). ``recrawl_of: "latest"``
+one URL and digest per earlier page (~100 bytes), once, when the run has ended, and stored
+beside it (``changes.json``); while it runs they are null. ``GET /v1/crawls/{id}/pages?change=``
+lists the pages of one kind at any time (the gone ones as the earlier run's records). ``recrawl_of: "latest"``
 is resolved inside the engine and has no report here.
 """
 
@@ -128,19 +128,19 @@ def changes_key(tenant_id: str, crawl_id: str) -> str:
 
 
 async def run_changes(blobs: BlobStore, crawl: Crawl) -> RunChanges | None:
-    """The counts of a run (stored once it has ended); None if it re-crawled nothing."""
-    if previous_of(crawl) is None:
+    """The counts of an ended run, counted once and then read from ``changes.json``; None
+    while it runs (a status poll never reads two manifests) or if it re-crawled nothing."""
+    if previous_of(crawl) is None or not crawl.state.terminal:
         return None
     key = changes_key(crawl.tenant_id, crawl.id)
-    if crawl.state.terminal and await blobs.exists(key=key):
+    if await blobs.exists(key=key):
         return RunChanges.model_validate_json(await blobs.get(key=key))
     comparison = await Comparison.load(blobs, crawl)
     assert comparison is not None
     counts = await comparison.count()
-    if crawl.state.terminal:
-        await blobs.put(
-            key=key, data=counts.model_dump_json().encode(), content_type="application/json"
-        )
+    await blobs.put(
+        key=key, data=counts.model_dump_json().encode(), content_type="application/json"
+    )
     return counts
 
 

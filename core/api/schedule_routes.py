@@ -64,7 +64,8 @@ class ScheduleRun(Out):
     created_at: datetime
     finished_at: datetime | None
     changes: RunChanges | None = Field(
-        description="Against the previous run; null for the first run."
+        description="Against the previous run, once this one has ended; null before, and for "
+        "the first run."
     )
 
 

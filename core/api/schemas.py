@@ -67,7 +67,8 @@ class CrawlStatus(Out):
     changes: RunChanges | None = Field(
         None,
         description="New, changed, unchanged and gone pages against the crawl this one "
-        "re-crawled (recrawl_of id: a schedule's previous run); GET of one crawl only.",
+        "re-crawled (recrawl_of id: a schedule's previous run), once the crawl has ended; "
+        "GET of one crawl only.",
     )
 
     @classmethod

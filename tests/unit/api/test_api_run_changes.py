@@ -69,8 +69,19 @@ async def _pages(harness: Harness, key: str, crawl_id: str, **query: str) -> lis
     return response.parsed()["items"]
 
 
+async def _end(harness: Harness, tenant_id: str, crawl_id: str) -> None:
+    def end(crawl: Crawl) -> Crawl:
+        return crawl.model_copy(update={"state": CrawlState.completed})
+
+    await harness.records.crawls.mutate(tenant_id, crawl_id, end)
+
+
 async def test_the_run_status_counts_each_kind(harness: Harness, tenant: Tenant) -> None:
     first, second = await _two_runs(harness, tenant)
+    running = (await harness.call("GET", f"/v1/crawls/{second}", key=tenant[1])).parsed()
+    assert running["changes"] is None  # counted once, when the run has ended
+    assert not await harness.blobs.exists(key=changes_key(tenant[0], second))
+    await _end(harness, tenant[0], second)
     status = (await harness.call("GET", f"/v1/crawls/{second}", key=tenant[1])).parsed()
     assert status["changes"] == {
         "previous_crawl_id": first,
@@ -122,11 +133,7 @@ async def test_bad_change_queries_are_400(harness: Harness, tenant: Tenant) -> N
 async def test_an_ended_run_keeps_its_counts(harness: Harness, tenant: Tenant) -> None:
     tenant_id, key = tenant
     _, second = await _two_runs(harness, tenant)
-
-    def end(crawl: Crawl) -> Crawl:
-        return crawl.model_copy(update={"state": CrawlState.completed})
-
-    await harness.records.crawls.mutate(tenant_id, second, end)
+    await _end(harness, tenant_id, second)
     before = (await harness.call("GET", f"/v1/crawls/{second}", key=key)).parsed()["changes"]
     assert await harness.blobs.exists(key=changes_key(tenant_id, second))
     await _write(harness, tenant_id, second, [])  # a later read does not recount
@@ -149,7 +156,14 @@ async def test_a_schedules_runs_list_their_changes(harness: Harness, tenant: Ten
     for n, pages in ((1, EARLIER), (2, LATER)):  # the runs the conductor starts
         crawl_id = run_crawl_id(sched_id, n)
         spec = CrawlSpec.model_validate({**SEED, "recrawl_of": previous})
-        crawl = Crawl(id=crawl_id, tenant_id=tenant_id, spec=spec, created_at=now, updated_at=now)
+        crawl = Crawl(
+            id=crawl_id,
+            tenant_id=tenant_id,
+            spec=spec,
+            state=CrawlState.completed,
+            created_at=now,
+            updated_at=now,
+        )
         await harness.records.crawls.create(tenant_id, crawl_id, crawl)
         await _write(harness, tenant_id, crawl_id, pages)
         previous = crawl_id
@@ -161,7 +175,7 @@ async def test_a_schedules_runs_list_their_changes(harness: Harness, tenant: Ten
     runs = await harness.call("GET", f"/v1/schedules/{sched_id}/runs", key=key)
     assert runs.status == 200, runs.body
     items = runs.parsed()["items"]
-    assert [(r["run"], r["status"]) for r in items] == [(2, "pending"), (1, "pending")]
+    assert [(r["run"], r["status"]) for r in items] == [(2, "completed"), (1, "completed")]
     assert items[0]["changes"] == {
         "previous_crawl_id": run_crawl_id(sched_id, 1),
         "new": 1,
