@@ -484,6 +484,9 @@ class PageRecord(BaseModel):
     item_count: int = 0  # items this page added to the crawl's dataset (items.jsonl)
     missing_fields: list[str] = []  # extract fields that matched nothing on this page
     item_errors: list[str] = []  # items refused by the JSON Schema, handler errors
+    #: Against the run it re-crawled (``recrawl_of``): set by ``GET .../pages?change=``
+    #: (``core.run_changes``), never stored.
+    change: Literal["new", "changed", "unchanged", "gone"] | None = None
 
 
 def dump(model: BaseModel) -> dict[str, Any]:

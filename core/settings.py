@@ -106,6 +106,16 @@ class SkycrawlSettings(BaseSettings):
         "skycrawl/0.1 (+https://github.com/skycrawl)", description="Crawler UA."
     )
     max_request_bytes: int = Field(1_000_000, gt=0, description="Largest API request body.")
+    export_url_bytes: int = Field(
+        4 * 1024 * 1024,
+        gt=0,
+        description="Exports larger than this are written once to the blob store and answered "
+        "303 with a signed URL, where the blob store can sign (S3, Azure Blob, Cloud Storage): "
+        "4 MiB stays under the smallest function response cap (Lambda's 6 MB, base64-encoded).",
+    )
+    export_url_ttl_s: int = Field(
+        900, gt=0, le=7 * 24 * 3600, description="How long a signed export URL works."
+    )
     proxy_cooldown_s: float = Field(
         300.0,
         gt=0,

@@ -10,7 +10,7 @@ from typing import Any, TypeVar
 import httpx
 from pydantic import BaseModel
 
-from core.api.schedule_routes import ScheduleList, ScheduleView
+from core.api.schedule_routes import ScheduleList, ScheduleRunList, ScheduleView
 from core.api.schemas import (
     ApiKeyCreated,
     ApiKeyList,
@@ -177,15 +177,31 @@ class AsyncSkycrawl:
         query = _query(cursor=cursor, limit=limit)
         return await self._call(ItemList, "GET", f"/v1/crawls/{crawl_id}/items", query=query)
 
-    async def export_crawl(self, crawl_id: str, *, format: str = "jsonl") -> AsyncIterator[bytes]:
+    async def export_crawl(
+        self, crawl_id: str, *, format: str = "jsonl", delivery: str = "auto"
+    ) -> AsyncIterator[bytes]:
         """The export's bytes as they arrive (``jsonl``, ``warc``, ``items.jsonl``,
-        ``items.csv``, ``items.parquet``)."""
+        ``items.csv``, ``items.parquet``). A ``303`` to a signed blob URL (a large export on
+        a cloud) is followed without the API key: the URL carries its own signature."""
         path = f"/v1/crawls/{crawl_id}/export"
-        async with self._http.stream("GET", path, params={"format": format}) as response:
+        params = {"format": format, "delivery": delivery}
+        async with self._http.stream("GET", path, params=params) as response:
             if response.status_code >= 400:
                 await response.aread()
                 _raise_for_problem(response)
-            async for chunk in response.aiter_bytes():
+            location = response.headers.get("location")
+            if response.status_code != 303 or location is None:
+                async for chunk in response.aiter_bytes():
+                    yield chunk
+                return
+        async with (
+            httpx.AsyncClient(timeout=self._http.timeout, trust_env=False) as blob,
+            blob.stream("GET", location) as signed,
+        ):
+            if signed.status_code >= 400:
+                await signed.aread()
+                raise ApiError(signed.status_code, {"detail": signed.text[:200]})
+            async for chunk in signed.aiter_bytes():
                 yield chunk
 
     # ------------------------------------------------------------------ keys, webhooks
@@ -219,6 +235,11 @@ class AsyncSkycrawl:
 
     async def get_schedule(self, schedule_id: str) -> ScheduleView:
         return await self._call(ScheduleView, "GET", f"/v1/schedules/{schedule_id}")
+
+    async def list_schedule_runs(self, schedule_id: str, *, limit: int = 10) -> ScheduleRunList:
+        """The latest runs, newest first, with their new / changed / unchanged / gone pages."""
+        path = f"/v1/schedules/{schedule_id}/runs"
+        return await self._call(ScheduleRunList, "GET", path, query={"limit": str(limit)})
 
     async def pause_schedule(self, schedule_id: str) -> ScheduleView:
         return await self._call(ScheduleView, "POST", f"/v1/schedules/{schedule_id}/pause")

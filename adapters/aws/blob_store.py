@@ -18,6 +18,11 @@ Features
     boto3 is synchronous: calls run in worker threads (``adapters.aws.errors.call``); throttling
     (``SlowDown``) and 5xx answers become ``core.errors.Retryable``.
 
+Signed URLs
+    ``signed_url`` is a SigV4 presigned ``GetObject`` URL (at most 7 days, and never longer
+    than the signing credentials live), with ``response-content-disposition`` set to the
+    download name: large exports are handed out this way instead of through Lambda's 6 MB.
+
 Limits
     One ``PutObject`` takes at most 5 GiB (``capabilities.max_object_bytes``); objects are held
     in memory. A failed entry of a ``DeleteObjects`` batch is ``Retryable``.
@@ -43,6 +48,8 @@ from core.errors import InvalidRequest, NotFound, Retryable
 from core.ports.blob_store import (
     STREAM_CHUNK_BYTES,
     BlobCapabilities,
+    attachment,
+    check_expiry,
     check_key,
     check_prefix,
     check_store_prefix,
@@ -58,7 +65,7 @@ def _missing(exc: ClientError) -> bool:
 class S3BlobStore:
     """BlobStore on one S3 bucket (and an optional key prefix)."""
 
-    capabilities = BlobCapabilities(max_object_bytes=5 * 1024**3)
+    capabilities = BlobCapabilities(max_object_bytes=5 * 1024**3, signed_urls=True)
 
     def __init__(self, *, s3: Any, bucket: str, prefix: str = "") -> None:
         self._s3 = s3  # a boto3 S3 client (Any: boto3 ships no type stubs)
@@ -121,6 +128,24 @@ class S3BlobStore:
                 raise NotFound(f"no blob {key!r}") from exc
             raise
         return int(head["ContentLength"])
+
+    async def signed_url(
+        self, *, key: str, expires_s: int, download_name: str | None = None
+    ) -> str:
+        """A SigV4 presigned ``GetObject`` URL, signed locally with the client's credentials
+        (no request is sent). It stops working when ``expires_s`` pass or when the signing
+        credentials expire, whichever is first: a Lambda role's session lasts about an hour."""
+        check_expiry(expires_s)
+        params = {"Bucket": self.bucket, "Key": self._object(key)}
+        if download_name is not None:
+            params["ResponseContentDisposition"] = attachment(download_name)
+        url: str = await call(
+            self._s3.generate_presigned_url,
+            ClientMethod="get_object",
+            Params=params,
+            ExpiresIn=expires_s,
+        )
+        return url
 
     async def exists(self, *, key: str) -> bool:
         name = self._object(key)

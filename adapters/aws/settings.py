@@ -183,6 +183,8 @@ class AwsSettings(BaseSettings):
             region_name=self.region,
             retries={"mode": "standard", "max_attempts": 5},
             max_pool_connections=self.max_pool_connections,
+            # presigned S3 URLs in SigV4 (what every region takes; SigV2 is deprecated)
+            signature_version="s3v4" if service == "s3" else None,
         )
         with _building:  # a boto3 session is not thread-safe; its clients are
             return _session(self.region).client(

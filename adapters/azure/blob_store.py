@@ -17,6 +17,10 @@ Limits
     ``core.errors.InvalidRequest``. Objects up to 5 GiB through this adapter (held in
     memory). Listing is paged by the service (5,000 names a call).
 
+Signed URLs
+    ``signed_url`` is a read-only service SAS on the one blob: account-key signed with a
+    connection string (and on Azurite), user-delegation signed with Entra ID (at most 7 days).
+
 Settings and cost
     ``SKYCRAWL_AZURE_STORAGE_CONNECTION_STRING`` or ``..._STORAGE_ACCOUNT`` (Entra ID), and
     ``SKYCRAWL_AZURE_BLOB_CONTAINER`` (default ``skycrawl``). Costs storage (~$0.02 per GB and
@@ -28,17 +32,31 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from azure.core.credentials_async import AsyncTokenCredential
 from azure.core.exceptions import AzureError, ResourceExistsError, ResourceNotFoundError
-from azure.storage.blob import ContentSettings
-from azure.storage.blob.aio import ContainerClient
+from azure.storage.blob import (
+    BlobSasPermissions,
+    ContentSettings,
+    generate_blob_sas,
+)
+from azure.storage.blob.aio import BlobServiceClient, ContainerClient
 
 from adapters.azure.errors import translate, translated_errors
 from core.errors import InvalidRequest, NotFound
-from core.ports.blob_store import STREAM_CHUNK_BYTES, BlobCapabilities, check_key, check_prefix
+from core.ports.blob_store import (
+    STREAM_CHUNK_BYTES,
+    BlobCapabilities,
+    attachment,
+    check_expiry,
+    check_key,
+    check_prefix,
+)
 
 _DELETE_CONCURRENCY = 16
+_SAS_SKEW = timedelta(minutes=5)
 
 
 def _missing_container(exc: ResourceNotFoundError) -> bool:
@@ -49,7 +67,7 @@ def _missing_container(exc: ResourceNotFoundError) -> bool:
 class BlobStorageBlobStore:
     """BlobStore on one Blob storage container."""
 
-    capabilities = BlobCapabilities(max_object_bytes=5 * 1024**3)
+    capabilities = BlobCapabilities(max_object_bytes=5 * 1024**3, signed_urls=True)
 
     def __init__(
         self, container: ContainerClient, *, credential: AsyncTokenCredential | None = None
@@ -112,6 +130,42 @@ class BlobStorageBlobStore:
         except ResourceNotFoundError as exc:
             raise NotFound(f"no blob {key!r}") from exc
         return int(properties.size)
+
+    async def signed_url(
+        self, *, key: str, expires_s: int, download_name: str | None = None
+    ) -> str:
+        """A read-only blob SAS: signed with the account key when the container client holds
+        one (a connection string, Azurite), else with a user delegation key fetched with the
+        Entra ID credential (one request; the identity needs "Storage Blob Delegator", which
+        "Storage Blob Data Contributor" includes). Valid from 5 minutes ago (clock skew) to
+        ``expires_s`` from now; ``rscd`` makes the download an attachment."""
+        check_key(key)
+        check_expiry(expires_s)
+        now = datetime.now(UTC)
+        start, expiry = now - _SAS_SKEW, now + timedelta(seconds=expires_s)
+        shared = self.container.credential  # the SDK's shared-key policy holds account_key
+        signing: dict[str, Any] = {}
+        if isinstance(getattr(shared, "account_key", None), str):
+            signing["account_key"] = shared.account_key
+        else:
+            service = BlobServiceClient(
+                self.container.url.rsplit("/", 1)[0], credential=self._credential or shared
+            )
+            async with service:
+                signing["user_delegation_key"] = await service.get_user_delegation_key(
+                    start, expiry
+                )
+        sas = generate_blob_sas(
+            self.container.account_name or "",
+            self.container.container_name,
+            key,
+            permission=BlobSasPermissions(read=True),
+            start=start,
+            expiry=expiry,
+            content_disposition=None if download_name is None else attachment(download_name),
+            **signing,
+        )
+        return f"{self.container.get_blob_client(key).url}?{sas}"
 
     async def exists(self, *, key: str) -> bool:
         check_key(key)

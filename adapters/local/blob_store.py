@@ -31,7 +31,7 @@ import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-from core.errors import Conflict, InvalidRequest, NotFound
+from core.errors import ConfigurationError, Conflict, InvalidRequest, NotFound
 from core.ports.blob_store import RESERVED_SEGMENT as _TMP
 from core.ports.blob_store import STREAM_CHUNK_BYTES, BlobCapabilities, check_key, check_prefix
 
@@ -126,6 +126,13 @@ class FileBlobStore:
         if not path.is_file():
             raise NotFound(f"no blob {key!r}")
         return stat.st_size
+
+    async def signed_url(
+        self, *, key: str, expires_s: int, download_name: str | None = None
+    ) -> str:
+        """Files have no URL of their own (``capabilities.signed_urls`` is False): callers
+        stream instead."""
+        raise ConfigurationError("the file blob store cannot sign URLs; stream the blob")
 
     async def list(self, *, prefix: str) -> list[str]:
         check_prefix(prefix)

@@ -34,6 +34,7 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from core.api.crawls import CrawlRoutes
+from core.api.export_urls import ExportUrls
 from core.api.http import ApiRequest, ApiResponse
 from core.api.openapi import build_openapi
 from core.api.problems import from_exception, problem_response, too_large
@@ -97,7 +98,12 @@ class Api:
             policy=policy,
             blobs=blobs,
         )
-        results = ResultRoutes(records=records, blobs=blobs)
+        urls = ExportUrls(
+            blobs=blobs,
+            threshold_bytes=settings.export_url_bytes,
+            ttl_s=settings.export_url_ttl_s,
+        )
+        results = ResultRoutes(records=records, blobs=blobs, urls=urls)
         admin = TenantRoutes(records=records, tenants=tenants, settings=settings)
         hooks = WebhookRoutes(records=records, bus=bus, clock=clock, inbox=settings.inbox_queue)
         self.router = Router(
@@ -113,6 +119,7 @@ class Api:
                     clock=clock,
                     inbox=settings.inbox_queue,
                     policy=policy,
+                    blobs=blobs,
                 ).routes(),
             ]
         )

@@ -40,6 +40,7 @@ from core.output import allowed_handlers, handler_allowed
 from core.ports.blob_store import BlobStore
 from core.ports.message_bus import MessageBus
 from core.records import ActiveCrawl, Records, Versioned, listing_key
+from core.run_changes import run_changes
 from core.settings import SkycrawlSettings
 from core.tenancy import TenantService
 
@@ -216,6 +217,9 @@ class CrawlRoutes:
         if hooks is not None:
             webhook = WebhookStatus(state=hooks.value.state, attempts=list(hooks.value.attempts))
             status = status.model_copy(update={"webhook": webhook})
+        changes = None if self._blobs is None else await run_changes(self._blobs, found.value)
+        if changes is not None:
+            status = status.model_copy(update={"changes": changes})
         return ApiResponse.json(200, status)
 
     async def list_crawls(self, ctx: Context) -> ApiResponse:

@@ -7,8 +7,8 @@ records, one JSON a line; ``warc/{seq}.warc.gz`` the same pages as WARC records;
 ``items/{seq}.jsonl`` the extracted items (``GET .../items``, ``export?format=items``). A page cursor
 is the position (chunk ``seq``, line offset) of the next record, base64url-encoded; it stays
 valid while the crawl runs because chunks are only ever appended. Exports are the chunks
-concatenated, in memory: fine up to the size a function may answer with (6 MB on Lambda),
-beyond that a deployment should hand out signed blob URLs instead.
+streamed; beyond ``SKYCRAWL_EXPORT_URL_BYTES``, where the blob store signs URLs, they are stored
+once and answered with a redirect to a signed URL (``core.api.export_urls``).
 """
 
 from __future__ import annotations
@@ -19,12 +19,13 @@ import contextlib
 import json
 import logging
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from pydantic import ValidationError
 
 from core.api.crawls import load_crawl
+from core.api.export_urls import ExportTarget, ExportUrls
 from core.api.http import ApiResponse
 from core.api.problems import HttpProblem
 from core.api.routing import PAGING, Context, Param, Reply, Route
@@ -32,12 +33,20 @@ from core.api.schemas import ItemList, PageList
 from core.api.validation import query_int
 from core.exports import FORMATS, export_stream
 from core.layout import crawl_prefix
-from core.models import PageRecord
+from core.models import Crawl, PageRecord
 from core.output import with_content
 from core.ports.blob_store import BlobStore
 from core.records import Records
+from core.run_changes import CHANGES, Comparison, classify
 
 log = logging.getLogger("skycrawl.api")
+#: what ``GET .../pages`` lists of each record: it, a copy of it, or nothing
+Keep = Callable[[PageRecord], PageRecord | None]
+
+
+def _keep_all(record: PageRecord) -> PageRecord | None:
+    return record
+
 
 _CHUNK = re.compile(r"(\d{1,12})\.(jsonl|warc\.gz)")
 _CURSOR = re.compile(r"p1[:.](\d{1,12})[:.](\d{1,9})")
@@ -45,6 +54,9 @@ _CURSOR = re.compile(r"p1[:.](\d{1,12})[:.](\d{1,9})")
 #: ``items.jsonl``, the name the CLI uses)
 EXPORT_ALIASES = {"items": "items.jsonl"}
 EXPORTS = [*FORMATS, *EXPORT_ALIASES]
+#: ``delivery=`` values: ``auto`` streams up to ``SKYCRAWL_EXPORT_URL_BYTES`` and redirects to
+#: a signed URL beyond (where the blob store signs), ``url`` always redirects, ``stream`` never
+DELIVERIES = ("auto", "url", "stream")
 
 
 def encode_cursor(seq: int, offset: int) -> str:
@@ -68,9 +80,12 @@ def decode_cursor(cursor: str | None) -> tuple[int, int]:
 
 
 class ResultRoutes:
-    def __init__(self, *, records: Records, blobs: BlobStore) -> None:
+    def __init__(
+        self, *, records: Records, blobs: BlobStore, urls: ExportUrls | None = None
+    ) -> None:
         self._records = records
         self._blobs = blobs
+        self._urls = urls  # None: every export streams
 
     async def _chunks(self, tenant_id: str, crawl_id: str, kind: str) -> list[tuple[int, str]]:
         """(seq, key) of the crawl's chunks of one kind, in seq order."""
@@ -87,11 +102,41 @@ class ResultRoutes:
         crawl = await load_crawl(self._records, tenant_id, ctx.params["crawl_id"])
         limit = query_int(ctx.request, "limit", default=100, low=1, high=1000)
         start = decode_cursor(ctx.request.query.get("cursor"))
-        chunks = await self._chunks(tenant_id, crawl.value.id, "manifest")
-        contents = dict(await self._chunks(tenant_id, crawl.value.id, "content"))
-        items, next_position = await self._read(chunks, start, limit, contents)
+        change = ctx.request.query.get("change")
+        source: str = crawl.value.id
+        keep: Keep = _keep_all
+        if change is not None:
+            source, keep = await self._change_filter(crawl.value, change)
+        chunks = await self._chunks(tenant_id, source, "manifest")
+        contents = dict(await self._chunks(tenant_id, source, "content"))
+        items, next_position = await self._read(chunks, start, limit, contents, keep)
         cursor = None if next_position is None else encode_cursor(*next_position)
         return ApiResponse.json(200, PageList(items=items, next_cursor=cursor))
+
+    async def _change_filter(self, crawl: Crawl, change: str) -> tuple[str, Keep]:
+        """(crawl whose manifest to read, which of its records to keep) for ``?change=``:
+        the run's own pages of that kind, or, for ``gone``, the earlier run's lost pages."""
+        if change not in CHANGES:
+            raise HttpProblem(400, f"unknown change {change!r} (use {', '.join(CHANGES)})")
+        comparison = await Comparison.load(self._blobs, crawl)
+        if comparison is None:
+            raise HttpProblem(400, "this crawl re-crawled no earlier crawl (no recrawl_of id)")
+        previous = comparison.previous
+        if change == "gone":
+            ok = await comparison.fetched_ok()
+
+            def gone(record: PageRecord) -> PageRecord | None:
+                lost = record.url in previous and record.url not in ok
+                return record.model_copy(update={"change": "gone"}) if lost else None
+
+            return comparison.previous_id, gone
+
+        def of_kind(record: PageRecord) -> PageRecord | None:
+            fields = record.model_dump(include={"url", "status", "error", "unchanged", "sha256"})
+            found = classify(fields, previous)
+            return record.model_copy(update={"change": found}) if found == change else None
+
+        return crawl.id, of_kind
 
     async def _read(
         self,
@@ -99,8 +144,10 @@ class ResultRoutes:
         start: tuple[int, int],
         limit: int,
         contents: dict[int, str] | None = None,
+        keep: Keep | None = None,
     ) -> tuple[list[PageRecord], tuple[int, int] | None]:
-        """Up to ``limit`` records from ``start``, and the position after them (None at end)."""
+        """Up to ``limit`` records from ``start`` (those ``keep`` returns), and the position
+        after them (None at end)."""
         start_seq, start_offset = start
         items: list[PageRecord] = []
         for seq, key in chunks:
@@ -111,6 +158,8 @@ class ResultRoutes:
                 if len(items) == limit:
                     return items, (seq, offset)
                 record = _parse(lines[offset], key)
+                if record is not None and keep is not None:
+                    record = keep(record)
                 if record is not None:
                     items.append(record)
         return items, None
@@ -175,11 +224,20 @@ class ResultRoutes:
             "content-type": fmt.content_type,
             "content-disposition": f'attachment; filename="{crawl.value.id}.{fmt.extension}"',
         }
+        delivery = ctx.request.query.get("delivery") or "auto"
+        if delivery not in DELIVERIES:
+            raise HttpProblem(400, f"unknown delivery {delivery!r} (use {', '.join(DELIVERIES)})")
+        signs = self._urls is not None and self._blobs.capabilities.signed_urls
+        if delivery == "url" and not signs:
+            raise HttpProblem(400, "this deployment streams exports: it has no signed URLs")
         if fmt.name == "jsonl":  # page records with their per-page content, a chunk at a time
             stream = self.export_parts(tenant_id, crawl.value.id, "manifest")
         else:
             stream = await export_stream(self._blobs, tenant_id, crawl.value.id, fmt.name)
-        return ApiResponse(200, headers, stream=stream)
+        if self._urls is None or not signs or delivery == "stream":
+            return ApiResponse(200, headers, stream=stream)
+        target = ExportTarget(tenant_id, crawl.value.id, crawl.value.state.value, fmt)
+        return await self._urls.deliver(target, stream, headers, force=delivery == "url")
 
     def routes(self) -> list[Route]:
         not_found = Reply(404, "No such crawl (or not yours).")
@@ -203,10 +261,20 @@ class ResultRoutes:
                 "Page records of a crawl, paginated",
                 replies=(
                     Reply(200, "A page of records.", PageList),
-                    Reply(400, "Bad cursor or limit."),
+                    Reply(400, "Bad cursor, limit or change (or change without recrawl_of)."),
                     not_found,
                 ),
-                params=PAGING,
+                params=(
+                    *PAGING,
+                    Param(
+                        "change",
+                        "query",
+                        "Only the pages that are new, changed or unchanged against the crawl "
+                        "this one re-crawled (recrawl_of id: a schedule's previous run), or "
+                        "gone: that crawl's pages this one did not fetch successfully.",
+                        {"type": "string", "enum": list(CHANGES)},
+                    ),
+                ),
             ),
             Route(
                 "GET",
@@ -214,6 +282,7 @@ class ResultRoutes:
                 self.export_crawl,
                 "Export a crawl as JSONL or WARC",
                 replies=(
+                    Reply(303, "A signed URL of the stored export.", headers=("Location",)),
                     Reply(200, "JSON lines (page records).", content_type="application/x-ndjson"),
                     Reply(
                         200, "WARC (concatenated gzip members).", content_type="application/warc"
@@ -230,6 +299,14 @@ class ResultRoutes:
                         "Pages: jsonl (default: page records with their content) or warc; "
                         "items: items.jsonl (or items), items.csv or items.parquet.",
                         {"type": "string", "enum": EXPORTS, "default": "jsonl"},
+                    ),
+                    Param(
+                        "delivery",
+                        "query",
+                        "auto (default): the body up to SKYCRAWL_EXPORT_URL_BYTES, else 303 to a "
+                        "signed URL of the stored export; url: always 303; stream: always the "
+                        "body. url is 400 where the blob store cannot sign URLs (files).",
+                        {"type": "string", "enum": list(DELIVERIES), "default": "auto"},
                     ),
                 ),
             ),

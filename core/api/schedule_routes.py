@@ -6,6 +6,9 @@ GET    /v1/schedules/{id}            one, with its next occurrence and last run
 POST   /v1/schedules/{id}/pause      stop firing (a fire in flight is dropped)
 POST   /v1/schedules/{id}/resume     fire again from the next occurrence
 DELETE /v1/schedules/{id}            remove (204)
+GET    /v1/schedules/{id}/runs       its runs, newest first, each with its status and its
+                                     new / changed / unchanged / gone pages
+                                     (``core.run_changes``; counted once a run has ended)
 """
 
 from __future__ import annotations
@@ -13,20 +16,24 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
+from pydantic import Field
+
 from core.api.crawls import check_spec_urls
 from core.api.http import ApiResponse
-from core.api.routing import JSON_BODY_ERRORS, Context, Reply, Route
+from core.api.routing import JSON_BODY_ERRORS, Context, Param, Reply, Route
 from core.api.schemas import Out
-from core.api.validation import parse_json_body
+from core.api.validation import parse_json_body, query_int
 from core.clock import Clock
 from core.delivery_models import Schedule, ScheduleCreate, schedules_table
 from core.errors import Conflict, NotFound
 from core.messages import encode
-from core.models import CrawlSpec
+from core.models import CrawlCounts, CrawlSpec, CrawlState
 from core.netguard import AddressPolicy
+from core.ports.blob_store import BlobStore
 from core.ports.message_bus import MessageBus
 from core.records import Records
-from core.schedules import fire_message, next_occurrence
+from core.run_changes import RunChanges, run_changes
+from core.schedules import fire_message, next_occurrence, run_crawl_id
 
 MAX_SCHEDULES = 100
 
@@ -47,6 +54,25 @@ class ScheduleList(Out):
     items: list[ScheduleView]
 
 
+class ScheduleRun(Out):
+    """One run of a schedule: an ordinary crawl, compared with the run before it."""
+
+    run: int
+    crawl_id: str
+    status: CrawlState
+    counts: CrawlCounts
+    created_at: datetime
+    finished_at: datetime | None
+    changes: RunChanges | None = Field(
+        description="Against the previous run, once this one has ended; null before, and for "
+        "the first run."
+    )
+
+
+class ScheduleRunList(Out):
+    items: list[ScheduleRun]
+
+
 class ScheduleRoutes:
     def __init__(
         self,
@@ -56,7 +82,10 @@ class ScheduleRoutes:
         clock: Clock,
         inbox: str,
         policy: AddressPolicy,
+        blobs: BlobStore,
     ) -> None:
+        self._records = records
+        self._blobs = blobs
         self._table = schedules_table(records)
         self._bus = bus
         self._clock = clock
@@ -110,6 +139,28 @@ class ScheduleRoutes:
 
     async def get_schedule(self, ctx: Context) -> ApiResponse:
         return ApiResponse.json(200, self._view(await self._load(ctx)))
+
+    async def list_schedule_runs(self, ctx: Context) -> ApiResponse:
+        sched = await self._load(ctx)
+        limit = query_int(ctx.request, "limit", default=10, low=1, high=100)
+        runs: list[ScheduleRun] = []
+        for n in range(sched.runs, max(0, sched.runs - limit), -1):
+            found = await self._records.crawls.get(sched.tenant_id, run_crawl_id(sched.id, n))
+            if found is None:
+                continue
+            crawl = found.value
+            runs.append(
+                ScheduleRun(
+                    run=n,
+                    crawl_id=crawl.id,
+                    status=crawl.state,
+                    counts=crawl.counts,
+                    created_at=crawl.created_at,
+                    finished_at=crawl.finished_at,
+                    changes=await run_changes(self._blobs, crawl),
+                )
+            )
+        return ApiResponse.json(200, ScheduleRunList(items=runs))
 
     async def _set_state(self, ctx: Context, state: str) -> Schedule | None:
         """The schedule in ``state`` with a new generation; None if it was in it already."""
@@ -165,6 +216,25 @@ class ScheduleRoutes:
                 replies=(Reply(200, "Every schedule.", ScheduleList),),
             ),
             Route("GET", one, self.get_schedule, "A recurring crawl", replies=(view, missing)),
+            Route(
+                "GET",
+                f"{one}/runs",
+                self.list_schedule_runs,
+                "Runs of a recurring crawl, newest first, with their changed/new/gone pages",
+                replies=(
+                    Reply(200, "The latest runs.", ScheduleRunList),
+                    Reply(400, "Bad limit."),
+                    missing,
+                ),
+                params=(
+                    Param(
+                        "limit",
+                        "query",
+                        "How many of the latest runs (1-100).",
+                        {"type": "integer", "minimum": 1, "maximum": 100, "default": 10},
+                    ),
+                ),
+            ),
             Route("POST", f"{one}/pause", self.pause_schedule, "Pause", replies=(view, missing)),
             Route("POST", f"{one}/resume", self.resume_schedule, "Resume", replies=(view, missing)),
             Route(

@@ -21,6 +21,7 @@ from core.models import (
     Tenant,
     TenantState,
 )
+from core.run_changes import RunChanges
 
 
 class Out(BaseModel):
@@ -62,6 +63,12 @@ class CrawlStatus(Out):
     links: CrawlLinks
     webhook: WebhookStatus | None = Field(
         None, description="Delivery attempts of the crawl's webhook (GET of one crawl only)."
+    )
+    changes: RunChanges | None = Field(
+        None,
+        description="New, changed, unchanged and gone pages against the crawl this one "
+        "re-crawled (recrawl_of id: a schedule's previous run), once the crawl has ended; "
+        "GET of one crawl only.",
     )
 
     @classmethod

@@ -27,6 +27,7 @@ import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Protocol
+from urllib.parse import quote
 
 from core.errors import InvalidRequest
 
@@ -85,13 +86,36 @@ def check_store_prefix(prefix: str) -> None:
     _check_segments(prefix, prefix.split("/")[:-1], "store prefix")
 
 
+def attachment(download_name: str) -> str:
+    """A ``Content-Disposition`` value naming ``download_name`` (RFC 6266: an ASCII fallback
+    in ``filename``, the UTF-8 name in ``filename*``)."""
+    fallback = "".join(
+        c if c.isascii() and c.isprintable() and c not in '"\\' else "_" for c in download_name
+    )
+    return f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{quote(download_name)}"
+
+
 #: Chunk size of ``BlobStore.stream`` unless asked otherwise: 1 MiB.
 STREAM_CHUNK_BYTES = 1 << 20
+
+
+#: The longest a signed URL may live, on every backend: S3 presigned URLs signed with
+#: SigV4 and Cloud Storage V4 signed URLs stop at 7 days; an Azure SAS has no such cap.
+MAX_SIGNED_URL_S = 7 * 24 * 3600
 
 
 @dataclass(frozen=True, slots=True)
 class BlobCapabilities:
     max_object_bytes: int
+    #: ``signed_url`` hands out a URL anyone may GET until it expires (S3 presigned GET, Azure
+    #: SAS, Cloud Storage V4); False for stores without one (files), whose callers stream.
+    signed_urls: bool = False
+
+
+def check_expiry(expires_s: int) -> None:
+    """``InvalidRequest`` unless ``expires_s`` is 1 s to ``MAX_SIGNED_URL_S``."""
+    if not 0 < expires_s <= MAX_SIGNED_URL_S:
+        raise InvalidRequest(f"a signed URL lives 1 to {MAX_SIGNED_URL_S} s, not {expires_s}")
 
 
 class BlobStore(Protocol):
@@ -120,6 +144,15 @@ class BlobStore(Protocol):
 
     async def size(self, *, key: str) -> int:
         """The object's length in bytes; ``NotFound`` if absent."""
+        ...
+
+    async def signed_url(
+        self, *, key: str, expires_s: int, download_name: str | None = None
+    ) -> str:
+        """A URL that GETs ``key`` without credentials for ``expires_s`` seconds (at most
+        ``MAX_SIGNED_URL_S``), answered as an attachment named ``download_name`` if given.
+        Only when ``capabilities.signed_urls``; else ``core.errors.ConfigurationError``.
+        Signing happens here, without a request: the key need not exist yet."""
         ...
 
     async def delete(self, *, key: str) -> None:

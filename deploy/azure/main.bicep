@@ -294,6 +294,8 @@ resource controlPlaneRole 'Microsoft.Authorization/roleDefinitions@2022-04-01' =
           'Microsoft.Storage/storageAccounts/read'
           'Microsoft.Storage/storageAccounts/tableServices/tables/*'
           'Microsoft.Storage/storageAccounts/blobServices/containers/*'
+          // user delegation SAS for large exports (adapters/azure/blob_store.py)
+          'Microsoft.Storage/storageAccounts/blobServices/generateUserDelegationKey/action'
           'Microsoft.Storage/storageAccounts/queueServices/queues/*'
           'Microsoft.ServiceBus/namespaces/read'
           'Microsoft.ServiceBus/namespaces/queues/*'

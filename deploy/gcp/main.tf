@@ -93,6 +93,13 @@ resource "google_service_account_iam_member" "functions_act_as_engine" {
   member             = "serviceAccount:${google_service_account.functions.email}"
 }
 
+# The functions sign export URLs (V4) through IAM signBlob as themselves.
+resource "google_service_account_iam_member" "functions_sign_as_themselves" {
+  service_account_id = google_service_account.functions.name
+  role               = "roles/iam.serviceAccountTokenCreator"
+  member             = "serviceAccount:${google_service_account.functions.email}"
+}
+
 # Pub/Sub's own agent forwards dead letters and signs push requests.
 locals {
   pubsub_agent = "serviceAccount:service-${data.google_project.this.number}@gcp-sa-pubsub.iam.gserviceaccount.com"

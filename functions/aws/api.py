@@ -7,9 +7,10 @@ headers plus the ``cookies`` field as one ``cookie`` header, and the body (base6
 ``isBase64Encoded``) -- and the ``ApiResponse`` back into a 2.0 response: text bodies as
 text, anything else (a WARC export) base64-encoded with ``isBase64Encoded: true``.
 
-Limits: a Lambda response carries at most 6 MB (base64 counts), so an export larger than that
-is answered ``413`` with a problem body that says so -- read such a crawl page by page
-(``/pages``). Requests are at most 10 MB at API Gateway and ``SKYCRAWL_MAX_REQUEST_BYTES`` at
+Limits: a Lambda response carries at most 6 MB (base64 counts). Exports larger than
+``SKYCRAWL_EXPORT_URL_BYTES`` (4 MiB) never come this way: they are answered ``303`` with a
+presigned S3 URL (``core.api.export_urls``). Any other response over the cap (an export with
+``delivery=stream``) is answered ``413`` with a problem body that says what to do instead. Requests are at most 10 MB at API Gateway and ``SKYCRAWL_MAX_REQUEST_BYTES`` at
 the API.
 
 Observability: Powertools Logger (JSON; correlation id = the crawl id for ``/v1/crawls/{id}``
@@ -103,7 +104,8 @@ def _fit(response: ApiResponse, path: str) -> ApiResponse:
     problem = HttpProblem(
         413,
         f"the response ({len(response.body)} bytes) is larger than an AWS Lambda response may "
-        "be (6 MB); read the crawl page by page with /pages",
+        "be (6 MB); export it without delivery=stream (a signed URL), or read the crawl "
+        "page by page with /pages",
         slug="response-too-large",
         title="Response too large",
     )

@@ -33,7 +33,7 @@ from functions.local.cli_values import (
     settings_error_line,
     whole_number,
 )
-from functions.local.client import ApiError, json_or_raise
+from functions.local.client import ApiError, plain
 from functions.local.crawl_command import (
     EXIT_INTERRUPTED,
     nothing_fetched_line,
@@ -44,7 +44,7 @@ from functions.local.crawl_options import add_request_options, request_options
 from functions.local.export_command import add_export_command, export_crawl
 from functions.local.fleet_status import FLEET_COLUMNS, fleet_cells
 from functions.local.progress import containers_of
-from functions.local.session import DataDirBusy, Session, open_session
+from functions.local.session import DataDirBusy, open_session
 
 EXIT_ERROR, EXIT_USAGE = 1, 2
 UP_PROVIDERS = ("local", "selfhosted")  # what `skycrawl up` can run on this machine
@@ -287,10 +287,6 @@ async def _crawl(
     return code
 
 
-async def _post(s: Session, path: str, key: str, body: object) -> Any:
-    return json_or_raise(await s.client.call("POST", path, key=key, body=body))
-
-
 def _summary(finals: list[dict[str, Any]], out_dir: Path, files: list[str]) -> None:
     for final in finals:
         counts = final.get("counts", {})
@@ -334,13 +330,13 @@ async def _tenants(args: argparse.Namespace) -> int:
                 )
                 if v
             }
-            created = await _post(s, "/v1/tenants", op, {"name": args.name, "quotas": quotas})
+            created = plain(await s.api(op).create_tenant({"name": args.name, "quotas": quotas}))
             out.print(f"tenant {created['id']} created; API key (shown once):")
             out.print(created["api_key"], markup=False, highlight=False)
             if s.server_url and created.get("resources", {}).get("web_app"):
                 out.print(f"web app: {created['resources']['web_app']}", highlight=False)
         elif args.action == "list":
-            items = (await s.get("/v1/tenants", op)).get("items", [])
+            items = plain(await s.api(op).list_tenants())["items"]
             table = Table(
                 Column("id", no_wrap=True, min_width=max((len(t["id"]) for t in items), default=2)),
                 Column("name", overflow="fold"),
@@ -358,7 +354,7 @@ async def _tenants(args: argparse.Namespace) -> int:
                 )
             out.print(table)
         else:
-            json_or_raise(await s.client.call("DELETE", f"/v1/tenants/{args.tenant_id}", key=op))
+            await s.api(op).delete_tenant(args.tenant_id)
             out.print(f"tenant {args.tenant_id} deleted")
     return 0
 
@@ -387,7 +383,7 @@ async def _status(args: argparse.Namespace) -> int:
             out.print(f"server: not running; {s.busy} (read-only view)")
         else:
             out.print(f"server: {s.server_url or 'not running (embedded for this command)'}")
-        tenants = (await s.get("/v1/tenants", s.operator_key)).get("items", [])
+        tenants = plain(await s.api(s.operator_key).list_tenants())["items"]
         out.print(f"tenants: {len(tenants)}")
         table = Table("container", "tenant", "state", "work", "egress", *FLEET_COLUMNS)
         for t in tenants:
@@ -468,12 +464,12 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _problem_line(exc: ApiError) -> str:
-    errors = exc.problem.get("errors") or []
+    errors = exc.errors
     if errors and isinstance(errors[0], dict):
         first = errors[0]
         where = ".".join(str(p) for p in first.get("loc", []) if p != "body")
-        return f"{exc} — {where}: {first.get('msg', '')}".rstrip(": ")
-    return str(exc)
+        return f"{exc.detail} — {where}: {first.get('msg', '')}".rstrip(": ")
+    return exc.detail
 
 
 if __name__ == "__main__":

@@ -1,111 +1,59 @@
-"""How the CLI reaches the API: over HTTP to a running ``skycrawl up``, or in-process to an
-embedded stack. Both speak ``ApiRequest``/``ApiResponse``, so the CLI has one code path and
-the same validation, quotas and error bodies as any API client.
+"""How the CLI reaches the API: always through the tenants' own typed client
+(``skycrawl_client.AsyncSkycrawl``), over HTTP to a running ``skycrawl up`` or over an
+in-process ASGI transport onto an embedded stack's ``Api`` (no socket, no DNS). One client,
+so the CLI sends exactly what any API client sends and meets the same validation, quotas and
+problem bodies (``skycrawl_client.ApiError``) either way.
+
+The CLI acts as two principals -- the operator (tenants, containers) and its tenant (crawls)
+-- so ``CliClient.as_(key)`` hands out one ``AsyncSkycrawl`` per key, over one transport.
 """
 
 from __future__ import annotations
 
-import json
-from collections.abc import Mapping
-from typing import Any, Protocol
+from typing import Any
 
-from core.api import Api, ApiRequest, ApiResponse
-from core.errors import SkycrawlError
-from skycrawl_client import AsyncSkycrawl
+import httpx
+from pydantic import BaseModel
 
+from core.api import Api
+from functions.local.asgi import create_asgi_app
+from skycrawl_client import ApiError, AsyncSkycrawl
 
-class ApiError(SkycrawlError):
-    """The API answered with a problem document."""
-
-    def __init__(self, status: int, problem: Mapping[str, Any]) -> None:
-        detail = problem.get("detail") or problem.get("title") or f"HTTP {status}"
-        super().__init__(str(detail))
-        self.status = status
-        self.problem = dict(problem)
+#: Base URL of the in-process transport: never resolved, the ASGI transport answers it.
+IN_PROCESS_URL = "http://skycrawl.in-process"
 
 
-class ApiClient(Protocol):
-    async def call(
-        self,
-        method: str,
-        path: str,
-        *,
-        key: str,
-        body: object | None = None,
-        query: Mapping[str, str] | None = None,
-    ) -> ApiResponse: ...
+class CliClient:
+    """The typed client, per key, on one way to the API."""
 
-    async def close(self) -> None: ...
+    def __init__(self, base_url: str, *, transport: httpx.AsyncBaseTransport | None = None) -> None:
+        self._base_url = base_url
+        self._transport = transport
+        self._clients: dict[str, AsyncSkycrawl] = {}
 
+    @classmethod
+    def in_process(cls, api: Api) -> CliClient:
+        return cls(IN_PROCESS_URL, transport=httpx.ASGITransport(app=create_asgi_app(api)))
 
-def _request(
-    method: str, path: str, key: str, body: object | None, query: Mapping[str, str] | None
-) -> ApiRequest:
-    headers = {"authorization": f"Bearer {key}"}
-    raw = b""
-    if body is not None:
-        raw = json.dumps(body).encode()
-        headers["content-type"] = "application/json"
-    return ApiRequest(method=method, path=path, query=dict(query or {}), headers=headers, body=raw)
-
-
-class InProcessClient:
-    def __init__(self, api: Api) -> None:
-        self._api = api
-
-    async def call(
-        self,
-        method: str,
-        path: str,
-        *,
-        key: str,
-        body: object | None = None,
-        query: Mapping[str, str] | None = None,
-    ) -> ApiResponse:
-        return await self._api.handle(_request(method, path, key, body, query))
+    def as_(self, key: str) -> AsyncSkycrawl:
+        """The client that authenticates with ``key``."""
+        client = self._clients.get(key)
+        if client is None:
+            client = AsyncSkycrawl(
+                self._base_url, api_key=key, transport=self._transport, timeout_s=60.0
+            )
+            self._clients[key] = client
+        return client
 
     async def close(self) -> None:
-        return None
+        for client in self._clients.values():
+            await client.aclose()
+        self._clients.clear()
 
 
-class HttpClient:
-    """A running ``skycrawl up``, through the tenants' own typed client (``skycrawl_client``):
-    the CLI sends exactly what any API client sends."""
-
-    def __init__(self, base_url: str) -> None:
-        self._api = AsyncSkycrawl(base_url, api_key="")
-
-    async def call(
-        self,
-        method: str,
-        path: str,
-        *,
-        key: str,
-        body: object | None = None,
-        query: Mapping[str, str] | None = None,
-    ) -> ApiResponse:
-        payload = body if isinstance(body, Mapping) or body is None else None
-        response = await self._api.request(
-            method,
-            path,
-            body=payload,
-            query=query,
-            headers={"authorization": f"Bearer {key}"},
-        )
-        return ApiResponse(
-            status=response.status_code, headers=dict(response.headers), body=response.content
-        )
-
-    async def close(self) -> None:
-        await self._api.aclose()
+def plain(model: BaseModel) -> dict[str, Any]:
+    """An answer as the JSON object the API sent (the CLI prints and writes dicts)."""
+    return model.model_dump(mode="json")
 
 
-def json_or_raise(response: ApiResponse) -> Any:
-    """The JSON body of a 2xx answer; ``ApiError`` with the problem's detail otherwise."""
-    try:
-        document = json.loads(response.body) if response.body else {}
-    except ValueError:
-        document = {"detail": response.body[:200].decode(errors="replace")}
-    if response.status >= 400:
-        raise ApiError(response.status, document if isinstance(document, dict) else {})
-    return document
+__all__ = ["ApiError", "CliClient", "plain"]

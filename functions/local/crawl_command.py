@@ -33,7 +33,7 @@ from typing import Any
 from rich.console import Console
 
 from core.layout import checkpoint_key
-from functions.local.client import json_or_raise
+from functions.local.client import ApiError, plain
 from functions.local.progress import TERMINAL, containers_of, wait_for_zero, watch_crawls
 from functions.local.session import Session
 
@@ -78,8 +78,8 @@ async def run_crawl(
         for _ in range(max(1, copies)):
             if interrupts.first.is_set():
                 break
-            created = json_or_raise(await s.client.call("POST", "/v1/crawls", key=key, body=body))
-            ids.append(str(created["id"]))
+            created = await s.api(key).submit_crawl(body)
+            ids.append(created.id)
         finals = await _watch_until_interrupted(s, key, tenant_id, ids, interrupts, console)
         if finals is None:
             console.print(f"interrupted: cancelling {', '.join(ids) or 'nothing submitted yet'}")
@@ -127,8 +127,7 @@ async def _first_of(work: Awaitable[Any], event: asyncio.Event) -> bool:
 
 
 async def _status(s: Session, key: str, crawl_id: str) -> dict[str, Any]:
-    status: dict[str, Any] = await s.get(f"/v1/crawls/{crawl_id}", key)
-    return status
+    return plain(await s.api(key).get_crawl(crawl_id))
 
 
 async def _cancel_and_settle(
@@ -140,9 +139,11 @@ async def _cancel_and_settle(
     for crawl_id in ids:
         if (await _status(s, key, crawl_id))["status"] == "dispatched":
             running.append(crawl_id)
-        response = await s.client.call("DELETE", f"/v1/crawls/{crawl_id}", key=key)
-        if response.status not in (202, 409):  # 409: it had finished already
-            json_or_raise(response)
+        try:
+            await s.api(key).cancel_crawl(crawl_id)
+        except ApiError as exc:
+            if exc.status != 409:  # 409: it had finished already
+                raise
     if s.embedded:  # stopping its containers flushes their pages; wait for scale to zero
         await _scale_to_zero(s, tenant_id, console)
         return
@@ -222,13 +223,9 @@ async def export_all(s: Session, key: str, ids: list[str], out_dir: Path) -> Non
 async def _export(
     s: Session, key: str, crawl_id: str, path: Path, fmt: str, *, keep_empty: bool = True
 ) -> None:
-    response = await s.client.call(
-        "GET", f"/v1/crawls/{crawl_id}/export", key=key, query={"format": fmt}
-    )
-    if response.status >= 400:
-        json_or_raise(response)
-    if response.body or keep_empty:  # items.jsonl only for crawls that extracted something
-        await asyncio.to_thread(path.write_bytes, response.body)
+    body = b"".join([c async for c in s.api(key).export_crawl(crawl_id, format=fmt)])
+    if body or keep_empty:  # items.jsonl only for crawls that extracted something
+        await asyncio.to_thread(path.write_bytes, body)
 
 
 def _fetched(finals: list[dict[str, Any]]) -> int:

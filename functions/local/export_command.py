@@ -29,6 +29,6 @@ def add_export_command(sub: argparse._SubParsersAction[Any]) -> None:
 async def export_crawl(s: Session, crawl_id: str, out_dir: Path) -> list[str]:
     """Export ``crawl_id`` into ``out_dir``; the names of the files written."""
     _, key = await s.tenant_key()
-    await s.get(f"/v1/crawls/{crawl_id}", key)  # 404 (exit 2) before anything is written
+    await s.api(key).get_crawl(crawl_id)  # 404 (exit 2) before anything is written
     await export_all(s, key, [crawl_id], out_dir)
     return written_files(out_dir, 1)

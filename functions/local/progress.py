@@ -10,6 +10,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Column
 
+from functions.local.client import plain
 from functions.local.session import Session
 
 TERMINAL = {"completed", "failed", "cancelled", "dead-lettered"}
@@ -30,9 +31,8 @@ def _short(crawl_id: str) -> str:
 
 
 async def containers_of(session: Session, tenant_id: str) -> list[dict[str, Any]]:
-    listing = await session.get("/v1/containers", session.operator_key)
-    items: list[dict[str, Any]] = listing.get("items", []) if isinstance(listing, dict) else []
-    return _live_containers(items, tenant_id)
+    listing = await session.api(session.operator_key).list_containers()
+    return _live_containers(plain(listing)["items"], tenant_id)
 
 
 async def watch_crawls(
@@ -52,7 +52,7 @@ async def watch_crawls(
             cid: progress.add_task(_short(cid), total=None, detail="pending") for cid in crawl_ids
         }
         while True:
-            statuses = [await session.get(f"/v1/crawls/{cid}", key) for cid in crawl_ids]
+            statuses = [plain(await session.api(key).get_crawl(cid)) for cid in crawl_ids]
             live = await containers_of(session, tenant_id)
             seen_containers.update(c["id"] for c in live)
             for status in statuses:

@@ -33,7 +33,8 @@ import httpx
 from adapters.local.data_dir_lock import DataDirBusy
 from core.settings import LocalSettings, SkycrawlSettings
 from functions.local.bootstrap import LocalStack, build_local_stack
-from functions.local.client import ApiClient, ApiError, HttpClient, InProcessClient, json_or_raise
+from functions.local.client import ApiError, CliClient
+from skycrawl_client import AsyncSkycrawl
 
 CLI_TENANT_NAME = "local"
 
@@ -73,7 +74,7 @@ def running_server(data_dir: Path) -> str | None:
 
 @dataclass
 class Session:
-    client: ApiClient
+    client: CliClient
     data_dir: Path
     operator_key: str
     stack: LocalStack | None = None
@@ -91,20 +92,20 @@ class Session:
         if path.exists():
             saved = json.loads(path.read_text())
             key = str(saved["api_key"])
-            probe = await self.client.call("GET", "/v1/crawls", key=key, query={"limit": "1"})
-            if probe.status != 401:
+            try:
+                await self.api(key).list_crawls(limit=1)
                 return str(saved["tenant_id"]), key
-        created = json_or_raise(
-            await self.client.call(
-                "POST", "/v1/tenants", key=self.operator_key, body={"name": CLI_TENANT_NAME}
-            )
-        )
-        record = {"tenant_id": str(created["id"]), "api_key": str(created["api_key"])}
+            except ApiError as exc:
+                if exc.status != 401:
+                    return str(saved["tenant_id"]), key
+        created = await self.api(self.operator_key).create_tenant({"name": CLI_TENANT_NAME})
+        record = {"tenant_id": created.id, "api_key": created.api_key}
         _write_private(path, json.dumps(record))
         return record["tenant_id"], record["api_key"]
 
-    async def get(self, path: str, key: str, query: dict[str, str] | None = None) -> Any:
-        return json_or_raise(await self.client.call("GET", path, key=key, query=query))
+    def api(self, key: str) -> AsyncSkycrawl:
+        """The typed client acting with ``key`` (the operator's or the CLI tenant's)."""
+        return self.client.as_(key)
 
 
 @contextlib.asynccontextmanager
@@ -137,7 +138,7 @@ async def open_session(
                 raise
             busy = exc
     if url is not None:
-        client = HttpClient(url)
+        client = CliClient(url)
         try:
             yield Session(client=client, data_dir=data_dir, operator_key=op_key, server_url=url)
         finally:
@@ -146,19 +147,18 @@ async def open_session(
     if stack is None:  # read-only: another process runs the control plane
         stack = build_local_stack(settings, local, lock_as=None)
         try:
-            yield Session(
-                client=InProcessClient(stack.api),
-                data_dir=data_dir,
-                operator_key=op_key,
-                busy=busy,
-            )
+            client = CliClient.in_process(stack.api)
+            yield Session(client=client, data_dir=data_dir, operator_key=op_key, busy=busy)
         finally:
+            await client.close()
             await stack.close()
         return
     async with _running(stack) as running:
-        yield Session(
-            client=InProcessClient(running.api), data_dir=data_dir, operator_key=op_key, stack=stack
-        )
+        client = CliClient.in_process(running.api)
+        try:
+            yield Session(client=client, data_dir=data_dir, operator_key=op_key, stack=stack)
+        finally:
+            await client.close()
 
 
 async def _server_coming_up(data_dir: Path, busy: DataDirBusy) -> str | None:

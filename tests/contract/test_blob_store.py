@@ -5,14 +5,15 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+import httpx
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from adapters.local.blob_store import FileBlobStore
-from core.errors import InvalidRequest, NotFound
+from core.errors import ConfigurationError, InvalidRequest, NotFound
 from core.ports import BlobStore
-from core.ports.blob_store import MAX_KEY_BYTES
+from core.ports.blob_store import MAX_KEY_BYTES, MAX_SIGNED_URL_S
 
 
 async def test_round_trip_and_overwrite(blobs: BlobStore) -> None:
@@ -179,3 +180,35 @@ async def test_stream_and_size_of_a_missing_object(blobs: BlobStore) -> None:
         await blobs.size(key="no/such/blob")
     with pytest.raises(InvalidRequest):
         await blobs.size(key="../escape")
+
+
+# --------------------------------------------------------------------------- signed URLs
+
+
+async def test_a_signed_url_gets_the_object_without_credentials(blobs: BlobStore) -> None:
+    """Where the store signs (S3, Azure SAS), a plain GET of the URL answers the bytes, as an
+    attachment with the name asked for; where it cannot (files), signing is refused."""
+    data = bytes(range(256)) * 1024
+    key = "tenants/t1/crawls/c1/exports/f/c1.warc.gz"
+    await blobs.put(key=key, data=data, content_type="application/warc")
+    if not blobs.capabilities.signed_urls:
+        with pytest.raises(ConfigurationError):
+            await blobs.signed_url(key=key, expires_s=60)
+        return
+    url = await blobs.signed_url(key=key, expires_s=60, download_name="c1 (ü).warc.gz")
+    async with httpx.AsyncClient() as http:  # the emulators listen on 127.0.0.1
+        response = await http.get(url)
+    assert response.status_code == 200, response.text
+    assert response.content == data
+    disposition = response.headers["content-disposition"]
+    assert disposition.startswith('attachment; filename="c1 (_).warc.gz"')
+    assert "filename*=UTF-8''c1%20%28%C3%BC%29.warc.gz" in disposition
+
+
+@pytest.mark.parametrize("expires_s", [0, -1, MAX_SIGNED_URL_S + 1])
+async def test_a_signed_url_lives_one_second_to_seven_days(
+    blobs: BlobStore, expires_s: int
+) -> None:
+    refused = InvalidRequest if blobs.capabilities.signed_urls else ConfigurationError
+    with pytest.raises(refused):
+        await blobs.signed_url(key="a/b", expires_s=expires_s)

@@ -149,7 +149,7 @@ def _state(data_dir: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     async def read() -> tuple[dict[str, Any], list[dict[str, Any]]]:
         async with open_session(LocalSettings(data_dir=data_dir), {}, command="test") as s:
             tenant_id, key = await s.tenant_key()
-            crawls = await s.get("/v1/crawls", key)
+            crawls = (await s.api(key).list_crawls()).model_dump(mode="json")
             return crawls["items"], await containers_of(s, tenant_id)
 
     return asyncio.run(read())

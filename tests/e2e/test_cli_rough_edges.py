@@ -107,16 +107,30 @@ def test_tenants_list_shows_whole_ids_at_80_columns(
     assert tenant_id in listing, listing
 
 
+class _Answer:
+    def __init__(self, document: dict[str, Any]) -> None:
+        self.document = document
+
+    def model_dump(self, mode: str) -> dict[str, Any]:
+        return self.document
+
+
+class _Api:
+    async def list_containers(self) -> _Answer:
+        return _Answer({"items": []})
+
+    async def get_crawl(self, crawl_id: str) -> _Answer:
+        counts = {"fetched": 12345, "queued": 678, "failed": 90, "bytes": 1}
+        return _Answer({"id": crawl_id, "status": "completed", "counts": counts})
+
+
 class _Statuses:
-    """What ``watch_crawls`` reads: one crawl that is already completed."""
+    """What ``watch_crawls`` reads (the typed client's answers): one completed crawl."""
 
     operator_key = "op"
 
-    async def get(self, path: str, key: str, query: dict[str, str] | None = None) -> Any:
-        if path == "/v1/containers":
-            return {"items": []}
-        counts = {"fetched": 12345, "queued": 678, "failed": 90, "bytes": 1}
-        return {"id": "cr_" + "a" * 32, "status": "completed", "counts": counts}
+    def api(self, key: str) -> _Api:
+        return _Api()
 
 
 async def test_the_progress_line_is_whole_at_100_columns() -> None:

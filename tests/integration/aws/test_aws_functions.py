@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
 
+import httpx
 import pytest
 
 from core.errors import Retryable
@@ -142,6 +143,33 @@ def test_an_oversize_response_is_a_clear_problem(
     )
     assert export["statusCode"] == 413
     assert "/pages" in json_of(export)["detail"]
+
+
+def test_a_large_export_is_a_presigned_s3_url(moto_endpoint: str, lambda_context: Any) -> None:
+    """Over SKYCRAWL_EXPORT_URL_BYTES the Lambda answers 303 to a presigned GET of the export,
+    written once to the tenant's prefix; the URL answers the bytes the stream would have."""
+    for stack in installed(deploy(ecs=False, export_url_bytes=1000)):
+        tenant_id, key = new_tenant(lambda_context)
+        submitted = call(
+            lambda_context, "POST", "/v1/crawls", key=key, body={"seeds": ["https://example.com/"]}
+        )
+        crawl_id = json_of(submitted)["id"]
+        warc = bytes(range(256)) * 10
+        bootstrap.run(stack.ports.blobs.put(key=warc_key(tenant_id, crawl_id, 0), data=warc))
+        path = f"/v1/crawls/{crawl_id}/export"
+        export = call(lambda_context, "GET", path, key=key, query={"format": "warc"})
+        assert export["statusCode"] == 303, export
+        location = export["headers"]["location"]
+        assert location.startswith(f"{moto_endpoint}/{stack.aws.bucket}/tenants/{tenant_id}/")
+        assert "X-Amz-Signature=" in location
+        got = httpx.get(location)
+        assert got.status_code == 200
+        assert got.content == warc
+        assert f'filename="{crawl_id}.warc.gz"' in got.headers["content-disposition"]
+        streamed = call(
+            lambda_context, "GET", path, key=key, query={"format": "warc", "delivery": "stream"}
+        )
+        assert base64.b64decode(streamed["body"]) == warc
 
 
 # --------------------------------------------------------------------------- conductor

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator
+from urllib.parse import parse_qs, quote, urlsplit
 
+import httpx
 import pytest
 from azure.data.tables.aio import TableClient
 from azure.storage.blob.aio import ContainerClient
@@ -185,4 +187,31 @@ async def test_blob_content_type_and_missing_container(connection_string: str) -
         assert properties.content_settings.content_type == "application/json"
         assert await store.delete_prefix(prefix="a/") == 1
     finally:
+        await store.close()
+
+
+async def test_a_sas_is_read_only_and_a_tampered_one_is_refused(connection_string: str) -> None:
+    """Azurite checks SAS signatures as the service does: the URL reads, it cannot write,
+    and one changed character of the signature (or a later expiry) is 403."""
+    store = BlobStorageBlobStore(
+        ContainerClient.from_connection_string(connection_string, name("sas"))
+    )
+    try:
+        await store.put(key="t/export.jsonl", data=b'{"a": 1}\n')
+        url = await store.signed_url(key="t/export.jsonl", expires_s=60)
+        query = parse_qs(urlsplit(url).query)
+        assert query["sp"] == ["r"]
+        async with httpx.AsyncClient() as http:
+            assert (await http.get(url)).content == b'{"a": 1}\n'
+            put = await http.put(url, content=b"x", headers={"x-ms-blob-type": "BlockBlob"})
+            assert put.status_code == 403
+            signature = query["sig"][0]
+            forged = url.replace(quote(signature, safe=""), quote("A" + signature[1:], safe=""))
+            assert forged != url
+            assert (await http.get(forged)).status_code == 403
+            longer = url.replace(quote(query["se"][0], safe=""), "2099-01-01T00%3A00%3A00Z")
+            assert (await http.get(longer)).status_code == 403
+        assert await store.get(key="t/export.jsonl") == b'{"a": 1}\n'
+    finally:
+        await store.delete_prefix(prefix="t/")
         await store.close()

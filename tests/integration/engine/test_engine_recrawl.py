@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +17,8 @@ from warcio.archiveiterator import ArchiveIterator
 from adapters.local.blob_store import FileBlobStore
 from core import layout
 from core.messages import RunCrawl
-from core.models import CrawlCounts, CrawlSpec
+from core.models import Crawl, CrawlCounts, CrawlSpec
+from core.run_changes import Comparison, RunChanges, classify
 from engine_container.bus_crawl import crawl_runner
 from engine_container.fetcher import Fetcher
 
@@ -158,3 +159,41 @@ async def test_recrawl_of_a_crawl_without_pages_is_a_full_crawl(serve, tmp_path:
     await run_crawls(site, tmp_path, ("orphan", "never-ran"))
     assert versioned.conditional == {}
     assert len(pages_of(tmp_path / "blobs", "orphan")) == 5
+
+
+async def test_a_second_run_reports_new_changed_unchanged_and_gone_pages(
+    serve, tmp_path: Path
+) -> None:
+    """What a schedule's run reports (``core.run_changes``), on what the engine really wrote
+    for a site that changed between two runs: one page changed, one appeared, one is 404."""
+    versioned = VersionedSite()
+    site: Site = await serve({"*": versioned.handle})
+    await run_crawls(site, tmp_path, ("first", None))
+    versioned.versions["/changing"] = 2
+    versioned.links["/changing"] = ["/new"]
+    versioned.versions["/new"] = 1
+    versioned.links["/new"] = []
+    del versioned.versions["/deep"]  # now 404
+    await run_crawls(site, tmp_path, ("second", "first"))
+
+    blobs = FileBlobStore(tmp_path / "blobs")
+    now = datetime.now(UTC)
+    spec = CrawlSpec(seeds=[site.url("/")], recrawl_of="first", use_sitemaps=False)
+    run = Crawl(id="second", tenant_id=TENANT, spec=spec, created_at=now, updated_at=now)
+    comparison = await Comparison.load(blobs, run)
+    assert comparison is not None
+    counts = await comparison.count()
+    assert counts == RunChanges(
+        previous_crawl_id="first", new=1, changed=1, unchanged=3, gone=1
+    )  # new: /new; changed: /changing; unchanged: /, /stable, /dated (304s); gone: /deep
+    after = pages_of(tmp_path / "blobs", "second")
+    kinds = {path: classify(page, comparison.previous) for path, page in after.items()}
+    assert kinds == {
+        "": "unchanged",
+        "stable": "unchanged",
+        "dated": "unchanged",
+        "changing": "changed",
+        "new": "new",
+        "deep": None,  # failed now: counted as gone, not as a page of this run
+    }
+    assert await comparison.fetched_ok() == {site.url(f"/{p}") for p, k in kinds.items() if k}

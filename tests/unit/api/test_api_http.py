@@ -100,6 +100,7 @@ async def test_openapi_lists_every_route_with_security_and_schemas(harness: Harn
         "/v1/schedules/{schedule_id}",
         "/v1/schedules/{schedule_id}/pause",
         "/v1/schedules/{schedule_id}/resume",
+        "/v1/schedules/{schedule_id}/runs",
     } == set(document["paths"])
     schemes = document["components"]["securitySchemes"]
     assert schemes["tenantKey"] == {

@@ -88,3 +88,26 @@ def test_the_sync_client_against_skycrawl_up(tmp_path: Path) -> None:
             api.cancel_crawl(accepted.id)
             with pytest.raises(ApiError):
                 api.get_schedule("sc_nope")
+
+
+async def test_the_cli_reaches_an_embedded_api_through_this_client(harness: Harness) -> None:
+    """``skycrawl`` without a running server: the same typed client, in process, one per key
+    (operator and tenant), with the API's problems as ``ApiError``."""
+    from api_harness import OPERATOR_KEY
+
+    from functions.local.client import CliClient
+
+    cli = CliClient.in_process(harness.api)
+    try:
+        operator = cli.as_(OPERATOR_KEY)
+        assert cli.as_(OPERATOR_KEY) is operator
+        made = await operator.create_tenant({"name": "cli"})
+        tenant = cli.as_(made.api_key)
+        accepted = await tenant.submit_crawl(SEED)
+        assert (await tenant.get_crawl(accepted.id)).status.value == "pending"
+        with pytest.raises(ApiError) as refused:
+            await tenant.list_tenants()  # a tenant key is not the operator's
+        assert refused.value.status == 403
+        assert [t.id for t in (await operator.list_tenants()).items] == [made.id]
+    finally:
+        await cli.close()
