@@ -476,6 +476,7 @@ class Conductor:
         crawl = await self.records.crawls.get(msg.tenant_id, msg.crawl_id)
         if crawl is None or crawl.value.state is not CrawlState.cancelled:
             return  # the API could not finish the cancel and reverted it
+        await self.transitions.relay(crawl.value)  # its usage, stored with the cancel
         await self.transitions.finish(crawl.value, CrawlState.cancelled)  # indexes
         if msg.container_id is None:  # cancelled while pending — perhaps reserved already
             for holder in await self.records.live_containers(msg.tenant_id):

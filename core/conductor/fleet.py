@@ -28,6 +28,7 @@ import json
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 
+from core import metering
 from core.conductor.idle_gaps import IdleGaps
 from core.conductor.idle_policy import bin_of, next_edge, policy_from
 from core.conductor.outbox import Outbox, publish, schedule, with_entries
@@ -153,7 +154,9 @@ class ContainerFleet:
         )
         # the startup watchdog is stored with the record: whatever happens after this write,
         # a container that never says ready is reaped
-        container = with_entries(container, self._watchdog(container, startup=True))
+        container = with_entries(
+            container, self._watchdog(container, startup=True), metering.cold_start(container)
+        )
         created = await self._records.containers.create(tenant.id, container.id, container)
         claimed = await self._claim_fleet_slot(tenant, container.id, expect_fleet)
         if not claimed:
@@ -482,17 +485,17 @@ class ContainerFleet:
         def finish(c: Container) -> Container | None:
             if not c.state.live or not c.stop_requested:
                 return None
-            return c.model_copy(
+            return c.model_copy(  # its timers are moot; its bill is stored with the change
                 update={
                     "state": c.final_state or ContainerState.stopped,
                     "stopped_at": now,
                     "idle_since": None,
-                    "outbox": (),
+                    "outbox": metering.container_time(c, now),
                 }
             )
 
-        final, changed = await self._records.containers.mutate(
-            container.tenant_id, container.id, finish
+        final, changed = await self._outbox.mutate(
+            self._records.containers, container.tenant_id, container.id, finish
         )
         if final is None or final.state.live:
             return None
