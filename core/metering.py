@@ -308,17 +308,13 @@ class Meter:
 
 
 def periods(
-    buckets: Iterable[UsageBucket], start: datetime, end: datetime, granularity: Granularity
+    buckets: Iterable[UsageBucket], granularity: Granularity
 ) -> list[tuple[datetime, datetime, Usage]]:
-    """Every period from ``start`` to ``end`` (empty ones included), with its usage."""
+    """The periods (hours, days or UTC months) that have usage, oldest first."""
     by_start: dict[datetime, Usage] = {}
     for bucket in buckets:
         begin = period_start(bucket.hour, granularity)
         by_start[begin] = by_start.get(begin, Usage()).plus(bucket.usage)
-    out: list[tuple[datetime, datetime, Usage]] = []
-    cursor = period_start(start, granularity)
-    while cursor < end:
-        following = next_period(cursor, granularity)
-        out.append((cursor, following, by_start.get(cursor, Usage())))
-        cursor = following
-    return out
+    return [
+        (begin, next_period(begin, granularity), usage) for begin, usage in sorted(by_start.items())
+    ]

@@ -302,6 +302,7 @@ class CrawlRoutes:
                 Reply(409, "The same Idempotency-Key is in flight.", headers=("Retry-After",)),
                 Reply(422, "Invalid body, unsafe URL or reused Idempotency-Key."),
                 *JSON_BODY_ERRORS,
+                Reply(402, "The monthly budget is spent (problem budget-reached)."),
                 Reply(429, "A quota was reached.", headers=("Retry-After",)),
             ),
             params=(
