@@ -33,7 +33,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
-from core.budgets import Budgets
+from core.budgets import Budgets, budgets_table, months_table
 from core.clock import Clock
 from core.delivery_models import delivery_tables
 from core.errors import (
@@ -45,6 +45,7 @@ from core.errors import (
     Unauthorized,
 )
 from core.layout import subscription_name, tenant_prefix, tenant_topic
+from core.metering import Meter
 from core.models import Crawl, CrawlState, Egress, Frozen, Tenant, TenantCreate, TenantState
 from core.ports.blob_store import BlobStore
 from core.ports.container_runtime import ContainerRuntime
@@ -367,6 +368,9 @@ class TenantService:
             records.web_users,
             *delivery_tables(records),
             Table(records.state, "session_routes", Frozen),  # core.conductor.egress_health
+            Meter(records.state).buckets,  # its usage: read GET /v1/usage before a teardown
+            budgets_table(records),
+            months_table(records),
         )
         for table in tables:
             await _empty_partition(table, tenant.id)

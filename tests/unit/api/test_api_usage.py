@@ -150,3 +150,19 @@ async def test_an_invalid_budget_is_refused_and_nothing_changes(
     assert_problem(negative, 422)
     assert_problem(private, 422)
     assert after["budget"] is None
+
+
+async def test_teardown_removes_the_usage_and_the_budget(
+    harness: Harness, tenant: tuple[str, str]
+) -> None:
+    tenant_id, key = tenant
+    await _use(harness, tenant_id, 0, 6.0)
+    await harness.call("PUT", "/v1/budget", key=key, json_body={"monthly_amount": 5})
+    assert await harness.count("budget_months") == 1
+
+    response = await harness.call("DELETE", f"/v1/tenants/{tenant_id}", key=OPERATOR_KEY)
+
+    assert response.status == 204, response.body
+    assert await harness.count("usage") == 0
+    assert await harness.count("budgets") == 0
+    assert await harness.count("budget_months") == 0

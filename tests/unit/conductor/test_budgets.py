@@ -11,45 +11,24 @@ from __future__ import annotations
 import json
 import time
 
-from conductor_harness import Harness, MakeHarness, start_ready
-from test_webhooks import receiver
+from conductor_harness import MakeHarness, start_ready
+from test_webhooks import notifying, receiver
 
 from core.budgets import BUDGET_KEY, Budget, budgets_table
-from core.conductor import Conductor
-from core.conductor.outbox import Outbox
 from core.messages import CancelCrawl
 from core.models import CrawlState, Egress
-from core.netguard import AddressPolicy
 from core.webhook_signing import verify_signature
-from core.webhooks import WebhookNotifier, rotate_secret
+from core.webhooks import rotate_secret
 
 #: 1 cent a second, billed at least 60 s: a running container has cost 0.60 at once.
 FARGATE = Egress(name="fargate", cost_per_second=0.01, min_billed_s=60.0)
-
-
-def _with_webhooks(h: Harness) -> Conductor:
-    notifier = WebhookNotifier(
-        policy=AddressPolicy.from_cidrs(["127.0.0.0/8"]),
-        records=h.records,
-        outbox=Outbox(h.ports),
-        clock=h.clock,
-        inbox_queue=h.settings.inbox_queue,
-    )
-    return Conductor(
-        ports=h.ports,
-        settings=h.settings,
-        engine_env={},
-        records=h.records,
-        notifier=notifier,
-        events=notifier,
-    )
 
 
 async def test_thresholds_are_warned_once_each_and_the_limit_stops_running_crawls(
     make_harness: MakeHarness,
 ) -> None:
     h = await make_harness(egresses=[FARGATE], heartbeat_timeout_s=400.0, idle_ttl_s=300.0)
-    h.conductor = _with_webhooks(h)
+    h.conductor = notifying(h)
     await h.add_tenant()
     secrets, _ = await rotate_secret(h.records, "t1", h.clock.now(), keep_old=False)
     with receiver(200) as hook:
