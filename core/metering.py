@@ -6,8 +6,9 @@ What is counted, and when
       egress's ``min_billed_s``: Fargate bills 60 s for a 20 s task) and their **cost**
       (billed seconds times the egress's ``cost_per_second``), per egress, when its record
       becomes final (stopped or failed), spread over the hours it ran; the extra seconds of a
-      minimum billing go to its last hour. ``requests`` are the HTTP requests its heartbeats
-      reported (``Container.health``);
+      minimum billing go to its last hour (a container the runtime refused to start is not
+      billed). ``requests`` are the HTTP requests its heartbeats reported
+      (``Container.health``);
     * a crawl's **pages** (fetched), **failed pages** and **bytes** (``crawls`` + 1) when it
       becomes terminal, in the hour it finished.
 

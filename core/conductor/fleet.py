@@ -46,6 +46,9 @@ log = logging.getLogger("skycrawl.conductor")
 #: taken as lost (a runtime may not list a container it was asked to start a moment ago).
 RUNTIME_UNKNOWN_LIMIT = 2
 
+#: The reason of a container the runtime refused to start: it never ran, so it is not billed.
+START_FAILED = "start failed"
+
 #: Watchdog checks per ``heartbeat_timeout_s``: a container is reaped after this many checks
 #: in a row without a heartbeat (silent for 1 to 1 + 1/N timeouts).
 WATCHDOG_CHECKS = 4
@@ -178,7 +181,7 @@ class ContainerFleet:
             await runtime.start_container(spec=self._spec(tenant, egress, container))
         except Exception as exc:
             log.warning("starting container %s failed: %s", container.id, exc)
-            await self.request_stop(container, ContainerState.failed, f"start failed: {exc}")
+            await self.request_stop(container, ContainerState.failed, f"{START_FAILED}: {exc}")
             with contextlib.suppress(Retryable):  # housekeeping retries a stop that failed
                 await self.finalize(container)
             raise Retryable(f"could not start a container: {exc}") from exc
@@ -485,12 +488,13 @@ class ContainerFleet:
         def finish(c: Container) -> Container | None:
             if not c.state.live or not c.stop_requested:
                 return None
+            never_ran = (c.reason or "").startswith(START_FAILED)
             return c.model_copy(  # its timers are moot; its bill is stored with the change
                 update={
                     "state": c.final_state or ContainerState.stopped,
                     "stopped_at": now,
                     "idle_since": None,
-                    "outbox": metering.container_time(c, now),
+                    "outbox": () if never_ran else metering.container_time(c, now),
                 }
             )
 

@@ -185,3 +185,16 @@ async def test_an_instance_dying_anywhere_in_a_stop_bills_the_container_once(
     usage = await _usage(h)
     assert (usage.cold_starts, usage.billed_seconds) == (1, billed)
     assert usage.cost == pytest.approx(billed * 0.01)
+
+
+async def test_a_container_the_runtime_refused_to_start_is_not_billed(fargate: Harness) -> None:
+    await fargate.add_tenant()
+    fargate.runtime.fail_starts = 1
+    await fargate.submit()
+    await fargate.pump()
+    refused = next(c for c in await fargate.containers() if c.reason)
+    assert refused.state is ContainerState.failed
+
+    usage = await _usage(fargate)
+
+    assert (usage.container_seconds, usage.billed_seconds, usage.cost) == (0.0, 0.0, 0.0)
