@@ -225,7 +225,9 @@ def main() -> int:
         f"{os.cpu_count()} CPUs, load {load_before:.2f} -> {load_after:.2f}; medians of "
         f"{args.rounds} fresh processes each; goal {GOAL_MS:.0f} ms to the first response\n"
     )
-    print("| entry point | bare python ms | import ms | first response ms | over bare ms | answer |")
+    print(
+        "| entry point | bare python ms | import ms | first response ms | over bare ms | answer |"
+    )
     print("|---|---|---|---|---|---|")
     for r in rows:
         print(

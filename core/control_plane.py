@@ -45,7 +45,12 @@ def build_control_plane(
         inbox_queue=settings.inbox_queue,
     )
     conductor = Conductor(
-        ports=ports, settings=settings, engine_env=engine_env, records=records, notifier=notifier
+        ports=ports,
+        settings=settings,
+        engine_env=engine_env,
+        records=records,
+        notifier=notifier,
+        events=notifier,
     )
     tenants = TenantService(
         records=records,

@@ -9,6 +9,7 @@
     ├── Unauthorized          missing or wrong key: answer 401
     ├── Forbidden             a valid key that may not do this: answer 403
     ├── QuotaExceeded         a tenant limit: answer 429 with Retry-After
+    ├── BudgetReached         the tenant's monthly budget is spent: answer 402
     ├── Conflict              a compare-and-set lost a race: reload and decide again
     ├── Retryable             a transient fault: try again later (the message stays leased)
     ├── ContainerGone         the container is not there any more: re-dispatch its work
@@ -56,6 +57,14 @@ class QuotaExceeded(SkycrawlError):
         super().__init__(detail)
         self.detail = detail
         self.retry_after = retry_after
+
+
+class BudgetReached(SkycrawlError):
+    """The tenant's monthly budget is spent; nothing new runs until it is raised."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail)
+        self.detail = detail
 
 
 class Conflict(SkycrawlError):

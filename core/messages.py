@@ -188,6 +188,18 @@ class ProxyCooldown(Frozen):
     epoch: int
 
 
+class BudgetWarning(Frozen):
+    """A tenant's spending reached ``threshold`` percent of its monthly budget (sent once
+    per threshold and month, from the outbox of the ``BudgetMonth`` that recorded it)."""
+
+    type: Literal["budget.warning"] = "budget.warning"
+    tenant_id: str
+    month: str
+    threshold: int
+    spent: float
+    amount: float
+
+
 InboxMessage = Annotated[
     CrawlSubmitted
     | ContainerReady
@@ -203,7 +215,8 @@ InboxMessage = Annotated[
     | WebhookDue
     | WebhookSecretRetire
     | ScheduleFire
-    | ProxyCooldown,
+    | ProxyCooldown
+    | BudgetWarning,
     Field(discriminator="type"),
 ]
 

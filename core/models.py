@@ -251,11 +251,12 @@ class OutboxEntry(Frozen):
 
     ``kind``: ``send`` puts ``body`` on queue ``target``; ``publish`` on topic ``target``;
     ``schedule`` delivers to queue ``target`` after ``delay_s`` (measured by the scheduler's
-    own clock, never by an instance's).
+    own clock, never by an instance's); ``meter`` adds ``body`` (a ``core.metering.MeterEvent``)
+    to tenant ``target``'s usage, once (the bucket keeps the event's dedupe key).
     """
 
     id: str
-    kind: Literal["send", "publish", "schedule"]
+    kind: Literal["send", "publish", "schedule", "meter"]
     target: str
     body: str
     attributes: dict[str, str] = {}

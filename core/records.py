@@ -21,6 +21,10 @@ web_sessions   tenant id   SHA-256 of id   ``WebSession`` (expires; ``"operator"
                                            operator console)
 idle           tenant id   "idle"          ``IdleStats``: idle-gap histogram, open gap
 =============  ==========  ==============  ==============================================
+
+Tables kept by other modules: ``usage`` (``core.metering``), ``budgets`` and
+``budget_months`` (``core.budgets``), ``webhook_*`` and ``schedules``
+(``core.delivery_models``).
 """
 
 from __future__ import annotations

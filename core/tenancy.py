@@ -33,10 +33,19 @@ from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
+from core.budgets import Budgets, budgets_table, months_table
 from core.clock import Clock
 from core.delivery_models import delivery_tables
-from core.errors import Conflict, InvalidRequest, NotFound, QuotaExceeded, Unauthorized
+from core.errors import (
+    BudgetReached,
+    Conflict,
+    InvalidRequest,
+    NotFound,
+    QuotaExceeded,
+    Unauthorized,
+)
 from core.layout import subscription_name, tenant_prefix, tenant_topic
+from core.metering import Meter
 from core.models import Crawl, CrawlState, Egress, Frozen, Tenant, TenantCreate, TenantState
 from core.ports.blob_store import BlobStore
 from core.ports.container_runtime import ContainerRuntime
@@ -259,6 +268,7 @@ class TenantService:
                 retry_after=PENDING_RETRY_AFTER_S,
             )
         now = self._clock.now()
+        await self._check_budget(tenant, now)
         bucket, next_minute = minute_bucket(now)
         count = await self._increment(tenant.id, bucket, now)
         if count > quotas.submissions_per_minute:
@@ -267,6 +277,17 @@ class TenantService:
                 f"more than {quotas.submissions_per_minute} submissions this minute",
                 retry_after=wait,
             )
+
+    async def _check_budget(self, tenant: Tenant, now: datetime) -> None:
+        """``BudgetReached`` once housekeeping found this month's budget spent."""
+        budgets = Budgets(self._records)
+        month = await budgets.month(tenant.id, now)
+        if month is None or not month.reached or await budgets.budget(tenant.id) is None:
+            return
+        raise BudgetReached(
+            f"the monthly budget of {month.amount:g} is reached ({month.spent:.2f} spent in "
+            f"{month.month}); new crawls start again when it is raised (PUT /v1/budget)"
+        )
 
     async def _increment(self, tenant_id: str, bucket: str, now: datetime) -> int:
         table = self._records.rate
@@ -347,6 +368,9 @@ class TenantService:
             records.web_users,
             *delivery_tables(records),
             Table(records.state, "session_routes", Frozen),  # core.conductor.egress_health
+            Meter(records.state).buckets,  # its usage: read GET /v1/usage before a teardown
+            budgets_table(records),
+            months_table(records),
         )
         for table in tables:
             await _empty_partition(table, tenant.id)

@@ -151,22 +151,38 @@ class WebhookNotifier:
         keys = await self._secrets.get(crawl.tenant_id, SECRETS_KEY)
         signing = [] if keys is None else [keys.value.current, *keys.value.retiring]
         sent_at = self._clock.now()
-        result = await self._post(url, crawl, body, [s.secret for s in signing])
+        event, delivery = f"crawl.{crawl.state.value}", f"whd_{crawl.id}"
+        result = await self._post(url, event, delivery, body, [s.secret for s in signing])
         await self._record(crawl, attempt, sent_at, result, signed=bool(signing))
 
-    async def _post(self, url: str, crawl: Crawl, body: bytes, keys: list[str]) -> _Result:
+    async def send_event(
+        self, *, tenant_id: str, url: str, event: str, delivery: str, payload: dict[str, object]
+    ) -> bool:
+        """Post one tenant event (a budget warning) to ``url``, signed with the tenant's
+        secrets like a crawl's webhook, once; True if it was delivered (2xx)."""
+        keys = await self._secrets.get(tenant_id, SECRETS_KEY)
+        signing = [] if keys is None else [keys.value.current, *keys.value.retiring]
+        body = json.dumps(payload, sort_keys=True).encode()
+        result = await self._post(url, event, delivery, body, [s.secret for s in signing])
+        if not result.delivered:
+            log.warning("%s of tenant %s not delivered: %s", event, tenant_id, result.error)
+        return result.delivered
+
+    async def _post(
+        self, url: str, event: str, delivery: str, body: bytes, keys: list[str]
+    ) -> _Result:
         started = time.monotonic()
         try:
             target, host = await self._pinned(url)
         except (UnsafeUrl, OSError) as exc:
-            log.warning("webhook of crawl %s not sent: %s", crawl.id, redact_text(str(exc)))
+            log.warning("webhook %s not sent: %s", delivery, redact_text(str(exc)))
             return _Result(None, f"refused: {redact_text(str(exc))}", 0.0)
         headers = {
             "host": host,
             "user-agent": USER_AGENT,
             "content-type": "application/json",
-            "skycrawl-event": f"crawl.{crawl.state.value}",
-            "skycrawl-delivery": f"whd_{crawl.id}",
+            "skycrawl-event": event,
+            "skycrawl-delivery": delivery,
         }
         if keys:
             headers[SIGNATURE_HEADER.lower()] = signature_header(keys, int(self._wall()), body)
@@ -184,7 +200,7 @@ class WebhookNotifier:
                 error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
                 return _Result(None, redact_text(error), _ms(started))
         if response.status_code >= 400:
-            log.warning("webhook of crawl %s: HTTP %s", crawl.id, response.status_code)
+            log.warning("webhook %s: HTTP %s", delivery, response.status_code)
         return _Result(response.status_code, None, _ms(started))
 
     async def _pinned(self, url: str) -> tuple[str, str]:

@@ -25,7 +25,9 @@ from core.api.schemas import (
     TenantList,
     TenantView,
 )
+from core.api.usage_routes import BudgetView, UsageReport
 from core.api.webhook_routes import WebhookSecretCreated, WebhookSecretView
+from core.budgets import Budget
 from core.delivery_models import ScheduleCreate
 from core.models import CrawlSpec, TenantCreate
 
@@ -224,6 +226,34 @@ class AsyncSkycrawl:
 
     async def get_webhook_secret(self) -> WebhookSecretView:
         return await self._call(WebhookSecretView, "GET", "/v1/webhooks/secret")
+
+    async def revoke_webhook_secrets(self) -> None:
+        """Revoke every signing secret at once: deliveries go out unsigned until a new one."""
+        await self._no_content("DELETE", "/v1/webhooks/secret")
+
+    # ------------------------------------------------------------------ usage, budget
+
+    async def get_usage(
+        self,
+        *,
+        start: str | None = None,
+        end: str | None = None,
+        granularity: str | None = None,
+        tenant: str | None = None,
+    ) -> UsageReport:
+        """Usage and cost per period (ISO 8601 ``start``/``end``); the operator's key sees
+        every tenant, or ``tenant``."""
+        query = _query(**{"from": start, "to": end, "granularity": granularity, "tenant": tenant})
+        return await self._call(UsageReport, "GET", "/v1/usage", query=query)
+
+    async def get_budget(self) -> BudgetView:
+        return await self._call(BudgetView, "GET", "/v1/budget")
+
+    async def put_budget(self, budget: Budget | Mapping[str, Any]) -> BudgetView:
+        return await self._call(BudgetView, "PUT", "/v1/budget", body=budget)
+
+    async def delete_budget(self) -> None:
+        await self._no_content("DELETE", "/v1/budget")
 
     # ------------------------------------------------------------------ schedules
 

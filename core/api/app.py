@@ -12,6 +12,8 @@ Routes (see ``/openapi.json``)::
     GET    /v1/tenants[/{id}]             operator  list / get
     DELETE /v1/tenants/{id}               operator  teardown (204)
     GET    /v1/containers                 operator  every container record
+    GET    /v1/usage                      both      usage and cost per period (operator: all)
+    GET    /v1/budget, PUT, DELETE        tenant    the monthly budget (402 on crawls once spent)
     GET    /v1/keys, POST /v1/keys        tenant    list / create API keys (shown once)
     POST   /v1/keys/{prefix}/rotate       tenant    replace a key; DELETE /v1/keys/{prefix} revokes
     GET    /healthz, /openapi.json        public
@@ -43,6 +45,7 @@ from core.api.routing import Context, Reply, Route, Router
 from core.api.schedule_routes import ScheduleRoutes
 from core.api.schemas import Health
 from core.api.tenants import TenantRoutes
+from core.api.usage_routes import UsageRoutes
 from core.api.webhook_routes import WebhookRoutes
 from core.clock import Clock
 from core.errors import ConfigurationError, Forbidden, Unauthorized
@@ -106,6 +109,7 @@ class Api:
         results = ResultRoutes(records=records, blobs=blobs, urls=urls)
         admin = TenantRoutes(records=records, tenants=tenants, settings=settings)
         hooks = WebhookRoutes(records=records, bus=bus, clock=clock, inbox=settings.inbox_queue)
+        usage = UsageRoutes(records=records, clock=clock, policy=policy)
         self.router = Router(
             [
                 *self._system_routes(),
@@ -113,6 +117,7 @@ class Api:
                 *results.routes(),
                 *admin.routes(),
                 *hooks.routes(),
+                *usage.routes(),
                 *ScheduleRoutes(
                     records=records,
                     bus=bus,
@@ -174,6 +179,10 @@ class Api:
 
     async def _authenticate(self, route: Route, request: ApiRequest) -> Tenant | None:
         header = request.header("authorization")
+        if route.auth == "either":
+            if self._is_operator(header):
+                return None
+            return await self._tenants.authenticate(header)
         if route.auth == "tenant":
             try:
                 return await self._tenants.authenticate(header)

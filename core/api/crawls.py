@@ -34,6 +34,7 @@ from core.errors import (
     UnsafeUrl,
 )
 from core.messages import CancelRequested, CrawlSubmitted, encode
+from core.metering import crawl_done
 from core.models import Crawl, CrawlSpec, CrawlState, Frozen, Tenant
 from core.netguard import AddressPolicy, check_url
 from core.output import allowed_handlers, handler_allowed
@@ -275,6 +276,8 @@ class CrawlRoutes:
             now = self._clock.now()
             update = {"state": CrawlState.cancelled, "finished_at": now, "updated_at": now}
             after = before.model_copy(update={**update, "reason": "cancelled by the tenant"})
+            # its usage is counted with the change; the conductor relays it on CancelRequested
+            after = after.model_copy(update={"outbox": (*after.outbox, crawl_done(after, now))})
             try:
                 return before, await self._records.crawls.replace(found, after)
             except Conflict:
@@ -303,6 +306,7 @@ class CrawlRoutes:
                 Reply(409, "The same Idempotency-Key is in flight.", headers=("Retry-After",)),
                 Reply(422, "Invalid body, unsafe URL or reused Idempotency-Key."),
                 *JSON_BODY_ERRORS,
+                Reply(402, "The monthly budget is spent (problem budget-reached)."),
                 Reply(429, "A quota was reached.", headers=("Retry-After",)),
             ),
             params=(

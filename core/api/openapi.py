@@ -25,6 +25,7 @@ _HEADER_SCHEMAS: dict[str, dict[str, Any]] = {
 _SECURITY: dict[str, list[dict[str, list[str]]]] = {
     "tenant": [{"tenantKey": []}],
     "operator": [{"operatorKey": []}],
+    "either": [{"tenantKey": []}, {"operatorKey": []}],
     "none": [],
 }
 

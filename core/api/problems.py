@@ -18,6 +18,7 @@ from pydantic import ValidationError
 
 from core.api.http import PROBLEM_JSON, ApiResponse
 from core.errors import (
+    BudgetReached,
     Conflict,
     Forbidden,
     InvalidRequest,
@@ -119,6 +120,8 @@ def _from_domain(exc: SkycrawlError) -> HttpProblem:
             title="Quota exceeded",
             headers={"retry-after": str(exc.retry_after)},
         )
+    if isinstance(exc, BudgetReached):
+        return HttpProblem(402, exc.detail, slug="budget-reached", title="Budget reached")
     if isinstance(exc, Conflict | Retryable):
         log.warning("transient failure while handling a request: %s", exc)
         return HttpProblem(

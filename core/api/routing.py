@@ -13,7 +13,8 @@ from core.api.problems import HttpProblem
 from core.errors import Unauthorized
 from core.models import Tenant
 
-Auth = Literal["tenant", "operator", "none"]
+#: Who may call a route; ``either``: a tenant key (``Context.tenant`` set) or the operator's.
+Auth = Literal["tenant", "operator", "either", "none"]
 
 
 @dataclass(frozen=True, slots=True)

@@ -34,6 +34,7 @@ from typing import Protocol
 
 from pydantic import ValidationError
 
+from core.conductor.budget_guard import BudgetGuard, EventSender
 from core.conductor.egress_health import EgressHealthKeeper
 from core.conductor.fleet import ContainerFleet
 from core.conductor.outbox import Outbox, publish, send, with_entries
@@ -42,6 +43,7 @@ from core.conductor.transitions import CrawlTransitions
 from core.errors import InvalidRequest
 from core.layout import subscription_name, tenant_topic
 from core.messages import (
+    BudgetWarning,
     CancelCrawl,
     CancelRequested,
     ContainerExited,
@@ -96,6 +98,7 @@ class Conductor:
         records: Records | None = None,
         new_id: Callable[[], str] | None = None,
         notifier: Notifier | None = None,
+        events: EventSender | None = None,
     ) -> None:
         self.ports = ports
         self.settings = settings
@@ -117,6 +120,9 @@ class Conductor:
             settings=settings,
             fleet=self.fleet,
             outbox=self.outbox,
+        )
+        self.budget = BudgetGuard(
+            ports=ports, records=self.records, settings=settings, outbox=self.outbox, events=events
         )
         self.router = Router(
             ports=ports,
@@ -189,6 +195,8 @@ class Conductor:
                 )
             case ProxyCooldown():
                 await self.health.on_cooldown(message)
+            case BudgetWarning():
+                await self.budget.on_warning(message)
 
     # ------------------------------------------------------------------ placement
 
@@ -476,6 +484,7 @@ class Conductor:
         crawl = await self.records.crawls.get(msg.tenant_id, msg.crawl_id)
         if crawl is None or crawl.value.state is not CrawlState.cancelled:
             return  # the API could not finish the cancel and reverted it
+        await self.transitions.relay(crawl.value)  # its usage, stored with the cancel
         await self.transitions.finish(crawl.value, CrawlState.cancelled)  # indexes
         if msg.container_id is None:  # cancelled while pending — perhaps reserved already
             for holder in await self.records.live_containers(msg.tenant_id):

@@ -28,6 +28,7 @@ import json
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 
+from core import metering
 from core.conductor.idle_gaps import IdleGaps
 from core.conductor.idle_policy import bin_of, next_edge, policy_from
 from core.conductor.outbox import Outbox, publish, schedule, with_entries
@@ -44,6 +45,9 @@ log = logging.getLogger("skycrawl.conductor")
 #: The runtime must fail to know a container this many watchdog checks in a row before it is
 #: taken as lost (a runtime may not list a container it was asked to start a moment ago).
 RUNTIME_UNKNOWN_LIMIT = 2
+
+#: The reason of a container the runtime refused to start: it never ran, so it is not billed.
+START_FAILED = "start failed"
 
 #: Watchdog checks per ``heartbeat_timeout_s``: a container is reaped after this many checks
 #: in a row without a heartbeat (silent for 1 to 1 + 1/N timeouts).
@@ -153,7 +157,9 @@ class ContainerFleet:
         )
         # the startup watchdog is stored with the record: whatever happens after this write,
         # a container that never says ready is reaped
-        container = with_entries(container, self._watchdog(container, startup=True))
+        container = with_entries(
+            container, self._watchdog(container, startup=True), metering.cold_start(container)
+        )
         created = await self._records.containers.create(tenant.id, container.id, container)
         claimed = await self._claim_fleet_slot(tenant, container.id, expect_fleet)
         if not claimed:
@@ -175,7 +181,7 @@ class ContainerFleet:
             await runtime.start_container(spec=self._spec(tenant, egress, container))
         except Exception as exc:
             log.warning("starting container %s failed: %s", container.id, exc)
-            await self.request_stop(container, ContainerState.failed, f"start failed: {exc}")
+            await self.request_stop(container, ContainerState.failed, f"{START_FAILED}: {exc}")
             with contextlib.suppress(Retryable):  # housekeeping retries a stop that failed
                 await self.finalize(container)
             raise Retryable(f"could not start a container: {exc}") from exc
@@ -482,17 +488,18 @@ class ContainerFleet:
         def finish(c: Container) -> Container | None:
             if not c.state.live or not c.stop_requested:
                 return None
-            return c.model_copy(
+            never_ran = (c.reason or "").startswith(START_FAILED)
+            return c.model_copy(  # its timers are moot; its bill is stored with the change
                 update={
                     "state": c.final_state or ContainerState.stopped,
                     "stopped_at": now,
                     "idle_since": None,
-                    "outbox": (),
+                    "outbox": () if never_ran else metering.container_time(c, now),
                 }
             )
 
-        final, changed = await self._records.containers.mutate(
-            container.tenant_id, container.id, finish
+        final, changed = await self._outbox.mutate(
+            self._records.containers, container.tenant_id, container.id, finish
         )
         if final is None or final.state.live:
             return None

@@ -3,6 +3,8 @@
 It measures no time between two instances' clocks — liveness is the watchdog timers' job
 (``fleet.py``). What it does, per tenant:
 
+* evaluate the tenant's budget (``budget_guard.py``): warn once per threshold, and at the
+  limit cancel its pending and running crawls;
 * relay outbox entries a crashed instance left on container and crawl records;
 * finish stops that failed (``stop_requested``): retry the runtime's stop until it confirms,
   and only then free the slot and take the work back;
@@ -61,6 +63,7 @@ class Housekeeper:
         for tenant in await self._c.records.tenants.query("tenants"):
             tenant_id = tenant.value.id
             try:  # a fault (a container that cannot stop) must not hold up other tenants
+                await self._c.budget.check(tenant_id)  # at the limit: its crawls stop
                 for versioned in await self._c.records.containers.query(tenant_id):
                     await self._check(versioned.value, report)
                 await self._reconcile_fleet(tenant_id)

@@ -3,7 +3,8 @@
 The StateStore offers compare-and-set on one item, not transactions across items or with the
 bus. So a transition that must send something (a dispatch implies ``RunCrawl``, a requeue
 ``CrawlSubmitted``, an idle container a kill timer, a drain ``DrainContainer`` and a
-``StopDue`` timer) writes those messages *on the record it changes*, in the same
+``StopDue`` timer, a finished crawl or stopped container its usage — ``meter`` entries, applied to
+the state store rather than sent) writes those messages *on the record it changes*, in the same
 compare-and-set (``Crawl.outbox``, ``Container.outbox``). ``relay`` then delivers them and
 clears exactly the entries it delivered. A crash between the write and the relay leaves the
 entries on the record: the handler of the redelivered message, or housekeeping, relays them. Receivers are idempotent, so an entry relayed twice is harmless.
@@ -19,6 +20,7 @@ from collections.abc import Callable
 from typing import Literal, TypeVar
 
 from core.messages import encode
+from core.metering import Meter
 from core.models import Frozen, OutboxEntry
 from core.ports import OutboundMessage, Ports
 from core.records import Table
@@ -26,7 +28,7 @@ from core.records import Table
 R = TypeVar("R", bound=Frozen)
 
 
-Kind = Literal["send", "publish", "schedule"]
+Kind = Literal["send", "publish", "schedule", "meter"]
 
 
 def _entry(kind: Kind, target: str, message: Frozen, delay_s: float = 0.0) -> OutboxEntry:
@@ -64,6 +66,7 @@ class Outbox:
 
     def __init__(self, ports: Ports) -> None:
         self._ports = ports
+        self.meter = Meter(ports.state)
 
     @property
     def max_delay_s(self) -> float:
@@ -72,7 +75,9 @@ class Outbox:
 
     async def deliver(self, entry: OutboxEntry) -> None:
         message = OutboundMessage(body=entry.body.encode(), attributes=entry.attributes)
-        if entry.kind == "send":
+        if entry.kind == "meter":  # usage, counted once by its dedupe key (core.metering)
+            await self.meter.apply_entry(entry)
+        elif entry.kind == "send":
             await self._ports.bus.send(queue=entry.target, message=message)
         elif entry.kind == "publish":
             await self._ports.bus.publish(topic=entry.target, message=message)

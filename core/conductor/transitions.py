@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import logging
 
+from core import metering
 from core.conductor.fleet import ContainerFleet
 from core.conductor.outbox import Outbox, publish, send, with_entries
 from core.errors import Conflict
@@ -130,6 +131,7 @@ class CrawlTransitions:
             if counts is not None:
                 update["counts"] = counts
             new = c.model_copy(update=update)
+            new = with_entries(new, metering.crawl_done(new, now))  # its usage, counted once
             if c.spec.webhook_url:
                 due = WebhookDue(tenant_id=c.tenant_id, crawl_id=c.id)
                 return with_entries(new, send(self.settings.inbox_queue, due))
@@ -138,6 +140,8 @@ class CrawlTransitions:
         final, changed = await self._outbox.mutate(
             self.records.crawls, crawl.tenant_id, crawl.id, end
         )
+        if not changed and final is not None and final.state.terminal and final.outbox:
+            final = await self.relay(final)  # left by an instance that died after the change
         if final is not None and final.state.terminal:
             await self._drop_indexes(final)
         return changed

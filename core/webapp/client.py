@@ -65,6 +65,8 @@ class InProcessApi:
                 raise Forbidden("an operator route")
             if route.auth == "tenant" and tenant is None:
                 raise Forbidden("a tenant route")
+            if route.auth == "either" and tenant is None and not operator:
+                raise Forbidden("a tenant route")
             response = await route.handler(Context(request, params, tenant))
         except Exception as exc:
             response = problem_response(from_exception(exc), instance=path)

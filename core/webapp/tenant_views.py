@@ -129,9 +129,16 @@ class TenantViews:
         )
 
     async def _metering(self, wr: WebRequest) -> dict[str, Any] | None:
-        """Usage and cost, from the API's ``GET /v1/usage`` once metering adds it; None until."""
-        answer = await self.app.api.call("GET", "/v1/usage", tenant=wr.owner)
-        return answer.data if answer.ok and isinstance(answer.data, dict) else None
+        """This UTC month's usage and cost per day (``GET /v1/usage``) and the budget
+        (``GET /v1/budget``); None if the API does not answer."""
+        answer = await self.app.api.call(
+            "GET", "/v1/usage", tenant=wr.owner, query={"granularity": "day"}
+        )
+        budget = await self.app.api.call("GET", "/v1/budget", tenant=wr.owner)
+        if not answer.ok or not isinstance(answer.data, dict) or not answer.data["tenants"]:
+            return None
+        usage: dict[str, Any] = answer.data["tenants"][0]
+        return {**usage, "budget": budget.data if budget.ok else None}
 
     # ------------------------------------------------------------------ keys
 

@@ -45,6 +45,12 @@ from functions.local.export_command import add_export_command, export_crawl
 from functions.local.fleet_status import FLEET_COLUMNS, fleet_cells
 from functions.local.progress import containers_of
 from functions.local.session import DataDirBusy, open_session
+from functions.local.usage_command import (
+    UsageInputError,
+    add_usage_command,
+    show_usage,
+    usage_query,
+)
 
 EXIT_ERROR, EXIT_USAGE = 1, 2
 UP_PROVIDERS = ("local", "selfhosted")  # what `skycrawl up` can run on this machine
@@ -101,6 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("status", help="show the stack, its tenants and containers")
     add_export_command(sub)
+    add_usage_command(sub)
     from simulator.command import add_parser as add_simulate
 
     add_simulate(sub)
@@ -359,6 +366,12 @@ async def _tenants(args: argparse.Namespace) -> int:
     return 0
 
 
+async def _usage_report(args: argparse.Namespace) -> int:
+    usage_query(args)  # a backwards range is refused before a stack is opened
+    async with open_session(_local(args), {}, command="skycrawl usage", read_only=True) as s:
+        return await show_usage(s, args, out)
+
+
 async def _export(args: argparse.Namespace) -> int:
     _check_out_dir(args.out)
     async with open_session(_local(args), {}, command="skycrawl export") as s:
@@ -426,6 +439,8 @@ async def _dispatch(args: argparse.Namespace) -> int:
         return await _tenants(args)
     if args.command == "export":
         return await _export(args)
+    if args.command == "usage":
+        return await _usage_report(args)
     if args.command == "simulate":
         from simulator.command import run as simulate
 
@@ -448,7 +463,7 @@ def main(argv: list[str] | None = None) -> int:
     except DataDirBusy as exc:
         err.print(f"skycrawl: {exc}", markup=False, highlight=False)
         return EXIT_USAGE
-    except UsageError as exc:
+    except (UsageError, UsageInputError) as exc:
         err.print(f"skycrawl: {exc}", markup=False, highlight=False)
         return EXIT_USAGE
     except ValidationError as exc:

@@ -72,3 +72,17 @@ def settings_error_line(exc: ValidationError) -> str:
     shown = f" (got {got!r})" if isinstance(got, str | int | float) else ""
     more = f"; and {exc.error_count() - 1} more" if exc.error_count() > 1 else ""
     return f"{name}: {first['msg']}{shown}{more}"
+
+
+def iso_moment(text: str) -> str:
+    """An ISO 8601 date (``2030-01-31``) or date-time (``2030-01-31T12:00:00+01:00``),
+    passed to the API as written."""
+    from datetime import datetime
+
+    try:
+        datetime.fromisoformat(text.strip().upper())
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"must be an ISO 8601 date or date-time (2030-01-31, 2030-01-31T12:00), not {text!r}"
+        ) from None
+    return text.strip()

@@ -101,6 +101,8 @@ async def test_openapi_lists_every_route_with_security_and_schemas(harness: Harn
         "/v1/schedules/{schedule_id}/pause",
         "/v1/schedules/{schedule_id}/resume",
         "/v1/schedules/{schedule_id}/runs",
+        "/v1/usage",
+        "/v1/budget",
     } == set(document["paths"])
     schemes = document["components"]["securitySchemes"]
     assert schemes["tenantKey"] == {
@@ -129,6 +131,9 @@ async def test_openapi_lists_every_route_with_security_and_schemas(harness: Harn
     assert submit["responses"]["429"]["headers"]["Retry-After"]["schema"]["type"] == "integer"
     assert document["paths"]["/v1/tenants"]["post"]["security"] == [{"operatorKey": []}]
     assert document["paths"]["/healthz"]["get"]["security"] == []
+    either = [{"tenantKey": []}, {"operatorKey": []}]  # a tenant its own, the operator all
+    assert document["paths"]["/v1/usage"]["get"]["security"] == either
+    assert "402" in submit["responses"]  # a spent budget
     ids = [op["operationId"] for ops in document["paths"].values() for op in ops.values()]
     assert len(ids) == len(set(ids))
     text = json.dumps(document)

@@ -8,9 +8,10 @@ from pathlib import Path
 
 import httpx
 import pytest
-from api_harness import SEED, Harness
+from api_harness import SEED, START, Harness
 
 from core.layout import crawl_prefix
+from core.metering import Meter, MeterEvent, Usage
 from functions.local.asgi import create_asgi_app
 from skycrawl_client import ApiError, AsyncSkycrawl, Skycrawl
 
@@ -48,6 +49,10 @@ async def test_the_async_client_round_trips_typed_answers(
     assert csv_text.decode().splitlines() == ["a", "1", "2"]
     secret = await client.rotate_webhook_secret()
     assert (await client.get_webhook_secret()).current.id == secret.current.id
+    await client.revoke_webhook_secrets()
+    with pytest.raises(ApiError) as gone:
+        await client.get_webhook_secret()
+    assert gone.value.status == 404
     made = await client.create_schedule({"cron": "0 3 * * *", "crawl": SEED})
     assert (await client.pause_schedule(made.id)).state == "paused"
     await client.delete_schedule(made.id)
@@ -55,6 +60,25 @@ async def test_the_async_client_round_trips_typed_answers(
     assert (await client.cancel_crawl(accepted.id)).status.value == "cancelled"
     assert (await client.healthz()).status == "ok"
     assert await client.healthz_head() == 200
+
+
+async def test_the_client_reads_usage_and_sets_a_budget(
+    harness: Harness, tenant: Tenant, client: AsyncSkycrawl
+) -> None:
+    usage = Usage(cost=1.25, pages=4)
+    event = MeterEvent(tenant_id=tenant[0], hour=START, event="crawl:x", usage=usage)
+    await Meter(harness.state).apply(event)
+
+    report = await client.get_usage(start="2030-01-01", end="2030-01-02", granularity="hour")
+    set_ = await client.put_budget({"monthly_amount": 10, "thresholds": [50, 100]})
+    await client.delete_budget()
+
+    [mine] = report.tenants
+    assert (mine.tenant_id, mine.total.cost, mine.total.pages) == (tenant[0], 1.25, 4)
+    assert set_.budget is not None
+    assert set_.budget.thresholds == [50, 100]
+    assert set_.spent == 1.25
+    assert (await client.get_budget()).budget is None
 
 
 async def test_a_problem_is_an_api_error_with_its_fields(client: AsyncSkycrawl) -> None:

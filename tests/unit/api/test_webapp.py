@@ -9,10 +9,12 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from api_harness import OPERATOR_KEY, Harness
+from api_harness import OPERATOR_KEY, START, Harness
 from web_client import Browser
 
+from core.budgets import BUDGET_KEY, Budget, Budgets, budgets_table
 from core.layout import manifest_key
+from core.metering import EgressUsage, Meter, MeterEvent, Usage
 from core.models import Container, Egress
 from core.ports.message_bus import OutboundMessage, Queue, dead_letter_queue
 from core.webapp.app import TEMPLATES
@@ -556,7 +558,44 @@ async def test_the_usage_page_shows_what_is_in_use_against_each_quota(harness: H
     page = (await browser.get(f"/t/{tenant_id}/usage")).body.decode()
     assert '<th scope="row">Crawls pending or running</th><td>2</td><td>1000</td>' in page
     assert "<td>2 this minute</td><td>120</td>" in page
-    assert "does not meter usage yet" in page
+    assert "Nothing used yet this month." in page
+    assert "No monthly budget is set" in page
+
+
+async def test_the_usage_page_shows_this_months_cost_per_egress_and_day_and_the_budget(
+    harness: Harness,
+) -> None:
+    tenant_id, _, browser = await signed_in(harness)
+    share = EgressUsage(container_seconds=90.0, billed_seconds=120.0, cost=1.2, cold_starts=2)
+    used = Usage(
+        container_seconds=90.0,
+        billed_seconds=120.0,
+        cost=1.2,
+        cold_starts=2,
+        crawls=3,
+        pages=42,
+        egress={"fargate": share},
+    )
+    meter = Meter(harness.state)
+    await meter.apply(MeterEvent(tenant_id=tenant_id, hour=START, event="a", usage=used))
+    last_month = START - timedelta(days=3)  # not this month: not shown
+    await meter.apply(MeterEvent(tenant_id=tenant_id, hour=last_month, event="b", usage=used))
+    budget = Budget(monthly_amount=1.0)
+    await budgets_table(harness.records).create(tenant_id, BUDGET_KEY, budget)
+    await Budgets(harness.records).evaluate(tenant_id, harness.clock.now())
+
+    page = (await browser.get(f"/t/{tenant_id}/usage")).body.decode()
+
+    assert '<dt>Cost</dt><dd class="cost">1.20</dd>' in page
+    assert "<dd>42 fetched, 0 failed</dd>" in page
+    assert (
+        '<tr><th scope="row">fargate</th><td>90</td><td>120</td><td>2</td><td>1.20</td></tr>'
+        in page
+    )
+    assert '<tr><th scope="row">2030-01-01</th><td>1.20</td><td>42</td><td>2</td></tr>' in page
+    assert "2029-12" not in page
+    assert "1.20 of 1.00 spent in 2030-01" in page
+    assert "<strong>reached</strong>: new crawls are refused (HTTP 402)" in page
 
 
 async def test_the_page_browser_filters_by_status_type_and_url(harness: Harness) -> None:

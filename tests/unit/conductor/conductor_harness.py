@@ -54,6 +54,7 @@ from core.messages import (
     decode_inbox,
     encode,
 )
+from core.metering import crawl_done
 from core.models import (
     Container,
     Crawl,
@@ -354,7 +355,7 @@ class Harness:
             before = c
             if c.state.terminal:
                 return None
-            return c.model_copy(
+            new = c.model_copy(
                 update={
                     "state": CrawlState.cancelled,
                     "finished_at": now,
@@ -362,6 +363,7 @@ class Harness:
                     "reason": "cancelled by the tenant",
                 }
             )
+            return new.model_copy(update={"outbox": (*new.outbox, crawl_done(new, now))})
 
         _, changed = await self.records.crawls.mutate(tenant_id, crawl_id, cancelled)
         assert changed, "only a running or pending crawl can be cancelled"

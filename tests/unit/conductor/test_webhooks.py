@@ -74,6 +74,7 @@ def notifying(harness: Harness) -> Conductor:
         engine_env={},
         records=harness.records,
         notifier=notifier,
+        events=notifier,  # tenant events (budget warnings, ``test_budgets``)
     )
 
 
