@@ -59,11 +59,16 @@ from azure.mgmt.resource.resources.models import GenericResource
 from adapters.azure.errors import translated_errors
 from adapters.azure.settings import AzureSettings
 from core.errors import ConfigurationError, InvalidRequest, Retryable
-from core.layout import tenant_topic
+from core.layout import tenant_prefix, tenant_topic
 from core.ports.message_bus import MessageBus
 
 DEPLOYMENTS_API = "2024-03-01"
-API_VERSIONS = {"Microsoft.Storage": "2023-05-01", "Microsoft.ServiceBus": "2021-11-01"}
+API_VERSIONS = {
+    "Microsoft.Storage": "2023-05-01",
+    "Microsoft.ServiceBus": "2021-11-01",
+    "Microsoft.ManagedIdentity": "2023-01-31",
+    "Microsoft.Authorization": "2022-04-01",
+}
 _TENANT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
 _OUTPUTS = {
     "table": "tableName",
@@ -73,7 +78,27 @@ _OUTPUTS = {
     "dispatch_topic": "dispatchTopicName",
     "dispatch_topic_id": "dispatchTopicId",
     "dispatch_dead_letter_id": "dispatchDeadLetterId",
+    "engine_identity_id": "identityId",
+    "engine_identity_client": "identityClientId",
+    "engine_identity_principal": "identityPrincipalId",
+    "topic_role_id": "topicRoleId",
+    "dead_letter_role_id": "deadLetterRoleId",
+    "inbox_role_id": "inboxRoleId",
+    "blob_role_id": "blobRoleId",
 }
+#: Deleted on teardown, in this order: role assignments first (Azure keeps them, orphaned,
+#: when their principal or scope goes), the identity last.
+_CREATED = (
+    "topic_role_id",
+    "dead_letter_role_id",
+    "inbox_role_id",
+    "blob_role_id",
+    "table_id",
+    "container_id",
+    "dispatch_topic_id",
+    "dispatch_dead_letter_id",
+    "engine_identity_id",
+)
 
 
 def tenant_names(tenant_id: str) -> dict[str, str]:
@@ -88,12 +113,13 @@ def tenant_names(tenant_id: str) -> dict[str, str]:
         "deployment": f"skycrawl-tenant-{tenant_id[:38]}-{digest}",
         "table": f"tenant{alnum}{digest}",
         "container": hyphenated,
+        "identity": f"skycrawl-{hyphenated}",
     }
 
 
 def _api_version(resource_id: str) -> str:
-    match = re.search(r"/providers/([^/]+)/", resource_id)
-    namespace = match.group(1) if match else ""
+    found = re.findall(r"/providers/([^/]+)/", resource_id)
+    namespace = found[-1] if found else ""  # a role assignment's own, not its scope's
     if namespace not in API_VERSIONS:
         raise ConfigurationError(f"no API version known for {resource_id}")
     return API_VERSIONS[namespace]
@@ -119,15 +145,17 @@ class ArmProvisioner:
         credential: AsyncTokenCredential | None = None,
         bus: MessageBus | None = None,
         dispatch_topic: str = "skycrawl-dispatch",
+        inbox_queue: str = "skycrawl-inbox",
     ) -> None:
         self.client = client
+        self._inbox = inbox_queue
+        self._settings = settings
         self._bus = bus
         self._dispatch_topic = dispatch_topic
         self._credential = credential  # closed with the provisioner
         self._subscription, self._group = settings.require_arm()
         self._account = settings.tenant_storage_account or settings.storage_account
         self._namespace = settings.tenant_servicebus_namespace or ""
-        self._engine_principal = settings.engine_identity_principal_id or ""
         if template is None:
             try:
                 template = json.loads(settings.tenant_template.read_text())
@@ -155,7 +183,12 @@ class ArmProvisioner:
             "containerName": names["container"],
             "dispatchTopicName": tenant_topic(self._dispatch_topic, tenant_id),
             "serviceBusNamespaceName": self._namespace,
-            "engineIdentityPrincipalId": self._engine_principal,
+            "identityName": names["identity"],
+            "location": self._settings.location,
+            "inboxQueueName": self._inbox if self._namespace else "",
+            "resultsContainerName": self._settings.blob_container,
+            "blobPrefix": tenant_prefix(tenant_id),
+            "blobRoleDefinitionId": self._settings.tenant_blob_role_id or "",
         }
         body = GenericResource(
             properties={
@@ -197,9 +230,9 @@ class ArmProvisioner:
             return
         outputs = dict((deployment.properties or {}).get("outputs") or {})
         created = [
-            str(outputs[name]["value"])
-            for key, name in _OUTPUTS.items()
-            if key.endswith("_id") and name in outputs and outputs[name].get("value")
+            str(outputs[_OUTPUTS[key]]["value"])
+            for key in _CREATED
+            if _OUTPUTS[key] in outputs and outputs[_OUTPUTS[key]].get("value")
         ]
         try:
             for resource_id in [*created, deployment_id]:
