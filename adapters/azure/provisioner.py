@@ -84,6 +84,7 @@ _OUTPUTS = {
     "topic_role_id": "topicRoleId",
     "dead_letter_role_id": "deadLetterRoleId",
     "inbox_role_id": "inboxRoleId",
+    "queue_role_id": "queueRoleId",
     "blob_role_id": "blobRoleId",
 }
 #: Deleted on teardown, in this order: role assignments first (Azure keeps them, orphaned,
@@ -92,6 +93,7 @@ _CREATED = (
     "topic_role_id",
     "dead_letter_role_id",
     "inbox_role_id",
+    "queue_role_id",
     "blob_role_id",
     "table_id",
     "container_id",

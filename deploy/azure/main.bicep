@@ -351,7 +351,8 @@ resource controlServiceBusRole 'Microsoft.Authorization/roleAssignments@2022-04-
 // the tenant's path, plus Data Owner on the tenant's topic, Sender on its dead-letter queue
 // and Sender on the inbox. The role holds the blob data actions of Storage Blob Data
 // Contributor and none of its control-plane actions (which would let an engine delete or
-// reconfigure the shared container). The shared engine identity below only pulls the image.
+// reconfigure the shared container). The shared engine identity below only pulls the image;
+// with the Storage-queue bus each tenant's identity gets the account's queues (tenant.bicep).
 resource engineBlobDataRole 'Microsoft.Authorization/roleDefinitions@2022-04-01' = {
   name: guid(resourceGroup().id, namePrefix, 'skycrawl-engine-blobs')
   properties: {
@@ -372,16 +373,6 @@ resource engineBlobDataRole 'Microsoft.Authorization/roleDefinitions@2022-04-01'
         notDataActions: []
       }
     ]
-  }
-}
-
-resource engineQueueRole 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (!useServiceBus) {
-  name: guid(storage.id, engineIdentity.id, roles.queueDataContributor)
-  scope: storage
-  properties: {
-    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.queueDataContributor)
-    principalId: engineIdentity.properties.principalId
-    principalType: 'ServicePrincipal'
   }
 }
 

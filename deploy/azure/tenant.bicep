@@ -14,6 +14,7 @@
 //   * Service Bus Data Owner on the tenant's topic (its containers create and delete their own
 //     filtered subscriptions there, and receive from them), Sender on its dead-letter queue;
 //   * Service Bus Data Sender on the inbox queue (reports to the conductor; no receive);
+//     with the Storage-queue bus instead, Storage Queue Data Contributor on the account;
 //   * the blob role on the shared results container, with a condition: blobs whose path starts
 //     with tenants/<tenant>/, and listings whose prefix does.
 // Nothing on another tenant's entities, the namespace, the storage account, the
@@ -61,6 +62,7 @@ var grantInbox = useServiceBus && !empty(inboxQueueName)
 var serviceBusDataOwner = '090c5cfd-751d-490a-894a-3ce6f1109419'
 var serviceBusDataSender = '69a216fc-b8fb-44d8-bc22-1f3c2cd27a39'
 var blobDataContributor = 'ba92f5b4-2d11-453d-a403-e96b0029c9fe'
+var queueDataContributor = '974c5e8b-45b9-4653-ba55-5f855dd0fb88'
 var blobRole = empty(blobRoleDefinitionId) ? blobDataContributor : blobRoleDefinitionId
 var blobActions = 'Microsoft.Storage/storageAccounts/blobServices/containers/blobs'
 var blobCondition = format('((!(ActionMatches{{\'{0}/read\'}} AND NOT SubOperationMatches{{\'Blob.List\'}}) AND !(ActionMatches{{\'{0}/write\'}}) AND !(ActionMatches{{\'{0}/delete\'}}) AND !(ActionMatches{{\'{0}/add/action\'}}) AND !(ActionMatches{{\'{0}/move/action\'}})) OR (@Resource[{0}:path] StringStartsWith \'{1}\')) AND ((!(ActionMatches{{\'{0}/read\'}} AND SubOperationMatches{{\'Blob.List\'}})) OR (@Request[{0}:prefix] StringStartsWith \'{1}\'))', blobActions, blobPrefix)
@@ -175,6 +177,18 @@ resource engineInboxRole 'Microsoft.Authorization/roleAssignments@2022-04-01' = 
   }
 }
 
+// The Storage-queue bus names a subscription's queue by a hash of topic and subscription,
+// so no condition can tell one tenant's queues from another's: account-wide (README).
+resource engineQueueRole 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (!useServiceBus) {
+  name: guid(tenantId, storageAccountName, queueDataContributor)
+  scope: account
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', queueDataContributor)
+    principalId: identity.properties.principalId
+    principalType: 'ServicePrincipal'
+  }
+}
+
 resource engineBlobRole 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
   name: guid(tenantId, resultsContainerName, blobRole)
   scope: results
@@ -200,4 +214,5 @@ output identityPrincipalId string = identity.properties.principalId
 output topicRoleId string = useServiceBus ? engineTopicRole.id : ''
 output deadLetterRoleId string = useServiceBus ? engineDeadLetterRole.id : ''
 output inboxRoleId string = grantInbox ? engineInboxRole.id : ''
+output queueRoleId string = useServiceBus ? '' : engineQueueRole.id
 output blobRoleId string = engineBlobRole.id

@@ -53,7 +53,7 @@ def _resource(bicep: str, name: str) -> str:
 
 def test_the_shared_engine_identity_only_pulls_the_image() -> None:
     """Data access is per tenant (tenant.bicep: the tenant's own identity); the identity every
-    engine carries may pull the image, and, on the Storage-queue bus only, use the queues."""
+    engine carries may pull the image, nothing more."""
     bicep = MAIN.read_text()
     grants = re.findall(
         r"^resource (\w+) 'Microsoft.Authorization/roleAssignments@[\d-]+' = (?:if \((.*?)\) )?\{",
@@ -65,7 +65,7 @@ def test_the_shared_engine_identity_only_pulls_the_image() -> None:
         for name, condition in grants
         if "engineIdentity.properties.principalId" in _resource(bicep, name)
     }
-    assert engine == {"engineQueueRole": "!useServiceBus", "enginePullRole": "!empty(registryName)"}
+    assert engine == {"enginePullRole": "!empty(registryName)"}
     assert "roles.acrPull" in _resource(bicep, "enginePullRole")
     assert "scope: registry" in _resource(bicep, "enginePullRole")
 

@@ -264,3 +264,25 @@ async def test_the_tenants_container_group_runs_as_the_tenants_identity(tmp_path
         )
     finally:
         aci.kill_all()
+
+
+async def test_on_the_storage_queue_bus_the_queues_are_account_wide_the_blobs_are_not() -> None:
+    """The remaining limit of that bus (README): its queues are named by a hash, so the
+    tenant's identity gets every queue of the account; its blobs stay under its prefix."""
+    client = _client()
+    provisioner = ArmProvisioner(client, _settings(tenant_servicebus_namespace=None))  # type: ignore[arg-type]
+    made = await provisioner.provision(tenant_id=A)
+    principal, assignments = made["engine_identity_principal"], client.role_assignments()
+    queue = f"{ACCOUNT}/queueServices/default/queues/sub-0a1b2c3d-container-g1"
+    read = "Microsoft.Storage/storageAccounts/queueServices/queues/messages/read"
+    contributor = Role(data_actions=("Microsoft.Storage/storageAccounts/queueServices/*",))
+    roles = {**ROLES, "974c5e8b-45b9-4653-ba55-5f855dd0fb88": contributor}
+    assert allowed(assignments, principal, Request(read, queue), roles)
+    own, at_own = blob(A, "crawls/c1/checkpoint.json")
+    other, at_other = blob(B, "crawls/c1/checkpoint.json")
+    assert allowed(assignments, principal, Request(f"{BLOBS}/read", own, attributes=at_own), roles)
+    assert not allowed(
+        assignments, principal, Request(f"{BLOBS}/read", other, attributes=at_other), roles
+    )
+    await provisioner.teardown(tenant_id=A, resources=made)
+    assert client.role_assignments() == []
