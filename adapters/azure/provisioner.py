@@ -9,18 +9,34 @@ Features
     ``<SKYCRAWL_DISPATCH_TOPIC>-<tenant>`` (``core.layout.tenant_topic``): a Service Bus topic
     with its dead-letter queue ``<topic>-dlq`` in ``..._TENANT_SERVICEBUS_NAMESPACE`` (the
     bus's namespace), or, for the Storage-queue bus, its dead-letter queue
-    ``<topic>-poison``. It returns their names and resource ids, which ``provision`` returns
-    as ``{"deployment_id", "table", "table_id", "container", "container_id",
-    "dispatch_topic", "dispatch_topic_id", "dispatch_dead_letter_id"}`` (no
-    ``dispatch_topic_id`` on the Storage-queue bus, which has no topic entity). Given the bus, it
-    then makes sure the topic exists on the bus's data plane too (``ensure_topic``: what an
-    emulator or a fresh namespace needs; a no-op after the deployment). The conductor
-    publishes the tenant's work to that topic, the tenant's containers subscribe to it.
+    ``<topic>-poison``.
+
+    The same deployment creates the tenant's **identity**: a user-assigned managed identity
+    ``skycrawl-tenant-<slug>-<hash>`` that ``ContainerInstancesRuntime`` runs the tenant's
+    container groups with, holding only Data Owner on the tenant's topic (its containers
+    create, use and delete their own subscriptions there), Sender on the topic's dead-letter
+    queue and on the inbox (``SKYCRAWL_INBOX_QUEUE``), and ``SKYCRAWL_AZURE_TENANT_BLOB_ROLE_ID``
+    (main.bicep's data-actions-only blob role; unset: Storage Blob Data Contributor) on the
+    results container under an ABAC condition: blob paths and listing prefixes must start
+    with ``tenants/<tenant>/``. With the Storage-queue bus it gets Storage Queue Data
+    Contributor on the account instead of the Service Bus roles (README "Tenants isolated").
+
+    ``provision`` returns names and ids: ``{"deployment_id", "table", "table_id",
+    "container", "container_id", "dispatch_topic", "dispatch_topic_id",
+    "dispatch_dead_letter_id", "engine_identity_id", "engine_identity_client",
+    "engine_identity_principal", "topic_role_id", "dead_letter_role_id", "inbox_role_id",
+    "queue_role_id", "blob_role_id"}`` (keys ending ``_id`` are resource ids; what the bus
+    does not use is left out). Given the bus, it then makes sure the topic exists on the
+    bus's data plane too (``ensure_topic``: what an emulator or a fresh namespace needs; a
+    no-op after the deployment). The conductor publishes the tenant's work to that topic,
+    the tenant's containers subscribe to it.
     Deploying again is idempotent (same names, same outputs). Web/API access is the tenant's
     API key, created by the core; the function app's route serves every tenant.
     ``teardown`` removes the topic with every subscription on it through the bus, reads the
     deployment's outputs (never ``resources``, so it deletes only what it created), deletes
-    those resources, then the deployment record; a missing deployment is fine.
+    the role assignments first (Azure would keep them, orphaned), then the table, container,
+    topic, dead-letter queue and identity, then the deployment record; a missing deployment
+    is fine.
 
     Deployments go through ``azure-mgmt-resource``'s generic resource operations
     (``resources.begin_create_or_update_by_id`` on
@@ -37,9 +53,12 @@ Limits
 Settings and cost
     ``SKYCRAWL_AZURE_SUBSCRIPTION_ID``, ``..._RESOURCE_GROUP``, ``..._TENANT_TEMPLATE``,
     ``..._TENANT_STORAGE_ACCOUNT`` / ``..._STORAGE_ACCOUNT``, ``..._TENANT_SERVICEBUS_NAMESPACE``.
-    The identity needs Contributor on the resource group (or a custom role with
-    ``Microsoft.Resources/deployments/*`` and the storage / Service Bus child resources).
-    Deployments are free; an empty table, container or queue costs nothing.
+    ``..._TENANT_BLOB_ROLE_ID``, ``..._BLOB_CONTAINER``, ``..._LOCATION``. The control plane's
+    identity needs Contributor on the resource group (or main.bicep's custom role:
+    deployments, the storage / Service Bus child resources, user-assigned identities, role
+    assignments). Deployments are free; an empty table, container or queue, an identity and
+    its role assignments cost nothing. A new identity takes a minute or so to replicate in
+    Entra ID; ``principalType: ServicePrincipal`` lets its role assignments go in before.
 """
 
 from __future__ import annotations
