@@ -11,8 +11,15 @@ Features
       ``SKYCRAWL_EGRESS_NAME`` and ``SKYCRAWL_PROXY_URL`` is passed as a **secure**
       environment variable (never shown by the portal or the API): they carry connection
       strings.
-    * Optional: a user-assigned identity (``ENGINE_IDENTITY_ID``; lets the engine use Entra ID
-      and pull from ACR), registry credentials (``REGISTRY_*``), a subnet (``ENGINE_SUBNET_ID``).
+    * The tenant's identity: a group runs with the user-assigned identity the tenant's
+      deployment created (``spec.resources["engine_identity_id"]``, see
+      ``adapters.azure.provisioner``), and the engine authenticates as it
+      (``SKYCRAWL_AZURE_MANAGED_IDENTITY_CLIENT_ID`` is its client id): it reaches only that
+      tenant's topic, blobs under ``tenants/<tenant>/`` and the inbox. The deployment's shared
+      ``ENGINE_IDENTITY_ID`` rides along only to pull the image from ACR (AcrPull, no data
+      access); a tenant provisioned before per-tenant identities runs with the shared one
+      alone until it is provisioned again (idempotent).
+    * Optional: registry credentials (``REGISTRY_*``), a subnet (``ENGINE_SUBNET_ID``).
     * ``start_container`` returns once ARM accepted the group (the create is a long-running
       operation; pulling the image and starting take tens of seconds, reported by ``describe``
       as ``pending``). Starting a GUID whose group is pending or running is a no-op.
@@ -141,6 +148,8 @@ class ContainerInstancesRuntime:
         env["SKYCRAWL_CONTAINER_ID"] = spec.container_id
         env["SKYCRAWL_TENANT_ID"] = spec.tenant_id
         env["SKYCRAWL_EGRESS_NAME"] = spec.egress.name
+        if client_id := spec.resources.get("engine_identity_client"):
+            env["SKYCRAWL_AZURE_MANAGED_IDENTITY_CLIENT_ID"] = client_id
         if spec.egress.proxy_url:
             env["SKYCRAWL_PROXY_URL"] = spec.egress.proxy_url
         return [EnvironmentVariable(name=k, secure_value=v) for k, v in sorted(env.items())]
@@ -166,10 +175,13 @@ class ContainerInstancesRuntime:
                 "skycrawl-egress": spec.egress.name,
             },
         )
-        if s.engine_identity_id:
+        identities = [
+            i for i in (spec.resources.get("engine_identity_id"), s.engine_identity_id) if i
+        ]
+        if identities:
             group.identity = ContainerGroupIdentity(
                 type="UserAssigned",
-                user_assigned_identities={s.engine_identity_id: UserAssignedIdentities()},
+                user_assigned_identities={i: UserAssignedIdentities() for i in identities},
             )
         if s.registry_server and s.registry_username and s.registry_password:
             group.image_registry_credentials = [

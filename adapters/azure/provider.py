@@ -227,12 +227,15 @@ def arm_provisioner(
     *,
     bus: MessageBus | None = None,
     dispatch_topic: str = "skycrawl-dispatch",
+    inbox_queue: str = "skycrawl-inbox",
     client: ResourceManagementClient | None = None,
 ) -> Provisioner:
     """The ARM provisioner creating each tenant's resources, its dispatch topic on ``bus``
     too; ``client`` replaces the Resource Manager client built from the settings (tests)."""
     if client is not None:
-        return ArmProvisioner(client, azure, bus=bus, dispatch_topic=dispatch_topic)
+        return ArmProvisioner(
+            client, azure, bus=bus, dispatch_topic=dispatch_topic, inbox_queue=inbox_queue
+        )
     if not (azure.subscription_id and azure.resource_group):
         return UnconfiguredProvisioner()
     token = credential(azure)
@@ -242,6 +245,7 @@ def arm_provisioner(
         credential=token,
         bus=bus,
         dispatch_topic=dispatch_topic,
+        inbox_queue=inbox_queue,
     )
 
 
@@ -277,7 +281,13 @@ def build_ports(
             settings, home="azure", build_home=_aci_once(settings, azure), overrides=runtimes
         ),
         provisioner=provisioner
-        or arm_provisioner(azure, bus=bus, dispatch_topic=settings.dispatch_topic, client=arm),
+        or arm_provisioner(
+            azure,
+            bus=bus,
+            dispatch_topic=settings.dispatch_topic,
+            inbox_queue=settings.inbox_queue,
+            client=arm,
+        ),
         clock=clock,
         pool=tuple(settings.egresses),
     )

@@ -9,18 +9,34 @@ Features
     ``<SKYCRAWL_DISPATCH_TOPIC>-<tenant>`` (``core.layout.tenant_topic``): a Service Bus topic
     with its dead-letter queue ``<topic>-dlq`` in ``..._TENANT_SERVICEBUS_NAMESPACE`` (the
     bus's namespace), or, for the Storage-queue bus, its dead-letter queue
-    ``<topic>-poison``. It returns their names and resource ids, which ``provision`` returns
-    as ``{"deployment_id", "table", "table_id", "container", "container_id",
-    "dispatch_topic", "dispatch_topic_id", "dispatch_dead_letter_id"}`` (no
-    ``dispatch_topic_id`` on the Storage-queue bus, which has no topic entity). Given the bus, it
-    then makes sure the topic exists on the bus's data plane too (``ensure_topic``: what an
-    emulator or a fresh namespace needs; a no-op after the deployment). The conductor
-    publishes the tenant's work to that topic, the tenant's containers subscribe to it.
+    ``<topic>-poison``.
+
+    The same deployment creates the tenant's **identity**: a user-assigned managed identity
+    ``skycrawl-tenant-<slug>-<hash>`` that ``ContainerInstancesRuntime`` runs the tenant's
+    container groups with, holding only Data Owner on the tenant's topic (its containers
+    create, use and delete their own subscriptions there), Sender on the topic's dead-letter
+    queue and on the inbox (``SKYCRAWL_INBOX_QUEUE``), and ``SKYCRAWL_AZURE_TENANT_BLOB_ROLE_ID``
+    (main.bicep's data-actions-only blob role; unset: Storage Blob Data Contributor) on the
+    results container under an ABAC condition: blob paths and listing prefixes must start
+    with ``tenants/<tenant>/``. With the Storage-queue bus it gets Storage Queue Data
+    Contributor on the account instead of the Service Bus roles (README "Tenants isolated").
+
+    ``provision`` returns names and ids: ``{"deployment_id", "table", "table_id",
+    "container", "container_id", "dispatch_topic", "dispatch_topic_id",
+    "dispatch_dead_letter_id", "engine_identity_id", "engine_identity_client",
+    "engine_identity_principal", "topic_role_id", "dead_letter_role_id", "inbox_role_id",
+    "queue_role_id", "blob_role_id"}`` (keys ending ``_id`` are resource ids; what the bus
+    does not use is left out). Given the bus, it then makes sure the topic exists on the
+    bus's data plane too (``ensure_topic``: what an emulator or a fresh namespace needs; a
+    no-op after the deployment). The conductor publishes the tenant's work to that topic,
+    the tenant's containers subscribe to it.
     Deploying again is idempotent (same names, same outputs). Web/API access is the tenant's
     API key, created by the core; the function app's route serves every tenant.
     ``teardown`` removes the topic with every subscription on it through the bus, reads the
     deployment's outputs (never ``resources``, so it deletes only what it created), deletes
-    those resources, then the deployment record; a missing deployment is fine.
+    the role assignments first (Azure would keep them, orphaned), then the table, container,
+    topic, dead-letter queue and identity, then the deployment record; a missing deployment
+    is fine.
 
     Deployments go through ``azure-mgmt-resource``'s generic resource operations
     (``resources.begin_create_or_update_by_id`` on
@@ -37,9 +53,12 @@ Limits
 Settings and cost
     ``SKYCRAWL_AZURE_SUBSCRIPTION_ID``, ``..._RESOURCE_GROUP``, ``..._TENANT_TEMPLATE``,
     ``..._TENANT_STORAGE_ACCOUNT`` / ``..._STORAGE_ACCOUNT``, ``..._TENANT_SERVICEBUS_NAMESPACE``.
-    The identity needs Contributor on the resource group (or a custom role with
-    ``Microsoft.Resources/deployments/*`` and the storage / Service Bus child resources).
-    Deployments are free; an empty table, container or queue costs nothing.
+    ``..._TENANT_BLOB_ROLE_ID``, ``..._BLOB_CONTAINER``, ``..._LOCATION``. The control plane's
+    identity needs Contributor on the resource group (or main.bicep's custom role:
+    deployments, the storage / Service Bus child resources, user-assigned identities, role
+    assignments). Deployments are free; an empty table, container or queue, an identity and
+    its role assignments cost nothing. A new identity takes a minute or so to replicate in
+    Entra ID; ``principalType: ServicePrincipal`` lets its role assignments go in before.
 """
 
 from __future__ import annotations
@@ -59,11 +78,16 @@ from azure.mgmt.resource.resources.models import GenericResource
 from adapters.azure.errors import translated_errors
 from adapters.azure.settings import AzureSettings
 from core.errors import ConfigurationError, InvalidRequest, Retryable
-from core.layout import tenant_topic
+from core.layout import tenant_prefix, tenant_topic
 from core.ports.message_bus import MessageBus
 
 DEPLOYMENTS_API = "2024-03-01"
-API_VERSIONS = {"Microsoft.Storage": "2023-05-01", "Microsoft.ServiceBus": "2021-11-01"}
+API_VERSIONS = {
+    "Microsoft.Storage": "2023-05-01",
+    "Microsoft.ServiceBus": "2021-11-01",
+    "Microsoft.ManagedIdentity": "2023-01-31",
+    "Microsoft.Authorization": "2022-04-01",
+}
 _TENANT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
 _OUTPUTS = {
     "table": "tableName",
@@ -73,7 +97,29 @@ _OUTPUTS = {
     "dispatch_topic": "dispatchTopicName",
     "dispatch_topic_id": "dispatchTopicId",
     "dispatch_dead_letter_id": "dispatchDeadLetterId",
+    "engine_identity_id": "identityId",
+    "engine_identity_client": "identityClientId",
+    "engine_identity_principal": "identityPrincipalId",
+    "topic_role_id": "topicRoleId",
+    "dead_letter_role_id": "deadLetterRoleId",
+    "inbox_role_id": "inboxRoleId",
+    "queue_role_id": "queueRoleId",
+    "blob_role_id": "blobRoleId",
 }
+#: Deleted on teardown, in this order: role assignments first (Azure keeps them, orphaned,
+#: when their principal or scope goes), the identity last.
+_CREATED = (
+    "topic_role_id",
+    "dead_letter_role_id",
+    "inbox_role_id",
+    "queue_role_id",
+    "blob_role_id",
+    "table_id",
+    "container_id",
+    "dispatch_topic_id",
+    "dispatch_dead_letter_id",
+    "engine_identity_id",
+)
 
 
 def tenant_names(tenant_id: str) -> dict[str, str]:
@@ -88,12 +134,13 @@ def tenant_names(tenant_id: str) -> dict[str, str]:
         "deployment": f"skycrawl-tenant-{tenant_id[:38]}-{digest}",
         "table": f"tenant{alnum}{digest}",
         "container": hyphenated,
+        "identity": f"skycrawl-{hyphenated}",
     }
 
 
 def _api_version(resource_id: str) -> str:
-    match = re.search(r"/providers/([^/]+)/", resource_id)
-    namespace = match.group(1) if match else ""
+    found = re.findall(r"/providers/([^/]+)/", resource_id)
+    namespace = found[-1] if found else ""  # a role assignment's own, not its scope's
     if namespace not in API_VERSIONS:
         raise ConfigurationError(f"no API version known for {resource_id}")
     return API_VERSIONS[namespace]
@@ -119,15 +166,17 @@ class ArmProvisioner:
         credential: AsyncTokenCredential | None = None,
         bus: MessageBus | None = None,
         dispatch_topic: str = "skycrawl-dispatch",
+        inbox_queue: str = "skycrawl-inbox",
     ) -> None:
         self.client = client
+        self._inbox = inbox_queue
+        self._settings = settings
         self._bus = bus
         self._dispatch_topic = dispatch_topic
         self._credential = credential  # closed with the provisioner
         self._subscription, self._group = settings.require_arm()
         self._account = settings.tenant_storage_account or settings.storage_account
         self._namespace = settings.tenant_servicebus_namespace or ""
-        self._engine_principal = settings.engine_identity_principal_id or ""
         if template is None:
             try:
                 template = json.loads(settings.tenant_template.read_text())
@@ -155,7 +204,12 @@ class ArmProvisioner:
             "containerName": names["container"],
             "dispatchTopicName": tenant_topic(self._dispatch_topic, tenant_id),
             "serviceBusNamespaceName": self._namespace,
-            "engineIdentityPrincipalId": self._engine_principal,
+            "identityName": names["identity"],
+            "location": self._settings.location,
+            "inboxQueueName": self._inbox if self._namespace else "",
+            "resultsContainerName": self._settings.blob_container,
+            "blobPrefix": tenant_prefix(tenant_id),
+            "blobRoleDefinitionId": self._settings.tenant_blob_role_id or "",
         }
         body = GenericResource(
             properties={
@@ -197,9 +251,9 @@ class ArmProvisioner:
             return
         outputs = dict((deployment.properties or {}).get("outputs") or {})
         created = [
-            str(outputs[name]["value"])
-            for key, name in _OUTPUTS.items()
-            if key.endswith("_id") and name in outputs and outputs[name].get("value")
+            str(outputs[_OUTPUTS[key]]["value"])
+            for key in _CREATED
+            if _OUTPUTS[key] in outputs and outputs[_OUTPUTS[key]].get("value")
         ]
         try:
             for resource_id in [*created, deployment_id]:

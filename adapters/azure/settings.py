@@ -99,8 +99,14 @@ class AzureSettings(BaseSettings):
     )
     engine_identity_principal_id: str | None = Field(
         None,
-        description="Principal (object) id of ENGINE_IDENTITY_ID: each tenant's deployment "
-        "grants it Data Owner on that tenant's dispatch topic only (ArmProvisioner).",
+        description="Principal (object) id of ENGINE_IDENTITY_ID (informational: data access "
+        "goes to each tenant's own identity, created by ArmProvisioner).",
+    )
+    tenant_blob_role_id: str | None = Field(
+        None,
+        description="GUID of the role each tenant's identity gets on the results container, "
+        "under a condition on its tenants/<tenant>/ path (main.bicep defines one with the blob "
+        "data actions only); unset: the built-in Storage Blob Data Contributor.",
     )
     engine_subnet_id: str | None = Field(
         None, description="Subnet resource id to run engines in (private egress); optional."

@@ -215,6 +215,7 @@ class ContainerFleet:
             egress=egress,
             env=env,
             image=self._settings.engine_image,
+            resources=dict(tenant.resources),
         )
 
     async def _claim_fleet_slot(

@@ -25,6 +25,10 @@ class ContainerSpec:
     egress: Egress
     env: Mapping[str, str] = field(default_factory=dict)  # GUID + connection settings
     image: str = ""
+    #: What the provisioner made for the tenant (``Tenant.resources``): a runtime finds the
+    #: tenant's own identity there (``engine_identity_id`` on Azure, ``engine_service_account``
+    #: on GCP) and runs the container as it.
+    resources: Mapping[str, str] = field(default_factory=dict)
 
 
 class RunState(StrEnum):

@@ -223,6 +223,7 @@ var appSettings = [
   { name: 'SKYCRAWL_AZURE_ENGINE_IDENTITY_CLIENT_ID', value: engineIdentity.properties.clientId }
   { name: 'SKYCRAWL_AZURE_ENGINE_IDENTITY_PRINCIPAL_ID', value: engineIdentity.properties.principalId }
   { name: 'SKYCRAWL_AZURE_TENANT_SERVICEBUS_NAMESPACE', value: useServiceBus ? namespace.name : '' }
+  { name: 'SKYCRAWL_AZURE_TENANT_BLOB_ROLE_ID', value: engineBlobDataRole.name }
   { name: 'SKYCRAWL_AZURE_REGISTRY_SERVER', value: empty(registryName) ? '' : '${registryName}.azurecr.io' }
   // trigger connections (identity-based)
   { name: 'SKYCRAWL_SERVICEBUS__fullyQualifiedNamespace', value: serviceBusHost }
@@ -303,6 +304,9 @@ resource controlPlaneRole 'Microsoft.Authorization/roleDefinitions@2022-04-01' =
           'Microsoft.Authorization/roleAssignments/read'
           'Microsoft.Authorization/roleAssignments/write'
           'Microsoft.Authorization/roleAssignments/delete'
+          'Microsoft.ManagedIdentity/userAssignedIdentities/read'
+          'Microsoft.ManagedIdentity/userAssignedIdentities/write'
+          'Microsoft.ManagedIdentity/userAssignedIdentities/delete'
           'Microsoft.ManagedIdentity/userAssignedIdentities/assign/action'
           'Microsoft.ContainerRegistry/registries/read'
         ]
@@ -344,40 +348,35 @@ resource controlServiceBusRole 'Microsoft.Authorization/roleAssignments@2022-04-
   }
 }
 
-// Engines write results only: the results container, not the account (whose
-// function-releases container holds the control plane's code package).
-resource engineBlobRole 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
-  name: guid(results.id, engineIdentity.id, roles.blobDataContributor)
-  scope: results
+// Engines get their data access per tenant: each tenant's deployment (tenant.bicep) creates
+// the tenant's own identity with this role on the results container, under a condition on
+// the tenant's path, plus Data Owner on the tenant's topic, Sender on its dead-letter queue
+// and Sender on the inbox. The role holds the blob data actions of Storage Blob Data
+// Contributor and none of its control-plane actions (which would let an engine delete or
+// reconfigure the shared container). The shared engine identity below only pulls the image;
+// with the Storage-queue bus each tenant's identity gets the account's queues (tenant.bicep).
+resource engineBlobDataRole 'Microsoft.Authorization/roleDefinitions@2022-04-01' = {
+  name: guid(resourceGroup().id, namePrefix, 'skycrawl-engine-blobs')
   properties: {
-    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.blobDataContributor)
-    principalId: engineIdentity.properties.principalId
-    principalType: 'ServicePrincipal'
+    roleName: '${namePrefix} engine blobs (${resourceGroup().name})'
+    description: 'Read, write and delete blobs (no container management); assigned per tenant with a path condition.'
+    type: 'CustomRole'
+    assignableScopes: [resourceGroup().id]
+    permissions: [
+      {
+        actions: []
+        notActions: []
+        dataActions: [
+          'Microsoft.Storage/storageAccounts/blobServices/containers/blobs/read'
+          'Microsoft.Storage/storageAccounts/blobServices/containers/blobs/write'
+          'Microsoft.Storage/storageAccounts/blobServices/containers/blobs/delete'
+          'Microsoft.Storage/storageAccounts/blobServices/containers/blobs/add/action'
+        ]
+        notDataActions: []
+      }
+    ]
   }
 }
-
-resource engineQueueRole 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (!useServiceBus) {
-  name: guid(storage.id, engineIdentity.id, roles.queueDataContributor)
-  scope: storage
-  properties: {
-    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.queueDataContributor)
-    principalId: engineIdentity.properties.principalId
-    principalType: 'ServicePrincipal'
-  }
-}
-
-resource engineInboxRole 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (useServiceBus) {
-  name: guid(resourceGroup().id, engineIdentity.id, roles.serviceBusDataSender)
-  scope: inbox
-  properties: {
-    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.serviceBusDataSender)
-    principalId: engineIdentity.properties.principalId
-    principalType: 'ServicePrincipal'
-  }
-}
-
-// Each tenant's deployment (tenant.bicep) grants the engine identity Data Owner on that
-// tenant's topic and Sender on its dead-letter queue, scoped to those two entities.
 
 resource registry 'Microsoft.ContainerRegistry/registries@2023-07-01' existing = if (!empty(registryName)) {
   name: registryName

@@ -28,9 +28,11 @@ Limits
     ACI's (no grace, no SIGTERM); instance views are synthesised from the child process (exit
     code 137 for a SIGKILL, as ACI reports it). ARM: the expression language covers only ``parameters``, ``variables``,
     ``format``, ``resourceId``, ``subscriptionResourceId``, ``concat``, ``toLower``, ``empty``,
-    ``not``, ``and``, ``guid`` and ``if`` with string literals (what
-    ``deploy/azure/tenant.json`` uses); role assignments are kept as resources with their
-    ``scope`` and properties (``role_assignments``), never enforced; no property validation, API
+    ``not``, ``and``, ``guid``, ``if``, ``extensionResourceId`` and ``reference(...).property`` with string literals
+    (what ``deploy/azure/tenant.json`` uses); a user-assigned identity gets fresh
+    ``principalId`` / ``clientId`` GUIDs when first created; role assignments are kept as resources with their
+    ``scope`` and properties (``role_assignments``), never enforced, on a scope that exists or
+    whose top-level resource does (the results container and inbox of ``main.bicep``); no property validation, API
     versions, RBAC, what-if, dependsOn ordering, complete mode or asynchronous failures --
     deployments succeed at once or raise.
 """
@@ -181,7 +183,7 @@ class FakeContainerInstanceClient:
 # --------------------------------------------------------------------------- resource manager
 
 _TOKEN = re.compile(
-    r"\s*(?:(?P<str>'(?:[^']|'')*')|(?P<name>[A-Za-z_][A-Za-z0-9_]*)|(?P<op>[(),]))"
+    r"\s*(?:(?P<str>'(?:[^']|'')*')|(?P<name>[A-Za-z_][A-Za-z0-9_]*)|(?P<op>[(),.]))"
 )
 
 
@@ -213,13 +215,22 @@ class _Expression:
         function = self._functions.get(name.lower())
         if function is None:
             raise arm_error(400, f"InvalidTemplate: unsupported function {name}")
-        return function(*args)
+        result = function(*args)
+        while self._at < len(self._tokens) and self._tokens[self._at].group("op") == ".":
+            result = result[self._tokens[self._at + 1].group("name")]  # reference(...).clientId
+            self._at += 2
+        return result
 
 
 def _split_type(relative: str) -> tuple[str, list[str]]:
     """``Microsoft.X/a/n1/b/n2`` -> (``Microsoft.X/a/b``, [n1, n2]): a relative resource id."""
     namespace, *rest = relative.split("/")
     return "/".join([namespace, *rest[0::2]]), rest[1::2]
+
+
+def _identity_ids(resource_id: str) -> dict[str, str]:
+    """The ids Entra ID gives a new user-assigned identity (fresh GUIDs, as ARM does)."""
+    return {"principalId": str(uuid.uuid4()), "clientId": str(uuid.uuid4()), "tenantId": "entra"}
 
 
 class _Resources:
@@ -265,6 +276,8 @@ class _Resources:
             "subscriptionresourceid": lambda t, *n: (
                 f"/subscriptions/{self._subscription}/providers/{t}/{'/'.join(n)}"
             ),
+            "extensionresourceid": lambda scope, t, n: f"{scope}/providers/{t}/{n}",
+            "reference": lambda rid, *_: dict(self.get_sync(rid).properties or {}),
         }
 
         def evaluate(value: Any) -> Any:
@@ -282,7 +295,8 @@ class _Resources:
             properties = evaluate(resource.get("properties", {}))
             if "scope" in resource:  # an extension resource (a role assignment) on ``scope``
                 scope = self._rid(group, *_split_type(evaluate(resource["scope"])))
-                if scope.lower() not in self.items:
+                top = "/".join(scope.split("/")[:9])  # main.bicep made its children
+                if scope.lower() not in self.items and top.lower() not in self.items:
                     raise arm_error(404, f"ResourceNotFound: scope {scope}")
                 namespace, type_ = resource["type"].split("/", 1)
                 rid = f"{scope}/providers/{namespace}/{type_}/{evaluate(resource['name'])}"
@@ -292,6 +306,9 @@ class _Resources:
             parent = "/".join(rid.split("/")[:9])
             if parent.lower() != rid.lower() and parent.lower() not in self.items:
                 raise arm_error(404, f"ParentResourceNotFound: {parent}")
+            if resource["type"] == "Microsoft.ManagedIdentity/userAssignedIdentities":
+                existing = self.items.get(rid.lower())  # ARM keeps an identity's ids on re-PUT
+                properties = dict(existing.properties or {}) if existing else _identity_ids(rid)
             self.items[rid.lower()] = GenericResource(properties=properties)
         outputs = {
             name: {"type": spec["type"], "value": evaluate(spec["value"])}
@@ -314,11 +331,14 @@ class _Resources:
         self.items[resource_id.lower()] = deployment
         return FakePoller(deployment)
 
-    async def get_by_id(self, resource_id: str, *, api_version: str) -> GenericResource:
+    def get_sync(self, resource_id: str) -> GenericResource:
         found = self.items.get(resource_id.lower())
         if found is None:
             raise arm_error(404, f"ResourceNotFound: {resource_id}")
         return found
+
+    async def get_by_id(self, resource_id: str, *, api_version: str) -> GenericResource:
+        return self.get_sync(resource_id)
 
     async def begin_delete_by_id(self, resource_id: str, *, api_version: str) -> FakePoller:
         """Delete the resource with its children and the role assignments on it."""

@@ -51,18 +51,29 @@ def _resource(bicep: str, name: str) -> str:
     return found.group()
 
 
-def test_engines_reach_the_results_container_not_the_code_package_or_the_inbox() -> None:
+def test_the_shared_engine_identity_only_pulls_the_image() -> None:
+    """Data access is per tenant (tenant.bicep: the tenant's own identity); the identity every
+    engine carries may pull the image, nothing more."""
     bicep = MAIN.read_text()
-    engine_roles = re.findall(r"^resource (engine\w*Role) ", bicep, re.MULTILINE)
-    assert engine_roles  # every engine grant, and its scope
-    scopes = {name: re.search(r"scope: (\w+)", _resource(bicep, name)) for name in engine_roles}
-    assert scopes["engineBlobRole"]
-    assert scopes["engineBlobRole"].group(1) == "results"
-    inbox = scopes.get("engineInboxRole")
-    assert inbox is not None
-    assert inbox.group(1) == "inbox"
-    assert "roles.serviceBusDataSender" in _resource(bicep, "engineInboxRole")  # send only
-    for name, scope in scopes.items():
-        assert scope is not None, name
-        assert scope.group(1) not in ("namespace", "releases"), name
+    grants = re.findall(
+        r"^resource (\w+) 'Microsoft.Authorization/roleAssignments@[\d-]+' = (?:if \((.*?)\) )?\{",
+        bicep,
+        re.MULTILINE,
+    )
+    engine = {
+        name: condition
+        for name, condition in grants
+        if "engineIdentity.properties.principalId" in _resource(bicep, name)
+    }
+    assert engine == {"enginePullRole": "!empty(registryName)"}
+    assert "roles.acrPull" in _resource(bicep, "enginePullRole")
+    assert "scope: registry" in _resource(bicep, "enginePullRole")
+
+
+def test_the_tenants_blob_role_has_data_actions_only() -> None:
+    bicep = MAIN.read_text()
+    role = _resource(bicep, "engineBlobDataRole")
+    assert "actions: []" in role
+    assert "notActions: []" in role
+    assert "{ name: 'SKYCRAWL_AZURE_TENANT_BLOB_ROLE_ID', value: engineBlobDataRole.name }" in bicep
     assert "parent: blobService\n  name: deploymentContainer" in _resource(bicep, "releases")

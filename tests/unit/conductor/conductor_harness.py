@@ -312,6 +312,7 @@ class Harness:
     # ------------------------------------------------------------------ tenants and crawls
 
     async def add_tenant(self, tenant_id: str = "t1", **quotas: int) -> Tenant:
+        made = await self.ports.provisioner.provision(tenant_id=tenant_id)  # its dispatch topic
         tenant = Tenant(
             id=tenant_id,
             name=f"tenant {tenant_id}",
@@ -319,8 +320,8 @@ class Harness:
             key_sha256="0" * 64,
             quotas=Quotas(**quotas),
             created_at=self.clock.now(),
+            resources=dict(made),
         )
-        await self.ports.provisioner.provision(tenant_id=tenant_id)  # its dispatch topic
         await self.records.tenants.create("tenants", tenant_id, tenant)
         return tenant
 

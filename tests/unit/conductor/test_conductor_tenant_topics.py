@@ -32,6 +32,11 @@ async def test_each_tenant_work_goes_to_its_own_topic_only(harness: Harness) -> 
     assert engine_b.foreign == []
     spec_b = harness.runtime.spec(engine_b.id)
     assert spec_b.env["SKYCRAWL_DISPATCH_TOPIC"] == tenant_topic("dispatch", "tb")
+    # the runtime gets what was provisioned for B (where it finds B's own identity)
+    tenant_b = await harness.records.tenants.get("tenants", "tb")
+    assert tenant_b is not None
+    assert tenant_b.value.resources
+    assert dict(spec_b.resources) == tenant_b.value.resources
     assert (await harness.tenants_topics()) == {
         "dispatch-ta": [subscription_name(engine_a.id)],
         "dispatch-tb": sorted([subscription_name(engine_b.id), forged.name]),
