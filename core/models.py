@@ -142,6 +142,9 @@ class Scope(StrEnum):
     any = "any"
 
 
+BlockedResource = Literal["image", "font", "media", "stylesheet"]
+
+
 class CrawlSpec(Frozen):
     """What a tenant asks to crawl: the body of ``POST /v1/crawls``."""
 
@@ -174,6 +177,20 @@ class CrawlSpec(Frozen):
     allow_types: Annotated[list[MediaPattern], Field(max_length=50)] = list(DEFAULT_ALLOW_TYPES)
     refuse_types: Annotated[list[MediaPattern], Field(max_length=50)] = []
     # -- end of output --------------------------------------------------------------------------
+    # -- browser (issue 15): render pages in Chromium (engine_container/browser.py) ----------
+    #: ``never``: the fetched HTML as is; ``always``: every HTML page rendered; ``auto``: pages
+    #: whose fetched HTML has almost no text but scripts (an app shell).
+    render: Literal["never", "always", "auto"] = "never"
+    #: After the page's ``load``: wait until this CSS selector is in the DOM, or
+    #: ``networkidle`` (no request for 500 ms); within the page's ``page_timeout_s``.
+    wait_for: Annotated[str | None, Field(min_length=1, max_length=500)] = None
+    #: Resource types a rendered page may not load (refused before they leave the browser).
+    block_resources: Annotated[list[BlockedResource], Field(max_length=4)] = [
+        "image",
+        "font",
+        "media",
+    ]
+    # -- end of browser ---------------------------------------------------------------------------
 
     @field_validator("seeds")
     @classmethod
@@ -484,6 +501,8 @@ class PageRecord(BaseModel):
     item_count: int = 0  # items this page added to the crawl's dataset (items.jsonl)
     missing_fields: list[str] = []  # extract fields that matched nothing on this page
     item_errors: list[str] = []  # items refused by the JSON Schema, handler errors
+    # -- browser (issue 15) ----------------------------------------------------------------------
+    rendered: bool = False  # formats and links come from Chromium's DOM after the scripts ran
 
 
 def dump(model: BaseModel) -> dict[str, Any]:
