@@ -37,6 +37,9 @@ class ContainerReady(Frozen):
     egress_ip: str | None = None
     version: str = ""
     capacity: int = 1
+    #: It can render pages (issue 15: Playwright and Chromium are there): ``render`` crawls
+    #: are dispatched only to containers that said so.
+    browser: bool = False
 
 
 class Progress(Frozen):

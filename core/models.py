@@ -399,6 +399,7 @@ class Container(Frozen):
     egress_ip: str | None = None
     reason: str | None = None
     health: EgressHealth = EgressHealth()
+    browser: bool = False  # its ``ready`` said it can render pages (issue 15)
     #: Signs of life counted (ready, heartbeats, progress): liveness is "this count moved
     #: while a watchdog timer ran", never a difference of two instances' clocks.
     beats: int = 0

@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib.util
 import logging
 import re
 import time
@@ -136,6 +137,12 @@ class RequestGuard:
 
     async def close(self) -> None:
         await self._resolver.close()
+
+
+def can_render(settings: EngineSettings) -> bool:
+    """Whether this engine can render: Playwright installed and Chromium at its path (what
+    the container advertises in ``ready``)."""
+    return importlib.util.find_spec("playwright") is not None and settings.chromium_path.is_file()
 
 
 class BrowserUnavailable(Exception):

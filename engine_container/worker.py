@@ -46,6 +46,7 @@ from core.models import CrawlCounts, Frozen
 from core.ports import Lease, MessageBus, Subscription
 from core.redaction import install_log_redaction
 from core.settings import SkycrawlSettings
+from engine_container.browser import can_render
 from engine_container.bus_crawl import RunFn, observe_egress_ip, open_crawl_runner
 from engine_container.fetcher import EgressStats, ProxyBook
 from engine_container.settings import EngineSettings
@@ -122,6 +123,7 @@ class Worker:
                 egress_ip=self.egress_ip,
                 version=engine_version(),
                 capacity=self.engine.capacity,
+                browser=can_render(self.engine),
             )
         )
         log.info("container %s ready on %s", self.guid, name)

@@ -219,6 +219,7 @@ class Conductor:
                     "ready_at": now,
                     "last_heartbeat": now,
                     "egress_ip": msg.egress_ip,
+                    "browser": msg.browser,
                     "beats": c.beats + 1,
                 }
             )

@@ -580,11 +580,19 @@ class FakeEngine:
             filter={"container_id": self.id},
         )
 
-    async def ready(self, egress_ip: str = "203.0.113.7") -> OutboundMessage:
-        """Subscribe, then say ``ready: GUID`` (the handshake of the brief's step 4)."""
+    async def ready(
+        self, egress_ip: str = "203.0.113.7", *, browser: bool = False
+    ) -> OutboundMessage:
+        """Subscribe, then say ``ready: GUID`` (the handshake of the brief's step 4);
+        ``browser``: it can render pages."""
         await self.subscribe()
         return await self.send(
-            ContainerReady(tenant_id=self.tenant_id, container_id=self.id, egress_ip=egress_ip)
+            ContainerReady(
+                tenant_id=self.tenant_id,
+                container_id=self.id,
+                egress_ip=egress_ip,
+                browser=browser,
+            )
         )
 
     async def take_drain(self) -> bool:
