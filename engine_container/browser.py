@@ -42,7 +42,7 @@ import logging
 import re
 import time
 from collections import OrderedDict, deque
-from collections.abc import Collection, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
@@ -50,6 +50,7 @@ from urllib.parse import urlsplit
 from aiohttp.abc import AbstractResolver
 
 from core.errors import UnsafeUrl
+from core.models import CrawlSpec
 from core.netguard import AddressPolicy, check_url, parse_host
 from engine_container.browser_proxy import FilteringProxy
 from engine_container.fetcher import FetchResult, GuardedResolver
@@ -79,6 +80,7 @@ CHROMIUM_ARGS = (
 NETWORK_IDLE = "networkidle"
 #: Below this many characters of visible text, a page with scripts is an app shell (``auto``).
 AUTO_TEXT_CHARS = 200
+AUTO_SCAN_BYTES = 512 * 1024  # a shell is small: only this much is looked at
 _NO_NETWORK_SCHEMES = frozenset({"data", "blob", "about"})
 _SOCKET_SCHEMES = {"ws": "http", "wss": "https"}
 _INVISIBLE = re.compile(rb"<(script|style|noscript|template)\b.*?</\1\s*>", re.S | re.I)
@@ -87,7 +89,10 @@ _SCRIPT = re.compile(rb"<script\b", re.I)
 
 
 def looks_like_app_shell(body: bytes) -> bool:
-    """True for HTML with scripts and almost no visible text: what ``render: auto`` renders."""
+    """True for HTML with scripts and almost no visible text: what ``render: auto`` renders
+    (a page over ``AUTO_SCAN_BYTES`` is never taken for one)."""
+    if len(body) > AUTO_SCAN_BYTES:
+        return False
     if not _SCRIPT.search(body):
         return False
     text = _TAG.sub(b"", _INVISIBLE.sub(b"", body))
@@ -149,6 +154,25 @@ class BrowserUnavailable(Exception):
     """This engine cannot render: no Playwright, or no Chromium at ``chromium_path``."""
 
 
+#: Crawl headers the page's own requests carry too; never ``authorization`` or ``cookie``,
+#: which would go to every third-party host the page loads from.
+BROWSER_HEADERS = ("user-agent", "accept-language")
+
+
+@dataclass(frozen=True, slots=True)
+class RenderOptions:
+    """How one crawl's pages are rendered (``CrawlSpec`` fields)."""
+
+    wait_for: str | None = None
+    block: frozenset[str] = frozenset({"image", "font", "media"})
+    headers: tuple[tuple[str, str], ...] = ()  # BROWSER_HEADERS of the crawl's ``headers``
+
+    @classmethod
+    def of(cls, spec: CrawlSpec) -> RenderOptions:
+        headers = tuple((k, v) for k, v in spec.headers.items() if k in BROWSER_HEADERS)
+        return cls(spec.wait_for, frozenset(spec.block_resources), headers)
+
+
 @dataclass(frozen=True, slots=True)
 class Rendered:
     """The DOM after the scripts ran (UTF-8 HTML), or why there is none."""
@@ -200,8 +224,7 @@ class BrowserPool:
         fetch: FetchResult,
         *,
         session_key: str,
-        wait_for: str | None,
-        block: Collection[str],
+        options: RenderOptions,
         budget_s: float,
     ) -> Rendered:
         """Render the fetched response ``fetch`` within ``budget_s``; never raises for what
@@ -221,17 +244,17 @@ class BrowserPool:
                 page = await entry.context.new_page()
                 try:
                     html = await asyncio.wait_for(
-                        _render_page(page, fetch, wait_for, frozenset(block), left),
+                        _render_page(page, fetch, options, left),
                         left + 1.0,
                     )
                     error = None
                 except TimeoutError:
-                    html, error = None, _budget_error(wait_for, budget_s)
+                    html, error = None, _budget_error(options.wait_for, budget_s)
                 finally:
                     with contextlib.suppress(Exception):
                         await asyncio.wait_for(page.close(), 5.0)
             except Exception as exc:  # Playwright's Error: the page, or a crashed browser
-                html, error = None, _render_error(exc, wait_for, budget_s)
+                html, error = None, _render_error(exc, options.wait_for, budget_s)
             finally:
                 entry.open -= 1
             await self._maybe_recycle(session_key, entry)
@@ -352,11 +375,12 @@ class BrowserPool:
 
 
 async def _render_page(
-    page: Page, fetch: FetchResult, wait_for: str | None, block: frozenset[str], budget_s: float
+    page: Page, fetch: FetchResult, options: RenderOptions, budget_s: float
 ) -> bytes:
     """Serve ``fetch`` as the page's document, run it, wait, and return its DOM."""
     deadline = time.monotonic() + budget_s
     served = False
+    wait_for, block, overrides = options.wait_for, options.block, dict(options.headers)
 
     async def per_page(route: Route) -> None:
         nonlocal served
@@ -369,6 +393,8 @@ async def _render_page(
             )
         elif request.resource_type in block:
             await route.abort("blockedbyclient")
+        elif overrides:
+            await route.fallback(headers={**request.headers, **overrides})  # to the guard
         else:
             await route.fallback()  # to the context's SSRF guard
 

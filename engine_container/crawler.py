@@ -60,7 +60,7 @@ from core.models import CrawlCounts, CrawlSpec, PageRecord
 from core.output import MediaPolicy
 from engine_container.analysis import NOTHING, Analysis, Job, OutputPlan
 from engine_container.analysis_pool import AnalysisPool
-from engine_container.browser import BrowserPool, looks_like_app_shell
+from engine_container.browser import BrowserPool, RenderOptions, looks_like_app_shell
 from engine_container.fetcher import FetchClient, FetchResult
 from engine_container.frontier import Frontier, LinkResolver, QueuedUrl, checkpoint_counts
 from engine_container.parsing import ParsedPage
@@ -151,6 +151,7 @@ class Crawler:
         self._labels: dict[str, str] = {}  # URL -> label of a handler's follow-up
         self._changed = asyncio.Event()
         self._browser = browser if spec.render != "never" else None
+        self._render_options = RenderOptions.of(spec)
 
     def counts(self) -> CrawlCounts:
         return CrawlCounts(
@@ -248,8 +249,7 @@ class Crawler:
         rendered = await self._browser.render(
             result,
             session_key=self._session_key,
-            wait_for=self._spec.wait_for,
-            block=self._spec.block_resources,
+            options=self._render_options,
             budget_s=budget,
         )
         if rendered.html is None:

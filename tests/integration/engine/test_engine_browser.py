@@ -108,7 +108,13 @@ def warc_records(out: Path) -> list[tuple[str, str, bytes]]:
 
 
 async def test_render_always_crawls_a_javascript_only_site(serve, crawl, pools) -> None:
-    site: Site = await serve({"/app.js": router_js, "*": app_site(shell())})
+    agents: list[tuple[str, str | None]] = []
+
+    async def bundle(request: web.Request) -> web.Response:
+        agents.append((request.headers.get("User-Agent", ""), request.headers.get("Authorization")))
+        return await router_js(request)
+
+    site: Site = await serve({"/app.js": bundle, "*": app_site(shell())})
     site_routes = {"/api/home", "/api/about", "/api/pricing"}
     pool = pools(engine_settings())
 
@@ -118,6 +124,7 @@ async def test_render_always_crawls_a_javascript_only_site(serve, crawl, pools) 
         render="always",
         wait_for="#done",
         formats=["markdown", "links", "metadata"],
+        headers={"user-agent": "shopbot/2.0", "authorization": "Bearer only-for-the-document"},
     )
 
     pages = outcome.by_url()
@@ -130,6 +137,8 @@ async def test_render_always_crawls_a_javascript_only_site(serve, crawl, pools) 
         assert VIEWS[view]["text"] in page["content"]["markdown"]
     assert site.hits.keys() >= site_routes  # the views' data came from the browser's fetch()
     assert site.hits["/logo.png"] == 0  # images are blocked by default
+    # the crawl's User-Agent on the page's own requests too, its credentials never
+    assert agents == [("shopbot/2.0", None)] * 3
     # the WARC keeps both: the shell as fetched, the DOM as rendered
     records = warc_records(outcome.out)
     home = [(kind, body) for kind, uri, body in records if uri == site.url("/")]
