@@ -145,6 +145,13 @@ class Scope(StrEnum):
 BlockedResource = Literal["image", "font", "media", "stylesheet"]
 
 
+class ScreenshotSpec(Frozen):
+    """A screenshot of each rendered page (``CrawlSpec.screenshot``), stored as a blob."""
+
+    full_page: Annotated[bool, Field(strict=True)] = False  # the whole page, not the viewport
+    format: Literal["png", "jpeg"] = "png"
+
+
 class CrawlSpec(Frozen):
     """What a tenant asks to crawl: the body of ``POST /v1/crawls``."""
 
@@ -190,6 +197,8 @@ class CrawlSpec(Frozen):
         "font",
         "media",
     ]
+    #: A screenshot of every rendered page (pages that are not rendered have none).
+    screenshot: ScreenshotSpec | None = None
     # -- end of browser ---------------------------------------------------------------------------
 
     @field_validator("seeds")
@@ -504,6 +513,7 @@ class PageRecord(BaseModel):
     item_errors: list[str] = []  # items refused by the JSON Schema, handler errors
     # -- browser (issue 15) ----------------------------------------------------------------------
     rendered: bool = False  # formats and links come from Chromium's DOM after the scripts ran
+    screenshot: str | None = None  # its screenshot, relative to the crawl (``screenshots/...``)
 
 
 def dump(model: BaseModel) -> dict[str, Any]:

@@ -50,7 +50,7 @@ from urllib.parse import urlsplit
 from aiohttp.abc import AbstractResolver
 
 from core.errors import UnsafeUrl
-from core.models import CrawlSpec
+from core.models import CrawlSpec, ScreenshotSpec
 from core.netguard import AddressPolicy, check_url, parse_host
 from engine_container.browser_proxy import FilteringProxy
 from engine_container.fetcher import FetchResult, GuardedResolver
@@ -166,11 +166,12 @@ class RenderOptions:
     wait_for: str | None = None
     block: frozenset[str] = frozenset({"image", "font", "media"})
     headers: tuple[tuple[str, str], ...] = ()  # BROWSER_HEADERS of the crawl's ``headers``
+    screenshot: ScreenshotSpec | None = None
 
     @classmethod
     def of(cls, spec: CrawlSpec) -> RenderOptions:
         headers = tuple((k, v) for k, v in spec.headers.items() if k in BROWSER_HEADERS)
-        return cls(spec.wait_for, frozenset(spec.block_resources), headers)
+        return cls(spec.wait_for, frozenset(spec.block_resources), headers, spec.screenshot)
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,6 +181,7 @@ class Rendered:
     html: bytes | None
     error: str | None = None
     elapsed_ms: float = 0.0
+    screenshot: bytes | None = None
 
 
 @dataclass
@@ -243,22 +245,22 @@ class BrowserPool:
             try:
                 page = await entry.context.new_page()
                 try:
-                    html = await asyncio.wait_for(
+                    html, shot = await asyncio.wait_for(
                         _render_page(page, fetch, options, left),
                         left + 1.0,
                     )
                     error = None
                 except TimeoutError:
-                    html, error = None, _budget_error(options.wait_for, budget_s)
+                    html, shot, error = None, None, _budget_error(options.wait_for, budget_s)
                 finally:
                     with contextlib.suppress(Exception):
                         await asyncio.wait_for(page.close(), 5.0)
             except Exception as exc:  # Playwright's Error: the page, or a crashed browser
-                html, error = None, _render_error(exc, options.wait_for, budget_s)
+                html, shot, error = None, None, _render_error(exc, options.wait_for, budget_s)
             finally:
                 entry.open -= 1
             await self._maybe_recycle(session_key, entry)
-        return Rendered(html, error, (time.monotonic() - started) * 1000)
+        return Rendered(html, error, (time.monotonic() - started) * 1000, shot)
 
     async def drop_session(self, session_key: str) -> None:
         """Forget a session's context and cookies (a crawl without a sticky session ended)."""
@@ -376,8 +378,9 @@ class BrowserPool:
 
 async def _render_page(
     page: Page, fetch: FetchResult, options: RenderOptions, budget_s: float
-) -> bytes:
-    """Serve ``fetch`` as the page's document, run it, wait, and return its DOM."""
+) -> tuple[bytes, bytes | None]:
+    """Serve ``fetch`` as the page's document, run it, wait, and return its DOM (and its
+    screenshot when the crawl asks for one)."""
     deadline = time.monotonic() + budget_s
     served = False
     wait_for, block, overrides = options.wait_for, options.block, dict(options.headers)
@@ -407,7 +410,12 @@ async def _render_page(
         await page.wait_for_load_state("networkidle", timeout=ms_left())
     elif wait_for:
         await page.wait_for_selector(f"css={wait_for}", state="attached", timeout=ms_left())
-    return (await page.content()).encode("utf-8")
+    html = (await page.content()).encode("utf-8")
+    shot = options.screenshot
+    if shot is None:
+        return html, None
+    image = await page.screenshot(full_page=shot.full_page, type=shot.format, timeout=ms_left())
+    return html, image
 
 
 def _watch_page(page: Page) -> None:

@@ -56,6 +56,7 @@ from typing import Any
 
 from yarl import URL
 
+from core import layout
 from core.models import CrawlCounts, CrawlSpec, PageRecord
 from core.output import MediaPolicy
 from engine_container.analysis import NOTHING, Analysis, Job, OutputPlan
@@ -254,7 +255,7 @@ class Crawler:
         )
         if rendered.html is None:
             return result, rendered.error
-        return replace(result, rendered=rendered.html), None
+        return replace(result, rendered=rendered.html, screenshot=rendered.screenshot), None
 
     def _robots_agent(self) -> str:
         return self._spec.headers.get("user-agent", self._settings.user_agent)
@@ -421,8 +422,15 @@ class Crawler:
             missing_fields=list(facts.missing),
             item_errors=list(facts.errors),
             rendered=result is not None and result.rendered is not None,
+            screenshot=self._screenshot_name(item.url, result),
         )
         await self._settle(item, page, result, output=facts)
+
+    def _screenshot_name(self, url: str, result: FetchResult | None) -> str | None:
+        shot = self._spec.screenshot
+        if shot is None or result is None or result.screenshot is None:
+            return None
+        return layout.screenshot_name(url, shot.format)
 
     async def _record_unchanged(
         self,

@@ -122,6 +122,7 @@ class FetchResult:
     hops: tuple[FetchResult, ...] = ()  # the redirect responses that led here, in order
     # -- browser (issue 15): Chromium's DOM of this response after its scripts ran -----------
     rendered: bytes | None = None  # UTF-8 HTML (a WARC ``conversion`` record)
+    screenshot: bytes | None = None  # PNG or JPEG of the rendered page (``spec.screenshot``)
 
     @property
     def parseable(self) -> bool:

@@ -172,6 +172,42 @@ async def test_render_auto_renders_only_app_shells(serve, crawl, pools) -> None:
     assert site.hits["/app.js"] == 3  # one bundle load per shell, none for the prose page
 
 
+def png_size(image: bytes) -> tuple[int, int]:
+    assert image[:8] == b"\x89PNG\r\n\x1a\n"
+    return int.from_bytes(image[16:20], "big"), int.from_bytes(image[20:24], "big")
+
+
+async def test_rendered_pages_get_a_full_page_screenshot_stored_beside_the_pages(
+    serve, crawl, pools
+) -> None:
+    async def tall_js(request: web.Request) -> web.Response:
+        return script(
+            'document.getElementById("app").innerHTML = '
+            "'<h1 style=\"height: 3000px\">A tall page</h1>';"
+        )
+
+    site = await serve(
+        {"/": html('<p>plain</p><a href="/app">app</a>'), "/app": shell(), "/app.js": tall_js}
+    )
+    pool = pools(engine_settings())
+
+    outcome = await crawl(
+        [site.url("/")],
+        browser=pool,
+        render="auto",
+        screenshot={"full_page": True, "format": "png"},
+    )
+
+    pages = outcome.by_url()
+    assert pages[site.url("/")]["screenshot"] is None  # not rendered: nothing to shoot
+    name = pages[site.url("/app")]["screenshot"]
+    assert name.startswith("screenshots/")
+    assert name.endswith(".png")
+    width, height = png_size((outcome.out / name).read_bytes())
+    assert width == 1280
+    assert height >= 3000  # the whole page, not the 720-pixel viewport
+
+
 async def test_a_page_that_never_settles_hits_the_time_budget(serve, crawl, pools) -> None:
     async def poll_js(request: web.Request) -> web.Response:
         return script('setInterval(() => fetch("/poll"), 100); document.title = "busy";')

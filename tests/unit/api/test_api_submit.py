@@ -347,6 +347,7 @@ async def test_patterns_re2_cannot_run_are_422_naming_the_pattern(
         {"render": "sometimes"},
         {"wait_for": ""},
         {"block_resources": ["script"]},
+        {"screenshot": {"format": "gif"}},
     ],
     ids=[
         "budget too small",
@@ -356,6 +357,7 @@ async def test_patterns_re2_cannot_run_are_422_naming_the_pattern(
         "render mode",
         "empty wait_for",
         "scripts cannot be blocked",
+        "screenshot format",
     ],
 )
 async def test_bad_crawl_rules_are_422(harness: Harness, tenant: Tenant, spec: Any) -> None:
