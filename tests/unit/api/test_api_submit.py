@@ -347,7 +347,8 @@ async def test_patterns_re2_cannot_run_are_422_naming_the_pattern(
         {"render": "sometimes"},
         {"wait_for": ""},
         {"block_resources": ["script"]},
-        {"screenshot": {"format": "gif"}},
+        {"screenshot": {"format": "gif"}, "render": "always"},
+        {"screenshot": {"full_page": True}},
     ],
     ids=[
         "budget too small",
@@ -358,6 +359,7 @@ async def test_patterns_re2_cannot_run_are_422_naming_the_pattern(
         "empty wait_for",
         "scripts cannot be blocked",
         "screenshot format",
+        "screenshot without render",
     ],
 )
 async def test_bad_crawl_rules_are_422(harness: Harness, tenant: Tenant, spec: Any) -> None:
