@@ -12,14 +12,7 @@ from functools import cache
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import (
-    BaseModel,
-    BeforeValidator,
-    ConfigDict,
-    Field,
-    ValidationInfo,
-    field_validator,
-)
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
 
 from core.output import (
     DEFAULT_ALLOW_TYPES,
@@ -231,15 +224,6 @@ class CrawlSpec(Frozen):
     @classmethod
     def _media_types(cls, patterns: list[str]) -> list[str]:
         return check_media_patterns(patterns)
-
-    @field_validator("screenshot")
-    @classmethod
-    def _screenshot_needs_render(
-        cls, screenshot: ScreenshotSpec | None, info: ValidationInfo
-    ) -> ScreenshotSpec | None:
-        if screenshot is not None and info.data.get("render", "never") == "never":
-            raise ValueError('screenshots are taken of rendered pages: set "render" too')
-        return screenshot
 
     @field_validator("formats")
     @classmethod

@@ -347,8 +347,7 @@ async def test_patterns_re2_cannot_run_are_422_naming_the_pattern(
         {"render": "sometimes"},
         {"wait_for": ""},
         {"block_resources": ["script"]},
-        {"screenshot": {"format": "gif"}, "render": "always"},
-        {"screenshot": {"full_page": True}},
+        {"screenshot": {"format": "gif"}},
     ],
     ids=[
         "budget too small",
@@ -359,7 +358,6 @@ async def test_patterns_re2_cannot_run_are_422_naming_the_pattern(
         "empty wait_for",
         "scripts cannot be blocked",
         "screenshot format",
-        "screenshot without render",
     ],
 )
 async def test_bad_crawl_rules_are_422(harness: Harness, tenant: Tenant, spec: Any) -> None:
