@@ -87,6 +87,10 @@ class Worker:
     finished: set[tuple[str, int]] = field(default_factory=set)  # (crawl, attempt)
     drained: bool = False
     _stop: asyncio.Event | None = None
+    browser: bool = field(init=False, default=False)  # can render: said in ready, heartbeats
+
+    def __post_init__(self) -> None:
+        self.browser = can_render(self.engine)
 
     @property
     def guid(self) -> str:
@@ -123,7 +127,7 @@ class Worker:
                 egress_ip=self.egress_ip,
                 version=engine_version(),
                 capacity=self.engine.capacity,
-                browser=can_render(self.engine),
+                browser=self.browser,
             )
         )
         log.info("container %s ready on %s", self.guid, name)
@@ -270,6 +274,7 @@ class Worker:
                         proxy=proxy,
                         seq=seq,
                         proxies=proxies,
+                        browser=self.browser,
                     )
                 )
             await _wait(stop, self.engine.heartbeat_interval_s)

@@ -684,7 +684,9 @@ class FakeEngine:
             )
         )
 
-    async def heartbeat(self, proxies: dict[str, ProxyStats] | None = None) -> OutboundMessage:
+    async def heartbeat(
+        self, proxies: dict[str, ProxyStats] | None = None, *, browser: bool = False
+    ) -> OutboundMessage:
         """A heartbeat (with per-proxy numbers, as the engine reports them)."""
         self.beat_seq += 1
         return await self.send(
@@ -694,6 +696,7 @@ class FakeEngine:
                 in_flight=sorted(self.running),
                 seq=self.beat_seq,
                 proxies=proxies or {},
+                browser=browser,
             )
         )
 

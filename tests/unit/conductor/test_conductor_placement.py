@@ -266,3 +266,23 @@ async def test_a_render_crawl_goes_only_to_a_container_that_can_render(harness: 
     await harness.pump()
     assert (await harness.crawl(second)).container_id == browser_box.id
     assert len(harness.runtime.started) == 2
+
+
+async def test_a_heartbeat_standing_in_for_a_late_ready_keeps_the_browser_flag(
+    harness: Harness,
+) -> None:
+    await harness.add_tenant("t1", parallel_per_container=4)
+    first = await harness.submit("t1", render="always")
+    await harness.pump()
+    (guid,) = harness.runtime.started_ids
+    engine = harness.engine(guid)
+    await engine.subscribe()
+    await engine.heartbeat(browser=True)  # its ready is late: the heartbeat stands in
+    await harness.pump()
+    assert (await harness.container(guid)).browser is True
+
+    second = await harness.submit("t1", render="always")
+    await harness.pump()
+    assert (await harness.crawl(second)).container_id == guid  # no second start
+    assert len(harness.runtime.started) == 1
+    assert {r.crawl_id for r in await engine.runs()} == {first, second}
