@@ -50,6 +50,17 @@ def items_key(tenant_id: str, crawl_id: str, seq: int) -> str:
     return f"{crawl_prefix(tenant_id, crawl_id)}items/{seq:08d}.jsonl"
 
 
+def screenshot_name(url: str, image_format: str) -> str:
+    """A rendered page's screenshot, relative to the crawl (the page record's ``screenshot``):
+    one per URL, so a resumed crawl writes the same name again."""
+    digest = hashlib.sha256(url.encode("utf-8")).hexdigest()[:32]
+    return f"screenshots/{digest}.{image_format}"
+
+
+def screenshot_key(tenant_id: str, crawl_id: str, name: str) -> str:
+    return f"{crawl_prefix(tenant_id, crawl_id)}{name}"
+
+
 def checkpoint_key(tenant_id: str, crawl_id: str) -> str:
     return f"{crawl_prefix(tenant_id, crawl_id)}checkpoint.json"
 

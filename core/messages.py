@@ -37,6 +37,9 @@ class ContainerReady(Frozen):
     egress_ip: str | None = None
     version: str = ""
     capacity: int = 1
+    #: It can render pages (issue 15: Playwright and Chromium are there): ``render`` crawls
+    #: are dispatched only to containers that said so.
+    browser: bool = False
 
 
 class Progress(Frozen):
@@ -85,6 +88,7 @@ class Heartbeat(Frozen):
     seq: int = 0  # 1, 2, 3 … per container: a duplicate or late heartbeat changes nothing
     #: The same numbers per proxy id (``core.egress_scoring.proxy_id``; ``direct``).
     proxies: dict[str, ProxyStats] = {}
+    browser: bool = False  # as in its ``ready``: a heartbeat may stand in for a late one
 
 
 class KillTimer(Frozen):

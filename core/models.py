@@ -142,6 +142,16 @@ class Scope(StrEnum):
     any = "any"
 
 
+BlockedResource = Literal["image", "font", "media", "stylesheet"]
+
+
+class ScreenshotSpec(Frozen):
+    """A screenshot of each rendered page (``CrawlSpec.screenshot``), stored as a blob."""
+
+    full_page: Annotated[bool, Field(strict=True)] = False  # the whole page, not the viewport
+    format: Literal["png", "jpeg"] = "png"
+
+
 class CrawlSpec(Frozen):
     """What a tenant asks to crawl: the body of ``POST /v1/crawls``."""
 
@@ -174,6 +184,22 @@ class CrawlSpec(Frozen):
     allow_types: Annotated[list[MediaPattern], Field(max_length=50)] = list(DEFAULT_ALLOW_TYPES)
     refuse_types: Annotated[list[MediaPattern], Field(max_length=50)] = []
     # -- end of output --------------------------------------------------------------------------
+    # -- browser (issue 15): render pages in Chromium (engine_container/browser.py) ----------
+    #: ``never``: the fetched HTML as is; ``always``: every HTML page rendered; ``auto``: pages
+    #: whose fetched HTML has almost no text but scripts (an app shell).
+    render: Literal["never", "always", "auto"] = "never"
+    #: After the page's ``load``: wait until this CSS selector is in the DOM, or
+    #: ``networkidle`` (no request for 500 ms); within the page's ``page_timeout_s``.
+    wait_for: Annotated[str | None, Field(min_length=1, max_length=500)] = None
+    #: Resource types a rendered page may not load (refused before they leave the browser).
+    block_resources: Annotated[list[BlockedResource], Field(max_length=4)] = [
+        "image",
+        "font",
+        "media",
+    ]
+    #: A screenshot of every rendered page (pages that are not rendered have none).
+    screenshot: ScreenshotSpec | None = None
+    # -- end of browser ---------------------------------------------------------------------------
 
     @field_validator("seeds")
     @classmethod
@@ -383,6 +409,7 @@ class Container(Frozen):
     egress_ip: str | None = None
     reason: str | None = None
     health: EgressHealth = EgressHealth()
+    browser: bool = False  # its ``ready`` said it can render pages (issue 15)
     #: Signs of life counted (ready, heartbeats, progress): liveness is "this count moved
     #: while a watchdog timer ran", never a difference of two instances' clocks.
     beats: int = 0
@@ -488,6 +515,9 @@ class PageRecord(BaseModel):
     #: Against the run it re-crawled (``recrawl_of``): set by ``GET .../pages?change=``
     #: (``core.run_changes``), never stored.
     change: Literal["new", "changed", "unchanged", "gone"] | None = None
+    # -- browser (issue 15) ----------------------------------------------------------------------
+    rendered: bool = False  # formats and links come from Chromium's DOM after the scripts ran
+    screenshot: str | None = None  # its screenshot, relative to the crawl (``screenshots/...``)
 
 
 def dump(model: BaseModel) -> dict[str, Any]:

@@ -21,6 +21,7 @@ from core.sealed_headers import unseal
 from core.settings import SkycrawlSettings
 from engine_container import recrawl
 from engine_container.analysis_pool import AnalysisPool, default_processes
+from engine_container.browser import BrowserPool
 from engine_container.crawler import Crawler
 from engine_container.fetcher import Fetcher
 from engine_container.frontier import checkpoint_next_seq
@@ -41,9 +42,11 @@ def crawl_runner(
     engine: EngineSettings,
     politeness: Politeness | None = None,
     analysis: AnalysisPool | None = None,
+    browser: BrowserPool | None = None,
 ) -> RunFn:
-    """Runs crawls into ``blobs``; every crawl shares ``politeness`` (one per container) and
-    the ``analysis`` pool (its worker processes)."""
+    """Runs crawls into ``blobs``; every crawl shares ``politeness`` (one per container),
+    the ``analysis`` pool (its worker processes) and the ``browser`` (Chromium, launched by
+    the first crawl that renders)."""
     shared = politeness or build_politeness(engine)
     allowed = parse_allowed(engine.handlers)
 
@@ -70,6 +73,7 @@ def crawl_runner(
             previous=previous,
             analysis=analysis,
             proxy=run.proxy,
+            browser=browser,
         )
         counts = await crawler.run()
         await recrawl.remember_latest(blobs, run.tenant_id, run.spec, run.crawl_id)
@@ -134,10 +138,12 @@ async def open_crawl_runner(
     bus, blobs = provider.build_container_ports(control)
     politeness = build_politeness(engine)
     analysis = build_analysis(engine)
+    browser = BrowserPool(engine)  # Chromium starts with the first render, if any
     try:
         async with Fetcher(engine) as fetcher:
-            yield bus, crawl_runner(blobs, fetcher, engine, politeness, analysis), fetcher
+            yield bus, crawl_runner(blobs, fetcher, engine, politeness, analysis, browser), fetcher
     finally:
+        await browser.close()
         await analysis.close()
         await politeness.close()
         await bus.close()

@@ -36,6 +36,7 @@ from core.errors import InvalidRequest
 from core.models import CrawlCounts, CrawlSpec, Scope
 from core.netguard import check_url
 from engine_container import handlers
+from engine_container.browser import BrowserPool
 from engine_container.bus_crawl import build_analysis, build_politeness
 from engine_container.crawler import Crawler
 from engine_container.fetcher import Fetcher
@@ -101,6 +102,18 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="S",
         help="time budget of one page, retries included (1-300 s, default 30)",
     )
+    p.add_argument(
+        "--render",
+        choices=["never", "always", "auto"],
+        default="never",
+        help="render pages in Chromium: always, or auto for app shells (default never)",
+    )
+    p.add_argument(
+        "--wait-for",
+        default=None,
+        metavar="SELECTOR",
+        help="after load, wait for this CSS selector (or networkidle) when rendering",
+    )
     add_output_options(p)
     return p
 
@@ -134,6 +147,8 @@ def _configure(args: argparse.Namespace) -> tuple[EngineSettings, CrawlSpec]:
         respect_robots=not args.no_robots,
         use_sitemaps=not args.no_sitemaps,
         page_timeout_s=args.page_timeout,
+        render=args.render,
+        wait_for=args.wait_for,
         **output_fields(args),
     )
     # the service's per-tenant ceilings do not bind a local run
@@ -156,9 +171,15 @@ async def _crawl(settings: EngineSettings, spec: CrawlSpec, sink: StandaloneSink
         politeness = build_politeness(settings)
         analysis = build_analysis(settings)
         try:
-            async with Fetcher(settings) as fetcher:
+            async with Fetcher(settings) as fetcher, BrowserPool(settings) as browser:
                 crawler = Crawler(
-                    spec, fetcher, sink, settings, politeness=politeness, analysis=analysis
+                    spec,
+                    fetcher,
+                    sink,
+                    settings,
+                    politeness=politeness,
+                    analysis=analysis,
+                    browser=browser,
                 )
                 return await crawler.run()
         finally:

@@ -14,6 +14,11 @@ the seeds are crawled (``engine_container.sitemaps``); with a ``previous`` crawl
 (``recrawl_of``) its pages are queued again and requested conditionally, and a 304 is
 recorded as unchanged (``engine_container.recrawl``).
 
+Rendering (``spec.render``, README "JavaScript sites"): a fetched 2xx HTML page (``always``,
+or an app shell for ``auto``) is rendered by the container's ``BrowserPool`` in the page's
+remaining budget; its formats, links, items and ``sha256`` then come from the rendered DOM,
+which the WARC keeps as a ``conversion`` record beside the raw ``response``.
+
 Checkpoints (every ``checkpoint_interval_s``): under the crawl's record lock the sink flushes
 its buffered chunk first, then the frontier state (queue incl. URLs in flight, seen set,
 counters, next chunk ``seq``) is saved. A page is marked done in the frontier in the same
@@ -45,15 +50,18 @@ import random
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
 from yarl import URL
 
+from core import layout
 from core.models import CrawlCounts, CrawlSpec, PageRecord
 from core.output import MediaPolicy
 from engine_container.analysis import NOTHING, Analysis, Job, OutputPlan
 from engine_container.analysis_pool import AnalysisPool
+from engine_container.browser import BrowserPool, RenderOptions, looks_like_app_shell
 from engine_container.fetcher import FetchClient, FetchResult
 from engine_container.frontier import Frontier, LinkResolver, QueuedUrl, checkpoint_counts
 from engine_container.parsing import ParsedPage
@@ -70,6 +78,7 @@ log = logging.getLogger(__name__)
 PROGRESS_INTERVAL_S = 1.0
 LEASE_SLACK_S = 5.0  # a shared host lease outlives its request's budget by this much
 TRANSIENT_STATUSES = frozenset({429, 500, 502, 503, 504})
+RENDERED_TYPE = "text/html; charset=utf-8"  # Chromium's DOM, serialised
 ProgressCallback = Callable[[CrawlCounts], Awaitable[None]]
 
 
@@ -96,6 +105,7 @@ class Crawler:
         previous: PreviousCrawl | None = None,
         analysis: AnalysisPool | None = None,
         proxy: str | None = None,
+        browser: BrowserPool | None = None,
     ) -> None:
         self._spec = spec
         self._fetcher = fetcher
@@ -141,6 +151,8 @@ class Crawler:
         self._media = MediaPolicy(tuple(spec.allow_types), tuple(spec.refuse_types))
         self._labels: dict[str, str] = {}  # URL -> label of a handler's follow-up
         self._changed = asyncio.Event()
+        self._browser = browser if spec.render != "never" else None
+        self._render_options = RenderOptions.of(spec)
 
     def counts(self) -> CrawlCounts:
         return CrawlCounts(
@@ -195,8 +207,11 @@ class Crawler:
     async def _process(self, item: QueuedUrl) -> None:
         attempts = 0
         label = self._labels.pop(item.url, None)
+        started = time.monotonic()
         try:
             result, error, attempts = await self._visit(item)
+            if result is not None and error is None and self._spec.render != "never":
+                result, error = await self._render(result, started)
             facts = await self._examine(result, error, label)
         except Exception as exc:  # a bug must not stop the crawl: record it and go on
             log.exception("crawl %s: unexpected error on %s", self._session_key, item.url)
@@ -220,6 +235,27 @@ class Crawler:
             delay = rules.crawl_delay
         result, attempts = await self._fetch(item.url, target.raw_host or "", delay)
         return result, result.error, attempts
+
+    async def _render(self, result: FetchResult, started: float) -> tuple[FetchResult, str | None]:
+        """The page as Chromium renders it, when the crawl asks (``render``) and it is an HTML
+        page (for ``auto``: an app shell); within what is left of ``page_timeout_s``."""
+        status = result.status or 0
+        if not (200 <= status < 300 and result.body and result.parseable):
+            return result, None
+        if self._spec.render == "auto" and not looks_like_app_shell(result.body):
+            return result, None
+        if self._browser is None:
+            return result, "render: this engine has no browser"
+        budget = self._spec.page_timeout_s - (time.monotonic() - started)
+        rendered = await self._browser.render(
+            result,
+            session_key=self._session_key,
+            options=self._render_options,
+            budget_s=budget,
+        )
+        if rendered.html is None:
+            return result, rendered.error
+        return replace(result, rendered=rendered.html, screenshot=rendered.screenshot), None
 
     def _robots_agent(self) -> str:
         return self._spec.headers.get("user-agent", self._settings.user_agent)
@@ -308,12 +344,13 @@ class Crawler:
             return NOTHING
         status = result.status or 0
         plan = self._plan
+        rendered = result.rendered is not None
         job = Job(
             url=result.final_url,
             status=status,
-            body=result.body,
-            content_type=result.headers.get("content-type"),
-            media_type=result.content_type,
+            body=result.rendered if result.rendered is not None else result.body,
+            content_type=RENDERED_TYPE if rendered else result.headers.get("content-type"),
+            media_type="text/html" if rendered else result.content_type,
             plan=plan,
             parse=error is None and 200 <= status < 300,
             headers=_decoded_headers(result) if plan.needs_headers else (),
@@ -384,8 +421,16 @@ class Crawler:
             item_count=facts.item_count,
             missing_fields=list(facts.missing),
             item_errors=list(facts.errors),
+            rendered=result is not None and result.rendered is not None,
+            screenshot=self._screenshot_name(item.url, result),
         )
         await self._settle(item, page, result, output=facts)
+
+    def _screenshot_name(self, url: str, result: FetchResult | None) -> str | None:
+        shot = self._spec.screenshot
+        if shot is None or result is None or result.screenshot is None:
+            return None
+        return layout.screenshot_name(url, shot.format)
 
     async def _record_unchanged(
         self,
@@ -453,6 +498,8 @@ class Crawler:
         finally:
             if self._spec.session is None:
                 await self._fetcher.drop_session(self._session_key)
+                if self._browser is not None:
+                    await self._browser.drop_session(self._session_key)
 
     async def _checkpoint(self) -> None:
         async with self._lock:

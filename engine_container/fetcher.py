@@ -120,6 +120,9 @@ class FetchResult:
     fetched_at: datetime | None = None  # when the request of this response was sent
     request_headers: tuple[tuple[str, str], ...] = ()  # as sent (WARC ``request`` record)
     hops: tuple[FetchResult, ...] = ()  # the redirect responses that led here, in order
+    # -- browser (issue 15): Chromium's DOM of this response after its scripts ran -----------
+    rendered: bytes | None = None  # UTF-8 HTML (a WARC ``conversion`` record)
+    screenshot: bytes | None = None  # PNG or JPEG of the rendered page (``spec.screenshot``)
 
     @property
     def parseable(self) -> bool:

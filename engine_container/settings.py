@@ -123,6 +123,29 @@ class EngineSettings(BaseSettings):
         "crawls may use; * allows every installed one. Empty: none.",
     )
 
+    # -- browser (issue 15) ------------------------------------------------------------------
+    chromium_path: Path = Field(
+        Path("/usr/bin/chromium"),
+        description="Chromium that renders pages (Debian's chromium package; the browser "
+        "image has it). Launched on the first render only.",
+    )
+    browser_pages: int = Field(
+        2, ge=1, le=64, description="Pages rendered at once, for all crawls of the container."
+    )
+    browser_contexts: int = Field(
+        8,
+        ge=1,
+        le=256,
+        description="Browser contexts kept open (one per session key; least recently used "
+        "idle ones are closed).",
+    )
+    browser_pages_per_context: int = Field(
+        100,
+        ge=1,
+        le=100_000,
+        description="Pages after which a context is reopened, with its cookies and storage.",
+    )
+
     @field_validator("allow_cidrs", mode="before")
     @classmethod
     def _csv(cls, value: object) -> object:

@@ -8,7 +8,10 @@ WARC ``response`` record), ``flush`` buffered pages, ``save_checkpoint`` after a
 ``revisit`` records included: see ``engine_container.warc``). In a ``BlobSink`` the first
 chunk starts with the ``warcinfo`` record. Each page's formats are its record's ``content``
 in ``pages.jsonl``; in a ``BlobSink`` they are a ``content`` chunk beside the manifest chunk,
-line for line (only when some page of the chunk has content). Extracted items go to
+line for line (only when some page of the chunk has content). Screenshots of rendered pages
+are written when the page is added: ``out_dir/screenshots/<name>`` or the crawl's
+``screenshots/`` blobs (``core.layout.screenshot_key``), named in the record's
+``screenshot``. Extracted items go to
 ``items.jsonl`` / ``items`` chunks (``core.layout``).
 
 ``BlobSink`` writes chunks of ``chunk_pages`` pages (500 by default) under
@@ -29,7 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, BinaryIO, Protocol
@@ -101,6 +104,21 @@ def warc_chunk(fetches: list[Archived], payloads: PayloadIndex | None = None) ->
         for fetch, when, previous in fetches
         for record in fetch_records(fetch, when, payloads, previous)
     )
+
+
+def take_screenshot(
+    page: PageRecord, fetch: FetchResult | None
+) -> tuple[tuple[str, bytes] | None, FetchResult | None]:
+    """(the page's screenshot as (name, image), the fetch without it): screenshots are stored
+    when the page is added, never buffered with the chunk."""
+    if fetch is None or fetch.screenshot is None or page.screenshot is None:
+        return None, fetch
+    return (page.screenshot, fetch.screenshot), replace(fetch, screenshot=None)
+
+
+def _write_file(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
 
 
 class _Buffer:
@@ -181,6 +199,7 @@ class StandaloneSink:
 
     def __init__(self, out_dir: Path, *, chunk_pages: int = CHUNK_PAGES) -> None:
         out_dir.mkdir(parents=True, exist_ok=True)
+        self._out = out_dir
         self.pages_path = out_dir / "pages.jsonl"
         self.warc_path = out_dir / "crawl.warc.gz"
         self.items_path = out_dir / "items.jsonl"  # created with the first item
@@ -205,6 +224,9 @@ class StandaloneSink:
         revisit_of: Capture | None = None,
         output: Analysis | None = None,
     ) -> None:
+        shot, fetch = take_screenshot(page, fetch)
+        if shot is not None:
+            await asyncio.to_thread(_write_file, self._out / shot[0], shot[1])
         if self._buffer.add(page, fetch, revisit_of, output):
             await self.flush()
 
@@ -277,6 +299,14 @@ class BlobSink:
         revisit_of: Capture | None = None,
         output: Analysis | None = None,
     ) -> None:
+        shot, fetch = take_screenshot(page, fetch)
+        if shot is not None:  # stored at once (a resumed crawl writes the same key again)
+            name, image = shot
+            await self._blobs.put(
+                key=layout.screenshot_key(self._tenant, self._crawl, name),
+                data=image,
+                content_type=f"image/{name.rsplit('.', 1)[-1]}",
+            )
         if self._buffer.add(page, fetch, revisit_of, output):
             await self.flush()
 

@@ -1,7 +1,8 @@
 """WARC/1.1 records, one gzip member per record: a complete archive of what was fetched.
 
 Per fetch (``fetch_records``): for each redirect hop a ``request`` and a ``response`` record,
-then the final ``request`` and ``response``. Each ``request`` names its response in
+then the final ``request`` and ``response``, and for a page rendered in Chromium a
+``conversion`` record of the rendered DOM referring to that response. Each ``request`` names its response in
 ``WARC-Concurrent-To``; ``WARC-Date`` is when that request was sent. A ``revisit`` record
 replaces the final ``response`` when the server answered ``304 Not Modified`` to a
 conditional re-crawl (profile ``server-not-modified``, referring to the earlier crawl's
@@ -232,7 +233,7 @@ def fetch_records(
             )
         )
         return out
-    digest = None
+    digest, earlier = None, None
     if payloads is not None and fetch.body and not fetch.truncated and fetch.status == 200:
         digest = _sha1(fetch.body)
         earlier = payloads.seen(digest, Capture(fetch.final_url, warc_date(when), record_id))
@@ -247,9 +248,23 @@ def fetch_records(
                     record_id=record_id,
                 )
             )
-            return out
-    out.append(response_record(fetch, when, record_id, digest))
+    if earlier is None:
+        out.append(response_record(fetch, when, record_id, digest))
+    if fetch.rendered is not None:
+        out.append(conversion_record(fetch, when, record_id))
     return out
+
+
+def conversion_record(fetch: FetchResult, when: datetime, refers_to: str) -> bytes:
+    """A ``conversion`` record: the DOM Chromium rendered from the response ``refers_to``."""
+    block = fetch.rendered or b""
+    fields = [
+        ("WARC-Target-URI", fetch.final_url),
+        ("WARC-Refers-To", refers_to),
+        ("Content-Type", "text/html; charset=utf-8"),
+        ("WARC-Block-Digest", _sha1(block)),
+    ]
+    return _record("conversion", fields, block, when)
 
 
 def warcinfo_record(info: Mapping[str, str], when: datetime, filename: str = "") -> bytes:

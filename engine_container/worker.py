@@ -46,6 +46,7 @@ from core.models import CrawlCounts, Frozen
 from core.ports import Lease, MessageBus, Subscription
 from core.redaction import install_log_redaction
 from core.settings import SkycrawlSettings
+from engine_container.browser import can_render
 from engine_container.bus_crawl import RunFn, observe_egress_ip, open_crawl_runner
 from engine_container.fetcher import EgressStats, ProxyBook
 from engine_container.settings import EngineSettings
@@ -86,6 +87,10 @@ class Worker:
     finished: set[tuple[str, int]] = field(default_factory=set)  # (crawl, attempt)
     drained: bool = False
     _stop: asyncio.Event | None = None
+    browser: bool = field(init=False, default=False)  # can render: said in ready, heartbeats
+
+    def __post_init__(self) -> None:
+        self.browser = can_render(self.engine)
 
     @property
     def guid(self) -> str:
@@ -122,6 +127,7 @@ class Worker:
                 egress_ip=self.egress_ip,
                 version=engine_version(),
                 capacity=self.engine.capacity,
+                browser=self.browser,
             )
         )
         log.info("container %s ready on %s", self.guid, name)
@@ -268,6 +274,7 @@ class Worker:
                         proxy=proxy,
                         seq=seq,
                         proxies=proxies,
+                        browser=self.browser,
                     )
                 )
             await _wait(stop, self.engine.heartbeat_interval_s)

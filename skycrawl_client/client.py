@@ -206,6 +206,15 @@ class AsyncSkycrawl:
             async for chunk in signed.aiter_bytes():
                 yield chunk
 
+    async def get_screenshot(self, crawl_id: str, name: str) -> bytes:
+        """A rendered page's screenshot: ``name`` as in its page record's ``screenshot``
+        (with or without the ``screenshots/`` prefix)."""
+        short = name.removeprefix("screenshots/")
+        response = await self._http.get(f"/v1/crawls/{crawl_id}/screenshots/{short}")
+        if response.status_code >= 400:
+            _raise_for_problem(response)
+        return response.content
+
     # ------------------------------------------------------------------ keys, webhooks
 
     async def list_keys(self) -> ApiKeyList:

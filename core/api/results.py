@@ -31,8 +31,9 @@ from core.api.problems import HttpProblem
 from core.api.routing import PAGING, Context, Param, Reply, Route
 from core.api.schemas import ItemList, PageList
 from core.api.validation import query_int
+from core.errors import NotFound
 from core.exports import FORMATS, export_stream
-from core.layout import crawl_prefix
+from core.layout import crawl_prefix, screenshot_key
 from core.models import Crawl, PageRecord
 from core.output import with_content
 from core.ports.blob_store import BlobStore
@@ -50,6 +51,7 @@ def _keep_all(record: PageRecord) -> PageRecord | None:
 
 _CHUNK = re.compile(r"(\d{1,12})\.(jsonl|warc\.gz)")
 _CURSOR = re.compile(r"p1[:.](\d{1,12})[:.](\d{1,9})")
+_SCREENSHOT = re.compile(r"[0-9a-f]{32}\.(png|jpeg)")
 #: ``format=`` values of the export route: ``core.exports.FORMATS`` and ``items`` (an alias of
 #: ``items.jsonl``, the name the CLI uses)
 EXPORT_ALIASES = {"items": "items.jsonl"}
@@ -239,9 +241,34 @@ class ResultRoutes:
         target = ExportTarget(tenant_id, crawl.value.id, crawl.value.state.value, fmt)
         return await self._urls.deliver(target, stream, headers, force=delivery == "url")
 
+    async def get_screenshot(self, ctx: Context) -> ApiResponse:
+        """One rendered page's screenshot, by the name in its record's ``screenshot``."""
+        crawl = await load_crawl(self._records, ctx.tenant_id, ctx.params["crawl_id"])
+        name = ctx.params["name"]
+        match = _SCREENSHOT.fullmatch(name)
+        if match is None:
+            raise HttpProblem(404, f"no screenshot {name!r}")
+        key = screenshot_key(ctx.tenant_id, crawl.value.id, f"screenshots/{name}")
+        try:
+            image = await self._blobs.get(key=key)
+        except NotFound as exc:
+            raise HttpProblem(404, f"no screenshot {name!r}") from exc
+        return ApiResponse(200, {"content-type": f"image/{match.group(1)}"}, image)
+
     def routes(self) -> list[Route]:
         not_found = Reply(404, "No such crawl (or not yours).")
         return [
+            Route(
+                "GET",
+                "/v1/crawls/{crawl_id}/screenshots/{name}",
+                self.get_screenshot,
+                "A rendered page's screenshot (the name in its page record's screenshot)",
+                replies=(
+                    Reply(200, "The image.", content_type="image/png"),
+                    Reply(200, "The image.", content_type="image/jpeg"),
+                    Reply(404, "No such crawl or screenshot."),
+                ),
+            ),
             Route(
                 "GET",
                 "/v1/crawls/{crawl_id}/items",

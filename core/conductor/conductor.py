@@ -227,6 +227,7 @@ class Conductor:
                     "ready_at": now,
                     "last_heartbeat": now,
                     "egress_ip": msg.egress_ip,
+                    "browser": msg.browser,
                     "beats": c.beats + 1,
                 }
             )
@@ -291,7 +292,9 @@ class Conductor:
             # an engine heartbeats only once it subscribed and said ready: its ``ready`` is
             # late (held by an instance that died, until the lease runs out) -- take this
             # heartbeat for it, rather than reap a container that is up as "not ready"
-            ready = ContainerReady(tenant_id=msg.tenant_id, container_id=msg.container_id)
+            ready = ContainerReady(
+                tenant_id=msg.tenant_id, container_id=msg.container_id, browser=msg.browser
+            )
             await self._on_ready(ready)
             return
         if container is None or container.state is not ContainerState.ready:

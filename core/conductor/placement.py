@@ -18,12 +18,19 @@ def accepts_work(container: Container) -> bool:
     return container.state in (ContainerState.ready, ContainerState.starting)
 
 
-def pick_container(containers: Sequence[Container], egress: Egress) -> Container | None:
-    """Least-loaded container of ``egress`` with a free slot; ready beats starting on ties."""
+def pick_container(
+    containers: Sequence[Container], egress: Egress, *, browser: bool = False
+) -> Container | None:
+    """Least-loaded container of ``egress`` with a free slot; ready beats starting on ties.
+    ``browser``: only containers whose ``ready`` said they can render (not starting ones,
+    which have not said yet)."""
     fits = [
         c
         for c in containers
-        if accepts_work(c) and c.egress.name == egress.name and c.free_slots > 0
+        if accepts_work(c)
+        and c.egress.name == egress.name
+        and c.free_slots > 0
+        and (c.browser or not browser)
     ]
     if not fits:
         return None
@@ -93,7 +100,7 @@ def decide(snapshot: Snapshot, egress: Egress) -> Decision:
         return Commit(holder)
     if snapshot.bound is not None and accepts_work(snapshot.bound):
         return Dispatch(snapshot.bound, sticky=True)
-    target = pick_container(snapshot.containers, egress)
+    target = pick_container(snapshot.containers, egress, browser=crawl.spec.render != "never")
     if target is not None:
         return Dispatch(target, sticky=False)
     if snapshot.topic_limit is not None and snapshot.fleet_size >= snapshot.topic_limit:

@@ -15,6 +15,7 @@ from aiohttp.abc import AbstractResolver
 from engine_sites import CrawlOutcome, Handler, Site, engine_settings, read_pages
 
 from core.models import CrawlSpec
+from engine_container.browser import BrowserPool
 from engine_container.crawler import Crawler
 from engine_container.fetcher import Fetcher
 from engine_container.settings import EngineSettings
@@ -83,7 +84,7 @@ async def fetchers() -> AsyncIterator[Callable[..., Fetcher]]:
 
 @pytest.fixture
 def crawl(tmp_path: Path) -> Callable[..., Awaitable[CrawlOutcome]]:
-    """``await crawl(seeds, settings=..., resolver=..., **spec_fields)``: a whole crawl
+    """``await crawl(seeds, settings=..., resolver=..., browser=..., **spec_fields)``: a whole crawl
     (``use_sitemaps`` defaults to False here; the returned outcome's ``out`` holds the WARC)."""
     runs = iter(range(1000))
 
@@ -92,6 +93,7 @@ def crawl(tmp_path: Path) -> Callable[..., Awaitable[CrawlOutcome]]:
         *,
         settings: EngineSettings | None = None,
         resolver: AbstractResolver | None = None,
+        browser: BrowserPool | None = None,
         **spec: Any,
     ) -> CrawlOutcome:
         settings = settings or engine_settings()
@@ -102,7 +104,8 @@ def crawl(tmp_path: Path) -> Callable[..., Awaitable[CrawlOutcome]]:
         spec_model = CrawlSpec(seeds=list(seeds), **spec)
         try:
             async with Fetcher(settings, resolver=resolver) as fetcher:
-                counts = await Crawler(spec_model, fetcher, sink, settings).run()
+                crawler = Crawler(spec_model, fetcher, sink, settings, browser=browser)
+                counts = await crawler.run()
         finally:
             await sink.close()
         return CrawlOutcome(counts, read_pages(out / "pages.jsonl"), out)

@@ -86,6 +86,7 @@ async def test_openapi_lists_every_route_with_security_and_schemas(harness: Harn
         "/v1/crawls/{crawl_id}",
         "/v1/crawls/{crawl_id}/pages",
         "/v1/crawls/{crawl_id}/export",
+        "/v1/crawls/{crawl_id}/screenshots/{name}",
         "/v1/crawls/{crawl_id}/items",
         "/v1/tenants",
         "/v1/tenants/{tenant_id}",

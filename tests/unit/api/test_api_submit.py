@@ -344,16 +344,45 @@ async def test_patterns_re2_cannot_run_are_422_naming_the_pattern(
         {"page_timeout_s": 301},
         {"recrawl_of": "../other-tenant"},
         {"use_sitemaps": "sometimes"},
+        {"render": "sometimes"},
+        {"wait_for": ""},
+        {"block_resources": ["script"]},
+        {"screenshot": {"format": "gif"}},
     ],
-    ids=["budget too small", "budget too large", "recrawl path", "sitemaps not a bool"],
+    ids=[
+        "budget too small",
+        "budget too large",
+        "recrawl path",
+        "sitemaps not a bool",
+        "render mode",
+        "empty wait_for",
+        "scripts cannot be blocked",
+        "screenshot format",
+    ],
 )
 async def test_bad_crawl_rules_are_422(harness: Harness, tenant: Tenant, spec: Any) -> None:
     _, key = tenant
     problem = assert_problem(
         await harness.submit(key, {"seeds": ["https://example.com/"], **spec}), 422
     )
-    assert problem["errors"][0]["loc"] == [next(iter(spec))]
+    assert problem["errors"][0]["loc"][:1] == [next(iter(spec))]
     await harness.assert_nothing_stored()
+
+
+async def test_a_render_crawl_is_accepted_with_its_browser_options(
+    harness: Harness, tenant: Tenant
+) -> None:
+    _, key = tenant
+    spec = {"seeds": ["https://example.com/"], "render": "auto", "wait_for": "#app h1"}
+    response = await harness.submit(key, spec)
+    assert response.status == 202
+    (stored,) = [i for i in await harness.state.scan(table="crawls") if "spec" in i.data]
+    saved = stored.data["spec"]
+    assert (saved["render"], saved["wait_for"], saved["block_resources"]) == (
+        "auto",
+        "#app h1",
+        ["image", "font", "media"],
+    )
 
 
 async def test_recrawl_of_must_name_one_of_the_tenants_crawls(

@@ -583,11 +583,19 @@ class FakeEngine:
             filter={"container_id": self.id},
         )
 
-    async def ready(self, egress_ip: str = "203.0.113.7") -> OutboundMessage:
-        """Subscribe, then say ``ready: GUID`` (the handshake of the brief's step 4)."""
+    async def ready(
+        self, egress_ip: str = "203.0.113.7", *, browser: bool = False
+    ) -> OutboundMessage:
+        """Subscribe, then say ``ready: GUID`` (the handshake of the brief's step 4);
+        ``browser``: it can render pages."""
         await self.subscribe()
         return await self.send(
-            ContainerReady(tenant_id=self.tenant_id, container_id=self.id, egress_ip=egress_ip)
+            ContainerReady(
+                tenant_id=self.tenant_id,
+                container_id=self.id,
+                egress_ip=egress_ip,
+                browser=browser,
+            )
         )
 
     async def take_drain(self) -> bool:
@@ -679,7 +687,9 @@ class FakeEngine:
             )
         )
 
-    async def heartbeat(self, proxies: dict[str, ProxyStats] | None = None) -> OutboundMessage:
+    async def heartbeat(
+        self, proxies: dict[str, ProxyStats] | None = None, *, browser: bool = False
+    ) -> OutboundMessage:
         """A heartbeat (with per-proxy numbers, as the engine reports them)."""
         self.beat_seq += 1
         return await self.send(
@@ -689,6 +699,7 @@ class FakeEngine:
                 in_flight=sorted(self.running),
                 seq=self.beat_seq,
                 proxies=proxies or {},
+                browser=browser,
             )
         )
 

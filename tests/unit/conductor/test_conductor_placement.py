@@ -238,3 +238,51 @@ async def test_a_submission_for_an_unknown_crawl_is_dropped(harness: Harness) ->
 
     assert harness.runtime.started == []
     assert await harness.dead_letters() == []
+
+
+# --------------------------------------------------------------------- browser (issue 15)
+
+
+async def test_a_render_crawl_goes_only_to_a_container_that_can_render(harness: Harness) -> None:
+    await harness.add_tenant("t1", parallel_per_container=4)
+    _, plain = await start_ready(harness)  # said ready without a browser
+    html_only = await submit_and_pump(harness)  # "render": "never": the plain one takes it
+    assert (await harness.crawl(html_only)).container_id == plain.id
+
+    render_crawl = await harness.submit("t1", render="always")
+    await harness.pump()
+
+    crawl = await harness.crawl(render_crawl)
+    assert crawl.container_id != plain.id  # a free slot there, but no browser
+    assert len(harness.runtime.started) == 2
+    browser_box = harness.engine(crawl.container_id or "")
+    await browser_box.ready(browser=True)
+    await harness.pump()
+    assert [r.crawl_id for r in await browser_box.runs()] == [render_crawl]
+    assert (await harness.container(browser_box.id)).browser is True
+
+    # the next render crawl joins the container that can render, no third start
+    second = await harness.submit("t1", render="auto")
+    await harness.pump()
+    assert (await harness.crawl(second)).container_id == browser_box.id
+    assert len(harness.runtime.started) == 2
+
+
+async def test_a_heartbeat_standing_in_for_a_late_ready_keeps_the_browser_flag(
+    harness: Harness,
+) -> None:
+    await harness.add_tenant("t1", parallel_per_container=4)
+    first = await harness.submit("t1", render="always")
+    await harness.pump()
+    (guid,) = harness.runtime.started_ids
+    engine = harness.engine(guid)
+    await engine.subscribe()
+    await engine.heartbeat(browser=True)  # its ready is late: the heartbeat stands in
+    await harness.pump()
+    assert (await harness.container(guid)).browser is True
+
+    second = await harness.submit("t1", render="always")
+    await harness.pump()
+    assert (await harness.crawl(second)).container_id == guid  # no second start
+    assert len(harness.runtime.started) == 1
+    assert {r.crawl_id for r in await engine.runs()} == {first, second}

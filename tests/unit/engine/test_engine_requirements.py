@@ -2,7 +2,8 @@
 one of the project's own dependencies, with the same version range, so the image and
 ``pip install skycrawl`` run the engine on the same libraries; and every library the engine
 imports (its own modules and the ``core``/``adapters`` modules they reach, lazy imports
-included) must be installed by that file, or the image fails at its first page."""
+included) must be installed by that file (or, for rendering, by the ``browser`` target's
+``[browser]`` extra), or the image fails at its first page."""
 
 from __future__ import annotations
 
@@ -18,6 +19,12 @@ LOCAL = {"core", "adapters", "engine_container", "functions", "skycrawl_client"}
 # Installed by the image's EXTRA_PACKAGES build argument for the provider that needs them
 # (engine_container/Dockerfile): the self-hosted PostgreSQL host limiter.
 PROVIDER_EXTRAS = {"psycopg", "psycopg-pool"}
+
+
+def _browser_extra() -> set[str]:
+    """What the engine's ``browser`` image target adds: the project's ``[browser]`` extra."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    return {_name(r) for r in project["optional-dependencies"]["browser"]}
 
 
 def _required() -> list[str]:
@@ -93,7 +100,7 @@ def test_engine_requirements_are_project_dependencies() -> None:
 def test_every_library_the_engine_imports_is_in_its_requirements() -> None:
     installed = _closure({_name(r) for r in _required()})
     by_module = packages_distributions()
-    known = installed | PROVIDER_EXTRAS
+    known = installed | PROVIDER_EXTRAS | _closure(_browser_extra())
     missing: dict[str, list[str]] = {}
     for module in sorted(_third_party_imports()):
         dists = by_module.get(module, [module])

@@ -1,0 +1,443 @@
+"""Rendering pages in Chromium (issue 15): Playwright for Python driving Debian's ``chromium``.
+
+What a render is
+    The engine fetches a page as always (``Fetcher``: SSRF guard, caps, retries, politeness,
+    the WARC ``response`` record). When the crawl asks for it (``CrawlSpec.render``: ``always``,
+    or ``auto`` for an app shell, see ``looks_like_app_shell``) the *fetched* response is
+    handed to a Chromium page as its document (the server is not asked twice), the page's
+    scripts run, and its DOM (``page.content()``) becomes the page's formats, links, items and
+    a WARC ``conversion`` record. ``wait_for`` waits after ``load`` for a CSS selector or
+    ``networkidle``; everything (fetch included) stays within the page's ``page_timeout_s``:
+    past it the page is recorded with a ``render: ... within N s`` error.
+
+The SSRF guard inside the browser
+    Every request any page of a context makes (subresources, XHR, ``fetch()``, redirect hops,
+    navigations, popups) meets ``context.route("**/*")``: its URL passes
+    ``core.netguard.check_url`` and every address its host resolves to passes the crawl's
+    ``AddressPolicy`` (``GuardedResolver``, the fetcher's own) before ``route.continue_()``;
+    a refused one is aborted (``blockedbyclient``) and logged. WebSockets meet
+    ``context.route_web_socket`` the same way (closed with 1008 when refused). Routing does
+    not see redirect hops, and Chromium would resolve names again itself, so every
+    connection Chromium opens also goes through ``FilteringProxy`` (``browser_proxy``), which
+    checks each request and hop again and connects only to the addresses it checked. Service
+    workers are blocked (their requests would bypass routing), downloads refused, dialogs
+    dismissed, popups closed. Images, fonts and media are aborted by default
+    (``CrawlSpec.block_resources``).
+
+Contexts
+    One browser per container (launched on the first render), one context per session key,
+    so a sticky session keeps its cookies and storage across its crawls; at most
+    ``browser_contexts`` contexts (least recently used idle ones closed), at most
+    ``browser_pages`` renders at once. A context is recycled after
+    ``browser_pages_per_context`` pages: closed and reopened with its cookies and local
+    storage (``storage_state``), which bounds the memory a long crawl's pages leave behind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib.util
+import logging
+import re
+import time
+from collections import OrderedDict, deque
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+from aiohttp.abc import AbstractResolver
+
+from core.errors import UnsafeUrl
+from core.models import CrawlSpec, ScreenshotSpec
+from core.netguard import AddressPolicy, check_url, parse_host
+from engine_container.browser_proxy import FilteringProxy
+from engine_container.fetcher import FetchResult, GuardedResolver
+from engine_container.settings import EngineSettings
+
+if TYPE_CHECKING:
+    from playwright.async_api import (
+        Browser,
+        BrowserContext,
+        Page,
+        Playwright,
+        Route,
+        WebSocketRoute,
+    )
+
+log = logging.getLogger("skycrawl.engine.browser")
+
+CHROMIUM_ARGS = (
+    "--no-sandbox",  # containers run without the user namespaces the sandbox needs
+    "--disable-gpu",
+    "--disable-dev-shm-usage",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+)
+NETWORK_IDLE = "networkidle"
+#: Below this many characters of visible text, a page with scripts is an app shell (``auto``).
+AUTO_TEXT_CHARS = 200
+AUTO_SCAN_BYTES = 512 * 1024  # a shell is small: only this much is looked at
+_NO_NETWORK_SCHEMES = frozenset({"data", "blob", "about"})
+_SOCKET_SCHEMES = {"ws": "http", "wss": "https"}
+_INVISIBLE = re.compile(rb"<(script|style|noscript|template)\b.*?</\1\s*>", re.S | re.I)
+_TAG = re.compile(rb"<[^>]*>|&nbsp;|\s+", re.S)
+_SCRIPT = re.compile(rb"<script\b", re.I)
+
+
+def looks_like_app_shell(body: bytes) -> bool:
+    """True for HTML with scripts and almost no visible text: what ``render: auto`` renders
+    (a page over ``AUTO_SCAN_BYTES`` is never taken for one)."""
+    if len(body) > AUTO_SCAN_BYTES:
+        return False
+    if not _SCRIPT.search(body):
+        return False
+    text = _TAG.sub(b"", _INVISIBLE.sub(b"", body))
+    return len(text) < AUTO_TEXT_CHARS
+
+
+class RequestGuard:
+    """The SSRF decision for one browser request: ``await refusal(url)`` is None to let it
+    go, else why not. ``decisions`` keeps the last 1,000 (URL, refusal) pairs."""
+
+    def __init__(self, policy: AddressPolicy, resolver: AbstractResolver | None = None) -> None:
+        self._policy = policy
+        self._resolver = GuardedResolver(policy, resolver)
+        self.decisions: deque[tuple[str, str | None]] = deque(maxlen=1000)
+
+    async def refusal(self, url: str) -> str | None:
+        reason, _ = await self.admit(url)
+        return reason
+
+    async def admit(self, url: str) -> tuple[str | None, tuple[str, ...]]:
+        """(None, the checked addresses to connect to) for a request that may go; (why not,
+        ()) for one that may not. ``data:``/``blob:``/``about:`` need no network: (None, ())."""
+        reason, addresses = await self._decide(url)
+        self.decisions.append((url, reason))
+        return reason, addresses
+
+    async def _decide(self, url: str) -> tuple[str | None, tuple[str, ...]]:
+        scheme, _, rest = url.partition(":")
+        scheme = scheme.lower()
+        if scheme in _NO_NETWORK_SCHEMES:
+            return None, ()
+        if scheme in _SOCKET_SCHEMES:
+            url = f"{_SOCKET_SCHEMES[scheme]}:{rest}"
+        try:
+            check_url(url, self._policy)
+            parts = urlsplit(url)
+            host = parse_host(parts.hostname or "")
+            if not isinstance(host, str):  # an IP literal, checked by check_url
+                return None, (str(host),)
+            # a name: every address it resolves to must pass (GuardedResolver raises)
+            results = await self._resolver.resolve(host, parts.port or 0)
+        except UnsafeUrl as exc:
+            return str(exc), ()
+        except (OSError, ValueError) as exc:
+            return f"DNS lookup failed: {exc}", ()
+        return None, tuple(result["host"] for result in results)
+
+    async def close(self) -> None:
+        await self._resolver.close()
+
+
+def can_render(settings: EngineSettings) -> bool:
+    """Whether this engine can render: Playwright installed and Chromium at its path (what
+    the container advertises in ``ready``)."""
+    return importlib.util.find_spec("playwright") is not None and settings.chromium_path.is_file()
+
+
+class BrowserUnavailable(Exception):
+    """This engine cannot render: no Playwright, or no Chromium at ``chromium_path``."""
+
+
+#: Crawl headers the page's own requests carry too; never ``authorization`` or ``cookie``,
+#: which would go to every third-party host the page loads from.
+BROWSER_HEADERS = ("user-agent", "accept-language")
+
+
+@dataclass(frozen=True, slots=True)
+class RenderOptions:
+    """How one crawl's pages are rendered (``CrawlSpec`` fields)."""
+
+    wait_for: str | None = None
+    block: frozenset[str] = frozenset({"image", "font", "media"})
+    headers: tuple[tuple[str, str], ...] = ()  # BROWSER_HEADERS of the crawl's ``headers``
+    screenshot: ScreenshotSpec | None = None
+
+    @classmethod
+    def of(cls, spec: CrawlSpec) -> RenderOptions:
+        headers = tuple((k, v) for k, v in spec.headers.items() if k in BROWSER_HEADERS)
+        return cls(spec.wait_for, frozenset(spec.block_resources), headers, spec.screenshot)
+
+
+@dataclass(frozen=True, slots=True)
+class Rendered:
+    """The DOM after the scripts ran (UTF-8 HTML), or why there is none."""
+
+    html: bytes | None
+    error: str | None = None
+    elapsed_ms: float = 0.0
+    screenshot: bytes | None = None
+
+
+@dataclass
+class _Context:
+    context: BrowserContext
+    pages: int = 0  # pages opened in it since it was (re)created
+    open: int = 0  # pages rendering in it now
+
+
+class BrowserPool:
+    """Chromium for the container's crawls. Create in the event loop; ``await close()``.
+
+    ``resolver`` replaces getaddrinfo for the guard (tests); ``launch_args`` are extra
+    Chromium switches (tests map test names with ``--host-resolver-rules``).
+    """
+
+    def __init__(
+        self,
+        settings: EngineSettings,
+        *,
+        policy: AddressPolicy | None = None,
+        resolver: AbstractResolver | None = None,
+        launch_args: Sequence[str] = (),
+    ) -> None:
+        self._settings = settings
+        self.guard = RequestGuard(
+            policy if policy is not None else settings.address_policy(), resolver
+        )
+        self._args = (*CHROMIUM_ARGS, *launch_args)
+        self._proxy = FilteringProxy(self.guard, connect_timeout_s=settings.connect_timeout_s)
+        self._proxy_url: str | None = None
+        self._playwright: Playwright | None = None
+        self._browser: Browser | None = None
+        self._launching = asyncio.Lock()
+        self._contexts: OrderedDict[str, _Context] = OrderedDict()
+        self._states: dict[str, Any] = {}  # storage_state of a recycled session's context
+        self._slots = asyncio.Semaphore(settings.browser_pages)
+        self.recycled = 0
+
+    async def render(
+        self,
+        fetch: FetchResult,
+        *,
+        session_key: str,
+        options: RenderOptions,
+        budget_s: float,
+    ) -> Rendered:
+        """Render the fetched response ``fetch`` within ``budget_s``; never raises for what
+        a page does (errors come back in ``Rendered.error``)."""
+        started = time.monotonic()
+        async with self._slots:
+            left = budget_s - (time.monotonic() - started)
+            if left <= 0.05:
+                return Rendered(None, f"render: no time left within {budget_s:.1f} s")
+            try:
+                entry = await self._context(session_key)
+            except BrowserUnavailable as exc:
+                return Rendered(None, f"render: this engine has no browser ({exc})")
+            entry.pages += 1
+            entry.open += 1
+            try:
+                page = await entry.context.new_page()
+                try:
+                    html, shot = await asyncio.wait_for(
+                        _render_page(page, fetch, options, left),
+                        left + 1.0,
+                    )
+                    error = None
+                except TimeoutError:
+                    html, shot, error = None, None, _budget_error(options.wait_for, budget_s)
+                finally:
+                    with contextlib.suppress(Exception):
+                        await asyncio.wait_for(page.close(), 5.0)
+            except Exception as exc:  # Playwright's Error: the page, or a crashed browser
+                html, shot, error = None, None, _render_error(exc, options.wait_for, budget_s)
+            finally:
+                entry.open -= 1
+            await self._maybe_recycle(session_key, entry)
+        return Rendered(html, error, (time.monotonic() - started) * 1000, shot)
+
+    async def drop_session(self, session_key: str) -> None:
+        """Forget a session's context and cookies (a crawl without a sticky session ended)."""
+        self._states.pop(session_key, None)
+        entry = self._contexts.pop(session_key, None)
+        if entry is not None:
+            await _close_quietly(entry.context)
+
+    async def close(self) -> None:
+        for entry in self._contexts.values():
+            await _close_quietly(entry.context)
+        self._contexts.clear()
+        self._states.clear()
+        if self._browser is not None:
+            await _close_quietly(self._browser)
+        if self._playwright is not None:
+            await self._playwright.stop()
+        self._browser = self._playwright = None
+        await self._proxy.close()
+        await self.guard.close()
+
+    async def __aenter__(self) -> BrowserPool:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    # ----------------------------------------------------------------- contexts
+
+    async def _launch(self) -> Browser:
+        async with self._launching:
+            if self._browser is not None and self._browser.is_connected():
+                return self._browser
+            try:
+                from playwright.async_api import async_playwright
+            except ImportError as exc:  # the engine image without the browser target
+                raise BrowserUnavailable("playwright is not installed") from exc
+            chromium = self._settings.chromium_path
+            if not chromium.is_file():
+                raise BrowserUnavailable(f"{chromium} is missing")
+            if self._proxy_url is None:
+                self._proxy_url = await self._proxy.start()
+            if self._playwright is None:
+                self._playwright = await async_playwright().start()
+            self._contexts.clear()  # a crashed browser took its contexts with it
+            self._browser = await self._playwright.chromium.launch(
+                executable_path=str(chromium),
+                headless=True,
+                args=[
+                    *self._args,
+                    f"--proxy-server={self._proxy_url}",
+                    "--proxy-bypass-list=<-loopback>",  # loopback goes through it too
+                ],
+            )
+            log.info("chromium launched (%s)", self._browser.version)
+            return self._browser
+
+    async def _context(self, session_key: str) -> _Context:
+        entry = self._contexts.get(session_key)
+        if entry is not None and self._browser is not None and self._browser.is_connected():
+            self._contexts.move_to_end(session_key)
+            return entry
+        browser = await self._launch()
+        context = await browser.new_context(
+            accept_downloads=False,
+            service_workers="block",
+            user_agent=self._settings.user_agent,
+            storage_state=self._states.pop(session_key, None),
+        )
+        await context.route("**/*", self._guarded)
+        await context.route_web_socket(re.compile(".*"), self._guarded_socket)
+        context.on("page", _watch_page)
+        entry = self._contexts[session_key] = _Context(context)
+        await self._evict(keep=session_key)
+        return entry
+
+    async def _evict(self, keep: str) -> None:
+        excess = len(self._contexts) - self._settings.browser_contexts
+        idle = [k for k, e in self._contexts.items() if k != keep and not e.open][: max(0, excess)]
+        for key in idle:
+            entry = self._contexts.pop(key)
+            await _close_quietly(entry.context)
+
+    async def _maybe_recycle(self, session_key: str, entry: _Context) -> None:
+        """Past ``browser_pages_per_context`` pages, reopen the context with its cookies."""
+        if entry.open or entry.pages < self._settings.browser_pages_per_context:
+            return
+        if self._contexts.get(session_key) is not entry:
+            return
+        del self._contexts[session_key]
+        with contextlib.suppress(Exception):
+            self._states[session_key] = await entry.context.storage_state()
+        await _close_quietly(entry.context)
+        self.recycled += 1
+
+    # ----------------------------------------------------------------- the guard
+
+    async def _guarded(self, route: Route) -> None:
+        url = route.request.url
+        reason = await self.guard.refusal(url)
+        if reason is None:
+            await route.continue_()
+            return
+        log.info("browser refused %s: %s", url[:200], reason)
+        await route.abort("blockedbyclient")
+
+    async def _guarded_socket(self, socket: WebSocketRoute) -> None:
+        reason = await self.guard.refusal(socket.url)
+        if reason is None:
+            socket.connect_to_server()
+            return
+        log.info("browser refused WebSocket %s: %s", socket.url[:200], reason)
+        await socket.close(code=1008, reason="refused by the crawler's address policy")
+
+
+async def _render_page(
+    page: Page, fetch: FetchResult, options: RenderOptions, budget_s: float
+) -> tuple[bytes, bytes | None]:
+    """Serve ``fetch`` as the page's document, run it, wait, and return its DOM (and its
+    screenshot when the crawl asks for one)."""
+    deadline = time.monotonic() + budget_s
+    served = False
+    wait_for, block, overrides = options.wait_for, options.block, dict(options.headers)
+
+    async def per_page(route: Route) -> None:
+        nonlocal served
+        request = route.request
+        if not served and request.is_navigation_request() and request.frame == page.main_frame:
+            served = True
+            content_type = fetch.headers.get("content-type") or "text/html"
+            await route.fulfill(
+                status=fetch.status or 200, headers={"content-type": content_type}, body=fetch.body
+            )
+        elif request.resource_type in block:
+            await route.abort("blockedbyclient")
+        elif overrides:
+            await route.fallback(headers={**request.headers, **overrides})  # to the guard
+        else:
+            await route.fallback()  # to the context's SSRF guard
+
+    def ms_left() -> float:
+        return max(1.0, (deadline - time.monotonic()) * 1000)
+
+    await page.route("**/*", per_page)
+    await page.goto(fetch.final_url, wait_until="load", timeout=ms_left())
+    if wait_for == NETWORK_IDLE:
+        await page.wait_for_load_state("networkidle", timeout=ms_left())
+    elif wait_for:
+        await page.wait_for_selector(f"css={wait_for}", state="attached", timeout=ms_left())
+    html = (await page.content()).encode("utf-8")
+    shot = options.screenshot
+    if shot is None:
+        return html, None
+    image = await page.screenshot(full_page=shot.full_page, type=shot.format, timeout=ms_left())
+    return html, image
+
+
+def _watch_page(page: Page) -> None:
+    """Every page of a context: dialogs dismissed, popups closed."""
+    page.on("dialog", lambda dialog: asyncio.ensure_future(dialog.dismiss()))
+    page.on("popup", lambda popup: asyncio.ensure_future(popup.close()))
+
+
+def _budget_error(wait_for: str | None, budget_s: float) -> str:
+    what = wait_for or "load"
+    return f"render: {what} not reached within {budget_s:.1f} s"
+
+
+def _render_error(exc: Exception, wait_for: str | None, budget_s: float) -> str:
+    from playwright.async_api import TimeoutError as PlaywrightTimeout
+
+    if isinstance(exc, PlaywrightTimeout):
+        return _budget_error(wait_for, budget_s)
+    message = str(exc).strip().splitlines()
+    return f"render failed: {message[0][:200] if message else type(exc).__name__}"
+
+
+async def _close_quietly(closable: BrowserContext | Browser) -> None:
+    with contextlib.suppress(Exception):
+        await asyncio.wait_for(closable.close(), 10.0)
