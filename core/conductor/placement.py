@@ -98,8 +98,17 @@ def decide(snapshot: Snapshot, egress: Egress) -> Decision:
     holder = next((c for c in snapshot.containers if crawl.id in c.in_flight), None)
     if holder is not None:
         return Commit(holder)
-    if snapshot.bound is not None and accepts_work(snapshot.bound):
-        return Dispatch(snapshot.bound, sticky=True)
+    bound = snapshot.bound
+    if bound is not None and accepts_work(bound):
+        return Dispatch(bound, sticky=True)
+    if bound is not None and bound.state.live and bound.in_flight:
+        # its container is being stopped (reaped, or its stop failed and is retried) and
+        # still holds the session's work: until that work is taken back, a new container
+        # would be a second IP for the session at once (the old one may still be running)
+        return Wait(
+            f"waiting: the session's container {bound.id} is being stopped; the session "
+            "moves once its work is taken back"
+        )
     target = pick_container(snapshot.containers, egress, browser=crawl.spec.render != "never")
     if target is not None:
         return Dispatch(target, sticky=False)

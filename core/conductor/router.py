@@ -260,6 +260,8 @@ class Router:
             bound = None if fresh is None else fresh.value
         if bound is not None and bound.state in (ContainerState.ready, ContainerState.starting):
             return bound
+        if bound is not None and bound.state.live and bound.in_flight:
+            return bound  # being stopped with work on it: the crawl waits (``decide``)
         with contextlib.suppress(Conflict):  # its container is gone: the session starts afresh
             await self.records.sessions.delete(binding)
         return None

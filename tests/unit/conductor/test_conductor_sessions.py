@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from conductor_harness import Harness, start_ready
+from conductor_harness import Harness, MakeHarness, start_ready
 
 from core.models import ContainerState, CrawlState
 
@@ -91,3 +91,34 @@ async def test_after_its_container_dies_the_session_and_its_work_move_together(
         crawl = await harness.crawl(crawl_id)
         assert crawl.state is CrawlState.dispatched
         assert crawl.attempts == 2
+
+
+async def test_a_session_waits_while_its_reaped_container_still_holds_its_work(
+    make_harness: MakeHarness,
+) -> None:
+    """Found by the state machine: the session's container exits, its stop fails (so its
+    work is not taken back yet), and the session's next crawl must not start a second
+    container for the session meanwhile: the old one may still be running from its IP."""
+    harness = await make_harness()
+    await harness.add_tenant("t1", max_containers=3)
+    first, engine = await start_ready(harness, "t1", session="s1")
+    harness.runtime.fail_stops = 1
+    await engine.exited(137)
+    await harness.pump()
+    old = await harness.container(engine.id)
+    assert old.state.live  # the failed stop keeps it, with the session's crawl
+    assert first in old.in_flight
+
+    second = await harness.submit("t1", session="s1")
+    await harness.pump()
+    waiting = await harness.crawl(second)
+    assert waiting.container_id is None
+    assert "session's container" in (waiting.reason or "")
+    assert [c.id for c in await harness.live()] == [engine.id]
+
+    await harness.housekeeping()  # the stop is retried and succeeds: the work comes back
+    await harness.pump()
+    placed = {(await harness.crawl(c)).container_id for c in (first, second)}
+    assert len(placed) == 1
+    assert None not in placed
+    assert placed != {engine.id}
