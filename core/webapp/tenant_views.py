@@ -110,7 +110,7 @@ class TenantViews:
 
     # ------------------------------------------------------------------ usage
 
-    async def usage(self, wr: WebRequest) -> ApiResponse:
+    async def usage(self, wr: WebRequest, budget_error: str = "") -> ApiResponse:
         tenant = wr.owner
         pending = await self.app.records.active.query(tenant.id)
         live = await self.app.records.live_containers(tenant.id)
@@ -126,7 +126,37 @@ class TenantViews:
             live=len(live),
             in_flight=in_flight,
             metering=await self._metering(wr),
+            budget_error=budget_error,
+            can_budget=wr.can("admin"),
         )
+
+    async def budget_action(self, wr: WebRequest) -> ApiResponse:
+        """Set (``PUT /v1/budget``) or remove (``DELETE``) the monthly budget; the API's
+        problem details are shown beside the form."""
+        if http.field(wr.form, "action") == "budget-clear":
+            answer = await self.app.api.call("DELETE", "/v1/budget", tenant=wr.owner)
+        else:
+            body: dict[str, Any] = {
+                "monthly_amount": _number(http.field(wr.form, "monthly_amount"), float)
+            }
+            thresholds = http.field(wr.form, "thresholds")
+            if thresholds:
+                body["thresholds"] = [
+                    _number(t.strip().rstrip("%"), int) for t in thresholds.split(",") if t.strip()
+                ]
+            webhook = http.field(wr.form, "webhook_url")
+            if webhook:
+                body["webhook_url"] = webhook
+            answer = await self.app.api.call("PUT", "/v1/budget", tenant=wr.owner, body=body)
+        if answer.ok:
+            return http.redirect(f"{wr.base}/usage")
+        errors = answer.problem.get("errors") or []
+        detail = "; ".join(
+            f"{'.'.join(str(x) for x in e.get('loc', []))}: {e.get('msg', '')}"
+            for e in errors
+            if isinstance(e, dict)
+        )
+        return await self.usage(wr, budget_error=detail or str(answer.problem.get("detail", "")))
 
     async def _metering(self, wr: WebRequest) -> dict[str, Any] | None:
         """This UTC month's usage and cost per day (``GET /v1/usage``) and the budget
@@ -232,11 +262,21 @@ class TenantViews:
             WebRoute("GET", f"{t}/new", self.new_crawl_form, "tenant", "editor"),
             WebRoute("POST", f"{t}/new", self.submit_crawl, "tenant", "editor"),
             WebRoute("GET", f"{t}/usage", self.usage, "tenant"),
+            WebRoute("POST", f"{t}/usage", self.budget_action, "tenant", "admin"),
             WebRoute("GET", f"{t}/keys", self.keys, "tenant", "admin"),
             WebRoute("POST", f"{t}/keys", self.key_action, "tenant", "admin"),
             WebRoute("GET", f"{t}/users", self.users, "tenant", "admin"),
             WebRoute("POST", f"{t}/users", self.user_action, "tenant", "admin"),
         ]
+
+
+def _number(text: str, kind: type[int] | type[float]) -> object:
+    """A form field as the JSON number the API wants; the text itself when it is not one
+    (the API's problem then names the field)."""
+    try:
+        return kind(text)
+    except ValueError:
+        return text
 
 
 def _cursor(wr: WebRequest) -> dict[str, str]:

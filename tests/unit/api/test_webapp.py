@@ -666,3 +666,30 @@ async def test_the_webhook_secret_is_made_rotated_and_revoked_from_the_keys_page
     await browser.post(f"/t/{tenant_id}/keys", {"csrf": token, "action": "webhook-revoke"})
     assert (await harness.call("GET", "/v1/webhooks/secret", key=key)).status == 404
     assert "No secret yet" in (await browser.get(f"/t/{tenant_id}/keys")).body.decode()
+
+
+async def test_the_budget_is_set_changed_and_removed_from_the_usage_page(
+    harness: Harness,
+) -> None:
+    tenant_id, key, browser = await signed_in(harness)
+    token = await browser.csrf(f"/t/{tenant_id}/usage")
+    bad = await browser.post(
+        f"/t/{tenant_id}/usage", {"csrf": token, "action": "budget-set", "monthly_amount": "-5"}
+    )
+    assert bad.status == 200
+    assert 'role="alert"' in bad.body.decode()
+    assert "monthly_amount" in bad.body.decode()
+    assert (await harness.call("GET", "/v1/budget", key=key)).parsed()["budget"] is None
+
+    token = await browser.csrf(f"/t/{tenant_id}/usage")
+    form = {"csrf": token, "action": "budget-set", "monthly_amount": "25", "thresholds": "80, 100"}
+    done = await browser.post(f"/t/{tenant_id}/usage", form)
+    assert done.status == 303, re.findall(r"role=\"alert\"[^<]*>([^<]*)", done.body.decode())
+    budget = (await harness.call("GET", "/v1/budget", key=key)).parsed()["budget"]
+    assert (budget["monthly_amount"], budget["thresholds"]) == (25.0, [80, 100])
+    page = (await browser.get(f"/t/{tenant_id}/usage")).body.decode()
+    assert "of 25.00 spent" in page
+
+    token = await browser.csrf(f"/t/{tenant_id}/usage")
+    await browser.post(f"/t/{tenant_id}/usage", {"csrf": token, "action": "budget-clear"})
+    assert (await harness.call("GET", "/v1/budget", key=key)).parsed()["budget"] is None
