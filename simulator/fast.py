@@ -53,6 +53,7 @@ class _Container:
     in_flight: tuple[str, ...] = ()
     generation: int = 0
     idle_bin: int = 0
+    browser: bool = False  # the simulated engines render nothing
 
     @property
     def free_slots(self) -> int:

@@ -232,6 +232,9 @@ def engine_image(client: docker.DockerClient, extra_packages: Sequence[str] = ()
                 fileobj=context,
                 custom_context=True,
                 dockerfile=DOCKERFILE,
+                # the classic builder builds every stage before the last: stop at the
+                # engine's (the browser stage needs Debian's chromium from a mirror)
+                target="engine",
                 tag=tag,
                 rm=True,
                 forcerm=True,
