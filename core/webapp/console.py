@@ -128,8 +128,23 @@ class ConsoleViews:
         for found in await self.app.records.containers.scan():
             if found.value.state.live:
                 live[found.value.tenant_id] += 1
+        # this UTC month's usage of every tenant (``GET /v1/usage``, the operator's view)
+        metered = await self.app.api.call(
+            "GET", "/v1/usage", tenant=None, operator=True, query={"granularity": "month"}
+        )
+        usage = (
+            {t["tenant_id"]: t for t in metered.data.get("tenants", [])}
+            if metered.ok and isinstance(metered.data, dict)
+            else {}
+        )
         return self.app.render(
-            wr, "console_tenants.html", items=items, live=live, created=created, error=error
+            wr,
+            "console_tenants.html",
+            items=items,
+            live=live,
+            usage=usage,
+            created=created,
+            error=error,
         )
 
     async def tenant_action(self, wr: WebRequest) -> ApiResponse:

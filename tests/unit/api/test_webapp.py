@@ -693,3 +693,19 @@ async def test_the_budget_is_set_changed_and_removed_from_the_usage_page(
     token = await browser.csrf(f"/t/{tenant_id}/usage")
     await browser.post(f"/t/{tenant_id}/usage", {"csrf": token, "action": "budget-clear"})
     assert (await harness.call("GET", "/v1/budget", key=key)).parsed()["budget"] is None
+
+
+async def test_the_console_shows_each_tenants_usage_this_month(harness: Harness) -> None:
+    used_id, _ = await harness.create_tenant("busy")
+    idle_id, _ = await harness.create_tenant("idle")
+    used = Usage(container_seconds=90.0, billed_seconds=120.0, cost=1.2, cold_starts=2, pages=42)
+    await Meter(harness.state).apply(
+        MeterEvent(tenant_id=used_id, hour=START, event="a", usage=used)
+    )
+    operator = Browser(harness.api)
+    assert (await operator.post("/console/signin", {"key": OPERATOR_KEY})).status == 303
+    page = (await operator.get("/console/tenants")).body.decode()
+    busy, idle = page.split(used_id, 1)[1], page.split(idle_id, 1)[1]
+    assert '<dd class="cost">1.20 (+0.00 running now)</dd>' in busy.split("</section>")[0]
+    assert "<dd>90 s, 2 cold starts</dd>" in busy.split("</section>")[0]
+    assert '<dd class="cost">0.00 (+0.00 running now)</dd>' in idle.split("</section>")[0]
