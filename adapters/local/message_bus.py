@@ -50,7 +50,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import re
 import sqlite3
 import uuid
 from collections.abc import Mapping
@@ -59,6 +58,16 @@ from functools import partial
 from pathlib import Path
 
 from adapters.local.state_store import SqliteThread
+from adapters.sql_bus import (
+    MAX_DELAY_S,
+    MAX_MESSAGE_BYTES,
+    MAX_VISIBILITY_TIMEOUT_S,
+    POLL_MAX_S,
+    POLL_MIN_S,
+    check_name,
+    check_size,
+    source_key,
+)
 from core.clock import Clock, SystemClock
 from core.errors import Conflict, InvalidRequest, NotFound, QuotaExceeded
 from core.ports.message_bus import (
@@ -72,13 +81,6 @@ from core.ports.message_bus import (
     dead_letter_attributes,
     dead_letter_queue,
 )
-
-MAX_MESSAGE_BYTES = 256 * 1024
-MAX_VISIBILITY_TIMEOUT_S = 12 * 3600.0
-MAX_DELAY_S = 30 * 86400.0
-POLL_MIN_S = 0.02
-POLL_MAX_S = 0.1
-_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS sources (
@@ -109,24 +111,9 @@ CREATE UNIQUE INDEX IF NOT EXISTS messages_receipt ON messages (receipt);
 """
 
 
-def _source_key(source: Source) -> str:
-    if isinstance(source, Queue):
-        return f"queue/{source.name}"
-    return f"sub/{source.topic}/{source.name}"
-
-
-def _check_name(kind: str, name: str) -> None:
-    if not _NAME.fullmatch(name):
-        raise InvalidRequest(f"invalid {kind} name {name!r}: use letters, digits, '.', '_', '-'")
-
-
 def _check_message(message: OutboundMessage) -> str:
     """Validate the size; returns the attributes as JSON."""
-    attributes = dict(message.attributes)
-    size = len(message.body) + sum(len(k.encode()) + len(v.encode()) for k, v in attributes.items())
-    if size > MAX_MESSAGE_BYTES:
-        raise InvalidRequest(f"message of {size} bytes exceeds {MAX_MESSAGE_BYTES} bytes")
-    return json.dumps(attributes, separators=(",", ":"))
+    return json.dumps(check_size(message), separators=(",", ":"))
 
 
 def _check_delay(delay_s: float) -> None:
@@ -168,7 +155,7 @@ def _move_to_dead_letter(
 def _lease(
     conn: sqlite3.Connection, source: Source, count: int, timeout_s: float, now: float
 ) -> list[Lease]:
-    key = _source_key(source)
+    key = source_key(source)
     max_deliveries, dead_letter = _require_source(conn, key)
     leases: list[Lease] = []
     while len(leases) < count:
@@ -235,10 +222,10 @@ class SqliteMessageBus:
     # ----------------------------------------------------------------------------- queues
 
     async def ensure_queue(self, *, name: str, max_deliveries: int = 5) -> None:
-        _check_name("queue", name)
+        check_name("queue", name)
         if max_deliveries < 1:
             raise InvalidRequest("max_deliveries must be at least 1")
-        key, dlq = _source_key(Queue(name)), _source_key(Queue(dead_letter_queue(name)))
+        key, dlq = source_key(Queue(name)), source_key(Queue(dead_letter_queue(name)))
 
         def op(conn: sqlite3.Connection) -> None:
             conn.execute(
@@ -259,7 +246,7 @@ class SqliteMessageBus:
     async def send_at(self, *, queue: str, message: OutboundMessage, deliver_at: datetime) -> str:
         """Enqueue ``message``, invisible until ``deliver_at`` (used by ``SqliteScheduler``)."""
         attrs = _check_message(message)
-        key, message_id, at = _source_key(Queue(queue)), uuid.uuid4().hex, deliver_at.timestamp()
+        key, message_id, at = source_key(Queue(queue)), uuid.uuid4().hex, deliver_at.timestamp()
 
         def op(conn: sqlite3.Connection) -> None:
             _require_source(conn, key)
@@ -296,7 +283,7 @@ class SqliteMessageBus:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + max(wait_s, 0)
         pause = POLL_MIN_S
-        key = _source_key(source)
+        key = source_key(source)
         lease = partial(_lease, source=source, count=max_messages, timeout_s=visibility_timeout_s)
         while True:
             leases = await self._db.write(partial(lease, now=self._now()))
@@ -312,7 +299,7 @@ class SqliteMessageBus:
                     break
 
     async def ack(self, *, lease: Lease) -> None:
-        key = _source_key(lease.source)
+        key = source_key(lease.source)
 
         def op(conn: sqlite3.Connection) -> int:
             return conn.execute(
@@ -324,7 +311,7 @@ class SqliteMessageBus:
 
     async def release(self, *, lease: Lease, delay_s: float = 0) -> None:
         _check_delay(delay_s)
-        key, at = _source_key(lease.source), self._now() + delay_s
+        key, at = source_key(lease.source), self._now() + delay_s
 
         def op(conn: sqlite3.Connection) -> int:
             return conn.execute(
@@ -336,7 +323,7 @@ class SqliteMessageBus:
             raise _lost(lease)
 
     async def dead_letter(self, *, lease: Lease, reason: str) -> None:
-        key = _source_key(lease.source)
+        key = source_key(lease.source)
 
         def op(conn: sqlite3.Connection) -> None:
             _, target = _require_source(conn, key)
@@ -355,8 +342,8 @@ class SqliteMessageBus:
     # ----------------------------------------------------------------------------- topics
 
     async def ensure_topic(self, *, topic: str) -> None:
-        _check_name("topic", topic)
-        dlq = _source_key(Queue(dead_letter_queue(topic)))
+        check_name("topic", topic)
+        dlq = source_key(Queue(dead_letter_queue(topic)))
 
         def op(conn: sqlite3.Connection) -> None:
             conn.execute("INSERT OR IGNORE INTO topics VALUES (?)", (topic,))
@@ -375,7 +362,7 @@ class SqliteMessageBus:
             for name, filter_json in rows.fetchall():
                 wanted: dict[str, str] = json.loads(filter_json)
                 if all(attributes.get(k) == v for k, v in wanted.items()):
-                    key = _source_key(Subscription(topic, name))
+                    key = source_key(Subscription(topic, name))
                     _insert(conn, key, message_id, message.body, attrs_json, now)
 
         await self._db.write(op)
@@ -384,10 +371,10 @@ class SqliteMessageBus:
     async def ensure_subscription(
         self, *, topic: str, name: str, filter: Mapping[str, str]
     ) -> Subscription:
-        _check_name("subscription", name)
+        check_name("subscription", name)
         key, dlq = (
-            _source_key(Subscription(topic, name)),
-            _source_key(Queue(dead_letter_queue(topic))),
+            source_key(Subscription(topic, name)),
+            source_key(Queue(dead_letter_queue(topic))),
         )
         filter_json = json.dumps(dict(filter), sort_keys=True)
 
@@ -415,7 +402,7 @@ class SqliteMessageBus:
         return Subscription(topic, name)
 
     async def delete_subscription(self, *, topic: str, name: str) -> None:
-        key = _source_key(Subscription(topic, name))
+        key = source_key(Subscription(topic, name))
 
         def op(conn: sqlite3.Connection) -> None:
             conn.execute("DELETE FROM subscriptions WHERE topic=? AND name=?", (topic, name))
@@ -427,11 +414,11 @@ class SqliteMessageBus:
     async def delete_topic(self, *, topic: str) -> None:
         """Remove a topic with its subscriptions, dead-letter queue and messages (the local
         provisioner's teardown of a tenant); missing is not an error."""
-        dlq = _source_key(Queue(dead_letter_queue(topic)))
+        dlq = source_key(Queue(dead_letter_queue(topic)))
 
         def op(conn: sqlite3.Connection) -> None:
             names = conn.execute("SELECT name FROM subscriptions WHERE topic=?", (topic,))
-            for source in [_source_key(Subscription(topic, n)) for (n,) in names.fetchall()]:
+            for source in [source_key(Subscription(topic, n)) for (n,) in names.fetchall()]:
                 conn.execute("DELETE FROM sources WHERE source=?", (source,))
                 conn.execute("DELETE FROM messages WHERE source=?", (source,))
             conn.execute("DELETE FROM subscriptions WHERE topic=?", (topic,))

@@ -19,7 +19,8 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from adapters.local.message_bus import MAX_DELAY_S, SqliteMessageBus
+from adapters.local.message_bus import SqliteMessageBus
+from adapters.sql_bus import MAX_DELAY_S
 from core.errors import InvalidRequest
 from core.ports.message_bus import OutboundMessage
 from core.ports.scheduler import SchedulerCapabilities

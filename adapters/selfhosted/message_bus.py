@@ -47,7 +47,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import re
 import uuid
 from collections.abc import Mapping
 from typing import Any
@@ -56,6 +55,16 @@ from psycopg import AsyncConnection
 from psycopg.types.json import Jsonb
 
 from adapters.selfhosted.database import PostgresDatabase
+from adapters.sql_bus import (
+    MAX_DELAY_S,
+    MAX_MESSAGE_BYTES,
+    MAX_VISIBILITY_TIMEOUT_S,
+    POLL_MAX_S,
+    POLL_MIN_S,
+    check_name,
+    check_size,
+    source_key,
+)
 from core.errors import Conflict, InvalidRequest, NotFound
 from core.ports.message_bus import (
     BusCapabilities,
@@ -71,31 +80,12 @@ from core.ports.message_bus import (
 
 log = logging.getLogger("skycrawl.selfhosted.bus")
 
-MAX_MESSAGE_BYTES = 256 * 1024
-MAX_VISIBILITY_TIMEOUT_S = 12 * 3600.0
-MAX_DELAY_S = 30 * 86400.0
 CHANNEL = "skycrawl_bus"  # the channel name is also spelled out in the SQL below
 RECHECK_S = 5.0  # longest sleep of a waiting receiver between two looks at its source
-POLL_MIN_S, POLL_MAX_S = 0.02, 0.1
-_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}")
-
-
-def _source_key(source: Source) -> str:
-    if isinstance(source, Queue):
-        return f"queue/{source.name}"
-    return f"sub/{source.topic}/{source.name}"
-
-
-def _check_name(kind: str, name: str) -> None:
-    if not _NAME.fullmatch(name):
-        raise InvalidRequest(f"invalid {kind} name {name!r}: use letters, digits, '.', '_', '-'")
 
 
 def _check_message(message: OutboundMessage) -> Jsonb:
-    attributes = dict(message.attributes)
-    size = len(message.body) + sum(len(k.encode()) + len(v.encode()) for k, v in attributes.items())
-    if size > MAX_MESSAGE_BYTES:
-        raise InvalidRequest(f"message of {size} bytes exceeds {MAX_MESSAGE_BYTES} bytes")
+    attributes = check_size(message)
     if any("\x00" in k or "\x00" in v for k, v in attributes.items()):
         raise InvalidRequest("message attributes must not contain NUL characters")
     return Jsonb(attributes)
@@ -222,10 +212,10 @@ class PostgresMessageBus:
     # ----------------------------------------------------------------------------- queues
 
     async def ensure_queue(self, *, name: str, max_deliveries: int = 5) -> None:
-        _check_name("queue", name)
+        check_name("queue", name)
         if max_deliveries < 1:
             raise InvalidRequest("max_deliveries must be at least 1")
-        key, dlq = _source_key(Queue(name)), _source_key(Queue(dead_letter_queue(name)))
+        key, dlq = source_key(Queue(name)), source_key(Queue(dead_letter_queue(name)))
         async with self._database.transaction("ensure_queue") as conn:
             await conn.execute(
                 "INSERT INTO bus_sources VALUES (%s, %s, %s) ON CONFLICT (source) DO UPDATE"
@@ -242,7 +232,7 @@ class PostgresMessageBus:
         _check_delay(delay_s)
         attrs, key, message_id = (
             _check_message(message),
-            _source_key(Queue(queue)),
+            source_key(Queue(queue)),
             uuid.uuid4().hex,
         )
         async with self._database.connection("send") as conn:
@@ -282,7 +272,7 @@ class PostgresMessageBus:
             longest_s=MAX_VISIBILITY_TIMEOUT_S,
         )
         loop = asyncio.get_running_loop()
-        deadline, key, pause = loop.time() + max(wait_s, 0), _source_key(source), POLL_MIN_S
+        deadline, key, pause = loop.time() + max(wait_s, 0), source_key(source), POLL_MIN_S
         listening = self._notify and wait_s > 0
         while True:
             if listening:
@@ -362,7 +352,7 @@ class PostgresMessageBus:
         async with self._database.connection("ack") as conn:
             cur = await conn.execute(
                 "DELETE FROM bus_messages WHERE receipt = %s AND source = %s RETURNING seq",
-                (lease.receipt, _source_key(lease.source)),
+                (lease.receipt, source_key(lease.source)),
             )
             if len(await cur.fetchall()) != 1:
                 raise _lost(lease)
@@ -375,13 +365,13 @@ class PostgresMessageBus:
                 " visible_at = now() + %s * interval '1 second'"
                 " WHERE receipt = %s AND source = %s RETURNING source)"
                 " SELECT pg_notify('skycrawl_bus', source) FROM inserted",
-                (delay_s, lease.receipt, _source_key(lease.source)),
+                (delay_s, lease.receipt, source_key(lease.source)),
             )
             if len(await cur.fetchall()) != 1:
                 raise _lost(lease)
 
     async def dead_letter(self, *, lease: Lease, reason: str) -> None:
-        key = _source_key(lease.source)
+        key = source_key(lease.source)
         async with self._database.transaction("dead_letter") as conn:
             _, target = await _require_source(conn, key)
             cur = await conn.execute(
@@ -401,8 +391,8 @@ class PostgresMessageBus:
     # ----------------------------------------------------------------------------- topics
 
     async def ensure_topic(self, *, topic: str) -> None:
-        _check_name("topic", topic)
-        dlq = _source_key(Queue(dead_letter_queue(topic)))
+        check_name("topic", topic)
+        dlq = source_key(Queue(dead_letter_queue(topic)))
         async with self._database.transaction("ensure_topic") as conn:
             await conn.execute(
                 "INSERT INTO bus_topics VALUES (%s) ON CONFLICT DO NOTHING", (topic,)
@@ -431,9 +421,9 @@ class PostgresMessageBus:
     async def ensure_subscription(
         self, *, topic: str, name: str, filter: Mapping[str, str]
     ) -> Subscription:
-        _check_name("subscription", name)
-        key = _source_key(Subscription(topic, name))
-        dlq = _source_key(Queue(dead_letter_queue(topic)))
+        check_name("subscription", name)
+        key = source_key(Subscription(topic, name))
+        dlq = source_key(Queue(dead_letter_queue(topic)))
         async with self._database.transaction("ensure_subscription") as conn:
             cur = await conn.execute("SELECT 1 FROM bus_topics WHERE name = %s", (topic,))
             if await cur.fetchone() is None:
@@ -449,7 +439,7 @@ class PostgresMessageBus:
         return Subscription(topic, name)
 
     async def delete_subscription(self, *, topic: str, name: str) -> None:
-        key = _source_key(Subscription(topic, name))
+        key = source_key(Subscription(topic, name))
         async with self._database.transaction("delete_subscription") as conn:
             await conn.execute(
                 "DELETE FROM bus_subscriptions WHERE topic = %s AND name = %s", (topic, name)
@@ -459,13 +449,13 @@ class PostgresMessageBus:
 
     async def delete_topic(self, *, topic: str) -> None:
         """Remove the topic, its subscriptions with their messages, and its dead-letter queue."""
-        dlq = _source_key(Queue(dead_letter_queue(topic)))
+        dlq = source_key(Queue(dead_letter_queue(topic)))
         async with self._database.transaction("delete_topic") as conn:
             cursor = await conn.execute(
                 "DELETE FROM bus_subscriptions WHERE topic = %s RETURNING name", (topic,)
             )
             names = [row[0] for row in await cursor.fetchall()]
-            for source in [*(_source_key(Subscription(topic, n)) for n in names), dlq]:
+            for source in [*(source_key(Subscription(topic, n)) for n in names), dlq]:
                 await conn.execute("DELETE FROM bus_sources WHERE source = %s", (source,))
                 await conn.execute("DELETE FROM bus_messages WHERE source = %s", (source,))
             await conn.execute("DELETE FROM bus_topics WHERE name = %s", (topic,))

@@ -18,7 +18,8 @@ Settings
 
 from __future__ import annotations
 
-from adapters.selfhosted.message_bus import MAX_DELAY_S, PostgresMessageBus
+from adapters.selfhosted.message_bus import PostgresMessageBus
+from adapters.sql_bus import MAX_DELAY_S
 from core.errors import InvalidRequest
 from core.ports.message_bus import OutboundMessage
 from core.ports.scheduler import SchedulerCapabilities
