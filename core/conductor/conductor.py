@@ -71,7 +71,7 @@ from core.models import (
     Tenant,
 )
 from core.ports import Ports
-from core.records import Records
+from core.records import Records, Versioned
 from core.settings import SkycrawlSettings
 
 log = logging.getLogger("skycrawl.conductor")
@@ -133,9 +133,12 @@ class Conductor:
             health=self.health,
         )
 
-    async def place(self, tenant: Tenant, crawl: Crawl) -> bool:
-        """Put a pending crawl on a container; False when it stays in the backlog."""
-        return await self.router.place(tenant, crawl)
+    async def place(
+        self, tenant: Tenant, crawl: Crawl, *, current: Versioned[Crawl] | None = None
+    ) -> bool:
+        """Put a pending crawl on a container; False when it stays in the backlog.
+        ``current``: the crawl's record as read (saves a read when it is unchanged)."""
+        return await self.router.place(tenant, crawl, current=current)
 
     async def place_backlog(self, tenant_id: str) -> int:
         """Place the tenant's oldest pending crawls while there is room; returns how many."""
@@ -210,7 +213,7 @@ class Conductor:
             self.records.crawls, msg.tenant_id, msg.crawl_id, crawl.value
         )  # what a crashed instance left
         if value is not None and value.state is CrawlState.pending:
-            await self.place(tenant.value, value)
+            await self.place(tenant.value, value, current=crawl if value is crawl.value else None)
 
     # ------------------------------------------------------------------ container events
 

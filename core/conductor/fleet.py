@@ -37,7 +37,7 @@ from core.layout import subscription_name, tenant_topic
 from core.messages import DrainContainer, KillTimer, StopDue, Watchdog
 from core.models import Container, ContainerState, Egress, OutboxEntry, Tenant
 from core.ports import ContainerSpec, Ports, RunState
-from core.records import Fleet, Records
+from core.records import Fleet, Records, Versioned
 from core.settings import SkycrawlSettings
 
 log = logging.getLogger("skycrawl.conductor")
@@ -257,29 +257,54 @@ class ContainerFleet:
     # ------------------------------------------------------------------ slots
 
     async def reserve(
-        self, tenant_id: str, container_id: str, crawl_id: str, *, force: bool = False
+        self,
+        tenant_id: str,
+        container_id: str,
+        crawl_id: str,
+        *,
+        force: bool = False,
+        current: Versioned[Container] | None = None,
     ) -> Container | None:
         """Add ``crawl_id`` to the container's work if it still accepts it (``force``: even
-        when full, for sticky sessions). Returns the container, or None if it refused."""
-        accepted: list[bool] = []
+        when full, for sticky sessions). Returns the container, or None if it refused.
+        ``current``: the container as the decision read it (tried first, without a read)."""
+        container, taken = await self.reserve_many(
+            tenant_id, container_id, [crawl_id], force=force, current=current
+        )
+        return container if taken else None
+
+    async def reserve_many(
+        self,
+        tenant_id: str,
+        container_id: str,
+        crawl_ids: list[str],
+        *,
+        force: bool = False,
+        current: Versioned[Container] | None = None,
+    ) -> tuple[Container | None, set[str]]:
+        """``reserve`` for several crawls in one compare-and-set: as many of ``crawl_ids``
+        as the container has free slots for, in order (all with ``force``). Returns the
+        container as stored and the ids it holds now (those it already held included)."""
+        accepted: set[str] = set()
         gap: list[tuple[bool, int]] = []  # (pre-warmed, edges passed) of the idle gap it ends
 
         def add(c: Container) -> Container | None:
             accepted.clear()  # a retry after a lost compare-and-set decides afresh
             gap.clear()
-            if crawl_id in c.in_flight:
-                accepted.append(True)
-                return None
+            accepted.update(i for i in crawl_ids if i in c.in_flight)
             if c.state not in (ContainerState.ready, ContainerState.starting):
                 return None
-            if c.free_slots <= 0 and not force:
+            new = [i for i in dict.fromkeys(crawl_ids) if i not in c.in_flight]
+            if not force:
+                new = new[: max(c.free_slots, 0)]
+            if not new:
                 return None
-            accepted.append(True)
+            accepted.update(new)
             if c.state is ContainerState.ready and not c.in_flight:
                 gap.append((c.prewarm, c.idle_bin))
             return c.model_copy(
                 update={
-                    "in_flight": (*c.in_flight, crawl_id),
+                    "in_flight": (*c.in_flight, *new),
                     "generation": c.generation + 1,
                     "idle_since": None,
                     "idle_bin": 0,
@@ -288,7 +313,7 @@ class ContainerFleet:
             )
 
         container, changed = await self._outbox.mutate(
-            self._records.containers, tenant_id, container_id, add
+            self._records.containers, tenant_id, container_id, add, current=current
         )
         if changed and container is not None and gap:
             prewarmed, idle_bin = gap[-1]
@@ -296,7 +321,7 @@ class ContainerFleet:
                 await self.idle.close(tenant_id, container.egress)
             else:
                 await self.idle.observe(container, idle_bin)
-        return container if accepted and accepted[-1] else None
+        return container, set(accepted)
 
     async def release(
         self,

@@ -20,7 +20,7 @@ from core.layout import tenant_topic
 from core.messages import CrawlSubmitted, RunCrawl, WebhookDue
 from core.models import Container, ContainerState, Crawl, CrawlCounts, CrawlState, OutboxEntry
 from core.ports import Ports
-from core.records import ActiveCrawl, Records, finished_key
+from core.records import ActiveCrawl, Records, Versioned, finished_key
 from core.settings import SkycrawlSettings
 
 log = logging.getLogger("skycrawl.conductor")
@@ -55,9 +55,12 @@ class CrawlTransitions:
         )
         return publish(tenant_topic(self.settings.dispatch_topic, crawl.tenant_id), run)
 
-    async def commit_dispatch(self, crawl: Crawl, container: Container) -> None:
+    async def commit_dispatch(
+        self, crawl: Crawl, container: Container, *, current: Versioned[Crawl] | None = None
+    ) -> None:
         """pending → dispatched on ``container`` (reserved there already); a ready container
-        gets its ``RunCrawl`` in the same write, a starting one when it says ready."""
+        gets its ``RunCrawl`` in the same write, a starting one when it says ready.
+        ``current``: the crawl record as last read (tried first, without a read)."""
         now = self.ports.clock.now()
 
         def dispatch(c: Crawl) -> Crawl | None:
@@ -80,7 +83,7 @@ class CrawlTransitions:
             return new
 
         updated, _ = await self._outbox.mutate(
-            self.records.crawls, crawl.tenant_id, crawl.id, dispatch
+            self.records.crawls, crawl.tenant_id, crawl.id, dispatch, current=current
         )
         if updated is None or updated.state is not CrawlState.dispatched:
             # cancelled (or finished) meanwhile: give the slot back
