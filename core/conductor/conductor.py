@@ -34,6 +34,7 @@ from typing import Protocol
 
 from pydantic import ValidationError
 
+from core import telemetry
 from core.conductor.budget_guard import BudgetGuard, EventSender
 from core.conductor.egress_health import EgressHealthKeeper
 from core.conductor.fleet import ContainerFleet
@@ -206,15 +207,36 @@ class Conductor:
         if crawl is None or tenant is None:
             log.warning("submitted crawl %s/%s is unknown; dropped", msg.tenant_id, msg.crawl_id)
             return
-        value = await self.outbox.relay(
-            self.records.crawls, msg.tenant_id, msg.crawl_id, crawl.value
-        )  # what a crashed instance left
-        if value is not None and value.state is CrawlState.pending:
-            await self.place(tenant.value, value)
+        parent = msg.traceparent or crawl.value.traceparent
+        with telemetry.span(
+            "conductor crawl.submitted",
+            parent,
+            kind="consumer",
+            tenant_id=msg.tenant_id,
+            crawl_id=msg.crawl_id,
+        ):
+            value = await self.outbox.relay(
+                self.records.crawls, msg.tenant_id, msg.crawl_id, crawl.value
+            )  # what a crashed instance left
+            if value is not None and value.state is CrawlState.pending:
+                placed = await self.place(tenant.value, value)
+                telemetry.set_attributes(placed=placed)
 
     # ------------------------------------------------------------------ container events
 
     async def _on_ready(self, msg: ContainerReady) -> None:
+        found = await self.records.containers.get(msg.tenant_id, msg.container_id)
+        with telemetry.span(
+            "container.ready",
+            None if found is None else found.value.traceparent,
+            kind="consumer",
+            tenant_id=msg.tenant_id,
+            container_id=msg.container_id,
+            egress_ip=msg.egress_ip,
+        ):
+            await self._ready(msg)
+
+    async def _ready(self, msg: ContainerReady) -> None:
         now = self.ports.clock.now()
         stats = await self.fleet.idle.stats(msg.tenant_id)
 
