@@ -48,7 +48,8 @@ BACKLOG_SIZE = "skycrawl.backlog.size"
 FLEET_SIZE = "skycrawl.fleet.size"
 CONTAINER_STARTS = "skycrawl.container.starts"
 
-_TRACEPARENT = re.compile(r"00-(?P<trace>[0-9a-f]{32})-(?P<span>[0-9a-f]{16})-[0-9a-f]{2}")
+#: compiled on first use (``re`` caches it), not at import: the functions' cold start
+_TRACEPARENT = r"00-(?P<trace>[0-9a-f]{32})-(?P<span>[0-9a-f]{16})-[0-9a-f]{2}"
 _FORWARDED_NOT = {"OTEL_SERVICE_NAME"}  # each process names itself
 
 
@@ -149,6 +150,20 @@ def shutdown() -> None:
     _on = None
 
 
+def flush(timeout_ms: int = 5_000) -> None:
+    """Export what is buffered now, waiting up to ``timeout_ms`` (a no-op when off). For a
+    function whose process is frozen (Lambda) or throttled (Cloud Run) between invocations,
+    after each one; a long-running process exports in the background."""
+    if _on is None:
+        return
+    from opentelemetry import metrics, trace
+
+    for provider in (trace.get_tracer_provider(), metrics.get_meter_provider()):
+        force = getattr(provider, "force_flush", None)
+        if force is not None:
+            force(timeout_ms)
+
+
 def container_env(environ: Mapping[str, str] | None = None) -> dict[str, str]:
     """The ``OTEL_*`` variables a container needs to export like this process does."""
     env = os.environ if environ is None else environ
@@ -197,6 +212,19 @@ def current_traceparent(within: str | None = None) -> str | None:
     return within
 
 
+def in_trace(traceparent: str | None) -> bool:
+    """Is the current span in the trace of ``traceparent`` (any span, for None)? True when
+    off: then there is nothing to join."""
+    if _on is None:
+        return True
+    from opentelemetry import trace
+
+    current = trace.get_current_span().get_span_context()
+    if not current.is_valid:
+        return False
+    return traceparent is None or f"{current.trace_id:032x}" == _trace_id(traceparent)
+
+
 def set_attributes(**attrs: Any) -> None:
     """Add ``skycrawl.``-prefixed attributes to the current span (None values left out)."""
     if _on is None:
@@ -230,7 +258,7 @@ def valid_traceparent(value: str | None) -> str | None:
     if value is None:
         return None
     value = value.strip().lower()
-    match = _TRACEPARENT.fullmatch(value)
+    match = re.fullmatch(_TRACEPARENT, value)
     if match is None or set(match["trace"]) == {"0"} or set(match["span"]) == {"0"}:
         return None
     return value

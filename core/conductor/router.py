@@ -17,6 +17,7 @@ import contextlib
 import dataclasses
 import logging
 
+from core import telemetry
 from core.conductor.egress_health import EgressHealthKeeper, SessionRoute
 from core.conductor.fleet import ContainerFleet
 from core.conductor.placement import (
@@ -70,6 +71,16 @@ class Router:
 
     async def place(self, tenant: Tenant, crawl: Crawl) -> bool:
         """Put a pending crawl on a container. False when it stays in the backlog."""
+        if telemetry.in_trace(crawl.traceparent):  # off, or handling this crawl's message
+            return await self._place(tenant, crawl)
+        with telemetry.span(  # from the backlog, or a requeue: back into the crawl's trace
+            "conductor place", crawl.traceparent, tenant_id=tenant.id, crawl_id=crawl.id
+        ):
+            placed = await self._place(tenant, crawl)
+            telemetry.set_attributes(placed=placed)
+            return placed
+
+    async def _place(self, tenant: Tenant, crawl: Crawl) -> bool:
         if tenant.state is not TenantState.active:  # being torn down: start nothing for it
             await self._t.finish(crawl, CrawlState.cancelled, reason="tenant deleted")
             return True

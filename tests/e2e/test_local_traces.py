@@ -238,7 +238,13 @@ async def test_one_trace_follows_a_crawl_from_the_api_to_the_engine(
     trace2, api2_id, root = _hex(api2)
     assert trace2 != trace_id
     assert root == ""  # no client trace: it starts one
-    assert (engine[second].trace_id, engine[second].parent_id) == (trace2, api2_id)
+    placed = [
+        s
+        for s in memory.finished("conductor place")
+        if s.attributes["skycrawl.crawl_id"] == second and s.attributes["skycrawl.placed"]
+    ]
+    assert [_hex(p)[0::2] for p in placed] == [(trace2, api2_id)]  # from the backlog
+    assert (engine[second].trace_id, engine[second].parent_id) == (trace2, _hex(placed[0])[1])
 
     # metrics: one cold start; the backlog held the second crawl; the fleet went 1 → 0
     assert memory.points(telemetry.CONTAINER_STARTS, tenant_id) == [1]

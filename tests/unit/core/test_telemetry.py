@@ -201,3 +201,17 @@ def test_a_failure_inside_a_span_is_recorded_and_raised(spans: InMemorySpanExpor
     (span,) = spans.get_finished_spans()
     assert span.status.status_code is StatusCode.ERROR
     assert [e.name for e in span.events] == ["exception"]
+
+
+def test_in_trace_says_whether_a_crawl_must_be_joined(spans: InMemorySpanExporter) -> None:
+    assert not telemetry.in_trace(PARENT)  # no span: join the crawl's trace
+    assert not telemetry.in_trace(None)
+    with telemetry.span("handler", PARENT):
+        assert telemetry.in_trace(PARENT)
+        assert telemetry.in_trace(None)
+        assert not telemetry.in_trace(OTHER)  # a span of another crawl's trace
+
+
+def test_in_trace_is_true_when_off() -> None:
+    assert telemetry.in_trace(PARENT)
+    assert telemetry.current_traceparent(PARENT) == PARENT
