@@ -225,10 +225,13 @@ class Conductor:
     # ------------------------------------------------------------------ container events
 
     async def _on_ready(self, msg: ContainerReady) -> None:
-        found = await self.records.containers.get(msg.tenant_id, msg.container_id)
+        parent = None  # the container's start span: its record says (read only when on)
+        if telemetry.enabled():
+            found = await self.records.containers.get(msg.tenant_id, msg.container_id)
+            parent = None if found is None else found.value.traceparent
         with telemetry.span(
             "container.ready",
-            None if found is None else found.value.traceparent,
+            parent,
             kind="consumer",
             tenant_id=msg.tenant_id,
             container_id=msg.container_id,
