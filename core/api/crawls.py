@@ -334,6 +334,12 @@ class CrawlRoutes:
                     "Repeat a request safely for 24 h: same key and body, same answer.",
                     {"type": "string", "pattern": "^[\\x21-\\x7e]{1,255}$"},
                 ),
+                Param(
+                    "traceparent",
+                    "header",
+                    "W3C trace context: the crawl's trace continues the caller's (an invalid "
+                    "value starts a new trace). Used when OpenTelemetry is on.",
+                ),
             ),
         )
 
