@@ -202,25 +202,26 @@ class Conductor:
     # ------------------------------------------------------------------ placement
 
     async def _on_submitted(self, msg: CrawlSubmitted) -> None:
+        with telemetry.span(
+            "conductor crawl.submitted",
+            msg.traceparent,
+            kind="consumer",
+            tenant_id=msg.tenant_id,
+            crawl_id=msg.crawl_id,
+        ):
+            await self._submitted(msg)
+
+    async def _submitted(self, msg: CrawlSubmitted) -> None:
         crawl = await self.records.crawls.get(msg.tenant_id, msg.crawl_id)
         tenant = await self.records.tenants.get("tenants", msg.tenant_id)
         if crawl is None or tenant is None:
             log.warning("submitted crawl %s/%s is unknown; dropped", msg.tenant_id, msg.crawl_id)
             return
-        parent = msg.traceparent or crawl.value.traceparent
-        with telemetry.span(
-            "conductor crawl.submitted",
-            parent,
-            kind="consumer",
-            tenant_id=msg.tenant_id,
-            crawl_id=msg.crawl_id,
-        ):
-            value = await self.outbox.relay(
-                self.records.crawls, msg.tenant_id, msg.crawl_id, crawl.value
-            )  # what a crashed instance left
-            if value is not None and value.state is CrawlState.pending:
-                placed = await self.place(tenant.value, value)
-                telemetry.set_attributes(placed=placed)
+        value = await self.outbox.relay(
+            self.records.crawls, msg.tenant_id, msg.crawl_id, crawl.value
+        )  # what a crashed instance left
+        if value is not None and value.state is CrawlState.pending:
+            await self.place(tenant.value, value)
 
     # ------------------------------------------------------------------ container events
 
@@ -497,7 +498,11 @@ class Conductor:
                 await self.outbox.deliver(
                     send(
                         self.settings.inbox_queue,
-                        CrawlSubmitted(tenant_id=container.tenant_id, crawl_id=crawl_id),
+                        CrawlSubmitted(
+                            tenant_id=container.tenant_id,
+                            crawl_id=crawl_id,
+                            traceparent=crawl.traceparent,
+                        ),
                     )
                 )
             elif crawl.state is CrawlState.dispatched and crawl.container_id == container.id:

@@ -184,7 +184,9 @@ class CrawlTransitions:
                         "reason": reason,
                     }
                 )
-                again = CrawlSubmitted(tenant_id=c.tenant_id, crawl_id=c.id)
+                again = CrawlSubmitted(
+                    tenant_id=c.tenant_id, crawl_id=c.id, traceparent=c.traceparent
+                )
                 return with_entries(new, send(self.settings.inbox_queue, again))
 
             back_crawl, changed = await self._outbox.mutate(
