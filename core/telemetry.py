@@ -18,7 +18,7 @@ Settings
     ``OTEL_EXPORTER_OTLP_PROTOCOL``, ``OTEL_SERVICE_NAME`` (default ``skycrawl-control`` /
     ``skycrawl-engine``), ``OTEL_RESOURCE_ATTRIBUTES``, ``OTEL_TRACES_SAMPLER``,
     ``OTEL_BSP_*`` -- is read by the SDK's configurator. Containers get the control plane's
-    ``OTEL_*`` variables (``container_env``). With an OTLP endpoint and no
+    ``OTEL_*`` variables but the exporters' ``*_HEADERS`` (``container_env``). With an OTLP endpoint and no
     ``OTEL_TRACES_EXPORTER`` / ``OTEL_METRICS_EXPORTER``, that signal goes to OTLP (the
     specification's default); metrics are exported only then or when
     ``OTEL_METRICS_EXPORTER`` names an exporter. Needs the ``[otel]`` extra.
@@ -165,9 +165,15 @@ def flush(timeout_ms: int = 5_000) -> None:
 
 
 def container_env(environ: Mapping[str, str] | None = None) -> dict[str, str]:
-    """The ``OTEL_*`` variables a container needs to export like this process does."""
+    """The ``OTEL_*`` variables a container needs to export like this process does -- not
+    the exporters' headers, which may hold the collector's credentials: a tenant's container
+    gets nothing of the control plane's secrets."""
     env = os.environ if environ is None else environ
-    return {k: v for k, v in env.items() if k.startswith("OTEL_") and k not in _FORWARDED_NOT}
+    return {
+        k: v
+        for k, v in env.items()
+        if k.startswith("OTEL_") and k not in _FORWARDED_NOT and not k.endswith("_HEADERS")
+    }
 
 
 @contextlib.contextmanager

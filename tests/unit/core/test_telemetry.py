@@ -115,10 +115,12 @@ def test_requested_follows_the_standard_variables(env: dict[str, str], on: bool)
     assert telemetry.requested(env) is on
 
 
-def test_containers_get_the_otel_variables_but_name_themselves() -> None:
+def test_containers_get_the_otel_variables_but_no_credentials_and_name_themselves() -> None:
     env = {
         "OTEL_EXPORTER_OTLP_ENDPOINT": "http://collector:4318",
         "OTEL_SERVICE_NAME": "control",
+        "OTEL_EXPORTER_OTLP_HEADERS": "authorization=Bearer secret",
+        "OTEL_EXPORTER_OTLP_TRACES_HEADERS": "x-key=secret",
         "SKYCRAWL_X": "1",
     }
     assert telemetry.container_env(env) == {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://collector:4318"}
