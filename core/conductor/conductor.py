@@ -34,6 +34,7 @@ from typing import Protocol
 
 from pydantic import ValidationError
 
+from core import telemetry
 from core.conductor.budget_guard import BudgetGuard, EventSender
 from core.conductor.egress_health import EgressHealthKeeper
 from core.conductor.fleet import ContainerFleet
@@ -204,6 +205,16 @@ class Conductor:
     # ------------------------------------------------------------------ placement
 
     async def _on_submitted(self, msg: CrawlSubmitted) -> None:
+        with telemetry.span(
+            "conductor crawl.submitted",
+            msg.traceparent,
+            kind="consumer",
+            tenant_id=msg.tenant_id,
+            crawl_id=msg.crawl_id,
+        ):
+            await self._submitted(msg)
+
+    async def _submitted(self, msg: CrawlSubmitted) -> None:
         crawl = await self.records.crawls.get(msg.tenant_id, msg.crawl_id)
         tenant = await self.records.tenants.get("tenants", msg.tenant_id)
         if crawl is None or tenant is None:
@@ -218,6 +229,21 @@ class Conductor:
     # ------------------------------------------------------------------ container events
 
     async def _on_ready(self, msg: ContainerReady) -> None:
+        parent = None  # the container's start span: its record says (read only when on)
+        if telemetry.enabled():
+            found = await self.records.containers.get(msg.tenant_id, msg.container_id)
+            parent = None if found is None else found.value.traceparent
+        with telemetry.span(
+            "container.ready",
+            parent,
+            kind="consumer",
+            tenant_id=msg.tenant_id,
+            container_id=msg.container_id,
+            egress_ip=msg.egress_ip,
+        ):
+            await self._ready(msg)
+
+    async def _ready(self, msg: ContainerReady) -> None:
         now = self.ports.clock.now()
         stats = await self.fleet.idle.stats(msg.tenant_id)
 
@@ -475,7 +501,11 @@ class Conductor:
                 await self.outbox.deliver(
                     send(
                         self.settings.inbox_queue,
-                        CrawlSubmitted(tenant_id=container.tenant_id, crawl_id=crawl_id),
+                        CrawlSubmitted(
+                            tenant_id=container.tenant_id,
+                            crawl_id=crawl_id,
+                            traceparent=crawl.traceparent,
+                        ),
                     )
                 )
             elif crawl.state is CrawlState.dispatched and crawl.container_id == container.id:

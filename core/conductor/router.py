@@ -17,9 +17,11 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from functools import partial
 
+from core import telemetry
 from core.conductor.egress_health import EgressHealthKeeper, SessionRoute
 from core.conductor.fleet import ContainerFleet
 from core.conductor.placement import (
@@ -74,11 +76,6 @@ class _Pending:
             self.placed.set_exception(exc)
 
 
-async def _true_after(step: Awaitable[None]) -> bool:
-    await step
-    return True
-
-
 class Router:
     def __init__(
         self,
@@ -109,6 +106,28 @@ class Router:
         read of the tenant's containers and one compare-and-set per container for all the
         crawls it takes, instead of one each. A lone placement, and every crawl with a
         session, takes ``_place_one``."""
+        return await self._in_its_trace(
+            tenant, crawl, partial(self._place, tenant, crawl, current=current)
+        )
+
+    async def _in_its_trace(
+        self, tenant: Tenant, crawl: Crawl, placing: Callable[[], Awaitable[bool]]
+    ) -> bool:
+        """Run ``placing`` inside ``crawl``'s trace: as it is when this handler is the
+        crawl's own; else (the backlog, a requeue, a batch placing another handler's crawl)
+        in a ``conductor place`` span of the crawl's trace."""
+        if telemetry.in_trace(crawl.traceparent):  # off, or handling this crawl's message
+            return await placing()
+        with telemetry.span(
+            "conductor place", crawl.traceparent, tenant_id=tenant.id, crawl_id=crawl.id
+        ):
+            placed = await placing()
+            telemetry.set_attributes(placed=placed)
+            return placed
+
+    async def _place(
+        self, tenant: Tenant, crawl: Crawl, *, current: Versioned[Crawl] | None = None
+    ) -> bool:
         if tenant.state is not TenantState.active or crawl.spec.session:
             return await self._place_one(tenant, crawl, current=current)
         mine = _Pending(crawl, current, asyncio.get_running_loop().create_future())
@@ -148,9 +167,8 @@ class Router:
                 if full:
                     pending.answer(False)
                     continue
-                placed = await self._settle(
-                    pending, self._place_one(tenant, pending.crawl, current=pending.current)
-                )
+                one = partial(self._place_one, tenant, pending.crawl, current=pending.current)
+                placed = await self._settle(pending, self._in_its_trace(tenant, pending.crawl, one))
                 full = stop_on_wait and placed is False
         except BaseException as exc:  # a shared read failed, or the instance died here
             for pending in batch:
@@ -207,9 +225,15 @@ class Router:
                 if reserved is None or crawl.id not in taken:
                     rest.append(pending)  # it filled up or began draining meanwhile
                     continue
-                commit = self._t.commit_dispatch(crawl, reserved, current=pending.current)
-                await self._settle(pending, _true_after(commit))
+                commit = partial(self._commit, crawl, reserved, pending.current)
+                await self._settle(pending, self._in_its_trace(tenant, crawl, commit))
         return rest
+
+    async def _commit(
+        self, crawl: Crawl, container: Container, current: Versioned[Crawl] | None
+    ) -> bool:
+        await self._t.commit_dispatch(crawl, container, current=current)
+        return True
 
     async def _place_one(
         self, tenant: Tenant, crawl: Crawl, *, current: Versioned[Crawl] | None = None
@@ -483,5 +507,6 @@ class Router:
                 raise failed  # after the batch's other crawls had their try, as before
             placed += sum(p.placed.result() for p in plain)
         for crawl in sessions:
-            placed += await self._place_one(tenant.value, crawl.value, current=crawl)
+            one = partial(self._place_one, tenant.value, crawl.value, current=crawl)
+            placed += await self._in_its_trace(tenant.value, crawl.value, one)
         return placed

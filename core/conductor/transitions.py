@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import logging
 
-from core import metering
+from core import metering, telemetry
 from core.conductor.fleet import ContainerFleet
 from core.conductor.outbox import Outbox, publish, send, with_entries
 from core.errors import Conflict
@@ -52,6 +52,7 @@ class CrawlTransitions:
             spec=crawl.spec,
             session=crawl.spec.session,
             proxy=crawl.proxy,
+            traceparent=telemetry.current_traceparent(crawl.traceparent),
         )
         return publish(tenant_topic(self.settings.dispatch_topic, crawl.tenant_id), run)
 
@@ -186,7 +187,9 @@ class CrawlTransitions:
                         "reason": reason,
                     }
                 )
-                again = CrawlSubmitted(tenant_id=c.tenant_id, crawl_id=c.id)
+                again = CrawlSubmitted(
+                    tenant_id=c.tenant_id, crawl_id=c.id, traceparent=c.traceparent
+                )
                 return with_entries(new, send(self.settings.inbox_queue, again))
 
             back_crawl, changed = await self._outbox.mutate(
