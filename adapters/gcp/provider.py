@@ -8,7 +8,7 @@ Scheduler       Cloud Tasks -> ``/internal/timers``           ``CloudTasksSchedu
 StateStore      Firestore (Native mode)                       ``FirestoreStateStore``
 BlobStore       Cloud Storage                                 ``GcsBlobStore``
 Runtime         Cloud Run job executions                      ``CloudRunRuntime``
-Provisioner     Pub/Sub dispatch topic, bucket prefix         ``GcpProvisioner``
+Provisioner     Pub/Sub topic, bucket prefix, IAM identity    ``GcpProvisioner``
 ==============  ============================================  =================================
 
 ``build_ports`` takes ready SDK clients (``GcpClients``: tests, other credentials) and builds
@@ -47,9 +47,10 @@ from core.ports import ContainerRuntime, Ports
 from core.settings import SkycrawlSettings
 
 if TYPE_CHECKING:  # the control plane's SDKs; an engine image needs only Pub/Sub and Storage
-    from google.cloud import firestore, run_v2, tasks_v2
+    from google.cloud import firestore, iam_admin_v1, run_v2, tasks_v2
 
     from adapters.gcp.container_runtime import CloudRunRuntime
+    from adapters.gcp.tenant_iam import TenantIam
 
 _UNLIMITED = [("grpc.max_send_message_length", -1), ("grpc.max_receive_message_length", -1)]
 
@@ -66,6 +67,7 @@ class GcpClients:
     run_jobs: run_v2.JobsAsyncClient | None = None
     run_executions: run_v2.ExecutionsAsyncClient | None = None
     run_tasks: run_v2.TasksAsyncClient | None = None
+    iam: iam_admin_v1.IAMAsyncClient | None = None
 
 
 def pubsub_clients(
@@ -119,6 +121,33 @@ def _runtime(gcp: GcpSettings, clients: GcpClients) -> CloudRunRuntime:
         job=gcp.job_path,
         container=gcp.run_container,
         lookup_limit=gcp.run_lookup_limit,
+    )
+
+
+def tenant_iam(
+    settings: SkycrawlSettings, gcp: GcpSettings, clients: GcpClients, blobs: StorageClient
+) -> TenantIam | None:
+    """The tenants' identities, on the bus's Pub/Sub clients: None on the emulator (no IAM
+    there) unless ``clients.iam`` is given (tests), or when ``tenant_identities`` is off."""
+    if clients.iam is None and (gcp.pubsub_emulator_host or not gcp.tenant_identities):
+        return None
+    from google.cloud import iam_admin_v1
+
+    from adapters.gcp.tenant_iam import TenantIam
+
+    if clients.iam is None:
+        clients.iam = iam_admin_v1.IAMAsyncClient()
+    if clients.publisher is None or clients.subscriber is None:
+        raise AssertionError("Pub/Sub clients missing")
+    return TenantIam(
+        project=gcp.project,
+        bucket=gcp.bucket,
+        iam=clients.iam,
+        topics=clients.publisher,
+        subscriptions=clients.subscriber,
+        storage_client=blobs,
+        inbox_queue=settings.inbox_queue,
+        dispatch_topic=settings.dispatch_topic,
     )
 
 
@@ -208,6 +237,7 @@ def build_ports(
             storage_client=blob_client,
             bucket=gcp.bucket,
             dispatch_topic=settings.dispatch_topic,
+            iam=tenant_iam(settings, gcp, clients, blob_client),
         ),
         clock=clock,
         pool=tuple(settings.egresses),

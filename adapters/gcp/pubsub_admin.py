@@ -52,6 +52,14 @@ class PubSubAdmin:
         self._pub = publisher
         self._sub = subscriber
 
+    @property
+    def publisher(self) -> PublisherAsyncClient:
+        return self._pub
+
+    @property
+    def subscriber(self) -> SubscriberAsyncClient:
+        return self._sub
+
     def topic_path(self, name: str) -> str:
         return f"projects/{self._project}/topics/{name}"
 

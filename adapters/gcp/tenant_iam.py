@@ -334,6 +334,9 @@ class TenantIam:
         except gexc.GoogleAPICallError as exc:
             raise translate(exc, f"removing IAM of tenant {tenant_id}") from exc
 
+    async def close(self) -> None:
+        await self._iam.transport.close()  # type: ignore[no-untyped-call, unused-ignore]
+
     async def grant_subscription(self, *, tenant_id: str, container_id: str) -> None:
         grants = subscription_grants(
             project=self.project, tenant_id=tenant_id, container_id=container_id

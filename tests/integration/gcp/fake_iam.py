@@ -34,8 +34,16 @@ from google.iam.v1 import iam_policy_pb2, policy_pb2  # type: ignore[import-unty
 _ACCOUNT_ID = re.compile(r"[a-z][a-z0-9-]{4,28}[a-z0-9]")
 
 
+class _Transport:
+    closed = False
+
+    async def close(self) -> None:
+        self.closed = True
+
+
 class FakeIamAdmin:
     def __init__(self) -> None:
+        self.transport = _Transport()
         self.accounts: dict[str, iam_admin_v1.ServiceAccount] = {}  # e-mail -> account
         self.calls: list[tuple[str, str]] = []
 
