@@ -50,7 +50,7 @@ if TYPE_CHECKING:  # the control plane's SDKs; an engine image needs only Pub/Su
     from google.cloud import firestore, iam_admin_v1, run_v2, tasks_v2
 
     from adapters.gcp.container_runtime import CloudRunRuntime
-    from adapters.gcp.tenant_iam import TenantIam
+    from adapters.gcp.tenant_iam import ContainerSubscriptions, TenantIam
 
 _UNLIMITED = [("grpc.max_send_message_length", -1), ("grpc.max_receive_message_length", -1)]
 
@@ -109,7 +109,9 @@ def _bus(gcp: GcpSettings, clients: GcpClients) -> PubSubMessageBus:
     )
 
 
-def _runtime(gcp: GcpSettings, clients: GcpClients) -> CloudRunRuntime:
+def _runtime(
+    gcp: GcpSettings, clients: GcpClients, subscriptions: ContainerSubscriptions | None = None
+) -> CloudRunRuntime:
     from google.cloud import run_v2
 
     from adapters.gcp.container_runtime import CloudRunRuntime
@@ -121,6 +123,7 @@ def _runtime(gcp: GcpSettings, clients: GcpClients) -> CloudRunRuntime:
         job=gcp.job_path,
         container=gcp.run_container,
         lookup_limit=gcp.run_lookup_limit,
+        subscriptions=subscriptions,
     )
 
 
@@ -160,15 +163,16 @@ def regional(gcp: GcpSettings, egress: Egress) -> GcpSettings:
 
 
 def _cloud_run_per_region(
-    gcp: GcpSettings, clients: GcpClients
+    gcp: GcpSettings,
+    clients: GcpClients,
+    made: dict[str, CloudRunRuntime],
+    subscriptions: ContainerSubscriptions | None,
 ) -> Callable[[Egress], ContainerRuntime]:
-    made: dict[str, ContainerRuntime] = {}
-
     def build(egress: Egress) -> ContainerRuntime:
         where = regional(gcp, egress)
         if where.region not in made:  # the given clients serve the home region
             own = clients if where.region == gcp.region else GcpClients()
-            made[where.region] = _runtime(where, own)
+            made[where.region] = _runtime(where, own, subscriptions)
         return made[where.region]
 
     return build
@@ -198,6 +202,7 @@ def build_ports(
     from adapters.gcp.provisioner import GcpProvisioner
     from adapters.gcp.scheduler import CloudTasksScheduler
     from adapters.gcp.state_store import FirestoreStateStore
+    from adapters.gcp.tenant_iam import ContainerSubscriptions
     from adapters.runtimes import build_runtimes, same_runtime
 
     gcp.require("project", "bucket", "timer_url", "timer_service_account")
@@ -210,6 +215,21 @@ def build_ports(
     blob_client = clients.storage or storage_client(gcp)
     database = clients.firestore or firestore.AsyncClient(
         project=gcp.project, database=gcp.firestore_database
+    )
+    identities = tenant_iam(settings, gcp, clients, blob_client)
+    subscriptions = (
+        None if identities is None else ContainerSubscriptions(admin=bus.admin, iam=identities)
+    )
+    cloud_run: dict[str, CloudRunRuntime] = {}  # by region: where tenants' jobs live
+    runtimes = (
+        same_runtime(runtime, settings)
+        if runtime is not None
+        else build_runtimes(
+            settings,
+            home="gcp",
+            build_home=_cloud_run_per_region(gcp, clients, cloud_run, subscriptions),
+            overrides=runtimes,
+        )
     )
     return Ports(
         bus=bus,
@@ -224,20 +244,14 @@ def build_ports(
         ),
         state=FirestoreStateStore(client=database, prefix=gcp.firestore_prefix, clock=clock),
         blobs=GcsBlobStore(client=blob_client, bucket=gcp.bucket),
-        runtimes=same_runtime(runtime, settings)
-        if runtime is not None
-        else build_runtimes(
-            settings,
-            home="gcp",
-            build_home=_cloud_run_per_region(gcp, clients),
-            overrides=runtimes,
-        ),
+        runtimes=runtimes,
         provisioner=GcpProvisioner(
             admin=bus.admin,
             storage_client=blob_client,
             bucket=gcp.bucket,
             dispatch_topic=settings.dispatch_topic,
-            iam=tenant_iam(settings, gcp, clients, blob_client),
+            iam=identities,
+            tenant_jobs=tuple(cloud_run.values()),
         ),
         clock=clock,
         pool=tuple(settings.egresses),

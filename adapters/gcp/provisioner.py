@@ -18,7 +18,8 @@ nothing else (each container's subscription is granted when it is made, see ther
 
 ``provision`` returns ``{"dispatch_topic", "marker"}`` (the topic's name and a ``gs://``
 URL) plus ``"engine_service_account"`` (the account's e-mail) with identities; ``teardown``
-removes the account's bindings and the account first, then deletes the topic with every
+deletes the tenant's Cloud Run job in each region (``CloudRunRuntime`` makes it on the
+tenant's first start there), removes the account's bindings and the account, then deletes the topic with every
 subscription still on it (their grants go with them), its dead-letter topic and
 subscription, and the marker (missing ones are fine). It does not delete the
 tenant's other blobs: ``core.tenancy`` does that through the BlobStore before teardown.
@@ -46,8 +47,9 @@ import asyncio
 import contextlib
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
+from typing import Protocol
 
 from google.api_core import exceptions as gexc
 from google.cloud import storage  # type: ignore[attr-defined, unused-ignore]
@@ -57,6 +59,13 @@ from adapters.gcp.pubsub_admin import PubSubAdmin
 from adapters.gcp.tenant_iam import TenantIam
 from core.errors import InvalidRequest
 from core.layout import tenant_topic
+
+
+class TenantJobs(Protocol):
+    """A Cloud Run runtime that made tenants' jobs in its region (``CloudRunRuntime``)."""
+
+    async def delete_tenant_job(self, tenant_id: str) -> None: ...
+
 
 _TENANT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
 
@@ -76,9 +85,11 @@ class GcpProvisioner:
         bucket: str,
         dispatch_topic: str = "skycrawl-dispatch",
         iam: TenantIam | None = None,
+        tenant_jobs: Sequence[TenantJobs] = (),
     ) -> None:
         self._admin = admin
         self._iam = iam
+        self._tenant_jobs = tuple(tenant_jobs)
         self._storage = storage_client
         self._bucket = bucket
         self._dispatch_topic = dispatch_topic
@@ -118,6 +129,8 @@ class GcpProvisioner:
     async def teardown(self, *, tenant_id: str, resources: Mapping[str, str]) -> None:
         refs = self.resources(tenant_id)  # only ever this tenant's names, whatever resources says
         blob = self._storage.bucket(self._bucket).blob(marker_key(tenant_id))
+        for runtime in self._tenant_jobs:  # its Cloud Run job in each region (containers
+            await runtime.delete_tenant_job(tenant_id)  # are stopped before teardown)
         if self._iam is not None:  # bindings and account first: nothing is left granted
             await self._iam.remove(tenant_id=tenant_id)
         await self._admin.delete_topic(refs["dispatch_topic"])
