@@ -249,10 +249,11 @@ class CloudRunRuntime:
             return  # already started, by this instance or another: no second execution
         job = await self._job_for(spec)
         if job != self._job and self._subscriptions is not None:
+            topic = spec.env.get(DISPATCH_ENV)
+            if not topic:
+                raise ConfigurationError(f"{DISPATCH_ENV} missing from the container's spec")
             await self._subscriptions.prepare(
-                tenant_id=spec.tenant_id,
-                container_id=spec.container_id,
-                topic=spec.env[DISPATCH_ENV],
+                tenant_id=spec.tenant_id, container_id=spec.container_id, topic=topic
             )
         env = [run_v2.EnvVar(name=k, value=v) for k, v in sorted(container_env(spec).items())]
         override = run_v2.RunJobRequest.Overrides.ContainerOverride(env=env)

@@ -1,25 +1,21 @@
 """A service account per tenant, and the IAM bindings that make it the tenant's and no more.
 
 The GCP counterpart of the AWS task role and the Azure managed identity: the tenant's crawler
-containers run as ``sct-<slug>-<hash>@<project>.iam.gserviceaccount.com`` (the Cloud Run job
-the provisioner makes for the tenant has it as ``template.template.service_account``), which
-holds, each binding on the resource itself (never on the project):
+containers run as ``sct-<slug>-<hash>@<project>.iam.gserviceaccount.com`` (the tenant's copy
+of the Cloud Run job, made by ``CloudRunRuntime``, has it as
+``template.template.service_account``), which holds, each binding on the resource itself
+(never on the project):
 
-=====================================  ======================  ==============================
-resource                               role                    why
-=====================================  ======================  ==============================
-inbox topic ``<SKYCRAWL_INBOX_QUEUE>``  ``pubsub.publisher``    ready, progress, heartbeats
-the tenant's ``<dispatch topic>-dlq``   ``pubsub.publisher``    an undecodable work message
-                                                               is dead-lettered by the engine
-the container's own subscription        ``pubsub.subscriber``   pull, ack, extend its leases
-``container-<GUID>``                    + ``pubsub.viewer``     read its own labels
-bucket, condition ``resource.name``     ``storage.objectAdmin`` read and write its results
-``.startsWith("projects/_/buckets/B/
-objects/tenants/T/")``
-bucket, condition ``resource.name ==``  ``storage.objectViewer`` list (evaluated on the
-``"projects/_/buckets/B"``                                      bucket: object reads fail the
-                                                               condition)
-=====================================  ======================  ==============================
+* ``roles/pubsub.publisher`` on the inbox topic ``<SKYCRAWL_INBOX_QUEUE>`` (ready, progress,
+  heartbeats) and on the tenant's ``<dispatch topic>-dlq`` (the engine dead-letters an
+  undecodable work message);
+* ``roles/pubsub.subscriber`` (pull, ack, extend leases) and ``roles/pubsub.viewer`` (read its
+  labels) on each of its containers' subscriptions ``container-<GUID>``, granted per
+  container (``grant_subscription``);
+* ``roles/storage.objectAdmin`` on the bucket under the condition
+  ``resource.name.startsWith("projects/_/buckets/B/objects/tenants/T/")`` (its results);
+* ``roles/storage.objectViewer`` on the bucket under ``resource.name == "projects/_/buckets/B"``:
+  listing, which is checked on the bucket; object reads fail that condition.
 
 Nothing on Firestore (the control plane's state), Cloud Tasks, Cloud Run, the functions'
 source bucket, the tenant's dispatch topic itself or any other tenant's resources.
@@ -42,13 +38,17 @@ Limits
     more tenants); a new account takes a few seconds to be usable in policies, so a policy
     write refused with ``InvalidArgument`` is retried (``retries`` x ``backoff_s``). Policy
     writes are read-modify-write with the policy's etag, retried on a concurrent change.
-    A bucket policy holds at most 1,500 principals and 20 conditional bindings per role
-    and principal (two per tenant here).
+    Every tenant's bucket bindings share the bucket's one policy, which holds at most 1,500
+    principal entries (two per tenant here) and a capped number of conditional bindings (one
+    per tenant here; see Google's IAM quotas): past a few hundred tenants, split them over
+    buckets or use managed folders.
 
 Needs (control plane)
     ``roles/iam.serviceAccountAdmin`` (create, delete accounts), ``pubsub.topics.setIamPolicy``
-    and ``pubsub.subscriptions.setIamPolicy`` (``roles/pubsub.admin``), and
-    ``storage.buckets.setIamPolicy`` on the data bucket (``roles/storage.admin`` on it).
+    and ``pubsub.subscriptions.setIamPolicy`` (``roles/pubsub.admin``),
+    ``storage.buckets.setIamPolicy`` on the data bucket (``roles/storage.admin`` on it), and
+    for the tenants' jobs ``roles/run.developer`` and ``roles/iam.serviceAccountUser`` (run as
+    the tenants' accounts); ``deploy/gcp`` grants them while ``tenant_identities`` is on.
 """
 
 from __future__ import annotations

@@ -103,7 +103,7 @@ class FakePubSubIam:
         self.calls.append(("get_iam_policy", request.resource))
         await self._check(request.resource)
         policy = policy_pb2.Policy()
-        policy.CopyFrom(self.policies.get(request.resource, policy_pb2.Policy(etag=b"ACAB")))
+        policy.CopyFrom(self.policies.get(request.resource, policy_pb2.Policy(etag=b"e0")))
         return policy
 
     async def set_iam_policy(
@@ -111,7 +111,7 @@ class FakePubSubIam:
     ) -> policy_pb2.Policy:
         self.calls.append(("set_iam_policy", request.resource))
         await self._check(request.resource)
-        current = self.policies.get(request.resource, policy_pb2.Policy(etag=b"ACAB"))
+        current = self.policies.get(request.resource, policy_pb2.Policy(etag=b"e0"))
         if request.policy.etag and request.policy.etag != current.etag:
             raise gexc.Aborted("the policy changed: read it again")
         self._etags += 1

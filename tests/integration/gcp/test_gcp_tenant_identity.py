@@ -11,7 +11,12 @@ import pytest
 from adapters.gcp.provider import GcpClients, tenant_iam
 from adapters.gcp.provisioner import GcpProvisioner
 from adapters.gcp.settings import GcpSettings
-from adapters.gcp.tenant_iam import ContainerSubscriptions, member, service_account_email
+from adapters.gcp.tenant_iam import (
+    ContainerSubscriptions,
+    member,
+    service_account_email,
+    service_account_id,
+)
 from core.settings import SkycrawlSettings
 from tests.integration.gcp.fake_iam import FakeIamAdmin
 from tests.integration.gcp.iam_world import BUCKET, DISPATCH, INBOX, A, B, World, obj, open_world
@@ -41,6 +46,10 @@ async def topics(world: World) -> set[str]:
 async def test_provisioning_creates_the_account_and_its_bindings_once(world: World) -> None:
     made = await provisioner(world).provision(tenant_id=A)
     assert made["engine_service_account"] == service_account_email(world.project, A)
+    assert world.admin.calls == [("create_service_account", service_account_id(A))]
+    written = {r for call, r in world.pubsub_iam.calls if call == "set_iam_policy"}
+    assert written == {world.topic(INBOX), world.topic(f"{world.dispatch(A)}-dlq")}
+    assert set(world.gcs.state.policies) == {BUCKET}  # the data bucket's, not the source's
     assert made["engine_service_account"] in world.admin.accounts
     assert world.may(A, "pubsub.topics.publish", world.topic(INBOX))
     assert world.may(A, "storage.objects.create", obj(f"tenants/{A}/crawls/c1/checkpoint.json"))
@@ -68,6 +77,8 @@ async def test_teardown_removes_the_account_its_bindings_and_topics_and_keeps_bs
         f"{world.dispatch(B)}-dlq",
     }
     await p.teardown(tenant_id=A, resources=a)
+    path = f"projects/{world.project}/serviceAccounts/{service_account_email(world.project, A)}"
+    assert world.admin.calls[-1] == ("delete_service_account", path)
     await world.pubsub_iam.prune()
     assert await topics(world) - base == {world.dispatch(B), f"{world.dispatch(B)}-dlq"}
     assert set(world.admin.accounts) == {service_account_email(world.project, B)}
