@@ -19,9 +19,9 @@ nothing else (each container's subscription is granted when it is made, see ther
 ``provision`` returns ``{"dispatch_topic", "marker"}`` (the topic's name and a ``gs://``
 URL) plus ``"engine_service_account"`` (the account's e-mail) with identities; ``teardown``
 deletes the tenant's Cloud Run job in each region (``CloudRunRuntime`` makes it on the
-tenant's first start there), removes the account's bindings and the account, then deletes the topic with every
-subscription still on it (their grants go with them), its dead-letter topic and
-subscription, and the marker (missing ones are fine). It does not delete the
+tenant's first start there), removes the account's bindings and the account, then deletes
+the topic with every subscription still on it (their grants go with them), its dead-letter
+topic and subscription, and the marker (missing ones are fine). It does not delete the
 tenant's other blobs: ``core.tenancy`` does that through the BlobStore before teardown.
 State stays in the shared Firestore database, partitioned by tenant (pooled mode); a
 database per tenant would be ``firestore_admin_v1`` ``create_database`` at ~minutes per

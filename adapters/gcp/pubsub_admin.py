@@ -5,7 +5,8 @@ names, filter expressions, and subscription settings -- exactly-once delivery, a
 (queues never expire; a container subscription expires after 24 h without activity, so one
 leaked by a crash cleans itself up). Creating what exists is a no-op; deleting what is missing
 too. A caller refused ``create`` (a tenant's engine, whose subscription the control plane made
-and granted to it alone) gets the existing subscription, checked as any existing one. Needs ``pubsub.topics.create`` and ``pubsub.subscriptions.create/delete/get/update``.
+and granted to it alone) gets the existing subscription, checked as any existing one. Needs
+``pubsub.topics.create`` and ``pubsub.subscriptions.create/delete/get/update``.
 """
 
 from __future__ import annotations

@@ -171,6 +171,14 @@ class FakeCloudRun:
     def jobs(self) -> set[str]:
         return set(self._jobs)
 
+    def started(self, guid: str) -> _Execution:
+        """The one execution whose environment carries ``SKYCRAWL_CONTAINER_ID=guid``."""
+        with self._lock:
+            [found] = [
+                e for e in self._executions.values() if e.env.get("SKYCRAWL_CONTAINER_ID") == guid
+            ]
+        return found
+
     async def get_job(self, *, name: str, **_: Any) -> run_v2.Job:
         if name not in self._jobs:
             raise gexc.NotFound(f"job {name} not found")

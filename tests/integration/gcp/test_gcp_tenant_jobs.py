@@ -73,8 +73,7 @@ async def spec(world: World, tenant: str, guid: str) -> ContainerSpec:
 
 
 def execution_of(run: FakeCloudRun, guid: str) -> Any:
-    [found] = [e for e in run._executions.values() if e.env.get("SKYCRAWL_CONTAINER_ID") == guid]
-    return found
+    return run.started(guid)
 
 
 async def test_the_tenants_container_runs_on_its_job_as_its_account(
