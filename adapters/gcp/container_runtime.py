@@ -40,9 +40,12 @@ A tenant's identity
     runs, ``ContainerSubscriptions.prepare`` creates the container's filtered subscription as
     the control plane and grants the tenant's account on it alone: the engine may consume
     only what was made for it. Executions are then looked up across the location's jobs
-    (``jobs/-``), keeping those of the shared job and its tenant copies. Without an account
-    (the emulator; ``SKYCRAWL_GCP_TENANT_IDENTITIES=false``) every container runs on the
-    shared job as the shared engine account.
+    (``jobs/-``), keeping those of the shared job and its tenant copies. A tenant recorded
+    before identities (no ``engine_service_account``) runs as the account its id names, so
+    provisioning it again (idempotent) is the whole upgrade; until then its job cannot be
+    made and its starts fail with that error. Without identities (the emulator;
+    ``SKYCRAWL_GCP_TENANT_IDENTITIES=false``) every container runs on the shared job as the
+    shared engine account.
 
 Finding a GUID's execution (stateless)
     Execution names are chosen by Cloud Run, so the runtime remembers the names of what it
@@ -192,10 +195,12 @@ class CloudRunRuntime:
         return execution.job == self._base_id or execution.job.startswith(f"{self._base_id}-")
 
     async def _job_for(self, spec: ContainerSpec) -> str:
-        """The job to run: the tenant's own (made if missing), else the shared one."""
-        account = spec.resources.get(IDENTITY)
-        if not account or self._subscriptions is None:
+        """The job to run: with identities the tenant's own (made if missing), else the shared
+        one. The account is the provisioner's (``spec.resources``) or, for a tenant recorded
+        before identities, the one its id names: provisioning it again creates it."""
+        if self._subscriptions is None:
             return self._job
+        account = spec.resources.get(IDENTITY) or self._subscriptions.account(spec.tenant_id)
         name = tenant_job(self._job, spec.tenant_id)
         if name in self._tenant_jobs:
             return name
@@ -248,7 +253,7 @@ class CloudRunRuntime:
         if current is not None and not _finished(current):
             return  # already started, by this instance or another: no second execution
         job = await self._job_for(spec)
-        if job != self._job and self._subscriptions is not None:
+        if self._subscriptions is not None:
             topic = spec.env.get(DISPATCH_ENV)
             if not topic:
                 raise ConfigurationError(f"{DISPATCH_ENV} missing from the container's spec")

@@ -399,6 +399,10 @@ class ContainerSubscriptions:
         self._admin = admin
         self._iam = iam
 
+    def account(self, tenant_id: str) -> str:
+        """The e-mail of the tenant's account (derived from its id: nothing is called)."""
+        return self._iam.email(tenant_id)
+
     async def prepare(self, *, tenant_id: str, container_id: str, topic: str) -> None:
         await self._admin.ensure_container_subscription(
             topic, subscription_name(container_id), {"container_id": container_id}

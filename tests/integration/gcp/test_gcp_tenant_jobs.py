@@ -92,6 +92,21 @@ async def test_the_tenants_container_runs_on_its_job_as_its_account(
         assert execution.message().template.service_account != SHARED
 
 
+async def test_a_tenant_recorded_before_identities_runs_as_the_account_its_id_names(
+    world: World, run: FakeCloudRun
+) -> None:
+    """Its stored resources lack ``engine_service_account``; provisioning it again (which made
+    the account) is the whole upgrade."""
+    made = await spec(world, A, "g-1")
+    old = {k: v for k, v in made.resources.items() if k != "engine_service_account"}
+    await runtime(world, run).start_container(
+        spec=ContainerSpec("g-1", A, EGRESS, env=dict(made.env), resources=old)
+    )
+    assert run.started("g-1").job == tenant_job(job(world), A)
+    assert run.started("g-1").service_account == service_account_email(world.project, A)
+    assert world.may(A, "pubsub.subscriptions.consume", world.subscription("g-1"))
+
+
 async def test_the_subscription_is_made_and_granted_before_the_container_starts(
     world: World, run: FakeCloudRun
 ) -> None:
