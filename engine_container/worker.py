@@ -138,7 +138,10 @@ class Worker:
         finally:
             beat.cancel()
             await self._shutdown()
-            await self.bus.delete_subscription(topic=topic, name=name)
+            try:
+                await self.bus.delete_subscription(topic=topic, name=name)
+            except ConfigurationError as exc:  # not its to delete: the conductor deletes it
+                log.info("container %s leaves %s to the conductor: %s", self.guid, name, exc)
         return 0
 
     async def _take_work(self, subscription: Subscription, stop: asyncio.Event) -> None:
