@@ -188,6 +188,7 @@ class Summary:
     blocked_hits: int | None = None
     load_start: float = 0.0
     load_end: float = 0.0
+    other_cores: float = 0.0  # CPU used by everything else on the machine during the crawl
     errors: list[str] = field(default_factory=list)
 
 
@@ -210,6 +211,7 @@ def summarize(crawler: Crawler, version: str, runs: list[BrowserRun]) -> Summary
     s.blocked_hits = max(hits) if hits else None
     s.load_start = med(r.load_start for r in ok)
     s.load_end = med(r.run.load_avg for r in ok)
+    s.other_cores = med(r.run.other_cpu_s / r.run.wall_s for r in ok)
     return s
 
 
@@ -246,6 +248,7 @@ TABLE_HEADERS = (
     "peak PSS MB",
     "blocked hits",
     "load start→end",
+    "other cores",
 )
 
 
@@ -265,6 +268,7 @@ def table_lines(summaries: dict[str, Summary], rat: dict[str, float | None]) -> 
             _fmt(s.pss_mb, ",.0f"),
             "-" if s.blocked_hits is None else str(s.blocked_hits),
             f"{s.load_start:.1f}→{s.load_end:.1f}" if s.ok_runs else "-",
+            f"{s.other_cores:.2f}" if s.ok_runs else "-",
         ]
         lines.append("| " + " | ".join(cells) + " |")
     if rat:
@@ -345,6 +349,7 @@ def bench(args: argparse.Namespace, crawlers: list[Crawler], versions: dict[str,
                         f"{r.run.pages_per_s:6.2f} p/s cpu {r.run.user_s + r.run.sys_s:6.1f}s "
                         f"rss {r.run.rss_mb:5.0f} MB pss {r.run.pss_mb:5.0f} MB "
                         f"blocked hits {r.blocked_hits} load {r.load_start:.1f}→{r.run.load_avg:.1f}"
+                        f" other {r.run.other_cpu_s / r.run.wall_s:.2f} cores"
                     )
                 else:
                     print("FAILED: " + r.run.error.replace("\n", "\n      | "))

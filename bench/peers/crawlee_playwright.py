@@ -12,7 +12,8 @@ browser context (Crawlee's default, ``use_incognito_pages=False``), no fingerpri
 (skycrawl has none), concurrency pinned (min = desired = max). Before each navigation a
 pre-navigation hook blocks images, fonts and media: ``--block route`` (default) aborts them by
 Playwright resource type with ``page.route``, the same rule as skycrawl's; ``--block
-block-requests`` uses Crawlee's own ``block_requests()`` (CDP URL patterns by extension). The
+block-requests`` uses Crawlee's own ``block_requests()`` (CDP URL patterns), given this site's
+image, font and video extensions. The
 handler waits for SELECTOR, pushes {url, status, title, text (of ``<main>``), links} and
 enqueues same-hostname links; robots.txt is respected. Storage is in memory; at the end the
 dataset is written to OUT.jsonl, one JSON object a line.
@@ -36,6 +37,9 @@ from crawlee.storage_clients import MemoryStorageClient
 from playwright.async_api import Route
 
 BLOCKED_TYPES = frozenset({"image", "font", "media"})
+#: The same files by extension, for block_requests() (its default list also blocks .css and
+#: misses .woff2 and .webm)
+BLOCKED_URL_PATTERNS = [".png", ".woff2", ".webm"]
 # skycrawl's engine_container/browser.py CHROMIUM_ARGS
 CHROMIUM_ARGS = [
     "--no-sandbox",
@@ -77,7 +81,7 @@ async def crawl(args: argparse.Namespace) -> None:
         if args.block == "route":
             await context.page.route("**/*", abort_blocked)
         else:
-            await context.block_requests()
+            await context.block_requests(url_patterns=BLOCKED_URL_PATTERNS)
 
     @crawler.router.default_handler
     async def handle(context: PlaywrightCrawlingContext) -> None:
