@@ -1,7 +1,7 @@
 """Rendered pages leave through the egress's proxy (issue 15): the document (fetcher) and every
 request its scripts make (Chromium, through the engine's filtering proxy) reach the site only
-through a recording forward proxy on 127.0.0.1 -- plain HTTP in absolute form, HTTPS as a
-``CONNECT`` tunnel, each with the proxy URL's credentials; a session bound to another proxy
+through a recording forward proxy on 127.0.0.1 -- plain HTTP in absolute form, HTTPS and
+WebSockets as ``CONNECT`` tunnels, each with the proxy URL's credentials; a session bound to another proxy
 of the pool leaves through that one; and the SSRF guard refuses before the proxy is asked.
 """
 
@@ -142,6 +142,53 @@ async def test_a_rendered_page_and_its_subresources_leave_through_the_egress_pro
     # and nothing reached the site but through it
     hit = {site.url(path) for path, count in site.hits.items() if count}
     assert hit <= set(proxy.seen)
+
+
+async def test_a_page_websocket_is_tunnelled_through_the_egress_proxy(
+    serve, crawl, pools, proxies
+) -> None:
+    proxy, _ = proxies
+
+    async def socket(request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        await ws.send_str("pushed over the socket")
+        await ws.close()
+        return ws
+
+    live = await serve({"/live": socket})
+    listen = f"""
+    const w = new WebSocket("ws://127.0.0.1:{live.port}/live");
+    w.onmessage = (event) => {{
+      const done = document.createElement("div"); done.id = "done";
+      done.textContent = event.data; document.body.appendChild(done);
+    }};
+    """
+
+    async def page(request: web.Request) -> web.Response:
+        return web.Response(
+            text=f"<html><body><script>{listen}</script></body></html>", content_type="text/html"
+        )
+
+    site = await serve({"/": page})
+    settings = engine_settings(proxy_url=proxy.url)
+    pool = pools(settings)
+
+    outcome = await crawl(
+        [site.url("/")],
+        settings=settings,
+        browser=pool,
+        render="always",
+        wait_for="#done",
+        formats=["text"],
+        respect_robots=False,
+    )
+
+    result = outcome.by_url()[site.url("/")]
+    assert result["error"] is None, result["error"]
+    assert "pushed over the socket" in result["content"]["text"]
+    assert f"CONNECT 127.0.0.1:{live.port}" in proxy.seen
+    assert live.hits["/live"] == 1
 
 
 async def test_a_session_bound_to_another_proxy_renders_through_that_one(
