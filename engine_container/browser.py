@@ -224,6 +224,7 @@ class BrowserPool:
         # one filtering proxy per upstream (None: direct), started when a context needs it
         self._proxies: dict[str | None, FilteringProxy] = {}
         self._proxy_urls: dict[str | None, str] = {}
+        self._proxy_lock = asyncio.Lock()  # two contexts at once start one proxy, not two
         self._playwright: Playwright | None = None
         self._browser: Browser | None = None
         self._launching = asyncio.Lock()
@@ -340,13 +341,16 @@ class BrowserPool:
 
     async def _filtering_proxy(self, upstream: str | None) -> str:
         """The URL of the filtering proxy that forwards through ``upstream`` (started once)."""
-        url = self._proxy_urls.get(upstream)
-        if url is None:
-            proxy = self._proxies[upstream] = FilteringProxy(
-                self.guard, connect_timeout_s=self._settings.connect_timeout_s, upstream=upstream
-            )
-            url = self._proxy_urls[upstream] = await proxy.start()
-        return url
+        async with self._proxy_lock:
+            url = self._proxy_urls.get(upstream)
+            if url is None:
+                proxy = self._proxies[upstream] = FilteringProxy(
+                    self.guard,
+                    connect_timeout_s=self._settings.connect_timeout_s,
+                    upstream=upstream,
+                )
+                url = self._proxy_urls[upstream] = await proxy.start()
+            return url
 
     async def _context(self, session_key: str) -> _Context:
         upstream = self._bindings.proxy_for(session_key)
