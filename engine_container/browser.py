@@ -60,7 +60,7 @@ from core.errors import UnsafeUrl
 from core.models import CrawlSpec, ScreenshotSpec
 from core.netguard import AddressPolicy, check_url, parse_host
 from engine_container.browser_proxy import FilteringProxy
-from engine_container.fetcher import FetchResult, GuardedResolver
+from engine_container.fetcher import FetchResult, GuardedResolver, ProxyBook
 from engine_container.proxy_binding import ProxyBinding
 from engine_container.settings import EngineSettings
 
@@ -204,7 +204,8 @@ class BrowserPool:
     """Chromium for the container's crawls. Create in the event loop; ``await close()``.
 
     ``resolver`` replaces getaddrinfo for the guard (tests); ``launch_args`` are extra
-    Chromium switches (tests map test names with ``--host-resolver-rules``).
+    Chromium switches (tests map test names with ``--host-resolver-rules``); ``proxy_stats``
+    (the fetcher's) counts the browser's requests per proxy for the heartbeats.
     """
 
     def __init__(
@@ -214,8 +215,10 @@ class BrowserPool:
         policy: AddressPolicy | None = None,
         resolver: AbstractResolver | None = None,
         launch_args: Sequence[str] = (),
+        proxy_stats: ProxyBook | None = None,
     ) -> None:
         self._settings = settings
+        self._proxy_stats = proxy_stats
         self.guard = RequestGuard(
             policy if policy is not None else settings.address_policy(), resolver
         )
@@ -348,6 +351,7 @@ class BrowserPool:
                     self.guard,
                     connect_timeout_s=self._settings.connect_timeout_s,
                     upstream=upstream,
+                    stats=self._proxy_stats,
                 )
                 url = self._proxy_urls[upstream] = await proxy.start()
             return url

@@ -25,6 +25,14 @@ Through the egress's proxy
     user info. As for the fetcher, the upstream proxy host is trusted (the operator chose
     it) and the proxy resolves the target itself: the guard checked what the name resolves
     to here, so point proxies only at egress networks without private ranges.
+
+Per-proxy stats
+    With ``stats`` (the fetcher's ``ProxyBook``), every request that passed the guard counts
+    for its proxy's heartbeat figures, as the fetcher's do: a network error when the proxy
+    (or site) is unreachable, refuses a tunnel or answers ``407``; a ban signal for a plain
+    answer of ``403``/``429``; its latency up to the answer's head (a tunnel: up to the
+    proxy's ``200``). Inside a tunnel nothing is seen (TLS), so a site's ``403`` over HTTPS
+    and CAPTCHA pages are not counted.
 """
 
 from __future__ import annotations
@@ -33,12 +41,17 @@ import asyncio
 import contextlib
 import logging
 import ssl
+import time
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from aiohttp import BasicAuth
 from yarl import URL
+
+from core.egress_scoring import proxy_id
+from engine_container.fetcher import ProxyBook
 
 if TYPE_CHECKING:
     from engine_container.browser import RequestGuard
@@ -88,10 +101,13 @@ class FilteringProxy:
         *,
         connect_timeout_s: float = 10.0,
         upstream: str | None = None,
+        stats: ProxyBook | None = None,
     ) -> None:
         self._guard = guard
         self._connect_timeout = connect_timeout_s
         self._upstream = Upstream.of(upstream) if upstream else None
+        self._stats = stats
+        self._stats_key = proxy_id(upstream)
         self._server: asyncio.Server | None = None
         self._connections: set[asyncio.Task[None]] = set()
 
@@ -143,22 +159,46 @@ class FilteringProxy:
             writer.write(_REFUSED)
             return
         kept = [h for h in header_lines if not h.lower().startswith(_HOP_HEADERS)]
+        started = time.monotonic()
         if self._upstream is None:
             streams = await self._direct(url, addresses[0], method, version, kept, tunnel)
         else:
             streams = await self._through(self._upstream, target, method, version, kept, tunnel)
         if streams is None:
+            self._count(started, None)
             writer.write(_UNREACHABLE)
             return
         upstream_reader, upstream = streams
         try:
             if tunnel:
+                self._count(started, 200)
                 writer.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
-            # a plain request through the egress proxy: its 407 must not reach Chromium
-            vet = self._upstream is not None and not tunnel
-            await _pipe_both(reader, writer, upstream_reader, upstream, vet_answer=vet)
+                await _pipe_both(reader, writer, _copy(upstream_reader, writer), upstream)
+                return
+            # a plain request's answer is looked at first: its status counts, and through
+            # the egress proxy the proxy's own 407 must not reach Chromium
+            answer = _vetted(
+                upstream_reader,
+                writer,
+                refuse_407=self._upstream is not None,
+                seen=lambda status: self._count(started, status),
+            )
+            await _pipe_both(reader, writer, answer, upstream)
         finally:
             upstream.close()
+
+    def _count(self, started: float, status: int | None) -> None:
+        """One request for the proxy's stats: ``status`` None (or a proxy's 407) is a
+        network error, 403/429 a ban signal."""
+        if self._stats is None:
+            return
+        error = status is None or (status == 407 and self._upstream is not None)
+        self._stats.count(
+            self._stats_key,
+            error=error,
+            banned=status in (403, 429),
+            elapsed_ms=(time.monotonic() - started) * 1000,
+        )
 
     async def _direct(
         self, url: str, address: str, method: str, version: str, kept: list[bytes], tunnel: bool
@@ -223,14 +263,11 @@ class FilteringProxy:
 async def _pipe_both(
     client_reader: asyncio.StreamReader,
     client: asyncio.StreamWriter,
-    upstream_reader: asyncio.StreamReader,
+    answer: Coroutine[Any, Any, None],
     upstream: asyncio.StreamWriter,
-    *,
-    vet_answer: bool = False,
 ) -> None:
-    """Copy both ways until either side is done (then both are closed); with
-    ``vet_answer``, the egress proxy's own refusal (``407``) becomes a ``502``."""
-    answer = _vetted(upstream_reader, client) if vet_answer else _copy(upstream_reader, client)
+    """Copy the client's bytes upstream while ``answer`` copies the other way, until either
+    side is done (then both are closed)."""
     tasks = {
         asyncio.create_task(_copy(client_reader, upstream)),
         asyncio.create_task(answer),
@@ -250,16 +287,30 @@ async def _copy(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> Non
             await sink.drain()
 
 
-async def _vetted(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
-    """Copy an answer whose status line is checked first: a ``407`` of the egress proxy
-    (wrong credentials) is Chromium's ``502``, not a challenge it would wait on."""
-    with contextlib.suppress(OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
+async def _vetted(
+    source: asyncio.StreamReader,
+    sink: asyncio.StreamWriter,
+    *,
+    refuse_407: bool,
+    seen: Callable[[int | None], None],
+) -> None:
+    """Copy an answer whose status line is read first and handed to ``seen`` (None: no
+    answer). With ``refuse_407`` (through the egress proxy), the proxy's ``407`` (wrong
+    credentials) is Chromium's ``502``, not a challenge it would wait on."""
+    status: int | None = None
+    try:
         async with asyncio.timeout(HEAD_TIMEOUT_S):
             head = await source.readuntil(b"\r\n\r\n")
-        status = head.split(b"\r\n", 1)[0].decode("latin-1", "replace")
-        if status.split(" ")[1:2] == ["407"]:
-            log.warning("egress proxy refused the browser's request: %s", status[:200])
+        line = head.split(b"\r\n", 1)[0].decode("latin-1", "replace")
+        code = line.split(" ")[1:2]
+        status = int(code[0]) if code and code[0].isdigit() else None
+        if refuse_407 and status == 407:
+            log.warning("egress proxy refused the browser's request: %s", line[:200])
             sink.write(_UNREACHABLE)
             return
         sink.write(head)
+    except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
+        return
+    finally:
+        seen(status)
     await _copy(source, sink)

@@ -207,12 +207,19 @@ class EgressStats:
     bans: int = 0
 
     def record(self, result: FetchResult) -> None:
+        self.count(
+            error=result.status is None,
+            banned=result.status is not None and looks_banned(result),
+            elapsed_ms=result.elapsed_ms,
+        )
+
+    def count(self, *, error: bool, banned: bool, elapsed_ms: float) -> None:
+        """One request that failed on the network (``error``), said "blocked" (``banned``),
+        or neither, after ``elapsed_ms``."""
         self.requests += 1
-        self.total_ms += result.elapsed_ms
-        if result.status is None:
-            self.errors += 1
-        elif looks_banned(result):
-            self.bans += 1
+        self.total_ms += elapsed_ms
+        self.errors += error
+        self.bans += banned and not error
 
     def take(self) -> tuple[int, int, float]:
         """(requests, errors, mean latency in ms) since the last call; then start afresh."""
@@ -230,6 +237,12 @@ class ProxyBook:
 
     def record(self, proxy: str, result: FetchResult) -> None:
         self.by_proxy.setdefault(proxy, EgressStats()).record(result)
+
+    def count(self, proxy: str, *, error: bool, banned: bool, elapsed_ms: float) -> None:
+        """A request seen without a ``FetchResult`` (the browser's, by its filtering proxy)."""
+        self.by_proxy.setdefault(proxy, EgressStats()).count(
+            error=error, banned=banned, elapsed_ms=elapsed_ms
+        )
 
     def take(self) -> dict[str, tuple[int, int, int, float]]:
         """{proxy id: (requests, errors, bans, mean latency ms)} since the last call."""

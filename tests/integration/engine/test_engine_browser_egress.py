@@ -19,6 +19,7 @@ from engine_sites import Site, engine_settings
 
 from core.egress_scoring import proxy_id
 from engine_container.browser import BrowserPool
+from engine_container.fetcher import ProxyBook
 from engine_container.settings import EngineSettings
 from tests.e2e.browser import ensure_chromium
 from tests.e2e.forward_proxy import ForwardProxy
@@ -114,7 +115,8 @@ async def test_a_rendered_page_and_its_subresources_leave_through_the_egress_pro
     proxy, _ = proxies
     site = await serve_app(serve, tls_site)
     settings = engine_settings(proxy_url=proxy.url)
-    pool = pools(settings, launch_args=TLS_ARGS)
+    book = ProxyBook()  # the fetcher's, in a container: the heartbeats' per-proxy figures
+    pool = pools(settings, launch_args=TLS_ARGS, proxy_stats=book)
 
     outcome = await crawl(
         [site.url("/")],
@@ -142,6 +144,9 @@ async def test_a_rendered_page_and_its_subresources_leave_through_the_egress_pro
     # and nothing reached the site but through it
     hit = {site.url(path) for path, count in site.hits.items() if count}
     assert hit <= set(proxy.seen)
+    # every browser request (all but the fetched document) counted for that proxy, none failed
+    requests, errors, bans, _ = book.take()[proxy_id(proxy.url)]
+    assert (requests, errors, bans) == (len(proxy.seen) - 1, 0, 0)
 
 
 async def test_a_page_websocket_is_tunnelled_through_the_egress_proxy(
@@ -241,7 +246,8 @@ async def test_a_proxy_that_refuses_the_credentials_fails_the_requests_not_the_c
         site = await serve({"/": page, "/api/home": web_text("{}")})
         wrong = strict.url.replace("s3cret", "wrong")
         # the document is fetched directly; the browser's requests go to the strict proxy
-        pool = pools(engine_settings(proxy_url=wrong), launch_args=TLS_ARGS)
+        book = ProxyBook()
+        pool = pools(engine_settings(proxy_url=wrong), launch_args=TLS_ARGS, proxy_stats=book)
         outcome = await crawl(
             [site.url("/")],
             browser=pool,
@@ -263,6 +269,8 @@ async def test_a_proxy_that_refuses_the_credentials_fails_the_requests_not_the_c
     assert tls_site.hits["/data"] == 0
     assert strict.seen == []  # asked, answered 407, forwarded nothing
     assert {site.url("/api/home"), f"127.0.0.1:{tls_site.port}"} <= set(strict.asked)
+    # both count as network errors of that proxy (its health score sees them)
+    assert book.take()[proxy_id(wrong)][:2] == (2, 2)
 
 
 async def test_the_guard_refuses_before_the_proxy_is_asked(serve, crawl, pools, proxies) -> None:
