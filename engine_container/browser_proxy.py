@@ -297,20 +297,19 @@ async def _vetted(
     """Copy an answer whose status line is read first and handed to ``seen`` (None: no
     answer). With ``refuse_407`` (through the egress proxy), the proxy's ``407`` (wrong
     credentials) is Chromium's ``502``, not a challenge it would wait on."""
-    status: int | None = None
     try:
         async with asyncio.timeout(HEAD_TIMEOUT_S):
             head = await source.readuntil(b"\r\n\r\n")
-        line = head.split(b"\r\n", 1)[0].decode("latin-1", "replace")
-        code = line.split(" ")[1:2]
-        status = int(code[0]) if code and code[0].isdigit() else None
-        if refuse_407 and status == 407:
-            log.warning("egress proxy refused the browser's request: %s", line[:200])
-            sink.write(_UNREACHABLE)
-            return
-        sink.write(head)
     except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
+        seen(None)  # no answer; a request the page let go of is cancelled: never counted
         return
-    finally:
-        seen(status)
+    line = head.split(b"\r\n", 1)[0].decode("latin-1", "replace")
+    code = line.split(" ")[1:2]
+    status = int(code[0]) if code and code[0].isdigit() else None
+    seen(status)
+    if refuse_407 and status == 407:
+        log.warning("egress proxy refused the browser's request: %s", line[:200])
+        sink.write(_UNREACHABLE)
+        return
+    sink.write(head)
     await _copy(source, sink)
