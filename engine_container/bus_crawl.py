@@ -153,12 +153,14 @@ async def open_crawl_runner(
     bus, blobs = provider.build_container_ports(control)
     politeness = build_politeness(engine)
     analysis = build_analysis(engine)
-    browser = BrowserPool(engine)  # Chromium starts with the first render, if any
     try:
-        async with Fetcher(engine) as fetcher:
+        # Chromium starts with the first render, if any; its requests count per proxy too
+        async with (
+            Fetcher(engine) as fetcher,
+            BrowserPool(engine, proxy_stats=fetcher.proxy_stats) as browser,
+        ):
             yield bus, crawl_runner(blobs, fetcher, engine, politeness, analysis, browser), fetcher
     finally:
-        await browser.close()
         await analysis.close()
         await politeness.close()
         await bus.close()

@@ -152,6 +152,8 @@ class Crawler:
         self._labels: dict[str, str] = {}  # URL -> label of a handler's follow-up
         self._changed = asyncio.Event()
         self._browser = browser if spec.render != "never" else None
+        if self._browser is not None:  # its pages leave through the same proxy
+            self._browser.bind_proxy(self._session_key, proxy)
         self._render_options = RenderOptions.of(spec)
 
     def counts(self) -> CrawlCounts:

@@ -182,8 +182,8 @@ class AsyncSkycrawl:
     async def export_crawl(
         self, crawl_id: str, *, format: str = "jsonl", delivery: str = "auto"
     ) -> AsyncIterator[bytes]:
-        """The export's bytes as they arrive (``jsonl``, ``warc``, ``items.jsonl``,
-        ``items.csv``, ``items.parquet``). A ``303`` to a signed blob URL (a large export on
+        """The export's bytes as they arrive (``jsonl``, ``warc``, ``screenshots`` (a ZIP),
+        ``items.jsonl``, ``items.csv``, ``items.parquet``). A ``303`` to a signed blob URL (a large export on
         a cloud) is followed without the API key: the URL carries its own signature."""
         path = f"/v1/crawls/{crawl_id}/export"
         params = {"format": format, "delivery": delivery}
