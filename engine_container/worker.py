@@ -7,7 +7,10 @@ Lifecycle (the brief's step 4-5):
 3. send ``ready: GUID`` (``ContainerReady`` with the egress IP seen, version, capacity);
 4. take ``RunCrawl`` work with at most ``capacity`` crawls at once, resuming each from its
    checkpoint; send progress, completion or failure and periodic heartbeats to the inbox;
-5. on ``DrainContainer`` (the conductor retires it) or SIGTERM: stop taking work, checkpoint what is in flight, acknowledge nothing
+5. on ``PauseCrawl`` (its tenant's budget is spent): that crawl takes no new URL, finishes and
+   stores the pages in flight, checkpoints, and the container says ``CrawlPaused``, acks
+   the work and frees the slot (a later ``RunCrawl``, a new attempt, resumes it);
+6. on ``DrainContainer`` (the conductor retires it) or SIGTERM: stop taking work, checkpoint what is in flight, acknowledge nothing
    unfinished, tell the conductor (``ContainerExited``), remove the subscription, exit.
 
 Every received message is checked against this container's GUID (attribute *and* body)
@@ -34,8 +37,10 @@ from core.messages import (
     ContainerReady,
     CrawlCompleted,
     CrawlFailed,
+    CrawlPaused,
     DrainContainer,
     Heartbeat,
+    PauseCrawl,
     Progress,
     ProxyStats,
     RunCrawl,
@@ -48,6 +53,7 @@ from core.redaction import install_log_redaction
 from core.settings import SkycrawlSettings
 from engine_container.browser import can_render
 from engine_container.bus_crawl import RunFn, observe_egress_ip, open_crawl_runner
+from engine_container.crawler import Paused
 from engine_container.fetcher import EgressStats, ProxyBook
 from engine_container.settings import EngineSettings
 from engine_container.tuning import tune_process
@@ -72,6 +78,7 @@ class _Running:
     lease: Lease
     task: asyncio.Task[None] | None = None
     cancelled: bool = False
+    pause: asyncio.Event = field(default_factory=asyncio.Event)
 
 
 @dataclass
@@ -176,6 +183,10 @@ class Worker:
             await self._cancel(message)
             await self.bus.ack(lease=lease)
             return
+        if isinstance(message, PauseCrawl):
+            self._pause(message)
+            await self.bus.ack(lease=lease)
+            return
         if isinstance(message, DrainContainer):  # the conductor retires this container
             log.info("container %s told to drain", self.guid)
             await self.bus.ack(lease=lease)
@@ -209,7 +220,19 @@ class Worker:
             )
 
         try:
-            counts = await self.run_crawl(run, progress)
+            counts = await self.run_crawl(run, progress, entry.pause)
+        except Paused as paused:
+            await self._send(
+                CrawlPaused(
+                    container_id=self.guid,
+                    tenant_id=run.tenant_id,
+                    crawl_id=run.crawl_id,
+                    attempt=run.attempt,
+                    counts=paused.counts,
+                )
+            )
+            await self._finish(entry)
+            return
         except asyncio.CancelledError:
             if not entry.cancelled:
                 raise  # shutting down: checkpointed by the crawler, nothing acked
@@ -245,6 +268,16 @@ class Worker:
         self.finished.add((entry.run.crawl_id, entry.run.attempt))
         with contextlib.suppress(Conflict):
             await self.bus.ack(lease=entry.lease)
+
+    def _pause(self, message: PauseCrawl) -> None:
+        """Let the crawl finish its pages in flight and stop (``_execute`` reports it); a
+        crawl not running here is not paused (the conductor asks again if it should be)."""
+        entry = self.running.get(message.crawl_id)
+        if entry is None or entry.task is None:
+            log.info("pause of %s, which is not running here: ignored", message.crawl_id)
+            return
+        log.info("crawl %s: pausing (%s)", message.crawl_id, message.reason or "told to")
+        entry.pause.set()
 
     async def _cancel(self, message: CancelCrawl) -> None:
         entry = self.running.get(message.crawl_id)

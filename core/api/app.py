@@ -109,7 +109,9 @@ class Api:
         results = ResultRoutes(records=records, blobs=blobs, urls=urls)
         admin = TenantRoutes(records=records, tenants=tenants, settings=settings)
         hooks = WebhookRoutes(records=records, bus=bus, clock=clock, inbox=settings.inbox_queue)
-        usage = UsageRoutes(records=records, clock=clock, policy=policy)
+        usage = UsageRoutes(
+            records=records, clock=clock, policy=policy, bus=bus, inbox=settings.inbox_queue
+        )
         self.router = Router(
             [
                 *self._system_routes(),
