@@ -285,7 +285,8 @@ class TenantService:
             return
         raise BudgetReached(
             f"the monthly budget of {month.amount:g} is reached ({month.spent:.2f} spent in "
-            f"{month.month}); new crawls start again when it is raised (PUT /v1/budget)"
+            f"{month.month}); new crawls start again, and paused ones resume, when it is raised "
+            "(PUT /v1/budget)"
         )
 
     async def _increment(self, tenant_id: str, bucket: str, now: datetime) -> int:
