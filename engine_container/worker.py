@@ -63,6 +63,9 @@ log = logging.getLogger("skycrawl.engine")
 #: Leases on work last this long; a crawl that runs longer is re-leased by the broker and
 #: recognised as a duplicate of the running one (its newest lease is the one acked).
 WORK_LEASE_S = 3600.0
+#: A run that finds every slot busy (the conductor counts slots too, so rarely) is visible
+#: again after this long.
+OVERFLOW_DELAY_S = 1.0
 
 
 def engine_version() -> str:
@@ -148,14 +151,13 @@ class Worker:
         return 0
 
     async def _take_work(self, subscription: Subscription, stop: asyncio.Event) -> None:
+        """Read the subscription also while every slot is busy: a ``PauseCrawl`` or
+        ``CancelCrawl`` for a running crawl must reach it (a run that finds no free slot is
+        given back, visible again after ``OVERFLOW_DELAY_S``)."""
         while not stop.is_set():
-            free = self.engine.capacity - sum(1 for r in self.running.values() if r.task)
-            if free <= 0:
-                await _wait(stop, 0.2)
-                continue
             leases = await self.bus.receive(
                 source=subscription,
-                max_messages=min(free, 10),
+                max_messages=10,
                 visibility_timeout_s=WORK_LEASE_S,
                 wait_s=0.5,
             )
@@ -200,6 +202,11 @@ class Worker:
         current = self.running.get(message.crawl_id)
         if current is not None:  # duplicate delivery, or the lease ran out: keep the newest
             current.lease = lease
+            return
+        if sum(1 for r in self.running.values() if r.task) >= self.engine.capacity:
+            log.info("no free slot for %s: given back for now", message.crawl_id)
+            with contextlib.suppress(Conflict):
+                await self.bus.release(lease=lease, delay_s=OVERFLOW_DELAY_S)
             return
         entry = _Running(run=message, lease=lease)
         self.running[message.crawl_id] = entry
