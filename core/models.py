@@ -251,6 +251,9 @@ class CrawlSpec(Frozen):
 class CrawlState(StrEnum):
     pending = "pending"
     dispatched = "dispatched"
+    #: Stopped before its end (the tenant's budget is spent), its frontier checkpointed:
+    #: not terminal, out of the backlog, resumed into it (``core.paused``).
+    paused = "paused"
     completed = "completed"
     failed = "failed"
     cancelled = "cancelled"
@@ -258,7 +261,7 @@ class CrawlState(StrEnum):
 
     @property
     def terminal(self) -> bool:
-        return self not in (CrawlState.pending, CrawlState.dispatched)
+        return self not in (CrawlState.pending, CrawlState.dispatched, CrawlState.paused)
 
 
 class CrawlCounts(Frozen):
@@ -309,6 +312,9 @@ class Crawl(Frozen):
     proxy: str | None = None
     #: W3C trace context of the request that created it (``core.telemetry``).
     traceparent: str | None = None
+    #: Why a dispatched crawl was told to pause (``PauseCrawl`` sent, the engine not yet
+    #: done with the page in flight); it becomes ``paused`` with this reason.
+    pause_requested: str | None = None
 
 
 # --------------------------------------------------------------------------- containers

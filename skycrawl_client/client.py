@@ -166,6 +166,10 @@ class AsyncSkycrawl:
     async def cancel_crawl(self, crawl_id: str) -> CrawlStatus:
         return await self._call(CrawlStatus, "DELETE", f"/v1/crawls/{crawl_id}")
 
+    async def resume_crawl(self, crawl_id: str) -> CrawlStatus:
+        """A paused crawl (its budget was spent) continues from its checkpoint."""
+        return await self._call(CrawlStatus, "POST", f"/v1/crawls/{crawl_id}/resume")
+
     async def list_pages(
         self, crawl_id: str, *, cursor: str | None = None, limit: int | None = None
     ) -> PageList:
