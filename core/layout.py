@@ -70,6 +70,12 @@ def request_headers_key(tenant_id: str, crawl_id: str) -> str:
     return f"{crawl_prefix(tenant_id, crawl_id)}request-headers.json"
 
 
+def recrawled_key(tenant_id: str, crawl_id: str) -> str:
+    """Which earlier crawl a crawl with ``recrawl_of: "latest"`` re-crawled, as its engine
+    resolved it (``{"crawl_id": ...}``): what its change counts compare against."""
+    return f"{crawl_prefix(tenant_id, crawl_id)}recrawled.json"
+
+
 def latest_crawl_key(tenant_id: str, seeds_key: str) -> str:
     """Pointer to the tenant's last completed crawl of one set of seeds (conditional re-crawl)."""
     return f"{tenant_prefix(tenant_id)}latest/{seeds_key}.json"
