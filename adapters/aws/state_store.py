@@ -32,6 +32,8 @@ Limits
 Settings
     ``SKYCRAWL_AWS_TABLE`` (``deploy/aws/template.yaml`` creates it: on-demand capacity, TTL on
     ``ttl``, point-in-time recovery), ``SKYCRAWL_AWS_REGION``, ``SKYCRAWL_AWS_ENDPOINT_URL``.
+    With ``SKYCRAWL_TENANT_DATA=dedicated`` each tenant's crawl and usage records are in a
+    table of its own with the same layout (``adapters.aws.tenant_stores``).
 
 Cost
     On-demand: nothing at idle but storage ($0.25 per GB-month); ~$1.25 per million writes
@@ -92,10 +94,20 @@ class DynamoStateStore:
 
     capabilities = StateCapabilities(max_item_bytes=MAX_DATA_BYTES, native_ttl=True)
 
-    def __init__(self, *, dynamodb: Any, table: str, clock: Clock | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        dynamodb: Any,
+        table: str,
+        clock: Clock | None = None,
+        owns_client: bool = True,
+    ) -> None:
+        """``owns_client=False``: ``close`` leaves ``dynamodb`` open (a tenant's own table on
+        the client every tenant store shares, ``adapters.aws.tenant_stores``)."""
         self._db = dynamodb  # a boto3 DynamoDB client (Any: boto3 ships no type stubs)
         self._table = table
         self._clock: Clock = clock or SystemClock()
+        self._owns_client = owns_client
 
     @classmethod
     def from_settings(cls, aws: AwsSettings, *, clock: Clock | None = None) -> DynamoStateStore:
@@ -246,4 +258,5 @@ class DynamoStateStore:
             request["ExclusiveStartKey"] = start
 
     async def close(self) -> None:
-        self._db.close()
+        if self._owns_client:
+            self._db.close()
