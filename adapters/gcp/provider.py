@@ -9,6 +9,8 @@ StateStore      Firestore (Native mode)                       ``FirestoreStateSt
 BlobStore       Cloud Storage                                 ``GcsBlobStore``
 Runtime         Cloud Run job executions                      ``CloudRunRuntime``
 Provisioner     Pub/Sub dispatch topic, bucket prefix         ``GcpProvisioner``
+TenantStores    Firestore collections per tenant (only with   ``FirestoreTenantStores``
+                ``SKYCRAWL_TENANT_DATA=dedicated``)
 ==============  ============================================  =================================
 
 ``build_ports`` takes ready SDK clients (``GcpClients``: tests, other credentials) and builds
@@ -45,6 +47,7 @@ from core.clock import Clock, SystemClock
 from core.models import Egress
 from core.ports import ContainerRuntime, Ports
 from core.settings import SkycrawlSettings
+from core.tenant_data import routed_state
 
 if TYPE_CHECKING:  # the control plane's SDKs; an engine image needs only Pub/Sub and Storage
     from google.cloud import firestore, run_v2, tasks_v2
@@ -169,6 +172,7 @@ def build_ports(
     from adapters.gcp.provisioner import GcpProvisioner
     from adapters.gcp.scheduler import CloudTasksScheduler
     from adapters.gcp.state_store import FirestoreStateStore
+    from adapters.gcp.tenant_stores import FirestoreTenantStores
     from adapters.runtimes import build_runtimes, same_runtime
 
     gcp.require("project", "bucket", "timer_url", "timer_service_account")
@@ -182,6 +186,13 @@ def build_ports(
     database = clients.firestore or firestore.AsyncClient(
         project=gcp.project, database=gcp.firestore_database
     )
+    stores = (
+        FirestoreTenantStores(
+            client=database, prefix=gcp.firestore_prefix, clock=clock, owns_client=False
+        )
+        if settings.tenant_data == "dedicated"
+        else None
+    )
     return Ports(
         bus=bus,
         scheduler=CloudTasksScheduler(
@@ -193,7 +204,10 @@ def build_ports(
             bus=bus,
             clock=clock,
         ),
-        state=FirestoreStateStore(client=database, prefix=gcp.firestore_prefix, clock=clock),
+        state=routed_state(
+            FirestoreStateStore(client=database, prefix=gcp.firestore_prefix, clock=clock),
+            stores,
+        ),
         blobs=GcsBlobStore(client=blob_client, bucket=gcp.bucket),
         runtimes=same_runtime(runtime, settings)
         if runtime is not None
@@ -208,6 +222,7 @@ def build_ports(
             storage_client=blob_client,
             bucket=gcp.bucket,
             dispatch_topic=settings.dispatch_topic,
+            stores=stores,
         ),
         clock=clock,
         pool=tuple(settings.egresses),

@@ -25,10 +25,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import re
 import sys
 import uuid
 from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
+from typing import Any
 
 from google.api_core import exceptions as gexc
 
@@ -40,9 +42,10 @@ from adapters.gcp.provisioner import GcpProvisioner
 from adapters.gcp.pubsub_admin import PubSubAdmin
 from adapters.gcp.scheduler import CloudTasksScheduler, deliver_timer
 from adapters.gcp.state_store import FirestoreStateStore
+from adapters.gcp.tenant_stores import FirestoreTenantStores
 from core.clock import SystemClock
 from core.errors import SkycrawlError
-from core.ports import ContainerRuntime
+from core.ports import ContainerRuntime, StateStore
 from functions.gcp.oidc import authorize
 from tests.contract.harness import (
     BusHarness,
@@ -50,6 +53,7 @@ from tests.contract.harness import (
     RuntimeHarness,
     SchedulerHarness,
     StateHarness,
+    TenantStoresHarness,
 )
 from tests.integration.gcp import emulators
 from tests.integration.gcp.fake_cloud_run import FakeCloudRun
@@ -131,6 +135,51 @@ async def firestore_state(tmp: Path) -> AsyncIterator[StateHarness]:
     yield StateHarness(store=open_store(), clock=clock, reopen=open_store)
 
 
+async def tenant_store_names(client: Any, prefix: str) -> set[str]:
+    """The tenant stores of ``prefix`` that exist on the emulator, from Firestore's own
+    listing: a store's marker document, and any root collection ``<store name>-…``."""
+    markers = client.collection(f"{prefix}tenant-stores").list_documents()
+    found = {ref.id async for ref in markers}
+    pattern = re.compile(rf"({re.escape(prefix)}t-.*-[0-9a-f]{{8}})-[a-z_]+")
+    async for collection in client.collections():
+        if match := pattern.fullmatch(collection.id):
+            found.add(match.group(1))
+    return found
+
+
+@contextlib.asynccontextmanager
+async def firestore_tenant_stores(tmp: Path) -> AsyncIterator[TenantStoresHarness]:
+    prefix, clock = f"sc{uuid.uuid4().hex[:8]}-", SystemClock()
+    client = emulators.firestore_client()
+    control = FirestoreStateStore(client=client, prefix=prefix, clock=clock)
+    stores = FirestoreTenantStores(client=client, prefix=prefix, clock=clock, owns_client=False)
+    try:
+        yield TenantStoresHarness(stores, control, lambda: tenant_store_names(client, prefix))
+    finally:
+        await stores.close()
+        await control.close()
+
+
+@contextlib.asynccontextmanager
+async def firestore_tenant_state(tmp: Path) -> AsyncIterator[StateHarness]:
+    """A tenant's own collections must keep every promise of the StateStore port."""
+    clock = SystemClock()
+    stores = FirestoreTenantStores(client=emulators.firestore_client(), clock=clock)
+    tenant = f"tenant-{uuid.uuid4().hex[:8]}"
+    await stores.create_store(tenant_id=tenant)
+    opened: list[StateStore] = []
+
+    def open_store() -> StateStore:
+        opened.append(stores.open_store(tenant))
+        return opened[-1]
+
+    try:
+        yield StateHarness(store=open_store(), clock=clock, reopen=open_store)
+    finally:
+        await stores.drop_store(tenant_id=tenant)
+        await stores.close()
+
+
 @contextlib.asynccontextmanager
 async def gcs_blobs(tmp: Path) -> AsyncIterator[GcsBlobStore]:
     with FakeGcsServer(buckets=["skycrawl-blobs"]) as server:
@@ -164,10 +213,26 @@ async def cloud_run_runtime(tmp: Path) -> AsyncIterator[RuntimeHarness]:
 
 
 @contextlib.asynccontextmanager
-async def gcp_provisioner(tmp: Path) -> AsyncIterator[ProvisionerHarness]:
+async def gcp_dedicated_provisioner(tmp: Path) -> AsyncIterator[ProvisionerHarness]:
+    """With dedicated tenant data: the tenant's Firestore collections too (on the emulator)."""
+    async with gcp_provisioner(tmp, dedicated=True) as harness:
+        yield harness
+
+
+@contextlib.asynccontextmanager
+async def gcp_provisioner(
+    tmp: Path, *, dedicated: bool = False
+) -> AsyncIterator[ProvisionerHarness]:
     """Per-tenant dispatch topic on the Pub/Sub emulator, marker in the GCS fake."""
     publisher, subscriber = pubsub_clients(emulators.pubsub_host())
     admin = PubSubAdmin(project=emulators.PROJECT, publisher=publisher, subscriber=subscriber)
+    firestore_prefix = f"sc{uuid.uuid4().hex[:8]}-"
+    database = emulators.firestore_client() if dedicated else None
+    stores = (
+        FirestoreTenantStores(client=database, prefix=firestore_prefix)
+        if database is not None
+        else None
+    )
     with FakeGcsServer(buckets=["skycrawl-blobs"]) as server:
         client = server.client()
         provisioner = GcpProvisioner(
@@ -175,12 +240,21 @@ async def gcp_provisioner(tmp: Path) -> AsyncIterator[ProvisionerHarness]:
             storage_client=client,
             bucket="skycrawl-blobs",
             dispatch_topic=(base := f"dispatch-{uuid.uuid4().hex[:8]}"),
+            stores=stores,
         )
+
+        async def stored() -> set[str]:
+            if database is None:
+                return set()
+            return await tenant_store_names(database, firestore_prefix)
 
         async def exists(resources: Mapping[str, str]) -> bool:
             try:
                 for kind, ref in resources.items():
-                    if kind == "dispatch_topic":
+                    if kind == "tenant_store":
+                        if ref not in await stored():
+                            return False
+                    elif kind == "dispatch_topic":
                         await publisher.get_topic(topic=admin.topic_path(ref))
                     else:
                         bucket, _, key = ref.removeprefix("gs://").partition("/")
@@ -200,6 +274,7 @@ async def gcp_provisioner(tmp: Path) -> AsyncIterator[ProvisionerHarness]:
             }
             found = {f for f in found if f.rsplit("/", 1)[-1].startswith(base)}
             blobs = await asyncio.to_thread(lambda: list(client.list_blobs("skycrawl-blobs")))
+            found |= {f"firestore:{name}" for name in await stored()}
             return found | {f"object:{b.name}" for b in blobs}
 
         try:
@@ -208,13 +283,19 @@ async def gcp_provisioner(tmp: Path) -> AsyncIterator[ProvisionerHarness]:
             for closable in (publisher, subscriber):
                 await closable.transport.close()
             client.close()
+            if stores is not None:
+                await stores.close()
 
 
 FACTORIES = {
-    "provisioner": {"pubsub+gcs": gcp_provisioner},
+    "provisioner": {
+        "pubsub+gcs": gcp_provisioner,
+        "pubsub+gcs-dedicated": gcp_dedicated_provisioner,
+    },
+    "tenant_stores": {"firestore-emulator": firestore_tenant_stores},
     "runtime": {"cloudrun-fake": cloud_run_runtime},
     "blob": {"gcs-fake": gcs_blobs},
     "bus": {"pubsub-emulator": pubsub_bus},
     "scheduler": {"cloudtasks-fake": cloud_tasks_scheduler},
-    "state": {"firestore-emulator": firestore_state},
+    "state": {"firestore-emulator": firestore_state, "firestore-tenant": firestore_tenant_state},
 }
