@@ -7,7 +7,9 @@ Two channels:
   attribute ``container_id`` so that each container's subscription can filter on it.
 
 Every message is JSON with a ``type`` discriminator. ``encode``/``decode_*`` turn them into
-the bus's ``OutboundMessage`` (body bytes + string attributes) and back.
+the bus's ``OutboundMessage`` (body bytes + string attributes) and back. A message with a
+``traceparent`` (W3C trace context, ``core.telemetry``) carries it in its body and as the
+attribute ``traceparent``; receivers read the body, which every bus keeps.
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ class CrawlSubmitted(Frozen):
     type: Literal["crawl.submitted"] = "crawl.submitted"
     tenant_id: str
     crawl_id: str
+    #: W3C trace context of the span that sent it (``core.telemetry``); also an attribute.
+    traceparent: str | None = None
 
 
 class ContainerReady(Frozen):
@@ -238,6 +242,8 @@ class RunCrawl(Frozen):
     spec: CrawlSpec
     session: str | None = None
     proxy: str | None = None  # the id of the proxy (of the container's pool) to leave through
+    #: W3C trace context of the crawl's trace (``core.telemetry``); also an attribute.
+    traceparent: str | None = None
 
 
 class CancelCrawl(Frozen):
@@ -272,6 +278,9 @@ def encode(message: Frozen) -> OutboundMessage:
     tenant_id = getattr(message, "tenant_id", None)
     if tenant_id:
         attributes["tenant_id"] = str(tenant_id)
+    traceparent = getattr(message, "traceparent", None)
+    if traceparent:  # W3C trace context, where brokers and tracing tools look for it
+        attributes["traceparent"] = str(traceparent)
     return OutboundMessage(body=message.model_dump_json().encode(), attributes=attributes)
 
 

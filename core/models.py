@@ -307,6 +307,8 @@ class Crawl(Frozen):
     outbox: tuple[OutboxEntry, ...] = ()
     #: The proxy id (``core.egress_scoring.proxy_id``) of the egress it leaves through.
     proxy: str | None = None
+    #: W3C trace context of the request that created it (``core.telemetry``).
+    traceparent: str | None = None
 
 
 # --------------------------------------------------------------------------- containers
@@ -431,6 +433,8 @@ class Container(Frozen):
     idle_bin: int = 0
     #: Started ahead of predicted work (adaptive policy); cleared by its first crawl.
     prewarm: bool = False
+    #: W3C trace context of its start (``core.telemetry``): its ready, kill and stop spans.
+    traceparent: str | None = None
 
     @property
     def free_slots(self) -> int:

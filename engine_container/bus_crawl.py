@@ -13,6 +13,7 @@ from typing import Any
 
 from adapters import load_provider
 from adapters.local.host_limiter import SqliteHostLimiter
+from core import telemetry
 from core.messages import RunCrawl
 from core.models import CrawlCounts
 from core.ports import BlobStore, MessageBus
@@ -51,6 +52,20 @@ def crawl_runner(
     allowed = parse_allowed(engine.handlers)
 
     async def run_crawl(run: RunCrawl, report: Reporter) -> CrawlCounts:
+        with telemetry.span(
+            "engine crawl.run",
+            run.traceparent,
+            kind="consumer",
+            tenant_id=run.tenant_id,
+            crawl_id=run.crawl_id,
+            container_id=run.container_id,
+            attempt=run.attempt,
+        ):
+            counts = await _run(run, report)
+            telemetry.set_attributes(fetched=counts.fetched, failed=counts.failed)
+            return counts
+
+    async def _run(run: RunCrawl, report: Reporter) -> CrawlCounts:
         if run.spec.handler is not None:
             check_allowed(run.spec.handler, allowed)  # the API checked; the engine too
         try:

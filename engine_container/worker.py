@@ -26,6 +26,7 @@ from importlib.metadata import PackageNotFoundError, version
 
 from pydantic import ValidationError
 
+from core import telemetry
 from core.errors import ConfigurationError, Conflict, NotFound, QuotaExceeded
 from core.layout import subscription_name
 from core.messages import (
@@ -137,7 +138,10 @@ class Worker:
         finally:
             beat.cancel()
             await self._shutdown()
-            await self.bus.delete_subscription(topic=topic, name=name)
+            try:
+                await self.bus.delete_subscription(topic=topic, name=name)
+            except ConfigurationError as exc:  # not its to delete: the conductor deletes it
+                log.info("container %s leaves %s to the conductor: %s", self.guid, name, exc)
         return 0
 
     async def _take_work(self, subscription: Subscription, stop: asyncio.Event) -> None:
@@ -342,10 +346,13 @@ def main() -> int:
         if not engine.container_id:
             raise ConfigurationError("SKYCRAWL_CONTAINER_ID is not set (or use --standalone)")
         tune_process()
+        telemetry.setup("skycrawl-engine")  # off unless the OTEL_* variables ask for it
         return asyncio.run(_main_async(engine, control))
     except (ConfigurationError, ValidationError) as exc:
         print(f"engine_container: {str(exc).splitlines()[0]}", file=sys.stderr)
         return 2
+    finally:
+        telemetry.shutdown()  # export what is still buffered
 
 
 __all__ = ["Worker", "main"]

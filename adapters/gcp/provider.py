@@ -8,7 +8,7 @@ Scheduler       Cloud Tasks -> ``/internal/timers``           ``CloudTasksSchedu
 StateStore      Firestore (Native mode)                       ``FirestoreStateStore``
 BlobStore       Cloud Storage                                 ``GcsBlobStore``
 Runtime         Cloud Run job executions                      ``CloudRunRuntime``
-Provisioner     Pub/Sub dispatch topic, bucket prefix         ``GcpProvisioner``
+Provisioner     Pub/Sub topic, bucket prefix, IAM identity    ``GcpProvisioner``
 TenantStores    Firestore collections per tenant (only with   ``FirestoreTenantStores``
                 ``SKYCRAWL_TENANT_DATA=dedicated``)
 ==============  ============================================  =================================
@@ -50,9 +50,10 @@ from core.settings import SkycrawlSettings
 from core.tenant_data import routed_state
 
 if TYPE_CHECKING:  # the control plane's SDKs; an engine image needs only Pub/Sub and Storage
-    from google.cloud import firestore, run_v2, tasks_v2
+    from google.cloud import firestore, iam_admin_v1, run_v2, tasks_v2
 
     from adapters.gcp.container_runtime import CloudRunRuntime
+    from adapters.gcp.tenant_iam import ContainerSubscriptions, TenantIam
 
 _UNLIMITED = [("grpc.max_send_message_length", -1), ("grpc.max_receive_message_length", -1)]
 
@@ -69,6 +70,7 @@ class GcpClients:
     run_jobs: run_v2.JobsAsyncClient | None = None
     run_executions: run_v2.ExecutionsAsyncClient | None = None
     run_tasks: run_v2.TasksAsyncClient | None = None
+    iam: iam_admin_v1.IAMAsyncClient | None = None
 
 
 def pubsub_clients(
@@ -110,7 +112,9 @@ def _bus(gcp: GcpSettings, clients: GcpClients) -> PubSubMessageBus:
     )
 
 
-def _runtime(gcp: GcpSettings, clients: GcpClients) -> CloudRunRuntime:
+def _runtime(
+    gcp: GcpSettings, clients: GcpClients, subscriptions: ContainerSubscriptions | None = None
+) -> CloudRunRuntime:
     from google.cloud import run_v2
 
     from adapters.gcp.container_runtime import CloudRunRuntime
@@ -122,6 +126,34 @@ def _runtime(gcp: GcpSettings, clients: GcpClients) -> CloudRunRuntime:
         job=gcp.job_path,
         container=gcp.run_container,
         lookup_limit=gcp.run_lookup_limit,
+        subscriptions=subscriptions,
+    )
+
+
+def tenant_iam(
+    settings: SkycrawlSettings, gcp: GcpSettings, clients: GcpClients, blobs: StorageClient
+) -> TenantIam | None:
+    """The tenants' identities, on the bus's Pub/Sub clients: None on the emulator (no IAM
+    there) unless ``clients.iam`` is given (tests), or when ``tenant_identities`` is off."""
+    if clients.iam is None and (gcp.pubsub_emulator_host or not gcp.tenant_identities):
+        return None
+    from google.cloud import iam_admin_v1
+
+    from adapters.gcp.tenant_iam import TenantIam
+
+    if clients.iam is None:
+        clients.iam = iam_admin_v1.IAMAsyncClient()
+    if clients.publisher is None or clients.subscriber is None:
+        raise AssertionError("Pub/Sub clients missing")
+    return TenantIam(
+        project=gcp.project,
+        bucket=gcp.bucket,
+        iam=clients.iam,
+        topics=clients.publisher,
+        subscriptions=clients.subscriber,
+        storage_client=blobs,
+        inbox_queue=settings.inbox_queue,
+        dispatch_topic=settings.dispatch_topic,
     )
 
 
@@ -134,15 +166,16 @@ def regional(gcp: GcpSettings, egress: Egress) -> GcpSettings:
 
 
 def _cloud_run_per_region(
-    gcp: GcpSettings, clients: GcpClients
+    gcp: GcpSettings,
+    clients: GcpClients,
+    made: dict[str, CloudRunRuntime],
+    subscriptions: ContainerSubscriptions | None,
 ) -> Callable[[Egress], ContainerRuntime]:
-    made: dict[str, ContainerRuntime] = {}
-
     def build(egress: Egress) -> ContainerRuntime:
         where = regional(gcp, egress)
         if where.region not in made:  # the given clients serve the home region
             own = clients if where.region == gcp.region else GcpClients()
-            made[where.region] = _runtime(where, own)
+            made[where.region] = _runtime(where, own, subscriptions)
         return made[where.region]
 
     return build
@@ -172,6 +205,7 @@ def build_ports(
     from adapters.gcp.provisioner import GcpProvisioner
     from adapters.gcp.scheduler import CloudTasksScheduler
     from adapters.gcp.state_store import FirestoreStateStore
+    from adapters.gcp.tenant_iam import ContainerSubscriptions
     from adapters.gcp.tenant_stores import FirestoreTenantStores
     from adapters.runtimes import build_runtimes, same_runtime
 
@@ -193,6 +227,21 @@ def build_ports(
         if settings.tenant_data == "dedicated"
         else None
     )
+    identities = tenant_iam(settings, gcp, clients, blob_client)
+    subscriptions = (
+        None if identities is None else ContainerSubscriptions(admin=bus.admin, iam=identities)
+    )
+    cloud_run: dict[str, CloudRunRuntime] = {}  # by region: where tenants' jobs live
+    runtimes = (
+        same_runtime(runtime, settings)
+        if runtime is not None
+        else build_runtimes(
+            settings,
+            home="gcp",
+            build_home=_cloud_run_per_region(gcp, clients, cloud_run, subscriptions),
+            overrides=runtimes,
+        )
+    )
     return Ports(
         bus=bus,
         scheduler=CloudTasksScheduler(
@@ -209,19 +258,14 @@ def build_ports(
             stores,
         ),
         blobs=GcsBlobStore(client=blob_client, bucket=gcp.bucket),
-        runtimes=same_runtime(runtime, settings)
-        if runtime is not None
-        else build_runtimes(
-            settings,
-            home="gcp",
-            build_home=_cloud_run_per_region(gcp, clients),
-            overrides=runtimes,
-        ),
+        runtimes=runtimes,
         provisioner=GcpProvisioner(
             admin=bus.admin,
             storage_client=blob_client,
             bucket=gcp.bucket,
             dispatch_topic=settings.dispatch_topic,
+            iam=identities,
+            tenant_jobs=tuple(cloud_run.values()),
             stores=stores,
         ),
         clock=clock,

@@ -16,7 +16,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 
-from core import sealed_headers
+from core import sealed_headers, telemetry
 from core.api.http import ApiResponse
 from core.api.idempotency import IdempotencyKeys, busy, idempotency_key, spec_digest
 from core.api.problems import HttpProblem
@@ -116,6 +116,13 @@ class CrawlRoutes:
     # ------------------------------------------------------------------ submit
 
     async def submit_crawl(self, ctx: Context) -> ApiResponse:
+        parent = telemetry.valid_traceparent(ctx.request.header("traceparent"))
+        with telemetry.span(
+            "POST /v1/crawls", parent, kind="server", tenant_id=ctx.owner.id
+        ) as traceparent:
+            return await self._submit(ctx, traceparent)
+
+    async def _submit(self, ctx: Context, traceparent: str | None) -> ApiResponse:
         tenant = ctx.owner
         spec = parse_json_body(ctx.request, CrawlSpec)
         check_spec_urls(spec, self._policy)
@@ -128,7 +135,7 @@ class CrawlRoutes:
             if earlier is not None:
                 return self._accepted(earlier, replayed=True)
         await self._tenants.check_submission(tenant)
-        return await self._store_and_send(tenant, spec, key, digest)
+        return await self._store_and_send(tenant, spec, key, digest, traceparent)
 
     async def _check_recrawl_of(self, tenant: Tenant, spec: CrawlSpec) -> None:
         """``recrawl_of`` names one of the tenant's own crawls (``latest`` is looked up by the
@@ -144,7 +151,7 @@ class CrawlRoutes:
             raise InvalidRequest("recrawl_of names no crawl of this tenant", errors=[error])
 
     async def _store_and_send(
-        self, tenant: Tenant, spec: CrawlSpec, key: str | None, digest: str
+        self, tenant: Tenant, spec: CrawlSpec, key: str | None, digest: str, traceparent: str | None
     ) -> ApiResponse:
         now = self._clock.now()
         crawl_id = f"cr_{uuid.uuid4().hex}"
@@ -158,7 +165,15 @@ class CrawlRoutes:
                 undo.append(
                     lambda: sealed_headers.discard(blobs, tenant_id=tenant.id, crawl_id=crawl_id)
                 )
-        crawl = Crawl(id=crawl_id, tenant_id=tenant.id, spec=spec, created_at=now, updated_at=now)
+        telemetry.set_attributes(crawl_id=crawl_id)
+        crawl = Crawl(
+            id=crawl_id,
+            tenant_id=tenant.id,
+            spec=spec,
+            created_at=now,
+            updated_at=now,
+            traceparent=traceparent,
+        )
         try:
             await self._store(crawl, undo)
             if key is not None:
@@ -166,7 +181,10 @@ class CrawlRoutes:
                     await _run_undo(undo)  # a concurrent request with this key won
                     return self._accepted(await self._earlier_or_busy(tenant.id, key, digest))
                 undo.append(lambda: self._keys.release(tenant.id, key))
-            await self._send(CrawlSubmitted(tenant_id=tenant.id, crawl_id=crawl.id))
+            submitted = CrawlSubmitted(
+                tenant_id=tenant.id, crawl_id=crawl.id, traceparent=traceparent
+            )
+            await self._send(submitted)
         except BaseException:
             await _run_undo(undo)
             raise
@@ -315,6 +333,12 @@ class CrawlRoutes:
                     "header",
                     "Repeat a request safely for 24 h: same key and body, same answer.",
                     {"type": "string", "pattern": "^[\\x21-\\x7e]{1,255}$"},
+                ),
+                Param(
+                    "traceparent",
+                    "header",
+                    "W3C trace context: the crawl's trace continues the caller's (an invalid "
+                    "value starts a new trace). Used when OpenTelemetry is on.",
                 ),
             ),
         )

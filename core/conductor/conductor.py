@@ -34,6 +34,7 @@ from typing import Protocol
 
 from pydantic import ValidationError
 
+from core import telemetry
 from core.conductor.budget_guard import BudgetGuard, EventSender
 from core.conductor.egress_health import EgressHealthKeeper
 from core.conductor.fleet import ContainerFleet
@@ -71,7 +72,7 @@ from core.models import (
     Tenant,
 )
 from core.ports import Ports
-from core.records import Records
+from core.records import Records, Versioned
 from core.settings import SkycrawlSettings
 
 log = logging.getLogger("skycrawl.conductor")
@@ -133,9 +134,12 @@ class Conductor:
             health=self.health,
         )
 
-    async def place(self, tenant: Tenant, crawl: Crawl) -> bool:
-        """Put a pending crawl on a container; False when it stays in the backlog."""
-        return await self.router.place(tenant, crawl)
+    async def place(
+        self, tenant: Tenant, crawl: Crawl, *, current: Versioned[Crawl] | None = None
+    ) -> bool:
+        """Put a pending crawl on a container; False when it stays in the backlog.
+        ``current``: the crawl's record as read (saves a read when it is unchanged)."""
+        return await self.router.place(tenant, crawl, current=current)
 
     async def place_backlog(self, tenant_id: str) -> int:
         """Place the tenant's oldest pending crawls while there is room; returns how many."""
@@ -201,6 +205,16 @@ class Conductor:
     # ------------------------------------------------------------------ placement
 
     async def _on_submitted(self, msg: CrawlSubmitted) -> None:
+        with telemetry.span(
+            "conductor crawl.submitted",
+            msg.traceparent,
+            kind="consumer",
+            tenant_id=msg.tenant_id,
+            crawl_id=msg.crawl_id,
+        ):
+            await self._submitted(msg)
+
+    async def _submitted(self, msg: CrawlSubmitted) -> None:
         crawl = await self.records.crawls.get(msg.tenant_id, msg.crawl_id)
         tenant = await self.records.tenants.get("tenants", msg.tenant_id)
         if crawl is None or tenant is None:
@@ -210,11 +224,26 @@ class Conductor:
             self.records.crawls, msg.tenant_id, msg.crawl_id, crawl.value
         )  # what a crashed instance left
         if value is not None and value.state is CrawlState.pending:
-            await self.place(tenant.value, value)
+            await self.place(tenant.value, value, current=crawl if value is crawl.value else None)
 
     # ------------------------------------------------------------------ container events
 
     async def _on_ready(self, msg: ContainerReady) -> None:
+        parent = None  # the container's start span: its record says (read only when on)
+        if telemetry.enabled():
+            found = await self.records.containers.get(msg.tenant_id, msg.container_id)
+            parent = None if found is None else found.value.traceparent
+        with telemetry.span(
+            "container.ready",
+            parent,
+            kind="consumer",
+            tenant_id=msg.tenant_id,
+            container_id=msg.container_id,
+            egress_ip=msg.egress_ip,
+        ):
+            await self._ready(msg)
+
+    async def _ready(self, msg: ContainerReady) -> None:
         now = self.ports.clock.now()
         stats = await self.fleet.idle.stats(msg.tenant_id)
 
@@ -472,7 +501,11 @@ class Conductor:
                 await self.outbox.deliver(
                     send(
                         self.settings.inbox_queue,
-                        CrawlSubmitted(tenant_id=container.tenant_id, crawl_id=crawl_id),
+                        CrawlSubmitted(
+                            tenant_id=container.tenant_id,
+                            crawl_id=crawl_id,
+                            traceparent=crawl.traceparent,
+                        ),
                     )
                 )
             elif crawl.state is CrawlState.dispatched and crawl.container_id == container.id:

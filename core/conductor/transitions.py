@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import logging
 
-from core import metering
+from core import metering, telemetry
 from core.conductor.fleet import ContainerFleet
 from core.conductor.outbox import Outbox, publish, send, with_entries
 from core.errors import Conflict
@@ -20,7 +20,7 @@ from core.layout import tenant_topic
 from core.messages import CrawlSubmitted, RunCrawl, WebhookDue
 from core.models import Container, ContainerState, Crawl, CrawlCounts, CrawlState, OutboxEntry
 from core.ports import Ports
-from core.records import ActiveCrawl, Records, finished_key
+from core.records import ActiveCrawl, Records, Versioned, finished_key
 from core.settings import SkycrawlSettings
 
 log = logging.getLogger("skycrawl.conductor")
@@ -52,12 +52,16 @@ class CrawlTransitions:
             spec=crawl.spec,
             session=crawl.spec.session,
             proxy=crawl.proxy,
+            traceparent=telemetry.current_traceparent(crawl.traceparent),
         )
         return publish(tenant_topic(self.settings.dispatch_topic, crawl.tenant_id), run)
 
-    async def commit_dispatch(self, crawl: Crawl, container: Container) -> None:
+    async def commit_dispatch(
+        self, crawl: Crawl, container: Container, *, current: Versioned[Crawl] | None = None
+    ) -> None:
         """pending → dispatched on ``container`` (reserved there already); a ready container
-        gets its ``RunCrawl`` in the same write, a starting one when it says ready."""
+        gets its ``RunCrawl`` in the same write, a starting one when it says ready.
+        ``current``: the crawl record as last read (tried first, without a read)."""
         now = self.ports.clock.now()
 
         def dispatch(c: Crawl) -> Crawl | None:
@@ -80,7 +84,7 @@ class CrawlTransitions:
             return new
 
         updated, _ = await self._outbox.mutate(
-            self.records.crawls, crawl.tenant_id, crawl.id, dispatch
+            self.records.crawls, crawl.tenant_id, crawl.id, dispatch, current=current
         )
         if updated is None or updated.state is not CrawlState.dispatched:
             # cancelled (or finished) meanwhile: give the slot back
@@ -183,7 +187,9 @@ class CrawlTransitions:
                         "reason": reason,
                     }
                 )
-                again = CrawlSubmitted(tenant_id=c.tenant_id, crawl_id=c.id)
+                again = CrawlSubmitted(
+                    tenant_id=c.tenant_id, crawl_id=c.id, traceparent=c.traceparent
+                )
                 return with_entries(new, send(self.settings.inbox_queue, again))
 
             back_crawl, changed = await self._outbox.mutate(

@@ -10,6 +10,7 @@ state         firestore-emulator   FirestoreStateStore on Google's Firestore emu
 blob          gcs-fake             GcsBlobStore, real client, on FakeGcsServer (HTTP)
 runtime       cloudrun-fake        CloudRunRuntime on FakeCloudRun (local processes)
 provisioner   pubsub+gcs           GcpProvisioner on the Pub/Sub emulator + FakeGcsServer
+              pubsub+gcs+iam       the same with tenant identities, on the IAM fakes
 ============  ===================  ===================================================
 
 The emulators start lazily, on the first test that needs one (``emulators.py``), never at
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hashlib
 import re
 import sys
@@ -42,6 +44,7 @@ from adapters.gcp.provisioner import GcpProvisioner
 from adapters.gcp.pubsub_admin import PubSubAdmin
 from adapters.gcp.scheduler import CloudTasksScheduler, deliver_timer
 from adapters.gcp.state_store import FirestoreStateStore
+from adapters.gcp.tenant_iam import TenantIam
 from adapters.gcp.tenant_stores import FirestoreTenantStores
 from core.clock import SystemClock
 from core.errors import SkycrawlError
@@ -58,7 +61,9 @@ from tests.contract.harness import (
 from tests.integration.gcp import emulators
 from tests.integration.gcp.fake_cloud_run import FakeCloudRun
 from tests.integration.gcp.fake_cloud_tasks import FakeCloudTasks, FakeIdTokens
+from tests.integration.gcp.fake_iam import FakeIamAdmin, FakePubSubIam
 from tests.integration.gcp.fakes import FakeGcsServer
+from tests.integration.gcp.gcp_iam_eval import from_bucket, from_pubsub
 
 TIMER_URL = "https://api.example.test/internal/timers"
 TIMER_ACCOUNT = "timers@skycrawl-test.iam.gserviceaccount.com"
@@ -213,19 +218,15 @@ async def cloud_run_runtime(tmp: Path) -> AsyncIterator[RuntimeHarness]:
 
 
 @contextlib.asynccontextmanager
-async def gcp_dedicated_provisioner(tmp: Path) -> AsyncIterator[ProvisionerHarness]:
-    """With dedicated tenant data: the tenant's Firestore collections too (on the emulator)."""
-    async with gcp_provisioner(tmp, dedicated=True) as harness:
-        yield harness
-
-
-@contextlib.asynccontextmanager
 async def gcp_provisioner(
-    tmp: Path, *, dedicated: bool = False
+    tmp: Path, *, identities: bool = False, dedicated: bool = False
 ) -> AsyncIterator[ProvisionerHarness]:
-    """Per-tenant dispatch topic on the Pub/Sub emulator, marker in the GCS fake."""
+    """Per-tenant dispatch topic on the Pub/Sub emulator, marker in the GCS fake; with
+    ``identities``, the tenant's service account and bindings on the IAM fakes too; with
+    ``dedicated`` tenant data, the tenant's Firestore collections (on the emulator)."""
     publisher, subscriber = pubsub_clients(emulators.pubsub_host())
     admin = PubSubAdmin(project=emulators.PROJECT, publisher=publisher, subscriber=subscriber)
+    accounts = FakeIamAdmin()
     firestore_prefix = f"sc{uuid.uuid4().hex[:8]}-"
     database = emulators.firestore_client() if dedicated else None
     stores = (
@@ -233,13 +234,40 @@ async def gcp_provisioner(
         if database is not None
         else None
     )
+
+    async def found(resource: str) -> bool:
+        try:
+            if "/subscriptions/" in resource:
+                await subscriber.get_subscription(subscription=resource)
+            else:
+                await publisher.get_topic(topic=resource)
+        except gexc.NotFound:
+            return False
+        return True
+
+    policies = FakePubSubIam(found)
     with FakeGcsServer(buckets=["skycrawl-blobs"]) as server:
         client = server.client()
+        base = f"dispatch-{uuid.uuid4().hex[:8]}"
+        iam = TenantIam(
+            project=emulators.PROJECT,
+            bucket="skycrawl-blobs",
+            iam=accounts,  # type: ignore[arg-type]
+            topics=policies,
+            subscriptions=policies,
+            storage_client=client,
+            inbox_queue=f"{base}-inbox",
+            dispatch_topic=base,
+            backoff_s=0.01,
+        )
+        if identities:
+            await admin.ensure_queue(f"{base}-inbox", 5)
         provisioner = GcpProvisioner(
             admin=admin,
             storage_client=client,
             bucket="skycrawl-blobs",
-            dispatch_topic=(base := f"dispatch-{uuid.uuid4().hex[:8]}"),
+            dispatch_topic=base,
+            iam=iam if identities else None,
             stores=stores,
         )
 
@@ -253,6 +281,9 @@ async def gcp_provisioner(
                 for kind, ref in resources.items():
                     if kind == "tenant_store":
                         if ref not in await stored():
+                            return False
+                    elif kind == "engine_service_account":
+                        if ref not in accounts.accounts:
                             return False
                     elif kind == "dispatch_topic":
                         await publisher.get_topic(topic=admin.topic_path(ref))
@@ -275,7 +306,17 @@ async def gcp_provisioner(
             found = {f for f in found if f.rsplit("/", 1)[-1].startswith(base)}
             blobs = await asyncio.to_thread(lambda: list(client.list_blobs("skycrawl-blobs")))
             found |= {f"firestore:{name}" for name in await stored()}
-            return found | {f"object:{b.name}" for b in blobs}
+            found |= {f"object:{b.name}" for b in blobs}
+            found |= {f"account:{email}" for email in accounts.accounts}
+            await policies.prune()
+            grants = [(r, from_pubsub(p)) for r, p in policies.bindings().items()]
+            grants += [(f"bucket:{b}", from_bucket(p)) for b, p in server.state.policies.items()]
+            return found | {
+                f"grant:{resource}:{binding.role}:{who}"
+                for resource, bindings in grants
+                for binding in bindings
+                for who in binding.members
+            }
 
         try:
             yield ProvisionerHarness(provisioner=provisioner, exists=exists, inventory=inventory)
@@ -290,7 +331,8 @@ async def gcp_provisioner(
 FACTORIES = {
     "provisioner": {
         "pubsub+gcs": gcp_provisioner,
-        "pubsub+gcs-dedicated": gcp_dedicated_provisioner,
+        "pubsub+gcs+iam": functools.partial(gcp_provisioner, identities=True),
+        "pubsub+gcs-dedicated": functools.partial(gcp_provisioner, dedicated=True),
     },
     "tenant_stores": {"firestore-emulator": firestore_tenant_stores},
     "runtime": {"cloudrun-fake": cloud_run_runtime},

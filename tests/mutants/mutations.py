@@ -65,8 +65,8 @@ MUTATIONS: tuple[Mutation, ...] = (
     Mutation(
         "fleet slots ignored in candidate selection",
         "core/conductor/router.py",
-        "candidates = tuple(c for c in containers if c.id in set(slots))",
-        "candidates = tuple(containers)",
+        "if v.value.state.live and v.value.id in in_fleet}",
+        "if v.value.state.live}",
         (RACES, PLACEMENT),
     ),
     Mutation(

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from adapters.local.message_bus import SqliteMessageBus
-from core.errors import NotFound
+from core.errors import ConfigurationError, NotFound
 from core.layout import subscription_name
 from core.messages import (
     CancelCrawl,
@@ -55,9 +55,19 @@ class Runs:
         return CrawlCounts(fetched=3)
 
 
+class MayNotDeleteBus(FilterIgnoringBus):
+    """As a GCP tenant's engine sees Pub/Sub: the control plane made its subscription and
+    deletes it; the engine may not (``ConfigurationError``, from ``PermissionDenied``)."""
+
+    async def delete_subscription(self, *, topic: str, name: str) -> None:
+        raise ConfigurationError("pubsub.subscriptions.delete denied")
+
+
 @contextlib.asynccontextmanager
-async def running_worker(tmp_path: Path, guid: str = "aaaa") -> AsyncIterator[tuple]:
-    bus = FilterIgnoringBus(tmp_path / "bus.sqlite3")
+async def running_worker(
+    tmp_path: Path, guid: str = "aaaa", bus_type: type[FilterIgnoringBus] = FilterIgnoringBus
+) -> AsyncIterator[tuple]:
+    bus = bus_type(tmp_path / "bus.sqlite3")
     control = SkycrawlSettings()
     await bus.ensure_queue(name=control.inbox_queue)
     await bus.ensure_topic(topic=control.dispatch_topic)
@@ -176,6 +186,14 @@ async def test_sigterm_path_releases_work_reports_exit_and_removes_subscription(
             await bus.receive(
                 source=Subscription(control.dispatch_topic, subscription_name("aaaa"))
             )
+
+
+async def test_a_subscription_it_may_not_delete_is_left_to_the_conductor(tmp_path: Path) -> None:
+    async with running_worker(tmp_path, bus_type=MayNotDeleteBus) as (bus, control, _, stop, task):
+        await wait_ready(bus, control)
+        stop.set()
+        assert await asyncio.wait_for(task, 10) == 0  # a clean exit, not a crash
+        assert [m for m in await inbox(bus, control) if isinstance(m, ContainerExited)]
 
 
 @pytest.mark.parametrize(

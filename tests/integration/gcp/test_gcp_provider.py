@@ -86,8 +86,9 @@ async def test_large_objects_take_the_resumable_upload() -> None:
 
 @pytest.mark.parametrize("tenant_data", ["pooled", "dedicated"])
 async def test_closing_the_ports_closes_every_client_they_opened(tenant_data: str) -> None:
-    """Cloud Tasks (scheduler), Firestore, Storage, Pub/Sub and Cloud Run: each closed once
-    (the tenants' own stores of dedicated tenant data share the one Firestore client)."""
+    """Cloud Tasks (scheduler), Firestore, Storage, Pub/Sub, Cloud Run and IAM (the tenants'
+    identities): each closed once (the tenants' own stores of dedicated tenant data share the
+    one Firestore client)."""
 
     def grpc_client() -> Any:
         client = mock.MagicMock()
@@ -103,6 +104,7 @@ async def test_closing_the_ports_closes_every_client_they_opened(tenant_data: st
         run_jobs=grpc_client(),
         run_executions=grpc_client(),
         run_tasks=grpc_client(),
+        iam=grpc_client(),
     )
     gcp = GcpSettings(
         project="p",
@@ -113,7 +115,15 @@ async def test_closing_the_ports_closes_every_client_they_opened(tenant_data: st
     settings = SkycrawlSettings(provider="gcp", tenant_data=tenant_data)
     ports = provider.build_ports(settings, gcp, clients=clients)
     await ports.close()
-    for name in ("publisher", "subscriber", "tasks", "run_jobs", "run_executions", "run_tasks"):
+    for name in (
+        "publisher",
+        "subscriber",
+        "tasks",
+        "run_jobs",
+        "run_executions",
+        "run_tasks",
+        "iam",
+    ):
         getattr(clients, name).transport.close.assert_awaited_once()
     assert clients.firestore is not None
     clients.firestore._firestore_api_internal.transport.close.assert_awaited_once()

@@ -326,7 +326,12 @@ class Harness:
         return tenant
 
     async def submit(
-        self, tenant_id: str = "t1", *, session: str | None = None, **spec: Any
+        self,
+        tenant_id: str = "t1",
+        *,
+        session: str | None = None,
+        traceparent: str | None = None,
+        **spec: Any,
     ) -> str:
         """What ``POST /v1/crawls`` stores and sends; returns the crawl id."""
         now = self.clock.now()
@@ -337,13 +342,16 @@ class Harness:
             spec=CrawlSpec(seeds=[SEED], session=session, **spec),
             created_at=now,
             updated_at=now,
+            traceparent=traceparent,
         )
         await self.records.crawls.create(tenant_id, crawl_id, crawl)
         entry = ActiveCrawl(crawl_id=crawl_id, created_at=now)
         await self.records.active.create(tenant_id, crawl_id, entry)
         await self.records.listing.create(tenant_id, listing_key(now, crawl_id), entry)
         await self.records.index_pending(crawl)
-        await self.send(CrawlSubmitted(tenant_id=tenant_id, crawl_id=crawl_id))
+        await self.send(
+            CrawlSubmitted(tenant_id=tenant_id, crawl_id=crawl_id, traceparent=traceparent)
+        )
         return crawl_id
 
     async def cancel(self, tenant_id: str, crawl_id: str) -> None:
