@@ -21,6 +21,9 @@ data table goes to the store of the tenant named by the partition (every such ta
 partitioned by tenant id), any other call to the control plane's store. In pooled mode the
 providers hand the core their store directly: no router, nothing added on the hot path.
 ``scan`` of a tenant data table (the operator console only) reads every active tenant's store.
+A tenant's store that is gone (its teardown dropped it; each adapter says so with
+``core.errors.NotFound``) reads as empty, as the tenant's records do in pooled mode once
+deleted, and refuses writes: nothing makes it again.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any, Literal
 
+from core.errors import NotFound
 from core.ports.state_store import Item, StateStore
 from core.ports.tenant_stores import TenantStores
 
@@ -69,7 +73,14 @@ class TenantDataRouter:
         return store
 
     async def get(self, *, table: str, partition: str, key: str) -> Item | None:
-        return await self._store(table, partition).get(table=table, partition=partition, key=key)
+        """None also when the tenant's store is gone (a late message after its teardown
+        reads what it would read in pooled mode: nothing)."""
+        try:
+            return await self._store(table, partition).get(
+                table=table, partition=partition, key=key
+            )
+        except NotFound:
+            return None
 
     async def create(
         self,
@@ -96,9 +107,13 @@ class TenantDataRouter:
     async def query(
         self, *, table: str, partition: str, limit: int | None = None, after: str | None = None
     ) -> list[Item]:
-        return await self._store(table, partition).query(
-            table=table, partition=partition, limit=limit, after=after
-        )
+        """Empty also when the tenant's store is gone (see ``get``)."""
+        try:
+            return await self._store(table, partition).query(
+                table=table, partition=partition, limit=limit, after=after
+            )
+        except NotFound:
+            return []
 
     async def scan(self, *, table: str) -> list[Item]:
         if table not in self.tables:

@@ -50,7 +50,7 @@ from typing import Any
 from adapters.aws.errors import ClientError, call, error_code
 from adapters.aws.settings import AwsSettings
 from core.clock import Clock, SystemClock
-from core.errors import Conflict, InvalidRequest
+from core.errors import Conflict, InvalidRequest, NotFound
 from core.ports.state_store import Item, StateCapabilities, decode_data, encode_data
 
 MAX_DATA_BYTES = 350_000
@@ -113,6 +113,16 @@ class DynamoStateStore:
     def from_settings(cls, aws: AwsSettings, *, clock: Clock | None = None) -> DynamoStateStore:
         return cls(dynamodb=aws.client("dynamodb"), table=aws.table, clock=clock)
 
+    async def _call(self, fn: Any, **kwargs: Any) -> Any:
+        """``call``, with a table that does not exist as ``NotFound`` (a tenant's own table
+        after its teardown: ``adapters.aws.tenant_stores``)."""
+        try:
+            return await call(fn, **kwargs)
+        except ClientError as exc:
+            if error_code(exc) == "ResourceNotFoundException":
+                raise NotFound(f"DynamoDB table {self._table} does not exist") from exc
+            raise
+
     def _now_us(self) -> dict[str, str]:
         return {"N": str(_to_us(self._clock.now()))}
 
@@ -122,7 +132,7 @@ class DynamoStateStore:
 
     async def _conditional(self, fn: Any, what: str, **kwargs: Any) -> None:
         try:
-            await call(fn, TableName=self._table, **kwargs)
+            await self._call(fn, TableName=self._table, **kwargs)
         except ClientError as exc:
             if error_code(exc) == "ConditionalCheckFailedException":
                 raise Conflict(what) from exc
@@ -130,7 +140,7 @@ class DynamoStateStore:
 
     async def get(self, *, table: str, partition: str, key: str) -> Item | None:
         _check_names(table, partition, key)
-        response = await call(
+        response = await self._call(
             self._db.get_item,
             TableName=self._table,
             Key=self._key(table, partition, key),
@@ -232,7 +242,7 @@ class DynamoStateStore:
         while True:
             if limit is not None:
                 request["Limit"] = limit - len(found)
-            response = await call(self._db.query, **request)
+            response = await self._call(self._db.query, **request)
             found.extend(_item(raw) for raw in response.get("Items", []))
             start = response.get("LastEvaluatedKey")
             if start is None or (limit is not None and len(found) >= limit):
@@ -250,7 +260,7 @@ class DynamoStateStore:
         }
         found: list[Item] = []
         while True:
-            response = await call(self._db.scan, **request)
+            response = await self._call(self._db.scan, **request)
             found.extend(_item(raw) for raw in response.get("Items", []))
             start = response.get("LastEvaluatedKey")
             if start is None:
