@@ -64,6 +64,18 @@ class CrawlCompleted(Frozen):
     counts: CrawlCounts
 
 
+class CrawlPaused(Frozen):
+    """The engine stopped a crawl it was told to pause (``PauseCrawl``): the pages in flight
+    were finished and stored, the frontier checkpointed; a later ``RunCrawl`` resumes it."""
+
+    type: Literal["crawl.paused"] = "crawl.paused"
+    container_id: str
+    tenant_id: str
+    crawl_id: str
+    attempt: int = 0  # the RunCrawl attempt this reports on (0: unknown)
+    counts: CrawlCounts
+
+
 class CrawlFailed(Frozen):
     type: Literal["crawl.failed"] = "crawl.failed"
     container_id: str
@@ -184,6 +196,9 @@ class ScheduleFire(Frozen):
     generation: int
     run: int
     remaining_s: float = 0.0
+    #: Occurrences skipped so far (over budget) when this fire was sent: a fire of a count
+    #: the schedule has passed is a duplicate of a skip.
+    skipped: int = 0
 
 
 class ProxyCooldown(Frozen):
@@ -213,6 +228,7 @@ InboxMessage = Annotated[
     | ContainerReady
     | Progress
     | CrawlCompleted
+    | CrawlPaused
     | CrawlFailed
     | Heartbeat
     | KillTimer
@@ -253,6 +269,16 @@ class CancelCrawl(Frozen):
     crawl_id: str
 
 
+class PauseCrawl(Frozen):
+    """Finish the pages in flight, take no new URL, checkpoint, answer ``CrawlPaused``."""
+
+    type: Literal["crawl.pause"] = "crawl.pause"
+    container_id: str
+    tenant_id: str
+    crawl_id: str
+    reason: str = ""
+
+
 class DrainContainer(Frozen):
     """Stop taking work, checkpoint, say ``ContainerExited`` and exit: sent down the
     container's own subscription before the runtime is asked to stop it, because some
@@ -263,7 +289,9 @@ class DrainContainer(Frozen):
     tenant_id: str
 
 
-DispatchMessage = Annotated[RunCrawl | CancelCrawl | DrainContainer, Field(discriminator="type")]
+DispatchMessage = Annotated[
+    RunCrawl | CancelCrawl | PauseCrawl | DrainContainer, Field(discriminator="type")
+]
 
 _inbox: TypeAdapter[InboxMessage] = TypeAdapter(InboxMessage)
 _dispatch: TypeAdapter[DispatchMessage] = TypeAdapter(DispatchMessage)

@@ -1,4 +1,4 @@
-"""Tenant routes for crawls: submit, list, status, cancel.
+"""Tenant routes for crawls: submit, list, status, cancel, resume.
 
 Submitting validates the body (``CrawlSpec``) and its URLs (``core.netguard``), replays an
 earlier answer for a repeated ``Idempotency-Key`` (24 h), checks the quotas, stores the crawl
@@ -38,6 +38,7 @@ from core.metering import crawl_done
 from core.models import Crawl, CrawlSpec, CrawlState, Frozen, Tenant
 from core.netguard import AddressPolicy, check_url
 from core.output import allowed_handlers, handler_allowed
+from core.paused import announce, resume
 from core.ports.blob_store import BlobStore
 from core.ports.message_bus import MessageBus
 from core.records import ActiveCrawl, Records, Versioned, listing_key
@@ -310,6 +311,32 @@ class CrawlRoutes:
         except Exception:
             log.exception("crawl %s: could not revert a failed cancel", before.id)
 
+    # ------------------------------------------------------------------ resume
+
+    async def resume_crawl(self, ctx: Context) -> ApiResponse:
+        """A paused crawl continues from its checkpoint: 402 while the budget is spent."""
+        tenant, crawl_id = ctx.owner, ctx.params["crawl_id"]
+        found = await load_crawl(self._records, tenant.id, crawl_id)
+        if found.value.state is not CrawlState.paused:
+            raise HttpProblem(
+                409,
+                f"the crawl is {found.value.state.value}, not paused",
+                slug="crawl-not-paused",
+                title="Crawl not paused",
+            )
+        now = self._clock.now()
+        await self._tenants.check_budget(tenant, now)
+        resumed = await resume(self._records, tenant.id, crawl_id, now, self._settings.inbox_queue)
+        if resumed is None:  # resumed (or cancelled) by another request meanwhile
+            current = (await load_crawl(self._records, tenant.id, crawl_id)).value
+            if current.state is not CrawlState.pending:
+                raise HttpProblem(409, f"the crawl is {current.state.value}, not paused")
+            resumed = current
+        else:
+            await announce(self._bus, self._settings.inbox_queue, [resumed])
+        log.info("tenant %s resumed crawl %s", tenant.id, crawl_id)
+        return ApiResponse.json(202, self._status(resumed))
+
     # ------------------------------------------------------------------ routes
 
     def _submit_route(self) -> Route:
@@ -371,6 +398,18 @@ class CrawlRoutes:
                     Reply(202, "Cancelled; the container is told to stop.", CrawlStatus),
                     not_found,
                     Reply(409, "The crawl has already finished."),
+                ),
+            ),
+            Route(
+                "POST",
+                "/v1/crawls/{crawl_id}/resume",
+                self.resume_crawl,
+                "Resume a paused crawl from its checkpoint",
+                replies=(
+                    Reply(202, "Pending again; it continues where it stopped.", CrawlStatus),
+                    Reply(402, "The monthly budget is still spent (problem budget-reached)."),
+                    not_found,
+                    Reply(409, "The crawl is not paused."),
                 ),
             ),
         ]

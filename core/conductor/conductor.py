@@ -51,6 +51,7 @@ from core.messages import (
     ContainerReady,
     CrawlCompleted,
     CrawlFailed,
+    CrawlPaused,
     CrawlSubmitted,
     Heartbeat,
     InboxMessage,
@@ -71,6 +72,7 @@ from core.models import (
     CrawlState,
     Tenant,
 )
+from core.paused import resumed
 from core.ports import Ports
 from core.records import Records, Versioned
 from core.settings import SkycrawlSettings
@@ -165,6 +167,8 @@ class Conductor:
                 await self._on_progress(message)
             case CrawlCompleted():
                 await self._on_finished(message, CrawlState.completed, None)
+            case CrawlPaused():
+                await self._on_paused(message)
             case CrawlFailed():
                 await self._on_failed(message)
             case Heartbeat():
@@ -393,6 +397,39 @@ class Conductor:
             return c.model_copy(update={"counts": msg.counts, "updated_at": now})
 
         await self.records.crawls.mutate(msg.tenant_id, msg.crawl_id, advance)
+
+    async def _on_paused(self, msg: CrawlPaused) -> None:
+        """The engine paused a crawl as told: ``paused`` (with the pause's reason), its slot
+        free; pending again at once if the request was withdrawn (the limit lifted) while
+        the engine finished its pages."""
+        now = self.ports.clock.now()
+        inbox = self.settings.inbox_queue
+
+        def pause(c: Crawl) -> Crawl | None:
+            if c.state is not CrawlState.dispatched or not self._current(
+                c, msg.container_id, msg.attempt
+            ):
+                return None
+            update: dict[str, object] = {
+                "state": CrawlState.paused,
+                "container_id": None,
+                "counts": msg.counts,
+                "reason": c.pause_requested or "paused",
+                "pause_requested": None,
+                "updated_at": now,
+            }
+            paused = c.model_copy(update=update)
+            return paused if c.pause_requested else resumed(paused, now, inbox)
+
+        crawl, changed = await self.outbox.mutate(
+            self.records.crawls, msg.tenant_id, msg.crawl_id, pause
+        )
+        await self.fleet.release(msg.tenant_id, msg.container_id, msg.crawl_id)
+        if changed and crawl is not None:
+            log.info("crawl %s: %s (%s)", crawl.id, crawl.state.value, crawl.reason)
+            if crawl.state is CrawlState.pending:
+                await self.records.index_pending(crawl)
+        await self.place_backlog(msg.tenant_id)
 
     async def _on_failed(self, msg: CrawlFailed) -> None:
         found = await self.records.crawls.get(msg.tenant_id, msg.crawl_id)

@@ -3,8 +3,9 @@
 It measures no time between two instances' clocks — liveness is the watchdog timers' job
 (``fleet.py``). What it does, per tenant:
 
-* evaluate the tenant's budget (``budget_guard.py``): warn once per threshold, and at the
-  limit cancel its pending and running crawls;
+* evaluate the tenant's budget (``budget_guard.py``): warn once per threshold, at the
+  limit pause its pending and running crawls (asking again until each engine answers), and
+  below it (raised, removed, a new month) resume the crawls it paused;
 * relay outbox entries a crashed instance left on container and crawl records;
 * finish stops that failed (``stop_requested``): retry the runtime's stop until it confirms,
   and only then free the slot and take the work back;

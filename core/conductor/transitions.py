@@ -166,7 +166,9 @@ class CrawlTransitions:
         dead-lettered when its attempts are used up. Applies only while the crawl is still
         dispatched to ``container_id`` at the attempt ``crawl`` was read at."""
         expect = (container_id, crawl.attempts)
-        if crawl.state is CrawlState.dispatched and crawl.attempts >= self.settings.max_attempts:
+        if crawl.state is CrawlState.dispatched and crawl.pause_requested is not None:
+            await self._paused_without_engine(crawl, expect, reason)
+        elif crawl.state is CrawlState.dispatched and crawl.attempts >= self.settings.max_attempts:
             await self.finish(
                 crawl,
                 CrawlState.dead_lettered,
@@ -198,3 +200,24 @@ class CrawlTransitions:
             if changed and back_crawl is not None:
                 await self.records.index_pending(back_crawl)
         await self.fleet.release(crawl.tenant_id, container_id, crawl.id)
+
+    async def _paused_without_engine(
+        self, crawl: Crawl, expect: tuple[str, int], reason: str
+    ) -> None:
+        """A crawl told to pause whose container is gone before it answered: paused, from
+        its last checkpoint (the pages after it are fetched again when it resumes)."""
+        now = self.ports.clock.now()
+
+        def pause(c: Crawl) -> Crawl | None:
+            if c.state is not CrawlState.dispatched or (c.container_id, c.attempts) != expect:
+                return None
+            update: dict[str, object] = {
+                "state": CrawlState.paused,
+                "container_id": None,
+                "reason": c.pause_requested or reason,
+                "pause_requested": None,
+                "updated_at": now,
+            }
+            return c.model_copy(update=update)
+
+        await self.records.crawls.mutate(crawl.tenant_id, crawl.id, pause)

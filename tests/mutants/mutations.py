@@ -17,6 +17,7 @@ LIFECYCLE = "tests/unit/conductor/test_conductor_lifecycle.py"
 IDEMPOTENCY = "tests/unit/conductor/test_conductor_idempotency.py"
 HOLES = "tests/unit/conductor/test_conductor_holes.py"
 PLACEMENT = "tests/unit/conductor/test_conductor_placement.py"
+BUDGET_PAUSE = "tests/unit/conductor/test_budget_pause.py"
 
 
 @dataclass(frozen=True)
@@ -89,5 +90,19 @@ MUTATIONS: tuple[Mutation, ...] = (
         "timers = (self.kill_timer(new),) if not rest and live else ()",
         "timers = ()",
         (LIFECYCLE, RACES),
+    ),
+    Mutation(
+        "a pause request is requeued when its container dies (not paused)",
+        "core/conductor/transitions.py",
+        "if crawl.state is CrawlState.dispatched and crawl.pause_requested is not None:",
+        "if False:",
+        (BUDGET_PAUSE,),
+    ),
+    Mutation(
+        "a withdrawn pause is not resumed when the engine answers",
+        "core/conductor/conductor.py",
+        "return paused if c.pause_requested else resumed(paused, now, inbox)",
+        "return paused",
+        (BUDGET_PAUSE,),
     ),
 )

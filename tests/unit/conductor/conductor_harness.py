@@ -43,10 +43,12 @@ from core.messages import (
     ContainerReady,
     CrawlCompleted,
     CrawlFailed,
+    CrawlPaused,
     CrawlSubmitted,
     DrainContainer,
     Heartbeat,
     KillTimer,
+    PauseCrawl,
     Progress,
     ProxyStats,
     RunCrawl,
@@ -578,7 +580,7 @@ class FakeEngine:
     beat_seq: int = 0
     alive: bool = True  # False once it exited: it answers nothing any more
     drained: bool = False
-    stash: list[RunCrawl | CancelCrawl] = field(default_factory=list)  # read, not yet taken
+    stash: list[RunCrawl | CancelCrawl | PauseCrawl] = field(default_factory=list)  # unread
 
     @property
     def subscription(self) -> Subscription:
@@ -620,7 +622,7 @@ class FakeEngine:
         )
         return True
 
-    async def work(self) -> list[RunCrawl | CancelCrawl]:
+    async def work(self) -> list[RunCrawl | CancelCrawl | PauseCrawl]:
         """Take (and acknowledge) everything waiting on this container's subscription."""
         await self._read()
         received, self.stash = self.stash, []
@@ -648,7 +650,7 @@ class FakeEngine:
                     if isinstance(message, RunCrawl):
                         self.attempts[message.crawl_id] = message.attempt
                         self.running.add(message.crawl_id)
-                    else:
+                    elif isinstance(message, CancelCrawl):
                         self.running.discard(message.crawl_id)
                 await self.harness.bus.ack(lease=lease)
 
@@ -668,6 +670,19 @@ class FakeEngine:
                 crawl_id=crawl_id,
                 attempt=self.attempts.get(crawl_id, 0),
                 counts=counts,
+            )
+        )
+
+    async def paused(self, crawl_id: str, fetched: int = 2) -> OutboundMessage:
+        """It finished the pages in flight and checkpointed, as told by ``PauseCrawl``."""
+        self.running.discard(crawl_id)
+        return await self.send(
+            CrawlPaused(
+                container_id=self.id,
+                tenant_id=self.tenant_id,
+                crawl_id=crawl_id,
+                attempt=self.attempts.get(crawl_id, 0),
+                counts=CrawlCounts(queued=5, fetched=fetched, bytes=1000 * fetched),
             )
         )
 
