@@ -11,6 +11,8 @@ state         ``TableStateStore`` (``state_store``)
 blobs         ``BlobStorageBlobStore`` (``blob_store``)
 runtime       ``ContainerInstancesRuntime`` (``container_runtime``)
 provisioner   ``ArmProvisioner`` (``provisioner``)
+tenant stores ``TableTenantStores`` (``tenant_stores``): a table per tenant, with
+              ``SKYCRAWL_TENANT_DATA=dedicated`` only
 ============  =========================================================================
 
 Clients are built here, lazily (nothing at import): from connection strings when set, else
@@ -30,7 +32,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 
-from azure.data.tables.aio import TableClient
+from azure.data.tables.aio import TableClient, TableServiceClient
 from azure.identity.aio import DefaultAzureCredential
 from azure.mgmt.containerinstance.aio import ContainerInstanceManagementClient
 from azure.mgmt.resource.resources.aio import ResourceManagementClient
@@ -47,6 +49,7 @@ from adapters.azure.provisioner import ArmProvisioner
 from adapters.azure.scheduler import ServiceBusScheduler, StorageQueueScheduler
 from adapters.azure.settings import AzureSettings
 from adapters.azure.state_store import TableStateStore
+from adapters.azure.tenant_stores import TableTenantStores
 from core.clock import Clock, SystemClock
 from core.errors import ConfigurationError
 from core.models import Egress
@@ -62,7 +65,9 @@ from core.ports import (
     RuntimeCapabilities,
     Scheduler,
 )
+from core.ports.tenant_stores import TenantStores
 from core.settings import SkycrawlSettings
+from core.tenant_data import routed_state
 
 
 def credential(azure: AzureSettings) -> DefaultAzureCredential:
@@ -222,6 +227,17 @@ def build_runtime(settings: SkycrawlSettings, egress: Egress) -> ContainerRuntim
     return container_runtime(settings, AzureSettings())
 
 
+def tenant_stores(azure: AzureSettings, clock: Clock) -> TableTenantStores:
+    """The tenants' own tables (``SKYCRAWL_TENANT_DATA=dedicated``), in the state's account."""
+    if azure.storage_connection_string:
+        secret = azure.storage_connection_string.get_secret_value()
+        return TableTenantStores(TableServiceClient.from_connection_string(secret), clock=clock)
+    url, token = _account_url(azure, "table"), credential(azure)
+    return TableTenantStores(
+        TableServiceClient(url, credential=token), clock=clock, credential=token
+    )
+
+
 def arm_provisioner(
     azure: AzureSettings,
     *,
@@ -229,12 +245,19 @@ def arm_provisioner(
     dispatch_topic: str = "skycrawl-dispatch",
     inbox_queue: str = "skycrawl-inbox",
     client: ResourceManagementClient | None = None,
+    stores: TenantStores | None = None,
 ) -> Provisioner:
     """The ARM provisioner creating each tenant's resources, its dispatch topic on ``bus``
-    too; ``client`` replaces the Resource Manager client built from the settings (tests)."""
+    and its own table in ``stores`` too; ``client`` replaces the Resource Manager client
+    built from the settings (tests)."""
     if client is not None:
         return ArmProvisioner(
-            client, azure, bus=bus, dispatch_topic=dispatch_topic, inbox_queue=inbox_queue
+            client,
+            azure,
+            bus=bus,
+            dispatch_topic=dispatch_topic,
+            inbox_queue=inbox_queue,
+            stores=stores,
         )
     if not (azure.subscription_id and azure.resource_group):
         return UnconfiguredProvisioner()
@@ -246,6 +269,7 @@ def arm_provisioner(
         bus=bus,
         dispatch_topic=dispatch_topic,
         inbox_queue=inbox_queue,
+        stores=stores,
     )
 
 
@@ -270,10 +294,12 @@ def build_ports(
     azure = azure or AzureSettings()
     clock = clock or SystemClock()
     bus = message_bus(azure, clock)
+    dedicated = settings.tenant_data == "dedicated"
+    stores = tenant_stores(azure, clock) if dedicated else None
     return Ports(
         bus=bus,
         scheduler=scheduler_for(bus),
-        state=state_store(azure, clock),
+        state=routed_state(state_store(azure, clock), stores),
         blobs=blob_store(azure),
         runtimes=same_runtime(runtime, settings)
         if runtime is not None
@@ -287,6 +313,7 @@ def build_ports(
             dispatch_topic=settings.dispatch_topic,
             inbox_queue=settings.inbox_queue,
             client=arm,
+            stores=stores,
         ),
         clock=clock,
         pool=tuple(settings.egresses),

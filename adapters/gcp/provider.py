@@ -9,6 +9,8 @@ StateStore      Firestore (Native mode)                       ``FirestoreStateSt
 BlobStore       Cloud Storage                                 ``GcsBlobStore``
 Runtime         Cloud Run job executions                      ``CloudRunRuntime``
 Provisioner     Pub/Sub topic, bucket prefix, IAM identity    ``GcpProvisioner``
+TenantStores    Firestore collections per tenant (only with   ``FirestoreTenantStores``
+                ``SKYCRAWL_TENANT_DATA=dedicated``)
 ==============  ============================================  =================================
 
 ``build_ports`` takes ready SDK clients (``GcpClients``: tests, other credentials) and builds
@@ -45,6 +47,7 @@ from core.clock import Clock, SystemClock
 from core.models import Egress
 from core.ports import ContainerRuntime, Ports
 from core.settings import SkycrawlSettings
+from core.tenant_data import routed_state
 
 if TYPE_CHECKING:  # the control plane's SDKs; an engine image needs only Pub/Sub and Storage
     from google.cloud import firestore, iam_admin_v1, run_v2, tasks_v2
@@ -203,6 +206,7 @@ def build_ports(
     from adapters.gcp.scheduler import CloudTasksScheduler
     from adapters.gcp.state_store import FirestoreStateStore
     from adapters.gcp.tenant_iam import ContainerSubscriptions
+    from adapters.gcp.tenant_stores import FirestoreTenantStores
     from adapters.runtimes import build_runtimes, same_runtime
 
     gcp.require("project", "bucket", "timer_url", "timer_service_account")
@@ -215,6 +219,13 @@ def build_ports(
     blob_client = clients.storage or storage_client(gcp)
     database = clients.firestore or firestore.AsyncClient(
         project=gcp.project, database=gcp.firestore_database
+    )
+    stores = (
+        FirestoreTenantStores(
+            client=database, prefix=gcp.firestore_prefix, clock=clock, owns_client=False
+        )
+        if settings.tenant_data == "dedicated"
+        else None
     )
     identities = tenant_iam(settings, gcp, clients, blob_client)
     subscriptions = (
@@ -242,7 +253,10 @@ def build_ports(
             bus=bus,
             clock=clock,
         ),
-        state=FirestoreStateStore(client=database, prefix=gcp.firestore_prefix, clock=clock),
+        state=routed_state(
+            FirestoreStateStore(client=database, prefix=gcp.firestore_prefix, clock=clock),
+            stores,
+        ),
         blobs=GcsBlobStore(client=blob_client, bucket=gcp.bucket),
         runtimes=runtimes,
         provisioner=GcpProvisioner(
@@ -252,6 +266,7 @@ def build_ports(
             dispatch_topic=settings.dispatch_topic,
             iam=identities,
             tenant_jobs=tuple(cloud_run.values()),
+            stores=stores,
         ),
         clock=clock,
         pool=tuple(settings.egresses),
