@@ -47,7 +47,7 @@ from typing import Any, TypeVar
 
 from core.clock import Clock, SystemClock
 from core.errors import Conflict, InvalidRequest, NotFound, Retryable
-from core.ports.state_store import Item, StateCapabilities, decode_data, encode_data
+from core.ports.state_store import Item, StateCapabilities, decode_data, encode_data, written
 
 T = TypeVar("T")
 
@@ -280,7 +280,7 @@ class SqliteStateStore:
 
         if await self._db.write_one(op) != 1:
             raise Conflict(f"{table}/{partition}/{key} already exists")
-        return Item(table, partition, key, decode_data(encoded), 1, _from_us(expires_us))
+        return Item(table, partition, key, written(data), 1, _from_us(expires_us))
 
     async def replace(
         self, *, item: Item, data: Mapping[str, Any], expires_at: datetime | None = None
@@ -304,7 +304,7 @@ class SqliteStateStore:
             item.table,
             item.partition,
             item.key,
-            decode_data(encoded),
+            written(data),
             item.version + 1,
             _from_us(expires_us),
         )

@@ -41,7 +41,7 @@ from psycopg import sql
 from adapters.selfhosted.database import PostgresDatabase
 from core.clock import Clock
 from core.errors import Conflict, InvalidRequest
-from core.ports.state_store import Item, StateCapabilities, decode_data, encode_data
+from core.ports.state_store import Item, StateCapabilities, decode_data, encode_data, written
 
 _MAX_ITEM_BYTES = 1024 * 1024
 _PURGE_EVERY_S = 60.0
@@ -175,7 +175,7 @@ class PostgresStateStore:
             )
             if cur.rowcount != 1:
                 raise Conflict(f"{table}/{partition}/{key} already exists")
-        return Item(table, partition, key, decode_data(encoded), 1, expires_at)
+        return Item(table, partition, key, written(data), 1, expires_at)
 
     async def replace(
         self, *, item: Item, data: Mapping[str, Any], expires_at: datetime | None = None
@@ -199,7 +199,7 @@ class PostgresStateStore:
                     f"{item.table}/{item.partition}/{item.key} is not at v{item.version}"
                 )
         return Item(
-            item.table, item.partition, item.key, decode_data(encoded), item.version + 1, expires_at
+            item.table, item.partition, item.key, written(data), item.version + 1, expires_at
         )
 
     async def delete(self, *, item: Item) -> None:
