@@ -345,6 +345,9 @@ class BrowserEgress(Frozen):
     cost_multiplier: Annotated[float, Field(ge=0)] = 1.0
     start_latency_s: Annotated[float | None, Field(ge=0)] = None
     min_billed_s: Annotated[float | None, Field(ge=0)] = None
+    #: The image browser containers of this egress start from (else
+    #: ``SKYCRAWL_ENGINE_BROWSER_IMAGE``, else the engine image).
+    image: Annotated[str | None, Field(min_length=1)] = None
 
 
 def _browser_flag(value: object) -> object:
@@ -404,7 +407,9 @@ class Egress(Frozen):
             cost = self.cost_per_second * b.cost_multiplier
         start = b.start_latency_s if b.start_latency_s is not None else self.start_latency_s
         billed = b.min_billed_s if b.min_billed_s is not None else self.min_billed_s
-        resolved = BrowserEgress(cost_per_second=cost, start_latency_s=start, min_billed_s=billed)
+        resolved = BrowserEgress(
+            cost_per_second=cost, start_latency_s=start, min_billed_s=billed, image=b.image
+        )
         update = {
             "cost_per_second": cost,
             "start_latency_s": start,

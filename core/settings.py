@@ -100,6 +100,12 @@ class SkycrawlSettings(BaseSettings):
     engine_image: str = Field(
         "skycrawl-engine:latest", description="Container image of the engine."
     )
+    engine_browser_image: str | None = Field(
+        None,
+        description="Image of the containers started for crawls that render (the Dockerfile's "
+        "browser target, e.g. skycrawl-engine:browser); unset: engine_image. An egress "
+        "entry's browser.image overrides it.",
+    )
     egresses: list[Egress] = Field(
         default_factory=lambda: [Egress(name="local")],
         min_length=1,

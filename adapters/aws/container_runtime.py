@@ -121,6 +121,7 @@ class EcsRuntime:
         capacity_provider: str | None = None,
         tenant_task_role_arn: str | None = None,
         stack_prefix: str = "skycrawl",
+        browser_task_definition: str | None = None,
     ) -> None:
         self._ecs = ecs
         self._cluster = cluster
@@ -134,6 +135,11 @@ class EcsRuntime:
         self._role_pattern = tenant_task_role_arn
         self._stack_prefix = stack_prefix
         self._family = task_family(task_definition)
+        # containers started for crawls that render run this one (the browser image)
+        self._browser_task_definition = browser_task_definition or task_definition
+        self._families = tuple(
+            dict.fromkeys((self._family, task_family(self._browser_task_definition)))
+        )
 
     @classmethod
     def from_settings(cls, aws: AwsSettings) -> EcsRuntime:
@@ -149,6 +155,7 @@ class EcsRuntime:
             capacity_provider=aws.capacity_provider,
             tenant_task_role_arn=aws.tenant_task_role_arn,
             stack_prefix=aws.stack_prefix,
+            browser_task_definition=aws.browser_task_definition,
         )
 
     async def _ecs_call(self, fn: Any, **kwargs: Any) -> Any:
@@ -185,7 +192,9 @@ class EcsRuntime:
             raise InvalidRequest(f"container overrides exceed {MAX_OVERRIDE_BYTES} bytes on ECS")
         public = self._public_ip_egresses.get(spec.egress.name, self._public_ip)
         request: dict[str, Any] = {
-            "taskDefinition": self._task_definition,
+            "taskDefinition": (
+                self._browser_task_definition if spec.browser else self._task_definition
+            ),
             "count": 1,
             "startedBy": spec.container_id,
             "clientToken": spec.container_id,
@@ -258,7 +267,8 @@ class EcsRuntime:
         and ``desiredStatus=STOPPED``, matched on ``startedBy`` by ``DescribeTasks``)."""
         arns = await self._task_arns(startedBy=container_id)
         if not arns and stopped:
-            arns = await self._task_arns(family=self._family, desiredStatus="STOPPED")
+            for family in self._families:
+                arns += await self._task_arns(family=family, desiredStatus="STOPPED")
         if not arns:
             return []
         tasks = await self._describe_tasks(sorted(set(arns)))

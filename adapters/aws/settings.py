@@ -108,6 +108,12 @@ class AwsSettings(BaseSettings):
     task_definition: str = Field(
         "skycrawl-engine", description="Task definition (family[:revision] or ARN) of the engine."
     )
+    browser_task_definition: str | None = Field(
+        None,
+        description="Task definition of the containers started for crawls that render (the "
+        "engine's browser image; same container name); unset: task_definition. ECS runs a task "
+        "definition's image, so this is how the browser image is chosen on AWS.",
+    )
     container_name: str = Field("engine", description="Container name in the task definition.")
     subnets: Annotated[list[str], NoDecode] = Field(
         default_factory=list, description="Comma-separated subnet ids of the engine tasks."

@@ -133,8 +133,10 @@ class ContainerFleet:
         claim: Callable[[Container], Awaitable[bool]] | None = None,
         prewarm_keep_s: float | None = None,
         expect_fleet: tuple[str, ...] | None = None,
+        browser: bool = False,
     ) -> Container | None:
         """Start a new container for ``tenant`` in ``egress``; None at the container limit.
+        ``browser``: for a crawl that renders, so from the browser image (``_image``).
         ``prewarm_keep_s``: started ahead of predicted work, kept that long without any.
         ``expect_fleet``: the fleet's slots the caller chose ``egress`` on; if they changed
         meanwhile nothing starts and ``Conflict`` is raised, so the caller chooses again.
@@ -148,7 +150,7 @@ class ContainerFleet:
             "container.start", tenant_id=tenant.id, egress=egress.name, prewarm=prewarm
         ) as traceparent:
             return await self._start(
-                tenant, egress, claim, prewarm_keep_s, expect_fleet, traceparent
+                tenant, egress, claim, prewarm_keep_s, expect_fleet, traceparent, browser
             )
 
     async def _start(
@@ -159,6 +161,7 @@ class ContainerFleet:
         prewarm_keep_s: float | None,
         expect_fleet: tuple[str, ...] | None,
         traceparent: str | None,
+        browser: bool,
     ) -> Container | None:
         now = self._ports.clock.now()
         container = Container(
@@ -197,7 +200,7 @@ class ContainerFleet:
         await self._outbox.relay(self._records.containers, tenant.id, container.id, container)
         try:
             runtime = self._ports.runtime_for(egress)
-            await runtime.start_container(spec=self._spec(tenant, egress, container))
+            await runtime.start_container(spec=self._spec(tenant, egress, container, browser))
         except Exception as exc:
             log.warning("starting container %s failed: %s", container.id, exc)
             await self.request_stop(container, ContainerState.failed, f"{START_FAILED}: {exc}")
@@ -210,7 +213,20 @@ class ContainerFleet:
             await self.idle.close(tenant.id, egress)
         return container
 
-    def _spec(self, tenant: Tenant, egress: Egress, container: Container) -> ContainerSpec:
+    def _image(self, egress: Egress, browser: bool) -> str:
+        """The image a container starts from: for a crawl that renders, the egress's browser
+        image, else ``SKYCRAWL_ENGINE_BROWSER_IMAGE``; otherwise (and when neither is set)
+        ``SKYCRAWL_ENGINE_IMAGE``."""
+        if browser:
+            own = egress.browser.image if egress.browser is not None else None
+            chosen = own or self._settings.engine_browser_image
+            if chosen:
+                return chosen
+        return self._settings.engine_image
+
+    def _spec(
+        self, tenant: Tenant, egress: Egress, container: Container, browser: bool = False
+    ) -> ContainerSpec:
         env = {
             **self._engine_env,
             "SKYCRAWL_CONTAINER_ID": container.id,
@@ -234,8 +250,9 @@ class ContainerFleet:
             tenant_id=tenant.id,
             egress=egress,
             env=env,
-            image=self._settings.engine_image,
+            image=self._image(egress, browser),
             resources=dict(tenant.resources),
+            browser=browser,
         )
 
     async def _claim_fleet_slot(

@@ -425,15 +425,19 @@ class Router:
         A session is bound to the new container before it runs, so that two instances never
         start one each for the same session (``Conflict`` if it went elsewhere meanwhile).
         ``expect``: the fleet's slots the choice was made on (``Conflict`` if they changed)."""
+        browser = crawl.spec.render != "never"  # from the browser image
         if not crawl.spec.session:
-            return await self.fleet.start(tenant, egress, expect_fleet=expect), False
+            started = await self.fleet.start(tenant, egress, expect_fleet=expect, browser=browser)
+            return started, False
         claimed: list[bool] = []
 
         async def bind_first(new: Container) -> bool:
             claimed.append(await self._bind(crawl, new))
             return claimed[-1]
 
-        container = await self.fleet.start(tenant, egress, claim=bind_first, expect_fleet=expect)
+        container = await self.fleet.start(
+            tenant, egress, claim=bind_first, expect_fleet=expect, browser=browser
+        )
         if claimed and not claimed[-1]:  # started anyway, for work it got meanwhile
             raise Conflict(f"session {crawl.spec.session!r} was bound elsewhere meanwhile")
         return container, bool(claimed)

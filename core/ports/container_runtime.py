@@ -29,6 +29,10 @@ class ContainerSpec:
     #: tenant's own identity there (``engine_identity_id`` on Azure, ``engine_service_account``
     #: on GCP) and runs the container as it.
     resources: Mapping[str, str] = field(default_factory=dict)
+    #: Started for a crawl that renders: ``image`` is the browser image where the runtime
+    #: takes an image (Docker, Kubernetes, ACI); ECS and Cloud Run run their task
+    #: definition's / job's image (``SKYCRAWL_AWS_BROWSER_TASK_DEFINITION``).
+    browser: bool = False
 
 
 class RunState(StrEnum):

@@ -15,6 +15,7 @@ combined with another filter (``InvalidParameterException``), and apply ECS's de
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -27,7 +28,7 @@ from adapters.aws.provisioner import engine_role_name
 from core.errors import ConfigurationError, InvalidRequest
 from core.models import Egress
 from core.ports import ContainerSpec, RunState
-from tests.integration.aws.moto_deployment import Deployment
+from tests.integration.aws.moto_deployment import Deployment, register_task_definition
 from tests.integration.aws.moto_server import ACCOUNT, REGION, client
 
 ROLE_PATTERN = "arn:aws:iam::123456789012:role/{role_name}"
@@ -301,3 +302,28 @@ async def test_capacity_provider_replaces_the_launch_type(deployment: Deployment
     assert (await spot.describe(container_id="c-spot", egress=EGRESS)).state is RunState.running
     assert task_of(deployment, "c-spot").get("launchType", "") == ""
     await spot.close()
+
+
+async def test_a_container_for_a_crawl_that_renders_runs_the_browser_task_definition(
+    deployment: Deployment,
+) -> None:
+    aws = deployment.aws
+    browser_family = f"{aws.task_definition}-browser"
+    register_task_definition(browser_family)
+    runtime = EcsRuntime(
+        ecs=client("ecs"),
+        cluster=aws.cluster,
+        task_definition=aws.task_definition,
+        subnets=aws.subnets,
+        security_groups=aws.security_groups,
+        browser_task_definition=browser_family,
+    )
+    await runtime.start_container(spec=spec("c-plain"))
+    await runtime.start_container(spec=dataclasses.replace(spec("c-render"), browser=True))
+
+    assert task_of(deployment, "c-plain")["taskDefinitionArn"].endswith(f"/{aws.task_definition}:1")
+    assert task_of(deployment, "c-render")["taskDefinitionArn"].endswith(f"/{browser_family}:1")
+    assert (await runtime.describe(container_id="c-render", egress=EGRESS)).state is (
+        RunState.running
+    )
+    await runtime.close()
