@@ -104,8 +104,7 @@ _PLAIN_CRON = (
 def _zone_enum(schema: JsonDict) -> None:
     """Every IANA zone as the OpenAPI enum, read (from the zone files) only when the schema
     is asked for: listing them costs milliseconds on every cold start otherwise."""
-    zones: list[JsonValue] = sorted(available_timezones())
-    schema["enum"] = zones
+    schema["enum"] = list[JsonValue](sorted(available_timezones()))
 
 
 class ScheduleCreate(Frozen):
