@@ -17,8 +17,11 @@ clients belong to the event loop that is running when they are made, so call
 ``build_ports`` and ``build_container_ports`` from a coroutine on the loop that will use
 them (``functions/gcp/bootstrap.py`` keeps one loop per function instance).
 
-An engine container needs the bus and the blob store only (so this module imports the SDKs of
-Firestore, Cloud Tasks and Cloud Run only inside ``build_ports``): ``engine_env`` passes it
+Each port is built, and its SDK imported, on its first use (``core.ports.deferred``): this
+module imports no Google SDK, so a function instance whose first request touches no port
+(``GET /healthz``) pays none of them (about 400 ms on a quiet machine,
+``bench/coldstart_bench.py``); the settings are checked when ``build_ports`` is called.
+An engine container needs the bus and the blob store only: ``engine_env`` passes it
 ``SKYCRAWL_PROVIDER=gcp``, the project, the bucket and the emulator hosts when set; its
 credentials are the Cloud Run job's service account. Everything else it needs the conductor
 passes itself (GUID, tenant, inbox queue, dispatch topic). See ``adapters/gcp/settings.py``
@@ -31,25 +34,28 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-import grpc  # type: ignore[import-untyped]
-from google.auth.credentials import AnonymousCredentials
-from google.cloud.storage import Client as StorageClient  # type: ignore[import-untyped]
-from google.pubsub_v1 import PublisherAsyncClient, SubscriberAsyncClient
-from google.pubsub_v1.services.publisher.transports import PublisherGrpcAsyncIOTransport
-from google.pubsub_v1.services.subscriber.transports import SubscriberGrpcAsyncIOTransport
-
-from adapters.gcp.blob_store import GcsBlobStore
-from adapters.gcp.message_bus import PubSubMessageBus
 from adapters.gcp.settings import GcpSettings
 from core.clock import Clock, SystemClock
 from core.models import Egress
-from core.ports import ContainerRuntime, Ports
+from core.ports import (
+    BlobStore,
+    ContainerRuntime,
+    Ports,
+    Provisioner,
+    Scheduler,
+    StateStore,
+    deferred,
+)
 from core.settings import SkycrawlSettings
 
-if TYPE_CHECKING:  # the control plane's SDKs; an engine image needs only Pub/Sub and Storage
+if TYPE_CHECKING:  # the SDKs are imported where a client is first built (see above)
     from google.cloud import firestore, run_v2, tasks_v2
+    from google.cloud.storage import Client as StorageClient  # type: ignore[import-untyped]
+    from google.pubsub_v1 import PublisherAsyncClient, SubscriberAsyncClient
 
+    from adapters.gcp.blob_store import GcsBlobStore
     from adapters.gcp.container_runtime import CloudRunRuntime
+    from adapters.gcp.message_bus import PubSubMessageBus
 
 _UNLIMITED = [("grpc.max_send_message_length", -1), ("grpc.max_receive_message_length", -1)]
 
@@ -73,6 +79,11 @@ def pubsub_clients(
 ) -> tuple[PublisherAsyncClient, SubscriberAsyncClient]:
     """Async Pub/Sub clients, on an insecure channel to ``emulator_host`` if given. Call it
     from a coroutine: the clients belong to the running event loop."""
+    import grpc  # type: ignore[import-untyped]
+    from google.pubsub_v1 import PublisherAsyncClient, SubscriberAsyncClient
+    from google.pubsub_v1.services.publisher.transports import PublisherGrpcAsyncIOTransport
+    from google.pubsub_v1.services.subscriber.transports import SubscriberGrpcAsyncIOTransport
+
     if not emulator_host:
         return PublisherAsyncClient(), SubscriberAsyncClient()
     pub = grpc.aio.insecure_channel(emulator_host, options=_UNLIMITED)
@@ -85,6 +96,9 @@ def pubsub_clients(
 
 def storage_client(gcp: GcpSettings) -> StorageClient:
     """A Cloud Storage client; anonymous, on the emulator, when one is configured."""
+    from google.auth.credentials import AnonymousCredentials
+    from google.cloud.storage import Client as StorageClient
+
     if gcp.storage_emulator_host:
         return StorageClient(
             project=gcp.project,
@@ -95,6 +109,8 @@ def storage_client(gcp: GcpSettings) -> StorageClient:
 
 
 def _bus(gcp: GcpSettings, clients: GcpClients) -> PubSubMessageBus:
+    from adapters.gcp.message_bus import PubSubMessageBus
+
     publisher, subscriber = clients.publisher, clients.subscriber
     if publisher is None or subscriber is None:
         publisher, subscriber = pubsub_clients(gcp.pubsub_emulator_host)
@@ -139,7 +155,8 @@ def _cloud_run_per_region(
         where = regional(gcp, egress)
         if where.region not in made:  # the given clients serve the home region
             own = clients if where.region == gcp.region else GcpClients()
-            made[where.region] = _runtime(where, own)
+            given = own.run_jobs is not None
+            made[where.region] = deferred(lambda: _runtime(where, own), now=given)
         return made[where.region]
 
     return build
@@ -149,6 +166,63 @@ def build_runtime(settings: SkycrawlSettings, egress: Egress) -> ContainerRuntim
     """Cloud Run for a ``cloud-run`` egress of another family's deployment
     (``SKYCRAWL_GCP_*``; call it from a coroutine, the clients belong to the loop)."""
     return _runtime(regional(GcpSettings(), egress), GcpClients())
+
+
+def _blob_store(gcp: GcpSettings, clients: GcpClients) -> GcsBlobStore:
+    from adapters.gcp.blob_store import GcsBlobStore
+
+    if clients.storage is None:
+        clients.storage = storage_client(gcp)
+    return GcsBlobStore(client=clients.storage, bucket=gcp.bucket)
+
+
+def _scheduler(
+    gcp: GcpSettings, clients: GcpClients, bus: PubSubMessageBus, clock: Clock
+) -> Scheduler:
+    from google.cloud import tasks_v2
+
+    from adapters.gcp.scheduler import CloudTasksScheduler
+
+    return CloudTasksScheduler(
+        client=clients.tasks or tasks_v2.CloudTasksAsyncClient(),
+        queue_path=gcp.queue_path,
+        timer_url=gcp.timer_url,
+        service_account=gcp.timer_service_account,
+        audience=gcp.audience,
+        bus=bus,
+        clock=clock,
+    )
+
+
+def _state_store(gcp: GcpSettings, clients: GcpClients, clock: Clock) -> StateStore:
+    from google.cloud import firestore
+
+    from adapters.gcp.state_store import FirestoreStateStore
+
+    database = clients.firestore or firestore.AsyncClient(
+        project=gcp.project, database=gcp.firestore_database
+    )
+    return FirestoreStateStore(client=database, prefix=gcp.firestore_prefix, clock=clock)
+
+
+def _provisioner(
+    settings: SkycrawlSettings,
+    gcp: GcpSettings,
+    clients: GcpClients,
+    bus: PubSubMessageBus,
+    blobs: BlobStore,
+) -> Provisioner:
+    from adapters.gcp.provisioner import GcpProvisioner
+
+    # on the clients of the bus and the blob store, which are built (here) and close them
+    if not blobs.capabilities or clients.storage is None:  # pragma: no cover - set by it
+        raise AssertionError("the blob store makes the storage client")
+    return GcpProvisioner(
+        admin=bus.admin,
+        storage_client=clients.storage,
+        bucket=gcp.bucket,
+        dispatch_topic=settings.dispatch_topic,
+    )
 
 
 def build_ports(
@@ -164,37 +238,23 @@ def build_ports(
     One runtime per egress (``adapters.runtimes``; ``cloud-run`` egresses share one per
     region). ``runtime`` replaces every egress's runtime and ``runtimes`` those it names
     (the end-to-end test runs engine subprocesses)."""
-    from google.cloud import firestore, tasks_v2
-
-    from adapters.gcp.provisioner import GcpProvisioner
-    from adapters.gcp.scheduler import CloudTasksScheduler
-    from adapters.gcp.state_store import FirestoreStateStore
     from adapters.runtimes import build_runtimes, same_runtime
 
     gcp.require("project", "bucket", "timer_url", "timer_service_account")
     clock = clock or SystemClock()
     clients = clients or GcpClients()
-    bus = _bus(gcp, clients)
-    publisher, subscriber = clients.publisher, clients.subscriber
-    if publisher is None or subscriber is None:  # _bus made them
-        raise AssertionError("Pub/Sub clients missing")
-    blob_client = clients.storage or storage_client(gcp)
-    database = clients.firestore or firestore.AsyncClient(
-        project=gcp.project, database=gcp.firestore_database
-    )
+    given = clients.publisher is not None and clients.subscriber is not None
+    bus = deferred(lambda: _bus(gcp, clients), now=given)
+    blobs = deferred(lambda: _blob_store(gcp, clients), now=clients.storage is not None)
     return Ports(
         bus=bus,
-        scheduler=CloudTasksScheduler(
-            client=clients.tasks or tasks_v2.CloudTasksAsyncClient(),
-            queue_path=gcp.queue_path,
-            timer_url=gcp.timer_url,
-            service_account=gcp.timer_service_account,
-            audience=gcp.audience,
-            bus=bus,
-            clock=clock,
+        scheduler=deferred(
+            lambda: _scheduler(gcp, clients, bus, clock), now=clients.tasks is not None
         ),
-        state=FirestoreStateStore(client=database, prefix=gcp.firestore_prefix, clock=clock),
-        blobs=GcsBlobStore(client=blob_client, bucket=gcp.bucket),
+        state=deferred(
+            lambda: _state_store(gcp, clients, clock), now=clients.firestore is not None
+        ),
+        blobs=blobs,
         runtimes=same_runtime(runtime, settings)
         if runtime is not None
         else build_runtimes(
@@ -203,12 +263,7 @@ def build_ports(
             build_home=_cloud_run_per_region(gcp, clients),
             overrides=runtimes,
         ),
-        provisioner=GcpProvisioner(
-            admin=bus.admin,
-            storage_client=blob_client,
-            bucket=gcp.bucket,
-            dispatch_topic=settings.dispatch_topic,
-        ),
+        provisioner=deferred(lambda: _provisioner(settings, gcp, clients, bus, blobs)),
         clock=clock,
         pool=tuple(settings.egresses),
     )
@@ -233,4 +288,4 @@ def build_container_ports(settings: SkycrawlSettings) -> tuple[PubSubMessageBus,
     Called by the engine inside its event loop."""
     gcp = GcpSettings()
     gcp.require("project", "bucket")
-    return _bus(gcp, GcpClients()), GcsBlobStore(client=storage_client(gcp), bucket=gcp.bucket)
+    return _bus(gcp, GcpClients()), _blob_store(gcp, GcpClients())

@@ -15,6 +15,7 @@ from core.ports.container_runtime import (
     RunState,
     RuntimeCapabilities,
 )
+from core.ports.deferred import deferred, is_built
 from core.ports.message_bus import (
     BusCapabilities,
     Lease,
@@ -53,6 +54,7 @@ __all__ = [
     "StateStore",
     "Subscription",
     "dead_letter_queue",
+    "deferred",
 ]
 
 
@@ -104,7 +106,8 @@ class Ports:
     async def close(self) -> None:
         """Close every port -- runtimes, scheduler, provisioner, bus, state and blobs --, each
         even if another fails (the first failure is raised after all were tried). Each port
-        closes only the clients it opened itself, so shared clients are closed once."""
+        closes only the clients it opened itself, so shared clients are closed once. A port
+        built on first use (``deferred``) and never used is left alone."""
         runtimes = list({id(r): r for r in self.runtimes.values()}.values())
         closables: tuple[_Closable, ...] = (
             *runtimes,
@@ -116,6 +119,8 @@ class Ports:
         )
         failures: list[BaseException] = []
         for closable in closables:
+            if not is_built(closable):
+                continue
             try:
                 await closable.close()
             except Exception as exc:  # close the rest, then report
