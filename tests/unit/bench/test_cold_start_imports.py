@@ -2,7 +2,8 @@
 ``bench/coldstart_bench.py`` (a fresh interpreter, the entry module, its stack built, one
 request answered) is run, and the modules it loaded are checked. No cloud SDK is imported
 before a port is used (``core.ports.deferred``; boto3 clients are ``LazyClient``\\ s), nor
-the X-Ray SDK with tracing off, httpx (webhooks), croniter (schedules), the web app, and no
+the X-Ray SDK with tracing off, httpx (webhooks), croniter (schedules), the web app, the
+API's route modules (``/healthz`` is answered without them), and no
 pydantic validator is built for a model the request did not touch (``defer_build``). A
 timing would be flaky on a shared machine; these imports are what the timings are made of
 (hundreds of milliseconds for the Azure and Google SDKs)."""
@@ -27,6 +28,7 @@ NOT_ON_A_COLD_START = [
     "httpx",
     "croniter",
     "core.webapp.app",
+    "core.api.crawls",  # the API's routes, but /healthz and /openapi.json
     "grpc",
     "google.auth",
     "google.cloud.firestore",
