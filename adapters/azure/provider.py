@@ -177,7 +177,7 @@ def scheduler_for(bus: MessageBus) -> Scheduler:
         return ServiceBusScheduler(bus)
     if isinstance(bus, StorageQueueMessageBus):
         return StorageQueueScheduler(bus)
-    raise ConfigurationError(f"no Azure scheduler for {type(bus).__name__}")
+    raise ConfigurationError(f"no Azure scheduler for {bus.__class__.__name__}")
 
 
 class UnconfiguredRuntime:
