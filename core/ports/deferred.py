@@ -25,7 +25,7 @@ import threading
 from collections.abc import Callable
 from typing import TypeVar, cast
 
-from lazy_object_proxy import Proxy  # type: ignore[import-untyped]
+from lazy_object_proxy import Proxy  # type: ignore[import-untyped, unused-ignore]
 
 T = TypeVar("T")
 
