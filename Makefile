@@ -8,7 +8,7 @@ BIN     = $(VENV)/bin
 $(BIN)/skycrawl: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev,aws,azure,gcp,selfhosted,docker,kubernetes,sim,browser]'
+	$(BIN)/pip install --quiet -e '.[dev,aws,azure,gcp,selfhosted,docker,kubernetes,sim,browser,otel]'
 	@touch $@
 
 ## demo: serve the bundled demo site on 127.0.0.1 and crawl it on the embedded local stack

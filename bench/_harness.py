@@ -208,6 +208,12 @@ http {{
     types {{
         text/html html;
         text/plain txt;
+        text/css css;
+        text/javascript js;
+        application/json json;
+        image/png png;
+        font/woff2 woff2;
+        video/webm webm;
     }}
     default_type application/octet-stream;
     client_body_temp_path {work}/nginx-tmp/body;
@@ -221,7 +227,7 @@ http {{
         server_name localhost;
         root {root};
         index index.html;
-    }}
+{locations}    }}
 }}
 """
 
@@ -274,9 +280,18 @@ def wait_for_quiet(max_wait: float, threshold: float = 0.15, sample: float = 1.0
 class SiteServer:
     """nginx (if on PATH) or a fallback threaded Python server for ``root`` on 127.0.0.1."""
 
-    def __init__(self, root: Path, work_dir: Path = WORK_DIR, *, prefer_nginx: bool = True):
+    def __init__(
+        self,
+        root: Path,
+        work_dir: Path = WORK_DIR,
+        *,
+        prefer_nginx: bool = True,
+        logged_prefixes: tuple[str, ...] = (),
+    ):
         self.root = root
         self.work_dir = work_dir
+        #: URL path prefixes whose requests nginx logs (``logged_hits``); nothing else is logged
+        self.logged_prefixes = logged_prefixes
         self.port = free_port()
         self.nginx = shutil.which("nginx") if prefer_nginx else None
         self.kind = "nginx" if self.nginx else "python-threading"
@@ -299,6 +314,10 @@ class SiteServer:
                     work=self.work_dir,
                     port=self.port,
                     root=self.root,
+                    locations="".join(
+                        f"        location {prefix} {{ access_log {self._hits_log}; }}\n"
+                        for prefix in self.logged_prefixes
+                    ),
                 )
             )
             ver = subprocess.run([self.nginx, "-v"], capture_output=True, text=True, check=False)
@@ -343,6 +362,20 @@ class SiteServer:
             if time.monotonic() > deadline:
                 raise RuntimeError(f"{self.kind} did not come up on {self.base_url}")
             time.sleep(0.05)
+
+    @property
+    def _hits_log(self) -> Path:
+        return self.work_dir / f"hits-{self.port}.log"
+
+    def logged_hits(self) -> int | None:
+        """Requests for ``logged_prefixes`` so far (None: not known, no nginx)."""
+        if not self.nginx:
+            return None
+        try:
+            with self._hits_log.open("rb") as f:
+                return sum(1 for _ in f)
+        except FileNotFoundError:
+            return 0
 
     def error_log_size(self) -> int:
         try:

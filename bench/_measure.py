@@ -7,9 +7,12 @@ that process (plus any descendants it waited for), not of the harness or other c
 ``{"rc", "wall_s", "user_s", "sys_s", "maxrss_kb", "timed_out", "tree_rss_kb",
 "tree_pss_kb"}`` on stdout: ``maxrss_kb`` is the largest single process's peak (``wait4``),
 ``tree_rss_kb`` / ``tree_pss_kb`` the peak of the RSS / PSS summed over every process of the
-crawl's session, sampled 5 times a second from /proc (worker processes included). On timeout the
+crawl's session, sampled 5 times a second from /proc (worker processes included), and of the
+processes descended from it that started sessions of their own (Playwright starts Chromium with
+``setsid``: its browser, GPU, network and renderer processes are counted too). On timeout the
 whole process group gets SIGTERM, then SIGKILL 10 s later; SIGINT, SIGTERM and SIGHUP sent to
-this launcher are passed on to the group as SIGTERM.
+this launcher are passed on to the group as SIGTERM. When the command has exited, what is left
+of its process group and of the descendants' own groups is killed.
 """
 
 from __future__ import annotations
@@ -57,7 +60,11 @@ def measure(
     if timeout:
         threading.Thread(target=watchdog, daemon=True).start()
     peaks = {"rss": 0, "pss": 0}
-    threading.Thread(target=_sample_tree, args=(proc.pid, done, peaks), daemon=True).start()
+    groups: set[int] = set()  # process groups of descendants outside the session (Chromium)
+    sampler = threading.Thread(
+        target=_sample_tree, args=(proc.pid, done, peaks, groups), daemon=True
+    )
+    sampler.start()
 
     def forward(signum: int, frame: object) -> None:
         # The crawl is in its own session: a Ctrl-C or SIGTERM meant for us must reach it.
@@ -68,9 +75,12 @@ def measure(
     _, status, usage = os.wait4(proc.pid, 0)
     wall = time.perf_counter() - started
     done.set()
+    sampler.join(timeout=5)
     proc.returncode = os.waitstatus_to_exitcode(status)
     # Leftovers of the crawl (if any) must not outlive it and skew the next one.
     _kill_group(proc.pid, signal.SIGKILL)
+    for pgid in groups:
+        _kill_group(pgid, signal.SIGKILL)
     return {
         "rc": proc.returncode,
         "wall_s": round(wall, 4),
@@ -83,8 +93,9 @@ def measure(
     }
 
 
-def _session_pids(sid: int) -> list[int]:
-    pids = []
+def _process_table() -> dict[int, tuple[int, int, int]]:
+    """pid -> (ppid, pgid, session id) of every process (Linux /proc)."""
+    table = {}
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
@@ -93,8 +104,23 @@ def _session_pids(sid: int) -> list[int]:
                 fields = f.read().rsplit(b")", 1)[1].split()
         except OSError:
             continue
-        if int(fields[3]) == sid:  # field 6 of stat: the session id
-            pids.append(int(entry))
+        # after the command: state, ppid (field 4), pgrp (5), session (6)
+        table[int(entry)] = (int(fields[1]), int(fields[2]), int(fields[3]))
+    return table
+
+
+def tree_pids(sid: int, table: dict[int, tuple[int, int, int]]) -> set[int]:
+    """The processes of session ``sid`` and every descendant of them, wherever its session."""
+    pids = {pid for pid, (_, _, s) in table.items() if s == sid}
+    children: dict[int, list[int]] = {}
+    for pid, (ppid, _, _) in table.items():
+        children.setdefault(ppid, []).append(pid)
+    todo = list(pids)
+    while todo:
+        for child in children.get(todo.pop(), ()):
+            if child not in pids:
+                pids.add(child)
+                todo.append(child)
     return pids
 
 
@@ -109,12 +135,15 @@ def _kb(path: str, key: bytes) -> int:
     return 0
 
 
-def _sample_tree(sid: int, done: threading.Event, peaks: dict[str, int]) -> None:
-    """Peak summed RSS and PSS of the processes of session ``sid`` (Linux only)."""
+def _sample_tree(sid: int, done: threading.Event, peaks: dict[str, int], groups: set[int]) -> None:
+    """Peak summed RSS and PSS of the processes of session ``sid`` and their descendants
+    (Linux only); ``groups`` collects the process groups of those outside the session."""
     if not os.path.isdir("/proc"):
         return
     while not done.wait(0.2):
-        pids = _session_pids(sid)
+        table = _process_table()
+        pids = tree_pids(sid, table)
+        groups.update(table[pid][1] for pid in pids if table[pid][2] != sid)
         rss = sum(_kb(f"/proc/{pid}/status", b"VmRSS:") for pid in pids)
         pss = sum(_kb(f"/proc/{pid}/smaps_rollup", b"Pss:") for pid in pids)
         peaks["rss"] = max(peaks["rss"], rss)

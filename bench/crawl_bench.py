@@ -278,9 +278,10 @@ def run_one(
     timeout: float,
     keep_output: bool,
     quiet_wait: float = 0.0,
+    runs_dir: Path | None = None,
 ) -> Run:
     run = Run(crawler=crawler.name, pages_target=site.pages, round=rnd)
-    run_dir = WORK_DIR / "runs" / str(site.pages) / f"{crawler.name}-r{rnd}"
+    run_dir = (runs_dir or WORK_DIR / "runs" / str(site.pages)) / f"{crawler.name}-r{rnd}"
     shutil.rmtree(run_dir, ignore_errors=True)
     out = run_dir / "out"
     out.mkdir(parents=True)

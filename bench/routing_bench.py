@@ -46,10 +46,11 @@ from core.layout import subscription_name, tenant_topic
 from core.messages import ContainerReady
 from core.models import Container, Crawl, CrawlSpec, Egress, Quotas, Tenant
 from core.ports import ContainerSpec, ContainerStatus, Ports, RunState, RuntimeCapabilities
-from core.records import ActiveCrawl, Records, listing_key
+from core.records import ActiveCrawl, Records, Versioned, listing_key
 from core.settings import LocalSettings, SkycrawlSettings
 
 GOAL = 2000.0
+Work = tuple[Tenant, Versioned[Crawl]]
 
 
 class NullRuntime:
@@ -92,6 +93,7 @@ class Counted:
             counts[key] += 1
             return await value(*args, **kwargs)
 
+        setattr(self, attr, call)  # built once per method: the count costs ~nothing
         return call
 
 
@@ -144,7 +146,7 @@ def _open(root: Path, settings: SkycrawlSettings, counts: Counter[str]) -> tuple
 
 async def _prepare(
     conductor: Conductor, args: argparse.Namespace, settings: SkycrawlSettings
-) -> list[tuple[Tenant, Crawl]]:
+) -> list[Work]:
     """Tenants with ready containers, and pending crawls stored as the API stores them."""
     ports, records = conductor.ports, conductor.records
     await ports.bus.ensure_queue(name=settings.inbox_queue)
@@ -176,7 +178,7 @@ async def _prepare(
             await conductor.handle(ContainerReady(tenant_id=tenant.id, container_id=started.id))
     work = []
     for n in range(args.crawls):
-        tenant = tenants[n % len(tenants)]
+        tenant = tenants[(n // args.burst) % len(tenants)]  # bursts of one tenant's crawls
         now = ports.clock.now()
         crawl = Crawl(
             id=f"cr_{n:032x}",
@@ -186,15 +188,15 @@ async def _prepare(
             updated_at=now,
         )
         entry = ActiveCrawl(crawl_id=crawl.id, created_at=now)
-        await records.crawls.create(tenant.id, crawl.id, crawl)
+        stored = await records.crawls.create(tenant.id, crawl.id, crawl)
         await records.active.create(tenant.id, crawl.id, entry)
         await records.listing.create(tenant.id, listing_key(now, crawl.id), entry)
         await records.index_pending(crawl)
-        work.append((tenant, crawl))
+        work.append((tenant, stored))
     return work
 
 
-async def run_instances(args: argparse.Namespace, instances: int) -> Result:
+async def run_instances(args: argparse.Namespace, instances: int, batch: int) -> Result:
     settings = _settings()
     with tempfile.TemporaryDirectory(prefix="skycrawl-routing-") as tmp:
         root = Path(tmp)
@@ -202,12 +204,24 @@ async def run_instances(args: argparse.Namespace, instances: int) -> Result:
         opened = [_open(root, settings, counts) for _ in range(instances)]
         try:
             work = await _prepare(opened[0][1], args, settings)
-            shares = [work[i::instances] for i in range(instances)]
+            # the inbox hands out batches of consecutive messages, each to some instance
+            chunks = [work[at : at + batch] for at in range(0, len(work), batch)]
+            shares = [
+                [w for chunk in chunks[i::instances] for w in chunk] for i in range(instances)
+            ]
 
-            async def place_all(conductor: Conductor, share: list[tuple[Tenant, Crawl]]) -> int:
+            async def place_all(conductor: Conductor, share: list[Work]) -> int:
                 placed = 0
-                for tenant, crawl in share:
-                    placed += await conductor.place(tenant, crawl)
+                for at in range(0, len(share), batch):
+                    # as ``drain_inbox`` handles a batch of messages: concurrently, each
+                    # with its crawl as read (its version known)
+                    answers = await asyncio.gather(
+                        *(
+                            conductor.place(tenant, crawl.value, current=crawl)
+                            for tenant, crawl in share[at : at + batch]
+                        )
+                    )
+                    placed += sum(answers)
                 return placed
 
             counts.clear()
@@ -223,15 +237,16 @@ async def run_instances(args: argparse.Namespace, instances: int) -> Result:
             for ports, _ in opened:
                 await ports.close()
     name = "1 instance" if instances == 1 else f"{instances} instances, contending"
+    name += ", one message at a time" if batch == 1 else f", batches of {batch} messages"
     return Result(name, len(work), wall, cpu, load, os.getloadavg()[0], calls)
 
 
-async def _check_dispatched(records: Records, work: list[tuple[Tenant, Crawl]]) -> None:
+async def _check_dispatched(records: Records, work: list[Work]) -> None:
     """Every crawl dispatched, and no container over its slots: the work was really done."""
     for tenant, crawl in work:
-        found = await records.crawls.get(tenant.id, crawl.id)
-        assert found is not None, crawl.id
-        assert found.value.state.value == "dispatched", crawl.id
+        found = await records.crawls.get(tenant.id, crawl.value.id)
+        assert found is not None, crawl.value.id
+        assert found.value.state.value == "dispatched", crawl.value.id
     for tenant, _ in work[: len({t.id for t, _ in work})]:
         for c in await records.live_containers(tenant.id):
             assert len(c.in_flight) <= c.capacity, c.id
@@ -275,13 +290,26 @@ def main() -> int:
     parser.add_argument("--containers", type=int, default=4, help="ready containers per tenant")
     parser.add_argument("--parallel", type=int, default=32, help="slots per container")
     parser.add_argument("--instances", type=int, default=8)
+    parser.add_argument(
+        "--burst",
+        type=int,
+        default=10,
+        help="consecutive crawls of one tenant (a tenant submits several at once); 1: round-robin",
+    )
+    parser.add_argument(
+        "--batch",
+        type=int,
+        default=10,
+        help="messages one instance handles at once (drain_inbox and SQS: 10; 1: one by one)",
+    )
     args = parser.parse_args()
     if args.crawls > args.tenants * args.containers * args.parallel:
         parser.error("more crawls than slots: every crawl must find one")
     results = [
         run_pure(args),
-        asyncio.run(run_instances(args, 1)),
-        asyncio.run(run_instances(args, args.instances)),
+        asyncio.run(run_instances(args, 1, 1)),
+        asyncio.run(run_instances(args, 1, args.batch)),
+        asyncio.run(run_instances(args, args.instances, args.batch)),
     ]
     print(
         f"{args.crawls} crawls over {args.tenants} tenants x {args.containers} ready containers "

@@ -20,11 +20,12 @@ Warnings
     budget.warning`` (``budget.reached`` at 100 % and above).
 
 At the limit
-    New crawls are refused with ``402`` (problem ``budget-reached``). Running and pending
-    crawls are cancelled with reason ``budget reached``: the pages stored so far stay, the
-    usage so far is counted, the container drains when idle. Raising the amount (``PUT
-    /v1/budget``) lifts the limit at once; the cancelled crawls are then resubmitted by the
-    tenant (the web app's "re-run"; ``recrawl_of`` skips pages that did not change).
+    New crawls are refused with ``402`` (problem ``budget-reached``), a schedule's occurrence
+    is skipped (``core.schedules``). Running and pending crawls are paused with reason
+    ``budget reached`` (``core.conductor.budget_guard``): a running one finishes the pages in
+    flight, stores them and checkpoints its frontier; the container drains when idle. Raising
+    the amount (``PUT /v1/budget``), removing the budget or a new month lifts the limit, and
+    the paused crawls resume from their checkpoints (``core.paused``).
 """
 
 from __future__ import annotations
@@ -105,6 +106,14 @@ class Budgets:
     async def month(self, tenant_id: str, now: datetime) -> BudgetMonth | None:
         found = await self.months.get(tenant_id, month_key(now))
         return None if found is None else found.value
+
+    async def reached(self, tenant_id: str, now: datetime) -> BudgetMonth | None:
+        """This month's record if housekeeping found the budget spent (and it still
+        exists); None while crawls may run."""
+        month = await self.month(tenant_id, now)
+        if month is None or not month.reached or await self.budget(tenant_id) is None:
+            return None
+        return month
 
     async def spent(self, tenant_id: str, now: datetime, live: Iterable[Container]) -> float:
         """The month's metered cost plus what ``live`` containers have cost so far."""

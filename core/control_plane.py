@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from core import telemetry
 from core.api import Api
 from core.conductor import Conductor, Housekeeper
 from core.conductor.outbox import Outbox
@@ -31,7 +32,10 @@ class ControlPlane:
 def build_control_plane(
     ports: Ports, settings: SkycrawlSettings, *, engine_env: Mapping[str, str]
 ) -> ControlPlane:
-    """Wire the core over ``ports``; ``engine_env`` is what containers need to connect."""
+    """Wire the core over ``ports``; ``engine_env`` is what containers need to connect
+    (with this process's ``OTEL_*`` variables, so that they export telemetry alike)."""
+    telemetry.setup("skycrawl-control")  # off unless the OTEL_* variables ask for it
+    engine_env = {**telemetry.container_env(), **engine_env}
     try:
         policy = AddressPolicy.from_cidrs(settings.allow_cidrs)
     except ValueError as exc:

@@ -167,6 +167,11 @@ class Schedule(Frozen):
     last_crawl_id: str | None = None
     created_at: datetime
     outbox: tuple[OutboxEntry, ...] = ()
+    #: Occurrences that started no run (the tenant's budget was spent), the last one's
+    #: time and why.
+    skipped: int = 0
+    last_skipped_at: datetime | None = None
+    last_skip_reason: str | None = None
 
 
 def schedules_table(records: Records) -> Table[Schedule]:

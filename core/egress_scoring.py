@@ -20,7 +20,9 @@ The order of the decision:
    the lowest expected start latency (0 when the tenant already has a container there with a
    free slot, else the egress's ``start_latency_s`` or its runtime's typical start), then the
    fewest crawls already on it (crawls spread over equal egresses), then health, then the
-   order of the pool.
+   order of the pool. A crawl that renders (``render`` not ``never``) is priced at each
+   egress's browser figures (``Egress.for_browser``), and when some entries of the pool
+   declare ``browser`` it goes only to those.
 
 A session never moves silently: when the proxy of its stored route is scored out the answer
 is ``Blocked`` with a reason, which the conductor shows in the crawl's status while it waits
@@ -281,6 +283,9 @@ def choose_route(
         if followed is not None:
             return followed
     allowed = candidates(spec, pool)
+    renders = spec.render != "never"
+    if renders and any(e.browser is not None for e in allowed):
+        allowed = [e for e in allowed if e.browser is not None]
     usable = [e for e in allowed if _out_reason(e, seen.get(e.name)) is None]
     if not usable:
         usable = allowed  # nothing is healthy: the least bad one rather than no work
@@ -289,13 +294,14 @@ def choose_route(
 
     def rank(egress: Egress) -> tuple[float, float, int, float, float, int]:
         here = loads.get(egress.name, EgressLoad())
-        start = 0.0 if here.free_slots > 0 else egress.start_latency_s
+        priced = egress.for_browser() if renders else egress
+        start = 0.0 if here.free_slots > 0 else priced.start_latency_s
         if start is None:
             start = starts.get(egress.name, 0.0)
         h = seen.get(egress.name)
         best = h.proxies.get(best_proxy(egress, h), ProxyHealth()) if h else ProxyHealth()
         return (
-            egress.cost_per_second,
+            priced.cost_per_second,
             start,
             here.crawls,
             best.error_rate + best.ban_rate,

@@ -10,6 +10,8 @@ chunks, in ``seq`` order; items are JSON objects, one a line, in ``items.jsonl``
 
 * ``jsonl`` / ``items.jsonl``: the lines, each ending in a newline.
 * ``warc``: the gzip members, concatenated (a valid ``.warc.gz``).
+* ``screenshots``: a ZIP of the rendered pages' screenshots under the names their records
+  carry, and an ``index.jsonl`` of URL → name (``core.screenshot_export``).
 * ``items.csv``: RFC 4180, a header of every field seen (first pass), then one row per item
   (second pass); nested values are JSON text.
 * ``items.parquet``: one column per field; a column is ``int64``, ``double``, ``bool`` or
@@ -30,6 +32,7 @@ from typing import Any
 
 from core.layout import crawl_prefix
 from core.ports.blob_store import BlobStore
+from core.screenshot_export import screenshots_zip
 
 PARQUET_BATCH_ROWS = 2000
 _CHUNK = re.compile(r"(\d{1,12})\.(jsonl|warc\.gz)")
@@ -48,6 +51,7 @@ FORMATS = {
     for f in (
         ExportFormat("jsonl", "application/x-ndjson", "jsonl", "Pages (JSONL)"),
         ExportFormat("warc", "application/warc", "warc.gz", "WARC"),
+        ExportFormat("screenshots", "application/zip", "screenshots.zip", "Screenshots (ZIP)"),
         ExportFormat("items.jsonl", "application/x-ndjson", "items.jsonl", "Items (JSONL)"),
         ExportFormat("items.csv", "text/csv; charset=utf-8", "items.csv", "Items (CSV)"),
         ExportFormat(
@@ -205,6 +209,9 @@ async def export_stream(
         return json_lines(blobs, await chunk_keys(blobs, tenant_id, crawl_id, "manifest"))
     if fmt == "warc":
         return concatenated(blobs, await chunk_keys(blobs, tenant_id, crawl_id, "warc"))
+    if fmt == "screenshots":
+        manifests = await chunk_keys(blobs, tenant_id, crawl_id, "manifest")
+        return screenshots_zip(blobs, tenant_id, crawl_id, lambda: lines(blobs, manifests))
     keys = await item_keys(blobs, tenant_id, crawl_id)
     if fmt == "items.jsonl":
         return json_lines(blobs, keys)

@@ -7,7 +7,9 @@ Two channels:
   attribute ``container_id`` so that each container's subscription can filter on it.
 
 Every message is JSON with a ``type`` discriminator. ``encode``/``decode_*`` turn them into
-the bus's ``OutboundMessage`` (body bytes + string attributes) and back.
+the bus's ``OutboundMessage`` (body bytes + string attributes) and back. A message with a
+``traceparent`` (W3C trace context, ``core.telemetry``) carries it in its body and as the
+attribute ``traceparent``; receivers read the body, which every bus keeps.
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ class CrawlSubmitted(Frozen):
     type: Literal["crawl.submitted"] = "crawl.submitted"
     tenant_id: str
     crawl_id: str
+    #: W3C trace context of the span that sent it (``core.telemetry``); also an attribute.
+    traceparent: str | None = None
 
 
 class ContainerReady(Frozen):
@@ -53,6 +57,18 @@ class Progress(Frozen):
 
 class CrawlCompleted(Frozen):
     type: Literal["crawl.completed"] = "crawl.completed"
+    container_id: str
+    tenant_id: str
+    crawl_id: str
+    attempt: int = 0  # the RunCrawl attempt this reports on (0: unknown)
+    counts: CrawlCounts
+
+
+class CrawlPaused(Frozen):
+    """The engine stopped a crawl it was told to pause (``PauseCrawl``): the pages in flight
+    were finished and stored, the frontier checkpointed; a later ``RunCrawl`` resumes it."""
+
+    type: Literal["crawl.paused"] = "crawl.paused"
     container_id: str
     tenant_id: str
     crawl_id: str
@@ -180,6 +196,9 @@ class ScheduleFire(Frozen):
     generation: int
     run: int
     remaining_s: float = 0.0
+    #: Occurrences skipped so far (over budget) when this fire was sent: a fire of a count
+    #: the schedule has passed is a duplicate of a skip.
+    skipped: int = 0
 
 
 class ProxyCooldown(Frozen):
@@ -209,6 +228,7 @@ InboxMessage = Annotated[
     | ContainerReady
     | Progress
     | CrawlCompleted
+    | CrawlPaused
     | CrawlFailed
     | Heartbeat
     | KillTimer
@@ -238,6 +258,8 @@ class RunCrawl(Frozen):
     spec: CrawlSpec
     session: str | None = None
     proxy: str | None = None  # the id of the proxy (of the container's pool) to leave through
+    #: W3C trace context of the crawl's trace (``core.telemetry``); also an attribute.
+    traceparent: str | None = None
 
 
 class CancelCrawl(Frozen):
@@ -245,6 +267,16 @@ class CancelCrawl(Frozen):
     container_id: str
     tenant_id: str
     crawl_id: str
+
+
+class PauseCrawl(Frozen):
+    """Finish the pages in flight, take no new URL, checkpoint, answer ``CrawlPaused``."""
+
+    type: Literal["crawl.pause"] = "crawl.pause"
+    container_id: str
+    tenant_id: str
+    crawl_id: str
+    reason: str = ""
 
 
 class DrainContainer(Frozen):
@@ -257,7 +289,9 @@ class DrainContainer(Frozen):
     tenant_id: str
 
 
-DispatchMessage = Annotated[RunCrawl | CancelCrawl | DrainContainer, Field(discriminator="type")]
+DispatchMessage = Annotated[
+    RunCrawl | CancelCrawl | PauseCrawl | DrainContainer, Field(discriminator="type")
+]
 
 # built on the first message, not at import: a cold start answering something else skips them
 _LATER = ConfigDict(defer_build=True)
@@ -274,6 +308,9 @@ def encode(message: Frozen) -> OutboundMessage:
     tenant_id = getattr(message, "tenant_id", None)
     if tenant_id:
         attributes["tenant_id"] = str(tenant_id)
+    traceparent = getattr(message, "traceparent", None)
+    if traceparent:  # W3C trace context, where brokers and tracing tools look for it
+        attributes["traceparent"] = str(traceparent)
     return OutboundMessage(body=message.model_dump_json().encode(), attributes=attributes)
 
 

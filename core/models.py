@@ -255,6 +255,9 @@ class CrawlSpec(Frozen):
 class CrawlState(StrEnum):
     pending = "pending"
     dispatched = "dispatched"
+    #: Stopped before its end (the tenant's budget is spent), its frontier checkpointed:
+    #: not terminal, out of the backlog, resumed into it (``core.paused``).
+    paused = "paused"
     completed = "completed"
     failed = "failed"
     cancelled = "cancelled"
@@ -262,7 +265,7 @@ class CrawlState(StrEnum):
 
     @property
     def terminal(self) -> bool:
-        return self not in (CrawlState.pending, CrawlState.dispatched)
+        return self not in (CrawlState.pending, CrawlState.dispatched, CrawlState.paused)
 
 
 class CrawlCounts(Frozen):
@@ -311,6 +314,11 @@ class Crawl(Frozen):
     outbox: tuple[OutboxEntry, ...] = ()
     #: The proxy id (``core.egress_scoring.proxy_id``) of the egress it leaves through.
     proxy: str | None = None
+    #: W3C trace context of the request that created it (``core.telemetry``).
+    traceparent: str | None = None
+    #: Why a dispatched crawl was told to pause (``PauseCrawl`` sent, the engine not yet
+    #: done with the page in flight); it becomes ``paused`` with this reason.
+    pause_requested: str | None = None
 
 
 # --------------------------------------------------------------------------- containers
@@ -326,6 +334,30 @@ class ContainerState(StrEnum):
     @property
     def live(self) -> bool:
         return self in (ContainerState.starting, ContainerState.ready, ContainerState.draining)
+
+
+class BrowserEgress(Frozen):
+    """What a browser container of an egress costs (issue 15): the engine's ``browser`` image
+    (Chromium) is larger, slower to pull and needs more memory than the plain one.
+
+    Each field left out is the egress's own: ``cost_per_second`` defaults to the egress's
+    price times ``cost_multiplier``; ``start_latency_s`` and ``min_billed_s`` to the
+    egress's. ``"browser": true`` in an entry is ``BrowserEgress()`` (same figures).
+    """
+
+    cost_per_second: Annotated[float | None, Field(ge=0)] = None
+    cost_multiplier: Annotated[float, Field(ge=0)] = 1.0
+    start_latency_s: Annotated[float | None, Field(ge=0)] = None
+    min_billed_s: Annotated[float | None, Field(ge=0)] = None
+
+
+def _browser_flag(value: object) -> object:
+    """``true`` is the egress's figures; ``false`` (or none) is no browser containers."""
+    if value is True:
+        return {}
+    if value is False:
+        return None
+    return value
 
 
 class Egress(Frozen):
@@ -349,6 +381,10 @@ class Egress(Frozen):
     start_latency_s: Annotated[float | None, Field(ge=0)] = None
     #: Shortest duration a container here is billed (Fargate: 60 s); the simulator's bill.
     min_billed_s: Annotated[float, Field(ge=0)] = 0.0
+    #: This egress starts browser containers for crawls that render, at these figures
+    #: (``for_browser``); None: it declares none (any egress may still take a render crawl
+    #: when no entry of the pool declares one).
+    browser: Annotated[BrowserEgress | None, BeforeValidator(_browser_flag)] = None
 
     @field_validator("proxy_url")
     @classmethod
@@ -359,6 +395,27 @@ class Egress(Frozen):
     @classmethod
     def _proxies_are_http(cls, urls: list[str]) -> list[str]:
         return [_check_proxy(url) for url in urls]
+
+    def for_browser(self) -> Egress:
+        """This egress as a browser container of it is priced and started: its
+        ``browser`` figures in place of its own (itself when it declares none). Applying it
+        again changes nothing: the figures it resolved are written back into ``browser``."""
+        b = self.browser
+        if b is None:
+            return self
+        cost = b.cost_per_second
+        if cost is None:
+            cost = self.cost_per_second * b.cost_multiplier
+        start = b.start_latency_s if b.start_latency_s is not None else self.start_latency_s
+        billed = b.min_billed_s if b.min_billed_s is not None else self.min_billed_s
+        resolved = BrowserEgress(cost_per_second=cost, start_latency_s=start, min_billed_s=billed)
+        update = {
+            "cost_per_second": cost,
+            "start_latency_s": start,
+            "min_billed_s": billed,
+            "browser": resolved,
+        }
+        return self.model_copy(update=update)
 
     @property
     def proxy_pool(self) -> tuple[str, ...]:
@@ -435,6 +492,8 @@ class Container(Frozen):
     idle_bin: int = 0
     #: Started ahead of predicted work (adaptive policy); cleared by its first crawl.
     prewarm: bool = False
+    #: W3C trace context of its start (``core.telemetry``): its ready, kill and stop spans.
+    traceparent: str | None = None
 
     @property
     def free_slots(self) -> int:

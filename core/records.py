@@ -194,39 +194,71 @@ class Table(Generic[M]):
     async def delete(self, current: Versioned[M]) -> None:
         await self._state.delete(item=current.item)
 
-    async def discard(self, partition: str, key: str) -> None:
-        """Delete whatever version is there; missing is fine."""
+    async def discard(self, partition: str, key: str, *, current: Item | None = None) -> None:
+        """Delete whatever version is there; missing is fine. ``current``: the item as last
+        read, tried first instead of a read."""
         for _ in range(20):
-            current = await self.get(partition, key)
             if current is None:
-                return
+                found = await self.get(partition, key)
+                if found is None:
+                    return
+                current = found.item
             try:
-                await self.delete(current)
+                await self._state.delete(item=current)
                 return
             except Conflict:
+                current = None
                 continue
         raise Conflict(f"{self.name}/{partition}/{key}: too much contention")
 
     async def mutate(
-        self, partition: str, key: str, change: Callable[[M], M | None], *, attempts: int = 20
+        self,
+        partition: str,
+        key: str,
+        change: Callable[[M], M | None],
+        *,
+        attempts: int = 20,
+        current: Versioned[M] | None = None,
     ) -> tuple[M | None, bool]:
         """Read, apply ``change``, compare-and-set; retry on Conflict.
 
         ``change`` returns the new value, or None for "no change". Returns
-        ``(value, changed)``; value is None when the record does not exist.
+        ``(value, changed)``; value is None when the record does not exist. ``current``: the
+        record as the caller last read or wrote it, tried first instead of a read (a stale
+        one costs one lost compare-and-set, then the loop reads afresh).
         """
+        found, changed = await self.mutate_versioned(
+            partition, key, change, attempts=attempts, current=current
+        )
+        return (None if found is None else found.value), changed
+
+    async def mutate_versioned(
+        self,
+        partition: str,
+        key: str,
+        change: Callable[[M], M | None],
+        *,
+        attempts: int = 20,
+        current: Versioned[M] | None = None,
+    ) -> tuple[Versioned[M] | None, bool]:
+        """``mutate``, returning the record with its version (for the next write)."""
         for _ in range(attempts):
-            current = await self.get(partition, key)
+            fresh = current is None
             if current is None:
-                return None, False
+                current = await self.get(partition, key)
+                if current is None:
+                    return None, False
             new = change(current.value)
             if new is None or new == current.value:
-                return current.value, False
+                if not fresh:  # "no change" is decided on what is stored, never on a hint
+                    current = None
+                    continue
+                return current, False
             try:
-                await self.replace(current, new)
+                return await self.replace(current, new), True
             except Conflict:
+                current = None
                 continue
-            return new, True
         raise Conflict(f"{self.name}/{partition}/{key}: too much contention")
 
     async def query(
@@ -272,7 +304,12 @@ class Records:
             )
 
     async def unindex_pending(self, crawl: Crawl) -> None:
-        await self.backlog.discard(crawl.tenant_id, backlog_key(crawl.created_at, crawl.id))
+        key = backlog_key(crawl.created_at, crawl.id)
+        # A backlog entry is only ever created (at version 1) and deleted, never replaced:
+        # delete that version without reading it first (if it is gone, one refused delete,
+        # then the read finds nothing).
+        guess = Item(self.backlog.name, crawl.tenant_id, key, {}, 1)
+        await self.backlog.discard(crawl.tenant_id, key, current=guess)
 
     async def live_containers(self, tenant_id: str) -> list[Container]:
         return [v.value for v in await self.containers.query(tenant_id) if v.value.state.live]

@@ -12,6 +12,12 @@ Firing
     as such — and, in the same compare-and-set of the schedule, the ``CrawlSubmitted`` and the
     next ``ScheduleFire`` as outbox entries.
 
+Over budget
+    An occurrence that falls while the tenant's monthly budget is spent starts no crawl: the
+    schedule counts it (``skipped``, ``last_skipped_at``, ``last_skip_reason``), stays
+    active and arms its next occurrence in the same write. The fire carries the count it
+    saw, so a duplicate of a skipped fire changes nothing.
+
 Pause, resume, delete
     Pause and resume bump ``generation``: a fire of another generation is dropped, so a
     paused schedule never fires and a resumed one fires once per occurrence. Delete removes
@@ -29,12 +35,13 @@ import logging
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
+from core.budgets import BudgetMonth, Budgets
 from core.conductor.outbox import Outbox, schedule, send
 from core.delivery_models import Schedule, schedules_table
 from core.errors import Conflict
 from core.messages import CrawlSubmitted, ScheduleFire
-from core.models import Crawl
-from core.records import ActiveCrawl, Records, listing_key
+from core.models import Crawl, OutboxEntry
+from core.records import ActiveCrawl, Records, Table, listing_key
 
 log = logging.getLogger("skycrawl.schedules")
 
@@ -59,6 +66,7 @@ def fire_message(sched: Schedule, now: datetime) -> ScheduleFire:
         generation=sched.generation,
         run=sched.runs + 1,
         remaining_s=delay_to_next(sched, now),
+        skipped=sched.skipped,
     )
 
 
@@ -74,13 +82,18 @@ async def on_fire(
     if found is None or found.value.state != "active" or found.value.generation != msg.generation:
         return  # deleted, paused, or a fire of an earlier generation
     sched = found.value
-    if sched.runs >= msg.run:  # a duplicate of a run that started: relay what it left
+    if sched.runs >= msg.run or sched.skipped > msg.skipped:
+        # a duplicate of a run that started, or of an occurrence skipped: relay what it left
         await outbox.relay(table, sched.tenant_id, sched.id, sched)
         return
     if msg.remaining_s > 0:
         step = min(msg.remaining_s, outbox.max_delay_s)
         later = msg.model_copy(update={"remaining_s": msg.remaining_s - step})
         await outbox.deliver(schedule(inbox_queue, later, step))
+        return
+    spent = await Budgets(records).reached(sched.tenant_id, now)
+    if spent is not None:
+        await _skip(msg, sched, spent, table=table, outbox=outbox, inbox_queue=inbox_queue, now=now)
         return
     crawl = await _create_run(records, sched, msg.run, now)
 
@@ -89,14 +102,54 @@ async def on_fire(
             return None
         after = current.model_copy(update={"runs": msg.run, "last_crawl_id": crawl.id})
         submitted = send(inbox_queue, CrawlSubmitted(tenant_id=crawl.tenant_id, crawl_id=crawl.id))
-        nxt = fire_message(after, now)
-        step = min(nxt.remaining_s, outbox.max_delay_s)
-        rest = nxt.model_copy(update={"remaining_s": nxt.remaining_s - step})
-        timer = schedule(inbox_queue, rest, step)
+        timer = _next_fire(after, now, outbox, inbox_queue)
         return after.model_copy(update={"outbox": (*after.outbox, submitted, timer)})
 
     await outbox.mutate(table, sched.tenant_id, sched.id, started)
     log.info("schedule %s: run %d is crawl %s", sched.id, msg.run, crawl.id)
+
+
+def _next_fire(sched: Schedule, now: datetime, outbox: Outbox, inbox_queue: str) -> OutboxEntry:
+    """The timer of the schedule's next occurrence (its first relative step)."""
+    nxt = fire_message(sched, now)
+    step = min(nxt.remaining_s, outbox.max_delay_s)
+    rest = nxt.model_copy(update={"remaining_s": nxt.remaining_s - step})
+    return schedule(inbox_queue, rest, step)
+
+
+async def _skip(
+    msg: ScheduleFire,
+    sched: Schedule,
+    spent: BudgetMonth,
+    *,
+    table: Table[Schedule],
+    outbox: Outbox,
+    inbox_queue: str,
+    now: datetime,
+) -> None:
+    """The tenant's budget is spent: this occurrence starts no crawl, the schedule records
+    why and stays active, its next occurrence armed in the same write."""
+    reason = f"budget reached ({spent.spent:.2f} of {spent.amount:g} spent in {spent.month})"
+
+    def skipped(current: Schedule) -> Schedule | None:
+        if (
+            current.generation != msg.generation
+            or current.runs >= msg.run
+            or current.skipped > msg.skipped
+        ):
+            return None
+        after = current.model_copy(
+            update={
+                "skipped": current.skipped + 1,
+                "last_skipped_at": now,
+                "last_skip_reason": reason,
+            }
+        )
+        timer = _next_fire(after, now, outbox, inbox_queue)
+        return after.model_copy(update={"outbox": (*after.outbox, timer)})
+
+    await outbox.mutate(table, sched.tenant_id, sched.id, skipped)
+    log.info("schedule %s: occurrence skipped, %s", sched.id, reason)
 
 
 async def _create_run(records: Records, sched: Schedule, run: int, now: datetime) -> Crawl:

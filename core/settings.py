@@ -96,7 +96,10 @@ class SkycrawlSettings(BaseSettings):
         default_factory=lambda: [Egress(name="local")],
         min_length=1,
         description="Egress pool: JSON list of {name, runtime, region, proxy_url, proxies, "
-        "cost_per_second, start_latency_s}; an entry without a runtime uses the provider's.",
+        "cost_per_second, start_latency_s, min_billed_s, browser}; an entry without a runtime "
+        "uses the provider's. browser: true, or {cost_per_second | cost_multiplier, "
+        "start_latency_s, min_billed_s}: the figures of the containers started for crawls "
+        "that render.",
     )
     allow_cidrs: Annotated[list[str], NoDecode] = Field(
         default_factory=list,

@@ -268,7 +268,7 @@ class TenantService:
                 retry_after=PENDING_RETRY_AFTER_S,
             )
         now = self._clock.now()
-        await self._check_budget(tenant, now)
+        await self.check_budget(tenant, now)
         bucket, next_minute = minute_bucket(now)
         count = await self._increment(tenant.id, bucket, now)
         if count > quotas.submissions_per_minute:
@@ -278,15 +278,15 @@ class TenantService:
                 retry_after=wait,
             )
 
-    async def _check_budget(self, tenant: Tenant, now: datetime) -> None:
+    async def check_budget(self, tenant: Tenant, now: datetime) -> None:
         """``BudgetReached`` once housekeeping found this month's budget spent."""
-        budgets = Budgets(self._records)
-        month = await budgets.month(tenant.id, now)
-        if month is None or not month.reached or await budgets.budget(tenant.id) is None:
+        month = await Budgets(self._records).reached(tenant.id, now)
+        if month is None:
             return
         raise BudgetReached(
             f"the monthly budget of {month.amount:g} is reached ({month.spent:.2f} spent in "
-            f"{month.month}); new crawls start again when it is raised (PUT /v1/budget)"
+            f"{month.month}); new crawls start again, and paused ones resume, when it is raised "
+            "(PUT /v1/budget)"
         )
 
     async def _increment(self, tenant_id: str, bucket: str, now: datetime) -> int:

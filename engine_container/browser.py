@@ -24,6 +24,13 @@ The SSRF guard inside the browser
     dismissed, popups closed. Images, fonts and media are aborted by default
     (``CrawlSpec.block_resources``).
 
+The egress's proxy
+    What passes the guard leaves through the session's proxy, the one its fetches use
+    (``ProxyBinding``: ``SKYCRAWL_PROXY_URL``, or the proxy of ``SKYCRAWL_PROXY_URLS`` the
+    crawl's route names, or none): one ``FilteringProxy`` per upstream proxy, forwarding
+    through it, and each context is opened with the filtering proxy of its session's
+    upstream (Playwright's per-context ``proxy``; Chromium still sends loopback through it).
+
 Contexts
     One browser per container (launched on the first render), one context per session key,
     so a sticky session keeps its cookies and storage across its crawls; at most
@@ -53,7 +60,8 @@ from core.errors import UnsafeUrl
 from core.models import CrawlSpec, ScreenshotSpec
 from core.netguard import AddressPolicy, check_url, parse_host
 from engine_container.browser_proxy import FilteringProxy
-from engine_container.fetcher import FetchResult, GuardedResolver
+from engine_container.fetcher import FetchResult, GuardedResolver, ProxyBook
+from engine_container.proxy_binding import ProxyBinding
 from engine_container.settings import EngineSettings
 
 if TYPE_CHECKING:
@@ -187,6 +195,7 @@ class Rendered:
 @dataclass
 class _Context:
     context: BrowserContext
+    upstream: str | None  # the egress proxy its filtering proxy forwards through
     pages: int = 0  # pages opened in it since it was (re)created
     open: int = 0  # pages rendering in it now
 
@@ -195,7 +204,8 @@ class BrowserPool:
     """Chromium for the container's crawls. Create in the event loop; ``await close()``.
 
     ``resolver`` replaces getaddrinfo for the guard (tests); ``launch_args`` are extra
-    Chromium switches (tests map test names with ``--host-resolver-rules``).
+    Chromium switches (tests map test names with ``--host-resolver-rules``); ``proxy_stats``
+    (the fetcher's) counts the browser's requests per proxy for the heartbeats.
     """
 
     def __init__(
@@ -205,14 +215,19 @@ class BrowserPool:
         policy: AddressPolicy | None = None,
         resolver: AbstractResolver | None = None,
         launch_args: Sequence[str] = (),
+        proxy_stats: ProxyBook | None = None,
     ) -> None:
         self._settings = settings
+        self._proxy_stats = proxy_stats
         self.guard = RequestGuard(
             policy if policy is not None else settings.address_policy(), resolver
         )
         self._args = (*CHROMIUM_ARGS, *launch_args)
-        self._proxy = FilteringProxy(self.guard, connect_timeout_s=settings.connect_timeout_s)
-        self._proxy_url: str | None = None
+        self._bindings = ProxyBinding(settings)
+        # one filtering proxy per upstream (None: direct), started when a context needs it
+        self._proxies: dict[str | None, FilteringProxy] = {}
+        self._proxy_urls: dict[str | None, str] = {}
+        self._proxy_lock = asyncio.Lock()  # two contexts at once start one proxy, not two
         self._playwright: Playwright | None = None
         self._browser: Browser | None = None
         self._launching = asyncio.Lock()
@@ -262,8 +277,15 @@ class BrowserPool:
             await self._maybe_recycle(session_key, entry)
         return Rendered(html, error, (time.monotonic() - started) * 1000, shot)
 
+    def bind_proxy(self, session_key: str, proxy: str | None) -> None:
+        """The pages of ``session_key`` leave through the pool's proxy ``proxy`` (an id of
+        ``core.egress_scoring.proxy_id``, ``direct``, or None for the default): the one its
+        fetches use (``Fetcher.bind_proxy``)."""
+        self._bindings.bind(session_key, proxy)
+
     async def drop_session(self, session_key: str) -> None:
         """Forget a session's context and cookies (a crawl without a sticky session ended)."""
+        self._bindings.forget(session_key)
         self._states.pop(session_key, None)
         entry = self._contexts.pop(session_key, None)
         if entry is not None:
@@ -279,7 +301,10 @@ class BrowserPool:
         if self._playwright is not None:
             await self._playwright.stop()
         self._browser = self._playwright = None
-        await self._proxy.close()
+        for proxy in self._proxies.values():
+            await proxy.close()
+        self._proxies.clear()
+        self._proxy_urls.clear()
         await self.guard.close()
 
     async def __aenter__(self) -> BrowserPool:
@@ -301,8 +326,7 @@ class BrowserPool:
             chromium = self._settings.chromium_path
             if not chromium.is_file():
                 raise BrowserUnavailable(f"{chromium} is missing")
-            if self._proxy_url is None:
-                self._proxy_url = await self._proxy.start()
+            default = await self._filtering_proxy(self._bindings.default)
             if self._playwright is None:
                 self._playwright = await async_playwright().start()
             self._contexts.clear()  # a crashed browser took its contexts with it
@@ -311,29 +335,51 @@ class BrowserPool:
                 headless=True,
                 args=[
                     *self._args,
-                    f"--proxy-server={self._proxy_url}",
+                    f"--proxy-server={default}",
                     "--proxy-bypass-list=<-loopback>",  # loopback goes through it too
                 ],
             )
             log.info("chromium launched (%s)", self._browser.version)
             return self._browser
 
+    async def _filtering_proxy(self, upstream: str | None) -> str:
+        """The URL of the filtering proxy that forwards through ``upstream`` (started once)."""
+        async with self._proxy_lock:
+            url = self._proxy_urls.get(upstream)
+            if url is None:
+                proxy = self._proxies[upstream] = FilteringProxy(
+                    self.guard,
+                    connect_timeout_s=self._settings.connect_timeout_s,
+                    upstream=upstream,
+                    stats=self._proxy_stats,
+                )
+                url = self._proxy_urls[upstream] = await proxy.start()
+            return url
+
     async def _context(self, session_key: str) -> _Context:
+        upstream = self._bindings.proxy_for(session_key)
         entry = self._contexts.get(session_key)
         if entry is not None and self._browser is not None and self._browser.is_connected():
-            self._contexts.move_to_end(session_key)
-            return entry
+            if entry.upstream == upstream or entry.open:  # in use: the next crawl moves it
+                self._contexts.move_to_end(session_key)
+                return entry
+            # the session was bound to another proxy: reopen it there, cookies kept
+            del self._contexts[session_key]
+            with contextlib.suppress(Exception):
+                self._states[session_key] = await entry.context.storage_state()
+            await _close_quietly(entry.context)
         browser = await self._launch()
         context = await browser.new_context(
             accept_downloads=False,
             service_workers="block",
             user_agent=self._settings.user_agent,
             storage_state=self._states.pop(session_key, None),
+            proxy={"server": await self._filtering_proxy(upstream)},
         )
         await context.route("**/*", self._guarded)
         await context.route_web_socket(re.compile(".*"), self._guarded_socket)
         context.on("page", _watch_page)
-        entry = self._contexts[session_key] = _Context(context)
+        entry = self._contexts[session_key] = _Context(context, upstream)
         await self._evict(keep=session_key)
         return entry
 

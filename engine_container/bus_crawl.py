@@ -5,14 +5,16 @@ an earlier crawl when ``recrawl_of`` says so (``engine_container.recrawl``)."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import ipaddress
 import logging
 from collections.abc import AsyncIterator, Callable, Coroutine
-from typing import Any
+from typing import Any, Protocol
 
 from adapters import load_provider
 from adapters.local.host_limiter import SqliteHostLimiter
+from core import telemetry
 from core.messages import RunCrawl
 from core.models import CrawlCounts
 from core.ports import BlobStore, MessageBus
@@ -33,7 +35,15 @@ from engine_container.sinks import BlobSink, load_checkpoint
 log = logging.getLogger("skycrawl.engine")
 
 Reporter = Callable[[CrawlCounts], Coroutine[Any, Any, None]]
-RunFn = Callable[[RunCrawl, Reporter], Coroutine[Any, Any, CrawlCounts]]
+
+
+class RunFn(Protocol):
+    """Runs (or resumes) one crawl; with ``pause`` set it stops after the pages in flight
+    and raises ``engine_container.crawler.Paused`` (checkpointed)."""
+
+    async def __call__(
+        self, run: RunCrawl, report: Reporter, pause: asyncio.Event | None = None
+    ) -> CrawlCounts: ...
 
 
 def crawl_runner(
@@ -50,7 +60,25 @@ def crawl_runner(
     shared = politeness or build_politeness(engine)
     allowed = parse_allowed(engine.handlers)
 
-    async def run_crawl(run: RunCrawl, report: Reporter) -> CrawlCounts:
+    async def run_crawl(
+        run: RunCrawl, report: Reporter, pause: asyncio.Event | None = None
+    ) -> CrawlCounts:
+        with telemetry.span(
+            "engine crawl.run",
+            run.traceparent,
+            kind="consumer",
+            tenant_id=run.tenant_id,
+            crawl_id=run.crawl_id,
+            container_id=run.container_id,
+            attempt=run.attempt,
+        ):
+            counts = await _run(run, report, pause)
+            telemetry.set_attributes(fetched=counts.fetched, failed=counts.failed)
+            return counts
+
+    async def _run(
+        run: RunCrawl, report: Reporter, pause: asyncio.Event | None = None
+    ) -> CrawlCounts:
         if run.spec.handler is not None:
             check_allowed(run.spec.handler, allowed)  # the API checked; the engine too
         try:
@@ -74,6 +102,7 @@ def crawl_runner(
             analysis=analysis,
             proxy=run.proxy,
             browser=browser,
+            pause=pause,
         )
         counts = await crawler.run()
         await recrawl.remember_latest(blobs, run.tenant_id, run.spec, run.crawl_id)
@@ -138,12 +167,14 @@ async def open_crawl_runner(
     bus, blobs = provider.build_container_ports(control)
     politeness = build_politeness(engine)
     analysis = build_analysis(engine)
-    browser = BrowserPool(engine)  # Chromium starts with the first render, if any
     try:
-        async with Fetcher(engine) as fetcher:
+        # Chromium starts with the first render, if any; its requests count per proxy too
+        async with (
+            Fetcher(engine) as fetcher,
+            BrowserPool(engine, proxy_stats=fetcher.proxy_stats) as browser,
+        ):
             yield bus, crawl_runner(blobs, fetcher, engine, politeness, analysis, browser), fetcher
     finally:
-        await browser.close()
         await analysis.close()
         await politeness.close()
         await bus.close()

@@ -34,7 +34,14 @@ enter the frontier like links, with their labels (not checkpointed).
 
 Cancellation (SIGTERM): the workers stop taking URLs, in-flight fetches are abandoned (their
 URLs stay queued in the checkpoint), the sink flushes, the checkpoint is saved, and
-``CancelledError`` is re-raised. ``on_progress`` is called at most once a second, and once
+``CancelledError`` is re-raised.
+
+Pause (the ``pause`` event, set when the conductor sends ``PauseCrawl``): the workers take no
+new URL but finish the pages they hold (fetch, retries, render, analysis, into the sink), so
+nothing fetched is lost; then the sink flushes, the checkpoint is saved (a failure here is an
+error, not a log line) and ``Paused`` is raised with the counts. A sitemap read in progress
+is abandoned and read again on resume (its URLs are deduplicated). A crawl whose frontier ran
+out meanwhile completes instead. ``on_progress`` is called at most once a second, and once
 at the end of a completed crawl.
 
 Counts: ``fetched`` pages got an HTTP response below 400 and no error; ``failed`` are all the
@@ -89,8 +96,16 @@ def is_transient(result: FetchResult) -> bool:
     return result.status in TRANSIENT_STATUSES
 
 
+class Paused(Exception):  # an outcome of a run, not an error
+    """``Crawler.run`` stopped on its ``pause`` event with work left, checkpointed."""
+
+    def __init__(self, counts: CrawlCounts) -> None:
+        super().__init__(f"paused with {counts.queued} URLs left")
+        self.counts = counts
+
+
 class Crawler:
-    """Runs one ``CrawlSpec`` to completion (or cancellation) with ``run()``."""
+    """Runs one ``CrawlSpec`` to completion (or cancellation, or a pause) with ``run()``."""
 
     def __init__(
         self,
@@ -106,8 +121,10 @@ class Crawler:
         analysis: AnalysisPool | None = None,
         proxy: str | None = None,
         browser: BrowserPool | None = None,
+        pause: asyncio.Event | None = None,
     ) -> None:
         self._spec = spec
+        self._pause = pause
         self._fetcher = fetcher
         self._sink = sink
         self._settings = settings
@@ -152,6 +169,8 @@ class Crawler:
         self._labels: dict[str, str] = {}  # URL -> label of a handler's follow-up
         self._changed = asyncio.Event()
         self._browser = browser if spec.render != "never" else None
+        if self._browser is not None:  # its pages leave through the same proxy
+            self._browser.bind_proxy(self._session_key, proxy)
         self._render_options = RenderOptions.of(spec)
 
     def counts(self) -> CrawlCounts:
@@ -163,7 +182,8 @@ class Crawler:
         )
 
     async def run(self) -> CrawlCounts:
-        """Crawl until the frontier is exhausted; re-raises CancelledError after checkpointing."""
+        """Crawl until the frontier is exhausted; re-raises CancelledError after checkpointing;
+        raises ``Paused`` after checkpointing when the ``pause`` event stopped it early."""
         if not self._resumed:
             self._frontier.add_seeds()
             if self._previous is not None:
@@ -172,6 +192,8 @@ class Crawler:
             self._seeding = asyncio.create_task(self._seed_from_sitemaps())
         workers = [asyncio.create_task(self._worker()) for _ in range(self._settings.concurrency)]
         background = [asyncio.create_task(self._checkpoint_loop())]
+        if self._pause is not None:
+            background.append(asyncio.create_task(self._wake_on_pause(self._pause)))
         if self._on_progress is not None:
             background.append(asyncio.create_task(self._progress_loop()))
         completed = False
@@ -186,12 +208,30 @@ class Crawler:
             await asyncio.gather(*workers, *background, return_exceptions=True)
             await self._finish(completed)
         await self._report()
+        if self._paused_early():
+            raise Paused(self.counts())
         return self.counts()
+
+    def _pausing(self) -> bool:
+        return self._pause is not None and self._pause.is_set()
+
+    def _paused_early(self) -> bool:
+        """Stopped by the pause with URLs (or sitemaps) still to crawl."""
+        frontier = self._frontier
+        sitemaps_left = self._spec.use_sitemaps and not frontier.sitemaps_done
+        return self._pausing() and bool(frontier.queued or frontier.in_flight or sitemaps_left)
+
+    async def _wake_on_pause(self, pause: asyncio.Event) -> None:
+        await pause.wait()
+        self._changed.set()  # workers waiting for links see the pause
 
     # ----------------------------------------------------------------- workers
 
     async def _worker(self) -> None:
         while True:
+            if self._pausing():  # the page this worker held is stored; take no other
+                self._changed.set()
+                return
             item = self._frontier.take()
             if item is None:
                 seeding = self._seeding is not None and not self._seeding.done()
@@ -314,9 +354,11 @@ class Crawler:
             log.info("crawl %s: %d URLs from sitemaps", self._session_key, added)
         except Exception:  # a site's sitemap must not fail the crawl
             log.exception("crawl %s: reading sitemaps failed", self._session_key)
-        finally:
-            self._frontier.sitemaps_done = True
+        except asyncio.CancelledError:  # paused or stopped: read again when resumed
             self._changed.set()
+            raise
+        self._frontier.sitemaps_done = True
+        self._changed.set()
 
     async def _fetch_sitemap(self, url: str) -> FetchResult | None:
         try:
@@ -492,7 +534,7 @@ class Crawler:
         try:
             await self._checkpoint()
         except Exception:
-            if completed:
+            if completed or self._pausing():  # a pause must leave a checkpoint
                 raise
             log.exception("crawl %s: final checkpoint failed", self._session_key)
         finally:

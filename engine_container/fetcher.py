@@ -57,7 +57,7 @@ import aiohttp
 from aiohttp.abc import AbstractResolver, ResolveResult
 from yarl import URL
 
-from core.egress_scoring import DIRECT, proxy_id
+from core.egress_scoring import proxy_id
 from core.errors import UnsafeUrl
 from core.netguard import AddressPolicy, check_url, parse_host
 from core.output import MediaPolicy
@@ -67,6 +67,7 @@ from engine_container.decoding import (
     BodyTooLarge,
     UnsupportedEncoding,
 )
+from engine_container.proxy_binding import ProxyBinding
 from engine_container.settings import EngineSettings
 
 log = logging.getLogger("skycrawl.engine")
@@ -206,12 +207,19 @@ class EgressStats:
     bans: int = 0
 
     def record(self, result: FetchResult) -> None:
+        self.count(
+            error=result.status is None,
+            banned=result.status is not None and looks_banned(result),
+            elapsed_ms=result.elapsed_ms,
+        )
+
+    def count(self, *, error: bool, banned: bool, elapsed_ms: float) -> None:
+        """One request that failed on the network (``error``), said "blocked" (``banned``),
+        or neither, after ``elapsed_ms``."""
         self.requests += 1
-        self.total_ms += result.elapsed_ms
-        if result.status is None:
-            self.errors += 1
-        elif looks_banned(result):
-            self.bans += 1
+        self.total_ms += elapsed_ms
+        self.errors += error
+        self.bans += banned and not error
 
     def take(self) -> tuple[int, int, float]:
         """(requests, errors, mean latency in ms) since the last call; then start afresh."""
@@ -229,6 +237,12 @@ class ProxyBook:
 
     def record(self, proxy: str, result: FetchResult) -> None:
         self.by_proxy.setdefault(proxy, EgressStats()).record(result)
+
+    def count(self, proxy: str, *, error: bool, banned: bool, elapsed_ms: float) -> None:
+        """A request seen without a ``FetchResult`` (the browser's, by its filtering proxy)."""
+        self.by_proxy.setdefault(proxy, EgressStats()).count(
+            error=error, banned=banned, elapsed_ms=elapsed_ms
+        )
 
     def take(self) -> dict[str, tuple[int, int, int, float]]:
         """{proxy id: (requests, errors, bans, mean latency ms)} since the last call."""
@@ -258,10 +272,8 @@ class Fetcher:
         self._settings = settings
         self._policy = policy if policy is not None else settings.address_policy()
         # the egress's proxy pool by id; a crawl's session is bound to one (``bind_proxy``)
-        self._pool = {proxy_id(url): url for url in settings.proxy_pool()}
-        self._proxy = settings.proxy_url or next(iter(self._pool.values()), None)
-        self._bound: dict[str, str | None] = {}
-        trusted = frozenset(URL(url).host or "" for url in self._pool.values())
+        self._proxies = ProxyBinding(settings)
+        trusted = frozenset(URL(url).host or "" for url in self._proxies.pool.values())
         self._resolver = GuardedResolver(self._policy, resolver, trusted)
         self._connector = aiohttp.TCPConnector(
             resolver=self._resolver,
@@ -318,23 +330,11 @@ class Fetcher:
         """Requests of ``session_key`` leave through the pool's proxy ``proxy`` (an id of
         ``core.egress_scoring.proxy_id``; ``direct``: no proxy). An id this container's pool
         does not have keeps the default proxy (and says so in the log)."""
-        if proxy is None:
-            return
-        if proxy == DIRECT:
-            self._bound[session_key] = None
-        elif proxy in self._pool:
-            self._bound[session_key] = self._pool[proxy]
-        else:
-            log.warning("proxy %s is not in this container's pool; using the default", proxy)
-
-    def _proxy_for(self, session_key: str | None) -> str | None:
-        if session_key is not None and session_key in self._bound:
-            return self._bound[session_key]
-        return self._proxy
+        self._proxies.bind(session_key, proxy)
 
     async def drop_session(self, session_key: str) -> None:
         """Forget a session's cookies (a crawl without a sticky session ended)."""
-        self._bound.pop(session_key, None)
+        self._proxies.forget(session_key)
         session = self._sessions.pop(session_key, None)
         if session is not None:
             await session.close()
@@ -371,7 +371,7 @@ class Fetcher:
         """
         session = await self._session(session_key)
         key = session_key or ""
-        proxy = self._proxy_for(session_key)
+        proxy = self._proxies.proxy_for(session_key)
         self._in_use[key] += 1
         hop = _Hop(url, time.perf_counter())
         try:

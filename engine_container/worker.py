@@ -7,7 +7,10 @@ Lifecycle (the brief's step 4-5):
 3. send ``ready: GUID`` (``ContainerReady`` with the egress IP seen, version, capacity);
 4. take ``RunCrawl`` work with at most ``capacity`` crawls at once, resuming each from its
    checkpoint; send progress, completion or failure and periodic heartbeats to the inbox;
-5. on ``DrainContainer`` (the conductor retires it) or SIGTERM: stop taking work, checkpoint what is in flight, acknowledge nothing
+5. on ``PauseCrawl`` (its tenant's budget is spent): that crawl takes no new URL, finishes and
+   stores the pages in flight, checkpoints, and the container says ``CrawlPaused``, acks
+   the work and frees the slot (a later ``RunCrawl``, a new attempt, resumes it);
+6. on ``DrainContainer`` (the conductor retires it) or SIGTERM: stop taking work, checkpoint what is in flight, acknowledge nothing
    unfinished, tell the conductor (``ContainerExited``), remove the subscription, exit.
 
 Every received message is checked against this container's GUID (attribute *and* body)
@@ -26,6 +29,7 @@ from importlib.metadata import PackageNotFoundError, version
 
 from pydantic import ValidationError
 
+from core import telemetry
 from core.errors import ConfigurationError, Conflict, NotFound, QuotaExceeded
 from core.layout import subscription_name
 from core.messages import (
@@ -34,8 +38,10 @@ from core.messages import (
     ContainerReady,
     CrawlCompleted,
     CrawlFailed,
+    CrawlPaused,
     DrainContainer,
     Heartbeat,
+    PauseCrawl,
     Progress,
     ProxyStats,
     RunCrawl,
@@ -48,6 +54,7 @@ from core.redaction import install_log_redaction
 from core.settings import SkycrawlSettings
 from engine_container.browser import can_render
 from engine_container.bus_crawl import RunFn, observe_egress_ip, open_crawl_runner
+from engine_container.crawler import Paused
 from engine_container.fetcher import EgressStats, ProxyBook
 from engine_container.settings import EngineSettings
 from engine_container.tuning import tune_process
@@ -57,6 +64,9 @@ log = logging.getLogger("skycrawl.engine")
 #: Leases on work last this long; a crawl that runs longer is re-leased by the broker and
 #: recognised as a duplicate of the running one (its newest lease is the one acked).
 WORK_LEASE_S = 3600.0
+#: A run that finds every slot busy (the conductor counts slots too, so rarely) is visible
+#: again after this long.
+OVERFLOW_DELAY_S = 1.0
 
 
 def engine_version() -> str:
@@ -72,6 +82,7 @@ class _Running:
     lease: Lease
     task: asyncio.Task[None] | None = None
     cancelled: bool = False
+    pause: asyncio.Event = field(default_factory=asyncio.Event)
 
 
 @dataclass
@@ -137,18 +148,20 @@ class Worker:
         finally:
             beat.cancel()
             await self._shutdown()
-            await self.bus.delete_subscription(topic=topic, name=name)
+            try:
+                await self.bus.delete_subscription(topic=topic, name=name)
+            except ConfigurationError as exc:  # not its to delete: the conductor deletes it
+                log.info("container %s leaves %s to the conductor: %s", self.guid, name, exc)
         return 0
 
     async def _take_work(self, subscription: Subscription, stop: asyncio.Event) -> None:
+        """Read the subscription also while every slot is busy: a ``PauseCrawl`` or
+        ``CancelCrawl`` for a running crawl must reach it (a run that finds no free slot is
+        given back, visible again after ``OVERFLOW_DELAY_S``)."""
         while not stop.is_set():
-            free = self.engine.capacity - sum(1 for r in self.running.values() if r.task)
-            if free <= 0:
-                await _wait(stop, 0.2)
-                continue
             leases = await self.bus.receive(
                 source=subscription,
-                max_messages=min(free, 10),
+                max_messages=10,
                 visibility_timeout_s=WORK_LEASE_S,
                 wait_s=0.5,
             )
@@ -176,6 +189,10 @@ class Worker:
             await self._cancel(message)
             await self.bus.ack(lease=lease)
             return
+        if isinstance(message, PauseCrawl):
+            self._pause(message)
+            await self.bus.ack(lease=lease)
+            return
         if isinstance(message, DrainContainer):  # the conductor retires this container
             log.info("container %s told to drain", self.guid)
             await self.bus.ack(lease=lease)
@@ -189,6 +206,11 @@ class Worker:
         current = self.running.get(message.crawl_id)
         if current is not None:  # duplicate delivery, or the lease ran out: keep the newest
             current.lease = lease
+            return
+        if sum(1 for r in self.running.values() if r.task) >= self.engine.capacity:
+            log.info("no free slot for %s: given back for now", message.crawl_id)
+            with contextlib.suppress(Conflict):
+                await self.bus.release(lease=lease, delay_s=OVERFLOW_DELAY_S)
             return
         entry = _Running(run=message, lease=lease)
         self.running[message.crawl_id] = entry
@@ -209,7 +231,19 @@ class Worker:
             )
 
         try:
-            counts = await self.run_crawl(run, progress)
+            counts = await self.run_crawl(run, progress, entry.pause)
+        except Paused as paused:
+            await self._send(
+                CrawlPaused(
+                    container_id=self.guid,
+                    tenant_id=run.tenant_id,
+                    crawl_id=run.crawl_id,
+                    attempt=run.attempt,
+                    counts=paused.counts,
+                )
+            )
+            await self._finish(entry)
+            return
         except asyncio.CancelledError:
             if not entry.cancelled:
                 raise  # shutting down: checkpointed by the crawler, nothing acked
@@ -245,6 +279,16 @@ class Worker:
         self.finished.add((entry.run.crawl_id, entry.run.attempt))
         with contextlib.suppress(Conflict):
             await self.bus.ack(lease=entry.lease)
+
+    def _pause(self, message: PauseCrawl) -> None:
+        """Let the crawl finish its pages in flight and stop (``_execute`` reports it); a
+        crawl not running here is not paused (the conductor asks again if it should be)."""
+        entry = self.running.get(message.crawl_id)
+        if entry is None or entry.task is None:
+            log.info("pause of %s, which is not running here: ignored", message.crawl_id)
+            return
+        log.info("crawl %s: pausing (%s)", message.crawl_id, message.reason or "told to")
+        entry.pause.set()
 
     async def _cancel(self, message: CancelCrawl) -> None:
         entry = self.running.get(message.crawl_id)
@@ -342,10 +386,13 @@ def main() -> int:
         if not engine.container_id:
             raise ConfigurationError("SKYCRAWL_CONTAINER_ID is not set (or use --standalone)")
         tune_process()
+        telemetry.setup("skycrawl-engine")  # off unless the OTEL_* variables ask for it
         return asyncio.run(_main_async(engine, control))
     except (ConfigurationError, ValidationError) as exc:
         print(f"engine_container: {str(exc).splitlines()[0]}", file=sys.stderr)
         return 2
+    finally:
+        telemetry.shutdown()  # export what is still buffered
 
 
 __all__ = ["Worker", "main"]

@@ -24,9 +24,18 @@ from simulator.report import (
     summarize,
     write_json,
 )
-from simulator.trace import Trace, TraceError, load_azure_2019, load_azure_2021, synthetic
+from simulator.trace import (
+    Trace,
+    TraceError,
+    load_azure_2019,
+    load_azure_2021,
+    synthetic,
+    with_render_share,
+)
 
 EXIT_USAGE = 2
+#: A browser image (Chromium, ~1 GB more) pulls and boots slower: the default extra start.
+BROWSER_EXTRA_START_S = 15.0
 
 
 def add_parser(sub: Any) -> None:
@@ -46,6 +55,12 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--max-tenants", type=int, help="Azure: keep the busiest apps only")
     p.add_argument("--runtime", choices=sorted(RUNTIMES), default="fargate")
     p.add_argument("--failure-rate", type=float, default=0.0, help="share of failed starts")
+    p.add_argument("--render-share", type=float, default=0.0,
+                   help="share of crawls that render (browser containers; 0)")  # fmt: skip
+    p.add_argument("--browser-cost-multiplier", type=float, default=2.0,
+                   help="a browser container's price / a plain one's (2.0)")  # fmt: skip
+    p.add_argument("--browser-start-s", type=float,
+                   help="a browser container's start latency (default: the runtime's + 15 s)")  # fmt: skip
     p.add_argument("--capacity", type=int, default=4, help="parallel crawls per container")
     p.add_argument("--max-containers", type=int, default=50, help="per tenant")
     p.add_argument("--slo", type=float, default=60.0, help="seconds a crawl may wait to start")
@@ -74,6 +89,12 @@ def _check(args: argparse.Namespace) -> None:
             raise TraceError(f"{name} must be positive")
     if not 0 <= args.failure_rate < 1:
         raise TraceError("--failure-rate must be in [0, 1)")
+    if not 0 <= args.render_share <= 1:
+        raise TraceError("--render-share must be in [0, 1]")
+    if args.browser_cost_multiplier < 0 or (args.browser_start_s or 0) < 0:
+        raise TraceError("--browser-cost-multiplier and --browser-start-s must not be negative")
+    if args.render_share and args.mode == "full":
+        raise TraceError("--render-share needs --mode fast (full mode's engines render nothing)")
     if args.slo < 0 or args.wait_weight < 0:
         raise TraceError("--slo and --wait-weight must not be negative")
     if args.trace != "synthetic" and not args.file:
@@ -83,6 +104,10 @@ def _check(args: argparse.Namespace) -> None:
 
 
 def load_trace(args: argparse.Namespace) -> Trace:
+    return with_render_share(_load(args), args.render_share, args.seed)
+
+
+def _load(args: argparse.Namespace) -> Trace:
     if args.trace == "synthetic":
         return synthetic(tenants=args.tenants, crawls=args.crawls, days=args.days, seed=args.seed)
     if args.trace == "azure-2019":
@@ -138,6 +163,12 @@ async def run(args: argparse.Namespace, out: Console, err: Console) -> int:
         err.print("skycrawl: the trace holds no crawls", markup=False, highlight=False)
         return EXIT_USAGE
     runtime = replace(RUNTIMES[args.runtime], failure_rate=args.failure_rate)
+    if args.render_share:
+        start = args.browser_start_s
+        runtime = runtime.with_browser(
+            cost_multiplier=args.browser_cost_multiplier,
+            start_s=runtime.start_s + BROWSER_EXTRA_START_S if start is None else start,
+        )
     config = SimConfig(
         runtime=runtime,
         capacity=args.capacity,

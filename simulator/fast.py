@@ -7,7 +7,10 @@ kill-timer chain's edges; a tenant's open gap counted in housekeeping periods; p
 decided at the housekeeping run the policy names). Modelled: the state store and the bus
 (no latency, no lost races — ``simulator.full`` runs the real ones), the engine (a crawl
 takes its trace duration), the runtime (``SimRuntime``: start latency, failures, stop
-time, billing with a minimum duration).
+time, billing with a minimum duration). A rendering crawl that starts a container starts a
+browser container (the egress's ``browser`` figures, as ``placement.decide`` says), which
+says ``browser`` when ready and then takes the tenant's other rendering crawls; an always-on
+fleet is of browser containers when the trace renders (it must take every crawl).
 
 An event loop over a heap of (time, sequence) keeps runs deterministic: the same trace,
 config and seed give the same numbers.
@@ -28,7 +31,7 @@ from core.conductor.placement import Dispatch, Snapshot, Start, Wait, decide
 from core.models import Container, ContainerState, Crawl, CrawlSpec, Egress
 from core.records import IdleStats
 from simulator.metrics import RunResult, TenantResult
-from simulator.model import PolicySpec, SimConfig
+from simulator.model import PolicySpec, SimConfig, SimRuntime
 from simulator.optimum import levels
 from simulator.trace import Trace
 
@@ -53,7 +56,8 @@ class _Container:
     in_flight: tuple[str, ...] = ()
     generation: int = 0
     idle_bin: int = 0
-    browser: bool = False  # the simulated engines render nothing
+    browser: bool = False  # said ready as a browser container
+    for_render: bool = False  # started as one (the egress's browser figures)
 
     @property
     def free_slots(self) -> int:
@@ -86,7 +90,9 @@ class FastFleet:
         self.policy: IdlePolicy = spec.policy or FixedIdle(math.inf)
         self._always_on: dict[str, int] = {}
         self.runtime = config.runtime
+        self.browser_runtime = config.runtime.for_browser()
         self.egress = config.runtime.egress
+        self._renders = any(c.render for c in trace.crawls)
         self.latency = self.runtime.start_s
         self.rng = random.Random(config.seed)
         self._heap: list[tuple[float, int, int, str, int]] = []
@@ -99,6 +105,7 @@ class FastFleet:
         self._crawls: dict[int, Crawl] = {}  # the crawls that arrived and are not done
         plain = CrawlSpec.model_construct(seeds=["https://example.com/"], session=None)
         self._plain = plain
+        self._rendering = plain.model_copy(update={"render": "always"})
         self._template = Crawl.model_construct(
             id="", tenant_id="", spec=plain, created_at=EPOCH, updated_at=EPOCH
         )
@@ -137,8 +144,10 @@ class FastFleet:
         if self._always_on:
             for tenant_id, size in self._always_on.items():
                 for _ in range(size):
-                    cid = self._start(self._tenant(tenant_id), 0.0, ready_at=0.0)
+                    ts = self._tenant(tenant_id)
+                    cid = self._start(ts, 0.0, ready_at=0.0, for_render=self._renders)
                     self.containers[cid].state = ContainerState.ready
+                    self.containers[cid].browser = self._renders
         handlers = (
             self._on_arrive,
             self._on_ready,
@@ -154,8 +163,8 @@ class FastFleet:
             self._now = at
             handlers[kind](at, key, n)
         end = max(self.trace.horizon_s, self._now)
-        for cid, box in list(self.containers.items()):  # always-on ones bill to the end
-            self.tenants[box.tenant_id].result.container_s += self._bill(cid, end)
+        for cid in list(self.containers):  # always-on ones bill to the end
+            self._bill(cid, end)
         self.result.horizon_s = end
         self.result.tenants = {t: ts.result for t, ts in sorted(self.tenants.items())}
         return self.result
@@ -186,7 +195,7 @@ class FastFleet:
                     ts.sessions[session] = target.id
                 return True
             case Start():
-                cid = self._start(ts, at)
+                cid = self._start(ts, at, for_render=crawl.spec.render != "never")
                 self._close_gap(ts, at)
                 self._reserve(ts, cid, i, at)
                 if session is not None:
@@ -235,30 +244,43 @@ class FastFleet:
 
     # ------------------------------------------------------------------ containers
 
+    def _runtime_of(self, c: _Container) -> SimRuntime:
+        return self.browser_runtime if c.for_render else self.runtime
+
     def _start(
-        self, ts: _Tenant, at: float, *, ready_at: float | None = None, keep: float | None = None
+        self,
+        ts: _Tenant,
+        at: float,
+        *,
+        ready_at: float | None = None,
+        keep: float | None = None,
+        for_render: bool = False,
     ) -> str:
         self._next_id += 1
         cid = f"ctr-{self._next_id}"
+        runtime = self.browser_runtime if for_render else self.runtime
         self.containers[cid] = _Container(
             id=cid,
             tenant_id=ts.id,
-            egress=self.egress,
+            egress=runtime.egress,
             capacity=self.config.capacity,
             started_at=EPOCH + timedelta(seconds=at),
             keep_alive_s=keep,
             prewarm=keep is not None,
+            for_render=for_render,
         )
         self._started_at[cid] = at
         ts.live.append(cid)
         self.result.fleet_change(at, +1)
         if ready_at is None:
-            boot = self.runtime.sample_start(self.rng)
-            failed = self.rng.random() < self.runtime.failure_rate
+            boot = runtime.sample_start(self.rng)
+            failed = self.rng.random() < runtime.failure_rate
             self._push(at + boot, _FAILED if failed else _READY, cid)
             if keep is None:
                 self.result.starts += 1
                 ts.result.starts += 1
+                self.result.browser_starts += for_render
+                ts.result.browser_starts += for_render
             else:
                 self.result.prewarms += 1
         return cid
@@ -266,8 +288,8 @@ class FastFleet:
     def _went_idle(self, ts: _Tenant, cid: str, at: float) -> None:
         c = self.containers[cid]
         keep = c.keep_alive_s if c.prewarm and c.keep_alive_s is not None else None
-        if keep is None:
-            keep = self.policy.decide(ts.stats, self.latency).keep_alive_s
+        if keep is None:  # weighed with its own cold start, as the conductor does
+            keep = self.policy.decide(ts.stats, self._runtime_of(c).start_s).keep_alive_s
         c.keep_alive_s, c.idle_bin = keep, 0
         self._idle_at[cid] = at
         if math.isfinite(keep):
@@ -276,6 +298,7 @@ class FastFleet:
     def _on_ready(self, at: float, cid: str, _: int) -> None:
         c = self.containers[cid]
         c.state = ContainerState.ready
+        c.browser = c.for_render  # its ready says whether it can render
         ts = self.tenants[c.tenant_id]
         if not c.in_flight:
             self._went_idle(ts, cid, at)
@@ -298,7 +321,7 @@ class FastFleet:
         if i + 1 < len(crawls):
             self._push(crawls[i + 1].at_s, _ARRIVE, crawls[i + 1].tenant, i + 1)
         c = crawls[i]
-        spec = self._plain
+        spec = self._rendering if c.render else self._plain
         if c.session is not None:
             spec = spec.model_copy(update={"session": c.session})
         update = {"id": f"c{i}", "tenant_id": c.tenant, "spec": spec}
@@ -345,16 +368,17 @@ class FastFleet:
         for session, held in list(ts.sessions.items()):
             if held == cid:
                 del ts.sessions[session]
-        seconds = self._bill(cid, at)
-        ts.result.container_s += seconds
+        self._bill(cid, at)
         self.result.fleet_change(at, -1)
 
-    def _bill(self, cid: str, at: float) -> float:
-        self.containers.pop(cid)
+    def _bill(self, cid: str, at: float) -> None:
+        c = self.containers.pop(cid)
         self._idle_at.pop(cid, None)
-        seconds = self.runtime.billed(at - self._started_at.pop(cid))
-        self.result.container_s += seconds
-        return seconds
+        seconds = self._runtime_of(c).billed(at - self._started_at.pop(cid))
+        for result in (self.result, self.tenants[c.tenant_id].result):
+            result.container_s += seconds
+            if c.for_render:
+                result.browser_s += seconds
 
     # ------------------------------------------------------------------ idle gaps
 

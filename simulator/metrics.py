@@ -21,6 +21,8 @@ class TenantResult:
     starts: int = 0
     slo_misses: int = 0
     container_s: float = 0.0
+    browser_s: float = 0.0  # the part of ``container_s`` billed by browser containers
+    browser_starts: int = 0
     waits: list[float] = field(default_factory=list)
 
     def add_crawl(self, wait: float, cold: bool, slo_s: float) -> None:
@@ -29,7 +31,12 @@ class TenantResult:
         self.slo_misses += wait > slo_s
         self.waits.append(wait)
 
-    def summary(self, price: float) -> dict[str, Any]:
+    def cost(self, price: float, browser_price: float | None = None) -> float:
+        """Billed seconds at ``price``, browser containers' at ``browser_price``."""
+        browser = price if browser_price is None else browser_price
+        return (self.container_s - self.browser_s) * price + self.browser_s * browser
+
+    def summary(self, price: float, browser_price: float | None = None) -> dict[str, Any]:
         waits = sorted(self.waits)
         return {
             "crawls": self.crawls,
@@ -37,7 +44,9 @@ class TenantResult:
             "cold_starts": self.starts,
             "slo_misses": self.slo_misses,
             "container_s": round(self.container_s, 1),
-            "cost": round(self.container_s * price, 6),
+            "browser_container_s": round(self.browser_s, 1),
+            "browser_starts": self.browser_starts,
+            "cost": round(self.cost(price, browser_price), 6),
             "wait_p50_s": round(percentile(waits, 50), 3),
             "wait_p95_s": round(percentile(waits, 95), 3),
             "wait_p99_s": round(percentile(waits, 99), 3),

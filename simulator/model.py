@@ -6,13 +6,17 @@ spread of start latencies (log-normal, ``start_cv``), how long a stop takes (``s
 billed) and the share of starts that fail (``failure_rate``: the container never says
 ready; it is billed for its boot and its crawls are placed again). ``RUNTIMES`` holds
 published figures (2024-2026 list prices, us-east-1 or equivalent, 1 vCPU / 2 GB).
+
+An egress with ``browser`` figures (``with_browser``) starts browser containers for the
+trace's rendering crawls at those figures (``for_browser``): its price, start latency and
+minimum billed duration, as the conductor does (``placement.decide``).
 """
 
 from __future__ import annotations
 
 import math
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from core.conductor.idle_policy import (
     AdaptiveIdle,
@@ -21,7 +25,7 @@ from core.conductor.idle_policy import (
     IdlePolicy,
     break_even_s,
 )
-from core.models import Egress
+from core.models import BrowserEgress, Egress
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +51,16 @@ class SimRuntime:
 
     def billed(self, seconds: float) -> float:
         return max(seconds, self.egress.min_billed_s)
+
+    def for_browser(self) -> SimRuntime:
+        """The runtime of this egress's browser containers (itself when it declares none)."""
+        return replace(self, egress=self.egress.for_browser())
+
+    def with_browser(self, *, cost_multiplier: float, start_s: float) -> SimRuntime:
+        """This runtime with browser containers priced ``cost_multiplier`` times its own,
+        taking ``start_s`` to start (billed with the same minimum)."""
+        browser = BrowserEgress(cost_multiplier=cost_multiplier, start_latency_s=start_s)
+        return replace(self, egress=self.egress.model_copy(update={"browser": browser}))
 
 
 def _egress(name: str, price_per_hour: float, start_s: float, min_billed_s: float) -> Egress:

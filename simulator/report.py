@@ -29,10 +29,11 @@ def summarize(
     mode: str = "fast",
 ) -> dict[str, Any]:
     price = config.runtime.price
-    opt_cost = best.container_s * price
+    browser_price = config.runtime.for_browser().price  # rendering crawls' containers
+    opt_cost = best.cost
     policies: list[dict[str, Any]] = []
     for run in runs:
-        row = run.summary(price)
+        row = run.summary(price, browser_price)
         row.update(
             policy=run.label,
             prewarms=run.prewarms,
@@ -48,11 +49,12 @@ def summarize(
         per_tenant[tenant] = entry
     for run in runs:
         for tenant, result in run.tenants.items():
-            per_tenant.setdefault(tenant, {})[run.label] = result.summary(price)
+            per_tenant.setdefault(tenant, {})[run.label] = result.summary(price, browser_price)
     return {
         "trace": {
             "name": trace.name,
             "crawls": len(trace.crawls),
+            "rendering_crawls": sum(c.render for c in trace.crawls),
             "tenants": len(trace.tenants),
             "horizon_s": trace.horizon_s,
         },
@@ -71,6 +73,7 @@ def summarize(
         },
         "optimum": {
             "container_s": round(best.container_s, 1),
+            "browser_container_s": round(best.browser_s, 1),
             "cost": round(opt_cost, 6),
             "cold_starts": best.starts,
             "wait_p95_s": 0.0,
@@ -79,7 +82,7 @@ def summarize(
         "fixed_sweep": [
             {
                 "keep_alive_s": float(r.label.split()[1]),
-                "cost": round(r.container_s * price, 6),
+                "cost": round(r.cost(price, browser_price), 6),
                 "cold_starts": r.starts,
                 "wait_p95_s": round(percentile(sorted(r.waits), 95), 3),
             }
@@ -100,6 +103,13 @@ def print_table(summary: dict[str, Any], console: Console) -> None:
         table.add_column(header, justify="right" if header != "policy" else "left")
     for header in ("cold crawls", "wait p50 s", "p95 s", "p99 s", "SLO misses"):
         table.add_column(header, justify="right")
+    renders = bool(trace.get("rendering_crawls"))
+    if renders:  # the browser containers' share of the container-hours
+        table.add_column("browser-h", justify="right")
+
+    def browser_h(row: dict[str, Any]) -> list[str]:
+        return [f"{row['browser_container_s'] / 3600:,.1f}"] if renders else []
+
     table.add_row(
         OPTIMUM,
         f"{opt['container_s'] / 3600:,.1f}",
@@ -112,6 +122,7 @@ def print_table(summary: dict[str, Any], console: Console) -> None:
         "0",
         "0",
         "0",
+        *browser_h(opt),
     )
     for p in summary["policies"]:
         table.add_row(
@@ -126,6 +137,7 @@ def print_table(summary: dict[str, Any], console: Console) -> None:
             f"{p['wait_p95_s']:.1f}",
             f"{p['wait_p99_s']:.1f}",
             f"{p['slo_misses']:,}",
+            *browser_h(p),
         )
     console.print(table)
 

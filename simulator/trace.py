@@ -1,7 +1,9 @@
 """Workloads for the simulator: a seeded synthetic generator and the Azure Functions traces.
 
 A trace is a list of ``TraceCrawl`` (arrival second, tenant, duration, optional sticky
-session), sorted by arrival, and the horizon it covers.
+session, whether it renders), sorted by arrival, and the horizon it covers.
+``with_render_share`` marks a seeded share of any trace's crawls as rendering (they need a
+browser container: ``Egress.browser``).
 
 ``synthetic``
     Many tenants whose shares of the crawls follow a Zipf law, each of one kind: ``poisson``
@@ -32,7 +34,7 @@ import math
 import random
 from collections import Counter
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 DAY_S = 86_400.0
@@ -52,6 +54,17 @@ class TraceCrawl:
     tenant: str
     duration_s: float
     session: str | None = None
+    render: bool = False  # the crawl renders pages: it needs a browser container
+
+
+def with_render_share(trace: Trace, share: float, seed: int = 1) -> Trace:
+    """``trace`` with a seeded ``share`` (0-1) of its crawls rendering; the arrivals, tenants
+    and durations stay as they were (a random stream of its own)."""
+    if share <= 0:
+        return trace
+    rng = random.Random(f"render-{seed}")
+    crawls = [replace(c, render=rng.random() < share) for c in trace.crawls]
+    return Trace(trace.name, crawls, trace.horizon_s)
 
 
 @dataclass(frozen=True, slots=True)

@@ -166,6 +166,10 @@ class AsyncSkycrawl:
     async def cancel_crawl(self, crawl_id: str) -> CrawlStatus:
         return await self._call(CrawlStatus, "DELETE", f"/v1/crawls/{crawl_id}")
 
+    async def resume_crawl(self, crawl_id: str) -> CrawlStatus:
+        """A paused crawl (its budget was spent) continues from its checkpoint."""
+        return await self._call(CrawlStatus, "POST", f"/v1/crawls/{crawl_id}/resume")
+
     async def list_pages(
         self, crawl_id: str, *, cursor: str | None = None, limit: int | None = None
     ) -> PageList:
@@ -182,8 +186,8 @@ class AsyncSkycrawl:
     async def export_crawl(
         self, crawl_id: str, *, format: str = "jsonl", delivery: str = "auto"
     ) -> AsyncIterator[bytes]:
-        """The export's bytes as they arrive (``jsonl``, ``warc``, ``items.jsonl``,
-        ``items.csv``, ``items.parquet``). A ``303`` to a signed blob URL (a large export on
+        """The export's bytes as they arrive (``jsonl``, ``warc``, ``screenshots`` (a ZIP),
+        ``items.jsonl``, ``items.csv``, ``items.parquet``). A ``303`` to a signed blob URL (a large export on
         a cloud) is followed without the API key: the URL carries its own signature."""
         path = f"/v1/crawls/{crawl_id}/export"
         params = {"format": format, "delivery": delivery}

@@ -29,6 +29,24 @@ Start, stop, describe
     ``exited`` with the task's exit code (``last_attempt_result``; 128+signal when killed);
     a running task -> ``running``; else ``pending`` (scheduled, image pulling).
 
+A tenant's identity
+    When the tenant was provisioned with a service account (``spec.resources``
+    ``engine_service_account``, ``adapters.gcp.tenant_iam``), its containers run as it: Cloud
+    Run sets the identity per job (``template.template.service_account``; ``RunJobRequest``
+    cannot override it), so the runtime runs the tenant's own job ``<job>-<slug>-<hash>``
+    (``tenant_job``), created on the tenant's first start in this region as a copy of the
+    shared job's template with the tenant's account (labels ``skycrawl-tenant`` and
+    ``skycrawl-base-job``); the provisioner deletes it on teardown. Before the execution
+    runs, ``ContainerSubscriptions.prepare`` creates the container's filtered subscription as
+    the control plane and grants the tenant's account on it alone: the engine may consume
+    only what was made for it. Executions are then looked up across the location's jobs
+    (``jobs/-``), keeping those of the shared job and its tenant copies. A tenant recorded
+    before identities (no ``engine_service_account``) runs as the account its id names, so
+    provisioning it again (idempotent) is the whole upgrade; until then its job cannot be
+    made and its starts fail with that error. Without identities (the emulator;
+    ``SKYCRAWL_GCP_TENANT_IDENTITIES=false``) every container runs on the shared job as the
+    shared engine account.
+
 Finding a GUID's execution (stateless)
     Execution names are chosen by Cloud Run, so the runtime remembers the names of what it
     started, and otherwise lists the job's executions (``ListExecutions`` has no filter; newest
@@ -60,7 +78,8 @@ from google.api_core import exceptions as gexc
 from google.cloud import run_v2
 
 from adapters.gcp.errors import translate
-from core.errors import InvalidRequest
+from adapters.gcp.tenant_iam import ContainerSubscriptions, service_account_id
+from core.errors import ConfigurationError, InvalidRequest
 from core.models import Egress
 from core.ports.container_runtime import (
     ContainerSpec,
@@ -73,6 +92,19 @@ GUID_ENV = "SKYCRAWL_CONTAINER_ID"
 EGRESS_ENV = "SKYCRAWL_EGRESS_NAME"
 _GUID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,127}")
 _TERMINAL = (run_v2.Condition.State.CONDITION_SUCCEEDED, run_v2.Condition.State.CONDITION_FAILED)
+
+
+IDENTITY = "engine_service_account"  # the key of a tenant's account in ``spec.resources``
+DISPATCH_ENV = "SKYCRAWL_DISPATCH_TOPIC"
+_MAX_JOB_ID = 63
+
+
+def tenant_job(job: str, tenant_id: str) -> str:
+    """The path of the tenant's copy of ``job`` (``.../jobs/<job id>-<slug>-<hash>``, the
+    tenant part of its service account id; a Cloud Run job id is at most 63 characters)."""
+    location, _, base = job.rpartition("/jobs/")
+    suffix = service_account_id(tenant_id).removeprefix("sct-")
+    return f"{location}/jobs/{base[: _MAX_JOB_ID - len(suffix) - 1].rstrip('-')}-{suffix}"
 
 
 def container_env(spec: ContainerSpec) -> dict[str, str]:
@@ -119,8 +151,14 @@ class CloudRunRuntime:
         job: str,
         container: str = "",
         lookup_limit: int = 500,
+        subscriptions: ContainerSubscriptions | None = None,
     ) -> None:
         self._jobs = jobs
+        self._subscriptions = subscriptions
+        self._tenant_jobs: set[str] = set()  # made (or found) by this instance
+        location, _, self._base_id = job.rpartition("/jobs/")
+        #: with tenant jobs, executions are listed across the location's jobs
+        self._listed = f"{location}/jobs/-" if subscriptions is not None else job
         self._executions = executions
         self._tasks = tasks
         self._job = job
@@ -134,8 +172,10 @@ class CloudRunRuntime:
             if name is not None:
                 return await self._executions.get_execution(name=name)
             seen = 0
-            pager = await self._executions.list_executions(parent=self._job)
+            pager = await self._executions.list_executions(parent=self._listed)
             async for execution in pager:
+                if not self._ours(execution):
+                    continue
                 guid = execution_guid(execution)
                 if guid is not None:
                     self._known.setdefault(guid, execution.name)
@@ -150,24 +190,88 @@ class CloudRunRuntime:
             raise translate(exc, f"Cloud Run: looking up {container_id}") from exc
         return None
 
+    def _ours(self, execution: run_v2.Execution) -> bool:
+        """An execution of the shared job or of one of its tenant copies."""
+        return execution.job == self._base_id or execution.job.startswith(f"{self._base_id}-")
+
+    async def _job_for(self, spec: ContainerSpec) -> str:
+        """The job to run: with identities the tenant's own (made if missing), else the shared
+        one. The account is the provisioner's (``spec.resources``) or, for a tenant recorded
+        before identities, the one its id names: provisioning it again creates it."""
+        if self._subscriptions is None:
+            return self._job
+        account = spec.resources.get(IDENTITY) or self._subscriptions.account(spec.tenant_id)
+        name = tenant_job(self._job, spec.tenant_id)
+        if name in self._tenant_jobs:
+            return name
+        try:
+            with_account = await self._jobs.get_job(name=name)
+            if with_account.template.template.service_account != account:
+                raise ConfigurationError(f"Cloud Run job {name} does not run as {account}")
+        except gexc.NotFound:
+            await self._copy_job(name, spec.tenant_id, account)
+        except gexc.GoogleAPICallError as exc:
+            raise translate(exc, f"Cloud Run: reading {name}") from exc
+        self._tenant_jobs.add(name)
+        return name
+
+    async def _copy_job(self, name: str, tenant_id: str, account: str) -> None:
+        location, _, job_id = name.rpartition("/jobs/")
+        try:
+            base = await self._jobs.get_job(name=self._job)
+            job = run_v2.Job(
+                template=base.template,
+                labels={
+                    "skycrawl-tenant": service_account_id(tenant_id).removeprefix("sct-"),
+                    "skycrawl-base-job": self._base_id,
+                },
+            )
+            job.template.template.service_account = account
+            operation = await self._jobs.create_job(parent=location, job=job, job_id=job_id)
+            await operation.result()  # type: ignore[no-untyped-call]
+        except gexc.AlreadyExists:
+            return  # another instance made it meanwhile
+        except gexc.GoogleAPICallError as exc:
+            raise translate(exc, f"Cloud Run: creating {name}") from exc
+
+    async def delete_tenant_job(self, tenant_id: str) -> None:
+        """Remove the tenant's job in this runtime's region (gone is fine)."""
+        name = tenant_job(self._job, tenant_id)
+        self._tenant_jobs.discard(name)
+        try:
+            operation = await self._jobs.delete_job(name=name)
+            await operation.result()  # type: ignore[no-untyped-call]
+        except gexc.NotFound:
+            return
+        except gexc.GoogleAPICallError as exc:
+            raise translate(exc, f"Cloud Run: deleting {name}") from exc
+
     async def start_container(self, *, spec: ContainerSpec) -> None:
         if not _GUID.fullmatch(spec.container_id):
             raise InvalidRequest(f"invalid container id {spec.container_id!r}")
         current = await self._find(spec.container_id)  # by name, else by the GUID's env
         if current is not None and not _finished(current):
             return  # already started, by this instance or another: no second execution
+        job = await self._job_for(spec)
+        if self._subscriptions is not None:
+            topic = spec.env.get(DISPATCH_ENV)
+            if not topic:
+                raise ConfigurationError(f"{DISPATCH_ENV} missing from the container's spec")
+            await self._subscriptions.prepare(
+                tenant_id=spec.tenant_id, container_id=spec.container_id, topic=topic
+            )
         env = [run_v2.EnvVar(name=k, value=v) for k, v in sorted(container_env(spec).items())]
         override = run_v2.RunJobRequest.Overrides.ContainerOverride(env=env)
         if self._container:
             override.name = self._container
         request = run_v2.RunJobRequest(
-            name=self._job,
+            name=job,
             overrides=run_v2.RunJobRequest.Overrides(container_overrides=[override], task_count=1),
         )
         try:
             operation = await self._jobs.run_job(request=request)
         except gexc.GoogleAPICallError as exc:
-            raise translate(exc, f"Cloud Run refused to run {self._job}") from exc
+            raise translate(exc, f"Cloud Run refused to run {job}") from exc
         execution = operation.metadata
         if execution is not None and execution.name:
             self._known[spec.container_id] = execution.name
@@ -217,10 +321,10 @@ class CloudRunRuntime:
     async def list_running(self, *, egress: Egress) -> list[ContainerStatus]:
         running: list[ContainerStatus] = []
         try:
-            pager = await self._executions.list_executions(parent=self._job)
+            pager = await self._executions.list_executions(parent=self._listed)
             async for execution in pager:
                 guid = execution_guid(execution)
-                if guid is None or _finished(execution):
+                if guid is None or _finished(execution) or not self._ours(execution):
                     continue
                 if _execution_env(execution, EGRESS_ENV) != egress.name:
                     continue  # another egress's execution of the same job

@@ -8,7 +8,7 @@ Scheduler       Cloud Tasks -> ``/internal/timers``           ``CloudTasksSchedu
 StateStore      Firestore (Native mode)                       ``FirestoreStateStore``
 BlobStore       Cloud Storage                                 ``GcsBlobStore``
 Runtime         Cloud Run job executions                      ``CloudRunRuntime``
-Provisioner     Pub/Sub dispatch topic, bucket prefix         ``GcpProvisioner``
+Provisioner     Pub/Sub topic, bucket prefix, IAM identity    ``GcpProvisioner``
 ==============  ============================================  =================================
 
 ``build_ports`` takes ready SDK clients (``GcpClients``: tests, other credentials) and builds
@@ -17,11 +17,12 @@ clients belong to the event loop that is running when they are made, so call
 ``build_ports`` and ``build_container_ports`` from a coroutine on the loop that will use
 them (``functions/gcp/bootstrap.py`` keeps one loop per function instance).
 
-Each port is built, and its SDK imported, on its first use (``core.ports.deferred``): this
-module imports no Google SDK, so a function instance whose first request touches no port
-(``GET /healthz``) pays none of them (about 400 ms on a quiet machine,
-``bench/coldstart_bench.py``); the settings are checked when ``build_ports`` is called.
-An engine container needs the bus and the blob store only: ``engine_env`` passes it
+Without ready clients the ports are built, and the Google SDKs imported, on the first use of
+any port (``core.ports.deferred_ports``; the settings are checked when ``build_ports`` is
+called): this module imports no Google SDK, so a function instance whose first request
+touches no port (``GET /healthz``) pays none of them (about 400 ms on a quiet machine,
+``bench/coldstart_bench.py``). An engine container needs the bus and the blob store only:
+``engine_env`` passes it
 ``SKYCRAWL_PROVIDER=gcp``, the project, the bucket and the emulator hosts when set; its
 credentials are the Cloud Run job's service account. Everything else it needs the conductor
 passes itself (GUID, tenant, inbox queue, dispatch topic). See ``adapters/gcp/settings.py``
@@ -37,25 +38,18 @@ from typing import TYPE_CHECKING
 from adapters.gcp.settings import GcpSettings
 from core.clock import Clock, SystemClock
 from core.models import Egress
-from core.ports import (
-    BlobStore,
-    ContainerRuntime,
-    Ports,
-    Provisioner,
-    Scheduler,
-    StateStore,
-    deferred,
-)
+from core.ports import ContainerRuntime, Ports, deferred_ports
 from core.settings import SkycrawlSettings
 
 if TYPE_CHECKING:  # the SDKs are imported where a client is first built (see above)
-    from google.cloud import firestore, run_v2, tasks_v2
+    from google.cloud import firestore, iam_admin_v1, run_v2, tasks_v2
     from google.cloud.storage import Client as StorageClient  # type: ignore[import-untyped]
     from google.pubsub_v1 import PublisherAsyncClient, SubscriberAsyncClient
 
     from adapters.gcp.blob_store import GcsBlobStore
     from adapters.gcp.container_runtime import CloudRunRuntime
     from adapters.gcp.message_bus import PubSubMessageBus
+    from adapters.gcp.tenant_iam import ContainerSubscriptions, TenantIam
 
 _UNLIMITED = [("grpc.max_send_message_length", -1), ("grpc.max_receive_message_length", -1)]
 
@@ -72,6 +66,7 @@ class GcpClients:
     run_jobs: run_v2.JobsAsyncClient | None = None
     run_executions: run_v2.ExecutionsAsyncClient | None = None
     run_tasks: run_v2.TasksAsyncClient | None = None
+    iam: iam_admin_v1.IAMAsyncClient | None = None
 
 
 def pubsub_clients(
@@ -123,7 +118,9 @@ def _bus(gcp: GcpSettings, clients: GcpClients) -> PubSubMessageBus:
     )
 
 
-def _runtime(gcp: GcpSettings, clients: GcpClients) -> CloudRunRuntime:
+def _runtime(
+    gcp: GcpSettings, clients: GcpClients, subscriptions: ContainerSubscriptions | None = None
+) -> CloudRunRuntime:
     from google.cloud import run_v2
 
     from adapters.gcp.container_runtime import CloudRunRuntime
@@ -135,6 +132,34 @@ def _runtime(gcp: GcpSettings, clients: GcpClients) -> CloudRunRuntime:
         job=gcp.job_path,
         container=gcp.run_container,
         lookup_limit=gcp.run_lookup_limit,
+        subscriptions=subscriptions,
+    )
+
+
+def tenant_iam(
+    settings: SkycrawlSettings, gcp: GcpSettings, clients: GcpClients, blobs: StorageClient
+) -> TenantIam | None:
+    """The tenants' identities, on the bus's Pub/Sub clients: None on the emulator (no IAM
+    there) unless ``clients.iam`` is given (tests), or when ``tenant_identities`` is off."""
+    if clients.iam is None and (gcp.pubsub_emulator_host or not gcp.tenant_identities):
+        return None
+    from google.cloud import iam_admin_v1
+
+    from adapters.gcp.tenant_iam import TenantIam
+
+    if clients.iam is None:
+        clients.iam = iam_admin_v1.IAMAsyncClient()
+    if clients.publisher is None or clients.subscriber is None:
+        raise AssertionError("Pub/Sub clients missing")
+    return TenantIam(
+        project=gcp.project,
+        bucket=gcp.bucket,
+        iam=clients.iam,
+        topics=clients.publisher,
+        subscriptions=clients.subscriber,
+        storage_client=blobs,
+        inbox_queue=settings.inbox_queue,
+        dispatch_topic=settings.dispatch_topic,
     )
 
 
@@ -147,16 +172,16 @@ def regional(gcp: GcpSettings, egress: Egress) -> GcpSettings:
 
 
 def _cloud_run_per_region(
-    gcp: GcpSettings, clients: GcpClients
+    gcp: GcpSettings,
+    clients: GcpClients,
+    made: dict[str, CloudRunRuntime],
+    subscriptions: ContainerSubscriptions | None,
 ) -> Callable[[Egress], ContainerRuntime]:
-    made: dict[str, ContainerRuntime] = {}
-
     def build(egress: Egress) -> ContainerRuntime:
         where = regional(gcp, egress)
         if where.region not in made:  # the given clients serve the home region
             own = clients if where.region == gcp.region else GcpClients()
-            given = own.run_jobs is not None
-            made[where.region] = deferred(lambda: _runtime(where, own), now=given)
+            made[where.region] = _runtime(where, own, subscriptions)
         return made[where.region]
 
     return build
@@ -166,63 +191,6 @@ def build_runtime(settings: SkycrawlSettings, egress: Egress) -> ContainerRuntim
     """Cloud Run for a ``cloud-run`` egress of another family's deployment
     (``SKYCRAWL_GCP_*``; call it from a coroutine, the clients belong to the loop)."""
     return _runtime(regional(GcpSettings(), egress), GcpClients())
-
-
-def _blob_store(gcp: GcpSettings, clients: GcpClients) -> GcsBlobStore:
-    from adapters.gcp.blob_store import GcsBlobStore
-
-    if clients.storage is None:
-        clients.storage = storage_client(gcp)
-    return GcsBlobStore(client=clients.storage, bucket=gcp.bucket)
-
-
-def _scheduler(
-    gcp: GcpSettings, clients: GcpClients, bus: PubSubMessageBus, clock: Clock
-) -> Scheduler:
-    from google.cloud import tasks_v2
-
-    from adapters.gcp.scheduler import CloudTasksScheduler
-
-    return CloudTasksScheduler(
-        client=clients.tasks or tasks_v2.CloudTasksAsyncClient(),
-        queue_path=gcp.queue_path,
-        timer_url=gcp.timer_url,
-        service_account=gcp.timer_service_account,
-        audience=gcp.audience,
-        bus=bus,
-        clock=clock,
-    )
-
-
-def _state_store(gcp: GcpSettings, clients: GcpClients, clock: Clock) -> StateStore:
-    from google.cloud import firestore
-
-    from adapters.gcp.state_store import FirestoreStateStore
-
-    database = clients.firestore or firestore.AsyncClient(
-        project=gcp.project, database=gcp.firestore_database
-    )
-    return FirestoreStateStore(client=database, prefix=gcp.firestore_prefix, clock=clock)
-
-
-def _provisioner(
-    settings: SkycrawlSettings,
-    gcp: GcpSettings,
-    clients: GcpClients,
-    bus: PubSubMessageBus,
-    blobs: BlobStore,
-) -> Provisioner:
-    from adapters.gcp.provisioner import GcpProvisioner
-
-    # on the clients of the bus and the blob store, which are built (here) and close them
-    if not blobs.capabilities or clients.storage is None:  # pragma: no cover - set by it
-        raise AssertionError("the blob store makes the storage client")
-    return GcpProvisioner(
-        admin=bus.admin,
-        storage_client=clients.storage,
-        bucket=gcp.bucket,
-        dispatch_topic=settings.dispatch_topic,
-    )
 
 
 def build_ports(
@@ -237,33 +205,91 @@ def build_ports(
     """Every GCP adapter, on the given clients or new ones (from a coroutine, see above).
     One runtime per egress (``adapters.runtimes``; ``cloud-run`` egresses share one per
     region). ``runtime`` replaces every egress's runtime and ``runtimes`` those it names
-    (the end-to-end test runs engine subprocesses)."""
-    from adapters.runtimes import build_runtimes, same_runtime
+    (the end-to-end test runs engine subprocesses).
+
+    Without ready clients, the adapters (and the Google SDKs) are built together on the
+    first use of any port (``core.ports.deferred_ports``): a function instance whose first
+    request touches none pays none of them. The settings are checked now."""
+    from adapters.runtimes import family_of
 
     gcp.require("project", "bucket", "timer_url", "timer_service_account")
     clock = clock or SystemClock()
-    clients = clients or GcpClients()
-    given = clients.publisher is not None and clients.subscriber is not None
-    bus = deferred(lambda: _bus(gcp, clients), now=given)
-    blobs = deferred(lambda: _blob_store(gcp, clients), now=clients.storage is not None)
-    return Ports(
-        bus=bus,
-        scheduler=deferred(
-            lambda: _scheduler(gcp, clients, bus, clock), now=clients.tasks is not None
-        ),
-        state=deferred(
-            lambda: _state_store(gcp, clients, clock), now=clients.firestore is not None
-        ),
-        blobs=blobs,
-        runtimes=same_runtime(runtime, settings)
+    if clients is not None and any(vars(clients).values()):
+        return _build_now(settings, gcp, clock, clients, runtime, runtimes)
+    for egress in settings.egresses:
+        if egress.runtime:
+            family_of(egress)  # an unknown runtime is refused now, as building would
+    made = clients or GcpClients()
+    return deferred_ports(
+        lambda: _build_now(settings, gcp, clock, made, runtime, runtimes),
+        runtimes=[egress.name for egress in settings.egresses],
+        clock=clock,
+        pool=tuple(settings.egresses),
+    )
+
+
+def _build_now(
+    settings: SkycrawlSettings,
+    gcp: GcpSettings,
+    clock: Clock,
+    clients: GcpClients,
+    runtime: ContainerRuntime | None,
+    runtimes: Mapping[str, ContainerRuntime] | None,
+) -> Ports:
+    from google.cloud import firestore, tasks_v2
+
+    from adapters.gcp.blob_store import GcsBlobStore
+    from adapters.gcp.provisioner import GcpProvisioner
+    from adapters.gcp.scheduler import CloudTasksScheduler
+    from adapters.gcp.state_store import FirestoreStateStore
+    from adapters.gcp.tenant_iam import ContainerSubscriptions
+    from adapters.runtimes import build_runtimes, same_runtime
+
+    bus = _bus(gcp, clients)
+    publisher, subscriber = clients.publisher, clients.subscriber
+    if publisher is None or subscriber is None:  # _bus made them
+        raise AssertionError("Pub/Sub clients missing")
+    blob_client = clients.storage or storage_client(gcp)
+    database = clients.firestore or firestore.AsyncClient(
+        project=gcp.project, database=gcp.firestore_database
+    )
+    identities = tenant_iam(settings, gcp, clients, blob_client)
+    subscriptions = (
+        None if identities is None else ContainerSubscriptions(admin=bus.admin, iam=identities)
+    )
+    cloud_run: dict[str, CloudRunRuntime] = {}  # by region: where tenants' jobs live
+    runtimes = (
+        same_runtime(runtime, settings)
         if runtime is not None
         else build_runtimes(
             settings,
             home="gcp",
-            build_home=_cloud_run_per_region(gcp, clients),
+            build_home=_cloud_run_per_region(gcp, clients, cloud_run, subscriptions),
             overrides=runtimes,
+        )
+    )
+    return Ports(
+        bus=bus,
+        scheduler=CloudTasksScheduler(
+            client=clients.tasks or tasks_v2.CloudTasksAsyncClient(),
+            queue_path=gcp.queue_path,
+            timer_url=gcp.timer_url,
+            service_account=gcp.timer_service_account,
+            audience=gcp.audience,
+            bus=bus,
+            clock=clock,
         ),
-        provisioner=deferred(lambda: _provisioner(settings, gcp, clients, bus, blobs)),
+        state=FirestoreStateStore(client=database, prefix=gcp.firestore_prefix, clock=clock),
+        blobs=GcsBlobStore(client=blob_client, bucket=gcp.bucket),
+        runtimes=runtimes,
+        provisioner=GcpProvisioner(
+            admin=bus.admin,
+            storage_client=blob_client,
+            bucket=gcp.bucket,
+            dispatch_topic=settings.dispatch_topic,
+            iam=identities,
+            tenant_jobs=tuple(cloud_run.values()),
+        ),
         clock=clock,
         pool=tuple(settings.egresses),
     )
@@ -286,6 +312,8 @@ def engine_env(gcp: GcpSettings) -> dict[str, str]:
 def build_container_ports(settings: SkycrawlSettings) -> tuple[PubSubMessageBus, GcsBlobStore]:
     """The bus and blob store of an engine container, from its environment (``engine_env``).
     Called by the engine inside its event loop."""
+    from adapters.gcp.blob_store import GcsBlobStore
+
     gcp = GcpSettings()
     gcp.require("project", "bucket")
-    return _bus(gcp, GcpClients()), _blob_store(gcp, GcpClients())
+    return _bus(gcp, GcpClients()), GcsBlobStore(client=storage_client(gcp), bucket=gcp.bucket)

@@ -10,8 +10,17 @@ For tenant ``T`` it creates (idempotently):
   was provisioned: the tenant's prefix in the shared bucket (pages, manifests and exports live
   under ``tenants/T/``; an IAM condition on that prefix gives a tenant direct read access).
 
+Given a ``TenantIam`` (``adapters.gcp.tenant_iam``; the provider passes one unless the bus is
+an emulator), it also creates the tenant's **service account** ``sct-<slug>-<hash>`` with its
+bindings -- publish on the inbox and on the tenant's dead-letter topic, ``objectAdmin`` on
+``tenants/T/`` under an IAM condition -- which the tenant's containers run as, and grants it
+nothing else (each container's subscription is granted when it is made, see there).
+
 ``provision`` returns ``{"dispatch_topic", "marker"}`` (the topic's name and a ``gs://``
-URL); ``teardown`` deletes the topic with every subscription still on it, its dead-letter
+URL) plus ``"engine_service_account"`` (the account's e-mail) with identities; ``teardown``
+deletes the tenant's Cloud Run job in each region (``CloudRunRuntime`` makes it on the
+tenant's first start there), removes the account's bindings and the account, then deletes
+the topic with every subscription still on it (their grants go with them), its dead-letter
 topic and subscription, and the marker (missing ones are fine). It does not delete the
 tenant's other blobs: ``core.tenancy`` does that through the BlobStore before teardown.
 State stays in the shared Firestore database, partitioned by tenant (pooled mode); a
@@ -22,8 +31,11 @@ Limits and cost
     Tenant ids are 1-64 letters, digits, ``_`` or ``-`` starting with a letter or digit, else
     ``core.errors.InvalidRequest``. A project holds 10,000 topics (one per tenant, plus two);
     a topic, 10,000 subscriptions (each tenant's live containers at most). Topics and
-    subscriptions cost nothing while idle; the marker is one tiny object. Needs
-    ``roles/pubsub.editor`` and object create/delete on the bucket.
+    subscriptions cost nothing while idle; the marker is one tiny object; service accounts
+    are free (100 per project by default: raise the quota for more tenants). Needs
+    ``roles/pubsub.editor`` and object create/delete on the bucket, and with identities what
+    ``tenant_iam`` lists (service account admin, policy writes on topics, subscriptions and
+    the bucket).
 
 Settings
     ``SKYCRAWL_GCP_PROJECT``, ``SKYCRAWL_GCP_BUCKET``, ``SKYCRAWL_DISPATCH_TOPIC``.
@@ -35,16 +47,25 @@ import asyncio
 import contextlib
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
+from typing import Protocol
 
 from google.api_core import exceptions as gexc
 from google.cloud import storage  # type: ignore[attr-defined, unused-ignore]
 
 from adapters.gcp.errors import translate
 from adapters.gcp.pubsub_admin import PubSubAdmin
+from adapters.gcp.tenant_iam import TenantIam
 from core.errors import InvalidRequest
 from core.layout import tenant_topic
+
+
+class TenantJobs(Protocol):
+    """A Cloud Run runtime that made tenants' jobs in its region (``CloudRunRuntime``)."""
+
+    async def delete_tenant_job(self, tenant_id: str) -> None: ...
+
 
 _TENANT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
 
@@ -54,7 +75,7 @@ def marker_key(tenant_id: str) -> str:
 
 
 class GcpProvisioner:
-    """Provisioner creating a dispatch topic and a bucket prefix per tenant."""
+    """Provisioner creating a dispatch topic, a bucket prefix and an identity per tenant."""
 
     def __init__(
         self,
@@ -63,8 +84,12 @@ class GcpProvisioner:
         storage_client: storage.Client,
         bucket: str,
         dispatch_topic: str = "skycrawl-dispatch",
+        iam: TenantIam | None = None,
+        tenant_jobs: Sequence[TenantJobs] = (),
     ) -> None:
         self._admin = admin
+        self._iam = iam
+        self._tenant_jobs = tuple(tenant_jobs)
         self._storage = storage_client
         self._bucket = bucket
         self._dispatch_topic = dispatch_topic
@@ -75,14 +100,19 @@ class GcpProvisioner:
             raise InvalidRequest(
                 f"invalid tenant id {tenant_id!r}: 1-64 letters, digits, '_' or '-'"
             )
-        return {
+        refs = {
             "dispatch_topic": tenant_topic(self._dispatch_topic, tenant_id),
             "marker": f"gs://{self._bucket}/{marker_key(tenant_id)}",
         }
+        if self._iam is not None:
+            refs["engine_service_account"] = self._iam.email(tenant_id)
+        return refs
 
     async def provision(self, *, tenant_id: str) -> Mapping[str, str]:
         refs = self.resources(tenant_id)
-        await self._admin.ensure_topic(refs["dispatch_topic"])
+        await self._admin.ensure_topic(refs["dispatch_topic"])  # its dead-letter topic first
+        if self._iam is not None:
+            await self._iam.ensure(tenant_id=tenant_id)
         try:
             await asyncio.to_thread(self._write_marker, tenant_id)
         except gexc.GoogleAPICallError as exc:
@@ -99,6 +129,10 @@ class GcpProvisioner:
     async def teardown(self, *, tenant_id: str, resources: Mapping[str, str]) -> None:
         refs = self.resources(tenant_id)  # only ever this tenant's names, whatever resources says
         blob = self._storage.bucket(self._bucket).blob(marker_key(tenant_id))
+        for runtime in self._tenant_jobs:  # its Cloud Run job in each region (containers
+            await runtime.delete_tenant_job(tenant_id)  # are stopped before teardown)
+        if self._iam is not None:  # bindings and account first: nothing is left granted
+            await self._iam.remove(tenant_id=tenant_id)
         await self._admin.delete_topic(refs["dispatch_topic"])
         try:
             with contextlib.suppress(gexc.NotFound):
@@ -107,5 +141,7 @@ class GcpProvisioner:
             raise translate(exc, f"tearing down tenant {tenant_id}") from exc
 
     async def close(self) -> None:
-        """Nothing of its own: the Pub/Sub and Storage clients are the bus's and the blob
-        store's, closed by them."""
+        """The IAM client; the Pub/Sub and Storage clients are the bus's and the blob store's,
+        closed by them."""
+        if self._iam is not None:
+            await self._iam.close()

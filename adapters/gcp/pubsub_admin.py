@@ -4,7 +4,9 @@ names, filter expressions, and subscription settings -- exactly-once delivery, a
 ``max_deliveries`` goes into the label ``skycrawl-max-deliveries``, and an expiration policy
 (queues never expire; a container subscription expires after 24 h without activity, so one
 leaked by a crash cleans itself up). Creating what exists is a no-op; deleting what is missing
-too. Needs ``pubsub.topics.create`` and ``pubsub.subscriptions.create/delete/get/update``.
+too. A caller refused ``create`` (a tenant's engine, whose subscription the control plane made
+and granted to it alone) gets the existing subscription, checked as any existing one. Needs
+``pubsub.topics.create`` and ``pubsub.subscriptions.create/delete/get/update``.
 """
 
 from __future__ import annotations
@@ -52,6 +54,14 @@ class PubSubAdmin:
         self._pub = publisher
         self._sub = subscriber
 
+    @property
+    def publisher(self) -> PublisherAsyncClient:
+        return self._pub
+
+    @property
+    def subscriber(self) -> SubscriberAsyncClient:
+        return self._sub
+
     def topic_path(self, name: str) -> str:
         return f"projects/{self._project}/topics/{name}"
 
@@ -71,6 +81,13 @@ class PubSubAdmin:
             return await self._sub.get_subscription(subscription=spec.name)
         except gexc.NotFound as exc:
             raise NotFound(f"topic of subscription {spec.name} does not exist") from exc
+        except gexc.PermissionDenied as refused:
+            # a tenant's engine may not create subscriptions: the control plane made its own
+            # for it (``tenant_iam.ContainerSubscriptions``) and granted it that one
+            try:
+                return await self._sub.get_subscription(subscription=spec.name)
+            except gexc.NotFound:
+                raise refused from None
         return None
 
     def _spec(

@@ -79,6 +79,12 @@ class GcpSettings(BaseSettings):
     run_container: str = Field(
         "", description="Container of the job that gets the overrides (default: its only one)."
     )
+    tenant_identities: bool = Field(
+        True,
+        description="Give each tenant its own service account (``adapters.gcp.tenant_iam``) "
+        "and run its containers as it, on a Cloud Run job of its own. Ignored, and off, on "
+        "the Pub/Sub emulator (no IAM there).",
+    )
     run_lookup_limit: int = Field(
         500,
         ge=1,

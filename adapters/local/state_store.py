@@ -93,6 +93,12 @@ class SqliteThread:
     async def write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         return await self._submit(self._do_write, fn)
 
+    async def write_one(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """``write`` for a ``fn`` that makes one statement: that statement is its own
+        transaction (SQLite runs each in autocommit mode atomically), without the round of
+        ``BEGIN IMMEDIATE`` / ``COMMIT`` around it."""
+        return await self._submit(self._do_read, fn)
+
     async def close(self) -> None:
         if self._closed:
             return
@@ -246,24 +252,25 @@ class SqliteStateStore:
             _to_us(expires_at),
             self._now_us(),
         )
-        purge = self._purge_due()
+        if self._purge_due():
 
-        def op(conn: sqlite3.Connection) -> None:
-            if purge:
+            def purge(conn: sqlite3.Connection) -> None:
                 conn.execute("DELETE FROM items WHERE expires_us <= ?", (now,))
-            conn.execute(
-                "DELETE FROM items WHERE tbl=? AND partition=? AND key=? AND expires_us <= ?",
-                (table, partition, key, now),
-            )
-            try:
-                conn.execute(
-                    "INSERT INTO items (tbl, partition, key, data, version, expires_us) VALUES (?, ?, ?, ?, 1, ?)",
-                    (table, partition, key, encoded, expires_us),
-                )
-            except sqlite3.IntegrityError as exc:
-                raise Conflict(f"{table}/{partition}/{key} already exists") from exc
 
-        await self._db.write(op)
+            await self._db.write_one(purge)
+
+        def op(conn: sqlite3.Connection) -> int:
+            # One statement: insert, or take the place of an expired item of the same key;
+            # a live one is left alone (no row changed: Conflict).
+            return conn.execute(
+                "INSERT INTO items (tbl, partition, key, data, version, expires_us) VALUES (?, ?, ?, ?, 1, ?) "
+                "ON CONFLICT (tbl, partition, key) DO UPDATE SET data=excluded.data, version=1, "
+                "expires_us=excluded.expires_us WHERE items.expires_us IS NOT NULL AND items.expires_us <= ?",
+                (table, partition, key, encoded, expires_us, now),
+            ).rowcount
+
+        if await self._db.write_one(op) != 1:
+            raise Conflict(f"{table}/{partition}/{key} already exists")
         return Item(table, partition, key, decode_data(encoded), 1, _from_us(expires_us))
 
     async def replace(
@@ -282,7 +289,7 @@ class SqliteStateStore:
                 (encoded, expires_us, item.table, item.partition, item.key, item.version, now),
             ).rowcount
 
-        if await self._db.write(op) != 1:
+        if await self._db.write_one(op) != 1:
             raise Conflict(f"{item.table}/{item.partition}/{item.key} is not at v{item.version}")
         return Item(
             item.table,
@@ -302,7 +309,7 @@ class SqliteStateStore:
                 (item.table, item.partition, item.key, item.version, now),
             ).rowcount
 
-        if await self._db.write(op) != 1:
+        if await self._db.write_one(op) != 1:
             raise Conflict(f"{item.table}/{item.partition}/{item.key} is not at v{item.version}")
 
     async def query(

@@ -8,6 +8,7 @@ Routes (see ``/openapi.json``)::
     GET    /v1/crawls/{id}/pages          tenant    page records, cursor pagination
     GET    /v1/crawls/{id}/export         tenant    ?format=jsonl|warc
     DELETE /v1/crawls/{id}                tenant    cancel (202; 409 if already finished)
+    POST   /v1/crawls/{id}/resume         tenant    resume a paused crawl (202; 402 over budget)
     POST   /v1/tenants                    operator  create (201, API key shown once)
     GET    /v1/tenants[/{id}]             operator  list / get
     DELETE /v1/tenants/{id}               operator  teardown (204)
@@ -120,7 +121,9 @@ class Api:
         results = ResultRoutes(records=records, blobs=blobs, urls=urls)
         admin = TenantRoutes(records=records, tenants=tenants, settings=settings)
         hooks = WebhookRoutes(records=records, bus=bus, clock=clock, inbox=settings.inbox_queue)
-        usage = UsageRoutes(records=records, clock=clock, policy=policy)
+        usage = UsageRoutes(
+            records=records, clock=clock, policy=policy, bus=bus, inbox=settings.inbox_queue
+        )
         schedules = ScheduleRoutes(
             records=records,
             bus=bus,

@@ -1,4 +1,4 @@
-"""Tenant routes for crawls: submit, list, status, cancel.
+"""Tenant routes for crawls: submit, list, status, cancel, resume.
 
 Submitting validates the body (``CrawlSpec``) and its URLs (``core.netguard``), replays an
 earlier answer for a repeated ``Idempotency-Key`` (24 h), checks the quotas, stores the crawl
@@ -16,7 +16,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 
-from core import sealed_headers
+from core import sealed_headers, telemetry
 from core.api.http import ApiResponse
 from core.api.idempotency import IdempotencyKeys, busy, idempotency_key, spec_digest
 from core.api.problems import HttpProblem
@@ -38,6 +38,7 @@ from core.metering import crawl_done
 from core.models import Crawl, CrawlSpec, CrawlState, Frozen, Tenant
 from core.netguard import AddressPolicy, check_url
 from core.output import allowed_handlers, handler_allowed
+from core.paused import announce, resume
 from core.ports.blob_store import BlobStore
 from core.ports.message_bus import MessageBus
 from core.records import ActiveCrawl, Records, Versioned, listing_key
@@ -116,6 +117,13 @@ class CrawlRoutes:
     # ------------------------------------------------------------------ submit
 
     async def submit_crawl(self, ctx: Context) -> ApiResponse:
+        parent = telemetry.valid_traceparent(ctx.request.header("traceparent"))
+        with telemetry.span(
+            "POST /v1/crawls", parent, kind="server", tenant_id=ctx.owner.id
+        ) as traceparent:
+            return await self._submit(ctx, traceparent)
+
+    async def _submit(self, ctx: Context, traceparent: str | None) -> ApiResponse:
         tenant = ctx.owner
         spec = parse_json_body(ctx.request, CrawlSpec)
         check_spec_urls(spec, self._policy)
@@ -128,7 +136,7 @@ class CrawlRoutes:
             if earlier is not None:
                 return self._accepted(earlier, replayed=True)
         await self._tenants.check_submission(tenant)
-        return await self._store_and_send(tenant, spec, key, digest)
+        return await self._store_and_send(tenant, spec, key, digest, traceparent)
 
     async def _check_recrawl_of(self, tenant: Tenant, spec: CrawlSpec) -> None:
         """``recrawl_of`` names one of the tenant's own crawls (``latest`` is looked up by the
@@ -144,7 +152,7 @@ class CrawlRoutes:
             raise InvalidRequest("recrawl_of names no crawl of this tenant", errors=[error])
 
     async def _store_and_send(
-        self, tenant: Tenant, spec: CrawlSpec, key: str | None, digest: str
+        self, tenant: Tenant, spec: CrawlSpec, key: str | None, digest: str, traceparent: str | None
     ) -> ApiResponse:
         now = self._clock.now()
         crawl_id = f"cr_{uuid.uuid4().hex}"
@@ -158,7 +166,15 @@ class CrawlRoutes:
                 undo.append(
                     lambda: sealed_headers.discard(blobs, tenant_id=tenant.id, crawl_id=crawl_id)
                 )
-        crawl = Crawl(id=crawl_id, tenant_id=tenant.id, spec=spec, created_at=now, updated_at=now)
+        telemetry.set_attributes(crawl_id=crawl_id)
+        crawl = Crawl(
+            id=crawl_id,
+            tenant_id=tenant.id,
+            spec=spec,
+            created_at=now,
+            updated_at=now,
+            traceparent=traceparent,
+        )
         try:
             await self._store(crawl, undo)
             if key is not None:
@@ -166,7 +182,10 @@ class CrawlRoutes:
                     await _run_undo(undo)  # a concurrent request with this key won
                     return self._accepted(await self._earlier_or_busy(tenant.id, key, digest))
                 undo.append(lambda: self._keys.release(tenant.id, key))
-            await self._send(CrawlSubmitted(tenant_id=tenant.id, crawl_id=crawl.id))
+            submitted = CrawlSubmitted(
+                tenant_id=tenant.id, crawl_id=crawl.id, traceparent=traceparent
+            )
+            await self._send(submitted)
         except BaseException:
             await _run_undo(undo)
             raise
@@ -292,6 +311,32 @@ class CrawlRoutes:
         except Exception:
             log.exception("crawl %s: could not revert a failed cancel", before.id)
 
+    # ------------------------------------------------------------------ resume
+
+    async def resume_crawl(self, ctx: Context) -> ApiResponse:
+        """A paused crawl continues from its checkpoint: 402 while the budget is spent."""
+        tenant, crawl_id = ctx.owner, ctx.params["crawl_id"]
+        found = await load_crawl(self._records, tenant.id, crawl_id)
+        if found.value.state is not CrawlState.paused:
+            raise HttpProblem(
+                409,
+                f"the crawl is {found.value.state.value}, not paused",
+                slug="crawl-not-paused",
+                title="Crawl not paused",
+            )
+        now = self._clock.now()
+        await self._tenants.check_budget(tenant, now)
+        resumed = await resume(self._records, tenant.id, crawl_id, now, self._settings.inbox_queue)
+        if resumed is None:  # resumed (or cancelled) by another request meanwhile
+            current = (await load_crawl(self._records, tenant.id, crawl_id)).value
+            if current.state is not CrawlState.pending:
+                raise HttpProblem(409, f"the crawl is {current.state.value}, not paused")
+            resumed = current
+        else:
+            await announce(self._bus, self._settings.inbox_queue, [resumed])
+        log.info("tenant %s resumed crawl %s", tenant.id, crawl_id)
+        return ApiResponse.json(202, self._status(resumed))
+
     # ------------------------------------------------------------------ routes
 
     def _submit_route(self) -> Route:
@@ -315,6 +360,12 @@ class CrawlRoutes:
                     "header",
                     "Repeat a request safely for 24 h: same key and body, same answer.",
                     {"type": "string", "pattern": "^[\\x21-\\x7e]{1,255}$"},
+                ),
+                Param(
+                    "traceparent",
+                    "header",
+                    "W3C trace context: the crawl's trace continues the caller's (an invalid "
+                    "value starts a new trace). Used when OpenTelemetry is on.",
                 ),
             ),
         )
@@ -347,6 +398,18 @@ class CrawlRoutes:
                     Reply(202, "Cancelled; the container is told to stop.", CrawlStatus),
                     not_found,
                     Reply(409, "The crawl has already finished."),
+                ),
+            ),
+            Route(
+                "POST",
+                "/v1/crawls/{crawl_id}/resume",
+                self.resume_crawl,
+                "Resume a paused crawl from its checkpoint",
+                replies=(
+                    Reply(202, "Pending again; it continues where it stopped.", CrawlStatus),
+                    Reply(402, "The monthly budget is still spent (problem budget-reached)."),
+                    not_found,
+                    Reply(409, "The crawl is not paused."),
                 ),
             ),
         ]

@@ -48,6 +48,10 @@ class ScheduleView(Out):
     last_crawl_id: str | None
     next_run_at: datetime | None
     created_at: datetime
+    #: Occurrences that started no run because the monthly budget was spent.
+    skipped: int = 0
+    last_skipped_at: datetime | None = None
+    last_skip_reason: str | None = None
 
 
 class ScheduleList(Out):
@@ -105,6 +109,9 @@ class ScheduleRoutes:
             last_crawl_id=s.last_crawl_id,
             next_run_at=upcoming,
             created_at=s.created_at,
+            skipped=s.skipped,
+            last_skipped_at=s.last_skipped_at,
+            last_skip_reason=s.last_skip_reason,
         )
 
     async def _arm(self, s: Schedule) -> None:

@@ -2,8 +2,9 @@
 
 GET    /v1/usage     tenant: its own; operator: every tenant, or ``?tenant=``
 GET    /v1/budget    tenant: its budget and where this month stands
-PUT    /v1/budget    tenant: set the monthly amount, thresholds, webhook (lifts a reached limit)
-DELETE /v1/budget    tenant: no budget (no limit, no warnings)
+PUT    /v1/budget    tenant: set the monthly amount, thresholds, webhook (lifts a reached limit
+                     and resumes the crawls it paused)
+DELETE /v1/budget    tenant: no budget (no limit, no warnings; paused crawls resume)
 
 ``GET /v1/usage?from=&to=&granularity=hour|day|month``: ``from`` and ``to`` are ISO 8601
 dates or date-times (UTC when no offset is given; default: the start of this UTC month, and
@@ -28,6 +29,8 @@ from core.clock import Clock
 from core.errors import Conflict, NotFound
 from core.metering import Granularity, Meter, Usage, accrued, period_start, periods
 from core.netguard import AddressPolicy, check_url
+from core.paused import announce, resume_paused_by_budget
+from core.ports.message_bus import MessageBus
 from core.records import Records
 
 _GRANULARITIES = ("hour", "day", "month")
@@ -99,8 +102,18 @@ def parse_granularity(raw: str | None) -> Granularity:
 
 
 class UsageRoutes:
-    def __init__(self, *, records: Records, clock: Clock, policy: AddressPolicy) -> None:
+    def __init__(
+        self,
+        *,
+        records: Records,
+        clock: Clock,
+        policy: AddressPolicy,
+        bus: MessageBus,
+        inbox: str,
+    ) -> None:
         self._records = records
+        self._bus = bus
+        self._inbox = inbox
         self._clock = clock
         self._policy = policy
         self._meter = Meter(records.state)
@@ -173,12 +186,21 @@ class UsageRoutes:
             raise Conflict(f"budgets/{ctx.tenant_id}: too much contention")
         # a raised amount lifts the limit now (warnings it no longer reaches may come again);
         # new warnings are left to housekeeping, which sends them
-        await self._budgets.evaluate(ctx.tenant_id, self._clock.now(), rearm=True)
+        month = await self._budgets.evaluate(ctx.tenant_id, self._clock.now(), rearm=True)
+        if month is not None and not month.reached:
+            await self._resume(ctx.tenant_id)
         return ApiResponse.json(200, await self._view(ctx.tenant_id))
 
     async def delete_budget(self, ctx: Context) -> ApiResponse:
         await self._budgets.budgets.discard(ctx.tenant_id, BUDGET_KEY)
+        await self._resume(ctx.tenant_id)
         return ApiResponse.empty(204)
+
+    async def _resume(self, tenant_id: str) -> None:
+        """The limit is lifted: crawls the budget paused continue from their checkpoints."""
+        now = self._clock.now()
+        resumed = await resume_paused_by_budget(self._records, tenant_id, now, self._inbox)
+        await announce(self._bus, self._inbox, resumed)
 
     async def _view(self, tenant_id: str) -> BudgetView:
         now = self._clock.now()

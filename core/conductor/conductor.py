@@ -34,6 +34,7 @@ from typing import Protocol
 
 from pydantic import ValidationError
 
+from core import telemetry
 from core.conductor.budget_guard import BudgetGuard, EventSender
 from core.conductor.egress_health import EgressHealthKeeper
 from core.conductor.fleet import ContainerFleet
@@ -50,6 +51,7 @@ from core.messages import (
     ContainerReady,
     CrawlCompleted,
     CrawlFailed,
+    CrawlPaused,
     CrawlSubmitted,
     Heartbeat,
     InboxMessage,
@@ -70,8 +72,9 @@ from core.models import (
     CrawlState,
     Tenant,
 )
+from core.paused import resumed
 from core.ports import Ports
-from core.records import Records
+from core.records import Records, Versioned
 from core.settings import SkycrawlSettings
 
 log = logging.getLogger("skycrawl.conductor")
@@ -133,9 +136,12 @@ class Conductor:
             health=self.health,
         )
 
-    async def place(self, tenant: Tenant, crawl: Crawl) -> bool:
-        """Put a pending crawl on a container; False when it stays in the backlog."""
-        return await self.router.place(tenant, crawl)
+    async def place(
+        self, tenant: Tenant, crawl: Crawl, *, current: Versioned[Crawl] | None = None
+    ) -> bool:
+        """Put a pending crawl on a container; False when it stays in the backlog.
+        ``current``: the crawl's record as read (saves a read when it is unchanged)."""
+        return await self.router.place(tenant, crawl, current=current)
 
     async def place_backlog(self, tenant_id: str) -> int:
         """Place the tenant's oldest pending crawls while there is room; returns how many."""
@@ -161,6 +167,8 @@ class Conductor:
                 await self._on_progress(message)
             case CrawlCompleted():
                 await self._on_finished(message, CrawlState.completed, None)
+            case CrawlPaused():
+                await self._on_paused(message)
             case CrawlFailed():
                 await self._on_failed(message)
             case Heartbeat():
@@ -201,6 +209,16 @@ class Conductor:
     # ------------------------------------------------------------------ placement
 
     async def _on_submitted(self, msg: CrawlSubmitted) -> None:
+        with telemetry.span(
+            "conductor crawl.submitted",
+            msg.traceparent,
+            kind="consumer",
+            tenant_id=msg.tenant_id,
+            crawl_id=msg.crawl_id,
+        ):
+            await self._submitted(msg)
+
+    async def _submitted(self, msg: CrawlSubmitted) -> None:
         crawl = await self.records.crawls.get(msg.tenant_id, msg.crawl_id)
         tenant = await self.records.tenants.get("tenants", msg.tenant_id)
         if crawl is None or tenant is None:
@@ -210,11 +228,26 @@ class Conductor:
             self.records.crawls, msg.tenant_id, msg.crawl_id, crawl.value
         )  # what a crashed instance left
         if value is not None and value.state is CrawlState.pending:
-            await self.place(tenant.value, value)
+            await self.place(tenant.value, value, current=crawl if value is crawl.value else None)
 
     # ------------------------------------------------------------------ container events
 
     async def _on_ready(self, msg: ContainerReady) -> None:
+        parent = None  # the container's start span: its record says (read only when on)
+        if telemetry.enabled():
+            found = await self.records.containers.get(msg.tenant_id, msg.container_id)
+            parent = None if found is None else found.value.traceparent
+        with telemetry.span(
+            "container.ready",
+            parent,
+            kind="consumer",
+            tenant_id=msg.tenant_id,
+            container_id=msg.container_id,
+            egress_ip=msg.egress_ip,
+        ):
+            await self._ready(msg)
+
+    async def _ready(self, msg: ContainerReady) -> None:
         now = self.ports.clock.now()
         stats = await self.fleet.idle.stats(msg.tenant_id)
 
@@ -365,6 +398,39 @@ class Conductor:
 
         await self.records.crawls.mutate(msg.tenant_id, msg.crawl_id, advance)
 
+    async def _on_paused(self, msg: CrawlPaused) -> None:
+        """The engine paused a crawl as told: ``paused`` (with the pause's reason), its slot
+        free; pending again at once if the request was withdrawn (the limit lifted) while
+        the engine finished its pages."""
+        now = self.ports.clock.now()
+        inbox = self.settings.inbox_queue
+
+        def pause(c: Crawl) -> Crawl | None:
+            if c.state is not CrawlState.dispatched or not self._current(
+                c, msg.container_id, msg.attempt
+            ):
+                return None
+            update: dict[str, object] = {
+                "state": CrawlState.paused,
+                "container_id": None,
+                "counts": msg.counts,
+                "reason": c.pause_requested or "paused",
+                "pause_requested": None,
+                "updated_at": now,
+            }
+            paused = c.model_copy(update=update)
+            return paused if c.pause_requested else resumed(paused, now, inbox)
+
+        crawl, changed = await self.outbox.mutate(
+            self.records.crawls, msg.tenant_id, msg.crawl_id, pause
+        )
+        await self.fleet.release(msg.tenant_id, msg.container_id, msg.crawl_id)
+        if changed and crawl is not None:
+            log.info("crawl %s: %s (%s)", crawl.id, crawl.state.value, crawl.reason)
+            if crawl.state is CrawlState.pending:
+                await self.records.index_pending(crawl)
+        await self.place_backlog(msg.tenant_id)
+
     async def _on_failed(self, msg: CrawlFailed) -> None:
         found = await self.records.crawls.get(msg.tenant_id, msg.crawl_id)
         if found is None or not self._current(found.value, msg.container_id, msg.attempt):
@@ -472,7 +538,11 @@ class Conductor:
                 await self.outbox.deliver(
                     send(
                         self.settings.inbox_queue,
-                        CrawlSubmitted(tenant_id=container.tenant_id, crawl_id=crawl_id),
+                        CrawlSubmitted(
+                            tenant_id=container.tenant_id,
+                            crawl_id=crawl_id,
+                            traceparent=crawl.traceparent,
+                        ),
                     )
                 )
             elif crawl.state is CrawlState.dispatched and crawl.container_id == container.id:

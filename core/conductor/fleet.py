@@ -28,7 +28,7 @@ import json
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 
-from core import metering
+from core import metering, telemetry
 from core.conductor.idle_gaps import IdleGaps
 from core.conductor.idle_policy import bin_of, next_edge, policy_from
 from core.conductor.outbox import Outbox, publish, schedule, with_entries
@@ -37,7 +37,7 @@ from core.layout import subscription_name, tenant_topic
 from core.messages import DrainContainer, KillTimer, StopDue, Watchdog
 from core.models import Container, ContainerState, Egress, OutboxEntry, Tenant
 from core.ports import ContainerSpec, Ports, RunState
-from core.records import Fleet, Records
+from core.records import Fleet, Records, Versioned
 from core.settings import SkycrawlSettings
 
 log = logging.getLogger("skycrawl.conductor")
@@ -143,6 +143,23 @@ class ContainerFleet:
         starts it (a sticky session binds to it there, so that two instances never start a
         container each for one session). If it fails, the container is withdrawn unstarted
         and ``Conflict`` raised, unless other work was put on it meanwhile."""
+        prewarm = prewarm_keep_s is not None
+        with telemetry.span(
+            "container.start", tenant_id=tenant.id, egress=egress.name, prewarm=prewarm
+        ) as traceparent:
+            return await self._start(
+                tenant, egress, claim, prewarm_keep_s, expect_fleet, traceparent
+            )
+
+    async def _start(
+        self,
+        tenant: Tenant,
+        egress: Egress,
+        claim: Callable[[Container], Awaitable[bool]] | None,
+        prewarm_keep_s: float | None,
+        expect_fleet: tuple[str, ...] | None,
+        traceparent: str | None,
+    ) -> Container | None:
         now = self._ports.clock.now()
         container = Container(
             id=self._new_id(),
@@ -154,7 +171,9 @@ class ContainerFleet:
             watch_seq=1,
             prewarm=prewarm_keep_s is not None,
             keep_alive_s=prewarm_keep_s,
+            traceparent=traceparent,
         )
+        telemetry.set_attributes(container_id=container.id)
         # the startup watchdog is stored with the record: whatever happens after this write,
         # a container that never says ready is reaped
         container = with_entries(
@@ -186,6 +205,7 @@ class ContainerFleet:
                 await self.finalize(container)
             raise Retryable(f"could not start a container: {exc}") from exc
         log.info("started container %s for tenant %s in %s", container.id, tenant.id, egress.name)
+        telemetry.count_start(tenant.id, egress.name)
         if prewarm_keep_s is None:  # work came: the tenant's open idle gap (if any) ends
             await self.idle.close(tenant.id, egress)
         return container
@@ -257,29 +277,54 @@ class ContainerFleet:
     # ------------------------------------------------------------------ slots
 
     async def reserve(
-        self, tenant_id: str, container_id: str, crawl_id: str, *, force: bool = False
+        self,
+        tenant_id: str,
+        container_id: str,
+        crawl_id: str,
+        *,
+        force: bool = False,
+        current: Versioned[Container] | None = None,
     ) -> Container | None:
         """Add ``crawl_id`` to the container's work if it still accepts it (``force``: even
-        when full, for sticky sessions). Returns the container, or None if it refused."""
-        accepted: list[bool] = []
+        when full, for sticky sessions). Returns the container, or None if it refused.
+        ``current``: the container as the decision read it (tried first, without a read)."""
+        container, taken = await self.reserve_many(
+            tenant_id, container_id, [crawl_id], force=force, current=current
+        )
+        return container if taken else None
+
+    async def reserve_many(
+        self,
+        tenant_id: str,
+        container_id: str,
+        crawl_ids: list[str],
+        *,
+        force: bool = False,
+        current: Versioned[Container] | None = None,
+    ) -> tuple[Container | None, set[str]]:
+        """``reserve`` for several crawls in one compare-and-set: as many of ``crawl_ids``
+        as the container has free slots for, in order (all with ``force``). Returns the
+        container as stored and the ids it holds now (those it already held included)."""
+        accepted: set[str] = set()
         gap: list[tuple[bool, int]] = []  # (pre-warmed, edges passed) of the idle gap it ends
 
         def add(c: Container) -> Container | None:
             accepted.clear()  # a retry after a lost compare-and-set decides afresh
             gap.clear()
-            if crawl_id in c.in_flight:
-                accepted.append(True)
-                return None
+            accepted.update(i for i in crawl_ids if i in c.in_flight)
             if c.state not in (ContainerState.ready, ContainerState.starting):
                 return None
-            if c.free_slots <= 0 and not force:
+            new = [i for i in dict.fromkeys(crawl_ids) if i not in c.in_flight]
+            if not force:
+                new = new[: max(c.free_slots, 0)]
+            if not new:
                 return None
-            accepted.append(True)
+            accepted.update(new)
             if c.state is ContainerState.ready and not c.in_flight:
                 gap.append((c.prewarm, c.idle_bin))
             return c.model_copy(
                 update={
-                    "in_flight": (*c.in_flight, crawl_id),
+                    "in_flight": (*c.in_flight, *new),
                     "generation": c.generation + 1,
                     "idle_since": None,
                     "idle_bin": 0,
@@ -288,7 +333,7 @@ class ContainerFleet:
             )
 
         container, changed = await self._outbox.mutate(
-            self._records.containers, tenant_id, container_id, add
+            self._records.containers, tenant_id, container_id, add, current=current
         )
         if changed and container is not None and gap:
             prewarmed, idle_bin = gap[-1]
@@ -296,7 +341,7 @@ class ContainerFleet:
                 await self.idle.close(tenant_id, container.egress)
             else:
                 await self.idle.observe(container, idle_bin)
-        return container if accepted and accepted[-1] else None
+        return container, set(accepted)
 
     async def release(
         self,
@@ -358,7 +403,16 @@ class ContainerFleet:
             entry = self.kill_timer(current.value, timer.remaining_s, timer.elapsed_s)
             await self._outbox.deliver(entry)
             return False
-        return await self.stop_idle(current.value, generation=timer.generation)
+        with telemetry.span(
+            "container.kill",
+            current.value.traceparent,
+            tenant_id=timer.tenant_id,
+            container_id=timer.container_id,
+            generation=timer.generation,
+        ):
+            drained = await self.stop_idle(current.value, generation=timer.generation)
+            telemetry.set_attributes(drained=drained)
+            return drained
 
     async def stop_idle(self, container: Container, *, generation: int | None = None) -> bool:
         """Drain an idle ready container: refuses if it has work or moved on. True if it
@@ -471,15 +525,23 @@ class ContainerFleet:
             await self.release_fleet_slot(container.tenant_id, container.id)
             await self._unbind_sessions(container.tenant_id, container.id)
             return None
-        try:
-            await self._ports.runtime_for(container.egress).stop_container(
-                container_id=container.id,
-                egress=container.egress,
-                grace_s=self._settings.stop_grace_s,
-            )
-        except Exception as exc:
-            log.warning("stopping container %s failed: %s", container.id, exc)
-            raise Retryable(f"stopping container {container.id} failed: {exc}") from exc
+        with telemetry.span(
+            "container.stop",
+            fresh.value.traceparent,
+            kind="client",
+            tenant_id=container.tenant_id,
+            container_id=container.id,
+            reason=fresh.value.reason,
+        ):
+            try:
+                await self._ports.runtime_for(container.egress).stop_container(
+                    container_id=container.id,
+                    egress=container.egress,
+                    grace_s=self._settings.stop_grace_s,
+                )
+            except Exception as exc:
+                log.warning("stopping container %s failed: %s", container.id, exc)
+                raise Retryable(f"stopping container {container.id} failed: {exc}") from exc
         await self._ports.bus.delete_subscription(
             topic=tenant_topic(self._settings.dispatch_topic, container.tenant_id),
             name=subscription_name(container.id),

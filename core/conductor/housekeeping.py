@@ -3,8 +3,9 @@
 It measures no time between two instances' clocks — liveness is the watchdog timers' job
 (``fleet.py``). What it does, per tenant:
 
-* evaluate the tenant's budget (``budget_guard.py``): warn once per threshold, and at the
-  limit cancel its pending and running crawls;
+* evaluate the tenant's budget (``budget_guard.py``): warn once per threshold, at the
+  limit pause its pending and running crawls (asking again until each engine answers), and
+  below it (raised, removed, a new month) resume the crawls it paused;
 * relay outbox entries a crashed instance left on container and crawl records;
 * finish stops that failed (``stop_requested``): retry the runtime's stop until it confirms,
   and only then free the slot and take the work back;
@@ -17,6 +18,7 @@ It measures no time between two instances' clocks — liveness is the watchdog t
 * place backlogged crawls;
 * count one period of the tenant's open idle gap, and pre-warm a container when the
   adaptive idle policy predicts work (``idle_gaps.py``);
+* measure the tenant's backlog and fleet size (``core.telemetry``'s gauges, when it is on);
 * forget records of containers stopped more than ``container_record_ttl_s`` ago, and purge
   crawls (record and blobs) finished more than the tenant's ``retention_days`` ago.
 """
@@ -27,6 +29,7 @@ import logging
 from dataclasses import dataclass, field
 from datetime import timedelta
 
+from core import telemetry
 from core.conductor.conductor import Conductor
 from core.errors import Conflict
 from core.layout import crawl_prefix
@@ -37,6 +40,8 @@ log = logging.getLogger("skycrawl.housekeeping")
 
 #: Finished crawls purged per tenant per run (the rest wait for the next run).
 PURGE_BATCH = 100
+#: The backlog gauge counts at most this many pending crawls per tenant and run.
+BACKLOG_COUNTED = 10_000
 
 
 @dataclass
@@ -71,9 +76,18 @@ class Housekeeper:
                 report.placed += await self._c.place_backlog(tenant_id)
                 await self._idle(tenant.value, report)
                 await self._purge_crawls(tenant.value, report)
+                if telemetry.enabled():
+                    await self._observe(tenant_id)
             except Exception:
                 log.exception("housekeeping of tenant %s failed; the next run retries", tenant_id)
         return report
+
+    async def _observe(self, tenant_id: str) -> None:
+        """Measure the tenant's backlog (counted up to ``BACKLOG_COUNTED``) and fleet size."""
+        records = self._c.records
+        backlog = await records.backlog.query(tenant_id, limit=BACKLOG_COUNTED)
+        telemetry.record_backlog(tenant_id, len(backlog))
+        telemetry.record_fleet(tenant_id, len(await records.live_containers(tenant_id)))
 
     async def _idle(self, tenant: Tenant, report: HousekeepingReport) -> None:
         """Count one period of the tenant's open idle gap; pre-warm if the policy says so,

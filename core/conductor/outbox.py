@@ -23,7 +23,7 @@ from core.messages import encode
 from core.metering import Meter
 from core.models import Frozen, OutboxEntry
 from core.ports import OutboundMessage, Ports
-from core.records import Table
+from core.records import Table, Versioned
 
 R = TypeVar("R", bound=Frozen)
 
@@ -94,10 +94,12 @@ class Outbox:
         record: R | None,
         *,
         only: set[str] | None = None,
+        current: Versioned[R] | None = None,
     ) -> R | None:
         """Deliver ``record``'s outbox (``only``: just the entries with these ids), then
         remove the delivered entries from the stored record (whatever else changed
-        meanwhile). Returns the record as stored after."""
+        meanwhile). Returns the record as stored after. ``current``: the record with its
+        version as just written, so that clearing needs no read when nothing changed since."""
         entries: tuple[OutboxEntry, ...] = () if record is None else getattr(record, "outbox", ())
         if only is not None:
             entries = tuple(e for e in entries if e.id in only)
@@ -114,11 +116,17 @@ class Outbox:
                 return None
             return current.model_copy(update={"outbox": rest})
 
-        cleared, _ = await table.mutate(partition, key, clear)
+        cleared, _ = await table.mutate(partition, key, clear, current=current)
         return cleared
 
     async def mutate(
-        self, table: Table[R], partition: str, key: str, change: Callable[[R], R | None]
+        self,
+        table: Table[R],
+        partition: str,
+        key: str,
+        change: Callable[[R], R | None],
+        *,
+        current: Versioned[R] | None = None,
     ) -> tuple[R | None, bool]:
         """``Table.mutate``, then relay the entries this change added. Entries a crashed
         instance left are relayed by whoever reads the record to repair it (a redelivered
@@ -134,7 +142,8 @@ class Outbox:
                 added.update(e.id for e in getattr(new, "outbox", ()) if e.id not in before)
             return new
 
-        value, changed = await table.mutate(partition, key, tracked)
+        found, changed = await table.mutate_versioned(partition, key, tracked, current=current)
+        value = None if found is None else found.value
         if changed and added:
-            value = await self.relay(table, partition, key, value, only=added)
+            value = await self.relay(table, partition, key, value, only=added, current=found)
         return value, changed

@@ -76,7 +76,8 @@ class Dispatch:
 
 @dataclass(frozen=True, slots=True)
 class Start:
-    """Start a new container in ``egress`` for the crawl."""
+    """Start a new container in ``egress`` for the crawl (for a crawl that renders, the
+    egress's browser figures: ``Egress.for_browser``, which its record keeps and bills)."""
 
     egress: Egress
 
@@ -109,7 +110,8 @@ def decide(snapshot: Snapshot, egress: Egress) -> Decision:
             f"waiting: the session's container {bound.id} is being stopped; the session "
             "moves once its work is taken back"
         )
-    target = pick_container(snapshot.containers, egress, browser=crawl.spec.render != "never")
+    renders = crawl.spec.render != "never"
+    target = pick_container(snapshot.containers, egress, browser=renders)
     if target is not None:
         return Dispatch(target, sticky=False)
     if snapshot.topic_limit is not None and snapshot.fleet_size >= snapshot.topic_limit:
@@ -122,4 +124,5 @@ def decide(snapshot: Snapshot, egress: Egress) -> Decision:
         if snapshot.containers:
             return Wait(f"{limit} (every container is at its parallel limit)")
         return Wait(limit)
-    return Start(egress)
+    # a render crawl starts a browser container: priced and timed as the egress declares
+    return Start(egress.for_browser() if renders else egress)

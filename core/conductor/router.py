@@ -13,10 +13,15 @@ means deciding again with fresh records.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import dataclasses
 import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from functools import partial
 
+from core import telemetry
 from core.conductor.egress_health import EgressHealthKeeper, SessionRoute
 from core.conductor.fleet import ContainerFleet
 from core.conductor.placement import (
@@ -42,12 +47,33 @@ from core.models import (
     TenantState,
 )
 from core.ports import Ports
-from core.records import Records
+from core.records import Records, Versioned
 from core.settings import SkycrawlSettings
 
 log = logging.getLogger("skycrawl.conductor")
 
 BACKLOG_BATCH = 50
+
+
+@dataclass(slots=True)
+class _Pending:
+    """One handler's crawl waiting in a batch of placements, and where its answer goes."""
+
+    crawl: Crawl
+    current: Versioned[Crawl] | None
+    placed: asyncio.Future[bool]
+
+    def answer(self, placed: bool) -> None:
+        if not self.placed.done():  # its handler may have been cancelled meanwhile
+            self.placed.set_result(placed)
+
+    def fail(self, exc: BaseException) -> None:
+        if self.placed.done():
+            return
+        if isinstance(exc, asyncio.CancelledError):
+            self.placed.cancel()
+        else:
+            self.placed.set_exception(exc)
 
 
 class Router:
@@ -67,14 +93,157 @@ class Router:
         self.fleet = fleet
         self._t = transitions
         self.health = health
+        self._joining: dict[str, list[_Pending]] = {}  # tenant -> the batch being gathered
 
-    async def place(self, tenant: Tenant, crawl: Crawl) -> bool:
-        """Put a pending crawl on a container. False when it stays in the backlog."""
+    async def place(
+        self, tenant: Tenant, crawl: Crawl, *, current: Versioned[Crawl] | None = None
+    ) -> bool:
+        """Put a pending crawl on a container. False when it stays in the backlog.
+        ``current``: the crawl's record as the caller read it (saves a read when unchanged).
+
+        Placements of one tenant that arrive together (the handlers of one inbox batch run
+        concurrently) are applied together by the first of them (``_place_batch``): one
+        read of the tenant's containers and one compare-and-set per container for all the
+        crawls it takes, instead of one each. A lone placement, and every crawl with a
+        session, takes ``_place_one``."""
+        return await self._in_its_trace(
+            tenant, crawl, partial(self._place, tenant, crawl, current=current)
+        )
+
+    async def _in_its_trace(
+        self, tenant: Tenant, crawl: Crawl, placing: Callable[[], Awaitable[bool]]
+    ) -> bool:
+        """Run ``placing`` inside ``crawl``'s trace: as it is when this handler is the
+        crawl's own; else (the backlog, a requeue, a batch placing another handler's crawl)
+        in a ``conductor place`` span of the crawl's trace."""
+        if telemetry.in_trace(crawl.traceparent):  # off, or handling this crawl's message
+            return await placing()
+        with telemetry.span(
+            "conductor place", crawl.traceparent, tenant_id=tenant.id, crawl_id=crawl.id
+        ):
+            placed = await placing()
+            telemetry.set_attributes(placed=placed)
+            return placed
+
+    async def _place(
+        self, tenant: Tenant, crawl: Crawl, *, current: Versioned[Crawl] | None = None
+    ) -> bool:
+        if tenant.state is not TenantState.active or crawl.spec.session:
+            return await self._place_one(tenant, crawl, current=current)
+        mine = _Pending(crawl, current, asyncio.get_running_loop().create_future())
+        joining = self._joining.get(tenant.id)
+        if joining is not None:
+            joining.append(mine)
+            return await mine.placed
+        batch = self._joining[tenant.id] = [mine]
+        try:
+            await asyncio.sleep(0)  # the other handlers of this batch of messages join here
+        finally:
+            del self._joining[tenant.id]
+        try:
+            await self._place_batch(tenant, batch)
+        except BaseException:
+            if mine.placed.done() and not mine.placed.cancelled():
+                mine.placed.exception()  # raised here instead, not left unretrieved
+            raise
+        return await mine.placed
+
+    async def _place_batch(
+        self, tenant: Tenant, batch: list[_Pending], *, stop_on_wait: bool = False
+    ) -> None:
+        """Place ``batch`` (crawls of one tenant, without sessions): each crawl that the
+        tenant's ready/starting containers can take is decided on one snapshot (updated in
+        memory as slots are handed out, so the least-loaded rule spreads them), reserved by
+        one compare-and-set per container, then committed one by one. The rest (a start, a
+        wait, a lost race, a reservation left by a crash) go through ``_place_one``. Each
+        handler gets its own crawl's answer or error; if the instance dies, all of them do.
+        ``stop_on_wait``: once one crawl stays pending, leave the rest pending untried (the
+        backlog: the tenant is full)."""
+        try:
+            together = len(batch) > 1 and tenant.state is TenantState.active
+            rest = await self._place_together(tenant, batch) if together else batch
+            full = False
+            for pending in rest:
+                if full:
+                    pending.answer(False)
+                    continue
+                one = partial(self._place_one, tenant, pending.crawl, current=pending.current)
+                placed = await self._settle(pending, self._in_its_trace(tenant, pending.crawl, one))
+                full = stop_on_wait and placed is False
+        except BaseException as exc:  # a shared read failed, or the instance died here
+            for pending in batch:
+                pending.fail(exc)
+            if not isinstance(exc, Exception):
+                raise
+
+    @staticmethod
+    async def _settle(pending: _Pending, placing: Awaitable[bool]) -> bool | None:
+        """Run one crawl's placement; its handler gets the answer or the (ordinary) error.
+        Returns the answer (None for an error)."""
+        try:
+            placed = await placing
+        except Exception as exc:
+            pending.fail(exc)
+            return None
+        pending.answer(placed)
+        return placed
+
+    async def _place_together(self, tenant: Tenant, batch: list[_Pending]) -> list[_Pending]:
+        """The shared part of ``_place_batch``; returns the crawls left for ``_place_one``."""
+        snapshot, versions = await self._snapshot(tenant, batch[0].crawl)
+        containers = {c.id: c for c in snapshot.containers}
+        chosen: dict[str, list[tuple[_Pending, Crawl]]] = {}
+        rest: list[_Pending] = []
+        for pending in batch:
+            try:
+                route = await self._route(tenant, pending.crawl, tuple(containers.values()))
+            except InvalidRequest:
+                rest.append(pending)  # ``_place_one`` fails it with the reason
+                continue
+            if isinstance(route, Blocked):
+                rest.append(pending)
+                continue
+            crawl = await self._with_proxy(pending.crawl, route)
+            view = dataclasses.replace(snapshot, crawl=crawl, containers=tuple(containers.values()))
+            decision = decide(view, route.egress)
+            if not isinstance(decision, Dispatch) or decision.sticky:
+                rest.append(pending)
+                continue
+            target = decision.container
+            containers[target.id] = target.model_copy(
+                update={"in_flight": (*target.in_flight, crawl.id)}
+            )
+            chosen.setdefault(target.id, []).append((pending, crawl))
+        for container_id, group in chosen.items():
+            reserved, taken = await self.fleet.reserve_many(
+                tenant.id,
+                container_id,
+                [crawl.id for _, crawl in group],
+                current=versions.get(container_id),
+            )
+            for pending, crawl in group:
+                if reserved is None or crawl.id not in taken:
+                    rest.append(pending)  # it filled up or began draining meanwhile
+                    continue
+                commit = partial(self._commit, crawl, reserved, pending.current)
+                await self._settle(pending, self._in_its_trace(tenant, crawl, commit))
+        return rest
+
+    async def _commit(
+        self, crawl: Crawl, container: Container, current: Versioned[Crawl] | None
+    ) -> bool:
+        await self._t.commit_dispatch(crawl, container, current=current)
+        return True
+
+    async def _place_one(
+        self, tenant: Tenant, crawl: Crawl, *, current: Versioned[Crawl] | None = None
+    ) -> bool:
+        """``place`` for one crawl on its own."""
         if tenant.state is not TenantState.active:  # being torn down: start nothing for it
             await self._t.finish(crawl, CrawlState.cancelled, reason="tenant deleted")
             return True
         for attempt in range(10):
-            snapshot = await self._snapshot(tenant, crawl)
+            snapshot, versions = await self._snapshot(tenant, crawl)
             try:
                 route = await self._route(tenant, crawl, snapshot.containers)
             except InvalidRequest as exc:
@@ -95,7 +264,14 @@ class Router:
                     await self._note_wait(crawl, reason)
                     return False
                 case Dispatch(container=target, sticky=sticky):
-                    if await self._reserve_and_commit(tenant, crawl, target, sticky=sticky):
+                    if await self._reserve_and_commit(
+                        tenant,
+                        crawl,
+                        target,
+                        sticky=sticky,
+                        read=versions.get(target.id),
+                        current=current,
+                    ):
                         return True
                 case Start(egress=where):
                     # The egress was chosen on the pool's load as read in ``snapshot``: when
@@ -109,7 +285,7 @@ class Router:
                     except Conflict:
                         continue  # the fleet or the session changed meanwhile: decide again
                     if started is not None and await self._reserve_and_commit(
-                        tenant, crawl, started, sticky=bound
+                        tenant, crawl, started, sticky=bound, current=current
                     ):
                         return True
         raise Conflict(f"could not place crawl {crawl.id}: too much contention")
@@ -184,27 +360,42 @@ class Router:
         return crawl.model_copy(update={"proxy": None if pid == DIRECT else pid})
 
     async def _reserve_and_commit(
-        self, tenant: Tenant, crawl: Crawl, target: Container, *, sticky: bool
+        self,
+        tenant: Tenant,
+        crawl: Crawl,
+        target: Container,
+        *,
+        sticky: bool,
+        read: Versioned[Container] | None = None,
+        current: Versioned[Crawl] | None = None,
     ) -> bool:
-        """Apply a placement; False if a race was lost and the decision must be made again."""
-        reserved = await self.fleet.reserve(tenant.id, target.id, crawl.id, force=sticky)
+        """Apply a placement; False if a race was lost and the decision must be made again.
+        ``read``: ``target``'s record as the decision read it; ``current``: the crawl's."""
+        reserved = await self.fleet.reserve(
+            tenant.id, target.id, crawl.id, force=sticky, current=read
+        )
         if reserved is None:
             return False  # it filled up or began draining meanwhile
         if crawl.spec.session and not sticky and not await self._bind(crawl, reserved):
             await self.fleet.release(tenant.id, reserved.id, crawl.id)
             return False  # another instance bound this session elsewhere: follow it
-        await self._t.commit_dispatch(crawl, reserved)
+        await self._t.commit_dispatch(crawl, reserved, current=current)
         return True
 
-    async def _snapshot(self, tenant: Tenant, crawl: Crawl) -> Snapshot:
-        containers = await self.records.live_containers(tenant.id)
+    async def _snapshot(
+        self, tenant: Tenant, crawl: Crawl
+    ) -> tuple[Snapshot, dict[str, Versioned[Container]]]:
+        """The decision's input, and the containers' records as read (for the writes)."""
+        found = await self.records.containers.query(tenant.id)
         fleet = await self.records.fleets.get(tenant.id, "fleet")
         slots = () if fleet is None else fleet.value.containers
         # a container whose start lost the race for the last slot has a record for a
         # moment, and must take no work before it is gone
-        candidates = tuple(c for c in containers if c.id in set(slots))
+        in_fleet = set(slots)
+        versions = {v.value.id: v for v in found if v.value.state.live and v.value.id in in_fleet}
+        candidates = tuple(v.value for v in versions.values())
         bound = await self._session_target(tenant, crawl, list(candidates))
-        return Snapshot(
+        snapshot = Snapshot(
             crawl=crawl,
             containers=candidates,
             bound=bound,
@@ -213,6 +404,7 @@ class Router:
             max_containers=tenant.quotas.max_containers,
             topic_limit=self.ports.bus.capabilities.max_subscriptions_per_topic,
         )
+        return snapshot, versions
 
     async def _note_wait(self, crawl: Crawl, reason: str) -> None:
         """Show why a crawl waits in its status (written only when the reason changes)."""
@@ -286,21 +478,35 @@ class Router:
         """Place the tenant's oldest pending crawls while there is room. Returns how many.
 
         Reads the ``backlog`` index (pending crawls only, oldest first), so pending crawls
-        never starve behind dispatched ones however many those are."""
+        never starve behind dispatched ones however many those are. The crawls without a
+        session are placed as one batch (``_place_batch``), oldest first, until one has to
+        wait; those with a session one by one after."""
         tenant = await self.records.tenants.get("tenants", tenant_id)
         if tenant is None:
             return 0
-        placed = 0
+        loop = asyncio.get_running_loop()
+        plain: list[_Pending] = []
+        sessions: list[Versioned[Crawl]] = []
         for entry in await self.records.backlog.query(tenant_id, limit=BACKLOG_BATCH):
             crawl = await self.records.crawls.get(tenant_id, entry.value.crawl_id)
             if crawl is None or crawl.value.state is not CrawlState.pending:
                 if crawl is not None and crawl.value.outbox:  # a dispatch whose send failed
                     await self._t.relay(crawl.value)
-                await self.records.backlog.discard(tenant_id, entry.item.key)
+                await self.records.backlog.discard(tenant_id, entry.item.key, current=entry.item)
                 continue
-            if not await self.place(tenant.value, crawl.value):
-                if not crawl.value.spec.session:
-                    break
-                continue
-            placed += 1
+            if crawl.value.spec.session:
+                sessions.append(crawl)
+            else:
+                plain.append(_Pending(crawl.value, crawl, loop.create_future()))
+        placed = 0
+        if plain:
+            await self._place_batch(tenant.value, plain, stop_on_wait=True)
+            errors = [p.placed.exception() for p in plain]  # each retrieved: none is lost
+            failed = next((e for e in errors if e is not None), None)
+            if failed is not None:
+                raise failed  # after the batch's other crawls had their try, as before
+            placed += sum(p.placed.result() for p in plain)
+        for crawl in sessions:
+            one = partial(self._place_one, tenant.value, crawl.value, current=crawl)
+            placed += await self._in_its_trace(tenant.value, crawl.value, one)
         return placed

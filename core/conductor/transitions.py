@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import logging
 
-from core import metering
+from core import metering, telemetry
 from core.conductor.fleet import ContainerFleet
 from core.conductor.outbox import Outbox, publish, send, with_entries
 from core.errors import Conflict
@@ -20,7 +20,7 @@ from core.layout import tenant_topic
 from core.messages import CrawlSubmitted, RunCrawl, WebhookDue
 from core.models import Container, ContainerState, Crawl, CrawlCounts, CrawlState, OutboxEntry
 from core.ports import Ports
-from core.records import ActiveCrawl, Records, finished_key
+from core.records import ActiveCrawl, Records, Versioned, finished_key
 from core.settings import SkycrawlSettings
 
 log = logging.getLogger("skycrawl.conductor")
@@ -52,12 +52,16 @@ class CrawlTransitions:
             spec=crawl.spec,
             session=crawl.spec.session,
             proxy=crawl.proxy,
+            traceparent=telemetry.current_traceparent(crawl.traceparent),
         )
         return publish(tenant_topic(self.settings.dispatch_topic, crawl.tenant_id), run)
 
-    async def commit_dispatch(self, crawl: Crawl, container: Container) -> None:
+    async def commit_dispatch(
+        self, crawl: Crawl, container: Container, *, current: Versioned[Crawl] | None = None
+    ) -> None:
         """pending → dispatched on ``container`` (reserved there already); a ready container
-        gets its ``RunCrawl`` in the same write, a starting one when it says ready."""
+        gets its ``RunCrawl`` in the same write, a starting one when it says ready.
+        ``current``: the crawl record as last read (tried first, without a read)."""
         now = self.ports.clock.now()
 
         def dispatch(c: Crawl) -> Crawl | None:
@@ -80,7 +84,7 @@ class CrawlTransitions:
             return new
 
         updated, _ = await self._outbox.mutate(
-            self.records.crawls, crawl.tenant_id, crawl.id, dispatch
+            self.records.crawls, crawl.tenant_id, crawl.id, dispatch, current=current
         )
         if updated is None or updated.state is not CrawlState.dispatched:
             # cancelled (or finished) meanwhile: give the slot back
@@ -162,7 +166,9 @@ class CrawlTransitions:
         dead-lettered when its attempts are used up. Applies only while the crawl is still
         dispatched to ``container_id`` at the attempt ``crawl`` was read at."""
         expect = (container_id, crawl.attempts)
-        if crawl.state is CrawlState.dispatched and crawl.attempts >= self.settings.max_attempts:
+        if crawl.state is CrawlState.dispatched and crawl.pause_requested is not None:
+            await self._paused_without_engine(crawl, expect, reason)
+        elif crawl.state is CrawlState.dispatched and crawl.attempts >= self.settings.max_attempts:
             await self.finish(
                 crawl,
                 CrawlState.dead_lettered,
@@ -183,7 +189,9 @@ class CrawlTransitions:
                         "reason": reason,
                     }
                 )
-                again = CrawlSubmitted(tenant_id=c.tenant_id, crawl_id=c.id)
+                again = CrawlSubmitted(
+                    tenant_id=c.tenant_id, crawl_id=c.id, traceparent=c.traceparent
+                )
                 return with_entries(new, send(self.settings.inbox_queue, again))
 
             back_crawl, changed = await self._outbox.mutate(
@@ -192,3 +200,24 @@ class CrawlTransitions:
             if changed and back_crawl is not None:
                 await self.records.index_pending(back_crawl)
         await self.fleet.release(crawl.tenant_id, container_id, crawl.id)
+
+    async def _paused_without_engine(
+        self, crawl: Crawl, expect: tuple[str, int], reason: str
+    ) -> None:
+        """A crawl told to pause whose container is gone before it answered: paused, from
+        its last checkpoint (the pages after it are fetched again when it resumes)."""
+        now = self.ports.clock.now()
+
+        def pause(c: Crawl) -> Crawl | None:
+            if c.state is not CrawlState.dispatched or (c.container_id, c.attempts) != expect:
+                return None
+            update: dict[str, object] = {
+                "state": CrawlState.paused,
+                "container_id": None,
+                "reason": c.pause_requested or reason,
+                "pause_requested": None,
+                "updated_at": now,
+            }
+            return c.model_copy(update=update)
+
+        await self.records.crawls.mutate(crawl.tenant_id, crawl.id, pause)

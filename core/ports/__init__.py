@@ -15,7 +15,7 @@ from core.ports.container_runtime import (
     RunState,
     RuntimeCapabilities,
 )
-from core.ports.deferred import deferred, is_built
+from core.ports.deferred import deferred, deferred_ports, identity, is_built
 from core.ports.message_bus import (
     BusCapabilities,
     Lease,
@@ -55,6 +55,7 @@ __all__ = [
     "Subscription",
     "dead_letter_queue",
     "deferred",
+    "deferred_ports",
 ]
 
 
@@ -108,7 +109,7 @@ class Ports:
         even if another fails (the first failure is raised after all were tried). Each port
         closes only the clients it opened itself, so shared clients are closed once. A port
         built on first use (``deferred``) and never used is left alone."""
-        runtimes = list({id(r): r for r in self.runtimes.values()}.values())
+        runtimes = list({identity(r): r for r in self.runtimes.values()}.values())
         closables: tuple[_Closable, ...] = (
             *runtimes,
             self.scheduler,

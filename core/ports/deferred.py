@@ -22,10 +22,15 @@ defers only the construction of clients and adapters.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
-from typing import TypeVar, cast
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from lazy_object_proxy import Proxy  # type: ignore[import-untyped, unused-ignore]
+
+if TYPE_CHECKING:
+    from core.clock import Clock
+    from core.models import Egress
+    from core.ports import Ports
 
 T = TypeVar("T")
 
@@ -46,6 +51,58 @@ def deferred(build: Callable[[], T], *, now: bool = False) -> T:
             return made[0]
 
     return cast(T, Proxy(once))
+
+
+def deferred_ports(
+    build: Callable[[], Ports],
+    *,
+    runtimes: Sequence[str],
+    clock: Clock,
+    pool: Sequence[Egress] = (),
+) -> Ports:
+    """Ports whose adapters ``build`` makes all together, on the first use of any of them
+    (for a provider whose adapters share clients and need one another to be built); then
+    every stand-in is the real port, and ``Ports.close`` closes them all. ``runtimes``: the
+    egress names ``build``'s runtimes are keyed by."""
+    from core.ports import Ports
+
+    lock = threading.Lock()
+    made: list[Ports] = []
+    views: dict[str, Any] = {}
+
+    def part(ports: Ports, key: str) -> Any:
+        kind, _, name = key.partition(":")
+        return ports.runtimes[name] if kind == "runtime" else getattr(ports, kind)
+
+    def whole() -> Ports:
+        with lock:
+            if not made:
+                made.append(build())
+                for key, view in views.items():  # all of them are real from now on
+                    view.__wrapped__ = part(made[0], key)
+            return made[0]
+
+    def view(key: str) -> Any:
+        views[key] = Proxy(lambda: part(whole(), key))
+        return views[key]
+
+    return Ports(
+        bus=view("bus"),
+        scheduler=view("scheduler"),
+        state=view("state"),
+        blobs=view("blobs"),
+        runtimes={name: view(f"runtime:{name}") for name in runtimes},
+        provisioner=view("provisioner"),
+        clock=clock,
+        pool=tuple(pool),
+    )
+
+
+def identity(thing: object) -> int:
+    """``id`` of what ``thing`` stands for, once built (two stand-ins of one runtime are one)."""
+    if type(thing) is Proxy and thing.__resolved__:  # type: ignore[attr-defined]
+        return id(thing.__wrapped__)  # type: ignore[attr-defined]
+    return id(thing)
 
 
 def is_built(thing: object) -> bool:

@@ -1,4 +1,4 @@
-"""One crawl: status, cancel, re-run, exports, the page browser, a page and its preview.
+"""One crawl: status, cancel, resume (a crawl the budget paused), re-run, exports, the page browser, a page and its preview.
 
 The preview is the stored body served by its own response with ``Content-Security-Policy:
 sandbox; default-src 'none'`` (an opaque origin: no script, no form, no plugin, and no
@@ -87,6 +87,15 @@ class CrawlViews:
             back if back == f"{wr.base}/crawls" else f"{wr.base}/crawls/{crawl_id}"
         )
 
+    async def resume(self, wr: WebRequest) -> ApiResponse:
+        crawl_id = wr.params["crawl"]
+        answer = await self.app.api.call("POST", f"/v1/crawls/{crawl_id}/resume", tenant=wr.owner)
+        if answer.status == 404:
+            raise NotFound(crawl_id)
+        if not answer.ok:
+            return self.app.error(wr, answer.status, str(answer.problem.get("detail", "")))
+        return http.redirect(f"{wr.base}/crawls/{crawl_id}")
+
     async def rerun(self, wr: WebRequest) -> ApiResponse:
         found = await load_crawl(self.app.records, wr.owner.id, wr.params["crawl"])
         spec = found.value.spec.model_dump(mode="json", exclude_defaults=True)
@@ -157,6 +166,7 @@ class CrawlViews:
         return [
             WebRoute("GET", c, self.crawl, "tenant"),
             WebRoute("POST", f"{c}/cancel", self.cancel, "tenant", "editor"),
+            WebRoute("POST", f"{c}/resume", self.resume, "tenant", "editor"),
             WebRoute("POST", f"{c}/rerun", self.rerun, "tenant", "editor"),
             WebRoute("GET", f"{c}/edit", self.edit, "tenant", "editor"),
             WebRoute("GET", f"{c}/export", self.export, "tenant"),

@@ -41,6 +41,7 @@ locals {
     SKYCRAWL_GCP_TIMER_SERVICE_ACCOUNT = google_service_account.invoker.email
     SKYCRAWL_GCP_OIDC_AUDIENCE         = local.api_url
     SKYCRAWL_GCP_RUN_JOB               = google_cloud_run_v2_job.engine.name
+    SKYCRAWL_GCP_TENANT_IDENTITIES     = tostring(var.tenant_identities)
   }
 }
 

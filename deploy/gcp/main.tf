@@ -17,6 +17,7 @@ locals {
     "cloudtasks.googleapis.com",
     "eventarc.googleapis.com",
     "firestore.googleapis.com",
+    "iam.googleapis.com",
     "pubsub.googleapis.com",
     "run.googleapis.com",
     "secretmanager.googleapis.com",
@@ -50,26 +51,45 @@ resource "google_service_account" "invoker" {
   display_name = "skycrawl timers, housekeeping and inbox push (OIDC identity)"
 }
 
-# The engine creates and deletes its own dispatch subscription on its tenant's topic (which
-# the GcpProvisioner creates at run time, hence project-wide: Pub/Sub has no IAM conditions on
-# resource names, and one Cloud Run job runs every tenant's engines as one service account --
-# see README "Tenants isolated" for what that leaves shared on GCP).
+# With tenant identities (the default) every tenant's containers run as the tenant's own
+# service account, made with its bindings by the GcpProvisioner (adapters/gcp/tenant_iam.py),
+# and this shared engine account holds nothing but its job. Without them (tenant_identities =
+# false) the engine creates and deletes its own dispatch subscription on its tenant's topic,
+# project-wide: Pub/Sub has no IAM conditions on resource names and one Cloud Run job runs
+# every tenant's engines as one account (README "Tenants isolated").
 resource "google_project_iam_custom_role" "engine_subscriptions" {
+  count       = var.tenant_identities ? 0 : 1
   role_id     = "${replace(var.prefix, "-", "_")}_engine_subscriptions"
   title       = "skycrawl engine subscriptions"
   permissions = ["pubsub.subscriptions.create", "pubsub.subscriptions.delete", "pubsub.subscriptions.get", "pubsub.subscriptions.consume", "pubsub.topics.attachSubscription"]
 }
 
 resource "google_project_iam_member" "engine_subscriptions" {
+  count   = var.tenant_identities ? 0 : 1
   project = var.project
-  role    = google_project_iam_custom_role.engine_subscriptions.id
+  role    = google_project_iam_custom_role.engine_subscriptions[0].id
   member  = "serviceAccount:${google_service_account.engine.email}"
 }
 
-# The conductor removes container subscriptions; the provisioner creates tenant topics.
+# The conductor creates (with tenant identities) and removes container subscriptions and
+# grants each to its tenant's account; the provisioner creates tenant topics and their grants.
 resource "google_project_iam_member" "functions_pubsub" {
   project = var.project
-  role    = "roles/pubsub.editor"
+  role    = var.tenant_identities ? "roles/pubsub.admin" : "roles/pubsub.editor"
+  member  = "serviceAccount:${google_service_account.functions.email}"
+}
+
+# Tenant identities: the provisioner creates and deletes the tenants' service accounts, the
+# runtime creates each tenant's copy of the engine job and runs it as the tenant's account.
+resource "google_project_iam_member" "functions_tenant_identities" {
+  for_each = var.tenant_identities ? toset([
+    "roles/iam.serviceAccountAdmin",
+    "roles/iam.serviceAccountUser",
+    "roles/run.developer",
+  ]) : toset([])
+
+  project = var.project
+  role    = each.value
   member  = "serviceAccount:${google_service_account.functions.email}"
 }
 

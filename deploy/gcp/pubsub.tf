@@ -69,8 +69,9 @@ resource "google_pubsub_topic_iam_member" "dead_letters" {
   member = local.pubsub_agent
 }
 
-# Engines: publish to the inbox.
+# Engines: publish to the inbox (tenants' own accounts get this from the provisioner).
 resource "google_pubsub_topic_iam_member" "engine_inbox" {
+  count  = var.tenant_identities ? 0 : 1
   topic  = google_pubsub_topic.inbox.id
   role   = "roles/pubsub.publisher"
   member = "serviceAccount:${google_service_account.engine.email}"

@@ -24,14 +24,22 @@ resource "google_storage_bucket" "blobs" {
 }
 
 resource "google_storage_bucket_iam_member" "blobs" {
-  for_each = {
-    functions = google_service_account.functions.email
-    engine    = google_service_account.engine.email
-  }
+  for_each = merge(
+    { functions = google_service_account.functions.email },
+    var.tenant_identities ? {} : { engine = google_service_account.engine.email },
+  )
 
   bucket = google_storage_bucket.blobs.name
   role   = "roles/storage.objectAdmin"
   member = "serviceAccount:${each.value}"
+}
+
+# The provisioner adds and removes each tenant's conditional bindings on this bucket's policy.
+resource "google_storage_bucket_iam_member" "functions_policy" {
+  count  = var.tenant_identities ? 1 : 0
+  bucket = google_storage_bucket.blobs.name
+  role   = "roles/storage.admin"
+  member = "serviceAccount:${google_service_account.functions.email}"
 }
 
 # The functions' source, uploaded as a zip of deploy/gcp/stage.sh's output.

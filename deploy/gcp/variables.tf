@@ -68,6 +68,12 @@ variable "retention_days" {
   default     = 30
 }
 
+variable "tenant_identities" {
+  description = "Run each tenant's containers as its own service account (SKYCRAWL_GCP_TENANT_IDENTITIES); false: one shared engine account."
+  type        = bool
+  default     = true
+}
+
 variable "firestore_location" {
   description = "Location of the Firestore database (a region or multi-region such as nam5)."
   type        = string

@@ -33,6 +33,7 @@ from adapters.aws.message_bus import SqsMessageBus
 from adapters.aws.provider import build_ports, engine_env
 from adapters.aws.secrets import resolve_secrets
 from adapters.aws.settings import AwsSettings
+from core import telemetry
 from core.api import Api
 from core.clock import Clock
 from core.conductor import Conductor, Housekeeper
@@ -112,12 +113,16 @@ def install(built: AwsStack | None) -> None:
 
 
 def run(coro: Coroutine[Any, Any, T]) -> T:
-    """Run ``coro`` to completion on this thread's long-lived event loop."""
+    """Run ``coro`` to completion on this thread's long-lived event loop, then export the
+    invocation's telemetry (if on) before Lambda freezes the process."""
     loop: asyncio.AbstractEventLoop | None = getattr(_loops, "loop", None)
     if loop is None or loop.is_closed():
         loop = asyncio.new_event_loop()
         _loops.loop = loop
-    return loop.run_until_complete(coro)
+    try:
+        return loop.run_until_complete(coro)
+    finally:
+        telemetry.flush()
 
 
 def route_core_logs(logger: Logger) -> None:

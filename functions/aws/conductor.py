@@ -1,11 +1,15 @@
 """The conductor on AWS: a Lambda triggered by the inbox SQS queue, with partial batch failures.
 
 The event source mapping delivers up to ``BatchSize`` inbox messages per invocation
-(``FunctionResponseTypes: [ReportBatchItemFailures]`` in the template). Powertools'
-``BatchProcessor(EventType.SQS)`` hands each record to ``record_handler``, one after the other,
-so that every log line carries its own record's correlation id (the crawl id, else the
-container GUID, else the message id). Its answer lists exactly the records that failed
-(``batchItemFailures``); Lambda deletes the others.
+(``FunctionResponseTypes: [ReportBatchItemFailures]`` in the template). The records are
+handled concurrently, one task each on the instance's event loop, as ``core.inbox.drain_inbox``
+handles a batch: so the conductor places the submissions of one tenant in a batch together
+(``Router.place``: one read of its containers, one write per container). Every log line
+carries its own record's correlation id (the crawl id, else the container GUID, else the
+message id) and message type, kept per task by Powertools' context keys
+(``Logger.append_context_keys``, a ``ContextVar``). The answer lists exactly the records that
+failed (``batchItemFailures``, the shape of Powertools' ``process_partial_response``);
+Lambda deletes the others.
 
 Per record:
 
@@ -28,20 +32,16 @@ Metrics (namespace ``skycrawl``): ``InboxMessages``, ``InboxFailures``, ``InboxD
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
 from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
-from aws_lambda_powertools.utilities.batch import (
-    BatchProcessor,
-    EventType,
-    process_partial_response,
-)
-from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from core.inbox import Settlement, apply_outcome, settle
+from core.ports import Lease
 from functions.aws import bootstrap, tracing
 
 SERVICE = "skycrawl-conductor"
@@ -49,7 +49,6 @@ SERVICE = "skycrawl-conductor"
 logger = Logger(service=SERVICE)
 tracer = tracing.tracer(SERVICE)
 metrics = Metrics(namespace="skycrawl", service=SERVICE)
-processor = BatchProcessor(event_type=EventType.SQS)
 bootstrap.route_core_logs(logger)
 
 
@@ -79,8 +78,14 @@ async def handle_record(record: dict[str, Any]) -> None:
         logger.error("undecodable record moved to the dead-letter queue")
         metrics.add_metric(name="InboxDeadLettered", unit=MetricUnit.Count, value=1)
         return
-    logger.set_correlation_id(_correlation_id(lease.body, lease.message_id))
-    logger.append_keys(message_type=lease.attributes.get("type", ""))
+    with logger.append_context_keys(
+        correlation_id=_correlation_id(lease.body, lease.message_id),
+        message_type=lease.attributes.get("type", ""),
+    ):
+        await _settle(stack, lease)
+
+
+async def _settle(stack: bootstrap.AwsStack, lease: Lease) -> None:
     outcome = await settle(stack.conductor, lease.body, delivery_count=lease.delivery_count)
     if outcome.settlement is Settlement.ack:
         return  # reported processed: Lambda deletes the record
@@ -95,8 +100,21 @@ async def handle_record(record: dict[str, Any]) -> None:
     raise RetryLater(outcome.reason)
 
 
-def record_handler(record: SQSRecord) -> None:
-    bootstrap.run(handle_record(record.raw_event))
+async def handle_records(records: list[dict[str, Any]]) -> list[str]:
+    """Handle a batch's records concurrently; returns the message ids of those that failed."""
+
+    async def one(record: dict[str, Any]) -> str | None:
+        try:
+            await handle_record(record)
+        except Exception as exc:
+            if not isinstance(exc, RetryLater):
+                logger.exception("inbox record failed")
+            return str(record.get("messageId", ""))
+        return None
+
+    # one task each: each runs in its own copy of the context (its own log keys)
+    failed = await asyncio.gather(*(asyncio.create_task(one(r)) for r in records))
+    return [message_id for message_id in failed if message_id is not None]
 
 
 @metrics.log_metrics
@@ -105,14 +123,7 @@ def record_handler(record: SQSRecord) -> None:
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     records = event.get("Records", [])
     metrics.add_metric(name="InboxMessages", unit=MetricUnit.Count, value=len(records))
-    try:
-        result = process_partial_response(
-            event=event, record_handler=record_handler, processor=processor, context=context
-        )
-    finally:
-        logger.remove_keys(["message_type"])
-        logger.set_correlation_id(None)
-    failures = len(result.get("batchItemFailures", []))
-    if failures:
-        metrics.add_metric(name="InboxFailures", unit=MetricUnit.Count, value=failures)
-    return dict(result)
+    failed = bootstrap.run(handle_records(records))
+    if failed:
+        metrics.add_metric(name="InboxFailures", unit=MetricUnit.Count, value=len(failed))
+    return {"batchItemFailures": [{"itemIdentifier": message_id} for message_id in failed]}

@@ -25,6 +25,7 @@ from typing import Any, TypeVar
 
 from adapters.gcp.provider import GcpClients, build_ports, engine_env
 from adapters.gcp.settings import GcpSettings
+from core import telemetry
 from core.api import Api
 from core.conductor import Conductor, Housekeeper, HousekeepingReport
 from core.control_plane import build_control_plane
@@ -76,8 +77,12 @@ class GcpStack:
     loop: LoopThread
 
     def run(self, coro: Coroutine[Any, Any, T]) -> T:
-        """Run ``coro`` on the stack's loop and wait for it (from any other thread)."""
-        return self.loop.run(coro)
+        """Run ``coro`` on the stack's loop and wait for it (from any other thread), then
+        export the request's telemetry (if on): Cloud Run may throttle the CPU after it."""
+        try:
+            return self.loop.run(coro)
+        finally:
+            telemetry.flush()
 
     async def prepare(self) -> None:
         """Create the inbox queue (idempotent); each tenant's dispatch topic comes with the

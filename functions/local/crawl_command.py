@@ -3,8 +3,9 @@
 Flow
     The crawl is submitted through the API (of a running ``skycrawl up``, or of the stack the
     command embeds), its progress is shown until it ends, then ``pages.jsonl`` (each page's
-    formats as its ``content``), ``crawl.warc.gz`` and, when the crawl extracted items,
-    ``items.jsonl`` are written to ``--out``. Exit status: 0 when every crawl completed and
+    formats as its ``content``), ``crawl.warc.gz``, when the crawl extracted items,
+    ``items.jsonl``, and, when pages were rendered with ``screenshot``, their images under
+    ``screenshots/`` (the names the records carry) are written to ``--out``. Exit status: 0 when every crawl completed and
     at least one page was fetched; 1 otherwise, with one line naming the most common error
     when not a single page could be fetched (``skycrawl: no page fetched: connection refused
     (1 of 1 pages)``); 130 on Ctrl-C.
@@ -22,9 +23,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import json
+import re
 import signal
 import time
+import zipfile
 from collections import Counter
 from collections.abc import Awaitable, Iterator
 from pathlib import Path
@@ -218,6 +222,32 @@ async def export_all(s: Session, key: str, ids: list[str], out_dir: Path) -> Non
         await _export(s, key, crawl_id, warc, "warc")
         items = pages.with_name(pages.name.replace("pages", "items", 1))
         await _export(s, key, crawl_id, items, "items", keep_empty=False)
+        if await asyncio.to_thread(_names_screenshots, pages):
+            await _export_screenshots(s, key, crawl_id, out_dir)
+
+
+_SCREENSHOT_ENTRY = re.compile(r"screenshots/[0-9a-f]{32}\.(png|jpeg)")
+
+
+def _names_screenshots(pages: Path) -> bool:
+    with pages.open("rb") as f:
+        return any(b'"screenshot":"screenshots/' in line.replace(b" ", b"") for line in f)
+
+
+async def _export_screenshots(s: Session, key: str, crawl_id: str, out_dir: Path) -> None:
+    """The ``screenshots`` export unpacked into ``out_dir/screenshots/`` (only the entries
+    named as the engine names screenshots: nothing else lands on disk)."""
+    body = b"".join([c async for c in s.api(key).export_crawl(crawl_id, format="screenshots")])
+
+    def unpack() -> None:
+        with zipfile.ZipFile(io.BytesIO(body)) as archive:
+            for name in archive.namelist():
+                if _SCREENSHOT_ENTRY.fullmatch(name):
+                    target = out_dir / name
+                    target.parent.mkdir(exist_ok=True)
+                    target.write_bytes(archive.read(name))
+
+    await asyncio.to_thread(unpack)
 
 
 async def _export(

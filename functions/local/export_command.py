@@ -1,8 +1,9 @@
 """``skycrawl export CRAWL_ID``: write a finished (or running) crawl's results again.
 
 The crawl must be one the CLI's tenant submitted (``skycrawl crawl`` and ``demo`` submit as
-the tenant in ``cli-tenant.json``). Writes ``pages.jsonl`` and ``crawl.warc.gz`` to ``--out``,
-the same files ``crawl`` writes, through the same API export route.
+the tenant in ``cli-tenant.json``). Writes ``pages.jsonl`` and ``crawl.warc.gz`` to ``--out``
+(and ``items.jsonl``, and ``screenshots/`` of rendered pages, when the crawl has them), the
+same files ``crawl`` writes, through the same API export routes.
 """
 
 from __future__ import annotations

@@ -10,6 +10,7 @@ state         firestore-emulator   FirestoreStateStore on Google's Firestore emu
 blob          gcs-fake             GcsBlobStore, real client, on FakeGcsServer (HTTP)
 runtime       cloudrun-fake        CloudRunRuntime on FakeCloudRun (local processes)
 provisioner   pubsub+gcs           GcpProvisioner on the Pub/Sub emulator + FakeGcsServer
+              pubsub+gcs+iam       the same with tenant identities, on the IAM fakes
 ============  ===================  ===================================================
 
 The emulators start lazily, on the first test that needs one (``emulators.py``), never at
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hashlib
 import sys
 import uuid
@@ -40,6 +42,7 @@ from adapters.gcp.provisioner import GcpProvisioner
 from adapters.gcp.pubsub_admin import PubSubAdmin
 from adapters.gcp.scheduler import CloudTasksScheduler, deliver_timer
 from adapters.gcp.state_store import FirestoreStateStore
+from adapters.gcp.tenant_iam import TenantIam
 from core.clock import SystemClock
 from core.errors import SkycrawlError
 from core.ports import ContainerRuntime
@@ -54,7 +57,9 @@ from tests.contract.harness import (
 from tests.integration.gcp import emulators
 from tests.integration.gcp.fake_cloud_run import FakeCloudRun
 from tests.integration.gcp.fake_cloud_tasks import FakeCloudTasks, FakeIdTokens
+from tests.integration.gcp.fake_iam import FakeIamAdmin, FakePubSubIam
 from tests.integration.gcp.fakes import FakeGcsServer
+from tests.integration.gcp.gcp_iam_eval import from_bucket, from_pubsub
 
 TIMER_URL = "https://api.example.test/internal/timers"
 TIMER_ACCOUNT = "timers@skycrawl-test.iam.gserviceaccount.com"
@@ -164,23 +169,57 @@ async def cloud_run_runtime(tmp: Path) -> AsyncIterator[RuntimeHarness]:
 
 
 @contextlib.asynccontextmanager
-async def gcp_provisioner(tmp: Path) -> AsyncIterator[ProvisionerHarness]:
-    """Per-tenant dispatch topic on the Pub/Sub emulator, marker in the GCS fake."""
+async def gcp_provisioner(
+    tmp: Path, *, identities: bool = False
+) -> AsyncIterator[ProvisionerHarness]:
+    """Per-tenant dispatch topic on the Pub/Sub emulator, marker in the GCS fake; with
+    ``identities``, the tenant's service account and bindings on the IAM fakes too."""
     publisher, subscriber = pubsub_clients(emulators.pubsub_host())
     admin = PubSubAdmin(project=emulators.PROJECT, publisher=publisher, subscriber=subscriber)
+    accounts = FakeIamAdmin()
+
+    async def found(resource: str) -> bool:
+        try:
+            if "/subscriptions/" in resource:
+                await subscriber.get_subscription(subscription=resource)
+            else:
+                await publisher.get_topic(topic=resource)
+        except gexc.NotFound:
+            return False
+        return True
+
+    policies = FakePubSubIam(found)
     with FakeGcsServer(buckets=["skycrawl-blobs"]) as server:
         client = server.client()
+        base = f"dispatch-{uuid.uuid4().hex[:8]}"
+        iam = TenantIam(
+            project=emulators.PROJECT,
+            bucket="skycrawl-blobs",
+            iam=accounts,  # type: ignore[arg-type]
+            topics=policies,
+            subscriptions=policies,
+            storage_client=client,
+            inbox_queue=f"{base}-inbox",
+            dispatch_topic=base,
+            backoff_s=0.01,
+        )
+        if identities:
+            await admin.ensure_queue(f"{base}-inbox", 5)
         provisioner = GcpProvisioner(
             admin=admin,
             storage_client=client,
             bucket="skycrawl-blobs",
-            dispatch_topic=(base := f"dispatch-{uuid.uuid4().hex[:8]}"),
+            dispatch_topic=base,
+            iam=iam if identities else None,
         )
 
         async def exists(resources: Mapping[str, str]) -> bool:
             try:
                 for kind, ref in resources.items():
-                    if kind == "dispatch_topic":
+                    if kind == "engine_service_account":
+                        if ref not in accounts.accounts:
+                            return False
+                    elif kind == "dispatch_topic":
                         await publisher.get_topic(topic=admin.topic_path(ref))
                     else:
                         bucket, _, key = ref.removeprefix("gs://").partition("/")
@@ -200,7 +239,17 @@ async def gcp_provisioner(tmp: Path) -> AsyncIterator[ProvisionerHarness]:
             }
             found = {f for f in found if f.rsplit("/", 1)[-1].startswith(base)}
             blobs = await asyncio.to_thread(lambda: list(client.list_blobs("skycrawl-blobs")))
-            return found | {f"object:{b.name}" for b in blobs}
+            found |= {f"object:{b.name}" for b in blobs}
+            found |= {f"account:{email}" for email in accounts.accounts}
+            await policies.prune()
+            grants = [(r, from_pubsub(p)) for r, p in policies.bindings().items()]
+            grants += [(f"bucket:{b}", from_bucket(p)) for b, p in server.state.policies.items()]
+            return found | {
+                f"grant:{resource}:{binding.role}:{who}"
+                for resource, bindings in grants
+                for binding in bindings
+                for who in binding.members
+            }
 
         try:
             yield ProvisionerHarness(provisioner=provisioner, exists=exists, inventory=inventory)
@@ -211,7 +260,10 @@ async def gcp_provisioner(tmp: Path) -> AsyncIterator[ProvisionerHarness]:
 
 
 FACTORIES = {
-    "provisioner": {"pubsub+gcs": gcp_provisioner},
+    "provisioner": {
+        "pubsub+gcs": gcp_provisioner,
+        "pubsub+gcs+iam": functools.partial(gcp_provisioner, identities=True),
+    },
     "runtime": {"cloudrun-fake": cloud_run_runtime},
     "blob": {"gcs-fake": gcs_blobs},
     "bus": {"pubsub-emulator": pubsub_bus},

@@ -17,6 +17,7 @@ LIFECYCLE = "tests/unit/conductor/test_conductor_lifecycle.py"
 IDEMPOTENCY = "tests/unit/conductor/test_conductor_idempotency.py"
 HOLES = "tests/unit/conductor/test_conductor_holes.py"
 PLACEMENT = "tests/unit/conductor/test_conductor_placement.py"
+BUDGET_PAUSE = "tests/unit/conductor/test_budget_pause.py"
 
 
 @dataclass(frozen=True)
@@ -65,8 +66,8 @@ MUTATIONS: tuple[Mutation, ...] = (
     Mutation(
         "fleet slots ignored in candidate selection",
         "core/conductor/router.py",
-        "candidates = tuple(c for c in containers if c.id in set(slots))",
-        "candidates = tuple(containers)",
+        "if v.value.state.live and v.value.id in in_fleet}",
+        "if v.value.state.live}",
         (RACES, PLACEMENT),
     ),
     Mutation(
@@ -89,5 +90,19 @@ MUTATIONS: tuple[Mutation, ...] = (
         "timers = (self.kill_timer(new),) if not rest and live else ()",
         "timers = ()",
         (LIFECYCLE, RACES),
+    ),
+    Mutation(
+        "a pause request is requeued when its container dies (not paused)",
+        "core/conductor/transitions.py",
+        "if crawl.state is CrawlState.dispatched and crawl.pause_requested is not None:",
+        "if False:",
+        (BUDGET_PAUSE,),
+    ),
+    Mutation(
+        "a withdrawn pause is not resumed when the engine answers",
+        "core/conductor/conductor.py",
+        "return paused if c.pause_requested else resumed(paused, now, inbox)",
+        "return paused",
+        (BUDGET_PAUSE,),
     ),
 )

@@ -61,7 +61,9 @@ def bus_on(namespace: FakeServiceBusNamespace) -> ServiceBusMessageBus:
     )
 
 
-async def pretend_to_crawl(run: RunCrawl, report: Reporter) -> CrawlCounts:
+async def pretend_to_crawl(
+    run: RunCrawl, report: Reporter, pause: asyncio.Event | None = None
+) -> CrawlCounts:
     await report(CrawlCounts(queued=2, fetched=1))
     await asyncio.sleep(0.2)
     return CrawlCounts(fetched=3)

@@ -84,8 +84,9 @@ async def fetchers() -> AsyncIterator[Callable[..., Fetcher]]:
 
 @pytest.fixture
 def crawl(tmp_path: Path) -> Callable[..., Awaitable[CrawlOutcome]]:
-    """``await crawl(seeds, settings=..., resolver=..., browser=..., **spec_fields)``: a whole crawl
-    (``use_sitemaps`` defaults to False here; the returned outcome's ``out`` holds the WARC)."""
+    """``await crawl(seeds, settings=..., resolver=..., browser=..., proxy=..., **spec_fields)``:
+    a whole crawl (``proxy``: the pool proxy id its route names; ``use_sitemaps`` defaults to
+    False here; the returned outcome's ``out`` holds the WARC)."""
     runs = iter(range(1000))
 
     async def run(
@@ -94,6 +95,7 @@ def crawl(tmp_path: Path) -> Callable[..., Awaitable[CrawlOutcome]]:
         settings: EngineSettings | None = None,
         resolver: AbstractResolver | None = None,
         browser: BrowserPool | None = None,
+        proxy: str | None = None,
         **spec: Any,
     ) -> CrawlOutcome:
         settings = settings or engine_settings()
@@ -104,7 +106,7 @@ def crawl(tmp_path: Path) -> Callable[..., Awaitable[CrawlOutcome]]:
         spec_model = CrawlSpec(seeds=list(seeds), **spec)
         try:
             async with Fetcher(settings, resolver=resolver) as fetcher:
-                crawler = Crawler(spec_model, fetcher, sink, settings, browser=browser)
+                crawler = Crawler(spec_model, fetcher, sink, settings, browser=browser, proxy=proxy)
                 counts = await crawler.run()
         finally:
             await sink.close()

@@ -1,4 +1,5 @@
-"""Checkpoint and resume through a BlobStore: every page ends up in the manifest exactly once.
+"""Checkpoint and resume through a BlobStore (after a cancel, a hard stop or a pause): every
+page ends up in the manifest exactly once.
 
 The BlobStore is the real local adapter (``adapters.local.blob_store.FileBlobStore``).
 """
@@ -20,7 +21,7 @@ from warcio.archiveiterator import ArchiveIterator
 from adapters.local.blob_store import FileBlobStore
 from core import layout
 from core.models import CrawlSpec
-from engine_container.crawler import Crawler
+from engine_container.crawler import Crawler, Paused
 from engine_container.fetcher import Fetcher
 from engine_container.frontier import checkpoint_next_seq
 from engine_container.sinks import BlobSink, load_checkpoint
@@ -43,6 +44,7 @@ async def start_crawl(
     *,
     chunk_pages: int = 10,
     checkpoint_interval_s: float = 0.05,
+    pause: asyncio.Event | None = None,
 ) -> tuple[asyncio.Task[Any], Fetcher]:
     settings = engine_settings(concurrency=4, checkpoint_interval_s=checkpoint_interval_s)
     spec = CrawlSpec(
@@ -55,7 +57,7 @@ async def start_crawl(
     start_seq = checkpoint_next_seq(checkpoint) if checkpoint else 0
     sink = BlobSink(store, TENANT, CRAWL, start_seq, chunk_pages=chunk_pages)
     fetcher = Fetcher(settings)
-    crawler = Crawler(spec, fetcher, sink, settings, checkpoint=checkpoint)
+    crawler = Crawler(spec, fetcher, sink, settings, checkpoint=checkpoint, pause=pause)
     return asyncio.create_task(crawler.run()), fetcher
 
 
@@ -117,6 +119,42 @@ async def test_cancel_then_resume_covers_every_page_exactly_once(serve, tmp_path
     assert counts.queued == 0
     # only pages in flight at the cancel were fetched twice
     assert sum(site.hits.values()) - PAGES <= 4, fetched_before
+
+
+async def test_pause_finishes_the_pages_in_flight_and_resume_fetches_none_twice(
+    serve, tmp_path: Path
+) -> None:
+    """The budget stop (``PauseCrawl``): unlike a cancel, the four workers' pages in flight
+    are finished and stored, so the resumed crawl requests every page exactly once."""
+    site: Site = await serve({"*": slow_page})
+    store = FileBlobStore(tmp_path / "blobs")
+    pause = asyncio.Event()
+    # a checkpoint interval longer than the test: the resume uses the pause's own checkpoint
+    task, fetcher = await start_crawl(site, store, None, checkpoint_interval_s=60, pause=pause)
+    await stop_when(site, 50, task)
+    pause.set()
+    with pytest.raises(Paused) as paused:
+        await task
+    await fetcher.close()
+    requested = sum(site.hits.values())
+
+    stored = await manifest_urls(store)
+    assert len(stored) == requested, "every page requested before the pause is stored"
+    assert paused.value.counts.fetched == requested
+    assert paused.value.counts.queued > 0
+    checkpoint = await load_checkpoint(store, TENANT, CRAWL)
+    assert checkpoint is not None
+    assert checkpoint["counts"]["fetched"] == requested
+
+    task, fetcher = await start_crawl(site, store, checkpoint)
+    counts = await task
+    await fetcher.close()
+
+    urls = await manifest_urls(store)
+    assert sorted(urls) == sorted({site.url(f"/{i}") for i in range(PAGES)})
+    assert sorted(await warc_uris(store)) == sorted(urls)
+    assert counts.fetched == PAGES
+    assert set(site.hits.values()) == {1}, "no page fetched twice"
 
 
 async def test_resume_from_an_older_checkpoint_after_a_hard_stop(serve, tmp_path: Path) -> None:

@@ -1,5 +1,6 @@
 """The engine in bus mode (``Worker``) against the real SQLite bus: the handshake, its own
-``container_id`` check when the broker does not filter, heartbeats, cancel and SIGTERM."""
+``container_id`` check when the broker does not filter, heartbeats, cancel, pause (also
+when every slot is busy) and SIGTERM."""
 
 from __future__ import annotations
 
@@ -11,14 +12,16 @@ from pathlib import Path
 import pytest
 
 from adapters.local.message_bus import SqliteMessageBus
-from core.errors import NotFound
+from core.errors import ConfigurationError, NotFound
 from core.layout import subscription_name
 from core.messages import (
     CancelCrawl,
     ContainerExited,
     ContainerReady,
     CrawlCompleted,
+    CrawlPaused,
     Heartbeat,
+    PauseCrawl,
     RunCrawl,
     decode_inbox,
     encode,
@@ -26,6 +29,7 @@ from core.messages import (
 from core.models import CrawlCounts, CrawlSpec
 from core.ports import Queue, Subscription
 from core.settings import SkycrawlSettings
+from engine_container.crawler import Paused
 from engine_container.settings import EngineSettings
 from engine_container.worker import Worker
 
@@ -43,21 +47,43 @@ class FilterIgnoringBus(SqliteMessageBus):
 
 
 class Runs:
-    """The worker's crawl function: records what it was asked to run; blocks until released."""
+    """The worker's crawl function: records what it was asked to run; blocks until released,
+    or until paused (then raises ``Paused``, as the crawler does after its pages in flight)."""
 
     def __init__(self) -> None:
         self.started: list[str] = []
         self.release = asyncio.Event()
 
-    async def __call__(self, run: RunCrawl, report: object) -> CrawlCounts:
+    async def __call__(
+        self, run: RunCrawl, report: object, pause: asyncio.Event | None = None
+    ) -> CrawlCounts:
         self.started.append(run.crawl_id)
-        await self.release.wait()
+        waits = [asyncio.ensure_future(self.release.wait())]
+        if pause is not None:
+            waits.append(asyncio.ensure_future(pause.wait()))
+        try:
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiting in waits:
+                waiting.cancel()
+        if pause is not None and pause.is_set():
+            raise Paused(CrawlCounts(queued=4, fetched=1))
         return CrawlCounts(fetched=3)
 
 
+class MayNotDeleteBus(FilterIgnoringBus):
+    """As a GCP tenant's engine sees Pub/Sub: the control plane made its subscription and
+    deletes it; the engine may not (``ConfigurationError``, from ``PermissionDenied``)."""
+
+    async def delete_subscription(self, *, topic: str, name: str) -> None:
+        raise ConfigurationError("pubsub.subscriptions.delete denied")
+
+
 @contextlib.asynccontextmanager
-async def running_worker(tmp_path: Path, guid: str = "aaaa") -> AsyncIterator[tuple]:
-    bus = FilterIgnoringBus(tmp_path / "bus.sqlite3")
+async def running_worker(
+    tmp_path: Path, guid: str = "aaaa", bus_type: type[FilterIgnoringBus] = FilterIgnoringBus
+) -> AsyncIterator[tuple]:
+    bus = bus_type(tmp_path / "bus.sqlite3")
     control = SkycrawlSettings()
     await bus.ensure_queue(name=control.inbox_queue)
     await bus.ensure_topic(topic=control.dispatch_topic)
@@ -156,6 +182,34 @@ async def test_cancel_stops_the_crawl_without_completing_it(tmp_path: Path) -> N
         assert not [m for m in messages if isinstance(m, CrawlCompleted)]
 
 
+async def test_a_full_container_still_hears_a_pause_and_then_takes_the_waiting_run(
+    tmp_path: Path,
+) -> None:
+    async with running_worker(tmp_path) as (bus, control, runs, _stop, _task):  # capacity 2
+        await wait_ready(bus, control)
+        for crawl in ("k1", "k2", "k3"):
+            await bus.publish(topic=control.dispatch_topic, message=encode(run_for("aaaa", crawl)))
+        await until(lambda: {"k1", "k2"} <= set(runs.started))
+        await asyncio.sleep(0.3)
+        assert "k3" not in runs.started, "no third slot"
+        pause = PauseCrawl(container_id="aaaa", tenant_id="t1", crawl_id="k1", reason="budget")
+        await bus.publish(topic=control.dispatch_topic, message=encode(pause))
+
+        paused: list[CrawlPaused] = []
+
+        async def answered() -> bool:
+            paused.extend(m for m in await inbox(bus, control) if isinstance(m, CrawlPaused))
+            return bool(paused)
+
+        for _ in range(100):
+            if await answered():
+                break
+            await asyncio.sleep(0.05)
+        assert [(m.crawl_id, m.attempt, m.counts.fetched) for m in paused] == [("k1", 1, 1)]
+        await until(lambda: "k3" in runs.started)  # the slot it freed, once k3 is visible again
+        assert runs.started.count("k1") == 1
+
+
 async def test_sigterm_path_releases_work_reports_exit_and_removes_subscription(
     tmp_path: Path,
 ) -> None:
@@ -176,6 +230,14 @@ async def test_sigterm_path_releases_work_reports_exit_and_removes_subscription(
             await bus.receive(
                 source=Subscription(control.dispatch_topic, subscription_name("aaaa"))
             )
+
+
+async def test_a_subscription_it_may_not_delete_is_left_to_the_conductor(tmp_path: Path) -> None:
+    async with running_worker(tmp_path, bus_type=MayNotDeleteBus) as (bus, control, _, stop, task):
+        await wait_ready(bus, control)
+        stop.set()
+        assert await asyncio.wait_for(task, 10) == 0  # a clean exit, not a crash
+        assert [m for m in await inbox(bus, control) if isinstance(m, ContainerExited)]
 
 
 @pytest.mark.parametrize(

@@ -6,7 +6,9 @@
     which reach it through ``SKYCRAWL_GCP_STORAGE_EMULATOR_HOST``. Implemented: bucket create
     and get; object multipart and resumable upload, media download (with ``x-goog-hash``),
     metadata get, list (``prefix``, ``pageToken``, ``maxResults``), delete; ``Range: bytes=a-b``
-    on downloads (206). Limits: no ACLs,
+    on downloads (206); bucket IAM policies (``getIamPolicy`` / ``setIamPolicy``, stored as
+    given, version 3 with conditions, an etag that a stale write gets 412 for -- the policies
+    are stored, never enforced: ``gcp_iam_eval`` evaluates them). Limits: no ACLs,
     preconditions (``ifGenerationMatch`` is ignored), versioning, ``delimiter``, batch
     requests, compose, copy or rewrite; objects live in memory; no authentication.
 
@@ -60,6 +62,7 @@ class FakeGcsState:
     lock: threading.Lock = field(default_factory=threading.Lock)
     generation: int = 0
     requests: int = 0
+    policies: dict[str, dict[str, Any]] = field(default_factory=dict)  # bucket -> IAM policy
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -140,6 +143,36 @@ class _Handler(BaseHTTPRequestHandler):
             self._error(404, "no such bucket")
             return
         self._send(200, {"kind": "storage#bucket", "name": bucket, "id": bucket})
+
+    def get_bucket_iam(self, query: dict[str, str], bucket: str) -> None:
+        if bucket not in self.server.state.buckets:
+            self._error(404, "no such bucket")
+            return
+        with self.server.state.lock:
+            policy = self.server.state.policies.get(bucket, {"version": 1, "etag": "CAE="})
+        self._send(
+            200, {"kind": "storage#policy", "resourceId": f"projects/_/buckets/{bucket}", **policy}
+        )
+
+    def set_bucket_iam(self, query: dict[str, str], bucket: str) -> None:
+        if bucket not in self.server.state.buckets:
+            self._error(404, "no such bucket")
+            return
+        body = json.loads(self._body())
+        state = self.server.state
+        with state.lock:
+            current = state.policies.get(bucket, {"etag": "CAE="})
+            if body.get("etag") and body["etag"] != current["etag"]:
+                self._error(412, "the policy changed: read it again")
+                return
+            state.generation += 1
+            stored = {
+                "version": int(body.get("version", 1)),
+                "bindings": body.get("bindings", []),
+                "etag": base64.b64encode(f"p{state.generation}".encode()).decode(),
+            }
+            state.policies[bucket] = stored
+        self._send(200, {"kind": "storage#policy", **stored})
 
     # ---------------------------------------------------------------- objects
 
@@ -282,6 +315,8 @@ class _GcsHttpServer(ThreadingHTTPServer):
 _ROUTES: list[tuple[str, Any]] = [
     (r"POST /storage/v1/b", _Handler.create_bucket),
     (r"GET /storage/v1/b/([^/]+)", _Handler.get_bucket),
+    (r"GET /storage/v1/b/([^/]+)/iam", _Handler.get_bucket_iam),
+    (r"PUT /storage/v1/b/([^/]+)/iam", _Handler.set_bucket_iam),
     (r"POST /upload/storage/v1/b/([^/]+)/o", _Handler.upload),
     (r"PUT /upload/storage/v1/b/([^/]+)/o", _Handler.upload_chunk),
     (r"GET /download/storage/v1/b/([^/]+)/o/(.+)", _Handler.download),

@@ -85,7 +85,8 @@ async def test_large_objects_take_the_resumable_upload() -> None:
 
 
 async def test_closing_the_ports_closes_every_client_they_opened() -> None:
-    """Cloud Tasks (scheduler), Firestore, Storage, Pub/Sub and Cloud Run: each closed once."""
+    """Cloud Tasks (scheduler), Firestore, Storage, Pub/Sub, Cloud Run and IAM (the tenants'
+    identities): each closed once."""
 
     def grpc_client() -> Any:
         client = mock.MagicMock()
@@ -101,6 +102,7 @@ async def test_closing_the_ports_closes_every_client_they_opened() -> None:
         run_jobs=grpc_client(),
         run_executions=grpc_client(),
         run_tasks=grpc_client(),
+        iam=grpc_client(),
     )
     gcp = GcpSettings(
         project="p",
@@ -110,7 +112,15 @@ async def test_closing_the_ports_closes_every_client_they_opened() -> None:
     )
     ports = provider.build_ports(SkycrawlSettings(provider="gcp"), gcp, clients=clients)
     await ports.close()
-    for name in ("publisher", "subscriber", "tasks", "run_jobs", "run_executions", "run_tasks"):
+    for name in (
+        "publisher",
+        "subscriber",
+        "tasks",
+        "run_jobs",
+        "run_executions",
+        "run_tasks",
+        "iam",
+    ):
         getattr(clients, name).transport.close.assert_awaited_once()
     assert clients.firestore is not None
     clients.firestore._firestore_api_internal.transport.close.assert_awaited_once()

@@ -122,7 +122,9 @@ class Runs:
         self.started: list[str] = []
         self.release = asyncio.Event()
 
-    async def __call__(self, run: RunCrawl, report: object) -> CrawlCounts:
+    async def __call__(
+        self, run: RunCrawl, report: object, pause: asyncio.Event | None = None
+    ) -> CrawlCounts:
         self.started.append(run.crawl_id)
         await self.release.wait()
         return CrawlCounts(fetched=1)

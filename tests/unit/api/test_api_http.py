@@ -84,6 +84,7 @@ async def test_openapi_lists_every_route_with_security_and_schemas(harness: Harn
     assert {
         "/v1/crawls",
         "/v1/crawls/{crawl_id}",
+        "/v1/crawls/{crawl_id}/resume",
         "/v1/crawls/{crawl_id}/pages",
         "/v1/crawls/{crawl_id}/export",
         "/v1/crawls/{crawl_id}/screenshots/{name}",

@@ -3,8 +3,9 @@ delete; the first fire is sent with a relative delay to the next occurrence."""
 
 from __future__ import annotations
 
-from api_harness import SEED, Harness, assert_problem
+from api_harness import SEED, START, Harness, assert_problem
 
+from core.delivery_models import Schedule, schedules_table
 from core.messages import ScheduleFire
 
 Tenant = tuple[str, str]
@@ -70,3 +71,29 @@ async def test_another_tenants_schedule_is_404(harness: Harness, tenant: Tenant)
     _, other = await harness.create_tenant("other")
     assert_problem(await harness.call("GET", f"/v1/schedules/{made['id']}", key=other), 404)
     assert_problem(await harness.call("POST", f"/v1/schedules/{made['id']}/pause", key=other), 404)
+
+
+async def test_a_schedule_shows_the_occurrences_its_budget_skipped(
+    harness: Harness, tenant: Tenant
+) -> None:
+    tenant_id, key = tenant
+    made = await _create(harness, key)
+    path = f"/v1/schedules/{made['id']}"
+    assert (made["skipped"], made["last_skipped_at"], made["last_skip_reason"]) == (0, None, None)
+
+    def skipped(s: Schedule) -> Schedule:  # what the conductor stores over budget
+        reason = "budget reached (6.00 of 5 spent in 2030-01)"
+        update = {"skipped": 1, "last_skipped_at": START, "last_skip_reason": reason}
+        return s.model_copy(update=update)
+
+    await schedules_table(harness.records).mutate(tenant_id, made["id"], skipped)
+    shown = (await harness.call("GET", path, key=key)).parsed()
+
+    assert (shown["state"], shown["runs"], shown["skipped"]) == ("active", 0, 1)
+    assert shown["last_skipped_at"] == START.isoformat().replace("+00:00", "Z")
+    assert shown["last_skip_reason"].startswith("budget reached")
+    await harness.inbox()
+    await harness.call("POST", f"{path}/pause", key=key)
+    await harness.call("POST", f"{path}/resume", key=key)
+    [fire] = [m for m in await harness.inbox() if isinstance(m, ScheduleFire)]
+    assert fire.skipped == 1, "a fire carries the count, so a stale skipped fire is a duplicate"

@@ -15,7 +15,7 @@ from web_client import Browser
 from core.budgets import BUDGET_KEY, Budget, Budgets, budgets_table
 from core.layout import manifest_key
 from core.metering import EgressUsage, Meter, MeterEvent, Usage
-from core.models import Container, Egress
+from core.models import Container, Crawl, CrawlState, Egress
 from core.ports.message_bus import OutboundMessage, Queue, dead_letter_queue
 from core.webapp.app import TEMPLATES
 
@@ -286,6 +286,28 @@ async def test_cancel_and_rerun(harness: Harness) -> None:
     new = await harness.records.crawls.get(tenant_id, new_id)
     assert new is not None
     assert new.value.spec == crawl.value.spec
+
+
+async def test_a_paused_crawl_offers_resume_and_resumes(harness: Harness) -> None:
+    tenant_id, _, browser = await signed_in(harness)
+    crawl_id = await start_crawl(browser, tenant_id)
+    page = await browser.get(f"/t/{tenant_id}/crawls/{crawl_id}")
+    assert 'data-role="resume"' not in page.body.decode(), "only a paused crawl resumes"
+
+    def pause(c: Crawl) -> Crawl:  # what the conductor does at the budget's limit
+        return c.model_copy(update={"state": CrawlState.paused, "reason": "budget reached"})
+
+    await harness.records.crawls.mutate(tenant_id, crawl_id, pause)
+    page = await browser.get(f"/t/{tenant_id}/crawls/{crawl_id}")
+    assert 'data-role="resume"' in page.body.decode()
+    token = await browser.csrf(f"/t/{tenant_id}/crawls/{crawl_id}")
+    resumed = await browser.post(f"/t/{tenant_id}/crawls/{crawl_id}/resume", {"csrf": token})
+    assert resumed.status == 303
+    crawl = await harness.records.crawls.get(tenant_id, crawl_id)
+    assert crawl is not None
+    assert crawl.value.state is CrawlState.pending
+    again = await browser.post(f"/t/{tenant_id}/crawls/{crawl_id}/resume", {"csrf": token})
+    assert again.status == 409
 
 
 # ------------------------------------------------------------------ invited users and roles

@@ -43,10 +43,12 @@ from core.messages import (
     ContainerReady,
     CrawlCompleted,
     CrawlFailed,
+    CrawlPaused,
     CrawlSubmitted,
     DrainContainer,
     Heartbeat,
     KillTimer,
+    PauseCrawl,
     Progress,
     ProxyStats,
     RunCrawl,
@@ -326,7 +328,12 @@ class Harness:
         return tenant
 
     async def submit(
-        self, tenant_id: str = "t1", *, session: str | None = None, **spec: Any
+        self,
+        tenant_id: str = "t1",
+        *,
+        session: str | None = None,
+        traceparent: str | None = None,
+        **spec: Any,
     ) -> str:
         """What ``POST /v1/crawls`` stores and sends; returns the crawl id."""
         now = self.clock.now()
@@ -337,13 +344,16 @@ class Harness:
             spec=CrawlSpec(seeds=[SEED], session=session, **spec),
             created_at=now,
             updated_at=now,
+            traceparent=traceparent,
         )
         await self.records.crawls.create(tenant_id, crawl_id, crawl)
         entry = ActiveCrawl(crawl_id=crawl_id, created_at=now)
         await self.records.active.create(tenant_id, crawl_id, entry)
         await self.records.listing.create(tenant_id, listing_key(now, crawl_id), entry)
         await self.records.index_pending(crawl)
-        await self.send(CrawlSubmitted(tenant_id=tenant_id, crawl_id=crawl_id))
+        await self.send(
+            CrawlSubmitted(tenant_id=tenant_id, crawl_id=crawl_id, traceparent=traceparent)
+        )
         return crawl_id
 
     async def cancel(self, tenant_id: str, crawl_id: str) -> None:
@@ -570,7 +580,7 @@ class FakeEngine:
     beat_seq: int = 0
     alive: bool = True  # False once it exited: it answers nothing any more
     drained: bool = False
-    stash: list[RunCrawl | CancelCrawl] = field(default_factory=list)  # read, not yet taken
+    stash: list[RunCrawl | CancelCrawl | PauseCrawl] = field(default_factory=list)  # unread
 
     @property
     def subscription(self) -> Subscription:
@@ -612,7 +622,7 @@ class FakeEngine:
         )
         return True
 
-    async def work(self) -> list[RunCrawl | CancelCrawl]:
+    async def work(self) -> list[RunCrawl | CancelCrawl | PauseCrawl]:
         """Take (and acknowledge) everything waiting on this container's subscription."""
         await self._read()
         received, self.stash = self.stash, []
@@ -640,7 +650,7 @@ class FakeEngine:
                     if isinstance(message, RunCrawl):
                         self.attempts[message.crawl_id] = message.attempt
                         self.running.add(message.crawl_id)
-                    else:
+                    elif isinstance(message, CancelCrawl):
                         self.running.discard(message.crawl_id)
                 await self.harness.bus.ack(lease=lease)
 
@@ -660,6 +670,19 @@ class FakeEngine:
                 crawl_id=crawl_id,
                 attempt=self.attempts.get(crawl_id, 0),
                 counts=counts,
+            )
+        )
+
+    async def paused(self, crawl_id: str, fetched: int = 2) -> OutboundMessage:
+        """It finished the pages in flight and checkpointed, as told by ``PauseCrawl``."""
+        self.running.discard(crawl_id)
+        return await self.send(
+            CrawlPaused(
+                container_id=self.id,
+                tenant_id=self.tenant_id,
+                crawl_id=crawl_id,
+                attempt=self.attempts.get(crawl_id, 0),
+                counts=CrawlCounts(queued=5, fetched=fetched, bytes=1000 * fetched),
             )
         )
 

@@ -1,6 +1,7 @@
 """Budgets on the conductor's side: each threshold warned once, by a signed webhook, and at
-the limit the tenant's crawls stop with reason "budget reached" (their container told, its
-slot freed), while the usage so far is kept.
+the limit the tenant's crawls pause with reason "budget reached" (a running one once its
+engine finished the pages in flight; its slot then freed), while the usage so far is kept.
+The pause/resume round trip itself is in ``test_budget_pause.py``.
 
 The webhook receiver is a real HTTP server on 127.0.0.1 (``test_webhooks.receiver``); the
 conductor runs over the real local ports with a FakeClock.
@@ -15,8 +16,8 @@ from conductor_harness import MakeHarness, start_ready
 from test_webhooks import notifying, receiver
 
 from core.budgets import BUDGET_KEY, Budget, budgets_table
-from core.messages import CancelCrawl
-from core.models import CrawlState, Egress
+from core.messages import CancelCrawl, PauseCrawl
+from core.models import ContainerState, CrawlState, Egress
 from core.webhook_signing import verify_signature
 from core.webhooks import rotate_secret
 
@@ -54,12 +55,30 @@ async def test_thresholds_are_warned_once_each_and_the_limit_stops_running_crawl
         secrets.current.secret, headers["skycrawl-signature"], body, now=time.time()
     )
     crawl = await h.crawl(crawl_id)
-    assert crawl.state is CrawlState.cancelled
-    assert crawl.reason == "budget reached"
+    # told to pause, not cancelled: the engine finishes the page in flight first
+    assert (crawl.state, crawl.pause_requested) == (CrawlState.dispatched, "budget reached")
     work = await engine.work()
-    assert any(isinstance(m, CancelCrawl) and m.crawl_id == crawl_id for m in work)
+    pauses = [m for m in work if isinstance(m, PauseCrawl)]
+    assert pauses
+    assert {(m.crawl_id, m.reason) for m in pauses} == {(crawl_id, "budget reached")}
+    assert not any(isinstance(m, CancelCrawl) for m in work)
+    assert (await h.container(engine.id)).in_flight == (crawl_id,), "busy until it answers"
+
+    await engine.paused(crawl_id, fetched=4)
+    await h.pump()
+
+    crawl = await h.crawl(crawl_id)
+    assert (crawl.state, crawl.reason, crawl.counts.fetched) == (
+        CrawlState.paused,
+        "budget reached",
+        4,
+    )
+    assert crawl.container_id is None
+    assert crawl.pause_requested is None
     assert (await h.container(engine.id)).in_flight == ()
-    assert await h.active_ids() == set()
+    assert await h.active_ids() == {crawl_id}, "not terminal: it can resume"
+    await h.advance(300)  # idle_ttl: the container drains as usual
+    assert (await h.container(engine.id)).state is ContainerState.stopped
 
 
 async def test_a_crawl_submitted_at_the_limit_is_stopped_before_it_runs(
@@ -74,7 +93,8 @@ async def test_a_crawl_submitted_at_the_limit_is_stopped_before_it_runs(
 
     await h.housekeeping()
 
-    assert (await h.crawl(running)).state is CrawlState.cancelled
-    assert (await h.crawl(waiting)).state is CrawlState.cancelled
+    assert (await h.crawl(running)).pause_requested == "budget reached"
+    assert (await h.crawl(waiting)).state is CrawlState.paused
     assert (await h.crawl(waiting)).reason == "budget reached"
+    assert await h.records.backlog.query("t1") == [], "out of the backlog"
     assert len(h.runtime.started) == 1  # nothing started for the waiting one

@@ -53,6 +53,15 @@ async def _progress(h: Harness) -> tuple[OutboundMessage, list[FakeEngine]]:
     return message, [engine]
 
 
+async def _paused(h: Harness) -> tuple[OutboundMessage, list[FakeEngine]]:
+    crawl_id, engine = await start_ready(h)
+    assert await h.conductor.budget.stop_crawls("t1") == 1  # what the budget's limit does
+    message = await engine.paused(crawl_id)
+    await h.pump()
+    assert (await h.crawl(crawl_id)).state is CrawlState.paused
+    return message, [engine]
+
+
 async def _completed(h: Harness) -> tuple[OutboundMessage, list[FakeEngine]]:
     crawl_id, engine = await start_ready(h)
     await h.submit()  # waits in the backlog (one container, one slot)
@@ -123,6 +132,7 @@ SCENARIOS: dict[str, Scenario] = {
     "container.ready": _ready,
     "crawl.progress": _progress,
     "crawl.completed": _completed,
+    "crawl.paused": _paused,
     "crawl.failed": _failed,
     "container.heartbeat": _heartbeat,
     "container.kill-timer": _kill_timer,

@@ -8,7 +8,8 @@ from typing import Any
 import pytest
 
 from core.clock import FakeClock
-from core.ports import Ports, deferred
+from core.models import Egress
+from core.ports import Ports, deferred, deferred_ports
 
 
 class Closable:
@@ -78,3 +79,22 @@ async def test_a_port_built_on_first_use_is_built_once_and_closed_only_if_used()
 def test_a_port_on_given_clients_is_built_at_once() -> None:
     made = deferred(lambda: Closable("bus", []), now=True)
     assert type(made) is Closable
+
+
+async def test_ports_built_together_are_built_on_first_use_and_all_closed() -> None:
+    closed: list[str] = []
+    builds: list[int] = []
+
+    def build() -> Ports:
+        builds.append(1)
+        return ports_of(closed)
+
+    ports = deferred_ports(build, runtimes=["east", "west", "far"], clock=FakeClock())
+    assert builds == []
+    assert isinstance(ports.bus, Closable)  # one port used: all of them are built, once
+    far = ports.runtime_for(Egress(name="far"))
+    assert isinstance(far, Closable)
+    assert far.name == "far-runtime"
+    assert builds == [1]
+    await ports.close()
+    assert len(closed) == 7  # every port, used or not, as if built at once

@@ -3,7 +3,8 @@ one of the project's own dependencies, with the same version range, so the image
 ``pip install skycrawl`` run the engine on the same libraries; and every library the engine
 imports (its own modules and the ``core``/``adapters`` modules they reach, lazy imports
 included) must be installed by that file (or, for rendering, by the ``browser`` target's
-``[browser]`` extra), or the image fails at its first page."""
+``[browser]`` extra; for telemetry, by ``EXTRA_PACKAGES`` with the ``[otel]`` extra), or the
+image fails at its first page."""
 
 from __future__ import annotations
 
@@ -21,10 +22,12 @@ LOCAL = {"core", "adapters", "engine_container", "functions", "skycrawl_client"}
 PROVIDER_EXTRAS = {"psycopg", "psycopg-pool"}
 
 
-def _browser_extra() -> set[str]:
-    """What the engine's ``browser`` image target adds: the project's ``[browser]`` extra."""
+def _extra(name: str) -> set[str]:
+    """The project's extra ``name``: ``[browser]`` is what the engine's ``browser`` image
+    target adds, ``[otel]`` what ``EXTRA_PACKAGES`` adds for telemetry (imported only when
+    the ``OTEL_*`` variables ask for it)."""
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    return {_name(r) for r in project["optional-dependencies"]["browser"]}
+    return {_name(r) for r in project["optional-dependencies"][name]}
 
 
 def _required() -> list[str]:
@@ -100,7 +103,7 @@ def test_engine_requirements_are_project_dependencies() -> None:
 def test_every_library_the_engine_imports_is_in_its_requirements() -> None:
     installed = _closure({_name(r) for r in _required()})
     by_module = packages_distributions()
-    known = installed | PROVIDER_EXTRAS | _closure(_browser_extra())
+    known = installed | PROVIDER_EXTRAS | _closure(_extra("browser")) | _closure(_extra("otel"))
     missing: dict[str, list[str]] = {}
     for module in sorted(_third_party_imports()):
         dists = by_module.get(module, [module])

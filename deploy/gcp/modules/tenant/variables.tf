@@ -25,8 +25,21 @@ variable "pubsub_agent" {
 }
 
 variable "engine_service_account" {
-  description = "E-mail of the engine job's service account (output of the shared stack)."
+  description = "E-mail of the engine job's service account (output of the shared stack); used only without tenant_identities."
   type        = string
+  default     = ""
+}
+
+variable "inbox_topic" {
+  description = "The conductor's inbox topic (SKYCRAWL_INBOX_QUEUE of the shared stack: <prefix>-inbox)."
+  type        = string
+  default     = "skycrawl-inbox"
+}
+
+variable "tenant_identities" {
+  description = "Give the tenant its own service account (as the shared stack's tenant_identities)."
+  type        = bool
+  default     = true
 }
 
 variable "bucket" {
