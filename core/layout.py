@@ -23,6 +23,33 @@ from __future__ import annotations
 import hashlib
 import re
 
+from core.errors import InvalidRequest
+
+_TENANT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
+
+
+def check_tenant_id(tenant_id: str) -> str:
+    """``tenant_id`` if it is 1-64 letters, digits, ``_`` or ``-`` starting with a letter or
+    digit (what every backend accepts in a resource name); ``InvalidRequest`` otherwise."""
+    if not _TENANT_ID.fullmatch(tenant_id):
+        raise InvalidRequest(f"invalid tenant id {tenant_id!r}: 1-64 letters, digits, '_' or '-'")
+    return tenant_id
+
+
+def tenant_store_name(prefix: str, tenant_id: str, *, max_chars: int, separator: str) -> str:
+    """The name of a tenant's own store (dedicated tenant data): ``prefix``, the tenant id
+    lowercased with every run of other characters than letters and digits made one
+    ``separator``, shortened to fit ``max_chars``, then ``separator`` and 8 hex of its SHA-256
+    (so that shortened or case-folded ids never share a store)."""
+    check_tenant_id(tenant_id)
+    digest = hashlib.sha256(tenant_id.encode()).hexdigest()[:8]
+    slug = _NOT_SLUG.sub(separator, tenant_id.lower()).strip(separator)
+    room = max_chars - len(prefix) - len(digest) - len(separator)
+    if room < 1:
+        raise ValueError(f"store prefix {prefix!r} leaves no room for tenant names")
+    part = slug[:room].rstrip(separator)
+    return f"{prefix}{part}{separator}{digest}" if part else f"{prefix}{digest}"
+
 
 def crawl_prefix(tenant_id: str, crawl_id: str) -> str:
     return f"tenants/{tenant_id}/crawls/{crawl_id}/"
@@ -68,6 +95,12 @@ def checkpoint_key(tenant_id: str, crawl_id: str) -> str:
 def request_headers_key(tenant_id: str, crawl_id: str) -> str:
     """The crawl's sensitive request headers, kept out of messages (``core.sealed_headers``)."""
     return f"{crawl_prefix(tenant_id, crawl_id)}request-headers.json"
+
+
+def recrawled_key(tenant_id: str, crawl_id: str) -> str:
+    """Which earlier crawl a crawl with ``recrawl_of: "latest"`` re-crawled, as its engine
+    resolved it (``{"crawl_id": ...}``): what its change counts compare against."""
+    return f"{crawl_prefix(tenant_id, crawl_id)}recrawled.json"
 
 
 def latest_crawl_key(tenant_id: str, seeds_key: str) -> str:

@@ -15,8 +15,10 @@ answered 404/410 (or another failure), or it was not reached at all (no longer l
 The counts (``RunChanges``) are computed from the two manifests, one chunk at a time, holding
 one URL and digest per earlier page (~100 bytes), once, when the run has ended, and stored
 beside it (``changes.json``); while it runs they are null. ``GET /v1/crawls/{id}/pages?change=``
-lists the pages of one kind at any time (the gone ones as the earlier run's records). ``recrawl_of: "latest"``
-is resolved inside the engine and has no report here.
+lists the pages of one kind at any time (the gone ones as the earlier run's records). A crawl
+with ``recrawl_of: "latest"`` is compared with the crawl its engine resolved that to (written
+beside it, ``core.layout.recrawled_key``); if there was none (a first crawl of those seeds),
+it has no report.
 """
 
 from __future__ import annotations
@@ -28,8 +30,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
+from core.errors import NotFound
 from core.exports import chunk_keys, lines
-from core.layout import crawl_prefix
+from core.layout import crawl_prefix, recrawled_key
 from core.models import Crawl
 from core.ports.blob_store import BlobStore
 
@@ -67,10 +70,18 @@ def classify(record: dict[str, Any], previous: dict[str, str | None]) -> Change 
     return "changed"
 
 
-def previous_of(crawl: Crawl) -> str | None:
-    """The earlier crawl ``crawl`` is compared with: an explicit ``recrawl_of`` id."""
+async def previous_of(blobs: BlobStore, crawl: Crawl) -> str | None:
+    """The earlier crawl ``crawl`` is compared with: its ``recrawl_of`` id, or for
+    ``"latest"`` the crawl the engine resolved (None before it did, or if none)."""
     earlier = crawl.spec.recrawl_of
-    return None if earlier in (None, "latest") else earlier
+    if earlier != "latest":
+        return earlier
+    try:
+        data = json.loads(await blobs.get(key=recrawled_key(crawl.tenant_id, crawl.id)))
+    except (NotFound, ValueError):
+        return None
+    found = data.get("crawl_id") if isinstance(data, dict) else None
+    return found if isinstance(found, str) else None
 
 
 async def records(blobs: BlobStore, tenant_id: str, crawl_id: str) -> AsyncIterator[bytes]:
@@ -101,7 +112,7 @@ class Comparison:
 
     @classmethod
     async def load(cls, blobs: BlobStore, crawl: Crawl) -> Comparison | None:
-        earlier = previous_of(crawl)
+        earlier = await previous_of(blobs, crawl)
         if earlier is None:
             return None
         found = await digests(blobs, crawl.tenant_id, earlier)
@@ -130,7 +141,9 @@ def changes_key(tenant_id: str, crawl_id: str) -> str:
 async def run_changes(blobs: BlobStore, crawl: Crawl) -> RunChanges | None:
     """The counts of an ended run, counted once and then read from ``changes.json``; None
     while it runs (a status poll never reads two manifests) or if it re-crawled nothing."""
-    if previous_of(crawl) is None or not crawl.state.terminal:
+    if crawl.spec.recrawl_of is None or not crawl.state.terminal:
+        return None
+    if await previous_of(blobs, crawl) is None:
         return None
     key = changes_key(crawl.tenant_id, crawl.id)
     if await blobs.exists(key=key):

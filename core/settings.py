@@ -44,6 +44,14 @@ class SkycrawlSettings(BaseSettings):
         "characters), "
         "created by the provisioner. In a container: its tenant's topic.",
     )
+    tenant_data: Literal["pooled", "dedicated"] = Field(
+        "pooled",
+        description="Where a tenant's crawl and usage records live: pooled, in the control "
+        "plane's one store partitioned by tenant id (one table; cheapest), or dedicated, in a "
+        "store the provisioner creates per tenant (a DynamoDB or Azure table, a PostgreSQL "
+        "schema, a SQLite file, Firestore collections) and teardown drops whole "
+        "(core.tenant_data; README 'Tenants isolated').",
+    )
     idle_ttl_s: float = Field(
         60.0, gt=0, description="Stop a container this long after its last work."
     )

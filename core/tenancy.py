@@ -14,7 +14,9 @@ app's address (``resources["web_app"]``: ``/t/{tenant id}/`` on the shared HTTP 
 ``core.webapp``), then stores the key and the tenant; if a step fails, what was done is undone. Deleting a tenant marks it
 ``deleting`` (its key stops working at once), cancels its active crawls, stops its live
 containers and removes their dispatch subscriptions, deletes its blobs, tears down its
-resources and finally deletes its records. A teardown that fails half-way can be repeated.
+resources and finally deletes its records (in dedicated mode, ``core.tenant_data``, the
+teardown drops the tenant's own store with its crawl and usage records in it). A teardown
+that fails half-way can be repeated.
 
 Quotas (``core.models.Quotas``): ``max_pending`` non-terminal crawls (table ``active``) and
 ``submissions_per_minute`` (table ``rate``, one counter per minute bucket, expires after
@@ -53,6 +55,7 @@ from core.ports.message_bus import MessageBus
 from core.ports.provisioner import Provisioner
 from core.records import ApiKey, ApiKeyInfo, RateCounter, Records, Table
 from core.settings import SkycrawlSettings
+from core.tenant_data import dedicated_tables, forget_tenant
 
 log = logging.getLogger("skycrawl.tenancy")
 
@@ -323,6 +326,7 @@ class TenantService:
         await self._stop_containers(tenant_id)
         removed = await self._blobs.delete_prefix(prefix=tenant_prefix(tenant_id))
         await self._provisioner.teardown(tenant_id=tenant_id, resources=marked.resources)
+        await forget_tenant(self._records.state, tenant_id)
         await self._delete_records(marked)
         log.info("tenant %s: teardown done (%d blobs removed)", tenant_id, removed)
 
@@ -372,8 +376,10 @@ class TenantService:
             budgets_table(records),
             months_table(records),
         )
+        in_own_store = dedicated_tables(records.state)  # dropped with it by the teardown
         for table in tables:
-            await _empty_partition(table, tenant.id)
+            if table.name not in in_own_store:
+                await _empty_partition(table, tenant.id)
         for entry in await records.key_index.query(tenant.id):
             await records.api_keys.discard(KEYS_PARTITION, entry.value.prefix)
         await _empty_partition(records.key_index, tenant.id)

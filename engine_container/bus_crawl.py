@@ -118,7 +118,10 @@ async def _previous_crawl(blobs: BlobStore, run: RunCrawl) -> recrawl.PreviousCr
     crawl_id = await recrawl.resolve(blobs, run.tenant_id, run.spec)
     if crawl_id is None or crawl_id == run.crawl_id:
         return None
-    return await recrawl.load_previous(blobs, run.tenant_id, crawl_id)
+    previous = await recrawl.load_previous(blobs, run.tenant_id, crawl_id)
+    if previous is not None and run.spec.recrawl_of == "latest":
+        await recrawl.remember_resolved(blobs, run.tenant_id, run.crawl_id, crawl_id)
+    return previous
 
 
 def build_politeness(engine: EngineSettings) -> Politeness:

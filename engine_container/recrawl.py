@@ -150,6 +150,18 @@ async def remember_latest(blobs: BlobStore, tenant_id: str, spec: CrawlSpec, cra
     )
 
 
+async def remember_resolved(
+    blobs: BlobStore, tenant_id: str, crawl_id: str, previous_id: str
+) -> None:
+    """Record that ``crawl_id`` (``recrawl_of: "latest"``) re-crawls ``previous_id``: the
+    control plane compares the two runs' pages from it (``core.run_changes``)."""
+    await blobs.put(
+        key=layout.recrawled_key(tenant_id, crawl_id),
+        data=json.dumps({"crawl_id": previous_id}).encode(),
+        content_type="application/json",
+    )
+
+
 async def load_previous(blobs: BlobStore, tenant_id: str, crawl_id: str) -> PreviousCrawl | None:
     """The page records of the tenant's crawl ``crawl_id``, or None if it has none."""
     prefix = layout.crawl_prefix(tenant_id, crawl_id) + "manifest/"

@@ -9,6 +9,8 @@ StateStore          ``DynamoStateStore``             DynamoDB (one table, condit
 BlobStore           ``S3BlobStore``                  S3
 ContainerRuntime    ``EcsRuntime``                   ECS RunTask on Fargate
 Provisioner         ``CloudFormationProvisioner``    CloudFormation (one stack per tenant)
+TenantStores        ``DynamoTenantStores``           DynamoDB (a table per tenant), with
+                                                     ``SKYCRAWL_TENANT_DATA=dedicated`` only
 ==================  ===============================  ==========================================
 
 ``build_ports`` makes one boto3 client per service (thread-safe; shared by every worker
@@ -30,10 +32,12 @@ from adapters.aws.provisioner import CloudFormationProvisioner
 from adapters.aws.scheduler import SqsScheduler
 from adapters.aws.settings import AwsSettings
 from adapters.aws.state_store import DynamoStateStore
+from adapters.aws.tenant_stores import DynamoTenantStores
 from core.clock import Clock, SystemClock
 from core.models import Egress
 from core.ports import ContainerRuntime, Ports
 from core.settings import SkycrawlSettings
+from core.tenant_data import routed_state
 
 #: Settings a container reads (the rest only matter to the control plane).
 _CONTAINER_SETTINGS = (
@@ -73,10 +77,15 @@ def build_ports(
         group=aws.schedule_group,
         clock=clock,
     )
+    stores = (
+        DynamoTenantStores.from_settings(aws, clock=clock)
+        if settings.tenant_data == "dedicated"
+        else None
+    )
     return Ports(
         bus=bus,
         scheduler=scheduler,
-        state=DynamoStateStore.from_settings(aws, clock=clock),
+        state=routed_state(DynamoStateStore.from_settings(aws, clock=clock), stores),
         blobs=S3BlobStore.from_settings(aws),
         runtimes=same_runtime(runtime, settings)
         if runtime is not None
@@ -84,7 +93,7 @@ def build_ports(
             settings, home="aws", build_home=_ecs_per_region(aws), overrides=runtimes
         ),
         provisioner=CloudFormationProvisioner.from_settings(
-            aws, dispatch_topic=settings.dispatch_topic
+            aws, dispatch_topic=settings.dispatch_topic, stores=stores
         ),
         clock=clock,
         pool=tuple(settings.egresses),

@@ -17,8 +17,11 @@ Features
       container permissions of ``EngineBasePolicyArn``: the inbox, claim checks).
       ``EcsRuntime`` runs the tenant's containers with that role
       (``SKYCRAWL_AWS_TENANT_TASK_ROLE_ARN``), so one tenant's crawler can neither receive
-      another tenant's work nor touch its results. Records stay in the shared DynamoDB table
-      (pooled), partitioned by tenant.
+      another tenant's work nor touch its results. Records stay in the shared DynamoDB table,
+      partitioned by tenant (pooled), unless ``SKYCRAWL_TENANT_DATA=dedicated``: then
+      ``provision`` also creates the tenant's own table for its crawl and usage records
+      (``adapters.aws.tenant_stores``, outside the stack so that it is ready before the
+      stack is) and adds ``"tenant_store"``; ``teardown`` deletes it first.
     * Bounded waits. API Gateway gives the API 30 seconds, and a stack with an IAM role takes
       20-60 s on AWS. So ``provision`` waits at most ``stack_wait_s`` for ``CREATE_COMPLETE``;
       every name is derived from the tenant id, so it can return the references before the
@@ -68,6 +71,7 @@ from adapters.aws.settings import DEFAULT_TENANT_TEMPLATE, AwsSettings
 from adapters.aws.sns_topics import topic_queue_prefix
 from core.errors import InvalidRequest, Retryable
 from core.layout import tenant_topic
+from core.ports.tenant_stores import TenantStores
 
 log = logging.getLogger("skycrawl.aws.provisioner")
 
@@ -120,8 +124,10 @@ class CloudFormationProvisioner:
         subscription_queue_prefix: str = "skycrawl-sub-",
         poll_s: float = 2.0,
         wait_s: float = 20.0,
+        stores: TenantStores | None = None,
     ) -> None:
         self._cfn = cloudformation
+        self._stores = stores
         self._template = template
         self._body: str | None = None
         self._prefix = stack_prefix
@@ -138,10 +144,16 @@ class CloudFormationProvisioner:
 
     @classmethod
     def from_settings(
-        cls, aws: AwsSettings, *, dispatch_topic: str = "skycrawl-dispatch"
+        cls,
+        aws: AwsSettings,
+        *,
+        dispatch_topic: str = "skycrawl-dispatch",
+        stores: TenantStores | None = None,
     ) -> CloudFormationProvisioner:
-        """From ``aws``; ``dispatch_topic`` is ``SKYCRAWL_DISPATCH_TOPIC`` (the base name)."""
+        """From ``aws``; ``dispatch_topic`` is ``SKYCRAWL_DISPATCH_TOPIC`` (the base name),
+        ``stores`` the tenants' own tables in dedicated tenant data (None: pooled)."""
         return cls(
+            stores=stores,
             cloudformation=aws.client("cloudformation"),
             template=aws.tenant_template,
             stack_prefix=aws.stack_prefix,
@@ -214,7 +226,18 @@ class CloudFormationProvisioner:
             "stack_id": stack_id,
             "dispatch_topic": self.topic(tenant_id),
             "engine_role_arn": f"arn:{partition}:iam::{account}:role/{role}",
+            **await self._provision_store(tenant_id),
         }
+
+    async def _provision_store(self, tenant_id: str) -> dict[str, str]:
+        """Dedicated tenant data: the tenant's own table, ready when this returns."""
+        if self._stores is None:
+            return {}
+        return {"tenant_store": await self._stores.create_store(tenant_id=tenant_id)}
+
+    async def _teardown_store(self, tenant_id: str) -> None:
+        if self._stores is not None:
+            await self._stores.drop_store(tenant_id=tenant_id)
 
     async def _create(self, name: str, tenant_id: str) -> str:
         """Create the stack; returns its id (also when another caller created it meanwhile)."""
@@ -244,6 +267,7 @@ class CloudFormationProvisioner:
 
     async def teardown(self, *, tenant_id: str, resources: Mapping[str, str]) -> None:
         name = stack_name(self._prefix, tenant_id)
+        await self._teardown_store(tenant_id)
         if await self._describe(name) is None:
             return
         request: dict[str, Any] = {"StackName": name}

@@ -32,6 +32,8 @@ Limits
 Settings
     ``SKYCRAWL_AWS_TABLE`` (``deploy/aws/template.yaml`` creates it: on-demand capacity, TTL on
     ``ttl``, point-in-time recovery), ``SKYCRAWL_AWS_REGION``, ``SKYCRAWL_AWS_ENDPOINT_URL``.
+    With ``SKYCRAWL_TENANT_DATA=dedicated`` each tenant's crawl and usage records are in a
+    table of its own with the same layout (``adapters.aws.tenant_stores``).
 
 Cost
     On-demand: nothing at idle but storage ($0.25 per GB-month); ~$1.25 per million writes
@@ -48,7 +50,7 @@ from typing import Any
 from adapters.aws.errors import ClientError, call, error_code
 from adapters.aws.settings import AwsSettings
 from core.clock import Clock, SystemClock
-from core.errors import Conflict, InvalidRequest
+from core.errors import Conflict, InvalidRequest, NotFound
 from core.ports.state_store import Item, StateCapabilities, decode_data, encode_data
 
 MAX_DATA_BYTES = 350_000
@@ -92,14 +94,34 @@ class DynamoStateStore:
 
     capabilities = StateCapabilities(max_item_bytes=MAX_DATA_BYTES, native_ttl=True)
 
-    def __init__(self, *, dynamodb: Any, table: str, clock: Clock | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        dynamodb: Any,
+        table: str,
+        clock: Clock | None = None,
+        owns_client: bool = True,
+    ) -> None:
+        """``owns_client=False``: ``close`` leaves ``dynamodb`` open (a tenant's own table on
+        the client every tenant store shares, ``adapters.aws.tenant_stores``)."""
         self._db = dynamodb  # a boto3 DynamoDB client (Any: boto3 ships no type stubs)
         self._table = table
         self._clock: Clock = clock or SystemClock()
+        self._owns_client = owns_client
 
     @classmethod
     def from_settings(cls, aws: AwsSettings, *, clock: Clock | None = None) -> DynamoStateStore:
         return cls(dynamodb=aws.client("dynamodb"), table=aws.table, clock=clock)
+
+    async def _call(self, fn: Any, **kwargs: Any) -> Any:
+        """``call``, with a table that does not exist as ``NotFound`` (a tenant's own table
+        after its teardown: ``adapters.aws.tenant_stores``)."""
+        try:
+            return await call(fn, **kwargs)
+        except ClientError as exc:
+            if error_code(exc) == "ResourceNotFoundException":
+                raise NotFound(f"DynamoDB table {self._table} does not exist") from exc
+            raise
 
     def _now_us(self) -> dict[str, str]:
         return {"N": str(_to_us(self._clock.now()))}
@@ -110,7 +132,7 @@ class DynamoStateStore:
 
     async def _conditional(self, fn: Any, what: str, **kwargs: Any) -> None:
         try:
-            await call(fn, TableName=self._table, **kwargs)
+            await self._call(fn, TableName=self._table, **kwargs)
         except ClientError as exc:
             if error_code(exc) == "ConditionalCheckFailedException":
                 raise Conflict(what) from exc
@@ -118,7 +140,7 @@ class DynamoStateStore:
 
     async def get(self, *, table: str, partition: str, key: str) -> Item | None:
         _check_names(table, partition, key)
-        response = await call(
+        response = await self._call(
             self._db.get_item,
             TableName=self._table,
             Key=self._key(table, partition, key),
@@ -220,7 +242,7 @@ class DynamoStateStore:
         while True:
             if limit is not None:
                 request["Limit"] = limit - len(found)
-            response = await call(self._db.query, **request)
+            response = await self._call(self._db.query, **request)
             found.extend(_item(raw) for raw in response.get("Items", []))
             start = response.get("LastEvaluatedKey")
             if start is None or (limit is not None and len(found) >= limit):
@@ -238,7 +260,7 @@ class DynamoStateStore:
         }
         found: list[Item] = []
         while True:
-            response = await call(self._db.scan, **request)
+            response = await self._call(self._db.scan, **request)
             found.extend(_item(raw) for raw in response.get("Items", []))
             start = response.get("LastEvaluatedKey")
             if start is None:
@@ -246,4 +268,5 @@ class DynamoStateStore:
             request["ExclusiveStartKey"] = start
 
     async def close(self) -> None:
-        self._db.close()
+        if self._owns_client:
+            self._db.close()

@@ -11,6 +11,8 @@ state         ``TableStateStore`` (``state_store``)
 blobs         ``BlobStorageBlobStore`` (``blob_store``)
 runtime       ``ContainerInstancesRuntime`` (``container_runtime``)
 provisioner   ``ArmProvisioner`` (``provisioner``)
+tenant stores ``TableTenantStores`` (``tenant_stores``): a table per tenant, with
+              ``SKYCRAWL_TENANT_DATA=dedicated`` only
 ============  =========================================================================
 
 Clients are built here, lazily: each port, its adapter module and its SDK on the port's first
@@ -51,7 +53,9 @@ from core.ports import (
     Scheduler,
     deferred,
 )
+from core.ports.tenant_stores import TenantStores
 from core.settings import SkycrawlSettings
+from core.tenant_data import routed_state
 
 if TYPE_CHECKING:  # the SDKs are imported where a client is first built (see above)
     from azure.identity.aio import DefaultAzureCredential
@@ -60,6 +64,7 @@ if TYPE_CHECKING:  # the SDKs are imported where a client is first built (see ab
     from adapters.azure.blob_store import BlobStorageBlobStore
     from adapters.azure.message_bus_storage_queue import StorageQueueMessageBus
     from adapters.azure.state_store import TableStateStore
+    from adapters.azure.tenant_stores import TableTenantStores
 
 
 def credential(azure: AzureSettings) -> DefaultAzureCredential:
@@ -260,6 +265,21 @@ def build_runtime(settings: SkycrawlSettings, egress: Egress) -> ContainerRuntim
     return container_runtime(settings, AzureSettings())
 
 
+def tenant_stores(azure: AzureSettings, clock: Clock) -> TableTenantStores:
+    """The tenants' own tables (``SKYCRAWL_TENANT_DATA=dedicated``), in the state's account."""
+    from azure.data.tables.aio import TableServiceClient
+
+    from adapters.azure.tenant_stores import TableTenantStores
+
+    if azure.storage_connection_string:
+        secret = azure.storage_connection_string.get_secret_value()
+        return TableTenantStores(TableServiceClient.from_connection_string(secret), clock=clock)
+    url, token = _account_url(azure, "table"), credential(azure)
+    return TableTenantStores(
+        TableServiceClient(url, credential=token), clock=clock, credential=token
+    )
+
+
 def arm_provisioner(
     azure: AzureSettings,
     *,
@@ -267,14 +287,21 @@ def arm_provisioner(
     dispatch_topic: str = "skycrawl-dispatch",
     inbox_queue: str = "skycrawl-inbox",
     client: ResourceManagementClient | None = None,
+    stores: TenantStores | None = None,
 ) -> Provisioner:
     """The ARM provisioner creating each tenant's resources, its dispatch topic on ``bus``
-    too; ``client`` replaces the Resource Manager client built from the settings (tests)."""
+    and its own table in ``stores`` too; ``client`` replaces the Resource Manager client
+    built from the settings (tests)."""
     from adapters.azure.provisioner import ArmProvisioner
 
     if client is not None:
         return ArmProvisioner(
-            client, azure, bus=bus, dispatch_topic=dispatch_topic, inbox_queue=inbox_queue
+            client,
+            azure,
+            bus=bus,
+            dispatch_topic=dispatch_topic,
+            inbox_queue=inbox_queue,
+            stores=stores,
         )
     if not (azure.subscription_id and azure.resource_group):
         return UnconfiguredProvisioner()
@@ -288,6 +315,7 @@ def arm_provisioner(
         bus=bus,
         dispatch_topic=dispatch_topic,
         inbox_queue=inbox_queue,
+        stores=stores,
     )
 
 
@@ -314,10 +342,12 @@ def build_ports(
     check_storage(azure)  # what building would refuse, refused now; the rest on first use
     check_servicebus(azure)
     bus = deferred(lambda: message_bus(azure, clock))
+    dedicated = settings.tenant_data == "dedicated"
+    stores = deferred(lambda: tenant_stores(azure, clock)) if dedicated else None
     return Ports(
         bus=bus,
         scheduler=deferred(lambda: scheduler_for(bus)),
-        state=deferred(lambda: state_store(azure, clock)),
+        state=deferred(lambda: routed_state(state_store(azure, clock), stores)),
         blobs=deferred(lambda: blob_store(azure)),
         runtimes=same_runtime(runtime, settings)
         if runtime is not None
@@ -332,6 +362,7 @@ def build_ports(
                 dispatch_topic=settings.dispatch_topic,
                 inbox_queue=settings.inbox_queue,
                 client=arm,
+                stores=stores,
             ),
             now=arm is not None,
         ),

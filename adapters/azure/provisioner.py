@@ -5,7 +5,10 @@ Features
     ``tenant.bicep``) in incremental mode into ``SKYCRAWL_AZURE_RESOURCE_GROUP`` as the
     deployment ``skycrawl-tenant-<tenant>``. The template creates, in the shared storage account
     (``SKYCRAWL_AZURE_TENANT_STORAGE_ACCOUNT``, default ``..._STORAGE_ACCOUNT``), the tenant's
-    table (its database), blob container (its results) and its dispatch topic
+    blob container (its results), with ``stores`` (``SKYCRAWL_TENANT_DATA=dedicated``) its own
+    table for its crawl and usage records (``adapters.azure.tenant_stores``; made sure of on
+    the data plane too, and returned as ``"tenant_store"``; pooled: no table, the tenant's
+    records are in the shared state table), and its dispatch topic
     ``<SKYCRAWL_DISPATCH_TOPIC>-<tenant>`` (``core.layout.tenant_topic``): a Service Bus topic
     with its dead-letter queue ``<topic>-dlq`` in ``..._TENANT_SERVICEBUS_NAMESPACE`` (the
     bus's namespace), or, for the Storage-queue bus, its dead-letter queue
@@ -22,14 +25,14 @@ Features
     Contributor on the account instead of the Service Bus roles (README "Tenants isolated").
 
     ``provision`` returns names and ids: ``{"deployment_id", "table", "table_id",
-    "container", "container_id", "dispatch_topic", "dispatch_topic_id",
+    "tenant_store", "container", "container_id", "dispatch_topic", "dispatch_topic_id",
     "dispatch_dead_letter_id", "engine_identity_id", "engine_identity_client",
     "engine_identity_principal", "topic_role_id", "dead_letter_role_id", "inbox_role_id",
     "queue_role_id", "blob_role_id"}`` (keys ending ``_id`` are resource ids; what the bus
-    does not use is left out). Given the bus, it then makes sure the topic exists on the
-    bus's data plane too (``ensure_topic``: what an emulator or a fresh namespace needs; a
-    no-op after the deployment). The conductor publishes the tenant's work to that topic,
-    the tenant's containers subscribe to it.
+    does not use, and the table of pooled tenant data, is left out). Given the bus, it then
+    makes sure the topic exists on the bus's data plane too (``ensure_topic``: what an
+    emulator or a fresh namespace needs; a no-op after the deployment). The conductor
+    publishes the tenant's work to that topic, the tenant's containers subscribe to it.
     Deploying again is idempotent (same names, same outputs). Web/API access is the tenant's
     API key, created by the core; the function app's route serves every tenant.
     ``teardown`` removes the topic with every subscription on it through the bus, reads the
@@ -80,6 +83,7 @@ from adapters.azure.settings import AzureSettings
 from core.errors import ConfigurationError, InvalidRequest, Retryable
 from core.layout import tenant_prefix, tenant_topic
 from core.ports.message_bus import MessageBus
+from core.ports.tenant_stores import TenantStores
 
 DEPLOYMENTS_API = "2024-03-01"
 API_VERSIONS = {
@@ -167,8 +171,10 @@ class ArmProvisioner:
         bus: MessageBus | None = None,
         dispatch_topic: str = "skycrawl-dispatch",
         inbox_queue: str = "skycrawl-inbox",
+        stores: TenantStores | None = None,
     ) -> None:
         self.client = client
+        self._stores = stores
         self._inbox = inbox_queue
         self._settings = settings
         self._bus = bus
@@ -200,7 +206,7 @@ class ArmProvisioner:
         parameters = {
             "tenantId": tenant_id,
             "storageAccountName": self._account,
-            "tableName": names["table"],
+            "tableName": names["table"] if self._stores is not None else "",
             "containerName": names["container"],
             "dispatchTopicName": tenant_topic(self._dispatch_topic, tenant_id),
             "serviceBusNamespaceName": self._namespace,
@@ -237,7 +243,19 @@ class ArmProvisioner:
                 resources[key] = value
         if self._bus is not None:
             await self._bus.ensure_topic(topic=resources["dispatch_topic"])
+        resources.update(await self._provision_store(tenant_id))
         return resources
+
+    async def _provision_store(self, tenant_id: str) -> dict[str, str]:
+        """Dedicated tenant data: the tenant's table, made by the deployment, made sure of on
+        the data plane too (what an emulator needs; a no-op after the deployment)."""
+        if self._stores is None:
+            return {}
+        return {"tenant_store": await self._stores.create_store(tenant_id=tenant_id)}
+
+    async def _teardown_store(self, tenant_id: str) -> None:
+        if self._stores is not None:
+            await self._stores.drop_store(tenant_id=tenant_id)
 
     async def teardown(self, *, tenant_id: str, resources: Mapping[str, str]) -> None:
         deployment_id = self.deployment_id(tenant_id)
@@ -248,6 +266,7 @@ class ArmProvisioner:
                 deployment_id, api_version=DEPLOYMENTS_API
             )
         except ResourceNotFoundError:
+            await self._teardown_store(tenant_id)
             return
         outputs = dict((deployment.properties or {}).get("outputs") or {})
         created = [
@@ -267,6 +286,7 @@ class ArmProvisioner:
                     await poller.result()
         except HttpResponseError as exc:
             raise _translate(exc, f"teardown of tenant {tenant_id}") from exc
+        await self._teardown_store(tenant_id)
 
     async def close(self) -> None:
         await self.client.close()

@@ -33,7 +33,9 @@ Limits
 
 Settings and cost
     ``SKYCRAWL_AZURE_STORAGE_CONNECTION_STRING`` or ``..._STORAGE_ACCOUNT``, and
-    ``SKYCRAWL_AZURE_STATE_TABLE``. The table is created on first use. Costs ~$0.045 per GB and
+    ``SKYCRAWL_AZURE_STATE_TABLE``. The table is created on first use. With
+    ``SKYCRAWL_TENANT_DATA=dedicated`` each tenant's crawl and usage records are in a table of
+    its own with the same layout (``adapters.azure.tenant_stores``). Costs ~$0.045 per GB and
     month plus ~$0.0004 per 10,000 transactions (Standard LRS); nothing when idle.
 """
 
@@ -108,12 +110,15 @@ class TableStateStore:
         *,
         clock: Clock | None = None,
         credential: AsyncTokenCredential | None = None,
+        create_table: bool = True,
     ) -> None:
+        """``create_table=False``: never create the table (a tenant's own table, made by the
+        provisioner and gone after its teardown: ``adapters.azure.tenant_stores``)."""
         self.table = table
         self._credential = credential  # closed with the store
         self._clock: Clock = clock or SystemClock()
         self._etags: OrderedDict[tuple[str, str, int], str] = OrderedDict()
-        self._table_ready = False
+        self._table_ready = not create_table
 
     # ------------------------------------------------------------------ entities
 

@@ -9,6 +9,8 @@ StateStore      Firestore (Native mode)                       ``FirestoreStateSt
 BlobStore       Cloud Storage                                 ``GcsBlobStore``
 Runtime         Cloud Run job executions                      ``CloudRunRuntime``
 Provisioner     Pub/Sub topic, bucket prefix, IAM identity    ``GcpProvisioner``
+TenantStores    Firestore collections per tenant (only with   ``FirestoreTenantStores``
+                ``SKYCRAWL_TENANT_DATA=dedicated``)
 ==============  ============================================  =================================
 
 ``build_ports`` takes ready SDK clients (``GcpClients``: tests, other credentials) and builds
@@ -40,6 +42,7 @@ from core.clock import Clock, SystemClock
 from core.models import Egress
 from core.ports import ContainerRuntime, Ports, deferred_ports
 from core.settings import SkycrawlSettings
+from core.tenant_data import routed_state
 
 if TYPE_CHECKING:  # the SDKs are imported where a client is first built (see above)
     from google.cloud import firestore, iam_admin_v1, run_v2, tasks_v2
@@ -243,6 +246,7 @@ def _build_now(
     from adapters.gcp.scheduler import CloudTasksScheduler
     from adapters.gcp.state_store import FirestoreStateStore
     from adapters.gcp.tenant_iam import ContainerSubscriptions
+    from adapters.gcp.tenant_stores import FirestoreTenantStores
     from adapters.runtimes import build_runtimes, same_runtime
 
     bus = _bus(gcp, clients)
@@ -252,6 +256,13 @@ def _build_now(
     blob_client = clients.storage or storage_client(gcp)
     database = clients.firestore or firestore.AsyncClient(
         project=gcp.project, database=gcp.firestore_database
+    )
+    stores = (
+        FirestoreTenantStores(
+            client=database, prefix=gcp.firestore_prefix, clock=clock, owns_client=False
+        )
+        if settings.tenant_data == "dedicated"
+        else None
     )
     identities = tenant_iam(settings, gcp, clients, blob_client)
     subscriptions = (
@@ -279,7 +290,10 @@ def _build_now(
             bus=bus,
             clock=clock,
         ),
-        state=FirestoreStateStore(client=database, prefix=gcp.firestore_prefix, clock=clock),
+        state=routed_state(
+            FirestoreStateStore(client=database, prefix=gcp.firestore_prefix, clock=clock),
+            stores,
+        ),
         blobs=GcsBlobStore(client=blob_client, bucket=gcp.bucket),
         runtimes=runtimes,
         provisioner=GcpProvisioner(
@@ -289,6 +303,7 @@ def _build_now(
             dispatch_topic=settings.dispatch_topic,
             iam=identities,
             tenant_jobs=tuple(cloud_run.values()),
+            stores=stores,
         ),
         clock=clock,
         pool=tuple(settings.egresses),

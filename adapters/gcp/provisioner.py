@@ -23,9 +23,10 @@ tenant's first start there), removes the account's bindings and the account, the
 the topic with every subscription still on it (their grants go with them), its dead-letter
 topic and subscription, and the marker (missing ones are fine). It does not delete the
 tenant's other blobs: ``core.tenancy`` does that through the BlobStore before teardown.
-State stays in the shared Firestore database, partitioned by tenant (pooled mode); a
-database per tenant would be ``firestore_admin_v1`` ``create_database`` at ~minutes per
-tenant, which the core does not need.
+State stays in the shared Firestore database, partitioned by tenant (pooled mode), unless
+``SKYCRAWL_TENANT_DATA=dedicated``: then ``provision`` also makes the tenant's own Firestore
+collections (``adapters.gcp.tenant_stores``: their marker document) and adds
+``"tenant_store"``, and ``teardown`` deletes them with every document in them.
 
 Limits and cost
     Tenant ids are 1-64 letters, digits, ``_`` or ``-`` starting with a letter or digit, else
@@ -59,6 +60,7 @@ from adapters.gcp.pubsub_admin import PubSubAdmin
 from adapters.gcp.tenant_iam import TenantIam
 from core.errors import InvalidRequest
 from core.layout import tenant_topic
+from core.ports.tenant_stores import TenantStores
 
 
 class TenantJobs(Protocol):
@@ -86,7 +88,9 @@ class GcpProvisioner:
         dispatch_topic: str = "skycrawl-dispatch",
         iam: TenantIam | None = None,
         tenant_jobs: Sequence[TenantJobs] = (),
+        stores: TenantStores | None = None,
     ) -> None:
+        self._stores = stores
         self._admin = admin
         self._iam = iam
         self._tenant_jobs = tuple(tenant_jobs)
@@ -117,7 +121,17 @@ class GcpProvisioner:
             await asyncio.to_thread(self._write_marker, tenant_id)
         except gexc.GoogleAPICallError as exc:
             raise translate(exc, f"provisioning tenant {tenant_id}") from exc
-        return refs
+        return {**refs, **await self._provision_store(tenant_id)}
+
+    async def _provision_store(self, tenant_id: str) -> dict[str, str]:
+        """Dedicated tenant data: the tenant's own Firestore collections (their marker)."""
+        if self._stores is None:
+            return {}
+        return {"tenant_store": await self._stores.create_store(tenant_id=tenant_id)}
+
+    async def _teardown_store(self, tenant_id: str) -> None:
+        if self._stores is not None:
+            await self._stores.drop_store(tenant_id=tenant_id)
 
     def _write_marker(self, tenant_id: str) -> None:
         blob = self._storage.bucket(self._bucket).blob(marker_key(tenant_id))
@@ -134,6 +148,7 @@ class GcpProvisioner:
         if self._iam is not None:  # bindings and account first: nothing is left granted
             await self._iam.remove(tenant_id=tenant_id)
         await self._admin.delete_topic(refs["dispatch_topic"])
+        await self._teardown_store(tenant_id)
         try:
             with contextlib.suppress(gexc.NotFound):
                 await asyncio.to_thread(blob.delete)

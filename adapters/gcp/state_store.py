@@ -39,7 +39,9 @@ Limits and cost
 Settings
     ``SKYCRAWL_GCP_PROJECT``, ``SKYCRAWL_GCP_FIRESTORE_DATABASE``,
     ``SKYCRAWL_GCP_FIRESTORE_PREFIX``; the emulator is chosen the library's way, with
-    ``FIRESTORE_EMULATOR_HOST``.
+    ``FIRESTORE_EMULATOR_HOST``. With ``SKYCRAWL_TENANT_DATA=dedicated`` each tenant's crawl
+    and usage records are in collections of its own, laid out the same way under a prefix of
+    the tenant (``adapters.gcp.tenant_stores``).
 """
 
 from __future__ import annotations
@@ -58,7 +60,7 @@ from google.cloud.firestore_v1.base_document import DocumentSnapshot
 
 from adapters.gcp.errors import translate
 from core.clock import Clock, SystemClock
-from core.errors import Conflict, InvalidRequest
+from core.errors import Conflict, InvalidRequest, NotFound
 from core.ports.state_store import Item, StateCapabilities, decode_data, encode_data
 
 MAX_ITEM_BYTES = 1_000_000
@@ -110,11 +112,19 @@ class FirestoreStateStore:
         client: firestore.AsyncClient,
         prefix: str = "skycrawl-",
         clock: Clock | None = None,
+        marker: AsyncDocumentReference | None = None,
+        owns_client: bool = True,
     ) -> None:
+        """A tenant's own store (``adapters.gcp.tenant_stores``): ``marker`` is the document
+        that says it is provisioned (a ``create`` without it is ``NotFound``: Firestore would
+        make the collections again), and ``owns_client=False`` leaves the shared client open
+        on ``close``."""
         self._client = client
         self._prefix = prefix
         self._clock: Clock = clock or SystemClock()
         self._seen: OrderedDict[tuple[str, str, str], Seen] = OrderedDict()
+        self._marker = marker
+        self._owns_client = owns_client
 
     def _remember(self, item: Item, update_time: datetime) -> Item:
         where = (item.table, item.partition, item.key)
@@ -174,6 +184,7 @@ class FirestoreStateStore:
     ) -> Item:
         text, expires = encode_data(data, max_bytes=MAX_ITEM_BYTES), _timestamp(expires_at)
         ref = self._document(table, partition, key)
+        await self._check_marker()
         fields = {
             "partition": partition,
             "key": key,
@@ -196,6 +207,14 @@ class FirestoreStateStore:
             item = Item(table, partition, key, decode_data(text), 1, expires)
             return self._remember(item, result.update_time)
         raise Conflict(f"{table}/{partition}/{key}: too much contention")
+
+    async def _check_marker(self) -> None:
+        """Once per instance, before its first ``create``: is the store still provisioned?"""
+        if self._marker is None:
+            return
+        if not (await self._read(self._marker)).exists:
+            raise NotFound(f"{self._prefix}*: the tenant's store is not provisioned")
+        self._marker = None
 
     async def _current(self, item: Item) -> tuple[AsyncDocumentReference, datetime]:
         """The item's document and the update time at which it was at ``item.version``;
@@ -281,8 +300,14 @@ class FirestoreStateStore:
             raise translate(exc, f"scanning {table}") from exc
 
     async def close(self) -> None:
-        """Close the Firestore client: its gRPC channel (if one was opened) and transport."""
-        api = getattr(self._client, "_firestore_api_internal", None)  # made on first call
-        if api is not None:
-            await api.transport.close()
-        self._client.close()  # type: ignore[no-untyped-call]
+        """Close the Firestore client (unless shared: ``owns_client``)."""
+        if self._owns_client:
+            await close_client(self._client)
+
+
+async def close_client(client: firestore.AsyncClient) -> None:
+    """Close a Firestore client: its gRPC channel (if one was opened) and transport."""
+    api = getattr(client, "_firestore_api_internal", None)  # made on first call
+    if api is not None:
+        await api.transport.close()
+    client.close()  # type: ignore[no-untyped-call]

@@ -8,8 +8,9 @@
     <data_dir>/blobs/          pages, manifests, checkpoints, exports (FileBlobStore)
     <data_dir>/logs/           one <GUID>.log and, while it runs, <GUID>.pid per engine
                                subprocess (SubprocessRuntime)
-    <data_dir>/tenants/        one directory and tenant.sqlite3 per tenant
-                               (DirectoryProvisioner)
+    <data_dir>/tenants/        one directory per tenant (DirectoryProvisioner), holding with
+                               SKYCRAWL_TENANT_DATA=dedicated the tenant's tenant.sqlite3: its
+                               crawl and usage records (SqliteTenantStores, core.tenant_data)
     <data_dir>/lock            flock of the one control-plane process on this directory, and
                                its pid, command and start (DataDirLock, taken by the local
                                stack: functions/local/bootstrap.py)
@@ -36,10 +37,12 @@ from adapters.local.message_bus import SqliteMessageBus
 from adapters.local.provisioner import DirectoryProvisioner
 from adapters.local.scheduler import SqliteScheduler
 from adapters.local.state_store import SqliteStateStore
+from adapters.local.tenant_stores import SqliteTenantStores
 from core.clock import Clock, SystemClock
 from core.models import Egress
 from core.ports import ContainerRuntime, Ports
 from core.settings import LocalSettings, SkycrawlSettings
+from core.tenant_data import routed_state
 
 
 def build_ports(
@@ -63,15 +66,19 @@ def build_ports(
         (data_dir / sub).mkdir(parents=True, exist_ok=True)
     bus = SqliteMessageBus(data_dir / "bus.sqlite3", clock=clock)
     subprocesses = _subprocess_runtime(settings, local, clock, runtime_command)
+    dedicated = settings.tenant_data == "dedicated"
+    stores = SqliteTenantStores(data_dir, clock=clock) if dedicated else None
     return Ports(
         bus=bus,
         scheduler=SqliteScheduler(bus),
-        state=SqliteStateStore(data_dir / "state.sqlite3", clock=clock),
+        state=routed_state(SqliteStateStore(data_dir / "state.sqlite3", clock=clock), stores),
         blobs=FileBlobStore(data_dir / "blobs"),
         runtimes=build_runtimes(
             settings, home="local", build_home=lambda _egress: subprocesses, overrides=runtimes
         ),
-        provisioner=DirectoryProvisioner(data_dir, bus=bus, dispatch_topic=settings.dispatch_topic),
+        provisioner=DirectoryProvisioner(
+            data_dir, bus=bus, dispatch_topic=settings.dispatch_topic, stores=stores
+        ),
         clock=clock,
         pool=tuple(settings.egresses),
     )

@@ -46,8 +46,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from core.clock import Clock, SystemClock
-from core.errors import Conflict, InvalidRequest, Retryable
-from core.ports.state_store import Item, StateCapabilities, decode_data, encode_data
+from core.errors import Conflict, InvalidRequest, NotFound, Retryable
+from core.ports.state_store import Item, StateCapabilities, decode_data, encode_data, written
 
 T = TypeVar("T")
 
@@ -77,9 +77,10 @@ class SqliteThread:
     read-modify-write) and commits, or rolls back if it raises.
     """
 
-    def __init__(self, path: Path, *, schema: str) -> None:
+    def __init__(self, path: Path, *, schema: str, create: bool = True) -> None:
         self.path = path
         self._schema = schema
+        self._create = create
         self._conn: sqlite3.Connection | None = None
         self._closed = False
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"{path.name}")
@@ -148,6 +149,8 @@ class SqliteThread:
 
     def _connection(self, *, wait: bool = False) -> sqlite3.Connection:
         if self._conn is None:
+            if not self._create and not self.path.exists():
+                raise NotFound(f"{self.path} does not exist")
             self.path.parent.mkdir(parents=True, exist_ok=True)
             conn = sqlite3.connect(
                 self.path,
@@ -218,13 +221,19 @@ class SqliteStateStore:
 
     capabilities = StateCapabilities(max_item_bytes=_MAX_ITEM_BYTES, native_ttl=True)
 
-    def __init__(self, path: Path, *, clock: Clock | None = None) -> None:
-        self._db = SqliteThread(path, schema=_SCHEMA)
+    def __init__(self, path: Path, *, clock: Clock | None = None, create: bool = True) -> None:
+        """``create=False``: a file that does not exist is ``NotFound``, never made (a
+        tenant's own store, ``adapters.local.tenant_stores``)."""
+        self._db = SqliteThread(path, schema=_SCHEMA, create=create)
         self._clock: Clock = clock or SystemClock()
         self._last_purge = 0.0
 
     def _now_us(self) -> int:
         return round(self._clock.now().timestamp() * 1_000_000)
+
+    async def prepare(self) -> None:
+        """Open the file now, creating it and its schema if need be."""
+        await self._db.read(lambda _conn: None)
 
     async def get(self, *, table: str, partition: str, key: str) -> Item | None:
         now = self._now_us()
@@ -271,7 +280,7 @@ class SqliteStateStore:
 
         if await self._db.write_one(op) != 1:
             raise Conflict(f"{table}/{partition}/{key} already exists")
-        return Item(table, partition, key, decode_data(encoded), 1, _from_us(expires_us))
+        return Item(table, partition, key, written(data), 1, _from_us(expires_us))
 
     async def replace(
         self, *, item: Item, data: Mapping[str, Any], expires_at: datetime | None = None
@@ -295,7 +304,7 @@ class SqliteStateStore:
             item.table,
             item.partition,
             item.key,
-            decode_data(encoded),
+            written(data),
             item.version + 1,
             _from_us(expires_us),
         )

@@ -11,6 +11,8 @@ ContainerRuntime    ``SubprocessRuntime``            ``runtime``: subprocess (de
                     / ``DockerRuntime`` /            or kubernetes
                     ``KubernetesJobRuntime``
 Provisioner         ``DirectoryProvisioner``         ``<data_dir>/tenants/`` (per-tenant dirs)
+TenantStores        ``PostgresTenantStores``         a schema per tenant, with
+                                                     ``SKYCRAWL_TENANT_DATA=dedicated`` only
 ==================  ===============================  ==========================================
 
 ``build_ports`` opens one ``PostgresDatabase`` (one pool, migrated on first use) shared by the
@@ -23,7 +25,8 @@ Runtimes ``docker`` and ``kubernetes`` live in ``adapters/selfhosted/container_r
 (``DockerRuntime`` / ``KubernetesJobRuntime``, each built by ``from_settings(selfhosted,
 settings)``), imported only when chosen.
 
-Limits: the provisioner makes a directory per tenant, not a PostgreSQL role or schema per
+Limits: the provisioner makes a directory per tenant (and, with dedicated tenant data, a
+schema holding its crawl and usage records: ``core.tenant_data``), not a PostgreSQL role per
 tenant, so every engine reaches the whole database with the one URL it is given: run only
 engines you trust with the deployment's database, or put a per-tenant role in front.
 """
@@ -41,10 +44,12 @@ from adapters.selfhosted.message_bus import PostgresMessageBus
 from adapters.selfhosted.scheduler import PostgresScheduler
 from adapters.selfhosted.settings import CONTAINER_SETTINGS, SelfhostedSettings
 from adapters.selfhosted.state_store import PostgresStateStore
+from adapters.selfhosted.tenant_stores import PostgresTenantStores
 from core.clock import Clock, SystemClock
 from core.errors import ConfigurationError
 from core.ports import BlobStore, ContainerRuntime, Ports
 from core.settings import SkycrawlSettings
+from core.tenant_data import routed_state
 
 _RUNTIME_CLASSES = {"docker": "DockerRuntime", "kubernetes": "KubernetesJobRuntime"}
 
@@ -99,13 +104,16 @@ def build_ports(
     )
     bus = PostgresMessageBus(database, notify=selfhosted.notify)
     home = runtime or build_runtime(settings, selfhosted, clock=clock)
+    stores = PostgresTenantStores(database) if settings.tenant_data == "dedicated" else None
     return Ports(
         bus=bus,
         scheduler=PostgresScheduler(bus),
-        state=PostgresStateStore(database),
+        state=routed_state(PostgresStateStore(database), stores),
         blobs=build_blob_store(selfhosted),
         runtimes=build_runtimes(settings, home="selfhosted", build_home=lambda _egress: home),
-        provisioner=DirectoryProvisioner(data_dir, bus=bus, dispatch_topic=settings.dispatch_topic),
+        provisioner=DirectoryProvisioner(
+            data_dir, bus=bus, dispatch_topic=settings.dispatch_topic, stores=stores
+        ),
         clock=clock,
     )
 

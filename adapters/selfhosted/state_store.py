@@ -22,23 +22,40 @@ Limits
     what JSON cannot hold are ``InvalidRequest``, as is a naive ``expires_at``.
 
 Settings
-    ``SKYCRAWL_SELFHOSTED_DATABASE_URL``; table ``state_items`` (``migrations/0002_state.sql``).
+    ``SKYCRAWL_SELFHOSTED_DATABASE_URL``; table ``state_items`` (``migrations/0002_state.sql``),
+    and with ``SKYCRAWL_TENANT_DATA=dedicated`` one ``<schema>.state_items`` per tenant for its
+    crawl and usage records (``adapters.selfhosted.tenant_stores``).
 """
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
+
+from psycopg import sql
 
 from adapters.selfhosted.database import PostgresDatabase
 from core.clock import Clock
 from core.errors import Conflict, InvalidRequest
-from core.ports.state_store import Item, StateCapabilities, decode_data, encode_data
+from core.ports.state_store import Item, StateCapabilities, decode_data, encode_data, written
 
 _MAX_ITEM_BYTES = 1024 * 1024
 _PURGE_EVERY_S = 60.0
+
+
+_SCHEMA = re.compile(r"[a-z_][a-z0-9_]{0,62}")
+
+
+def check_schema(schema: str) -> str:
+    """``schema`` if it is a plain lowercase PostgreSQL identifier; ``InvalidRequest``
+    otherwise (a tenant schema name is derived, never taken from a request)."""
+    if not _SCHEMA.fullmatch(schema) or schema.startswith("pg_"):
+        raise InvalidRequest(f"invalid schema name {schema!r}")
+    return schema
 
 
 def _aware(moment: datetime | None) -> datetime | None:
@@ -52,12 +69,66 @@ def _item(row: tuple[Any, ...]) -> Item:
     return Item(table, partition, key, decode_data(data), version, expires_at)
 
 
+@dataclass(frozen=True, slots=True)
+class _Statements:
+    """The store's SQL, rendered once for its table (the shared one or a tenant's)."""
+
+    get: str
+    purge: str
+    drop_expired: str
+    insert: str
+    update: str
+    delete: str
+    query: str
+    scan: str
+
+    @classmethod
+    def on(cls, table: sql.Identifier) -> _Statements:
+        return cls(
+            **{
+                name: sql.SQL(template).format(table=table).as_string()
+                for name, template in _TEMPLATES.items()
+            }
+        )
+
+
+_COLUMNS = "SELECT tbl, partition, key, data, version, expires_at FROM {table}"
+_LIVE = " AND (expires_at IS NULL OR expires_at > COALESCE(%s::timestamptz, now()))"
+_TEMPLATES = {
+    "get": _COLUMNS + " WHERE tbl = %s AND partition = %s AND key = %s" + _LIVE,
+    "purge": "DELETE FROM {table} WHERE expires_at <= COALESCE(%s::timestamptz, now())",
+    "drop_expired": "DELETE FROM {table} WHERE tbl = %s AND partition = %s AND key = %s"
+    " AND expires_at <= COALESCE(%s::timestamptz, now())",
+    "insert": "INSERT INTO {table} (tbl, partition, key, data, version, expires_at)"
+    " VALUES (%s, %s, %s, %s, 1, %s) ON CONFLICT DO NOTHING",
+    "update": "UPDATE {table} SET data = %s, version = version + 1, expires_at = %s"
+    " WHERE tbl = %s AND partition = %s AND key = %s AND version = %s"
+    " AND (expires_at IS NULL OR expires_at > COALESCE(%s::timestamptz, now()))",
+    "delete": "DELETE FROM {table} WHERE tbl = %s AND partition = %s AND key = %s"
+    " AND version = %s"
+    " AND (expires_at IS NULL OR expires_at > COALESCE(%s::timestamptz, now()))",
+    "query": _COLUMNS
+    + " WHERE tbl = %s AND partition = %s AND (%s::text IS NULL OR key > %s)"
+    + _LIVE
+    + " ORDER BY key LIMIT %s",
+    "scan": _COLUMNS + " WHERE tbl = %s" + _LIVE + " ORDER BY partition, key",
+}
+
+
 class PostgresStateStore:
     """StateStore on the ``state_items`` table, safe for any number of instances at once."""
 
     capabilities = StateCapabilities(max_item_bytes=_MAX_ITEM_BYTES, native_ttl=True)
 
-    def __init__(self, database: PostgresDatabase, *, clock: Clock | None = None) -> None:
+    def __init__(
+        self, database: PostgresDatabase, *, clock: Clock | None = None, schema: str | None = None
+    ) -> None:
+        """``schema``: the ``state_items`` table of that schema instead of the shared one (a
+        tenant's own store, ``adapters.selfhosted.tenant_stores``)."""
+        table = sql.Identifier("state_items")
+        if schema is not None:
+            table = sql.Identifier(check_schema(schema), "state_items")
+        self._sql = _Statements.on(table)
         self._database = database.attach()
         self._clock = clock
         self._last_purge = 0.0
@@ -71,9 +142,7 @@ class PostgresStateStore:
     async def get(self, *, table: str, partition: str, key: str) -> Item | None:
         async with self._database.connection("get") as conn:
             cur = await conn.execute(
-                "SELECT tbl, partition, key, data, version, expires_at FROM state_items"
-                " WHERE tbl = %s AND partition = %s AND key = %s"
-                " AND (expires_at IS NULL OR expires_at > COALESCE(%s::timestamptz, now()))",
+                self._sql.get,
                 (table, partition, key, self._now()),
             )
             row = await cur.fetchone()
@@ -93,22 +162,20 @@ class PostgresStateStore:
         async with self._database.transaction("create") as conn:
             if self._purge_due():
                 await conn.execute(
-                    "DELETE FROM state_items WHERE expires_at <= COALESCE(%s::timestamptz, now())",
+                    self._sql.purge,
                     (now,),
                 )
             await conn.execute(
-                "DELETE FROM state_items WHERE tbl = %s AND partition = %s AND key = %s"
-                " AND expires_at <= COALESCE(%s::timestamptz, now())",
+                self._sql.drop_expired,
                 (table, partition, key, now),
             )
             cur = await conn.execute(
-                "INSERT INTO state_items (tbl, partition, key, data, version, expires_at)"
-                " VALUES (%s, %s, %s, %s, 1, %s) ON CONFLICT DO NOTHING",
+                self._sql.insert,
                 (table, partition, key, encoded, expires_at),
             )
             if cur.rowcount != 1:
                 raise Conflict(f"{table}/{partition}/{key} already exists")
-        return Item(table, partition, key, decode_data(encoded), 1, expires_at)
+        return Item(table, partition, key, written(data), 1, expires_at)
 
     async def replace(
         self, *, item: Item, data: Mapping[str, Any], expires_at: datetime | None = None
@@ -116,9 +183,7 @@ class PostgresStateStore:
         encoded, expires_at = encode_data(data, max_bytes=_MAX_ITEM_BYTES), _aware(expires_at)
         async with self._database.connection("replace") as conn:
             cur = await conn.execute(
-                "UPDATE state_items SET data = %s, version = version + 1, expires_at = %s"
-                " WHERE tbl = %s AND partition = %s AND key = %s AND version = %s"
-                " AND (expires_at IS NULL OR expires_at > COALESCE(%s::timestamptz, now()))",
+                self._sql.update,
                 (
                     encoded,
                     expires_at,
@@ -134,15 +199,13 @@ class PostgresStateStore:
                     f"{item.table}/{item.partition}/{item.key} is not at v{item.version}"
                 )
         return Item(
-            item.table, item.partition, item.key, decode_data(encoded), item.version + 1, expires_at
+            item.table, item.partition, item.key, written(data), item.version + 1, expires_at
         )
 
     async def delete(self, *, item: Item) -> None:
         async with self._database.connection("delete") as conn:
             cur = await conn.execute(
-                "DELETE FROM state_items WHERE tbl = %s AND partition = %s AND key = %s"
-                " AND version = %s"
-                " AND (expires_at IS NULL OR expires_at > COALESCE(%s::timestamptz, now()))",
+                self._sql.delete,
                 (item.table, item.partition, item.key, item.version, self._now()),
             )
             if cur.rowcount != 1:
@@ -157,10 +220,7 @@ class PostgresStateStore:
             raise InvalidRequest("limit must not be negative")
         async with self._database.connection("query") as conn:
             cur = await conn.execute(
-                "SELECT tbl, partition, key, data, version, expires_at FROM state_items"
-                " WHERE tbl = %s AND partition = %s AND (%s::text IS NULL OR key > %s)"
-                " AND (expires_at IS NULL OR expires_at > COALESCE(%s::timestamptz, now()))"
-                " ORDER BY key LIMIT %s",  # LIMIT NULL: no limit
+                self._sql.query,  # LIMIT NULL: no limit
                 (table, partition, after, after, self._now(), limit),
             )
             return [_item(row) for row in await cur.fetchall()]
@@ -168,10 +228,7 @@ class PostgresStateStore:
     async def scan(self, *, table: str) -> list[Item]:
         async with self._database.connection("scan") as conn:
             cur = await conn.execute(
-                "SELECT tbl, partition, key, data, version, expires_at FROM state_items"
-                " WHERE tbl = %s"
-                " AND (expires_at IS NULL OR expires_at > COALESCE(%s::timestamptz, now()))"
-                " ORDER BY partition, key",
+                self._sql.scan,
                 (table, self._now()),
             )
             return [_item(row) for row in await cur.fetchall()]

@@ -83,6 +83,14 @@ def encode_data(data: Mapping[str, Any], *, max_bytes: int) -> str:
     return encoded
 
 
+def written(data: Mapping[str, Any]) -> dict[str, Any]:
+    """The data of an item just written, for the ``Item`` a write returns: what was given, not
+    parsed back from its JSON (that parse was a tenth of a routing decision's time,
+    ``bench/routing_bench.py``). It reads back equal when given in JSON form (lists, string
+    keys), as the core always writes it (``core.models.dump``)."""
+    return dict(data)
+
+
 def decode_data(encoded: str) -> dict[str, Any]:
     """The data ``encode_data`` wrote (an empty text is an empty item)."""
     data: dict[str, Any] = json.loads(encoded) if encoded else {}

@@ -6,8 +6,8 @@
 // parameters, resources and outputs).
 //
 // Everything lives in the shared storage account (and the shared Service Bus namespace): the
-// tenant's table, results container and dispatch topic (with its dead-letter queue). An
-// empty table, container, topic or queue costs nothing.
+// tenant's results container and dispatch topic (with its dead-letter queue), and with
+// dedicated tenant data its own table. An empty table, container, topic or queue costs nothing.
 //
 // The tenant's identity: a user-assigned managed identity that the tenant's container groups
 // run with (ContainerInstancesRuntime), holding only
@@ -27,8 +27,8 @@ param tenantId string
 @description('The shared storage account of the deployment.')
 param storageAccountName string
 
-@description('The tenant\'s table (its database); alphanumeric, 3-63 characters.')
-param tableName string
+@description('The tenant\'s own table for its crawl and usage records (SKYCRAWL_TENANT_DATA=dedicated); alphanumeric, 3-63 characters. Empty (pooled tenant data): no table, the tenant\'s records live in the shared state table.')
+param tableName string = ''
 
 @description('The tenant\'s blob container (its results).')
 param containerName string
@@ -94,7 +94,7 @@ resource queueService 'Microsoft.Storage/storageAccounts/queueServices@2023-05-0
   name: 'default'
 }
 
-resource table 'Microsoft.Storage/storageAccounts/tableServices/tables@2023-05-01' = {
+resource table 'Microsoft.Storage/storageAccounts/tableServices/tables@2023-05-01' = if (!empty(tableName)) {
   parent: tableService
   name: tableName
 }
@@ -202,7 +202,7 @@ resource engineBlobRole 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
 }
 
 output tableName string = tableName
-output tableId string = table.id
+output tableId string = empty(tableName) ? '' : table.id
 output containerName string = containerName
 output containerId string = container.id
 output dispatchTopicName string = dispatchTopicName

@@ -27,8 +27,16 @@ from adapters.aws.message_bus import SqsMessageBus
 from adapters.aws.provisioner import CloudFormationProvisioner
 from adapters.aws.scheduler import SqsScheduler
 from adapters.aws.state_store import DynamoStateStore
+from adapters.aws.tenant_stores import DynamoTenantStores
 from core.clock import FakeClock, SystemClock
-from tests.contract.harness import BusHarness, ProvisionerHarness, SchedulerHarness, StateHarness
+from core.ports import StateStore
+from tests.contract.harness import (
+    BusHarness,
+    ProvisionerHarness,
+    SchedulerHarness,
+    StateHarness,
+    TenantStoresHarness,
+)
 from tests.integration.aws import moto_server
 from tests.integration.aws.moto_server import ACCOUNT, REGION, client, unique
 
@@ -133,11 +141,76 @@ async def moto_blobs(tmp: Path) -> AsyncIterator[S3BlobStore]:
         _empty_bucket(bucket)
 
 
+def list_tables(prefix: str) -> set[str]:
+    """The DynamoDB tables named ``<prefix>…``, from DynamoDB's own listing."""
+    pages = client("dynamodb").get_paginator("list_tables").paginate()
+    return {t for page in pages for t in page["TableNames"] if t.startswith(prefix)}
+
+
 @contextlib.asynccontextmanager
-async def moto_provisioner(tmp: Path) -> AsyncIterator[ProvisionerHarness]:
+async def moto_tenant_stores(tmp: Path) -> AsyncIterator[TenantStoresHarness]:
+    shared = unique("state")
+    create_state_table(shared)
+    clock = FakeClock()
+    control = DynamoStateStore(dynamodb=client("dynamodb"), table=shared, clock=clock)
+    stores = DynamoTenantStores(
+        dynamodb=client("dynamodb"), table_prefix=shared, clock=clock, poll_s=0.05
+    )
+    try:
+        yield TenantStoresHarness(stores, control, lambda: _listed(f"{shared}-t-"))
+    finally:
+        await stores.close()
+        await control.close()
+        client("dynamodb").delete_table(TableName=shared)
+
+
+async def _listed(prefix: str) -> set[str]:
+    return list_tables(prefix)
+
+
+@contextlib.asynccontextmanager
+async def moto_tenant_state(tmp: Path) -> AsyncIterator[StateHarness]:
+    """A tenant's own table must keep every promise of the StateStore port."""
+    clock = FakeClock()
+    stores = DynamoTenantStores(
+        dynamodb=client("dynamodb"), table_prefix=unique("state"), clock=clock, poll_s=0.05
+    )
+    await stores.create_store(tenant_id="tenant-a")
+    opened: list[StateStore] = []
+
+    def reopen() -> StateStore:
+        opened.append(stores.open_store("tenant-a"))
+        return opened[-1]
+
+    try:
+        yield StateHarness(store=reopen(), clock=clock, reopen=reopen)
+    finally:
+        for store in opened:
+            await store.close()
+        await stores.drop_store(tenant_id="tenant-a")
+        await stores.close()
+
+
+@contextlib.asynccontextmanager
+async def moto_dedicated_provisioner(tmp: Path) -> AsyncIterator[ProvisionerHarness]:
+    """The stack per tenant and, with dedicated tenant data, the tenant's own table."""
+    async with moto_provisioner(tmp, dedicated=True) as harness:
+        yield harness
+
+
+@contextlib.asynccontextmanager
+async def moto_provisioner(
+    tmp: Path, *, dedicated: bool = False
+) -> AsyncIterator[ProvisionerHarness]:
     bucket = _new_bucket()
     prefix = unique("ct")
+    stores = (
+        DynamoTenantStores(dynamodb=client("dynamodb"), table_prefix=prefix, poll_s=0.05)
+        if dedicated
+        else None
+    )
     provisioner = CloudFormationProvisioner(
+        stores=stores,
         cloudformation=client("cloudformation"),
         stack_prefix=prefix,
         parameters={"DataBucket": bucket},
@@ -172,11 +245,14 @@ async def moto_provisioner(tmp: Path) -> AsyncIterator[ProvisionerHarness]:
         found = {f"topic:{t.rsplit(':', 1)[-1]}" for t in topics}
         found |= {f"queue:{q.rsplit('/', 1)[-1]}" for q in queues}
         found |= {f"role:{r}" for r in roles} | {f"stack:{s}" for s in stacks}
+        found |= {f"table:{t}" for t in list_tables(prefix)}
         return {f for f in found if f.split(":", 1)[1].startswith(prefix)}
 
     try:
         yield ProvisionerHarness(provisioner=provisioner, exists=exists, inventory=inventory)
     finally:
+        if stores is not None:
+            await stores.close()
         _empty_bucket(bucket)
 
 
@@ -187,6 +263,8 @@ def _resource_exists(kind: str, value: str, sns: Any, iam: Any, cloudformation: 
             sns.get_topic_attributes(TopicArn=f"arn:aws:sns:{REGION}:{ACCOUNT}:{value}")
         elif kind == "engine_role_arn":
             iam.get_role(RoleName=value.rsplit("/", 1)[-1])
+        elif kind == "tenant_store":
+            return value in list_tables(value)
         elif kind == "stack_id":
             stacks = cloudformation.describe_stacks(StackName=value)["Stacks"]
             return stacks[0]["StackStatus"] != "DELETE_COMPLETE"
@@ -200,9 +278,10 @@ def _resource_exists(kind: str, value: str, sns: Any, iam: Any, cloudformation: 
 FACTORIES: dict[str, dict[str, Any]] = {
     "bus": {"moto": moto_bus},
     "scheduler": {"moto": moto_scheduler},
-    "state": {"moto": moto_state},
+    "state": {"moto": moto_state, "moto-tenant": moto_tenant_state},
     "blob": {"moto": moto_blobs},
-    "provisioner": {"moto": moto_provisioner},
+    "provisioner": {"moto": moto_provisioner, "moto-dedicated": moto_dedicated_provisioner},
+    "tenant_stores": {"moto": moto_tenant_stores},
     # "runtime": none -- see the module docstring (ECS on moto runs no container).
 }
 

@@ -16,7 +16,7 @@ import uuid
 from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 
-from azure.data.tables.aio import TableClient
+from azure.data.tables.aio import TableClient, TableServiceClient
 from azure.storage.blob.aio import ContainerClient
 from azure.storage.queue.aio import QueueServiceClient
 
@@ -28,14 +28,16 @@ from adapters.azure.provisioner import ArmProvisioner
 from adapters.azure.scheduler import ServiceBusScheduler, StorageQueueScheduler
 from adapters.azure.settings import AzureSettings
 from adapters.azure.state_store import TableStateStore
+from adapters.azure.tenant_stores import TableTenantStores
 from core.clock import FakeClock, SystemClock
-from core.ports import BlobStore, ContainerRuntime
+from core.ports import BlobStore, ContainerRuntime, StateStore
 from tests.contract.harness import (
     BusHarness,
     ProvisionerHarness,
     RuntimeHarness,
     SchedulerHarness,
     StateHarness,
+    TenantStoresHarness,
 )
 from tests.integration.azure.azurite import azurite
 from tests.integration.azure.fakes import FakeServiceBusClient, FakeServiceBusNamespace
@@ -187,8 +189,63 @@ async def aci_fake_runtime(tmp: Path) -> AsyncIterator[RuntimeHarness]:
 # --------------------------------------------------------------------------- provisioner
 
 
+async def tenant_tables(service: TableServiceClient) -> set[str]:
+    """The tenants' tables of the account (``tenant…``), from Table storage's own listing."""
+    return {t.name async for t in service.list_tables() if t.name.startswith("tenant")}
+
+
 @contextlib.asynccontextmanager
-async def arm_fake_provisioner(tmp: Path) -> AsyncIterator[ProvisionerHarness]:
+async def azurite_tenant_stores(tmp: Path) -> AsyncIterator[TenantStoresHarness]:
+    conn = await _connection_string()
+    listing = TableServiceClient.from_connection_string(conn)
+    control_table = TableClient.from_connection_string(
+        conn, table_name=f"state{uuid.uuid4().hex[:12]}"
+    )
+    control = TableStateStore(control_table)
+    stores = TableTenantStores(TableServiceClient.from_connection_string(conn))
+    try:
+        yield TenantStoresHarness(stores, control, lambda: tenant_tables(listing))
+    finally:
+        await stores.close()
+        await control_table.delete_table()
+        await control.close()
+        await listing.close()
+
+
+@contextlib.asynccontextmanager
+async def azurite_tenant_state(tmp: Path) -> AsyncIterator[StateHarness]:
+    """A tenant's own table must keep every promise of the StateStore port."""
+    conn = await _connection_string()
+    stores = TableTenantStores(TableServiceClient.from_connection_string(conn))
+    tenant = f"tenant-{uuid.uuid4().hex[:8]}"
+    await stores.create_store(tenant_id=tenant)
+    opened: list[StateStore] = []
+
+    def open_store() -> StateStore:
+        opened.append(stores.open_store(tenant))
+        return opened[-1]
+
+    try:
+        yield StateHarness(store=open_store(), clock=SystemClock(), reopen=open_store)
+    finally:
+        for store in opened:
+            await store.close()
+        await stores.drop_store(tenant_id=tenant)
+        await stores.close()
+
+
+@contextlib.asynccontextmanager
+async def arm_fake_dedicated_provisioner(tmp: Path) -> AsyncIterator[ProvisionerHarness]:
+    """The ARM deployment with dedicated tenant data: the tenant's table too, on Azurite's
+    data plane and as an ARM resource."""
+    async with arm_fake_provisioner(tmp, dedicated=True) as harness:
+        yield harness
+
+
+@contextlib.asynccontextmanager
+async def arm_fake_provisioner(
+    tmp: Path, *, dedicated: bool = False
+) -> AsyncIterator[ProvisionerHarness]:
     account = (
         "/subscriptions/sub-1/resourceGroups/rg-skycrawl/providers/"
         "Microsoft.Storage/storageAccounts/skycrawlsa"
@@ -199,22 +256,34 @@ async def arm_fake_provisioner(tmp: Path) -> AsyncIterator[ProvisionerHarness]:
     )
     namespace = FakeServiceBusNamespace(FakeClock())
     bus = fake_servicebus(namespace)
-    provisioner = ArmProvisioner(client, settings, bus=bus)  # type: ignore[arg-type]
+    conn = await _connection_string() if dedicated else ""
+    stores = TableTenantStores(TableServiceClient.from_connection_string(conn)) if conn else None
+    provisioner = ArmProvisioner(client, settings, bus=bus, stores=stores)  # type: ignore[arg-type]
+
+    async def tables() -> set[str]:
+        return set() if stores is None else await tenant_tables(stores.service)
 
     async def exists(resources: Mapping[str, str]) -> bool:
         ids = [value for key, value in resources.items() if key.endswith("_id") and value]
-        return bool(ids) and all(client.exists(resource_id) for resource_id in ids)
+        found = bool(ids) and all(client.exists(resource_id) for resource_id in ids)
+        if "tenant_store" in resources:
+            found = found and resources["tenant_store"] in await tables()
+        return found
 
     async def inventory() -> set[str]:
-        """Resource Manager's resources, and the topics and queues of the bus's namespace."""
+        """Resource Manager's resources, the topics and queues of the bus's namespace, and
+        the tenants' tables on Azurite."""
         found = {f"arm:{rid}" for rid in client.resources.items}
         found |= {f"topic:{t}" for t in namespace.topics}
+        found |= {f"table:{t}" for t in await tables()}
         return found | {f"queue:{q}" for q in namespace.queues}
 
     try:
         yield ProvisionerHarness(provisioner=provisioner, exists=exists, inventory=inventory)
     finally:
         await provisioner.close()
+        if stores is not None:
+            await stores.close()
         await bus.close()
 
 
@@ -224,8 +293,12 @@ FACTORIES = {
         "azurite-queues": azurite_queues_scheduler,
         "servicebus-fake": servicebus_fake_scheduler,
     },
-    "state": {"azurite-tables": azurite_tables_state},
+    "state": {"azurite-tables": azurite_tables_state, "azurite-tenant": azurite_tenant_state},
     "blob": {"azurite-blobs": azurite_blobs},
     "runtime": {"aci-fake": aci_fake_runtime},
-    "provisioner": {"arm-fake": arm_fake_provisioner},
+    "provisioner": {
+        "arm-fake": arm_fake_provisioner,
+        "arm-fake-dedicated": arm_fake_dedicated_provisioner,
+    },
+    "tenant_stores": {"azurite-tables": azurite_tenant_stores},
 }

@@ -27,10 +27,12 @@ import asyncio
 import contextlib
 import functools
 import hashlib
+import re
 import sys
 import uuid
 from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
+from typing import Any
 
 from google.api_core import exceptions as gexc
 
@@ -43,9 +45,10 @@ from adapters.gcp.pubsub_admin import PubSubAdmin
 from adapters.gcp.scheduler import CloudTasksScheduler, deliver_timer
 from adapters.gcp.state_store import FirestoreStateStore
 from adapters.gcp.tenant_iam import TenantIam
+from adapters.gcp.tenant_stores import FirestoreTenantStores
 from core.clock import SystemClock
 from core.errors import SkycrawlError
-from core.ports import ContainerRuntime
+from core.ports import ContainerRuntime, StateStore
 from functions.gcp.oidc import authorize
 from tests.contract.harness import (
     BusHarness,
@@ -53,6 +56,7 @@ from tests.contract.harness import (
     RuntimeHarness,
     SchedulerHarness,
     StateHarness,
+    TenantStoresHarness,
 )
 from tests.integration.gcp import emulators
 from tests.integration.gcp.fake_cloud_run import FakeCloudRun
@@ -136,6 +140,51 @@ async def firestore_state(tmp: Path) -> AsyncIterator[StateHarness]:
     yield StateHarness(store=open_store(), clock=clock, reopen=open_store)
 
 
+async def tenant_store_names(client: Any, prefix: str) -> set[str]:
+    """The tenant stores of ``prefix`` that exist on the emulator, from Firestore's own
+    listing: a store's marker document, and any root collection ``<store name>-…``."""
+    markers = client.collection(f"{prefix}tenant-stores").list_documents()
+    found = {ref.id async for ref in markers}
+    pattern = re.compile(rf"({re.escape(prefix)}t-.*-[0-9a-f]{{8}})-[a-z_]+")
+    async for collection in client.collections():
+        if match := pattern.fullmatch(collection.id):
+            found.add(match.group(1))
+    return found
+
+
+@contextlib.asynccontextmanager
+async def firestore_tenant_stores(tmp: Path) -> AsyncIterator[TenantStoresHarness]:
+    prefix, clock = f"sc{uuid.uuid4().hex[:8]}-", SystemClock()
+    client = emulators.firestore_client()
+    control = FirestoreStateStore(client=client, prefix=prefix, clock=clock)
+    stores = FirestoreTenantStores(client=client, prefix=prefix, clock=clock, owns_client=False)
+    try:
+        yield TenantStoresHarness(stores, control, lambda: tenant_store_names(client, prefix))
+    finally:
+        await stores.close()
+        await control.close()
+
+
+@contextlib.asynccontextmanager
+async def firestore_tenant_state(tmp: Path) -> AsyncIterator[StateHarness]:
+    """A tenant's own collections must keep every promise of the StateStore port."""
+    clock = SystemClock()
+    stores = FirestoreTenantStores(client=emulators.firestore_client(), clock=clock)
+    tenant = f"tenant-{uuid.uuid4().hex[:8]}"
+    await stores.create_store(tenant_id=tenant)
+    opened: list[StateStore] = []
+
+    def open_store() -> StateStore:
+        opened.append(stores.open_store(tenant))
+        return opened[-1]
+
+    try:
+        yield StateHarness(store=open_store(), clock=clock, reopen=open_store)
+    finally:
+        await stores.drop_store(tenant_id=tenant)
+        await stores.close()
+
+
 @contextlib.asynccontextmanager
 async def gcs_blobs(tmp: Path) -> AsyncIterator[GcsBlobStore]:
     with FakeGcsServer(buckets=["skycrawl-blobs"]) as server:
@@ -170,13 +219,21 @@ async def cloud_run_runtime(tmp: Path) -> AsyncIterator[RuntimeHarness]:
 
 @contextlib.asynccontextmanager
 async def gcp_provisioner(
-    tmp: Path, *, identities: bool = False
+    tmp: Path, *, identities: bool = False, dedicated: bool = False
 ) -> AsyncIterator[ProvisionerHarness]:
     """Per-tenant dispatch topic on the Pub/Sub emulator, marker in the GCS fake; with
-    ``identities``, the tenant's service account and bindings on the IAM fakes too."""
+    ``identities``, the tenant's service account and bindings on the IAM fakes too; with
+    ``dedicated`` tenant data, the tenant's Firestore collections (on the emulator)."""
     publisher, subscriber = pubsub_clients(emulators.pubsub_host())
     admin = PubSubAdmin(project=emulators.PROJECT, publisher=publisher, subscriber=subscriber)
     accounts = FakeIamAdmin()
+    firestore_prefix = f"sc{uuid.uuid4().hex[:8]}-"
+    database = emulators.firestore_client() if dedicated else None
+    stores = (
+        FirestoreTenantStores(client=database, prefix=firestore_prefix)
+        if database is not None
+        else None
+    )
 
     async def found(resource: str) -> bool:
         try:
@@ -211,12 +268,21 @@ async def gcp_provisioner(
             bucket="skycrawl-blobs",
             dispatch_topic=base,
             iam=iam if identities else None,
+            stores=stores,
         )
+
+        async def stored() -> set[str]:
+            if database is None:
+                return set()
+            return await tenant_store_names(database, firestore_prefix)
 
         async def exists(resources: Mapping[str, str]) -> bool:
             try:
                 for kind, ref in resources.items():
-                    if kind == "engine_service_account":
+                    if kind == "tenant_store":
+                        if ref not in await stored():
+                            return False
+                    elif kind == "engine_service_account":
                         if ref not in accounts.accounts:
                             return False
                     elif kind == "dispatch_topic":
@@ -239,6 +305,7 @@ async def gcp_provisioner(
             }
             found = {f for f in found if f.rsplit("/", 1)[-1].startswith(base)}
             blobs = await asyncio.to_thread(lambda: list(client.list_blobs("skycrawl-blobs")))
+            found |= {f"firestore:{name}" for name in await stored()}
             found |= {f"object:{b.name}" for b in blobs}
             found |= {f"account:{email}" for email in accounts.accounts}
             await policies.prune()
@@ -257,16 +324,20 @@ async def gcp_provisioner(
             for closable in (publisher, subscriber):
                 await closable.transport.close()
             client.close()
+            if stores is not None:
+                await stores.close()
 
 
 FACTORIES = {
     "provisioner": {
         "pubsub+gcs": gcp_provisioner,
         "pubsub+gcs+iam": functools.partial(gcp_provisioner, identities=True),
+        "pubsub+gcs-dedicated": functools.partial(gcp_provisioner, dedicated=True),
     },
+    "tenant_stores": {"firestore-emulator": firestore_tenant_stores},
     "runtime": {"cloudrun-fake": cloud_run_runtime},
     "blob": {"gcs-fake": gcs_blobs},
     "bus": {"pubsub-emulator": pubsub_bus},
     "scheduler": {"cloudtasks-fake": cloud_tasks_scheduler},
-    "state": {"firestore-emulator": firestore_state},
+    "state": {"firestore-emulator": firestore_state, "firestore-tenant": firestore_tenant_state},
 }

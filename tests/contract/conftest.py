@@ -30,10 +30,12 @@ from adapters.local.message_bus import SqliteMessageBus
 from adapters.local.provisioner import DirectoryProvisioner
 from adapters.local.scheduler import SqliteScheduler
 from adapters.local.state_store import SqliteStateStore
+from adapters.local.tenant_stores import SqliteTenantStores
 from core.clock import FakeClock
 from core.ports import (
     BlobStore,
     ContainerRuntime,
+    StateStore,
 )
 from tests.contract.harness import (
     BusHarness,
@@ -41,6 +43,7 @@ from tests.contract.harness import (
     RuntimeHarness,
     SchedulerHarness,
     StateHarness,
+    TenantStoresHarness,
 )
 
 # --------------------------------------------------------------------------- backends
@@ -155,8 +158,28 @@ async def sqlite_state(tmp: Path) -> AsyncIterator[StateHarness]:
             await store.close()
 
 
+@contextlib.asynccontextmanager
+async def sqlite_tenant_state(tmp: Path) -> AsyncIterator[StateHarness]:
+    """A tenant's own store (dedicated tenant data) must keep every promise of the port."""
+    clock = FakeClock()
+    stores = SqliteTenantStores(tmp, clock=clock)
+    await stores.create_store(tenant_id="tenant-a")
+    opened: list[StateStore] = []
+
+    def open_store() -> StateStore:
+        opened.append(stores.open_store("tenant-a"))
+        return opened[-1]
+
+    try:
+        yield StateHarness(store=open_store(), clock=clock, reopen=open_store)
+    finally:
+        for store in opened:
+            await store.close()
+
+
 STATE_FACTORIES: dict[str, Callable[[Path], AbstractAsyncContextManager[StateHarness]]] = {
     "sqlite": sqlite_state,
+    "sqlite-tenant": sqlite_tenant_state,
 }
 STATE_FACTORIES.update(backend_factories("state"))
 
@@ -228,9 +251,11 @@ async def runtime_h(
 
 
 @contextlib.asynccontextmanager
-async def directory_provisioner(tmp: Path) -> AsyncIterator[ProvisionerHarness]:
+async def directory_provisioner(
+    tmp: Path, stores: SqliteTenantStores | None = None
+) -> AsyncIterator[ProvisionerHarness]:
     bus = SqliteMessageBus(tmp / "bus.sqlite3", clock=FakeClock())
-    provisioner = DirectoryProvisioner(tmp, bus=bus, dispatch_topic="dispatch")
+    provisioner = DirectoryProvisioner(tmp, bus=bus, dispatch_topic="dispatch", stores=stores)
 
     async def exists(resources: Mapping[str, str]) -> bool:
         topics = await bus.topics()
@@ -251,9 +276,16 @@ async def directory_provisioner(tmp: Path) -> AsyncIterator[ProvisionerHarness]:
         await bus.close()
 
 
+@contextlib.asynccontextmanager
+async def directory_dedicated_provisioner(tmp: Path) -> AsyncIterator[ProvisionerHarness]:
+    """The directory provisioner with dedicated tenant data: a SQLite store per tenant."""
+    async with directory_provisioner(tmp, stores=SqliteTenantStores(tmp)) as harness:
+        yield harness
+
+
 PROVISIONER_FACTORIES: dict[
     str, Callable[[Path], AbstractAsyncContextManager[ProvisionerHarness]]
-] = {"directory": directory_provisioner}
+] = {"directory": directory_provisioner, "directory-dedicated": directory_dedicated_provisioner}
 PROVISIONER_FACTORIES.update(backend_factories("provisioner"))
 
 
@@ -262,6 +294,37 @@ async def provisioner_h(
     request: pytest.FixtureRequest, tmp_path: Path
 ) -> AsyncIterator[ProvisionerHarness]:
     async with PROVISIONER_FACTORIES[request.param](tmp_path) as harness:
+        yield harness
+
+
+# --------------------------------------------------------------------------- tenant stores
+
+
+@contextlib.asynccontextmanager
+async def sqlite_tenant_stores(tmp: Path) -> AsyncIterator[TenantStoresHarness]:
+    clock = FakeClock()
+    control = SqliteStateStore(tmp / "state.sqlite3", clock=clock)
+
+    async def listing() -> set[str]:
+        return {str(p) for p in (tmp / "tenants").rglob("*.sqlite3")}
+
+    try:
+        yield TenantStoresHarness(SqliteTenantStores(tmp, clock=clock), control, listing)
+    finally:
+        await control.close()
+
+
+TENANT_STORES_FACTORIES: dict[
+    str, Callable[[Path], AbstractAsyncContextManager[TenantStoresHarness]]
+] = {"sqlite": sqlite_tenant_stores}
+TENANT_STORES_FACTORIES.update(backend_factories("tenant_stores"))
+
+
+@pytest.fixture(params=sorted(TENANT_STORES_FACTORIES))
+async def tenant_stores_h(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> AsyncIterator[TenantStoresHarness]:
+    async with TENANT_STORES_FACTORIES[request.param](tmp_path) as harness:
         yield harness
 
 

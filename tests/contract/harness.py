@@ -13,6 +13,7 @@ from pathlib import Path
 
 from core.clock import Clock, FakeClock
 from core.ports import ContainerRuntime, MessageBus, Provisioner, Scheduler, StateStore
+from core.ports.tenant_stores import TenantStores
 
 
 async def advance_or_sleep(clock: Clock, seconds: float) -> None:
@@ -86,3 +87,15 @@ class ProvisionerHarness:
     #: Everything the cloud (or emulator) holds that a provisioner could have made, listed
     #: from the cloud's own APIs (topics, queues, subscriptions, roles, stacks, objects ...).
     inventory: Callable[[], Awaitable[set[str]]]
+
+
+@dataclass
+class TenantStoresHarness:
+    """Dedicated tenant data on one backend: the tenant stores, the control plane's store
+    beside them, and the backend's own listing of what exists."""
+
+    stores: TenantStores
+    control: StateStore
+    #: The names of the stores the backend holds (tables, schemas, files ...), listed from
+    #: the backend's own API -- what ``create_store`` adds and ``drop_store`` removes.
+    listing: Callable[[], Awaitable[set[str]]]

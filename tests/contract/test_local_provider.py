@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import sqlite3
 import sys
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -33,6 +35,28 @@ async def test_build_ports_lays_out_the_data_dir(tmp_path: Path) -> None:
         assert (data / name).is_file(), name
     for name in ("logs", "tenants"):
         assert (data / name).is_dir(), name
+
+
+async def test_dedicated_tenant_data_goes_to_the_tenants_own_file(tmp_path: Path) -> None:
+    """SKYCRAWL_TENANT_DATA=dedicated: the provisioner makes the tenant's tenant.sqlite3,
+    the state the core is given puts the tenant's crawls there, teardown removes it."""
+    local = LocalSettings(data_dir=tmp_path / "data")
+    settings = SkycrawlSettings(tenant_data="dedicated")
+    ports = build_ports(settings, local, clock=FakeClock(), runtime_command=[sys.executable])
+    try:
+        resources = await ports.provisioner.provision(tenant_id="t1")
+        store = Path(resources["tenant_store"])
+        assert store == (tmp_path / "data" / "tenants" / "t1" / "tenant.sqlite3").resolve()
+        await ports.state.create(table="crawls", partition="t1", key="c1", data={"n": 1})
+        await ports.state.create(table="containers", partition="t1", key="g1", data={})
+        with closing(sqlite3.connect(store)) as conn:
+            assert conn.execute("SELECT tbl, key FROM items").fetchall() == [("crawls", "c1")]
+        await ports.provisioner.teardown(tenant_id="t1", resources=resources)
+        assert not store.exists()
+    finally:
+        await ports.close()
+    with closing(sqlite3.connect(tmp_path / "data" / "state.sqlite3")) as conn:
+        assert conn.execute("SELECT tbl, key FROM items").fetchall() == [("containers", "g1")]
 
 
 def test_engine_env_points_at_the_same_absolute_data_dir(

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from adapters.local.provisioner import DirectoryProvisioner
+from adapters.local.tenant_stores import SqliteTenantStores
 from core.errors import InvalidRequest
 
 if TYPE_CHECKING:
@@ -52,12 +53,24 @@ async def test_bad_tenant_ids_are_refused(
 # --------------------------------------------------------------------------- directory only
 
 
-async def test_directory_layout_and_database(tmp_path: Path) -> None:
+async def test_directory_layout_pooled(tmp_path: Path) -> None:
+    """Pooled tenant data: a directory and its blob folder, no database of the tenant's own."""
     provisioner = DirectoryProvisioner(tmp_path)
     resources = await provisioner.provision(tenant_id="t1")
     tenant_dir = tmp_path.resolve() / "tenants" / "t1"
+    assert resources == {"blob_root": str(tenant_dir / "blobs")}
+    assert sorted(tenant_dir.iterdir()) == [tenant_dir / "blobs"]
+    await provisioner.teardown(tenant_id="t1", resources=resources)
+    assert not tenant_dir.exists()
+
+
+async def test_directory_layout_and_database(tmp_path: Path) -> None:
+    """Dedicated tenant data: the tenant's own SQLite store beside its blob folder."""
+    provisioner = DirectoryProvisioner(tmp_path, stores=SqliteTenantStores(tmp_path))
+    resources = await provisioner.provision(tenant_id="t1")
+    tenant_dir = tmp_path.resolve() / "tenants" / "t1"
     assert resources == {
-        "database": str(tenant_dir / "tenant.sqlite3"),
+        "tenant_store": str(tenant_dir / "tenant.sqlite3"),
         "blob_root": str(tenant_dir / "blobs"),
     }
     assert (tenant_dir / "blobs").is_dir()
@@ -65,9 +78,11 @@ async def test_directory_layout_and_database(tmp_path: Path) -> None:
 
     await provisioner.provision(tenant_id="t1")
     assert (tenant_dir / "blobs" / "kept").read_text() == "data"
-    with closing(sqlite3.connect(resources["database"])) as conn:
+    with closing(sqlite3.connect(resources["tenant_store"])) as conn:
         meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
+        tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master")}
     assert meta["tenant_id"] == "t1"
+    assert "items" in tables  # the StateStore schema, ready for the tenant's records
 
     await provisioner.teardown(tenant_id="t1", resources=resources)
     assert not tenant_dir.exists()

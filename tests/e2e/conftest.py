@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -20,8 +22,8 @@ def chromium() -> Path:
     return ensure_chromium()
 
 
-@pytest.fixture
-async def harness(tmp_path: Path) -> AsyncIterator[Harness]:
+@contextlib.asynccontextmanager
+async def local_stack(tmp_path: Path, **overrides: Any) -> AsyncIterator[Harness]:
     settings = SkycrawlSettings(
         allow_cidrs=["127.0.0.0/8"],
         idle_ttl_s=2.0,
@@ -32,6 +34,7 @@ async def harness(tmp_path: Path) -> AsyncIterator[Harness]:
         checkpoint_interval_s=0.5,
         stop_grace_s=3.0,
         operator_key=OPERATOR_KEY,
+        **overrides,
     )
     stack = build_local_stack(settings, LocalSettings(data_dir=tmp_path / "data"))
     stop = asyncio.Event()
@@ -43,3 +46,16 @@ async def harness(tmp_path: Path) -> AsyncIterator[Harness]:
         stop.set()
         await asyncio.wait_for(task, 15)
         await stack.close()
+
+
+@pytest.fixture
+async def harness(tmp_path: Path) -> AsyncIterator[Harness]:
+    async with local_stack(tmp_path) as harness:
+        yield harness
+
+
+@pytest.fixture
+async def dedicated_harness(tmp_path: Path) -> AsyncIterator[Harness]:
+    """The same stack with SKYCRAWL_TENANT_DATA=dedicated: a SQLite store per tenant."""
+    async with local_stack(tmp_path, tenant_data="dedicated") as harness:
+        yield harness

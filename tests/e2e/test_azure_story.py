@@ -208,7 +208,8 @@ async def test_crawl_on_azure_adapters_completes_and_scales_to_zero(
     tenant_id, key = created["id"], created["api_key"]
     tenant = await host.stack.records.tenants.get("tenants", tenant_id)
     assert tenant is not None
-    assert tenant.value.resources["table_id"].endswith(tenant.value.resources["table"])
+    assert tenant.value.resources["container_id"].endswith(tenant.value.resources["container"])
+    assert "table_id" not in tenant.value.resources  # pooled tenant data: the shared table
 
     async with serve_site(pages=25) as site:
         crawl = await host.http(

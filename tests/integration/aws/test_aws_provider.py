@@ -52,6 +52,33 @@ async def test_build_ports_wires_every_aws_adapter(deployment: Deployment) -> No
         await ports.close()
 
 
+async def test_dedicated_tenant_data_goes_to_the_tenants_own_table(
+    deployment: Deployment,
+) -> None:
+    """SKYCRAWL_TENANT_DATA=dedicated: provisioning makes the tenant's table beside its stack,
+    the state the core is given puts the tenant's crawls there (and nothing of the control
+    plane), teardown deletes the table with the stack."""
+    settings = deployment.settings.model_copy(update={"tenant_data": "dedicated"})
+    ports = provider.build_ports(settings, deployment.aws)
+    dynamodb, tenant = deployment.client("dynamodb"), "tn_dedicated1"
+    try:
+        resources = await ports.provisioner.provision(tenant_id=tenant)
+        table = resources["tenant_store"]
+        assert table.startswith(f"{deployment.aws.table}-t-tn-dedicated1-")
+        await ports.state.create(table="crawls", partition=tenant, key="c1", data={"n": 1})
+        await ports.state.create(table="containers", partition=tenant, key="g1", data={})
+        own = dynamodb.scan(TableName=table)["Items"]
+        assert [(i["tbl"]["S"], i["sk"]["S"]) for i in own] == [("crawls", "c1")]
+        shared = dynamodb.scan(TableName=deployment.aws.table)["Items"]
+        mine = [(i["tbl"]["S"], i["sk"]["S"]) for i in shared if i["part"]["S"] == tenant]
+        assert mine == [("containers", "g1")]
+        await ports.provisioner.teardown(tenant_id=tenant, resources=resources)
+        with pytest.raises(dynamodb.exceptions.ResourceNotFoundException):
+            dynamodb.describe_table(TableName=table)
+    finally:
+        await ports.close()
+
+
 def test_engine_env_carries_the_connection_but_no_credentials(deployment: Deployment) -> None:
     env = provider.engine_env(deployment.aws)
     assert env["SKYCRAWL_PROVIDER"] == "aws"

@@ -4,6 +4,7 @@ parameters the provisioner passes)."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,7 @@ from cfnlint.api import ManualArgs, lint_file
 from cfnlint.decode import decode
 
 from adapters.aws.settings import AwsSettings
+from adapters.aws.tenant_stores import DynamoTenantStores
 from core.settings import SkycrawlSettings
 from engine_container.settings import EngineSettings
 
@@ -87,3 +89,21 @@ def test_the_operator_key_is_a_secret_the_functions_hold_only_by_reference() -> 
     for function in ("ApiFunction", "ConductorFunction", "HousekeepingFunction"):
         env = template["Resources"][function]["Properties"].get("Environment", {})
         assert not [v for v in env.get("Variables", {}) if "KEY" in v or "SECRET" in v]
+
+
+def test_the_tenant_tables_are_the_ones_the_functions_may_use() -> None:
+    """TenantData=dedicated: the API may create and delete exactly the tables named like
+    DynamoTenantStores names them, and every function that reads records may use them."""
+    template = load("template.yaml")
+    variables = template["Globals"]["Function"]["Environment"]["Variables"]
+    assert variables["SKYCRAWL_TENANT_DATA"] == {"Ref": "TenantData"}
+    assert template["Parameters"]["TenantData"]["AllowedValues"] == ["pooled", "dedicated"]
+    tables = DynamoTenantStores(dynamodb=None, table_prefix="STATE").store_name("tn_0a1b")
+    assert tables.startswith("STATE-t-")
+    pattern = {"Fn::Sub": "${StateTable.Arn}-t-*"}
+    text = json.dumps(template)
+    assert text.count(json.dumps(pattern)) == 3  # two Records statements and TenantTables
+    api = template["Resources"]["ApiFunction"]["Properties"]["Policies"][0]["Statement"]
+    (create,) = [s for s in api if s.get("Sid") == "TenantTables"]
+    assert {"dynamodb:CreateTable", "dynamodb:DeleteTable"} <= set(create["Action"])
+    assert create["Resource"] == pattern

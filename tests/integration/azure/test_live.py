@@ -177,7 +177,9 @@ async def test_tenant_deployment_and_teardown() -> None:
     try:
         resources = await provisioner.provision(tenant_id=tenant)
         assert resources == await provisioner.provision(tenant_id=tenant)
-        found = await client.resources.get_by_id(resources["table_id"], api_version="2023-05-01")
+        found = await client.resources.get_by_id(
+            resources["container_id"], api_version="2023-05-01"
+        )
         assert found.id
     finally:
         await provisioner.teardown(tenant_id=tenant, resources={})

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 from azure.core.exceptions import HttpResponseError
+from azure.data.tables.aio import TableServiceClient
 from azure.mgmt.containerinstance.models import (
     Container,
     ContainerGroup,
@@ -23,10 +24,12 @@ from azure.mgmt.containerinstance.models import (
 from adapters.azure.container_runtime import ContainerInstancesRuntime, group_name, status_of
 from adapters.azure.provisioner import ArmProvisioner, tenant_names
 from adapters.azure.settings import DEFAULT_TENANT_TEMPLATE, AzureSettings
+from adapters.azure.tenant_stores import TableTenantStores
 from core.errors import ConfigurationError, InvalidRequest, Retryable
 from core.layout import tenant_topic
 from core.models import Egress
 from core.ports import ContainerSpec, RunState
+from tests.integration.azure.azurite import azurite
 from tests.integration.azure.fakes_mgmt import (
     FakeContainerInstanceClient,
     FakeResourceManagementClient,
@@ -149,19 +152,44 @@ async def test_tenant_deployment_outputs_and_teardown() -> None:
     client = FakeResourceManagementClient(subscription_id="sub-1", existing=[ACCOUNT])
     provisioner = ArmProvisioner(client, settings())  # type: ignore[arg-type]
     resources = await provisioner.provision(tenant_id="tn_0123456789abcdef")
-    names = tenant_names("tn_0123456789abcdef")
-    assert resources["table"] == names["table"]
+    # pooled tenant data (no stores): no table of the tenant's own is deployed
+    assert not {"table", "table_id", "tenant_store"} & set(resources)
+    assert not [rid for rid in client.resources.items if "/tableServices/" in rid]
     topic = tenant_topic("skycrawl-dispatch", "tn_0123456789abcdef")
     assert resources["dispatch_topic"] == topic
     poison = f"{ACCOUNT}/queueServices/default/queues/{topic}-poison"
     assert resources["dispatch_dead_letter_id"] == poison  # the Storage-queue bus's topic
-    assert re.fullmatch(r"[a-z][a-z0-9]{2,62}", resources["table"])
     assert re.fullmatch(r"[a-z0-9](?:[a-z0-9]|-(?=[a-z0-9])){2,62}", resources["container"])
     assert client.exists(resources["container_id"])
 
     await provisioner.teardown(tenant_id="tn_0123456789abcdef", resources={"x_id": ACCOUNT})
     assert client.exists(ACCOUNT)  # only what the deployment created was deleted
     assert not any(client.exists(v) for k, v in resources.items() if k.endswith("_id") and v)
+
+
+async def test_dedicated_tenant_data_deploys_the_tenants_table() -> None:
+    """With tenant stores the deployment makes the tenant's table (and the data plane has it:
+    Azurite here); teardown deletes it in both places."""
+    client = FakeResourceManagementClient(subscription_id="sub-1", existing=[ACCOUNT])
+    service = TableServiceClient.from_connection_string(azurite().connection_string)
+    stores = TableTenantStores(service)
+    provisioner = ArmProvisioner(client, settings(), stores=stores)  # type: ignore[arg-type]
+    tenant = "tn_0123456789abcdee"
+    try:
+        resources = await provisioner.provision(tenant_id=tenant)
+        name = tenant_names(tenant)["table"]
+        assert resources["table"] == resources["tenant_store"] == name
+        assert re.fullmatch(r"[a-z][a-z0-9]{2,62}", name)
+        assert resources["table_id"].endswith(f"/tableServices/default/tables/{name}")
+        assert client.exists(resources["table_id"])
+        assert name in {t.name async for t in service.list_tables()}
+
+        await provisioner.teardown(tenant_id=tenant, resources=resources)
+        assert not client.exists(resources["table_id"])
+        assert name not in {t.name async for t in service.list_tables()}
+    finally:
+        await provisioner.close()
+        await stores.close()
 
 
 async def test_a_service_bus_namespace_gets_the_tenant_dispatch_topic() -> None:

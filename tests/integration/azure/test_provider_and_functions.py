@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import importlib
 import json
+import uuid
 from pathlib import Path
 
 import azure.functions as func
 import pytest
+from azure.data.tables.aio import TableServiceClient
 
 from adapters import load_provider
 from adapters.azure import provider
@@ -24,7 +26,8 @@ from core.models import Egress
 from core.ports import ContainerSpec
 from core.settings import SkycrawlSettings
 from functions.azure import function_app
-from tests.integration.azure.azurite import KEY
+from tests.integration.azure.azurite import KEY, azurite
+from tests.integration.azure.fakes_mgmt import FakeResourceManagementClient
 
 SERVICEBUS = (
     "Endpoint=sb://example.servicebus.windows.net/;SharedAccessKeyName=k;SharedAccessKey=c2VjcmV0"
@@ -62,6 +65,47 @@ async def test_build_ports_wires_the_configured_adapters() -> None:
     assert isinstance(queues.bus, StorageQueueMessageBus)
     assert isinstance(queues.scheduler, StorageQueueScheduler)
     await queues.close()
+
+
+async def test_dedicated_tenant_data_goes_to_the_tenants_own_table() -> None:
+    """SKYCRAWL_TENANT_DATA=dedicated, on Azurite and the Resource Manager fake: the tenant's
+    deployment and the data plane get its table, the state the core is given puts its crawls
+    there (nothing of the control plane), teardown deletes the table."""
+    conn = azurite().connection_string
+    account = (
+        "/subscriptions/sub-1/resourceGroups/rg-skycrawl/providers/"
+        "Microsoft.Storage/storageAccounts/skycrawlsa"
+    )
+    azure = AzureSettings(
+        bus="storage-queue",
+        storage_connection_string=conn,
+        subscription_id="sub-1",
+        resource_group="rg-skycrawl",
+        storage_account="skycrawlsa",
+        state_table=f"state{uuid.uuid4().hex[:12]}",
+    )
+    arm = FakeResourceManagementClient(subscription_id="sub-1", existing=[account])
+    settings = SkycrawlSettings(provider="azure", tenant_data="dedicated")
+    ports = provider.build_ports(settings, azure, arm=arm)  # type: ignore[arg-type]
+    tenant = f"tn_{uuid.uuid4().hex}"
+    service = TableServiceClient.from_connection_string(conn)
+    try:
+        resources = await ports.provisioner.provision(tenant_id=tenant)
+        table = resources["tenant_store"]
+        await ports.state.create(table="crawls", partition=tenant, key="c1", data={"n": 1})
+        await ports.state.create(table="containers", partition=tenant, key="g1", data={})
+        own = [e async for e in service.get_table_client(table).list_entities()]
+        assert [(e["PartitionKey"], e["RowKey"]) for e in own] == [(f"crawls|{tenant}", "c1")]
+        shared = service.get_table_client(azure.state_table).list_entities()
+        assert [e["PartitionKey"] async for e in shared] == [f"containers|{tenant}"]
+
+        await ports.provisioner.teardown(tenant_id=tenant, resources=resources)
+        assert table not in {t.name async for t in service.list_tables()}
+        assert not arm.exists(resources["table_id"])
+    finally:
+        await ports.close()
+        await service.delete_table(azure.state_table)
+        await service.close()
 
 
 def test_missing_connection_settings_say_what_to_set() -> None:

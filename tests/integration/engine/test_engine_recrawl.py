@@ -17,8 +17,8 @@ from warcio.archiveiterator import ArchiveIterator
 from adapters.local.blob_store import FileBlobStore
 from core import layout
 from core.messages import RunCrawl
-from core.models import Crawl, CrawlCounts, CrawlSpec
-from core.run_changes import Comparison, RunChanges, classify
+from core.models import Crawl, CrawlCounts, CrawlSpec, CrawlState
+from core.run_changes import Comparison, RunChanges, classify, run_changes
 from engine_container.bus_crawl import crawl_runner
 from engine_container.fetcher import Fetcher
 
@@ -197,3 +197,27 @@ async def test_a_second_run_reports_new_changed_unchanged_and_gone_pages(
         "deep": None,  # failed now: counted as gone, not as a page of this run
     }
     assert await comparison.fetched_ok() == {site.url(f"/{p}") for p, k in kinds.items() if k}
+
+
+async def test_a_recrawl_of_latest_reports_its_changes_against_the_crawl_it_resolved(
+    serve, tmp_path: Path
+) -> None:
+    """``recrawl_of: "latest"``: the engine records which crawl "latest" was, and the change
+    counts compare with that one; a first crawl of the seeds (nothing to resolve) has none."""
+    versioned = VersionedSite()
+    site: Site = await serve({"*": versioned.handle})
+    await run_crawls(site, tmp_path, ("base", "latest"))  # nothing earlier: full crawl
+    versioned.versions["/changing"] = 2
+    await run_crawls(site, tmp_path, ("next", "latest"))
+
+    blobs = FileBlobStore(tmp_path / "blobs")
+    now = datetime.now(UTC)
+    spec = CrawlSpec(seeds=[site.url("/")], recrawl_of="latest", use_sitemaps=False)
+
+    def ended(crawl_id: str) -> Crawl:
+        run = Crawl(id=crawl_id, tenant_id=TENANT, spec=spec, created_at=now, updated_at=now)
+        return run.model_copy(update={"state": CrawlState.completed})
+
+    assert await run_changes(blobs, ended("base")) is None
+    counts = await run_changes(blobs, ended("next"))
+    assert counts == RunChanges(previous_crawl_id="base", new=0, changed=1, unchanged=4, gone=0)

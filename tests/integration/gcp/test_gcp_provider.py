@@ -84,9 +84,11 @@ async def test_large_objects_take_the_resumable_upload() -> None:
             await store.close()
 
 
-async def test_closing_the_ports_closes_every_client_they_opened() -> None:
+@pytest.mark.parametrize("tenant_data", ["pooled", "dedicated"])
+async def test_closing_the_ports_closes_every_client_they_opened(tenant_data: str) -> None:
     """Cloud Tasks (scheduler), Firestore, Storage, Pub/Sub, Cloud Run and IAM (the tenants'
-    identities): each closed once."""
+    identities): each closed once (the tenants' own stores of dedicated tenant data share the
+    one Firestore client)."""
 
     def grpc_client() -> Any:
         client = mock.MagicMock()
@@ -110,7 +112,8 @@ async def test_closing_the_ports_closes_every_client_they_opened() -> None:
         timer_url="https://api.test/internal/timers",
         timer_service_account="timers@p.iam.gserviceaccount.com",
     )
-    ports = provider.build_ports(SkycrawlSettings(provider="gcp"), gcp, clients=clients)
+    settings = SkycrawlSettings(provider="gcp", tenant_data=tenant_data)
+    ports = provider.build_ports(settings, gcp, clients=clients)
     await ports.close()
     for name in (
         "publisher",

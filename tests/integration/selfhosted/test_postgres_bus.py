@@ -70,7 +70,9 @@ async def test_polling_mode_looks_again_and_again(monkeypatch: pytest.MonkeyPatc
         await bus.ensure_queue(name="poll-mode")
         calls = _count_lease_queries(monkeypatch, bus)
         assert await bus.receive(source=Queue("poll-mode"), wait_s=1.0) == []
-        assert calls[0] >= 8  # every 20-100 ms
+        # every 20-100 ms: 10 or more on a quiet machine; well above notify mode's 3 even
+        # when a loaded machine stretches the sleeps
+        assert calls[0] >= 5
     finally:
         await bus.close()
 

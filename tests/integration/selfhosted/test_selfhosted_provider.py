@@ -10,9 +10,11 @@ import uuid
 from pathlib import Path
 
 import pytest
+from psycopg import sql
 
 from adapters import load_provider
 from adapters.local.container_runtime import SubprocessRuntime
+from adapters.selfhosted.database import PostgresDatabase
 from adapters.selfhosted.message_bus import PostgresMessageBus
 from adapters.selfhosted.provider import build_ports, build_runtime, engine_env
 from adapters.selfhosted.settings import SelfhostedSettings
@@ -40,6 +42,36 @@ async def test_build_ports_runs_on_postgres_and_files(tmp_path: Path) -> None:
     finally:
         await ports.close()
     assert (tmp_path / "data" / "blobs" / "a" / "b").read_bytes() == b"1"
+
+
+async def test_dedicated_tenant_data_goes_to_the_tenants_own_schema(tmp_path: Path) -> None:
+    """SKYCRAWL_TENANT_DATA=dedicated: the provisioner makes the tenant's schema, the state
+    the core is given puts the tenant's crawls in it, teardown drops it."""
+    selfhosted = SelfhostedSettings(database_url=shared_url(), data_dir=tmp_path / "data")
+    ports = build_ports(SkycrawlSettings(tenant_data="dedicated"), selfhosted)
+    tenant = f"tn_{uuid.uuid4().hex}"
+    database = PostgresDatabase(shared_url(), max_size=1)
+    try:
+        resources = await ports.provisioner.provision(tenant_id=tenant)
+        schema = resources["tenant_store"]
+        await ports.state.create(table="crawls", partition=tenant, key="c1", data={})
+        await ports.state.create(table="containers", partition=tenant, key="g1", data={})
+        async with database.connection("read") as conn:
+            own = await conn.execute(
+                sql.SQL("SELECT tbl, key FROM {}").format(sql.Identifier(schema, "state_items"))
+            )
+            assert await own.fetchall() == [("crawls", "c1")]
+            shared = await conn.execute(
+                "SELECT tbl, key FROM state_items WHERE partition = %s", (tenant,)
+            )
+            assert await shared.fetchall() == [("containers", "g1")]
+        await ports.provisioner.teardown(tenant_id=tenant, resources=resources)
+        async with database.connection("read") as conn:
+            found = await conn.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s", (schema,))
+            assert await found.fetchall() == []
+    finally:
+        await ports.close()
+        await database.close()
 
 
 @pytest.mark.parametrize("runtime", ["docker", "kubernetes"])

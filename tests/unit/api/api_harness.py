@@ -1,6 +1,7 @@
 """Helpers for the API tests: the real local adapters in a temporary directory.
 
-``Harness`` wires ``Api`` + ``TenantService`` over ``SqliteStateStore``, ``SqliteMessageBus``,
+``Harness`` wires ``Api`` + ``TenantService`` over ``SqliteStateStore`` (dedicated tenant data:
+the ``core.tenant_data`` router over it and one SQLite store per tenant), ``SqliteMessageBus``,
 ``FileBlobStore``, ``DirectoryProvisioner`` and ``SubprocessRuntime`` (whose "containers" are
 ``sleep`` subprocesses), all driven by one ``FakeClock``.
 """
@@ -18,12 +19,11 @@ from adapters.local.blob_store import FileBlobStore
 from adapters.local.container_runtime import SubprocessRuntime
 from adapters.local.message_bus import SqliteMessageBus
 from adapters.local.provisioner import DirectoryProvisioner
-from adapters.local.state_store import SqliteStateStore
 from core.api import Api, ApiRequest, ApiResponse
 from core.clock import FakeClock
 from core.messages import InboxMessage, decode_inbox
 from core.models import Egress, Quotas
-from core.ports import ContainerRuntime
+from core.ports import ContainerRuntime, StateStore
 from core.ports.message_bus import Queue
 from core.records import Records
 from core.settings import SkycrawlSettings
@@ -53,7 +53,7 @@ class Harness:
     clock: FakeClock
     settings: SkycrawlSettings
     records: Records
-    state: SqliteStateStore
+    state: StateStore
     bus: SqliteMessageBus
     blobs: FileBlobStore
     provisioner: DirectoryProvisioner

@@ -67,8 +67,12 @@ async def test_create_shows_the_key_once_and_stores_only_its_hash(harness: Harne
 async def test_create_provisions_resources(harness: Harness) -> None:
     tenant_id, _ = await harness.create_tenant("acme")
     tenant = await harness.tenants.get(tenant_id)
-    assert Path(tenant.resources["database"]).is_file()
     assert Path(tenant.resources["blob_root"]).is_dir()
+    # pooled tenant data (the default): no store of its own, its records are in the shared one
+    assert "tenant_store" not in tenant.resources
+    assert list(Path(tenant.resources["blob_root"]).parent.iterdir()) == [
+        Path(tenant.resources["blob_root"])
+    ]
 
 
 @pytest.mark.parametrize(
@@ -171,7 +175,7 @@ async def test_delete_tears_everything_down(harness: Harness) -> None:
     other_id, other_key = await harness.create_tenant("survivor")
     container_id = await seed_tenant_state(harness, tenant_id, key)
     other_container = await seed_tenant_state(harness, other_id, other_key)
-    tenant_dir = Path((await harness.tenants.get(tenant_id)).resources["database"]).parent
+    tenant_dir = Path((await harness.tenants.get(tenant_id)).resources["blob_root"]).parent
     assert tenant_dir.is_dir()
     assert (
         await harness.runtime.describe(container_id=container_id, egress=Egress(name="local"))

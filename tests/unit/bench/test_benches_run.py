@@ -36,10 +36,13 @@ def test_routing_bench_places_every_crawl_and_prints_its_rates() -> None:
     ]
     assert [r.split("|")[1].strip() for r in rows] == [
         "pure decide() (no I/O)",
-        "1 instance",
-        "2 instances, contending",
+        "1 instance, one message at a time",
+        "1 instance, batches of 10 messages",
+        "2 instances, contending, batches of 10 messages",
     ]
     assert all(float(r.split("|")[3].replace(",", "")) > 0 for r in rows)
+    calls = [float(r.split("|")[6]) for r in rows[1:]]
+    assert calls[1] < calls[0]  # a tenant's burst placed together costs fewer round trips
 
 
 @pytest.mark.parametrize("bus", ["sqlite", "postgres-notify"])
