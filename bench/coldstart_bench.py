@@ -22,13 +22,16 @@ set): building a client is part of a cold start, a network round trip is not. Pr
 entry point, as medians of ``--rounds`` runs: the bare interpreter (``python -c pass`` in the
 same venv), the import of the entry module, and the whole start to the first response; then
 the slowest imports below the entry module (``python -X importtime``, one run) and the 1-minute
-load average before and after. The goal is 150 ms to the first response.
+load average before and after. The goal is 150 ms to the first response. The CPU time (user +
+system) of the first-response process is printed too: on a shared, loaded machine it moves
+far less than the wall clock does, so compare runs by it when the load differs.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -137,7 +140,9 @@ def environment(work: Path) -> dict[str, str]:
     return env
 
 
-def _timed(code: str, env: dict[str, str]) -> tuple[float, str]:
+def _timed(code: str, env: dict[str, str]) -> tuple[float, float, str]:
+    """Wall and CPU (user + system) milliseconds of one fresh process, and its last line."""
+    used = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
     done = subprocess.run(
         [sys.executable, "-c", code],
@@ -149,9 +154,11 @@ def _timed(code: str, env: dict[str, str]) -> tuple[float, str]:
         check=False,
     )
     elapsed = (time.perf_counter() - started) * 1000
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime + after.ru_stime - used.ru_utime - used.ru_stime) * 1000
     if done.returncode != 0:
         raise RuntimeError(f"probe failed:\n{done.stderr[-3000:]}")
-    return elapsed, done.stdout.strip().splitlines()[-1] if done.stdout.strip() else ""
+    return elapsed, cpu, done.stdout.strip().splitlines()[-1] if done.stdout.strip() else ""
 
 
 def slowest_imports(module: str, env: dict[str, str], top: int) -> list[tuple[str, float]]:
@@ -185,23 +192,26 @@ class Row:
     import_ms: float
     first_response_ms: float
     answer: str
+    first_response_cpu_ms: float
 
 
 def measure(name: str, rounds: int, env: dict[str, str]) -> Row:
     module, probe = PROBES[name]
-    bare, imported, answered = [], [], []
+    bare, imported, answered, cpu = [], [], [], []
     answer = ""
     for _ in range(rounds):  # interleaved, so that load changes hit all three alike
         bare.append(_timed("pass", env)[0])
         imported.append(_timed(f"import {module}", env)[0])
-        elapsed, answer = _timed(f"import {module} as entry\n{probe}", env)
+        elapsed, used, answer = _timed(f"import {module} as entry\n{probe}", env)
         answered.append(elapsed)
+        cpu.append(used)
     return Row(
         name,
         statistics.median(bare),
         statistics.median(imported),
         statistics.median(answered),
         answer,
+        statistics.median(cpu),
     )
 
 
@@ -226,13 +236,14 @@ def main() -> int:
         f"{args.rounds} fresh processes each; goal {GOAL_MS:.0f} ms to the first response\n"
     )
     print(
-        "| entry point | bare python ms | import ms | first response ms | over bare ms | answer |"
+        "| entry point | bare python ms | import ms | first response ms | over bare ms | answer "
+        "| first response cpu ms |"
     )
-    print("|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|")
     for r in rows:
         print(
             f"| {r.name} | {r.bare_ms:.0f} | {r.import_ms:.0f} | {r.first_response_ms:.0f} | "
-            f"{r.first_response_ms - r.bare_ms:.0f} | {r.answer} |"
+            f"{r.first_response_ms - r.bare_ms:.0f} | {r.answer} | {r.first_response_cpu_ms:.0f} |"
         )
     print()
     for name in names:

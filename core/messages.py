@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import Field, TypeAdapter
+from pydantic import ConfigDict, Field, TypeAdapter
 
 from core.models import CrawlCounts, CrawlSpec, Frozen
 from core.ports.message_bus import OutboundMessage
@@ -293,8 +293,10 @@ DispatchMessage = Annotated[
     RunCrawl | CancelCrawl | PauseCrawl | DrainContainer, Field(discriminator="type")
 ]
 
-_inbox: TypeAdapter[InboxMessage] = TypeAdapter(InboxMessage)
-_dispatch: TypeAdapter[DispatchMessage] = TypeAdapter(DispatchMessage)
+# built on the first message, not at import: a cold start answering something else skips them
+_LATER = ConfigDict(defer_build=True)
+_inbox: TypeAdapter[InboxMessage] = TypeAdapter(InboxMessage, config=_LATER)
+_dispatch: TypeAdapter[DispatchMessage] = TypeAdapter(DispatchMessage, config=_LATER)
 
 
 def encode(message: Frozen) -> OutboundMessage:

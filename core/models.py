@@ -29,7 +29,11 @@ if TYPE_CHECKING:
 
 
 class Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    """Base of the core's models: immutable, unknown fields refused. Validators are built on
+    a model's first use, not at import (``defer_build``): a cold start answering one request
+    builds only the models that request needs."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
 
 
 # --------------------------------------------------------------------------- requests
@@ -551,7 +555,7 @@ class TenantCreate(Frozen):
 class PageRecord(BaseModel):
     """One fetched (or failed) URL, as written to the manifest and ``pages.jsonl``."""
 
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", defer_build=True)
 
     url: str
     final_url: str | None = None

@@ -50,7 +50,7 @@ MAX_NESTING = 3
 
 
 class _Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
 
 
 class Format(StrEnum):
@@ -270,12 +270,16 @@ class MediaPolicy:
 
 
 class Link(BaseModel):
+    model_config = ConfigDict(defer_build=True)
+
     url: str = Field(description="absolute and normalised (the frontier's form)")
     text: str = ""
     rel: str | None = None
 
 
 class PageMetadata(BaseModel):
+    model_config = ConfigDict(defer_build=True)
+
     title: str | None = None
     description: str | None = None
     language: str | None = None
@@ -289,7 +293,7 @@ class PageMetadata(BaseModel):
 class PageContent(BaseModel):
     """The formats asked for, of one page; only those asked for (and available) are set."""
 
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", defer_build=True)
 
     markdown: str | None = None
     text: str | None = None

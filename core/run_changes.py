@@ -43,7 +43,7 @@ CHANGES: tuple[Change, ...] = ("new", "changed", "unchanged", "gone")
 class RunChanges(BaseModel):
     """Pages of a run against the run it re-crawled."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, defer_build=True)
 
     previous_crawl_id: str
     new: int = 0

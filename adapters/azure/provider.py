@@ -15,7 +15,10 @@ tenant stores ``TableTenantStores`` (``tenant_stores``): a table per tenant, wit
               ``SKYCRAWL_TENANT_DATA=dedicated`` only
 ============  =========================================================================
 
-Clients are built here, lazily (nothing at import): from connection strings when set, else
+Clients are built here, lazily: each port, its adapter module and its SDK on the port's first
+use (``core.ports.deferred``; the settings are checked by ``build_ports`` at once), so a
+function worker whose first request touches no port imports none of the Azure SDKs (about
+500 ms, ``bench/coldstart_bench.py``). They are built from connection strings when set, else
 with ``azure.identity.aio.DefaultAzureCredential`` (the managed identity in Azure; pick a
 user-assigned one with ``SKYCRAWL_AZURE_MANAGED_IDENTITY_CLIENT_ID``). Each adapter owns and
 closes its clients and its credential. The management clients (Container Instances,
@@ -31,25 +34,9 @@ identity's client id) -- passed by ``ContainerInstancesRuntime`` as secure varia
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING
 
-from azure.data.tables.aio import TableClient, TableServiceClient
-from azure.identity.aio import DefaultAzureCredential
-from azure.mgmt.containerinstance.aio import ContainerInstanceManagementClient
-from azure.mgmt.resource.resources.aio import ResourceManagementClient
-from azure.servicebus.aio import ServiceBusClient
-from azure.servicebus.aio.management import ServiceBusAdministrationClient
-from azure.storage.blob.aio import ContainerClient
-from azure.storage.queue.aio import QueueServiceClient
-
-from adapters.azure.blob_store import BlobStorageBlobStore
-from adapters.azure.container_runtime import ContainerInstancesRuntime
-from adapters.azure.message_bus import ServiceBusMessageBus
-from adapters.azure.message_bus_storage_queue import StorageQueueMessageBus
-from adapters.azure.provisioner import ArmProvisioner
-from adapters.azure.scheduler import ServiceBusScheduler, StorageQueueScheduler
 from adapters.azure.settings import AzureSettings
-from adapters.azure.state_store import TableStateStore
-from adapters.azure.tenant_stores import TableTenantStores
 from core.clock import Clock, SystemClock
 from core.errors import ConfigurationError
 from core.models import Egress
@@ -64,26 +51,58 @@ from core.ports import (
     RunState,
     RuntimeCapabilities,
     Scheduler,
+    deferred,
 )
 from core.ports.tenant_stores import TenantStores
 from core.settings import SkycrawlSettings
 from core.tenant_data import routed_state
 
+if TYPE_CHECKING:  # the SDKs are imported where a client is first built (see above)
+    from azure.identity.aio import DefaultAzureCredential
+    from azure.mgmt.resource.resources.aio import ResourceManagementClient
+
+    from adapters.azure.blob_store import BlobStorageBlobStore
+    from adapters.azure.message_bus_storage_queue import StorageQueueMessageBus
+    from adapters.azure.state_store import TableStateStore
+    from adapters.azure.tenant_stores import TableTenantStores
+
 
 def credential(azure: AzureSettings) -> DefaultAzureCredential:
     """Entra ID credential: managed identity in Azure, developer credentials elsewhere."""
+    from azure.identity.aio import DefaultAzureCredential
+
     return DefaultAzureCredential(managed_identity_client_id=azure.managed_identity_client_id)
 
 
-def _account_url(azure: AzureSettings, service: str) -> str:
-    if not azure.storage_account:
+def check_storage(azure: AzureSettings) -> None:
+    """``ConfigurationError`` unless the storage account is reachable by string or name."""
+    if not (azure.storage_connection_string or azure.storage_account):
         raise ConfigurationError(
             "set SKYCRAWL_AZURE_STORAGE_CONNECTION_STRING or SKYCRAWL_AZURE_STORAGE_ACCOUNT"
         )
+
+
+def check_servicebus(azure: AzureSettings) -> None:
+    """``ConfigurationError`` unless Service Bus is reachable, when it is the bus."""
+    if azure.bus == "servicebus" and not (
+        azure.servicebus_connection_string or azure.servicebus_namespace
+    ):
+        raise ConfigurationError(
+            "set SKYCRAWL_AZURE_SERVICEBUS_CONNECTION_STRING or SKYCRAWL_AZURE_SERVICEBUS_NAMESPACE"
+            " (or SKYCRAWL_AZURE_BUS=storage-queue)"
+        )
+
+
+def _account_url(azure: AzureSettings, service: str) -> str:
+    check_storage(azure)
     return f"https://{azure.storage_account}.{service}.core.windows.net"
 
 
 def blob_store(azure: AzureSettings) -> BlobStorageBlobStore:
+    from azure.storage.blob.aio import ContainerClient
+
+    from adapters.azure.blob_store import BlobStorageBlobStore
+
     if azure.storage_connection_string:
         secret = azure.storage_connection_string.get_secret_value()
         return BlobStorageBlobStore(
@@ -95,6 +114,10 @@ def blob_store(azure: AzureSettings) -> BlobStorageBlobStore:
 
 
 def state_store(azure: AzureSettings, clock: Clock) -> TableStateStore:
+    from azure.data.tables.aio import TableClient
+
+    from adapters.azure.state_store import TableStateStore
+
     if azure.storage_connection_string:
         secret = azure.storage_connection_string.get_secret_value()
         table = TableClient.from_connection_string(secret, table_name=azure.state_table)
@@ -105,6 +128,10 @@ def state_store(azure: AzureSettings, clock: Clock) -> TableStateStore:
 
 
 def _storage_queue_bus(azure: AzureSettings, clock: Clock) -> StorageQueueMessageBus:
+    from azure.storage.queue.aio import QueueServiceClient
+
+    from adapters.azure.message_bus_storage_queue import StorageQueueMessageBus
+
     if azure.storage_connection_string:
         secret = azure.storage_connection_string.get_secret_value()
         return StorageQueueMessageBus(
@@ -119,6 +146,12 @@ def message_bus(azure: AzureSettings, clock: Clock) -> MessageBus:
     """The bus ``SKYCRAWL_AZURE_BUS`` names."""
     if azure.bus == "storage-queue":
         return _storage_queue_bus(azure, clock)
+    from azure.servicebus.aio import ServiceBusClient
+    from azure.servicebus.aio.management import ServiceBusAdministrationClient
+
+    from adapters.azure.message_bus import ServiceBusMessageBus
+
+    check_servicebus(azure)
     token: DefaultAzureCredential | None = None
     if azure.servicebus_connection_string:
         secret = azure.servicebus_connection_string.get_secret_value()
@@ -128,11 +161,8 @@ def message_bus(azure: AzureSettings, clock: Clock) -> MessageBus:
         token = credential(azure)
         client = ServiceBusClient(azure.servicebus_namespace, token)
         admin = ServiceBusAdministrationClient(azure.servicebus_namespace, token)
-    else:
-        raise ConfigurationError(
-            "set SKYCRAWL_AZURE_SERVICEBUS_CONNECTION_STRING or SKYCRAWL_AZURE_SERVICEBUS_NAMESPACE"
-            " (or SKYCRAWL_AZURE_BUS=storage-queue)"
-        )
+    else:  # pragma: no cover - check_servicebus refused it
+        raise AssertionError("no Service Bus settings")
     return ServiceBusMessageBus(
         client,
         admin,
@@ -144,11 +174,15 @@ def message_bus(azure: AzureSettings, clock: Clock) -> MessageBus:
 
 
 def scheduler_for(bus: MessageBus) -> Scheduler:
+    from adapters.azure.message_bus import ServiceBusMessageBus
+    from adapters.azure.message_bus_storage_queue import StorageQueueMessageBus
+    from adapters.azure.scheduler import ServiceBusScheduler, StorageQueueScheduler
+
     if isinstance(bus, ServiceBusMessageBus):
         return ServiceBusScheduler(bus)
     if isinstance(bus, StorageQueueMessageBus):
         return StorageQueueScheduler(bus)
-    raise ConfigurationError(f"no Azure scheduler for {type(bus).__name__}")
+    raise ConfigurationError(f"no Azure scheduler for {bus.__class__.__name__}")
 
 
 class UnconfiguredRuntime:
@@ -201,6 +235,10 @@ class UnconfiguredProvisioner:
 def container_runtime(settings: SkycrawlSettings, azure: AzureSettings) -> ContainerRuntime:
     if not (azure.subscription_id and azure.resource_group):
         return UnconfiguredRuntime()
+    from azure.mgmt.containerinstance.aio import ContainerInstanceManagementClient
+
+    from adapters.azure.container_runtime import ContainerInstancesRuntime
+
     token = credential(azure)
     client = ContainerInstanceManagementClient(token, azure.subscription_id)
     return ContainerInstancesRuntime(
@@ -215,7 +253,7 @@ def _aci_once(
 
     def build(egress: Egress) -> ContainerRuntime:
         if not made:
-            made.append(container_runtime(settings, azure))
+            made.append(deferred(lambda: container_runtime(settings, azure)))
         return made[0]
 
     return build
@@ -229,6 +267,10 @@ def build_runtime(settings: SkycrawlSettings, egress: Egress) -> ContainerRuntim
 
 def tenant_stores(azure: AzureSettings, clock: Clock) -> TableTenantStores:
     """The tenants' own tables (``SKYCRAWL_TENANT_DATA=dedicated``), in the state's account."""
+    from azure.data.tables.aio import TableServiceClient
+
+    from adapters.azure.tenant_stores import TableTenantStores
+
     if azure.storage_connection_string:
         secret = azure.storage_connection_string.get_secret_value()
         return TableTenantStores(TableServiceClient.from_connection_string(secret), clock=clock)
@@ -250,6 +292,8 @@ def arm_provisioner(
     """The ARM provisioner creating each tenant's resources, its dispatch topic on ``bus``
     and its own table in ``stores`` too; ``client`` replaces the Resource Manager client
     built from the settings (tests)."""
+    from adapters.azure.provisioner import ArmProvisioner
+
     if client is not None:
         return ArmProvisioner(
             client,
@@ -261,6 +305,8 @@ def arm_provisioner(
         )
     if not (azure.subscription_id and azure.resource_group):
         return UnconfiguredProvisioner()
+    from azure.mgmt.resource.resources.aio import ResourceManagementClient
+
     token = credential(azure)
     return ArmProvisioner(
         ResourceManagementClient(token, azure.subscription_id),
@@ -293,27 +339,32 @@ def build_ports(
 
     azure = azure or AzureSettings()
     clock = clock or SystemClock()
-    bus = message_bus(azure, clock)
+    check_storage(azure)  # what building would refuse, refused now; the rest on first use
+    check_servicebus(azure)
+    bus = deferred(lambda: message_bus(azure, clock))
     dedicated = settings.tenant_data == "dedicated"
-    stores = tenant_stores(azure, clock) if dedicated else None
+    stores = deferred(lambda: tenant_stores(azure, clock)) if dedicated else None
     return Ports(
         bus=bus,
-        scheduler=scheduler_for(bus),
-        state=routed_state(state_store(azure, clock), stores),
-        blobs=blob_store(azure),
+        scheduler=deferred(lambda: scheduler_for(bus)),
+        state=deferred(lambda: routed_state(state_store(azure, clock), stores)),
+        blobs=deferred(lambda: blob_store(azure)),
         runtimes=same_runtime(runtime, settings)
         if runtime is not None
         else build_runtimes(
             settings, home="azure", build_home=_aci_once(settings, azure), overrides=runtimes
         ),
         provisioner=provisioner
-        or arm_provisioner(
-            azure,
-            bus=bus,
-            dispatch_topic=settings.dispatch_topic,
-            inbox_queue=settings.inbox_queue,
-            client=arm,
-            stores=stores,
+        or deferred(
+            lambda: arm_provisioner(
+                azure,
+                bus=bus,
+                dispatch_topic=settings.dispatch_topic,
+                inbox_queue=settings.inbox_queue,
+                client=arm,
+                stores=stores,
+            ),
+            now=arm is not None,
         ),
         clock=clock,
         pool=tuple(settings.egresses),

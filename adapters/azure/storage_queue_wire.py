@@ -22,11 +22,13 @@ import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-
-from azure.storage.queue import QueueMessage
+from typing import TYPE_CHECKING
 
 from core.errors import Conflict, InvalidRequest
 from core.ports.message_bus import Lease, OutboundMessage, Queue, Source
+
+if TYPE_CHECKING:  # the function app decodes envelopes without importing the queue SDK
+    from azure.storage.queue import QueueMessage
 
 MAX_MESSAGE_BYTES = 46 * 1024
 MAX_TEXT_CHARS = 64 * 1024

@@ -19,8 +19,12 @@ clients belong to the event loop that is running when they are made, so call
 ``build_ports`` and ``build_container_ports`` from a coroutine on the loop that will use
 them (``functions/gcp/bootstrap.py`` keeps one loop per function instance).
 
-An engine container needs the bus and the blob store only (so this module imports the SDKs of
-Firestore, Cloud Tasks and Cloud Run only inside ``build_ports``): ``engine_env`` passes it
+Without ready clients the ports are built, and the Google SDKs imported, on the first use of
+any port (``core.ports.deferred_ports``; the settings are checked when ``build_ports`` is
+called): this module imports no Google SDK, so a function instance whose first request
+touches no port (``GET /healthz``) pays none of them (about 400 ms on a quiet machine,
+``bench/coldstart_bench.py``). An engine container needs the bus and the blob store only:
+``engine_env`` passes it
 ``SKYCRAWL_PROVIDER=gcp``, the project, the bucket and the emulator hosts when set; its
 credentials are the Cloud Run job's service account. Everything else it needs the conductor
 passes itself (GUID, tenant, inbox queue, dispatch topic). See ``adapters/gcp/settings.py``
@@ -33,26 +37,21 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-import grpc  # type: ignore[import-untyped]
-from google.auth.credentials import AnonymousCredentials
-from google.cloud.storage import Client as StorageClient  # type: ignore[import-untyped]
-from google.pubsub_v1 import PublisherAsyncClient, SubscriberAsyncClient
-from google.pubsub_v1.services.publisher.transports import PublisherGrpcAsyncIOTransport
-from google.pubsub_v1.services.subscriber.transports import SubscriberGrpcAsyncIOTransport
-
-from adapters.gcp.blob_store import GcsBlobStore
-from adapters.gcp.message_bus import PubSubMessageBus
 from adapters.gcp.settings import GcpSettings
 from core.clock import Clock, SystemClock
 from core.models import Egress
-from core.ports import ContainerRuntime, Ports
+from core.ports import ContainerRuntime, Ports, deferred_ports
 from core.settings import SkycrawlSettings
 from core.tenant_data import routed_state
 
-if TYPE_CHECKING:  # the control plane's SDKs; an engine image needs only Pub/Sub and Storage
+if TYPE_CHECKING:  # the SDKs are imported where a client is first built (see above)
     from google.cloud import firestore, iam_admin_v1, run_v2, tasks_v2
+    from google.cloud.storage import Client as StorageClient  # type: ignore[import-untyped]
+    from google.pubsub_v1 import PublisherAsyncClient, SubscriberAsyncClient
 
+    from adapters.gcp.blob_store import GcsBlobStore
     from adapters.gcp.container_runtime import CloudRunRuntime
+    from adapters.gcp.message_bus import PubSubMessageBus
     from adapters.gcp.tenant_iam import ContainerSubscriptions, TenantIam
 
 _UNLIMITED = [("grpc.max_send_message_length", -1), ("grpc.max_receive_message_length", -1)]
@@ -78,6 +77,11 @@ def pubsub_clients(
 ) -> tuple[PublisherAsyncClient, SubscriberAsyncClient]:
     """Async Pub/Sub clients, on an insecure channel to ``emulator_host`` if given. Call it
     from a coroutine: the clients belong to the running event loop."""
+    import grpc  # type: ignore[import-untyped]
+    from google.pubsub_v1 import PublisherAsyncClient, SubscriberAsyncClient
+    from google.pubsub_v1.services.publisher.transports import PublisherGrpcAsyncIOTransport
+    from google.pubsub_v1.services.subscriber.transports import SubscriberGrpcAsyncIOTransport
+
     if not emulator_host:
         return PublisherAsyncClient(), SubscriberAsyncClient()
     pub = grpc.aio.insecure_channel(emulator_host, options=_UNLIMITED)
@@ -90,6 +94,9 @@ def pubsub_clients(
 
 def storage_client(gcp: GcpSettings) -> StorageClient:
     """A Cloud Storage client; anonymous, on the emulator, when one is configured."""
+    from google.auth.credentials import AnonymousCredentials
+    from google.cloud.storage import Client as StorageClient
+
     if gcp.storage_emulator_host:
         return StorageClient(
             project=gcp.project,
@@ -100,6 +107,8 @@ def storage_client(gcp: GcpSettings) -> StorageClient:
 
 
 def _bus(gcp: GcpSettings, clients: GcpClients) -> PubSubMessageBus:
+    from adapters.gcp.message_bus import PubSubMessageBus
+
     publisher, subscriber = clients.publisher, clients.subscriber
     if publisher is None or subscriber is None:
         publisher, subscriber = pubsub_clients(gcp.pubsub_emulator_host)
@@ -199,9 +208,40 @@ def build_ports(
     """Every GCP adapter, on the given clients or new ones (from a coroutine, see above).
     One runtime per egress (``adapters.runtimes``; ``cloud-run`` egresses share one per
     region). ``runtime`` replaces every egress's runtime and ``runtimes`` those it names
-    (the end-to-end test runs engine subprocesses)."""
+    (the end-to-end test runs engine subprocesses).
+
+    Without ready clients, the adapters (and the Google SDKs) are built together on the
+    first use of any port (``core.ports.deferred_ports``): a function instance whose first
+    request touches none pays none of them. The settings are checked now."""
+    from adapters.runtimes import family_of
+
+    gcp.require("project", "bucket", "timer_url", "timer_service_account")
+    clock = clock or SystemClock()
+    if clients is not None and any(vars(clients).values()):
+        return _build_now(settings, gcp, clock, clients, runtime, runtimes)
+    for egress in settings.egresses:
+        if egress.runtime:
+            family_of(egress)  # an unknown runtime is refused now, as building would
+    made = clients or GcpClients()
+    return deferred_ports(
+        lambda: _build_now(settings, gcp, clock, made, runtime, runtimes),
+        runtimes=[egress.name for egress in settings.egresses],
+        clock=clock,
+        pool=tuple(settings.egresses),
+    )
+
+
+def _build_now(
+    settings: SkycrawlSettings,
+    gcp: GcpSettings,
+    clock: Clock,
+    clients: GcpClients,
+    runtime: ContainerRuntime | None,
+    runtimes: Mapping[str, ContainerRuntime] | None,
+) -> Ports:
     from google.cloud import firestore, tasks_v2
 
+    from adapters.gcp.blob_store import GcsBlobStore
     from adapters.gcp.provisioner import GcpProvisioner
     from adapters.gcp.scheduler import CloudTasksScheduler
     from adapters.gcp.state_store import FirestoreStateStore
@@ -209,9 +249,6 @@ def build_ports(
     from adapters.gcp.tenant_stores import FirestoreTenantStores
     from adapters.runtimes import build_runtimes, same_runtime
 
-    gcp.require("project", "bucket", "timer_url", "timer_service_account")
-    clock = clock or SystemClock()
-    clients = clients or GcpClients()
     bus = _bus(gcp, clients)
     publisher, subscriber = clients.publisher, clients.subscriber
     if publisher is None or subscriber is None:  # _bus made them
@@ -290,6 +327,8 @@ def engine_env(gcp: GcpSettings) -> dict[str, str]:
 def build_container_ports(settings: SkycrawlSettings) -> tuple[PubSubMessageBus, GcsBlobStore]:
     """The bus and blob store of an engine container, from its environment (``engine_env``).
     Called by the engine inside its event loop."""
+    from adapters.gcp.blob_store import GcsBlobStore
+
     gcp = GcpSettings()
     gcp.require("project", "bucket")
     return _bus(gcp, GcpClients()), GcsBlobStore(client=storage_client(gcp), bucket=gcp.bucket)

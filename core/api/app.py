@@ -36,18 +36,10 @@ import functools
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
-from core.api.crawls import CrawlRoutes
-from core.api.export_urls import ExportUrls
 from core.api.http import ApiRequest, ApiResponse
-from core.api.openapi import build_openapi
 from core.api.problems import from_exception, problem_response, too_large
-from core.api.results import ResultRoutes
 from core.api.routing import Context, Reply, Route, Router
-from core.api.schedule_routes import ScheduleRoutes
 from core.api.schemas import Health
-from core.api.tenants import TenantRoutes
-from core.api.usage_routes import UsageRoutes
-from core.api.webhook_routes import WebhookRoutes
 from core.clock import Clock
 from core.errors import ConfigurationError, Forbidden, Unauthorized
 from core.models import Tenant
@@ -90,9 +82,28 @@ class Api:
         self.settings = settings
         self._tenants = tenants
         try:
-            policy = AddressPolicy.from_cidrs(settings.allow_cidrs)
+            self._policy = AddressPolicy.from_cidrs(settings.allow_cidrs)
         except ValueError as exc:
             raise ConfigurationError(f"SKYCRAWL_ALLOW_CIDRS: {exc}") from exc
+        self._system = Router(self._system_routes())
+        self._openapi: Any = None
+        self._web_parts = (records, tenants, bus, blobs, clock, web)
+
+    @functools.cached_property
+    def router(self) -> Router:
+        """Every route, built on the first request that is not ``/healthz`` or
+        ``/openapi.json``: a cold start answering a health check imports no route module
+        (nor their models)."""
+        from core.api.crawls import CrawlRoutes
+        from core.api.export_urls import ExportUrls
+        from core.api.results import ResultRoutes
+        from core.api.schedule_routes import ScheduleRoutes
+        from core.api.tenants import TenantRoutes
+        from core.api.usage_routes import UsageRoutes
+        from core.api.webhook_routes import WebhookRoutes
+
+        records, tenants, bus, blobs, clock, _ = self._web_parts
+        settings, policy = self.settings, self._policy
         crawls = CrawlRoutes(
             records=records,
             tenants=tenants,
@@ -113,26 +124,26 @@ class Api:
         usage = UsageRoutes(
             records=records, clock=clock, policy=policy, bus=bus, inbox=settings.inbox_queue
         )
-        self.router = Router(
-            [
-                *self._system_routes(),
-                *crawls.routes(),
-                *results.routes(),
-                *admin.routes(),
-                *hooks.routes(),
-                *usage.routes(),
-                *ScheduleRoutes(
-                    records=records,
-                    bus=bus,
-                    clock=clock,
-                    inbox=settings.inbox_queue,
-                    policy=policy,
-                    blobs=blobs,
-                ).routes(),
-            ]
+        schedules = ScheduleRoutes(
+            records=records,
+            bus=bus,
+            clock=clock,
+            inbox=settings.inbox_queue,
+            policy=policy,
+            blobs=blobs,
         )
-        self._openapi: Any = None
-        self._web_parts = (records, tenants, bus, blobs, clock, web)
+        others = [
+            *crawls.routes(),
+            *results.routes(),
+            *admin.routes(),
+            *hooks.routes(),
+            *usage.routes(),
+            *schedules.routes(),
+        ]
+        for route in others:  # what lets _resolve answer a system path without them
+            if any(route.match(system.path) is not None for system in self._system.routes):
+                raise AssertionError(f"{route.path} shadows a system route")
+        return Router([*self._system.routes, *others])
 
     @functools.cached_property
     def web(self) -> WebApp:
@@ -176,7 +187,13 @@ class Api:
         return await self._route(request)
 
     async def _route(self, request: ApiRequest) -> ApiResponse:
-        route, params = self.router.resolve(request.method.upper(), request.path)
+        method, path = request.method.upper(), request.path
+        if "router" not in self.__dict__ and any(
+            route.match(path) is not None for route in self._system.routes
+        ):  # /healthz, /openapi.json: no other route has these paths
+            route, params = self._system.resolve(method, path)
+        else:
+            route, params = self.router.resolve(method, path)
         tenant = await self._authenticate(route, request)
         return await route.handler(Context(request, params, tenant))
 
@@ -226,6 +243,8 @@ class Api:
 
     async def openapi(self, ctx: Context) -> ApiResponse:
         if self._openapi is None:
+            from core.api.openapi import build_openapi
+
             self._openapi = build_openapi(
                 self.router.routes,
                 title="skycrawl",

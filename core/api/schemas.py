@@ -25,7 +25,7 @@ from core.run_changes import RunChanges
 
 
 class Out(BaseModel):
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, defer_build=True)
 
 
 class CrawlAccepted(Out):

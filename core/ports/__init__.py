@@ -15,6 +15,7 @@ from core.ports.container_runtime import (
     RunState,
     RuntimeCapabilities,
 )
+from core.ports.deferred import deferred, deferred_ports, identity, is_built
 from core.ports.message_bus import (
     BusCapabilities,
     Lease,
@@ -53,6 +54,8 @@ __all__ = [
     "StateStore",
     "Subscription",
     "dead_letter_queue",
+    "deferred",
+    "deferred_ports",
 ]
 
 
@@ -104,8 +107,9 @@ class Ports:
     async def close(self) -> None:
         """Close every port -- runtimes, scheduler, provisioner, bus, state and blobs --, each
         even if another fails (the first failure is raised after all were tried). Each port
-        closes only the clients it opened itself, so shared clients are closed once."""
-        runtimes = list({id(r): r for r in self.runtimes.values()}.values())
+        closes only the clients it opened itself, so shared clients are closed once. A port
+        built on first use (``deferred``) and never used is left alone."""
+        runtimes = list({identity(r): r for r in self.runtimes.values()}.values())
         closables: tuple[_Closable, ...] = (
             *runtimes,
             self.scheduler,
@@ -116,6 +120,8 @@ class Ports:
         )
         failures: list[BaseException] = []
         for closable in closables:
+            if not is_built(closable):
+                continue
             try:
                 await closable.close()
             except Exception as exc:  # close the rest, then report

@@ -24,7 +24,6 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from adapters.gcp.provider import GcpClients, build_ports, engine_env
-from adapters.gcp.scheduler import deliver_timer
 from adapters.gcp.settings import GcpSettings
 from core import telemetry
 from core.api import Api
@@ -108,6 +107,8 @@ class GcpStack:
         return outcome
 
     async def deliver_timer(self, payload: bytes) -> str:
+        from adapters.gcp.scheduler import deliver_timer  # with Cloud Tasks' SDK: on first use
+
         return await deliver_timer(self.ports.bus, payload)
 
     async def housekeeping(self) -> HousekeepingReport:

@@ -13,6 +13,7 @@ Settings: ``SKYCRAWL_GCP_OIDC_AUDIENCE`` (default ``SKYCRAWL_GCP_TIMER_URL``) an
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
@@ -29,10 +30,12 @@ class TokenVerifier(Protocol):
 class GoogleTokenVerifier:
     """Verifies Google-signed ID tokens (fetches Google's public certificates over HTTPS)."""
 
-    def __init__(self) -> None:
+    @functools.cached_property
+    def _request(self) -> Any:
+        """The HTTP transport, made on the first token (``requests``: not on a cold start)."""
         import google.auth.transport.requests
 
-        self._request = google.auth.transport.requests.Request()
+        return google.auth.transport.requests.Request()
 
     def verify(self, token: str, *, audience: str) -> Mapping[str, Any]:
         from google.oauth2 import id_token
