@@ -311,7 +311,11 @@ def encode(message: Frozen) -> OutboundMessage:
     traceparent = getattr(message, "traceparent", None)
     if traceparent:  # W3C trace context, where brokers and tracing tools look for it
         attributes["traceparent"] = str(traceparent)
-    return OutboundMessage(body=message.model_dump_json().encode(), attributes=attributes)
+    # untraced, the body is what it was before tracing existed: an engine or conductor of an
+    # older release (which refuses unknown fields) still reads it
+    untraced = {"traceparent"} if traceparent is None else None
+    body = message.model_dump_json(exclude=untraced).encode()
+    return OutboundMessage(body=body, attributes=attributes)
 
 
 def decode_inbox(body: bytes) -> InboxMessage:

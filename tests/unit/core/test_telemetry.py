@@ -217,3 +217,21 @@ def test_in_trace_says_whether_a_crawl_must_be_joined(spans: InMemorySpanExporte
 def test_in_trace_is_true_when_off() -> None:
     assert telemetry.in_trace(PARENT)
     assert telemetry.current_traceparent(PARENT) == PARENT
+
+
+def test_an_untraced_message_is_the_body_an_older_release_reads() -> None:
+    """Without a trace the body has no ``traceparent`` at all: an engine or conductor of an
+    earlier release, whose models refuse unknown fields, still reads it."""
+    plain = encode(CrawlSubmitted(tenant_id="t1", crawl_id="cr_1"))
+    traced = encode(CrawlSubmitted(tenant_id="t1", crawl_id="cr_1", traceparent=PARENT))
+
+    assert json.loads(plain.body) == {
+        "type": "crawl.submitted",
+        "tenant_id": "t1",
+        "crawl_id": "cr_1",
+    }
+    assert "traceparent" not in plain.attributes
+    assert json.loads(traced.body)["traceparent"] == PARENT
+    assert decode_inbox(traced.body) == CrawlSubmitted(
+        tenant_id="t1", crawl_id="cr_1", traceparent=PARENT
+    )
