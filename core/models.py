@@ -156,6 +156,21 @@ class ScreenshotSpec(Frozen):
     format: Literal["png", "jpeg"] = "png"
 
 
+#: The most scrolls a rendered page may ask for (``ScrollSpec.max_scrolls``).
+MAX_SCROLLS = 50
+
+
+class ScrollSpec(Frozen):
+    """Scroll each rendered page to its bottom, again and again, for infinite-scroll pages
+    (``CrawlSpec.scroll``). Scrolling stops when the page stops growing, after
+    ``max_scrolls``, or when the page's ``page_timeout_s`` is nearly spent."""
+
+    max_scrolls: Annotated[int, Field(ge=1, le=MAX_SCROLLS), JSON_NUMBER] = 10
+    #: After each scroll, the page has grown when its height did; it has stopped growing when
+    #: its height did not change while no request was in flight for this long.
+    delay_ms: Annotated[int, Field(ge=100, le=10_000), JSON_NUMBER] = 1000
+
+
 class CrawlSpec(Frozen):
     """What a tenant asks to crawl: the body of ``POST /v1/crawls``."""
 
@@ -203,6 +218,8 @@ class CrawlSpec(Frozen):
     ]
     #: A screenshot of every rendered page (pages that are not rendered have none).
     screenshot: ScreenshotSpec | None = None
+    #: Scroll rendered pages to load more (infinite scroll), after ``wait_for``.
+    scroll: ScrollSpec | None = None
     # -- end of browser ---------------------------------------------------------------------------
 
     @field_validator("seeds")

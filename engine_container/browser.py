@@ -8,7 +8,10 @@ What a render is
     scripts run, and its DOM (``page.content()``) becomes the page's formats, links, items and
     a WARC ``conversion`` record. ``wait_for`` waits after ``load`` for a CSS selector or
     ``networkidle``; everything (fetch included) stays within the page's ``page_timeout_s``:
-    past it the page is recorded with a ``render: ... within N s`` error.
+    past it the page is recorded with a ``render: ... within N s`` error. ``scroll``
+    (``CrawlSpec.scroll``) then scrolls infinite-scroll pages to their bottom until they stop
+    growing (no taller, and no request in flight for ``delay_ms``), ``max_scrolls`` times at
+    most, leaving the last second of the budget (a quarter at most) to the DOM and screenshot.
 
 The SSRF guard inside the browser
     Every request any page of a context makes (subresources, XHR, ``fetch()``, redirect hops,
@@ -50,14 +53,14 @@ import re
 import time
 from collections import OrderedDict, deque
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from aiohttp.abc import AbstractResolver
 
 from core.errors import UnsafeUrl
-from core.models import CrawlSpec, ScreenshotSpec
+from core.models import CrawlSpec, ScreenshotSpec, ScrollSpec
 from core.netguard import AddressPolicy, check_url, parse_host
 from engine_container.browser_proxy import FilteringProxy
 from engine_container.fetcher import FetchResult, GuardedResolver, ProxyBook
@@ -70,6 +73,7 @@ if TYPE_CHECKING:
         BrowserContext,
         Page,
         Playwright,
+        Request,
         Route,
         WebSocketRoute,
     )
@@ -175,11 +179,14 @@ class RenderOptions:
     block: frozenset[str] = frozenset({"image", "font", "media"})
     headers: tuple[tuple[str, str], ...] = ()  # BROWSER_HEADERS of the crawl's ``headers``
     screenshot: ScreenshotSpec | None = None
+    scroll: ScrollSpec | None = None
 
     @classmethod
     def of(cls, spec: CrawlSpec) -> RenderOptions:
         headers = tuple((k, v) for k, v in spec.headers.items() if k in BROWSER_HEADERS)
-        return cls(spec.wait_for, frozenset(spec.block_resources), headers, spec.screenshot)
+        return cls(
+            spec.wait_for, frozenset(spec.block_resources), headers, spec.screenshot, spec.scroll
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,6 +197,7 @@ class Rendered:
     error: str | None = None
     elapsed_ms: float = 0.0
     screenshot: bytes | None = None
+    scrolls: int = 0  # times the page was scrolled to its bottom (``RenderOptions.scroll``)
 
 
 @dataclass
@@ -260,22 +268,21 @@ class BrowserPool:
             try:
                 page = await entry.context.new_page()
                 try:
-                    html, shot = await asyncio.wait_for(
+                    done = await asyncio.wait_for(
                         _render_page(page, fetch, options, left),
                         left + 1.0,
                     )
-                    error = None
                 except TimeoutError:
-                    html, shot, error = None, None, _budget_error(options.wait_for, budget_s)
+                    done = Rendered(None, _budget_error(options.wait_for, budget_s))
                 finally:
                     with contextlib.suppress(Exception):
                         await asyncio.wait_for(page.close(), 5.0)
             except Exception as exc:  # Playwright's Error: the page, or a crashed browser
-                html, shot, error = None, None, _render_error(exc, options.wait_for, budget_s)
+                done = Rendered(None, _render_error(exc, options.wait_for, budget_s))
             finally:
                 entry.open -= 1
             await self._maybe_recycle(session_key, entry)
-        return Rendered(html, error, (time.monotonic() - started) * 1000, shot)
+        return replace(done, elapsed_ms=(time.monotonic() - started) * 1000)
 
     def bind_proxy(self, session_key: str, proxy: str | None) -> None:
         """The pages of ``session_key`` leave through the pool's proxy ``proxy`` (an id of
@@ -424,9 +431,9 @@ class BrowserPool:
 
 async def _render_page(
     page: Page, fetch: FetchResult, options: RenderOptions, budget_s: float
-) -> tuple[bytes, bytes | None]:
-    """Serve ``fetch`` as the page's document, run it, wait, and return its DOM (and its
-    screenshot when the crawl asks for one)."""
+) -> Rendered:
+    """Serve ``fetch`` as the page's document, run it, wait, scroll, and return its DOM (and
+    its screenshot when the crawl asks for one)."""
     deadline = time.monotonic() + budget_s
     served = False
     wait_for, block, overrides = options.wait_for, options.block, dict(options.headers)
@@ -456,12 +463,72 @@ async def _render_page(
         await page.wait_for_load_state("networkidle", timeout=ms_left())
     elif wait_for:
         await page.wait_for_selector(f"css={wait_for}", state="attached", timeout=ms_left())
+    scrolls = 0
+    if options.scroll is not None:
+        # the DOM and the screenshot keep the last of the budget
+        reserve = min(SCROLL_RESERVE_S, budget_s / 4)
+        scrolls = await _scroll(page, options.scroll, deadline - reserve)
     html = (await page.content()).encode("utf-8")
     shot = options.screenshot
     if shot is None:
-        return html, None
+        return Rendered(html, scrolls=scrolls)
     image = await page.screenshot(full_page=shot.full_page, type=shot.format, timeout=ms_left())
-    return html, image
+    return Rendered(html, screenshot=image, scrolls=scrolls)
+
+
+#: The height of the document, and a scroll to its bottom (which answers the height).
+_HEIGHT_JS = "() => (document.scrollingElement || document.body).scrollHeight"
+_TO_BOTTOM_JS = """() => {
+  const root = document.scrollingElement || document.body;
+  window.scrollTo(0, root.scrollHeight);
+  return root.scrollHeight;
+}"""
+SCROLL_POLL_S = 0.05
+#: Of a page's budget, what scrolling leaves for its DOM and screenshot (at most a quarter).
+SCROLL_RESERVE_S = 1.0
+
+
+async def _scroll(page: Page, spec: ScrollSpec, stop_at: float) -> int:
+    """Scroll ``page`` to its bottom until it stops growing, ``spec.max_scrolls`` times at
+    most, never past ``stop_at`` (monotonic); return how many times it scrolled."""
+    in_flight: set[Request] = set()
+    activity = [time.monotonic()]  # when a request last started or ended
+
+    def started(request: Request) -> None:
+        in_flight.add(request)
+        activity[0] = time.monotonic()
+
+    def ended(request: Request) -> None:
+        in_flight.discard(request)
+        activity[0] = time.monotonic()
+
+    page.on("request", started)
+    page.on("requestfinished", ended)
+    page.on("requestfailed", ended)
+    quiet_s = spec.delay_ms / 1000
+    scrolls = 0
+    try:
+        height = int(await page.evaluate(_HEIGHT_JS))
+        while scrolls < spec.max_scrolls and time.monotonic() < stop_at:
+            await page.evaluate(_TO_BOTTOM_JS)
+            scrolls += 1
+            activity[0] = time.monotonic()
+            while True:  # until it grew, or was quiet for ``quiet_s`` without growing
+                await asyncio.sleep(SCROLL_POLL_S)
+                grown = int(await page.evaluate(_HEIGHT_JS))
+                now = time.monotonic()
+                if grown > height or now >= stop_at:
+                    break
+                if not in_flight and now - activity[0] >= quiet_s:
+                    break
+            if grown <= height:
+                break
+            height = grown
+    finally:
+        page.remove_listener("request", started)
+        page.remove_listener("requestfinished", ended)
+        page.remove_listener("requestfailed", ended)
+    return scrolls
 
 
 def _watch_page(page: Page) -> None:

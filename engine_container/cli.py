@@ -10,7 +10,8 @@ formats as its ``content``), ``DIR/crawl.warc.gz`` and, with ``--extract`` or ``
         [--concurrency N] [--per-host-concurrency N] [--max-pages N] [--max-depth N] \\
         [--scope same-host|same-domain|any] [--allow-cidr CIDR]... [--user-agent UA] \\
         [--no-robots] [--no-sitemaps] [--page-timeout S] [--format F,...] \\
-        [--extract FILE] [--handler NAME]
+        [--extract FILE] [--handler NAME] [--render always|auto] [--wait-for SELECTOR] \\
+        [--scroll N [--scroll-delay MS]]
 
 It prints one summary line (pages, failed, seconds, pages/s). Standalone runs are not bound by
 the service's per-tenant limits on ``--max-pages``/``--max-depth``. Other settings (timeouts,
@@ -114,6 +115,22 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SELECTOR",
         help="after load, wait for this CSS selector (or networkidle) when rendering",
     )
+    p.add_argument(
+        "--scroll",
+        type=_positive,
+        default=None,
+        metavar="N",
+        help="scroll rendered pages to their bottom until they stop growing, N times at most "
+        "(1-50; default no scrolling)",
+    )
+    p.add_argument(
+        "--scroll-delay",
+        type=_positive,
+        default=None,
+        metavar="MS",
+        help="with --scroll: a page has stopped growing after this long without growth or "
+        "requests (100-10000 ms, default 1000)",
+    )
     add_output_options(p)
     return p
 
@@ -126,6 +143,17 @@ def _one_line(exc: BaseException) -> str:
         return f"{where}: {msg}" if where else msg
     detail = getattr(exc, "detail", None) or str(exc) or type(exc).__name__
     return " ".join(str(detail).split())
+
+
+def _scroll_field(args: argparse.Namespace) -> dict[str, object]:
+    if args.scroll is None:
+        if args.scroll_delay is not None:
+            raise UsageError("--scroll-delay needs --scroll")
+        return {}
+    scroll: dict[str, int] = {"max_scrolls": args.scroll}
+    if args.scroll_delay is not None:
+        scroll["delay_ms"] = args.scroll_delay
+    return {"scroll": scroll}
 
 
 def _configure(args: argparse.Namespace) -> tuple[EngineSettings, CrawlSpec]:
@@ -149,6 +177,7 @@ def _configure(args: argparse.Namespace) -> tuple[EngineSettings, CrawlSpec]:
         page_timeout_s=args.page_timeout,
         render=args.render,
         wait_for=args.wait_for,
+        **_scroll_field(args),
         **output_fields(args),
     )
     # the service's per-tenant ceilings do not bind a local run

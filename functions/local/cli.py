@@ -40,7 +40,12 @@ from functions.local.crawl_command import (
     run_crawl,
     written_files,
 )
-from functions.local.crawl_options import add_request_options, request_options
+from functions.local.crawl_options import (
+    add_render_options,
+    add_request_options,
+    render_options,
+    request_options,
+)
 from functions.local.export_command import add_export_command, export_crawl
 from functions.local.fleet_status import FLEET_COLUMNS, fleet_cells
 from functions.local.progress import containers_of
@@ -165,6 +170,7 @@ def _add_crawl_options(p: argparse.ArgumentParser) -> None:
         help="submit the crawl N times at once (default: 1)",
     )
     add_request_options(p)
+    add_render_options(p)
     p.add_argument(
         "--no-sitemaps",
         action="store_true",
@@ -283,6 +289,7 @@ async def _crawl(
             body["page_timeout_s"] = args.page_timeout
         body.update(output)
         body.update(request_options(args))
+        body.update(render_options(args))
         code, finals = await run_crawl(s, body, args.parallel, args.out, err)
     _summary(finals, args.out, written_files(args.out, len(finals)))
     if code == EXIT_INTERRUPTED:

@@ -1,5 +1,6 @@
 """``skycrawl crawl`` options that map one to one onto ``CrawlSpec`` fields (CLI parity with
-the API): ``--include/--exclude`` patterns, ``--no-robots``, ``--header``, ``--user-agent``.
+the API): ``--include/--exclude`` patterns, ``--no-robots``, ``--header``, ``--user-agent``, and
+the browser's ``--render``, ``--wait-for``, ``--scroll``, ``--scroll-delay``.
 
 Values are checked while the arguments are parsed where the CLI can (a header must be
 ``Name: value``); the rest (an RE2 pattern, an allowed header name) is judged by the API, whose
@@ -73,4 +74,50 @@ def request_options(args: argparse.Namespace) -> dict[str, Any]:
         headers["User-Agent"] = args.user_agent
     if headers:
         body["headers"] = headers
+    return body
+
+
+def add_render_options(p: argparse.ArgumentParser) -> None:
+    """Rendering in Chromium (README "JavaScript sites")."""
+    p.add_argument(
+        "--render",
+        choices=["never", "always", "auto"],
+        help="render pages in Chromium: always, or auto for app shells (default: never)",
+    )
+    p.add_argument(
+        "--wait-for",
+        metavar="SELECTOR",
+        help="when rendering, wait after load for this CSS selector, or networkidle "
+        "(default: load only)",
+    )
+    p.add_argument(
+        "--scroll",
+        type=int,
+        metavar="N",
+        help="scroll rendered pages to their bottom until they stop growing, N times at most "
+        "(1-50; default: no scrolling)",
+    )
+    p.add_argument(
+        "--scroll-delay",
+        type=int,
+        metavar="MS",
+        help="with --scroll: a page has stopped growing after this long without growth or "
+        "requests (100-10000 ms; default: 1000)",
+    )
+
+
+def render_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The ``CrawlSpec`` fields the render options set (only those given)."""
+    body: dict[str, Any] = {}
+    if args.render:
+        body["render"] = args.render
+    if args.wait_for:
+        body["wait_for"] = args.wait_for
+    scroll: dict[str, int] = {}
+    if args.scroll is not None:
+        scroll["max_scrolls"] = args.scroll
+    if args.scroll_delay is not None:
+        scroll["delay_ms"] = args.scroll_delay
+    if scroll:
+        body["scroll"] = scroll
     return body

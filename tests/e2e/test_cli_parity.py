@@ -16,6 +16,7 @@ from typing import ClassVar
 import pytest
 
 from functions.local.cli import build_parser
+from functions.local.crawl_options import render_options
 from tests.e2e.cli_support import run_cli
 
 
@@ -73,6 +74,32 @@ def test_crawl_help_gives_every_option_a_meaning_and_its_default() -> None:
     text = sub.choices["crawl"].format_help()
     for option in ("--include", "--exclude", "--no-robots", "--header", "--user-agent"):
         assert option in text
+    for option in ("--render", "--wait-for", "--scroll", "--scroll-delay"):
+        assert option in text
+
+
+def test_render_options_become_the_crawl_requests_fields() -> None:
+    parser = build_parser()
+    args = parser.parse_args(
+        ["crawl", "http://127.0.0.1:9/", "--render", "auto", "--wait-for", "#app", "--scroll", "7"]
+    )
+    assert render_options(args) == {
+        "render": "auto",
+        "wait_for": "#app",
+        "scroll": {"max_scrolls": 7},
+    }
+    args = parser.parse_args(["crawl", "http://127.0.0.1:9/", "--scroll-delay", "250"])
+    assert render_options(args) == {"scroll": {"delay_ms": 250}}
+    assert render_options(parser.parse_args(["crawl", "http://127.0.0.1:9/"])) == {}
+
+
+def test_too_many_scrolls_is_the_apis_one_line_and_exit_2(tmp_path: Path) -> None:
+    args = ["crawl", "http://127.0.0.1:9/", "--render", "always", "--scroll", "51"]
+    result = run_cli(args, tmp_path, timeout=60)
+    assert result.returncode == 2, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    assert "scroll.max_scrolls: Input should be less than or equal to 50" in lines[0]
 
 
 @pytest.mark.parametrize("bad", ["no-colon", ": empty name", "Two Words: x"])

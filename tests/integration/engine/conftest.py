@@ -20,6 +20,7 @@ from engine_container.crawler import Crawler
 from engine_container.fetcher import Fetcher
 from engine_container.settings import EngineSettings
 from engine_container.sinks import StandaloneSink
+from tests.e2e.browser import ensure_chromium
 
 ServeFn = Callable[..., Awaitable[Site]]
 
@@ -113,3 +114,20 @@ def crawl(tmp_path: Path) -> Callable[..., Awaitable[CrawlOutcome]]:
         return CrawlOutcome(counts, read_pages(out / "pages.jsonl"), out)
 
     return run
+
+
+@pytest.fixture
+async def pools() -> AsyncIterator[Callable[..., BrowserPool]]:
+    """``pools(settings, resolver=None, launch_args=())``: a BrowserPool on Debian's Chromium
+    (installed when missing), closed at teardown."""
+    chromium = ensure_chromium()
+    made: list[BrowserPool] = []
+
+    def make(settings: EngineSettings, **kwargs: Any) -> BrowserPool:
+        pool = BrowserPool(settings.model_copy(update={"chromium_path": chromium}), **kwargs)
+        made.append(pool)
+        return pool
+
+    yield make
+    for pool in made:
+        await pool.close()

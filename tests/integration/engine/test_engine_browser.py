@@ -11,7 +11,7 @@ static resolver, so no DNS query leaves. One Chromium per test, a handful of pag
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,28 +21,8 @@ from engine_sites import Site, StaticResolver, engine_settings, html
 from warcio.archiveiterator import ArchiveIterator
 
 from engine_container.browser import BrowserPool
-from engine_container.settings import EngineSettings
-from tests.e2e.browser import ensure_chromium
 
 pytestmark = pytest.mark.browser
-
-MakePool = Callable[..., BrowserPool]
-
-
-@pytest.fixture
-async def pools() -> AsyncIterator[MakePool]:
-    """``pools(settings, resolver=None, launch_args=())``: a BrowserPool closed at teardown."""
-    chromium = ensure_chromium()
-    made: list[BrowserPool] = []
-
-    def make(settings: EngineSettings, **kwargs: Any) -> BrowserPool:
-        pool = BrowserPool(settings.model_copy(update={"chromium_path": chromium}), **kwargs)
-        made.append(pool)
-        return pool
-
-    yield make
-    for pool in made:
-        await pool.close()
 
 
 def script(source: str) -> web.Response:

@@ -164,6 +164,14 @@ async def test_bad_input_in_a_real_process_is_one_line_and_exit_2(tmp_path: Path
             ["--standalone", "http://127.0.0.1:9/", "--out", "{out}", "--page-timeout", "soon"],
             "not a number",
         ),
+        (
+            ["--standalone", "http://127.0.0.1:9/", "--out", "{out}", "--scroll", "51"],
+            "scroll.max_scrolls: Input should be less than or equal to 50",
+        ),
+        (
+            ["--standalone", "http://127.0.0.1:9/", "--out", "{out}", "--scroll-delay", "500"],
+            "--scroll-delay needs --scroll",
+        ),
     ],
 )
 def test_bad_input_exits_2_with_one_line(tmp_path: Path, capsys, args, message) -> None:

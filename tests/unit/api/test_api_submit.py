@@ -348,6 +348,11 @@ async def test_patterns_re2_cannot_run_are_422_naming_the_pattern(
         {"wait_for": ""},
         {"block_resources": ["script"]},
         {"screenshot": {"format": "gif"}},
+        {"scroll": {"max_scrolls": 51}},
+        {"scroll": {"max_scrolls": 0}},
+        {"scroll": {"delay_ms": 50}},
+        {"scroll": {"max_scrolls": "5"}},
+        {"scroll": 5},
     ],
     ids=[
         "budget too small",
@@ -358,6 +363,11 @@ async def test_patterns_re2_cannot_run_are_422_naming_the_pattern(
         "empty wait_for",
         "scripts cannot be blocked",
         "screenshot format",
+        "too many scrolls",
+        "no scrolls",
+        "scroll delay too short",
+        "scrolls as a string",
+        "scroll not an object",
     ],
 )
 async def test_bad_crawl_rules_are_422(harness: Harness, tenant: Tenant, spec: Any) -> None:
@@ -373,7 +383,12 @@ async def test_a_render_crawl_is_accepted_with_its_browser_options(
     harness: Harness, tenant: Tenant
 ) -> None:
     _, key = tenant
-    spec = {"seeds": ["https://example.com/"], "render": "auto", "wait_for": "#app h1"}
+    spec = {
+        "seeds": ["https://example.com/"],
+        "render": "auto",
+        "wait_for": "#app h1",
+        "scroll": {"max_scrolls": 5},
+    }
     response = await harness.submit(key, spec)
     assert response.status == 202
     (stored,) = [i for i in await harness.state.scan(table="crawls") if "spec" in i.data]
@@ -383,6 +398,7 @@ async def test_a_render_crawl_is_accepted_with_its_browser_options(
         "#app h1",
         ["image", "font", "media"],
     )
+    assert saved["scroll"] == {"max_scrolls": 5, "delay_ms": 1000}
 
 
 async def test_recrawl_of_must_name_one_of_the_tenants_crawls(
