@@ -41,6 +41,15 @@ Contexts
     ``browser_pages`` renders at once. A context is recycled after
     ``browser_pages_per_context`` pages: closed and reopened with its cookies and local
     storage (``storage_state``), which bounds the memory a long crawl's pages leave behind.
+
+Memory
+    After a page, at most every ``MEMORY_CHECK_INTERVAL_S``, the pool measures Chromium's
+    process tree (the process launched with its own marker switch and its descendants; psutil,
+    the sum of their proportional set sizes). Past ``browser_max_memory_mb`` it restarts the
+    browser between pages: new pages wait, the pages in flight finish, every context's cookies
+    and local storage are saved, the browser is closed, and the next page launches a new
+    one in which each session's context comes back with them (what ``storage_state`` does not
+    hold is lost: session storage, IndexedDB, in-memory state of the page's scripts).
 """
 
 from __future__ import annotations
@@ -51,6 +60,7 @@ import importlib.util
 import logging
 import re
 import time
+import uuid
 from collections import OrderedDict, deque
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -68,6 +78,7 @@ from engine_container.proxy_binding import ProxyBinding
 from engine_container.settings import EngineSettings
 
 if TYPE_CHECKING:
+    import psutil
     from playwright.async_api import (
         Browser,
         BrowserContext,
@@ -242,7 +253,14 @@ class BrowserPool:
         self._contexts: OrderedDict[str, _Context] = OrderedDict()
         self._states: dict[str, Any] = {}  # storage_state of a recycled session's context
         self._slots = asyncio.Semaphore(settings.browser_pages)
-        self.recycled = 0
+        self._marker = f"--skycrawl-browser={uuid.uuid4().hex}"  # finds its process tree
+        self._process: psutil.Process | None = None  # the running browser's main process
+        self._memory_checked = 0.0  # monotonic time of the last measurement
+        self._accepting = asyncio.Event()  # cleared while a restart waits for pages in flight
+        self._accepting.set()
+        self._open = 0  # pages in flight, in every context
+        self.recycled = 0  # contexts reopened after browser_pages_per_context pages
+        self.restarts = 0  # browsers restarted for browser_max_memory_mb
 
     async def render(
         self,
@@ -256,33 +274,57 @@ class BrowserPool:
         a page does (errors come back in ``Rendered.error``)."""
         started = time.monotonic()
         async with self._slots:
+            if not self._accepting.is_set():  # a restart waits for the pages in flight
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._accepting.wait(), budget_s)
             left = budget_s - (time.monotonic() - started)
-            if left <= 0.05:
+            if left <= 0.05 or not self._accepting.is_set():
                 return Rendered(None, f"render: no time left within {budget_s:.1f} s")
+            self._open += 1  # no await since the gate: a restart cannot start under it
             try:
-                entry = await self._context(session_key)
-            except BrowserUnavailable as exc:
-                return Rendered(None, f"render: this engine has no browser ({exc})")
-            entry.pages += 1
-            entry.open += 1
-            try:
-                page = await entry.context.new_page()
-                try:
-                    done = await asyncio.wait_for(
-                        _render_page(page, fetch, options, left),
-                        left + 1.0,
-                    )
-                except TimeoutError:
-                    done = Rendered(None, _budget_error(options.wait_for, budget_s))
-                finally:
-                    with contextlib.suppress(Exception):
-                        await asyncio.wait_for(page.close(), 5.0)
-            except Exception as exc:  # Playwright's Error: the page, or a crashed browser
-                done = Rendered(None, _render_error(exc, options.wait_for, budget_s))
+                done = await self._render_in_context(fetch, session_key, options, left, budget_s)
             finally:
-                entry.open -= 1
-            await self._maybe_recycle(session_key, entry)
+                self._open -= 1
+            await self._maybe_recycle(session_key)
         return replace(done, elapsed_ms=(time.monotonic() - started) * 1000)
+
+    async def _render_in_context(
+        self,
+        fetch: FetchResult,
+        session_key: str,
+        options: RenderOptions,
+        left: float,
+        budget_s: float,
+    ) -> Rendered:
+        try:
+            entry = await self._context(session_key)
+        except BrowserUnavailable as exc:
+            return Rendered(None, f"render: this engine has no browser ({exc})")
+        entry.pages += 1
+        entry.open += 1
+        try:
+            page = await entry.context.new_page()
+            try:
+                return await asyncio.wait_for(_render_page(page, fetch, options, left), left + 1.0)
+            except TimeoutError:
+                return Rendered(None, _budget_error(options.wait_for, budget_s))
+            finally:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(page.close(), 5.0)
+        except Exception as exc:  # Playwright's Error: the page, or a crashed browser
+            return Rendered(None, _render_error(exc, options.wait_for, budget_s))
+        finally:
+            entry.open -= 1
+
+    async def memory_bytes(self) -> int:
+        """Memory of the running Chromium's process tree (0 when none runs): the sum of its
+        processes' proportional set sizes (a page shared by n processes counts 1/n in each,
+        so the sum is what the tree holds; resident sizes would count Chromium's shared
+        libraries and memory once per process, about three times as much)."""
+        root = self._process
+        if root is None or self._browser is None:
+            return 0
+        return await asyncio.to_thread(_tree_memory, root)
 
     def bind_proxy(self, session_key: str, proxy: str | None) -> None:
         """The pages of ``session_key`` leave through the pool's proxy ``proxy`` (an id of
@@ -344,8 +386,12 @@ class BrowserPool:
                     *self._args,
                     f"--proxy-server={default}",
                     "--proxy-bypass-list=<-loopback>",  # loopback goes through it too
+                    self._marker,  # a switch Chromium ignores
                 ],
             )
+            self._process = await asyncio.to_thread(_find_browser, self._marker)
+            if self._process is None and self._settings.browser_max_memory_mb:
+                log.warning("chromium's process (or psutil) not found: its memory is not bounded")
             log.info("chromium launched (%s)", self._browser.version)
             return self._browser
 
@@ -397,17 +443,54 @@ class BrowserPool:
             entry = self._contexts.pop(key)
             await _close_quietly(entry.context)
 
-    async def _maybe_recycle(self, session_key: str, entry: _Context) -> None:
-        """Past ``browser_pages_per_context`` pages, reopen the context with its cookies."""
-        if entry.open or entry.pages < self._settings.browser_pages_per_context:
-            return
-        if self._contexts.get(session_key) is not entry:
-            return
-        del self._contexts[session_key]
+    async def _maybe_recycle(self, session_key: str) -> None:
+        """After a page: past ``browser_pages_per_context`` pages, reopen the session's
+        context with its cookies; past ``browser_max_memory_mb``, restart the browser once no
+        page is in flight (new pages wait for it)."""
+        entry = self._contexts.get(session_key)
+        if entry and not entry.open and entry.pages >= self._settings.browser_pages_per_context:
+            del self._contexts[session_key]
+            await self._save_state(session_key, entry)
+            await _close_quietly(entry.context)
+            self.recycled += 1
+        if self._accepting.is_set() and self._memory_due():
+            used_mb = await self.memory_bytes() / 2**20
+            if used_mb > self._settings.browser_max_memory_mb:
+                log.info(
+                    "chromium uses %.0f MiB (over %d): restarting it after the pages in flight",
+                    used_mb,
+                    self._settings.browser_max_memory_mb,
+                )
+                self._accepting.clear()
+        if not self._accepting.is_set() and not self._open:
+            await self._restart()
+
+    def _memory_due(self) -> bool:
+        if not self._settings.browser_max_memory_mb or self._process is None:
+            return False
+        now = time.monotonic()
+        if now - self._memory_checked < MEMORY_CHECK_INTERVAL_S:
+            return False
+        self._memory_checked = now  # before the measurement: one at a time
+        return True
+
+    async def _restart(self) -> None:
+        """Close the browser with every context, keeping their cookies and local storage
+        for the next launch (which the next page does); then let pages in again."""
+        try:
+            for key, entry in list(self._contexts.items()):
+                await self._save_state(key, entry)
+            self._contexts.clear()
+            browser, self._browser, self._process = self._browser, None, None
+            if browser is not None:
+                await _close_quietly(browser)
+            self.restarts += 1
+        finally:
+            self._accepting.set()
+
+    async def _save_state(self, session_key: str, entry: _Context) -> None:
         with contextlib.suppress(Exception):
             self._states[session_key] = await entry.context.storage_state()
-        await _close_quietly(entry.context)
-        self.recycled += 1
 
     # ----------------------------------------------------------------- the guard
 
@@ -549,6 +632,41 @@ def _render_error(exc: Exception, wait_for: str | None, budget_s: float) -> str:
         return _budget_error(wait_for, budget_s)
     message = str(exc).strip().splitlines()
     return f"render failed: {message[0][:200] if message else type(exc).__name__}"
+
+
+#: The browser's memory is measured after a page at most this often (a measurement reads
+#: each process's ``/proc/PID/smaps_rollup``: a few milliseconds each).
+MEMORY_CHECK_INTERVAL_S = 2.0
+
+
+def _find_browser(marker: str) -> psutil.Process | None:
+    """Among this process's descendants, the Chromium launched with ``marker`` (its main
+    process: its helpers are started with ``--type=...``); None without psutil."""
+    try:
+        import psutil
+    except ImportError:  # the [browser] extra brings it; Playwright alone does not
+        return None
+    for process in psutil.Process().children(recursive=True):
+        with contextlib.suppress(psutil.Error):
+            cmdline = process.cmdline()
+            if marker in cmdline and not any(a.startswith("--type=") for a in cmdline):
+                return process
+    return None
+
+
+def _tree_memory(root: psutil.Process) -> int:
+    import psutil
+
+    total = 0
+    try:
+        processes = [root, *root.children(recursive=True)]
+    except psutil.Error:  # the browser is gone
+        return 0
+    for process in processes:
+        with contextlib.suppress(psutil.Error):  # a helper that just exited
+            info = process.memory_full_info()
+            total += getattr(info, "pss", info.rss)  # PSS is Linux's; RSS elsewhere
+    return total
 
 
 async def _close_quietly(closable: BrowserContext | Browser) -> None:

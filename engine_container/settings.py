@@ -145,6 +145,14 @@ class EngineSettings(BaseSettings):
         le=100_000,
         description="Pages after which a context is reopened, with its cookies and storage.",
     )
+    browser_max_memory_mb: int = Field(
+        1024,
+        ge=0,
+        le=1_000_000,
+        description="Memory of the Chromium process tree (MiB, its processes' proportional "
+        "set sizes summed) past which the browser is restarted, between pages; contexts come "
+        "back with their cookies and local storage. 0: never.",
+    )
 
     @field_validator("allow_cidrs", mode="before")
     @classmethod
