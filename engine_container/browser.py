@@ -309,8 +309,7 @@ class BrowserPool:
             except TimeoutError:
                 return Rendered(None, _budget_error(options.wait_for, budget_s))
             finally:
-                with contextlib.suppress(Exception):
-                    await asyncio.wait_for(page.close(), 5.0)
+                await _close_page(page)
         except Exception as exc:  # Playwright's Error: the page, or a crashed browser
             return Rendered(None, _render_error(exc, options.wait_for, budget_s))
         finally:
@@ -520,11 +519,14 @@ async def _render_page(
     deadline = time.monotonic() + budget_s
     served = False
     wait_for, block, overrides = options.wait_for, options.block, dict(options.headers)
+    rendered = False  # once the DOM is taken, nothing the page asks for goes out any more
 
     async def per_page(route: Route) -> None:
         nonlocal served
         request = route.request
-        if not served and request.is_navigation_request() and request.frame == page.main_frame:
+        if rendered:
+            await route.abort("blockedbyclient")
+        elif not served and request.is_navigation_request() and request.frame == page.main_frame:
             served = True
             content_type = fetch.headers.get("content-type") or "text/html"
             await route.fulfill(
@@ -551,12 +553,28 @@ async def _render_page(
         # the DOM and the screenshot keep the last of the budget
         reserve = min(SCROLL_RESERVE_S, budget_s / 4)
         scrolls = await _scroll(page, options.scroll, deadline - reserve)
-    html = (await page.content()).encode("utf-8")
-    shot = options.screenshot
-    if shot is None:
-        return Rendered(html, scrolls=scrolls)
-    image = await page.screenshot(full_page=shot.full_page, type=shot.format, timeout=ms_left())
-    return Rendered(html, screenshot=image, scrolls=scrolls)
+    try:
+        html = (await page.content()).encode("utf-8")
+        shot = options.screenshot
+        if shot is None:
+            return Rendered(html, scrolls=scrolls)
+        image = await page.screenshot(full_page=shot.full_page, type=shot.format, timeout=ms_left())
+        return Rendered(html, screenshot=image, scrolls=scrolls)
+    finally:
+        rendered = True
+
+
+async def _close_page(page: Page) -> None:
+    """Close a rendered page so that none of its requests leaves afterwards. A request the
+    page made just before is paused in the route handler; closing the page (or its context)
+    releases paused requests to the network, blocked ones included (seen by
+    ``bench/browser_bench.py``: a page's images reaching the server as its context closed).
+    So the page first leaves its document for ``about:blank``, which cancels every load of
+    that document, then closes."""
+    with contextlib.suppress(Exception):
+        await asyncio.wait_for(page.goto("about:blank"), 2.0)
+    with contextlib.suppress(Exception):
+        await asyncio.wait_for(page.close(), 5.0)
 
 
 #: The height of the document, and a scroll to its bottom (which answers the height).

@@ -329,3 +329,50 @@ async def test_scripts_cannot_reach_addresses_outside_the_allowed_range(
         f"http://127.0.0.2:{port}/frame",
         f"ws://127.0.0.2:{port}/socket",
     }
+
+
+#: A page that asks for a new image every 20 ms for as long as it lives, and says
+#: it is done after 300 ms: at any moment some of its image requests wait in the route handler.
+SPAMMING_JS = """
+let n = 0;
+setInterval(() => { const img = new Image(); img.src = "/spam-" + (n++) + ".png"; }, 20);
+setTimeout(() => {
+  const done = document.createElement("div"); done.id = "done";
+  document.getElementById("app").appendChild(done);
+  document.getElementById("app").insertAdjacentText("beforeend", "spammed all along");
+}, 300);
+"""
+
+
+async def test_no_blocked_request_leaves_while_a_rendered_page_is_closed(
+    serve, crawl, pools
+) -> None:
+    """Closing a page (or its context) releases the requests paused in its route handler to
+    the network: blocked images reached the server in the browser benchmark. Each of these
+    pages keeps asking for images until it is closed; none may arrive, before or after."""
+    spam: list[str] = []
+
+    async def image(request: web.Request) -> web.Response:
+        spam.append(request.path)
+        return web.Response(body=b"\x89PNG\r\n\x1a\n", content_type="image/png")
+
+    async def page(request: web.Request) -> web.StreamResponse:
+        if request.path.startswith("/spam-") or request.path == "/logo.png":
+            return await image(request)
+        if request.path == "/app.js":
+            return script(SPAMMING_JS)
+        links = "".join(f'<a href="/p{i}">p{i}</a>' for i in range(8))
+        return await shell(links)(request)
+
+    site = await serve({"*": page})
+    pool = pools(engine_settings(browser_pages_per_context=2))  # contexts close often too
+
+    outcome = await crawl(
+        [site.url("/")], browser=pool, render="always", wait_for="#done", max_pages=9
+    )
+    await pool.close()
+
+    assert len(outcome.by_url()) == 9
+    assert [p["error"] for p in outcome.by_url().values()] == [None] * 9
+    assert all(p["rendered"] for p in outcome.by_url().values())
+    assert spam == []
