@@ -152,13 +152,20 @@ class CloudRunRuntime:
         container: str = "",
         lookup_limit: int = 500,
         subscriptions: ContainerSubscriptions | None = None,
+        browser_job: str | None = None,
     ) -> None:
         self._jobs = jobs
         self._subscriptions = subscriptions
         self._tenant_jobs: set[str] = set()  # made (or found) by this instance
         location, _, self._base_id = job.rpartition("/jobs/")
-        #: with tenant jobs, executions are listed across the location's jobs
-        self._listed = f"{location}/jobs/-" if subscriptions is not None else job
+        #: containers for crawls that render run this job (the browser image), if set
+        self._browser_job = browser_job or job
+        self._base_ids = tuple(
+            dict.fromkeys((self._base_id, self._browser_job.rpartition("/jobs/")[2]))
+        )
+        #: with tenant jobs or a browser job, executions are listed across the location's jobs
+        several = subscriptions is not None or self._browser_job != job
+        self._listed = f"{location}/jobs/-" if several else job
         self._executions = executions
         self._tasks = tasks
         self._job = job
@@ -191,17 +198,20 @@ class CloudRunRuntime:
         return None
 
     def _ours(self, execution: run_v2.Execution) -> bool:
-        """An execution of the shared job or of one of its tenant copies."""
-        return execution.job == self._base_id or execution.job.startswith(f"{self._base_id}-")
+        """An execution of the shared job (or the browser job) or of a tenant copy of it."""
+        return any(
+            execution.job == base or execution.job.startswith(f"{base}-") for base in self._base_ids
+        )
 
     async def _job_for(self, spec: ContainerSpec) -> str:
         """The job to run: with identities the tenant's own (made if missing), else the shared
         one. The account is the provisioner's (``spec.resources``) or, for a tenant recorded
         before identities, the one its id names: provisioning it again creates it."""
+        shared = self._browser_job if spec.browser else self._job
         if self._subscriptions is None:
-            return self._job
+            return shared
         account = spec.resources.get(IDENTITY) or self._subscriptions.account(spec.tenant_id)
-        name = tenant_job(self._job, spec.tenant_id)
+        name = tenant_job(shared, spec.tenant_id)
         if name in self._tenant_jobs:
             return name
         try:
@@ -209,21 +219,21 @@ class CloudRunRuntime:
             if with_account.template.template.service_account != account:
                 raise ConfigurationError(f"Cloud Run job {name} does not run as {account}")
         except gexc.NotFound:
-            await self._copy_job(name, spec.tenant_id, account)
+            await self._copy_job(shared, name, spec.tenant_id, account)
         except gexc.GoogleAPICallError as exc:
             raise translate(exc, f"Cloud Run: reading {name}") from exc
         self._tenant_jobs.add(name)
         return name
 
-    async def _copy_job(self, name: str, tenant_id: str, account: str) -> None:
+    async def _copy_job(self, shared: str, name: str, tenant_id: str, account: str) -> None:
         location, _, job_id = name.rpartition("/jobs/")
         try:
-            base = await self._jobs.get_job(name=self._job)
+            base = await self._jobs.get_job(name=shared)
             job = run_v2.Job(
                 template=base.template,
                 labels={
                     "skycrawl-tenant": service_account_id(tenant_id).removeprefix("sct-"),
-                    "skycrawl-base-job": self._base_id,
+                    "skycrawl-base-job": shared.rpartition("/jobs/")[2],
                 },
             )
             job.template.template.service_account = account
@@ -235,16 +245,17 @@ class CloudRunRuntime:
             raise translate(exc, f"Cloud Run: creating {name}") from exc
 
     async def delete_tenant_job(self, tenant_id: str) -> None:
-        """Remove the tenant's job in this runtime's region (gone is fine)."""
-        name = tenant_job(self._job, tenant_id)
-        self._tenant_jobs.discard(name)
-        try:
-            operation = await self._jobs.delete_job(name=name)
-            await operation.result()  # type: ignore[no-untyped-call]
-        except gexc.NotFound:
-            return
-        except gexc.GoogleAPICallError as exc:
-            raise translate(exc, f"Cloud Run: deleting {name}") from exc
+        """Remove the tenant's jobs in this runtime's region (gone is fine)."""
+        for shared in dict.fromkeys((self._job, self._browser_job)):
+            name = tenant_job(shared, tenant_id)
+            self._tenant_jobs.discard(name)
+            try:
+                operation = await self._jobs.delete_job(name=name)
+                await operation.result()  # type: ignore[no-untyped-call]
+            except gexc.NotFound:
+                continue
+            except gexc.GoogleAPICallError as exc:
+                raise translate(exc, f"Cloud Run: deleting {name}") from exc
 
     async def start_container(self, *, spec: ContainerSpec) -> None:
         if not _GUID.fullmatch(spec.container_id):

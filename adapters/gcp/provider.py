@@ -133,6 +133,7 @@ def _runtime(
         executions=clients.run_executions or run_v2.ExecutionsAsyncClient(),
         tasks=clients.run_tasks or run_v2.TasksAsyncClient(),
         job=gcp.job_path,
+        browser_job=gcp.browser_job_path,
         container=gcp.run_container,
         lookup_limit=gcp.run_lookup_limit,
         subscriptions=subscriptions,

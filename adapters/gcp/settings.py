@@ -76,6 +76,12 @@ class GcpSettings(BaseSettings):
     run_job: str = Field(
         "skycrawl-engine", description="Cloud Run job whose executions are the containers."
     )
+    run_browser_job: str | None = Field(
+        None,
+        description="Cloud Run job (in the same region) whose executions are the containers "
+        "started for crawls that render: deployed from the engine's browser image (a job has "
+        "one image). Unset: run_job.",
+    )
     run_container: str = Field(
         "", description="Container of the job that gets the overrides (default: its only one)."
     )
@@ -123,3 +129,9 @@ class GcpSettings(BaseSettings):
     @property
     def job_path(self) -> str:
         return f"projects/{self.project}/locations/{self.region}/jobs/{self.run_job}"
+
+    @property
+    def browser_job_path(self) -> str | None:
+        if not self.run_browser_job:
+            return None
+        return f"projects/{self.project}/locations/{self.region}/jobs/{self.run_browser_job}"

@@ -5,6 +5,7 @@ tenant's account on it alone. The engine, refused ``create``, finds that subscri
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -180,3 +181,54 @@ async def test_the_engine_refused_create_uses_the_subscription_made_for_it(
         await engine.ensure_container_subscription(
             world.dispatch(A), subscription_name("g-9"), {"container_id": "g-9"}
         )
+
+
+def browser_job(world: World) -> str:
+    return f"projects/{world.project}/locations/us-central1/jobs/skycrawl-engine-browser"
+
+
+def runtime_with_browser_job(world: World, run: FakeCloudRun) -> CloudRunRuntime:
+    plain = runtime(world, run)  # registers the plain job
+    if browser_job(world) not in run.jobs():
+        run.add_job(browser_job(world), (sys.executable, "-c", SLEEPER), service_account=SHARED)
+    return CloudRunRuntime(
+        jobs=run,  # type: ignore[arg-type]
+        executions=run,  # type: ignore[arg-type]
+        tasks=run,  # type: ignore[arg-type]
+        job=job(world),
+        browser_job=browser_job(world),
+        subscriptions=plain._subscriptions,
+    )
+
+
+async def test_a_container_for_a_crawl_that_renders_runs_on_the_browser_job(
+    world: World, run: FakeCloudRun
+) -> None:
+    """A Cloud Run job has one image: the browser image is a job of its own
+    (``SKYCRAWL_GCP_RUN_BROWSER_JOB``), copied per tenant like the plain one."""
+    cloud_run = runtime_with_browser_job(world, run)
+    made = await spec(world, A, "g-plain")
+    await cloud_run.start_container(spec=made)
+    await cloud_run.start_container(
+        spec=dataclasses.replace(made, container_id="g-render", browser=True)
+    )
+
+    assert run.started("g-plain").job == tenant_job(job(world), A)
+    assert run.started("g-render").job == tenant_job(browser_job(world), A)
+    assert run.started("g-render").service_account == service_account_email(world.project, A)
+    other = runtime_with_browser_job(world, run)  # another instance finds both
+    running = sorted(s.container_id for s in await other.list_running(egress=EGRESS))
+    assert running == ["g-plain", "g-render"]
+    for guid in running:
+        await other.stop_container(container_id=guid, egress=EGRESS)
+        execution_of(run, guid).process.wait(10)
+    provisioner = GcpProvisioner(
+        admin=world.bus.admin,
+        storage_client=world.gcs.client(world.project),
+        bucket=BUCKET,
+        dispatch_topic=DISPATCH,
+        iam=world.iam,
+        tenant_jobs=[cloud_run],
+    )
+    await provisioner.teardown(tenant_id=A, resources=made.resources)
+    assert run.jobs() == {job(world), browser_job(world)}  # the tenant's copies are gone
