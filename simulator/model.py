@@ -119,7 +119,12 @@ def standard_policies(config: SimConfig, *, always_on: int = 1) -> list[PolicySp
         PolicySpec(f"break-even {t:g} s", BreakEvenIdle(config.wait_weight)),
         PolicySpec(
             "adaptive (default)",
-            AdaptiveIdle(config.wait_weight, t, fallback="break_even"),
+            AdaptiveIdle(
+                config.wait_weight,
+                t,
+                fallback="break_even",
+                prewarm_early_s=config.housekeeping_s / 2,
+            ),
         ),
     ]
 
