@@ -11,6 +11,7 @@ from typing import Any
 from rich.console import Console
 
 from core.conductor.idle_policy import FixedIdle
+from core.settings import SkycrawlSettings
 from simulator.fast import FastFleet
 from simulator.metrics import RunResult
 from simulator.model import RUNTIMES, SWEEP_S, PolicySpec, SimConfig, standard_policies
@@ -36,6 +37,9 @@ from simulator.trace import (
 EXIT_USAGE = 2
 #: A browser image (Chromium, ~1 GB more) pulls and boots slower: the default extra start.
 BROWSER_EXTRA_START_S = 15.0
+#: The weight the conductor uses unless SKYCRAWL_IDLE_WAIT_WEIGHT says otherwise, so that
+#: "adaptive (default)" in the table is the policy a deployment runs.
+_PRODUCT_WAIT_WEIGHT: float = SkycrawlSettings.model_fields["idle_wait_weight"].default
 
 
 def add_parser(sub: Any) -> None:
@@ -64,7 +68,8 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--capacity", type=int, default=4, help="parallel crawls per container")
     p.add_argument("--max-containers", type=int, default=50, help="per tenant")
     p.add_argument("--slo", type=float, default=60.0, help="seconds a crawl may wait to start")
-    p.add_argument("--wait-weight", type=float, default=10.0, help="SKYCRAWL_IDLE_WAIT_WEIGHT")
+    p.add_argument("--wait-weight", type=float, default=_PRODUCT_WAIT_WEIGHT,
+                   help=f"SKYCRAWL_IDLE_WAIT_WEIGHT ({_PRODUCT_WAIT_WEIGHT:g}, the product's)")  # fmt: skip
     p.add_argument("--always-on", type=int, default=1, help="containers per tenant, never stopped")
     p.add_argument("--no-sweep", action="store_true", help="skip the fixed keep-alive sweep")
     p.add_argument("--mode", choices=("fast", "full"), default="fast",

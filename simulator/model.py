@@ -26,6 +26,7 @@ from core.conductor.idle_policy import (
     break_even_s,
 )
 from core.models import BrowserEgress, Egress
+from core.settings import SkycrawlSettings
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,6 +106,11 @@ class SimConfig:
     seed: int = 1
 
 
+#: The conductor's settings as a deployment gets them: "adaptive (default)" falls back as it
+#: does (``SKYCRAWL_IDLE_FALLBACK``, ``SKYCRAWL_IDLE_TTL_S``) while a tenant's histogram is young.
+_PRODUCT = SkycrawlSettings.model_fields
+
+
 def standard_policies(config: SimConfig, *, always_on: int = 1) -> list[PolicySpec]:
     """The comparison of the issue: always-on, fixed 60/300/600 s, break-even, adaptive."""
     lat = config.runtime.start_s
@@ -119,7 +125,12 @@ def standard_policies(config: SimConfig, *, always_on: int = 1) -> list[PolicySp
         PolicySpec(f"break-even {t:g} s", BreakEvenIdle(config.wait_weight)),
         PolicySpec(
             "adaptive (default)",
-            AdaptiveIdle(config.wait_weight, t, fallback="break_even"),
+            AdaptiveIdle(
+                config.wait_weight,
+                _PRODUCT["idle_ttl_s"].default,
+                fallback=_PRODUCT["idle_fallback"].default,
+                prewarm_early_s=config.housekeeping_s / 2,
+            ),
         ),
     ]
 

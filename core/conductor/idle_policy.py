@@ -145,6 +145,9 @@ class AdaptiveIdle:
     max_keep_s: float = EDGES_S[-1]
     #: Until the histogram is trusted: break-even, or ``fallback_ttl_s`` (``idle_ttl_s``).
     fallback: Literal["fixed", "break_even"] = "fixed"
+    #: A pre-warm starts at a housekeeping run, up to one period before the plan's moment:
+    #: the seconds it bills early on average (half the period), weighed against its saving.
+    prewarm_early_s: float = 0.0
     name: PolicyName = "adaptive"
     measures: bool = True
 
@@ -181,7 +184,11 @@ class AdaptiveIdle:
         if counts[-1] / total > MAX_OUT_OF_RANGE:
             return IdlePlan(keep_alive_s=None, basis="mostly gaps over 4 h")
         return cheapest_plan(
-            [c / total for c in counts], start_latency_s, self.wait_weight, self.max_keep_s
+            [c / total for c in counts],
+            start_latency_s,
+            self.wait_weight,
+            self.max_keep_s,
+            prewarm_early_s=self.prewarm_early_s,
         )
 
 
@@ -198,7 +205,12 @@ def _first_within(costs: list[float], least: float) -> int:
 
 
 def cheapest_plan(
-    q: list[float], start_latency_s: float, wait_weight: float, max_keep_s: float
+    q: list[float],
+    start_latency_s: float,
+    wait_weight: float,
+    max_keep_s: float,
+    *,
+    prewarm_early_s: float = 0.0,
 ) -> IdlePlan:
     """Least expected cost, in container-seconds, over the gap distribution ``q`` (per bin).
 
@@ -237,6 +249,7 @@ def cheapest_plan(
             cost = (
                 b[k]
                 + mass[h] * cold
+                + (1.0 - mass[h]) * prewarm_early_s
                 + inside * (start_latency_s - head)
                 + (gaps[t] - gaps[h])
                 + (1.0 - mass[t]) * (start_latency_s + tail - head + cold)
@@ -260,13 +273,20 @@ def idle_policy(
     wait_weight: float,
     fallback: Literal["fixed", "break_even"] = "fixed",
     max_keep_s: float = EDGES_S[-1],
+    prewarm_early_s: float = 0.0,
 ) -> IdlePolicy:
     """The policy called ``name``, with the settings it reads."""
     if name == "fixed":
         return FixedIdle(idle_ttl_s)
     if name == "break_even":
         return BreakEvenIdle(wait_weight)
-    return AdaptiveIdle(wait_weight, idle_ttl_s, max_keep_s=max_keep_s, fallback=fallback)
+    return AdaptiveIdle(
+        wait_weight,
+        idle_ttl_s,
+        max_keep_s=max_keep_s,
+        fallback=fallback,
+        prewarm_early_s=prewarm_early_s,
+    )
 
 
 def start_latency(egress: Egress, typical_start_s: float) -> float:
@@ -282,4 +302,5 @@ def policy_from(settings: SkycrawlSettings) -> IdlePolicy:
         wait_weight=settings.idle_wait_weight,
         fallback=settings.idle_fallback,
         max_keep_s=settings.idle_max_keep_s,
+        prewarm_early_s=settings.timer_period_s / 2,
     )

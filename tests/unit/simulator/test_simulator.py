@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from core.conductor.idle_policy import AdaptiveIdle, FixedIdle
+from core.conductor.idle_policy import AdaptiveIdle, FixedIdle, policy_from
+from core.settings import SkycrawlSettings
 from functions.local.cli import main
 from simulator.fast import FastFleet
 from simulator.full import FullFleet
@@ -204,6 +205,32 @@ def test_skycrawl_simulate_writes_the_table_plots_and_json(
     assert set(summary["per_tenant"]) == {f"t{i:04d}" for i in range(5)}
     for name in ("cost-vs-p95.png", "fleet.png"):
         assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_the_simulated_default_is_the_policy_a_deployment_runs() -> None:
+    """The table's "adaptive (default)" decides as the conductor with default settings does
+    (same weight, same fallback while a histogram is young), on the simulator's period."""
+    simulated = standard_policies(CONFIG)[-1]
+    assert simulated.label == "adaptive (default)"
+    deployed = policy_from(SkycrawlSettings(timer_period_s=CONFIG.housekeeping_s))
+    assert simulated.policy == deployed
+
+
+def test_skycrawl_simulate_weighs_waits_as_the_conductor_does_unless_told(
+    tmp_path: Path,
+) -> None:
+    """Without --wait-weight the table's "adaptive (default)" and break-even are the policies
+    a deployment runs (SKYCRAWL_IDLE_WAIT_WEIGHT's default), not another weighting."""
+    base = ["simulate", "--tenants", "2", "--crawls", "60", "--days", "0.2", "--no-sweep"]
+    product = SkycrawlSettings.model_fields["idle_wait_weight"].default
+    fargate = RUNTIMES["fargate"].start_s
+    for extra, weight in (([], product), (["--wait-weight", "10"], 10.0)):
+        out = tmp_path / f"w{weight:g}"
+        assert main([*base, *extra, "--out", str(out)]) == 0
+        summary = json.loads((out / "simulate.json").read_text())
+        assert summary["config"]["wait_weight"] == weight
+        labels = [p["policy"] for p in summary["policies"]]
+        assert f"break-even {fargate * (1 + weight):g} s" in labels
 
 
 def test_skycrawl_simulate_replays_an_azure_trace(
