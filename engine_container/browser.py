@@ -63,7 +63,7 @@ import time
 import uuid
 from collections import OrderedDict, deque
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
@@ -304,12 +304,15 @@ class BrowserPool:
         entry.open += 1
         try:
             page = await entry.context.new_page()
+            routes = _PageRoutes()
             try:
-                return await asyncio.wait_for(_render_page(page, fetch, options, left), left + 1.0)
+                return await asyncio.wait_for(
+                    _render_page(page, fetch, options, left, routes), left + 1.0
+                )
             except TimeoutError:
                 return Rendered(None, _budget_error(options.wait_for, budget_s))
             finally:
-                await _close_page(page)
+                await _close_page(page, routes)
         except Exception as exc:  # Playwright's Error: the page, or a crashed browser
             return Rendered(None, _render_error(exc, options.wait_for, budget_s))
         finally:
@@ -511,20 +514,51 @@ class BrowserPool:
         await socket.close(code=1008, reason="refused by the crawler's address policy")
 
 
+@dataclass
+class _PageRoutes:
+    """The route events of one page: how many are being handled, when the last one came, and
+    whether the page is done (its DOM taken, or its time up): then every request is aborted."""
+
+    handling: int = 0
+    last: float = field(default_factory=time.monotonic)
+    done: bool = False
+
+    async def quiet(self, *, for_s: float = 0.1, at_most_s: float = 1.5) -> None:
+        """Until no route event has been handled or come in for ``for_s`` (bounded)."""
+        deadline = time.monotonic() + at_most_s
+        while time.monotonic() < deadline:
+            if not self.handling and time.monotonic() - self.last >= for_s:
+                return
+            await asyncio.sleep(0.05)
+
+
 async def _render_page(
-    page: Page, fetch: FetchResult, options: RenderOptions, budget_s: float
+    page: Page,
+    fetch: FetchResult,
+    options: RenderOptions,
+    budget_s: float,
+    routes: _PageRoutes | None = None,
 ) -> Rendered:
     """Serve ``fetch`` as the page's document, run it, wait, scroll, and return its DOM (and
     its screenshot when the crawl asks for one)."""
     deadline = time.monotonic() + budget_s
     served = False
     wait_for, block, overrides = options.wait_for, options.block, dict(options.headers)
-    rendered = False  # once the DOM is taken, nothing the page asks for goes out any more
+    routes = routes or _PageRoutes()
 
     async def per_page(route: Route) -> None:
+        routes.handling += 1
+        routes.last = time.monotonic()
+        try:
+            await _route_one(route)
+        finally:
+            routes.handling -= 1
+            routes.last = time.monotonic()
+
+    async def _route_one(route: Route) -> None:
         nonlocal served
         request = route.request
-        if rendered:
+        if routes.done:  # once the DOM is taken, nothing the page asks for goes out any more
             await route.abort("blockedbyclient")
         elif not served and request.is_navigation_request() and request.frame == page.main_frame:
             served = True
@@ -561,18 +595,21 @@ async def _render_page(
         image = await page.screenshot(full_page=shot.full_page, type=shot.format, timeout=ms_left())
         return Rendered(html, screenshot=image, scrolls=scrolls)
     finally:
-        rendered = True
+        routes.done = True
 
 
-async def _close_page(page: Page) -> None:
+async def _close_page(page: Page, routes: _PageRoutes) -> None:
     """Close a rendered page so that none of its requests leaves afterwards. A request the
-    page made just before is paused in the route handler; closing the page (or its context)
-    releases paused requests to the network, blocked ones included (seen by
-    ``bench/browser_bench.py``: a page's images reaching the server as its context closed).
-    So the page first leaves its document for ``about:blank``, which cancels every load of
-    that document, then closes."""
+    page made just before is paused, its route event on its way to the handler; closing the
+    page (or its context) releases paused requests to the network, blocked ones included
+    (seen by ``bench/browser_bench.py``: a page's images reaching the server as its context
+    closed). So from now on the handler aborts everything, the page leaves its document for
+    ``about:blank`` (which ends that document's loads), and it closes only once the route
+    events still on their way have come and been aborted (a short quiet, bounded)."""
+    routes.done = True
     with contextlib.suppress(Exception):
         await asyncio.wait_for(page.goto("about:blank"), 2.0)
+    await routes.quiet()
     with contextlib.suppress(Exception):
         await asyncio.wait_for(page.close(), 5.0)
 

@@ -93,6 +93,8 @@ def docker_host() -> str:
         dockerd = ensure_packages("dockerd", "docker.io")
         RUN_DIR.mkdir(parents=True, exist_ok=True)
         DATA_ROOT.mkdir(parents=True, exist_ok=True)
+        if _previous_daemon_answers():
+            return HOST
         with LOG.open("ab") as log:
             _started = subprocess.Popen(
                 [
@@ -120,6 +122,31 @@ def docker_host() -> str:
                 return HOST
             time.sleep(0.2)
         raise RuntimeError(f"dockerd did not answer within {START_TIMEOUT_S} s; see {LOG}")
+
+
+def _previous_daemon_answers() -> bool:
+    """A daemon an earlier (killed) test run started may still be shutting down: it holds the
+    pid file, so a new one would refuse to start. Wait for it to answer or to go; a pid file
+    whose process is gone is removed."""
+    pidfile = RUN_DIR / "dockerd.pid"
+    try:
+        pid = int(pidfile.read_text().strip() or 0)
+    except (FileNotFoundError, ValueError):
+        return False
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while pid and time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            break
+        except PermissionError:
+            pass  # alive, another user's
+        if _answers():
+            return True
+        time.sleep(0.5)
+    with contextlib.suppress(FileNotFoundError):
+        pidfile.unlink()
+    return False
 
 
 def client() -> docker.DockerClient:
