@@ -122,7 +122,8 @@ class RecordingRuntime:
     ``start_container`` records the ``ContainerSpec`` (the container is then ``running``);
     ``stop_container`` records the GUID (the container is then ``exited``); ``describe``
     answers ``running`` / ``exited`` / ``unknown`` as the test sets with ``set_state``
-    (``unknown`` for a GUID never started). ``fail_starts`` makes the next starts raise, and
+    (``unknown`` for a GUID never started). ``fail_starts`` makes the next starts raise (the
+    GUID is then in ``refused``: no process ran, its state is ``exited`` with code 125), and
     ``on_stop`` lets a test look at the stored records at the moment of a stop.
 
     This is a double only at the process/cloud boundary: the real runtimes
@@ -137,6 +138,7 @@ class RecordingRuntime:
         self.stopped: list[str] = []
         self.fail_starts = 0
         self.fail_stops = 0
+        self.refused: list[str] = []
         self.on_start: Callable[[ContainerSpec], Awaitable[None]] | None = None
         self.on_stop: Callable[[str], Awaitable[None]] | None = None
         self._states: dict[str, tuple[RunState, int | None]] = {}
@@ -157,6 +159,7 @@ class RecordingRuntime:
             await self.on_start(spec)
         if self.fail_starts > 0:
             self.fail_starts -= 1
+            self.refused.append(spec.container_id)
             self.set_state(spec.container_id, RunState.exited, 125)
             raise RuntimeError("no capacity in this region")
         self.set_state(spec.container_id, RunState.running)
