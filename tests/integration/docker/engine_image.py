@@ -31,6 +31,7 @@ import shutil
 import subprocess
 import sys
 import tarfile
+import tempfile
 import threading
 import zipfile
 from collections.abc import Iterator, Sequence
@@ -154,8 +155,8 @@ def wheelhouse(extra_packages: Sequence[str], python: str) -> Path:
     """Wheels of the requirements for the image's ``python``. ``pip wheel`` runs on the
     host's interpreter (and ``pip download --python-version`` cannot build the sdist-only
     dependencies), so a wheel whose ``Requires-Python`` excludes the image's version (e.g.
-    a soupsieve that wants >= 3.11.5 on bookworm's 3.11.2) is constrained below that version
-    and the resolution run again."""
+    a soupsieve that wants >= 3.11.5 on bookworm's 3.11.2) is pinned to its newest release
+    for that version and the resolution run again."""
     requirements = (REPO / REQUIREMENTS).read_bytes()
     key = _digest(requirements, "\n".join(extra_packages).encode(), python.encode())[:12]
     target = CACHE / f"wheels-{key}"
@@ -191,7 +192,7 @@ def wheelhouse(extra_packages: Sequence[str], python: str) -> Path:
             spec = _requires_python(wheel)
             if spec and python not in SpecifierSet(spec):
                 name, version = wheel.name.split("-")[:2]
-                too_new.append(f"{name.replace('_', '-')}<{version}")
+                too_new.append(_newest_for(name.replace("_", "-"), version, python))
         if not too_new:
             break
         pins += too_new
@@ -200,6 +201,35 @@ def wheelhouse(extra_packages: Sequence[str], python: str) -> Path:
     constraints.unlink()
     partial.replace(target)
     return target
+
+
+def _newest_for(name: str, rejected: str, python: str) -> str:
+    """A constraint on ``name`` to its newest release that admits ``python``, as pip picks it
+    for that interpreter (many releases in a row may want a newer one: soupsieve 3.0 to
+    4.1.4 all want >= 3.11.5); ``name<rejected`` if pip finds none."""
+    with tempfile.TemporaryDirectory() as scratch:
+        found = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "download",
+                "--quiet",
+                "--no-deps",
+                "--only-binary=:all:",
+                "--python-version",
+                python,
+                "--dest",
+                scratch,
+                f"{name}<{rejected}",
+            ],
+            capture_output=True,
+            timeout=300,
+        )
+        wheels = list(Path(scratch).glob("*.whl"))
+        if found.returncode == 0 and len(wheels) == 1:
+            return f"{name}=={wheels[0].name.split('-')[1]}"
+    return f"{name}<{rejected}"
 
 
 def _context(wheels: Path) -> io.BytesIO:
