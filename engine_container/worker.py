@@ -326,6 +326,12 @@ class Worker:
     async def _shutdown(self) -> None:
         """Cancel in-flight crawls (they checkpoint), release their leases, tell the conductor."""
         entries = list(self.running.values())
+        log.info(
+            "container %s stopping (%s): %d crawls to checkpoint",
+            self.guid,
+            "drained" if self.drained else "terminated",
+            len(entries),
+        )
         for entry in entries:
             if entry.task is not None:
                 entry.task.cancel()
@@ -353,9 +359,21 @@ async def _wait(stop: asyncio.Event, seconds: float) -> None:
 
 
 def _install_signals(stop: asyncio.Event) -> None:
+    """SIGTERM and SIGINT set ``stop`` (a drain). The conductor's own stop (``docker stop``:
+    SIGTERM again) may land while the process is already on its way out: it must not turn
+    a clean exit into a death by signal, so after the first SIGTERM the rest are ignored
+    (and the loop's ``add_signal_handler`` is not used: closing the loop would put the
+    default action back)."""
     loop = asyncio.get_running_loop()
+
+    def on_signal(signum: int, frame: object) -> None:
+        if signum == signal.SIGTERM:  # stopping already: later ones change nothing (the
+            signal.signal(signum, signal.SIG_IGN)  # runtime's SIGKILL ends the grace)
+        with contextlib.suppress(RuntimeError):  # the loop is closed: exiting already
+            loop.call_soon_threadsafe(stop.set)
+
     for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
+        signal.signal(signum, on_signal)
 
 
 async def _main_async(engine: EngineSettings, control: SkycrawlSettings) -> int:

@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import subprocess
+import sys
+import textwrap
 from collections.abc import AsyncIterator, Callable, Mapping
 from pathlib import Path
 
@@ -290,3 +293,35 @@ async def test_a_full_tenant_topic_is_reported_not_a_silent_crash(tmp_path: Path
         assert "holds its limit of 1 subscriptions" in exited.reason
     finally:
         await bus.close()
+
+
+def test_a_second_sigterm_while_exiting_cleanly_does_not_kill_the_engine() -> None:
+    """SIGTERM stops the worker (a drain, exit 0). The conductor's own stop (``docker stop``:
+    SIGTERM again) may land while the process is already on its way out, after its event
+    loop closed: that one must not turn a clean exit into a death by signal (exit 143
+    under an init, or with ``--pid host``)."""
+    program = textwrap.dedent(
+        """
+        import asyncio, os, signal, time
+        from engine_container.worker import _install_signals
+
+        async def main() -> bool:
+            stop = asyncio.Event()
+            _install_signals(stop)
+            os.kill(os.getpid(), signal.SIGTERM)
+            await asyncio.wait_for(stop.wait(), 5)
+            return stop.is_set()
+
+        print("stopped:", asyncio.run(main()), flush=True)
+        os.kill(os.getpid(), signal.SIGTERM)  # the loop is closed: the second one
+        time.sleep(0.2)
+        print("still exiting cleanly", flush=True)
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", program], capture_output=True, text=True, timeout=60
+    )
+    assert (done.returncode, done.stdout.split("\n")[:2]) == (
+        0,
+        ["stopped: True", "still exiting cleanly"],
+    ), done.stderr
