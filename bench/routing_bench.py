@@ -17,11 +17,16 @@ Three runs in the same process, on fresh files each:
 * ``1 instance`` -- one conductor placing every crawl, one after the other;
 * ``N instances`` -- N conductors over the same files (each with its own SQLite clients, as
   N function instances would), placing their share at the same time: contention on the same
-  container records, retried by compare-and-set.
+  container records, retried by compare-and-set -- first as N tasks of this one process
+  (one core), then as N processes (``--processes``, default ``--instances``): how a
+  platform runs function instances, each with its own interpreter, so they use the
+  machine's cores, contending on the same SQLite files as on one record store.
 
 Each tenant has ``--containers`` ready containers with ``--parallel`` slots each; crawls are
 spread round-robin over the tenants. Printed: decisions/s, mean ms per decision, CPU seconds
-of this process, the 1-minute load average before and after, and the goal (2,000/s).
+(of this process, or of the instance processes), the 1-minute load average before and after,
+and the goal (2,000/s). The processes are started, open their ports and wait at a barrier
+before the clock starts: the time is the placing only, as for the other runs.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import inspect
+import multiprocessing
 import os
 import resource
 import tempfile
@@ -36,6 +42,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from multiprocessing.synchronize import Barrier
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +50,7 @@ from adapters.local.provider import build_ports, engine_env
 from core.conductor import Conductor
 from core.conductor.placement import Snapshot, decide
 from core.layout import subscription_name, tenant_topic
-from core.messages import ContainerReady
+from core.messages import ContainerReady, RunCrawl, encode
 from core.models import Container, Crawl, CrawlSpec, Egress, Quotas, Tenant
 from core.ports import ContainerSpec, ContainerStatus, Ports, RunState, RuntimeCapabilities
 from core.records import ActiveCrawl, Records, Versioned, listing_key
@@ -204,30 +211,12 @@ async def run_instances(args: argparse.Namespace, instances: int, batch: int) ->
         opened = [_open(root, settings, counts) for _ in range(instances)]
         try:
             work = await _prepare(opened[0][1], args, settings)
-            # the inbox hands out batches of consecutive messages, each to some instance
-            chunks = [work[at : at + batch] for at in range(0, len(work), batch)]
-            shares = [
-                [w for chunk in chunks[i::instances] for w in chunk] for i in range(instances)
-            ]
 
-            async def place_all(conductor: Conductor, share: list[Work]) -> int:
-                placed = 0
-                for at in range(0, len(share), batch):
-                    # as ``drain_inbox`` handles a batch of messages: concurrently, each
-                    # with its crawl as read (its version known)
-                    answers = await asyncio.gather(
-                        *(
-                            conductor.place(tenant, crawl.value, current=crawl)
-                            for tenant, crawl in share[at : at + batch]
-                        )
-                    )
-                    placed += sum(answers)
-                return placed
-
+            shares = _shares(work, instances, batch)
             counts.clear()
             load, cpu, started = os.getloadavg()[0], _cpu(), time.perf_counter()
             placed = await asyncio.gather(
-                *(place_all(c, s) for (_, c), s in zip(opened, shares, strict=True))
+                *(_place_all(c, s, batch) for (_, c), s in zip(opened, shares, strict=True))
             )
             wall, cpu = time.perf_counter() - started, _cpu() - cpu
             calls = sum(counts.values())
@@ -239,6 +228,120 @@ async def run_instances(args: argparse.Namespace, instances: int, batch: int) ->
     name = "1 instance" if instances == 1 else f"{instances} instances, contending"
     name += ", one message at a time" if batch == 1 else f", batches of {batch} messages"
     return Result(name, len(work), wall, cpu, load, os.getloadavg()[0], calls)
+
+
+def _shares(work: list[Work], instances: int, batch: int) -> list[list[Work]]:
+    """The inbox hands out batches of consecutive messages, each to some instance."""
+    chunks = [work[at : at + batch] for at in range(0, len(work), batch)]
+    return [[w for chunk in chunks[i::instances] for w in chunk] for i in range(instances)]
+
+
+async def _place_all(conductor: Conductor, share: list[Work], batch: int) -> int:
+    placed = 0
+    for at in range(0, len(share), batch):
+        # as ``drain_inbox`` handles a batch of messages: concurrently, each with its crawl
+        # as read (its version known)
+        answers = await asyncio.gather(
+            *(
+                conductor.place(tenant, crawl.value, current=crawl)
+                for tenant, crawl in share[at : at + batch]
+            )
+        )
+        placed += sum(answers)
+    return placed
+
+
+def _instance_process(
+    root: Path, share: list[Work], batch: int, barrier: Barrier, out: Any
+) -> None:
+    """One conductor instance in its own process: open the ports, wait for the others, place
+    its share; send back (placed, port calls, CPU seconds of placing)."""
+
+    async def run() -> tuple[int, int, float]:
+        counts: Counter[str] = Counter()
+        ports, conductor = _open(root, _settings(), counts)
+        try:
+            await _warm(conductor, share[0])
+            counts.clear()
+            barrier.wait()
+            cpu = _cpu()
+            placed = await _place_all(conductor, share, batch)
+            return placed, sum(counts.values()), _cpu() - cpu
+        finally:
+            await ports.close()
+
+    out.put(asyncio.run(run()))
+
+
+async def _warm(conductor: Conductor, work: Work) -> None:
+    """What the in-process runs have done before their clock starts: connections opened,
+    the records' models built (pydantic builds each on its first use), one decision made."""
+    tenant, crawl = work
+    await conductor.records.crawls.get(tenant.id, crawl.value.id)
+    containers = tuple(await conductor.records.live_containers(tenant.id))
+    run = RunCrawl(
+        tenant_id=tenant.id,
+        crawl_id=crawl.value.id,
+        container_id="w",
+        attempt=1,
+        spec=crawl.value.spec,
+    )
+    encode(run)
+    snapshot = Snapshot(crawl.value, containers, None, len(containers), len(containers))
+    decide(snapshot, containers[0].egress)
+
+
+async def _prepared(root: Path, args: argparse.Namespace) -> list[Work]:
+    counts: Counter[str] = Counter()
+    ports, conductor = _open(root, _settings(), counts)
+    try:
+        return await _prepare(conductor, args, _settings())
+    finally:
+        await ports.close()
+
+
+def run_processes(args: argparse.Namespace, processes: int, batch: int) -> Result:
+    """``processes`` conductor instances, each its own process, over the same files."""
+    context = multiprocessing.get_context("spawn")  # a fresh interpreter, as a platform's
+    with tempfile.TemporaryDirectory(prefix="skycrawl-routing-") as tmp:
+        root = Path(tmp)
+        work = asyncio.run(_prepared(root, args))
+        barrier = context.Barrier(processes + 1)
+        out = context.Queue()
+        children = [
+            context.Process(target=_instance_process, args=(root, share, batch, barrier, out))
+            for share in _shares(work, processes, batch)
+        ]
+        for child in children:
+            child.start()
+        barrier.wait(timeout=120)  # every instance has opened its ports
+        load, started = os.getloadavg()[0], time.perf_counter()
+        answers = [out.get(timeout=600) for _ in children]
+        wall = time.perf_counter() - started
+        for child in children:
+            child.join(timeout=60)
+            assert child.exitcode == 0, f"an instance process failed ({child.exitcode})"
+        placed = sum(a[0] for a in answers)
+        assert placed == len(work), f"only {placed} of {len(work)} placed"
+
+        async def check() -> None:
+            counts: Counter[str] = Counter()
+            ports, conductor = _open(root, _settings(), counts)
+            try:
+                await _check_dispatched(conductor.records, work)
+            finally:
+                await ports.close()
+
+        asyncio.run(check())
+    return Result(
+        f"{processes} instances, contending, each its own process, batches of {batch} messages",
+        len(work),
+        wall,
+        sum(a[2] for a in answers),
+        load,
+        os.getloadavg()[0],
+        sum(a[1] for a in answers),
+    )
 
 
 async def _check_dispatched(records: Records, work: list[Work]) -> None:
@@ -291,6 +394,12 @@ def main() -> int:
     parser.add_argument("--parallel", type=int, default=32, help="slots per container")
     parser.add_argument("--instances", type=int, default=8)
     parser.add_argument(
+        "--processes",
+        type=int,
+        default=0,
+        help="instances of the last run, each its own process (default: --instances)",
+    )
+    parser.add_argument(
         "--burst",
         type=int,
         default=10,
@@ -310,6 +419,7 @@ def main() -> int:
         asyncio.run(run_instances(args, 1, 1)),
         asyncio.run(run_instances(args, 1, args.batch)),
         asyncio.run(run_instances(args, args.instances, args.batch)),
+        run_processes(args, args.processes or args.instances, args.batch),
     ]
     print(
         f"{args.crawls} crawls over {args.tenants} tenants x {args.containers} ready containers "

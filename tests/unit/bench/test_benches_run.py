@@ -39,6 +39,7 @@ def test_routing_bench_places_every_crawl_and_prints_its_rates() -> None:
         "1 instance, one message at a time",
         "1 instance, batches of 10 messages",
         "2 instances, contending, batches of 10 messages",
+        "2 instances, contending, each its own process, batches of 10 messages",
     ]
     assert all(float(r.split("|")[3].replace(",", "")) > 0 for r in rows)
     calls = [float(r.split("|")[6]) for r in rows[1:]]
