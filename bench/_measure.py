@@ -97,15 +97,11 @@ def measure(
             continue
         if not killed and time.monotonic() > deadline:
             killed = True
-            _kill_group(proc.pid, signal.SIGKILL)
-            for pgid in groups:
-                _kill_group(pgid, signal.SIGKILL)
+            _kill_leftovers(proc.pid, groups)
         time.sleep(0.02)
     done.set()
     sampler.join(timeout=5)
-    _kill_group(proc.pid, signal.SIGKILL)
-    for pgid in groups:
-        _kill_group(pgid, signal.SIGKILL)
+    _kill_leftovers(proc.pid, groups)
     return {
         "rc": proc.returncode,
         "wall_s": round(wall, 4),
@@ -116,6 +112,12 @@ def measure(
         "tree_rss_kb": peaks["rss"],
         "tree_pss_kb": peaks["pss"],
     }
+
+
+def _kill_leftovers(pgid: int, groups: set[int]) -> None:
+    """SIGKILL the crawl's process group and the groups of its descendants outside it."""
+    for group in {pgid, *groups}:
+        _kill_group(group, signal.SIGKILL)
 
 
 def _become_subreaper() -> None:

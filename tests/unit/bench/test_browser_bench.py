@@ -205,22 +205,48 @@ def test_tree_pids_follows_descendants_that_left_the_session() -> None:
     assert _measure.tree_pids(100, table) == {100, 101, 102, 103}
 
 
+def measured(program: str) -> dict[str, Any]:
+    """What ``bench/_measure.py`` reports for ``python -c program``."""
+    done = subprocess.run(
+        [sys.executable, str(BENCH / "_measure.py"), "--", sys.executable, "-c", program],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    figures: dict[str, Any] = json.loads(done.stdout)
+    assert figures["rc"] == 0
+    return figures
+
+
 def test_the_measured_rss_includes_a_child_in_its_own_session() -> None:
     child = "x = bytearray(150 * 2**20); import time; time.sleep(1.5)"
     parent = (
         f"import subprocess, sys; subprocess.run([sys.executable, '-c', {child!r}],"
         " start_new_session=True, check=True)"
     )
-    done = subprocess.run(
-        [sys.executable, str(BENCH / "_measure.py"), "--", sys.executable, "-c", parent],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
-    figures = json.loads(done.stdout)
-    assert figures["rc"] == 0
-    assert figures["tree_rss_kb"] > 150 * 1024  # the child's 150 MB were counted
+    assert measured(parent)["tree_rss_kb"] > 150 * 1024  # the child's 150 MB were counted
+
+
+#: Forks a child that forks a grandchild and exits at once: the grandchild, orphaned, burns
+#: ~0.6 s of CPU after the command itself has exited (as multiprocessing's forkserver and
+#: analysis workers outlive the engine by a moment, and nobody waits for them).
+ORPHAN_BURNS = """
+import os, time
+if os.fork() == 0:
+    if os.fork() == 0:
+        end = time.process_time() + 0.6
+        while time.process_time() < end:
+            pass
+    os._exit(0)
+os.wait()
+"""
+
+
+def test_the_measured_cpu_includes_an_orphaned_grandchild() -> None:
+    figures = measured(ORPHAN_BURNS)
+    assert figures["user_s"] + figures["sys_s"] >= 0.5, figures
+    assert figures["wall_s"] < 0.5, figures  # the time is the command's own, not the orphan's
 
 
 def test_the_command_line_lists_a_bad_crawler_and_exits_2() -> None:
