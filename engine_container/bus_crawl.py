@@ -144,7 +144,7 @@ def build_politeness(engine: EngineSettings) -> Politeness:
 
 def build_analysis(engine: EngineSettings) -> AnalysisPool:
     """The container's one analysis pool: ``SKYCRAWL_ANALYSIS_PROCESSES`` workers, or one per
-    core when unset (threads on a single core)."""
+    core but the event loop's when unset (threads on a single core)."""
     processes = engine.analysis_processes
     return AnalysisPool(default_processes() if processes is None else processes)
 

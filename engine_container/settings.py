@@ -114,8 +114,8 @@ class EngineSettings(BaseSettings):
         ge=0,
         le=256,
         description="Worker processes that parse pages, render formats and run extraction "
-        "and handlers, shared by the container's crawls. Unset: one per core (none on one "
-        "core); 0: worker threads in the engine process.",
+        "and handlers, shared by the container's crawls. Unset: one per core but one, which "
+        "the event loop keeps (none on one core); 0: worker threads in the engine process.",
     )
     handlers: str = Field(
         "",
