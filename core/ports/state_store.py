@@ -21,12 +21,12 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
-from core.errors import InvalidRequest
+from core.errors import Conflict, InvalidRequest
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,3 +135,69 @@ class StateStore(Protocol):
         ...
 
     async def close(self) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Replace:
+    """``StateStore.replace(item=item, data=data, expires_at=expires_at)``, as one write of
+    ``write_chains``."""
+
+    item: Item
+    data: Mapping[str, Any]
+    expires_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Delete:
+    """``StateStore.delete(item=item)``, as one write of ``write_chains``."""
+
+    item: Item
+
+
+Write = Replace | Delete
+#: What one write came to: the item as replaced, None for a delete, or the ``Conflict`` that
+#: ``replace`` / ``delete`` would have raised.
+Written = Item | Conflict | None
+
+
+class GroupCommit(Protocol):
+    """A store that commits several writes at once (optional: see ``write_chains``)."""
+
+    async def write_chains(self, *, chains: Sequence[Sequence[Write]]) -> list[list[Written]]:
+        """``write_chains`` below, every write in one transaction: after a crash, all the
+        writes it made or none."""
+        ...
+
+
+async def write_chains(store: StateStore, chains: Sequence[Sequence[Write]]) -> list[list[Written]]:
+    """Apply each chain's writes in order, as ``replace`` / ``delete`` would, until one of
+    them is a ``Conflict`` (its later writes are not tried); the chains are independent of
+    each other. Returns, per chain, what each write it tried came to (shorter than the chain
+    when a Conflict stopped it). Exactly what calling ``replace`` / ``delete`` in that order
+    does -- and that is what a store without ``GroupCommit`` does; the local SQLite store
+    makes them one commit instead of one each (``bench/routing_bench.py``)."""
+    # ``getattr``, not ``isinstance(store, GroupCommit)``: a runtime protocol check cost
+    # 27 us here, against 0.1 us (the store's write itself costs ~40 us)
+    group = getattr(store, "write_chains", None)
+    if group is not None and sum(len(chain) for chain in chains) > 1:
+        grouped: list[list[Written]] = await group(chains=chains)
+        return grouped
+    results: list[list[Written]] = []
+    for chain in chains:
+        done: list[Written] = []
+        results.append(done)
+        for write in chain:
+            try:
+                if isinstance(write, Replace):
+                    done.append(
+                        await store.replace(
+                            item=write.item, data=write.data, expires_at=write.expires_at
+                        )
+                    )
+                else:
+                    await store.delete(item=write.item)
+                    done.append(None)
+            except Conflict as exc:
+                done.append(exc)
+                break
+    return results

@@ -10,7 +10,8 @@ from typing import TYPE_CHECKING
 import pytest
 
 from core.errors import Conflict, InvalidRequest
-from core.ports import StateStore
+from core.ports import Item, StateStore
+from core.ports.state_store import Delete, Replace, write_chains
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -195,3 +196,36 @@ async def test_key_order_does_not_matter(
     assert list(one.data) == list(two.data) == ["a", "b", "é"]
     assert list(one.data["a"]) == list(two.data["a"]) == ["c", "z"]
     assert list(one.data["a"]["z"][1]) == list(two.data["a"]["z"][1]) == ["x", "y"]
+
+
+async def test_write_chains_stop_at_a_conflict_and_leave_other_chains_alone(
+    state_h: StateHarness, unique: Callable[[str], str]
+) -> None:
+    """``write_chains``: each chain in order until a Conflict (its later writes not tried),
+    the chains independent -- as ``replace`` / ``delete`` one by one, whether the store
+    commits them together (``GroupCommit``) or not."""
+    table, store = unique("crawls"), state_h.store
+    a1 = await store.create(table=table, partition="t1", key="a", data={"n": 1})
+    b1 = await store.create(table=table, partition="t1", key="b", data={"n": 1})
+    c1 = await store.create(table=table, partition="t1", key="c", data={"n": 1})
+    d1 = await store.create(table=table, partition="t1", key="d", data={"n": 1})
+    stale = await store.replace(item=c1, data={"n": 2})
+    done = await write_chains(
+        store,
+        [
+            [Replace(a1, {"n": 2}), Delete(b1)],  # both apply
+            [Replace(c1, {"n": 3}), Delete(d1)],  # c1 is stale: d is left alone
+            [Delete(stale)],
+        ],
+    )
+    (a2, b_gone), (refused,), (c_gone,) = done
+    assert isinstance(a2, Item)
+    assert (a2.version, dict(a2.data)) == (2, {"n": 2})
+    assert b_gone is None
+    assert c_gone is None
+    assert isinstance(refused, Conflict)
+    assert await store.get(table=table, partition="t1", key="a") == a2
+    assert await store.get(table=table, partition="t1", key="b") is None
+    assert await store.get(table=table, partition="t1", key="c") is None
+    assert await store.get(table=table, partition="t1", key="d") == d1
+    assert await write_chains(store, []) == []
