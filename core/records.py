@@ -30,7 +30,7 @@ Tables kept by other modules: ``usage`` (``core.metering``), ``budgets`` and
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Generic, Literal, TypeVar
@@ -39,7 +39,7 @@ from pydantic import BaseModel
 
 from core.errors import Conflict
 from core.models import Container, Crawl, Frozen, SessionBinding, Tenant, dump
-from core.ports.state_store import Item, StateStore
+from core.ports.state_store import Item, Replace, StateStore, Write, Written, write_chains
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -184,6 +184,11 @@ class Table(Generic[M]):
         )
         return Versioned(value, item)
 
+    @staticmethod
+    def replacing(current: Versioned[M], value: M) -> Replace:
+        """``replace(current, value)`` as one write of ``Records.write_chains``."""
+        return Replace(current.item, dump(value))
+
     async def replace(
         self, current: Versioned[M], value: M, *, expires_at: datetime | None = None
     ) -> Versioned[M]:
@@ -194,10 +199,12 @@ class Table(Generic[M]):
     async def delete(self, current: Versioned[M]) -> None:
         await self._state.delete(item=current.item)
 
-    async def discard(self, partition: str, key: str, *, current: Item | None = None) -> None:
+    async def discard(
+        self, partition: str, key: str, *, current: Item | None = None, attempts: int = 20
+    ) -> None:
         """Delete whatever version is there; missing is fine. ``current``: the item as last
         read, tried first instead of a read."""
-        for _ in range(20):
+        for _ in range(attempts):
             if current is None:
                 found = await self.get(partition, key)
                 if found is None:
@@ -304,12 +311,24 @@ class Records:
             )
 
     async def unindex_pending(self, crawl: Crawl) -> None:
-        key = backlog_key(crawl.created_at, crawl.id)
-        # A backlog entry is only ever created (at version 1) and deleted, never replaced:
-        # delete that version without reading it first (if it is gone, one refused delete,
-        # then the read finds nothing).
-        guess = Item(self.backlog.name, crawl.tenant_id, key, {}, 1)
-        await self.backlog.discard(crawl.tenant_id, key, current=guess)
+        await self.backlog.discard(
+            crawl.tenant_id,
+            backlog_key(crawl.created_at, crawl.id),
+            current=self.pending_entry(crawl),
+        )
+
+    def pending_entry(self, crawl: Crawl) -> Item:
+        """The crawl's backlog entry, to delete without reading it first: an entry is only
+        ever created (at version 1) and deleted, never replaced (if it is gone, one refused
+        delete, then a read finds nothing)."""
+        return Item(
+            self.backlog.name, crawl.tenant_id, backlog_key(crawl.created_at, crawl.id), {}, 1
+        )
+
+    async def write_chains(self, chains: Sequence[Sequence[Write]]) -> list[list[Written]]:
+        """``core.ports.state_store.write_chains`` on this store: several compare-and-sets
+        in one commit where the store can."""
+        return await write_chains(self.state, chains)
 
     async def live_containers(self, tenant_id: str) -> list[Container]:
         return [v.value for v in await self.containers.query(tenant_id) if v.value.state.live]

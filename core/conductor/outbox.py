@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
+from functools import partial
 from typing import Literal, TypeVar
 
 from core.messages import encode
@@ -53,6 +54,22 @@ def publish(topic: str, message: Frozen) -> OutboxEntry:
 
 def schedule(queue: str, message: Frozen, delay_s: float) -> OutboxEntry:
     return _entry("schedule", queue, message, max(0.0, delay_s))
+
+
+def added_entries(before: Frozen, after: Frozen) -> tuple[OutboxEntry, ...]:
+    """The entries of ``after``'s outbox that ``before``'s does not hold."""
+    held = {e.id for e in getattr(before, "outbox", ())}
+    new: tuple[OutboxEntry, ...] = getattr(after, "outbox", ())
+    return tuple(e for e in new if e.id not in held)
+
+
+def without(record: R, *, sent: set[str]) -> R | None:
+    """``record`` with the entries ``sent`` gone from its outbox (None: none was there)."""
+    pending: tuple[OutboxEntry, ...] = getattr(record, "outbox", ())
+    rest = tuple(e for e in pending if e.id not in sent)
+    if len(rest) == len(pending):
+        return None
+    return record.model_copy(update={"outbox": rest})
 
 
 def with_entries(record: R, *entries: OutboxEntry) -> R:
@@ -108,15 +125,9 @@ class Outbox:
         for entry in entries:
             await self.deliver(entry)
         sent = {e.id for e in entries}
-
-        def clear(current: R) -> R | None:
-            pending: tuple[OutboxEntry, ...] = getattr(current, "outbox", ())
-            rest = tuple(e for e in pending if e.id not in sent)
-            if len(rest) == len(pending):
-                return None
-            return current.model_copy(update={"outbox": rest})
-
-        cleared, _ = await table.mutate(partition, key, clear, current=current)
+        cleared, _ = await table.mutate(
+            partition, key, partial(without, sent=sent), current=current
+        )
         return cleared
 
     async def mutate(
@@ -138,8 +149,7 @@ class Outbox:
             added.clear()
             new = change(current)
             if new is not None:
-                before = {e.id for e in getattr(current, "outbox", ())}
-                added.update(e.id for e in getattr(new, "outbox", ()) if e.id not in before)
+                added.update(e.id for e in added_entries(current, new))
             return new
 
         found, changed = await table.mutate_versioned(partition, key, tracked, current=current)

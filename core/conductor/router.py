@@ -214,6 +214,7 @@ class Router:
                 update={"in_flight": (*target.in_flight, crawl.id)}
             )
             chosen.setdefault(target.id, []).append((pending, crawl))
+        commits: list[tuple[_Pending, Crawl, Container]] = []
         for container_id, group in chosen.items():
             reserved, taken = await self.fleet.reserve_many(
                 tenant.id,
@@ -225,9 +226,31 @@ class Router:
                 if reserved is None or crawl.id not in taken:
                     rest.append(pending)  # it filled up or began draining meanwhile
                     continue
+                commits.append((pending, crawl, reserved))
+        await self._commit_all(tenant, commits)
+        return rest
+
+    async def _commit_all(
+        self, tenant: Tenant, commits: list[tuple[_Pending, Crawl, Container]]
+    ) -> None:
+        """Commit the reserved crawls, each handler answered with its own outcome: together
+        (``commit_dispatches``: one commit for their dispatches, one for their outbox clears
+        and backlog deletes) those placed in the trace they run in -- all of them when
+        tracing is off -- and one by one, each in a span of its own trace, the others."""
+        together = [c for c in commits if telemetry.in_trace(c[1].traceparent)]
+        if together:
+            errors = await self._t.commit_dispatches(
+                [(crawl, reserved, pending.current) for pending, crawl, reserved in together]
+            )
+            for (pending, _, _), error in zip(together, errors, strict=True):
+                if error is None:
+                    pending.answer(True)
+                else:
+                    pending.fail(error)
+        for pending, crawl, reserved in commits:
+            if not telemetry.in_trace(crawl.traceparent):
                 commit = partial(self._commit, crawl, reserved, pending.current)
                 await self._settle(pending, self._in_its_trace(tenant, crawl, commit))
-        return rest
 
     async def _commit(
         self, crawl: Crawl, container: Container, current: Versioned[Crawl] | None

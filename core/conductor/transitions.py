@@ -11,16 +11,21 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from functools import partial
 
 from core import metering, telemetry
 from core.conductor.fleet import ContainerFleet
-from core.conductor.outbox import Outbox, publish, send, with_entries
+from core.conductor.outbox import Outbox, added_entries, publish, send, with_entries, without
 from core.errors import Conflict
 from core.layout import tenant_topic
 from core.messages import CrawlSubmitted, RunCrawl, WebhookDue
 from core.models import Container, ContainerState, Crawl, CrawlCounts, CrawlState, OutboxEntry
 from core.ports import Ports
-from core.records import ActiveCrawl, Records, Versioned, finished_key
+from core.ports.state_store import Delete, Item, Write, Written
+from core.records import ActiveCrawl, Records, Versioned, backlog_key, finished_key
 from core.settings import SkycrawlSettings
 
 log = logging.getLogger("skycrawl.conductor")
@@ -62,7 +67,39 @@ class CrawlTransitions:
         """pending → dispatched on ``container`` (reserved there already); a ready container
         gets its ``RunCrawl`` in the same write, a starting one when it says ready.
         ``current``: the crawl record as last read (tried first, without a read)."""
+        (failed,) = await self.commit_dispatches([(crawl, container, current)])
+        if failed is not None:
+            raise failed
+
+    async def commit_dispatches(
+        self, dispatches: Sequence[tuple[Crawl, Container, Versioned[Crawl] | None]]
+    ) -> list[Exception | None]:
+        """``commit_dispatch`` for each (crawl, container, current), their writes made
+        together (``Records.write_chains``: one commit where the store can, instead of one
+        each): every dispatch tried on its ``current``, then each ``RunCrawl`` published,
+        then each outbox cleared with its backlog entry deleted after it. What each write
+        checks, and what follows a lost compare-and-set, are ``commit_dispatch``'s one by
+        one. Returns each one's error (None: done); an instance dying stops them all."""
         now = self.ports.clock.now()
+        steps = [
+            _Step(crawl, container, current, self._dispatching(crawl, container, now))
+            for crawl, container, current in dispatches
+        ]
+        await self._dispatch_all(steps)
+        for step in steps:  # the RunCrawl of each (the relay of ``Outbox.mutate``)
+            if step.error is None and step.changed and step.added:
+                try:
+                    for entry in step.added:
+                        await self._outbox.deliver(entry)
+                except Exception as exc:
+                    step.error = exc
+        await self._clear_and_unindex(steps)
+        return [step.error for step in steps]
+
+    def _dispatching(
+        self, crawl: Crawl, container: Container, now: datetime
+    ) -> Callable[[Crawl], Crawl | None]:
+        """The change a dispatch of ``crawl`` on ``container`` makes to the stored crawl."""
 
         def dispatch(c: Crawl) -> Crawl | None:
             if c.state is not CrawlState.pending:
@@ -83,19 +120,112 @@ class CrawlTransitions:
                 return with_entries(new, self.run_entry(new))
             return new
 
-        updated, _ = await self._outbox.mutate(
-            self.records.crawls, crawl.tenant_id, crawl.id, dispatch, current=current
-        )
+        return dispatch
+
+    async def _dispatch_all(self, steps: list[_Step]) -> None:
+        """The dispatch write of each step: first on its ``current``, all in one group; a
+        lost compare-and-set (or "no change" on a hint) then reads afresh, one by one, as
+        ``Table.mutate_versioned`` does."""
+        tried = [
+            (step, step.current, new)
+            for step in steps
+            if step.current is not None
+            and (new := step.change(step.current.value)) is not None
+            and new != step.current.value
+        ]
+        crawls = self.records.crawls
+        if tried:
+            try:
+                written = await self.records.write_chains(
+                    [[crawls.replacing(current, new)] for _, current, new in tried]
+                )
+            except Exception as exc:
+                for step, _, _ in tried:
+                    step.error = exc
+                written = []
+            for (step, current, new), (result,) in zip(tried, written, strict=True):
+                if isinstance(result, Item):
+                    step.found, step.changed = Versioned(new, result), True
+                    step.added = added_entries(current.value, new)
+        for step in steps:
+            if step.error is not None or step.changed:
+                continue
+            attempts = 20 if step.current is None else 19  # the first was the group's
+            try:
+                step.found, step.changed = await crawls.mutate_versioned(
+                    step.crawl.tenant_id, step.crawl.id, step.tracked, attempts=attempts
+                )
+            except Exception as exc:
+                step.error = exc
+
+    async def _clear_and_unindex(self, steps: list[_Step]) -> None:
+        """Each dispatched step's outbox cleared of what was sent, and then its backlog
+        entry deleted (in that order, a chain: no delete if the clear lost its
+        compare-and-set). Whatever the group could not do goes ``commit_dispatch``'s way:
+        a fresh read, then the slot released if the crawl was cancelled meanwhile."""
+        chains: list[tuple[_Step, list[Write]]] = []
+        for step in steps:
+            if step.error is not None or step.found is None:
+                continue
+            chain: list[Write] = []
+            if step.changed and step.added:
+                step.cleared = without(step.found.value, sent={e.id for e in step.added})
+                assert step.cleared is not None  # the entries were just added
+                chain.append(self.records.crawls.replacing(step.found, step.cleared))
+            if _dispatched_on(step.found.value, step.container):
+                chain.append(Delete(self.records.pending_entry(step.found.value)))
+            if chain:
+                chains.append((step, chain))
+        try:
+            results = await self.records.write_chains([chain for _, chain in chains])
+        except Exception as exc:
+            for step, _ in chains:
+                step.error = exc
+            return
+        done = {id(step): result for (step, _), result in zip(chains, results, strict=True)}
+        for step in steps:
+            if step.error is None:
+                try:
+                    await self._after_group(step, done.get(id(step), []))
+                except Exception as exc:
+                    step.error = exc
+
+    async def _after_group(self, step: _Step, done: list[Written]) -> None:
+        """The rest of ``commit_dispatch`` for ``step`` once its group ``done`` (what each
+        write of its chain came to) was tried."""
+        if step.found is None:
+            updated = None
+        elif step.changed and step.added:
+            if done and isinstance(done[0], Item):
+                updated = step.cleared
+                done = done[1:]
+            else:  # lost the compare-and-set: clear whatever is stored now, as ``relay``
+                sent = {e.id for e in step.added}
+                updated, _ = await self.records.crawls.mutate(
+                    step.crawl.tenant_id,
+                    step.crawl.id,
+                    partial(without, sent=sent),
+                    attempts=19,
+                )
+                done = []
+        else:
+            updated = step.found.value
         if updated is None or updated.state is not CrawlState.dispatched:
             # cancelled (or finished) meanwhile: give the slot back
-            await self.fleet.release(crawl.tenant_id, container.id, crawl.id)
+            await self.fleet.release(step.crawl.tenant_id, step.container.id, step.crawl.id)
             if updated is not None and updated.state.terminal:
                 await self._drop_indexes(updated)
             return
-        if updated.container_id != container.id:
-            await self.fleet.release(crawl.tenant_id, container.id, crawl.id)
+        if updated.container_id != step.container.id:
+            await self.fleet.release(step.crawl.tenant_id, step.container.id, step.crawl.id)
             return
-        await self.records.unindex_pending(updated)
+        if done and done[0] is None:
+            return  # its backlog entry is gone with the group
+        key = backlog_key(updated.created_at, updated.id)
+        if done:  # the guess was refused: read, as ``unindex_pending`` does after it
+            await self.records.backlog.discard(updated.tenant_id, key, attempts=19)
+        else:
+            await self.records.unindex_pending(updated)
 
     async def relay(self, crawl: Crawl) -> Crawl | None:
         """Deliver what a crawl record's outbox holds (left by a failed or cut-off relay)."""
@@ -221,3 +351,28 @@ class CrawlTransitions:
             return c.model_copy(update=update)
 
         await self.records.crawls.mutate(crawl.tenant_id, crawl.id, pause)
+
+
+@dataclass(slots=True)
+class _Step:
+    """One dispatch of ``CrawlTransitions.commit_dispatches`` and how far it got."""
+
+    crawl: Crawl
+    container: Container
+    current: Versioned[Crawl] | None
+    change: Callable[[Crawl], Crawl | None]
+    found: Versioned[Crawl] | None = None  # the crawl as stored after its dispatch write
+    changed: bool = False
+    added: tuple[OutboxEntry, ...] = ()  # the entries that write added (to relay)
+    cleared: Crawl | None = None  # ``found`` without them, as the group writes it
+    error: Exception | None = None
+
+    def tracked(self, c: Crawl) -> Crawl | None:
+        """``change``, noting the outbox entries it adds (``Outbox.mutate``)."""
+        new = self.change(c)
+        self.added = () if new is None else added_entries(c, new)
+        return new
+
+
+def _dispatched_on(crawl: Crawl, container: Container) -> bool:
+    return crawl.state is CrawlState.dispatched and crawl.container_id == container.id
