@@ -52,7 +52,7 @@ import asyncio
 import json
 import sqlite3
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from functools import lru_cache, partial
 from pathlib import Path
@@ -360,8 +360,14 @@ class SqliteMessageBus:
         await self._db.write(op)
 
     async def publish(self, *, topic: str, message: OutboundMessage) -> str:
-        attrs_json = _check_message(message)
-        attributes, message_id, now = dict(message.attributes), uuid.uuid4().hex, self._now()
+        (message_id,) = await self.publish_many(topic=topic, messages=[message])
+        return message_id
+
+    async def publish_many(self, *, topic: str, messages: Sequence[OutboundMessage]) -> list[str]:
+        """``core.ports.message_bus.GroupPublish``: the topic's subscriptions read once,
+        every copy inserted in one transaction."""
+        checked = [(message, _check_message(message)) for message in messages]
+        now = self._now()
 
         # Read the topic's subscriptions without the write lock, then insert one copy per
         # matching subscription, each only if that subscription still exists (a delete
@@ -377,27 +383,35 @@ class SqliteMessageBus:
         rows = await self._db.read(subscriptions)
         if not rows:
             raise NotFound(f"no such topic: {topic}")
-        keys = [
-            source_key(Subscription(topic, name))
+        filters = [
+            (source_key(Subscription(topic, name)), _filter_of(filter_json))
             for name, filter_json in rows
-            if name is not None
-            and filter_json is not None
-            and all(attributes.get(k) == v for k, v in _filter_of(filter_json).items())
+            if name is not None and filter_json is not None
         ]
+        copies: list[tuple[str, str, bytes, str, float, str]] = []
+        ids: list[str] = []
+        for message, attrs_json in checked:
+            attributes, message_id = dict(message.attributes), uuid.uuid4().hex
+            ids.append(message_id)
+            copies.extend(
+                (key, message_id, message.body, attrs_json, now, key)
+                for key, wanted in filters
+                if all(attributes.get(k) == v for k, v in wanted.items())
+            )
 
         def op(conn: sqlite3.Connection) -> None:
-            for key in keys:
+            for copy in copies:
                 conn.execute(
                     "INSERT INTO messages (source, message_id, body, attributes, visible_at) "
                     "SELECT ?, ?, ?, ?, ? WHERE EXISTS (SELECT 1 FROM sources WHERE source=?)",
-                    (key, message_id, message.body, attrs_json, now, key),
+                    copy,
                 )
 
-        if len(keys) == 1:
+        if len(copies) == 1:
             await self._db.write_one(op)
-        elif keys:
+        elif copies:
             await self._db.write(op)
-        return message_id
+        return ids
 
     async def ensure_subscription(
         self, *, topic: str, name: str, filter: Mapping[str, str]

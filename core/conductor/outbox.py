@@ -16,7 +16,7 @@ scheduler itself.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from functools import partial
 from typing import Literal, TypeVar
 
@@ -24,6 +24,7 @@ from core.messages import encode
 from core.metering import Meter
 from core.models import Frozen, OutboxEntry
 from core.ports import OutboundMessage, Ports
+from core.ports.message_bus import publish_each
 from core.records import Table, Versioned
 
 R = TypeVar("R", bound=Frozen)
@@ -102,6 +103,35 @@ class Outbox:
             scheduler = self._ports.scheduler
             delay = min(entry.delay_s, scheduler.capabilities.max_delay_s)
             await scheduler.schedule(queue=entry.target, message=message, delay_s=delay)
+
+    async def deliver_each(
+        self, records: Sequence[tuple[OutboxEntry, ...]]
+    ) -> list[Exception | None]:
+        """Deliver the entries of each record (each record's in order, stopping at its
+        first failure), and return each record's error (None: all delivered). When they are
+        all publishes to one topic, one ``publish_each`` (one commit on the local bus); if
+        that fails, nothing was published and each record has its error."""
+        entries = [e for record in records for e in record]
+        topics = {e.target for e in entries if e.kind == "publish"}
+        if len(entries) > 1 and len(topics) == 1 and all(e.kind == "publish" for e in entries):
+            messages = [
+                OutboundMessage(body=e.body.encode(), attributes=e.attributes) for e in entries
+            ]
+            try:
+                await publish_each(self._ports.bus, topic=topics.pop(), messages=messages)
+            except Exception as exc:
+                return [exc for _ in records]
+            return [None for _ in records]
+        errors: list[Exception | None] = []
+        for record in records:
+            try:
+                for entry in record:
+                    await self.deliver(entry)
+            except Exception as exc:
+                errors.append(exc)
+            else:
+                errors.append(None)
+        return errors
 
     async def relay(
         self,

@@ -86,13 +86,11 @@ class CrawlTransitions:
             for crawl, container, current in dispatches
         ]
         await self._dispatch_all(steps)
-        for step in steps:  # the RunCrawl of each (the relay of ``Outbox.mutate``)
-            if step.error is None and step.changed and step.added:
-                try:
-                    for entry in step.added:
-                        await self._outbox.deliver(entry)
-                except Exception as exc:
-                    step.error = exc
+        # the RunCrawl of each (the relay of ``Outbox.mutate``)
+        sending = [s for s in steps if s.error is None and s.changed and s.added]
+        errors = await self._outbox.deliver_each([s.added for s in sending])
+        for step, error in zip(sending, errors, strict=True):
+            step.error = error
         await self._clear_and_unindex(steps)
         return [step.error for step in steps]
 

@@ -15,6 +15,7 @@ import pytest
 
 from core.errors import Conflict, InvalidRequest, NotFound
 from core.ports import Lease, MessageBus, OutboundMessage, Queue, Subscription, dead_letter_queue
+from core.ports.message_bus import publish_each
 
 if TYPE_CHECKING:
     from tests.contract.harness import BusHarness
@@ -212,6 +213,41 @@ async def test_publish_reaches_every_matching_subscription(
     await bus_h.bus.publish(topic=topic, message=msg(b"fan-out", kind="x"))
     for sub in subs:
         assert (await receive_one(bus_h.bus, sub, 30)).body == b"fan-out"
+
+
+async def test_publish_each_delivers_every_message_as_publish_does(
+    bus_h: BusHarness, unique: Names
+) -> None:
+    """``publish_each``: what ``publish`` of each message does, whether the bus publishes
+    them at once (``GroupPublish``) or not."""
+    topic, a, b = unique("dispatch"), unique("container-a"), unique("container-b")
+    await bus_h.bus.ensure_topic(topic=topic)
+    sub_a = await bus_h.bus.ensure_subscription(topic=topic, name=a, filter={"container_id": a})
+    sub_b = await bus_h.bus.ensure_subscription(topic=topic, name=b, filter={"container_id": b})
+    ids = await publish_each(
+        bus_h.bus,
+        topic=topic,
+        messages=[
+            msg(b"a1", container_id=a),
+            msg(b"b1", container_id=b),
+            msg(b"a2", container_id=a),
+        ],
+    )
+    assert len(set(ids)) == 3
+    bodies: dict[Subscription, set[bytes]] = {sub_a: set(), sub_b: set()}
+    for sub in (sub_a, sub_b):
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and len(bodies[sub] & {b"a1", b"a2", b"b1"}) < (
+            2 if sub == sub_a else 1
+        ):
+            for lease in await bus_h.bus.receive(
+                source=sub, max_messages=10, visibility_timeout_s=30, wait_s=1
+            ):
+                bodies[sub].add(lease.body)
+    assert {b"a1", b"a2"} <= bodies[sub_a]
+    assert b"b1" in bodies[sub_b]
+    if bus_h.bus.capabilities.filters_applied:
+        assert bodies == {sub_a: {b"a1", b"a2"}, sub_b: {b"b1"}}
 
 
 async def test_publish_without_subscribers_reaches_nobody(bus_h: BusHarness, unique: Names) -> None:
