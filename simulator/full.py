@@ -22,7 +22,7 @@ from __future__ import annotations
 import heapq
 import random
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -103,6 +103,12 @@ class NotingBus(SqliteMessageBus):
         self._on_send("publish")
         self.touched.add(message.attributes.get("container_id", ""))
         return await super().publish(topic=topic, message=message)
+
+    async def publish_many(self, *, topic: str, messages: Sequence[OutboundMessage]) -> list[str]:
+        for message in messages:
+            self._on_send("publish")
+            self.touched.add(message.attributes.get("container_id", ""))
+        return await super().publish_many(topic=topic, messages=messages)
 
     async def send(self, *, queue: str, message: OutboundMessage, delay_s: float = 0) -> str:
         self._on_send("send")

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter, defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,7 +34,7 @@ from adapters.local.state_store import SqliteStateStore
 from core.clock import Clock
 from core.conductor import Conductor, Housekeeper, HousekeepingReport
 from core.messages import InboxMessage
-from core.ports.state_store import Item
+from core.ports.state_store import Item, Write, Written
 from simulator.fast import FastFleet
 from simulator.metrics import RunResult
 from simulator.model import PolicySpec, SimConfig
@@ -163,6 +164,14 @@ class CountingStateStore(SqliteStateStore):
     async def delete(self, *, item: Item) -> None:
         self.profile.count("write", item.table)
         await super().delete(item=item)
+
+    async def write_chains(self, *, chains: Sequence[Sequence[Write]]) -> list[list[Written]]:
+        """Each write the group tried counts as one, as on a store that has no groups."""
+        done = await super().write_chains(chains=chains)
+        for chain, results in zip(chains, done, strict=True):
+            for write in chain[: len(results)]:
+                self.profile.count("write", write.item.table)
+        return done
 
     async def query(self, *, table: str, partition: str, limit: int | None = None,
                     after: str | None = None) -> list[Item]:  # fmt: skip

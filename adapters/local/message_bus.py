@@ -360,12 +360,15 @@ class SqliteMessageBus:
         await self._db.write(op)
 
     async def publish(self, *, topic: str, message: OutboundMessage) -> str:
-        (message_id,) = await self.publish_many(topic=topic, messages=[message])
+        (message_id,) = await self._publish(topic, [message])
         return message_id
 
     async def publish_many(self, *, topic: str, messages: Sequence[OutboundMessage]) -> list[str]:
         """``core.ports.message_bus.GroupPublish``: the topic's subscriptions read once,
         every copy inserted in one transaction."""
+        return await self._publish(topic, messages)
+
+    async def _publish(self, topic: str, messages: Sequence[OutboundMessage]) -> list[str]:
         checked = [(message, _check_message(message)) for message in messages]
         now = self._now()
 
