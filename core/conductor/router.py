@@ -215,18 +215,24 @@ class Router:
             )
             chosen.setdefault(target.id, []).append((pending, crawl))
         commits: list[tuple[_Pending, Crawl, Container]] = []
-        for container_id, group in chosen.items():
-            reserved, taken = await self.fleet.reserve_many(
-                tenant.id,
-                container_id,
-                [crawl.id for _, crawl in group],
-                current=versions.get(container_id),
-            )
-            for pending, crawl in group:
-                if reserved is None or crawl.id not in taken:
-                    rest.append(pending)  # it filled up or began draining meanwhile
-                    continue
-                commits.append((pending, crawl, reserved))
+        try:
+            for container_id, group in chosen.items():
+                reserved, taken = await self.fleet.reserve_many(
+                    tenant.id,
+                    container_id,
+                    [crawl.id for _, crawl in group],
+                    current=versions.get(container_id),
+                )
+                for pending, crawl in group:
+                    if reserved is None or crawl.id not in taken:
+                        rest.append(pending)  # it filled up or began draining meanwhile
+                        continue
+                    commits.append((pending, crawl, reserved))
+        except Exception:
+            # what was reserved before the failure is committed first, as when each
+            # container's crawls were committed right after its reservation
+            await self._commit_all(tenant, commits)
+            raise
         await self._commit_all(tenant, commits)
         return rest
 

@@ -133,3 +133,41 @@ async def test_an_instance_dying_at_any_port_call_of_a_batch_loses_and_leaks_not
     # the batch really was cut at each of its calls: 39 points today (64 before a batch's
     # dispatches, its runs, and its outbox clears with backlog deletes became one write each)
     assert die_at > 35
+
+
+async def test_crawls_reserved_before_a_failed_reservation_of_their_batch_are_dispatched(
+    harness: Harness,
+) -> None:
+    """A batch reserves on every chosen container before it commits any crawl: when one
+    reservation fails (a transient store error), the crawls reserved before it are still
+    committed and their handlers answered, as when each container's crawls were committed
+    right after its reservation; the others' messages come again and are placed then."""
+    h = harness
+    await _ready_containers(h, 2, max_containers=2, parallel_per_container=4)
+    ids = [await h.submit() for _ in range(4)]
+    state = h.ports.state
+    original = state.replace
+    reservations: list[str] = []
+
+    async def second_reservation_fails(**kwargs: object) -> object:
+        if "'containers'" in repr(kwargs):
+            reservations.append("containers")
+            if len(reservations) == 2:
+                raise ConnectionError("replace: connection reset by peer")
+        return await original(**kwargs)  # type: ignore[arg-type]
+
+    state.replace = second_reservation_fails  # type: ignore[method-assign]
+    bus = h.conductor.ports.bus
+    leases = await bus.receive(
+        source=Queue(h.settings.inbox_queue), max_messages=10, visibility_timeout_s=10
+    )
+    assert len(leases) == 4
+    outcomes = await asyncio.gather(*(process_lease(h.conductor, bus, lease) for lease in leases))
+    state.replace = original  # type: ignore[method-assign]
+    dispatched = [i for i in ids if (await h.crawl(i)).state is CrawlState.dispatched]
+    assert len(dispatched) == 2  # the first container's, committed despite the failure
+    assert outcomes.count(True) == 2
+
+    h.clock.advance(11)  # the failed ones' leases run out: their messages come again
+    await h.pump()
+    assert [(await h.crawl(i)).state for i in ids] == [CrawlState.dispatched] * 4
