@@ -15,6 +15,7 @@ scheduler itself.
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import Callable, Sequence
 from functools import partial
@@ -28,6 +29,7 @@ from core.ports.message_bus import publish_each
 from core.records import Table, Versioned
 
 R = TypeVar("R", bound=Frozen)
+log = logging.getLogger("skycrawl.conductor")
 
 
 Kind = Literal["send", "publish", "schedule", "meter"]
@@ -109,19 +111,26 @@ class Outbox:
     ) -> list[Exception | None]:
         """Deliver the entries of each record (each record's in order, stopping at its
         first failure), and return each record's error (None: all delivered). When they are
-        all publishes to one topic, one ``publish_each`` (one commit on the local bus); if
-        that fails, nothing was published and each record has its error."""
+        all publishes to one topic and the bus publishes several at once (``GroupPublish``:
+        one commit on the local bus, all or nothing), one ``publish_each``; if that fails,
+        nothing was sent, and each record's entries go one by one as they did."""
         entries = [e for record in records for e in record]
-        topics = {e.target for e in entries if e.kind == "publish"}
-        if len(entries) > 1 and len(topics) == 1 and all(e.kind == "publish" for e in entries):
+        topics = {e.target for e in entries}
+        if (
+            len(entries) > 1
+            and len(topics) == 1
+            and all(e.kind == "publish" for e in entries)
+            and getattr(self._ports.bus, "publish_many", None) is not None
+        ):
             messages = [
                 OutboundMessage(body=e.body.encode(), attributes=e.attributes) for e in entries
             ]
             try:
                 await publish_each(self._ports.bus, topic=topics.pop(), messages=messages)
-            except Exception as exc:
-                return [exc for _ in records]
-            return [None for _ in records]
+            except Exception:
+                log.info("a grouped publish failed; publishing one by one", exc_info=True)
+            else:
+                return [None for _ in records]
         errors: list[Exception | None] = []
         for record in records:
             try:

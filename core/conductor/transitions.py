@@ -123,7 +123,8 @@ class CrawlTransitions:
     async def _dispatch_all(self, steps: list[_Step]) -> None:
         """The dispatch write of each step: first on its ``current``, all in one group; a
         lost compare-and-set (or "no change" on a hint) then reads afresh, one by one, as
-        ``Table.mutate_versioned`` does."""
+        ``Table.mutate_versioned`` does. If the group fails as a whole (it stored nothing),
+        each step goes ``commit_dispatch``'s way on its own."""
         tried = [
             (step, step.current, new)
             for step in steps
@@ -132,26 +133,32 @@ class CrawlTransitions:
             and new != step.current.value
         ]
         crawls = self.records.crawls
+        alone: set[int] = set()  # steps to try from the start, one by one
         if tried:
             try:
                 written = await self.records.write_chains(
                     [[crawls.replacing(current, new)] for _, current, new in tried]
                 )
-            except Exception as exc:
-                for step, _, _ in tried:
-                    step.error = exc
-                written = []
+            except Exception:
+                alone = {id(step) for step, _, _ in tried}
+                tried, written = [], []
             for (step, current, new), (result,) in zip(tried, written, strict=True):
                 if isinstance(result, Item):
                     step.found, step.changed = Versioned(new, result), True
                     step.added = added_entries(current.value, new)
+                elif not isinstance(result, Conflict) and result is not None:
+                    step.error = result  # that write failed (a store without groups)
         for step in steps:
             if step.error is not None or step.changed:
                 continue
-            attempts = 20 if step.current is None else 19  # the first was the group's
+            again = id(step) in alone or step.current is None
             try:
                 step.found, step.changed = await crawls.mutate_versioned(
-                    step.crawl.tenant_id, step.crawl.id, step.tracked, attempts=attempts
+                    step.crawl.tenant_id,
+                    step.crawl.id,
+                    step.tracked,
+                    current=step.current if again else None,
+                    attempts=20 if again else 19,  # else the first was the group's
                 )
             except Exception as exc:
                 step.error = exc
@@ -174,13 +181,13 @@ class CrawlTransitions:
                 chain.append(Delete(self.records.pending_entry(step.found.value)))
             if chain:
                 chains.append((step, chain))
+        done: dict[int, list[Written] | None] = {}
         try:
             results = await self.records.write_chains([chain for _, chain in chains])
-        except Exception as exc:
-            for step, _ in chains:
-                step.error = exc
-            return
-        done = {id(step): result for (step, _), result in zip(chains, results, strict=True)}
+        except Exception:  # it stored nothing: each step on its own, as before
+            done = {id(step): None for step, _ in chains}
+        else:
+            done = {id(step): result for (step, _), result in zip(chains, results, strict=True)}
         for step in steps:
             if step.error is None:
                 try:
@@ -188,39 +195,44 @@ class CrawlTransitions:
                 except Exception as exc:
                     step.error = exc
 
-    async def _after_group(self, step: _Step, done: list[Written]) -> None:
-        """The rest of ``commit_dispatch`` for ``step`` once its group ``done`` (what each
-        write of its chain came to) was tried."""
+    async def _after_group(self, step: _Step, done: list[Written] | None) -> None:
+        """The rest of ``commit_dispatch`` for ``step`` once its group was tried: ``done``,
+        what each write of its chain came to (None: the group failed and stored nothing)."""
+        tenant_id, crawl_id = step.crawl.tenant_id, step.crawl.id
         if step.found is None:
             updated = None
         elif step.changed and step.added:
+            sent = {e.id for e in step.added}
             if done and isinstance(done[0], Item):
                 updated = step.cleared
                 done = done[1:]
-            else:  # lost the compare-and-set: clear whatever is stored now, as ``relay``
-                sent = {e.id for e in step.added}
+            elif done is None:  # the clear on the record as written, as ``relay``
                 updated, _ = await self.records.crawls.mutate(
-                    step.crawl.tenant_id,
-                    step.crawl.id,
-                    partial(without, sent=sent),
-                    attempts=19,
+                    tenant_id, crawl_id, partial(without, sent=sent), current=step.found
+                )
+            else:  # lost the compare-and-set: clear whatever is stored now, as ``relay``
+                _raise_failure(done[0])
+                updated, _ = await self.records.crawls.mutate(
+                    tenant_id, crawl_id, partial(without, sent=sent), attempts=19
                 )
                 done = []
         else:
             updated = step.found.value
         if updated is None or updated.state is not CrawlState.dispatched:
             # cancelled (or finished) meanwhile: give the slot back
-            await self.fleet.release(step.crawl.tenant_id, step.container.id, step.crawl.id)
+            await self.fleet.release(tenant_id, step.container.id, crawl_id)
             if updated is not None and updated.state.terminal:
                 await self._drop_indexes(updated)
             return
         if updated.container_id != step.container.id:
-            await self.fleet.release(step.crawl.tenant_id, step.container.id, step.crawl.id)
+            await self.fleet.release(tenant_id, step.container.id, crawl_id)
             return
-        if done and done[0] is None:
-            return  # its backlog entry is gone with the group
-        key = backlog_key(updated.created_at, updated.id)
-        if done:  # the guess was refused: read, as ``unindex_pending`` does after it
+        if done:
+            if done[0] is None:
+                return  # its backlog entry is gone with the group
+            _raise_failure(done[0])
+            # the guess was refused: read, as ``unindex_pending`` does after it
+            key = backlog_key(updated.created_at, updated.id)
             await self.records.backlog.discard(updated.tenant_id, key, attempts=19)
         else:
             await self.records.unindex_pending(updated)
@@ -374,3 +386,9 @@ class _Step:
 
 def _dispatched_on(crawl: Crawl, container: Container) -> bool:
     return crawl.state is CrawlState.dispatched and crawl.container_id == container.id
+
+
+def _raise_failure(result: Written) -> None:
+    """Raise what a write of a group failed with, unless a lost compare-and-set."""
+    if isinstance(result, Exception) and not isinstance(result, Conflict):
+        raise result

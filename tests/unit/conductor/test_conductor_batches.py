@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import asyncio
 
-from conductor_harness import FaultPlan, Harness, InstanceKilled, MakeHarness
+import pytest
+from conductor_harness import FaultPlan, Harness, InstanceKilled, MakeHarness, fail_next
 
 from core.inbox import process_lease
 from core.models import Container, CrawlState
@@ -171,3 +172,26 @@ async def test_crawls_reserved_before_a_failed_reservation_of_their_batch_are_di
     h.clock.advance(11)  # the failed ones' leases run out: their messages come again
     await h.pump()
     assert [(await h.crawl(i)).state for i in ids] == [CrawlState.dispatched] * 4
+
+
+@pytest.mark.parametrize(("port", "method"), [("state", "write_chains"), ("bus", "publish_many")])
+async def test_a_grouped_write_that_fails_as_a_whole_is_made_one_by_one(
+    harness: Harness, port: str, method: str
+) -> None:
+    """A batch's grouped dispatches, clears and publishes fail as a whole, storing nothing
+    (a transient error of the one commit): each crawl's writes are then made one by one,
+    as before there were groups, and every handler of the batch still succeeds."""
+    h = harness
+    ready = await _ready_containers(h, 2, max_containers=2, parallel_per_container=4)
+    ids = [await h.submit() for _ in range(4)]
+    failures = fail_next(h.ports.state if port == "state" else h.bus, method, times=2)
+    bus = h.conductor.ports.bus
+    leases = await bus.receive(
+        source=Queue(h.settings.inbox_queue), max_messages=10, visibility_timeout_s=10
+    )
+    outcomes = await asyncio.gather(*(process_lease(h.conductor, bus, lease) for lease in leases))
+    assert failures  # the group was tried, and failed
+    assert outcomes == [True] * 4
+    assert [(await h.crawl(i)).state for i in ids] == [CrawlState.dispatched] * 4
+    runs = await _runs_by_container(h, ready)
+    assert sorted(r for rs in runs.values() for r in rs) == sorted(ids)  # each run once
