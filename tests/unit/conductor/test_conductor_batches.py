@@ -157,7 +157,7 @@ async def test_crawls_reserved_before_a_failed_reservation_of_their_batch_are_di
                 raise ConnectionError("replace: connection reset by peer")
         return await original(**kwargs)  # type: ignore[arg-type]
 
-    state.replace = second_reservation_fails  # type: ignore[method-assign]
+    state.replace = second_reservation_fails  # type: ignore[method-assign,assignment]
     bus = h.conductor.ports.bus
     leases = await bus.receive(
         source=Queue(h.settings.inbox_queue), max_messages=10, visibility_timeout_s=10
