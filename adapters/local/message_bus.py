@@ -387,7 +387,7 @@ class SqliteMessageBus:
         if not rows:
             raise NotFound(f"no such topic: {topic}")
         filters = [
-            (source_key(Subscription(topic, name)), _filter_of(filter_json))
+            (name, _filter_of(filter_json))
             for name, filter_json in rows
             if name is not None and filter_json is not None
         ]
@@ -396,11 +396,10 @@ class SqliteMessageBus:
         for message, attrs_json in checked:
             attributes, message_id = dict(message.attributes), uuid.uuid4().hex
             ids.append(message_id)
-            copies.extend(
-                (key, message_id, message.body, attrs_json, now, key)
-                for key, wanted in filters
-                if all(attributes.get(k) == v for k, v in wanted.items())
-            )
+            for name, wanted in filters:
+                if all(attributes.get(k) == v for k, v in wanted.items()):
+                    key = source_key(Subscription(topic, name))
+                    copies.append((key, message_id, message.body, attrs_json, now, key))
 
         def op(conn: sqlite3.Connection) -> None:
             for copy in copies:
