@@ -23,7 +23,7 @@ its first write it deletes the chunks numbered ``next_seq`` and up, which a cont
 died after that checkpoint may have left (their pages are fetched again), so every page is
 in the manifest exactly once.
 
-Both sinks buffer at most ``chunk_pages`` pages or ``MAX_BUFFER_BYTES`` (32 MiB) of bodies,
+Both sinks buffer at most ``chunk_pages`` pages or ``MAX_BUFFER_BYTES`` (4 MiB) of bodies,
 whichever comes first. WARC records are built, digested and compressed in a worker thread at
 flush time (see ``engine_container.warc``), off the event loop.
 """
@@ -59,7 +59,13 @@ WARCINFO = {
     "format": "WARC File Format 1.1",
     "conformsTo": "https://iipc.github.io/warc-specifications/specifications/warc-format/warc-1.1/",
 }
-MAX_BUFFER_BYTES = 32 * 1024 * 1024
+#: A chunk's bodies, contents and lines, buffered until its flush: the bound of a crawl's
+#: memory that grows with page size. The flush builds the WARC records and their gzip
+#: members beside the buffer, so the engine's peak holds a few times this. 5,000 pages of
+#: 10-20 KB, default formats (bench/crawl_bench.py, 2026-12-04, interleaved rounds): peak
+#: summed RSS 190 MB at 32 MiB (then the 500-page bound cut first, at ~12 MB), 165 at 8 MiB,
+#: 152 at 4 MiB, at the same pages/s.
+MAX_BUFFER_BYTES = 4 * 1024 * 1024
 
 
 class PageSink(Protocol):
