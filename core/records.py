@@ -311,11 +311,8 @@ class Records:
             )
 
     async def unindex_pending(self, crawl: Crawl) -> None:
-        await self.backlog.discard(
-            crawl.tenant_id,
-            backlog_key(crawl.created_at, crawl.id),
-            current=self.pending_entry(crawl),
-        )
+        entry = self.pending_entry(crawl)
+        await self.backlog.discard(crawl.tenant_id, entry.key, current=entry)
 
     def pending_entry(self, crawl: Crawl) -> Item:
         """The crawl's backlog entry, to delete without reading it first: an entry is only

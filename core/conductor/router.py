@@ -243,7 +243,10 @@ class Router:
         (``commit_dispatches``: one commit for their dispatches, one for their outbox clears
         and backlog deletes) those placed in the trace they run in -- all of them when
         tracing is off -- and one by one, each in a span of its own trace, the others."""
-        together = [c for c in commits if telemetry.in_trace(c[1].traceparent)]
+        together: list[tuple[_Pending, Crawl, Container]] = []
+        alone: list[tuple[_Pending, Crawl, Container]] = []
+        for placed in commits:
+            (together if telemetry.in_trace(placed[1].traceparent) else alone).append(placed)
         if together:
             errors = await self._t.commit_dispatches(
                 [(crawl, reserved, pending.current) for pending, crawl, reserved in together]
@@ -253,10 +256,9 @@ class Router:
                     pending.answer(True)
                 else:
                     pending.fail(error)
-        for pending, crawl, reserved in commits:
-            if not telemetry.in_trace(crawl.traceparent):
-                commit = partial(self._commit, crawl, reserved, pending.current)
-                await self._settle(pending, self._in_its_trace(tenant, crawl, commit))
+        for pending, crawl, reserved in alone:
+            commit = partial(self._commit, crawl, reserved, pending.current)
+            await self._settle(pending, self._in_its_trace(tenant, crawl, commit))
 
     async def _commit(
         self, crawl: Crawl, container: Container, current: Versioned[Crawl] | None

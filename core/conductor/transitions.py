@@ -25,7 +25,7 @@ from core.messages import CrawlSubmitted, RunCrawl, WebhookDue
 from core.models import Container, ContainerState, Crawl, CrawlCounts, CrawlState, OutboxEntry
 from core.ports import Ports
 from core.ports.state_store import Delete, Item, Write, Written
-from core.records import ActiveCrawl, Records, Versioned, backlog_key, finished_key
+from core.records import ActiveCrawl, Records, Versioned, finished_key
 from core.settings import SkycrawlSettings
 
 log = logging.getLogger("skycrawl.conductor")
@@ -232,7 +232,7 @@ class CrawlTransitions:
                 return  # its backlog entry is gone with the group
             _raise_failure(done[0])
             # the guess was refused: read, as ``unindex_pending`` does after it
-            key = backlog_key(updated.created_at, updated.id)
+            key = self.records.pending_entry(updated).key
             await self.records.backlog.discard(updated.tenant_id, key, attempts=19)
         else:
             await self.records.unindex_pending(updated)

@@ -16,7 +16,7 @@ from conductor_harness import FaultPlan, Harness, InstanceKilled, MakeHarness, f
 
 from core.inbox import process_lease
 from core.models import Container, CrawlState
-from core.ports import Queue
+from core.ports import Item, Queue
 
 
 async def _ready_containers(h: Harness, count: int, **quotas: int) -> list[Container]:
@@ -151,7 +151,8 @@ async def test_crawls_reserved_before_a_failed_reservation_of_their_batch_are_di
     reservations: list[str] = []
 
     async def second_reservation_fails(**kwargs: object) -> object:
-        if "'containers'" in repr(kwargs):
+        item = kwargs["item"]
+        if isinstance(item, Item) and item.table == h.conductor.records.containers.name:
             reservations.append("containers")
             if len(reservations) == 2:
                 raise ConnectionError("replace: connection reset by peer")
