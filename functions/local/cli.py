@@ -38,7 +38,6 @@ from functions.local.crawl_command import (
     EXIT_INTERRUPTED,
     nothing_fetched_line,
     run_crawl,
-    written_files,
 )
 from functions.local.crawl_options import (
     add_render_options,
@@ -290,8 +289,8 @@ async def _crawl(
         body.update(output)
         body.update(request_options(args))
         body.update(render_options(args))
-        code, finals = await run_crawl(s, body, args.parallel, args.out, err)
-    _summary(finals, args.out, written_files(args.out, len(finals)))
+        code, finals, written = await run_crawl(s, body, args.parallel, args.out, err)
+    _summary(finals, args.out, written)
     if code == EXIT_INTERRUPTED:
         err.print(f"skycrawl: interrupted; cancelled, what was fetched is in {args.out}/")
         return code

@@ -73,8 +73,9 @@ class Interrupts:
 
 async def run_crawl(
     s: Session, body: dict[str, Any], copies: int, out_dir: Path, console: Console
-) -> tuple[int, list[dict[str, Any]]]:
-    """Submit ``body`` ``copies`` times, watch, export; returns (exit code, final statuses)."""
+) -> tuple[int, list[dict[str, Any]], list[str]]:
+    """Submit ``body`` ``copies`` times, watch, export; returns (exit code, final statuses,
+    names of the files written)."""
     tenant_id, key = await s.tenant_key()
     ids: list[str] = []
     with Interrupts().installed() as interrupts:
@@ -89,13 +90,14 @@ async def run_crawl(
             console.print(f"interrupted: cancelling {', '.join(ids) or 'nothing submitted yet'}")
             await _first_of(_cancel_and_settle(s, key, tenant_id, ids, console), interrupts.second)
             finals = [await _status(s, key, crawl_id) for crawl_id in ids]
-        await export_all(s, key, ids, out_dir)
+        written = await export_all(s, key, ids, out_dir)
     if interrupts.first.is_set():  # a cancelled crawl's counts stop at its last progress
-        return EXIT_INTERRUPTED, [_counted(f, out_dir, len(ids), i) for i, f in enumerate(finals)]
+        counted = [_counted(f, out_dir, len(ids), i) for i, f in enumerate(finals)]
+        return EXIT_INTERRUPTED, counted, written
     if s.embedded:
         await _scale_to_zero(s, tenant_id, console)
     completed = all(f["status"] == "completed" for f in finals)
-    return (EXIT_OK if completed and _fetched(finals) else EXIT_ERROR), finals
+    return (EXIT_OK if completed and _fetched(finals) else EXIT_ERROR), finals, written
 
 
 async def _watch_until_interrupted(
@@ -199,11 +201,6 @@ def _pages_file(out_dir: Path, copies: int, index: int) -> tuple[Path, Path]:
     return out_dir / f"pages{suffix}.jsonl", out_dir / f"crawl{suffix}.warc.gz"
 
 
-def written_files(out_dir: Path, copies: int) -> list[str]:
-    """Names of the files ``export_all`` writes for ``copies`` crawls, in order."""
-    return [p.name for i in range(copies) for p in _pages_file(out_dir, copies, i)]
-
-
 def _counted(final: dict[str, Any], out_dir: Path, copies: int, index: int) -> dict[str, Any]:
     """``final`` with its page counts taken from the exported ``pages.jsonl``."""
     rows = [json.loads(line) for line in _pages_file(out_dir, copies, index)[0].open()]
@@ -214,16 +211,24 @@ def _counted(final: dict[str, Any], out_dir: Path, copies: int, index: int) -> d
     return {**final, "counts": counts}
 
 
-async def export_all(s: Session, key: str, ids: list[str], out_dir: Path) -> None:
+async def export_all(s: Session, key: str, ids: list[str], out_dir: Path) -> list[str]:
+    """Export each crawl of ``ids`` into ``out_dir``; the names of what was written, in
+    order (``items.jsonl`` only for a crawl that extracted items, ``screenshots/`` once)."""
     await asyncio.to_thread(out_dir.mkdir, parents=True, exist_ok=True)
+    written: list[str] = []
     for index, crawl_id in enumerate(ids):
         pages, warc = _pages_file(out_dir, len(ids), index)
         await _export(s, key, crawl_id, pages, "jsonl")
         await _export(s, key, crawl_id, warc, "warc")
+        written += [pages.name, warc.name]
         items = pages.with_name(pages.name.replace("pages", "items", 1))
-        await _export(s, key, crawl_id, items, "items", keep_empty=False)
+        if await _export(s, key, crawl_id, items, "items", keep_empty=False):
+            written.append(items.name)
         if await asyncio.to_thread(_names_screenshots, pages):
             await _export_screenshots(s, key, crawl_id, out_dir)
+            if "screenshots/" not in written:
+                written.append("screenshots/")
+    return written
 
 
 _SCREENSHOT_ENTRY = re.compile(r"screenshots/[0-9a-f]{32}\.(png|jpeg)")
@@ -252,10 +257,15 @@ async def _export_screenshots(s: Session, key: str, crawl_id: str, out_dir: Path
 
 async def _export(
     s: Session, key: str, crawl_id: str, path: Path, fmt: str, *, keep_empty: bool = True
-) -> None:
+) -> bool:
+    """Write the ``fmt`` export to ``path``; False when it was empty and ``keep_empty`` is
+    not set -- then no file is left there (not even one from an earlier crawl)."""
     body = b"".join([c async for c in s.api(key).export_crawl(crawl_id, format=fmt)])
     if body or keep_empty:  # items.jsonl only for crawls that extracted something
         await asyncio.to_thread(path.write_bytes, body)
+        return True
+    await asyncio.to_thread(path.unlink, missing_ok=True)
+    return False
 
 
 def _fetched(finals: list[dict[str, Any]]) -> int:

@@ -12,7 +12,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from functions.local.crawl_command import export_all, written_files
+from functions.local.crawl_command import export_all
 from functions.local.session import Session
 
 
@@ -31,5 +31,4 @@ async def export_crawl(s: Session, crawl_id: str, out_dir: Path) -> list[str]:
     """Export ``crawl_id`` into ``out_dir``; the names of the files written."""
     _, key = await s.tenant_key()
     await s.api(key).get_crawl(crawl_id)  # 404 (exit 2) before anything is written
-    await export_all(s, key, [crawl_id], out_dir)
-    return written_files(out_dir, 1)
+    return await export_all(s, key, [crawl_id], out_dir)

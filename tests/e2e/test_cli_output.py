@@ -44,6 +44,8 @@ def test_formats_and_extracted_items_land_in_the_output_directory(tmp_path: Path
             tmp_path,
         )
     assert result.returncode == 0, result.stderr
+    last = result.stdout.strip().splitlines()[-1]
+    assert last == "results in skycrawl-out/ (pages.jsonl, crawl.warc.gz, items.jsonl)"
     out = tmp_path / "skycrawl-out"
     pages = {p["url"]: p for p in map(json.loads, (out / "pages.jsonl").read_text().splitlines())}
     home = pages[site.url]

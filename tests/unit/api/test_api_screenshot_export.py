@@ -128,10 +128,16 @@ async def test_skycrawl_export_writes_the_screenshots_beside_the_pages(
     client = CliClient.in_process(harness.api)
     session = Session(client=client, data_dir=tmp_path, operator_key="unused")
     out = tmp_path / "out"
+    out.mkdir()
+    (out / "items.jsonl").write_text('{"_url": "from an earlier crawl"}\n')
     try:
-        await export_all(session, key, [crawl_id], out)
+        written = await export_all(session, key, [crawl_id], out)
     finally:
         await client.close()
+
+    # what the CLI announces is what is there: no items (the earlier crawl's file is gone)
+    assert written == ["pages.jsonl", "crawl.warc.gz", "screenshots/"]
+    assert not (out / "items.jsonl").exists()
 
     records = [json.loads(line) for line in (out / "pages.jsonl").read_text().splitlines()]
     shots = {r["url"]: r["screenshot"] for r in records if r["screenshot"]}
