@@ -1,11 +1,16 @@
 """Where ``analysis.analyse`` runs: worker processes on a multi-core container, else threads.
 
-``AnalysisPool(processes=N)`` with N ≥ 1 keeps N worker processes (forked by a
-``forkserver`` that, for N ≥ 2, has imported the parsing libraries once, so the workers share
-those pages): the event loop keeps the network, the frontier and the WARC writer, and the
-CPU-bound work of every crawl of the container — parsing, markdown, metadata, extraction,
-handlers — is spread over the cores. Bodies go to a worker and JSON lines come back by
-pickle (~15 KB and ~10 KB a page: tens of microseconds).
+``AnalysisPool(processes=N)`` with N ≥ 1 keeps N worker processes
+(``engine_container.analysis_worker``, children of the engine): the event loop keeps the
+network, the frontier and the WARC writer, and the CPU-bound work of every crawl of the
+container — parsing, markdown, metadata, extraction, handlers — is spread over the cores, each
+page to the worker with the fewest waiting. Jobs go down a worker's stdin and analyses come
+back up its stdout, one pickle frame each (~15 KB and ~10 KB a page: tens of microseconds).
+Plain pipes, not ``multiprocessing``: a ``ProcessPoolExecutor`` needs a forkserver (forking the
+threaded engine is unsafe) and a resource tracker, two more processes that held ~27 MB of the
+~150 MB summed RSS of a 5,000-page crawl with one worker (measured, ``bench/crawl_bench.py``);
+what they bought -- the libraries preloaded once for N ≥ 2 workers -- is shared anyway where it
+matters, as the libraries' code pages are mapped from the same files.
 
 The processes start only once the container has analysed ``warmup_jobs`` pages (100 by
 default), in a thread, while pages go on being analysed in threads: a small crawl (a test,
@@ -20,30 +25,35 @@ host's delay allows. Rendering in a thread still costs the loop some GIL waits: 
 contention a request can reach the server a few tens of milliseconds closer to the previous
 one than the delay (the limiter spaces the starts it grants; README "What a crawl returns").
 
-Workers exit by themselves when the engine process is gone (SIGKILL included: they watch
-its pidfd). A worker that dies (killed for memory on a pathological page) breaks the pool: that page is
-recorded with ``internal error: AnalysisDied: analysis worker died``, the next pages go to
-threads, and a new pool is started after the next ``warmup_jobs`` pages.
+Workers exit by themselves when the engine process is gone (SIGKILL included: their stdin
+ends, and they watch its pidfd too). A worker that dies (killed for memory on a pathological
+page) ends the pool: the pages it held are recorded with ``internal error: AnalysisDied:
+analysis worker died``, the next pages go to threads, and a new pool is started after the
+next ``warmup_jobs`` pages.
 """
 
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
+import collections
+import contextlib
 import logging
-import multiprocessing
 import os
+import pickle
 import select
-import threading
+import sys
 import time
-from concurrent.futures import ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
+from pathlib import Path
+from typing import Any
 
 from engine_container.analysis import Analysis, Job, analyse
-from engine_container.tuning import tune_process
+from engine_container.analysis_worker import HEADER, frame
 
 log = logging.getLogger(__name__)
 
+#: Where the worker imports this very package from: where the engine did, whatever the
+#: working directory or the way the engine was started.
+_PACKAGE_ROOT = str(Path(__file__).resolve().parents[1])
 INLINE_BYTES = 4096  # thread mode: small bodies of crawls without formats stay in the loop
 WARMUP_JOBS = 100
 
@@ -68,22 +78,8 @@ def default_processes() -> int:
     return max(0, cores - 1)
 
 
-def _ready() -> int:
-    return os.getpid()
-
-
-def _worker_init(engine_pid: int) -> None:
-    """In each worker: the engine's process settings, and exit when the engine is gone.
-
-    Workers are children of the forkserver, not of the engine, and block reading their
-    queue: without this, an engine killed with SIGKILL (a reaped local container, an OOM
-    kill) would leave them — and through them the forkserver — running forever.
-    """
-    tune_process()
-    threading.Thread(target=_exit_with, args=(engine_pid,), daemon=True).start()
-
-
-def _exit_with(pid: int) -> None:
+def exit_with(pid: int) -> None:
+    """Exit this process once process ``pid`` has exited (blocks until then)."""
     try:
         fd = os.pidfd_open(pid)  # Linux ≥ 5.3: readable once the process has exited
     except (AttributeError, OSError):
@@ -102,60 +98,150 @@ def _exit_with(pid: int) -> None:
     os._exit(0)
 
 
+class _Worker:
+    """One ``engine_container.analysis_worker`` process, its jobs answered in order."""
+
+    def __init__(self, proc: asyncio.subprocess.Process) -> None:
+        assert proc.stdin is not None
+        assert proc.stdout is not None
+        self.proc = proc
+        self._stdin, self._stdout = proc.stdin, proc.stdout
+        self._waiting: collections.deque[asyncio.Future[Analysis]] = collections.deque()
+        self._reader: asyncio.Task[None] | None = None
+        self.dead = False
+
+    @classmethod
+    async def start(cls) -> _Worker:
+        path = os.environ.get("PYTHONPATH")
+        root = _PACKAGE_ROOT
+        env = {**os.environ, "PYTHONPATH": root if not path else os.pathsep.join((root, path))}
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "engine_container.analysis_worker",
+            str(os.getpid()),
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            env=env,
+        )
+        worker = cls(proc)
+        try:
+            ready = await worker._read_frame()
+            if ready is None:
+                raise AnalysisDied("analysis worker exited before it was ready")
+        except BaseException:
+            await worker.close()
+            raise
+        worker._reader = asyncio.create_task(worker._answers())
+        return worker
+
+    @property
+    def load(self) -> int:
+        return len(self._waiting)
+
+    async def run(self, job: Job) -> Analysis:
+        if self.dead:
+            raise AnalysisDied("analysis worker died")
+        answer: asyncio.Future[Analysis] = asyncio.get_running_loop().create_future()
+        self._waiting.append(answer)
+        self._stdin.write(frame(pickle.dumps(job, protocol=pickle.HIGHEST_PROTOCOL)))
+        with contextlib.suppress(ConnectionError, RuntimeError):
+            await self._stdin.drain()  # if it died, the reader fails every waiting job
+        return await answer
+
+    async def _read_frame(self) -> Any:
+        try:
+            (size,) = HEADER.unpack(await self._stdout.readexactly(HEADER.size))
+            # from our own child, over its private pipe: the trust multiprocessing assumes
+            ok, value = pickle.loads(await self._stdout.readexactly(size))  # noqa: S301
+        except (asyncio.IncompleteReadError, ConnectionError):
+            return None
+        if not ok:
+            raise value
+        return value
+
+    async def _answers(self) -> None:
+        while True:
+            try:
+                value = await self._read_frame()
+            except Exception as exc:  # the job raised: its answer is that error
+                self._waiting.popleft().set_exception(exc)
+                continue
+            if value is None:
+                break
+            answer = self._waiting.popleft()
+            if not answer.done():
+                answer.set_result(value)
+        self.dead = True
+        while self._waiting:
+            answer = self._waiting.popleft()
+            if not answer.done():
+                answer.set_exception(AnalysisDied("analysis worker died"))
+
+    async def close(self) -> None:
+        """End its stdin (it exits after its job), wait a little, then kill it."""
+        self.dead = True
+        with contextlib.suppress(Exception):
+            self._stdin.close()
+        try:
+            await asyncio.wait_for(self.proc.wait(), timeout=5.0)
+        except TimeoutError:
+            with contextlib.suppress(ProcessLookupError):
+                self.proc.kill()
+            await self.proc.wait()
+        if self._reader is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reader
+
+
 class AnalysisPool:
     def __init__(self, processes: int = 0, *, warmup_jobs: int = WARMUP_JOBS) -> None:
         self.processes = processes
         self.remote_jobs = 0  # pages analysed in worker processes (for tests and logs)
         self._warmup = warmup_jobs
         self._jobs = 0
-        self._pool: ProcessPoolExecutor | None = None
+        self._workers: list[_Worker] | None = None
         self._starting: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         """Start the worker processes now (and wait until each one answers)."""
-        if self.processes <= 0 or self._pool is not None:
+        if self.processes <= 0 or self._workers is not None:
             return
         if self._starting is None:
             self._starting = asyncio.create_task(self._warm())
         await asyncio.shield(self._starting)
 
     async def _warm(self) -> None:
-        self._pool = await asyncio.to_thread(self._build)
-        log.info("analysis: %d worker processes", self.processes)
-
-    def _build(self) -> ProcessPoolExecutor:
-        context = multiprocessing.get_context("forkserver")
-        # Preloaded, the forkserver holds the parsing libraries once and N workers share its
-        # pages (~13 MB of each worker's PSS). One worker shares them with nobody: there the
-        # forkserver's copy is only a second one (40 MB more summed RSS, measured), and the
-        # worker imports them itself (importing this module) on its first call.
-        context.set_forkserver_preload(["engine_container.analysis"] if self.processes > 1 else [])
-        pool = ProcessPoolExecutor(
-            max_workers=self.processes,
-            mp_context=context,
-            initializer=_worker_init,
-            initargs=(os.getpid(),),
+        started = await asyncio.gather(
+            *(_Worker.start() for _ in range(self.processes)), return_exceptions=True
         )
-        concurrent.futures.wait([pool.submit(_ready) for _ in range(self.processes)])
-        return pool
+        workers = [w for w in started if isinstance(w, _Worker)]
+        failed = [e for e in started if isinstance(e, BaseException)]
+        if failed:
+            await asyncio.gather(*(w.close() for w in workers))
+            raise failed[0]
+        self._workers = workers
+        log.info("analysis: %d worker processes", self.processes)
 
     async def run(self, job: Job) -> Analysis:
         self._jobs += 1
-        pool = self._pool
-        if pool is None:
+        workers = self._workers
+        if workers is None:
             if self.processes > 0 and self._starting is None and self._jobs > self._warmup:
                 self._starting = asyncio.create_task(self._warm())
             if len(job.body) < INLINE_BYTES and job.plan.cheap:
                 return analyse(job)  # hash and links of a small page: cheaper than a thread hop
             return await asyncio.to_thread(analyse, job)
+        worker = min(workers, key=lambda w: w.load)
         try:
-            analysis = await asyncio.get_running_loop().run_in_executor(pool, analyse, job)
-        except BrokenProcessPool:
-            log.error("an analysis worker died on %s; threads until a new pool", job.url)
-            if self._pool is pool:
-                self._pool, self._starting, self._jobs = None, None, 0
-                pool.shutdown(wait=False, cancel_futures=True)
-            raise AnalysisDied("analysis worker died") from None
+            analysis = await worker.run(job)
+        except AnalysisDied:
+            if self._workers is workers:
+                log.error("an analysis worker died on %s; threads until a new pool", job.url)
+                self._workers, self._starting, self._jobs = None, None, 0
+                for other in workers:
+                    asyncio.get_running_loop().create_task(other.close())
+            raise
         self.remote_jobs += 1
         return analysis
 
@@ -166,6 +252,6 @@ class AnalysisPool:
                 await asyncio.shield(self._starting)
             except Exception:
                 log.exception("analysis: the worker processes did not start")
-        if self._pool is not None:
-            pool, self._pool = self._pool, None
-            await asyncio.to_thread(pool.shutdown, wait=True, cancel_futures=True)
+        if self._workers is not None:
+            workers, self._workers = self._workers, None
+            await asyncio.gather(*(w.close() for w in workers))

@@ -1,13 +1,23 @@
-"""The analysis pool's worker processes: none is left behind when the engine is SIGKILLed."""
+"""The analysis pool's worker processes: children of the engine and nothing else (no
+forkserver, no resource tracker), none left behind when the engine is SIGKILLed; a worker
+that dies costs the pages it held, not the crawl; a page's error comes back as that error."""
 
 from __future__ import annotations
 
+import asyncio
+import json
 import os
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from engine_container.analysis import Job, OutputPlan, analyse
+from engine_container.analysis_pool import AnalysisDied, AnalysisPool
 
 REPO = Path(__file__).resolve().parents[3]
 SCRIPT = """
@@ -51,7 +61,7 @@ def alive(pid: int) -> bool:
     return state != "Z"
 
 
-def test_workers_and_forkserver_exit_when_the_engine_is_killed(tmp_path: Path) -> None:
+def test_workers_exit_when_the_engine_is_killed(tmp_path: Path) -> None:
     script = tmp_path / "engine.py"
     script.write_text(SCRIPT)
     proc = subprocess.Popen(
@@ -65,7 +75,7 @@ def test_workers_and_forkserver_exit_when_the_engine_is_killed(tmp_path: Path) -
         assert proc.stdout is not None
         assert proc.stdout.readline().strip() == "ready"
         helpers: set[int] = descendants(proc.pid)
-        assert len(helpers) >= 3  # the forkserver and two workers (and a resource tracker)
+        assert len(helpers) == 2  # the two workers, and no forkserver or resource tracker
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=10)
         deadline = time.monotonic() + 10
@@ -78,3 +88,92 @@ def test_workers_and_forkserver_exit_when_the_engine_is_killed(tmp_path: Path) -
         for pid in descendants(proc.pid) | locals().get("helpers", set()):
             if alive(pid):  # the failure this test is about: do not leave them running
                 os.kill(pid, signal.SIGKILL)
+
+
+URL = "http://127.0.0.1/"
+PAGE = b"<html><head><title>T</title></head><body><h1>H</h1><a href='/x'>x</a></body></html>"
+
+
+def job(plan: OutputPlan | None = None) -> Job:
+    return Job(
+        url="http://127.0.0.1/",
+        status=200,
+        body=PAGE,
+        content_type="text/html",
+        media_type="text/html",
+        plan=plan or OutputPlan(formats=("markdown", "links")),
+    )
+
+
+async def test_a_dead_worker_costs_its_pages_then_threads_then_a_new_worker() -> None:
+    pool = AnalysisPool(1, warmup_jobs=2)
+    await pool.start()
+    try:
+        assert await pool.run(job()) == analyse(job())
+        assert pool._workers is not None
+        first = pool._workers[0].proc
+        first.kill()
+        await first.wait()
+        with pytest.raises(AnalysisDied):
+            await pool.run(job())
+        assert pool.remote_jobs == 1
+        for _ in range(3):  # in threads meanwhile; the third is past the warm-up
+            assert await pool.run(job()) == analyse(job())
+        assert pool.remote_jobs == 1
+        await pool.start()
+        assert await pool.run(job()) == analyse(job())
+        assert pool.remote_jobs == 2
+        assert pool._workers is not None
+        assert pool._workers[0].proc.pid != first.pid
+    finally:
+        await pool.close()
+    assert first.returncode is not None
+
+
+async def test_a_pages_error_comes_back_as_that_error_and_the_worker_goes_on() -> None:
+    pool = AnalysisPool(2, warmup_jobs=0)
+    await pool.start()
+    try:
+        bad = job(OutputPlan(extract="not json"))
+        answers = await asyncio.gather(
+            *(pool.run(bad if i % 3 == 0 else job()) for i in range(12)),
+            return_exceptions=True,
+        )
+        for i, answer in enumerate(answers):
+            if i % 3 == 0:
+                assert isinstance(answer, ValidationError), answer
+            else:
+                assert answer == analyse(job())
+        assert pool.remote_jobs == 8
+    finally:
+        await pool.close()
+
+
+async def test_a_handler_printing_cannot_corrupt_the_answers(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """User code in a worker that writes to stdout (print, or bytes on fd 1) writes to the
+    log: the answers, on the worker's stdout, come back whole."""
+    (tmp_path / "noisy_probe.py").write_text(
+        "import os\n"
+        "def handle(page):\n"
+        "    print('hello from a handler ' * 100)\n"
+        "    os.write(1, b'raw bytes on fd 1')\n"
+        "    yield {'title': page.url}\n"
+    )
+    info = tmp_path / "noisy_probe-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: noisy-probe\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text("[skycrawl.handlers]\nnoisy = noisy_probe:handle\n")
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))  # the worker finds the handler there
+    pool = AnalysisPool(1, warmup_jobs=0)
+    await pool.start()
+    try:
+        plan = OutputPlan(formats=("links",), handler="noisy")
+        for _ in range(3):
+            analysis = await pool.run(job(plan))
+            assert json.loads(analysis.items) == {"_url": URL, "title": URL}, analysis
+            assert analysis.errors == ()
+        assert pool.remote_jobs == 3
+    finally:
+        await pool.close()

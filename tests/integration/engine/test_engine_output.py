@@ -116,7 +116,7 @@ async def test_worker_processes_give_the_pages_threads_give(serve, tmp_path) -> 
         seeds=[site.url("/")], use_sitemaps=False, formats=["markdown", "links", "text"]
     )
     runs = {}
-    for processes in (0, 1, 2):  # one worker: a forkserver without the libraries preloaded
+    for processes in (0, 1, 2):  # threads, one worker, two workers
         out = tmp_path / f"p{processes}"
         sink = StandaloneSink(out)
         pool = AnalysisPool(processes)
