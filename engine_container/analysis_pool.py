@@ -40,9 +40,7 @@ import contextlib
 import logging
 import os
 import pickle
-import select
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -76,26 +74,6 @@ def default_processes() -> int:
     except AttributeError:  # not Linux
         cores = os.cpu_count() or 1
     return max(0, cores - 1)
-
-
-def exit_with(pid: int) -> None:
-    """Exit this process once process ``pid`` has exited (blocks until then)."""
-    try:
-        fd = os.pidfd_open(pid)  # Linux ≥ 5.3: readable once the process has exited
-    except (AttributeError, OSError):
-        fd = None
-    if fd is not None:
-        select.select([fd], [], [])
-    else:
-        while True:
-            time.sleep(1.0)
-            try:
-                os.kill(pid, 0)
-            except ProcessLookupError:
-                break
-            except PermissionError:
-                continue
-    os._exit(0)
 
 
 class _Worker:

@@ -15,9 +15,11 @@ from __future__ import annotations
 
 import os
 import pickle
+import select
 import struct
 import sys
 import threading
+import time
 from typing import IO, Any
 
 HEADER = struct.Struct(">I")
@@ -48,6 +50,26 @@ def picklable(exc: BaseException) -> BaseException:
     return exc
 
 
+def exit_with(pid: int) -> None:
+    """Exit this process once process ``pid`` has exited (blocks until then)."""
+    try:
+        fd = os.pidfd_open(pid)  # Linux ≥ 5.3: readable once the process has exited
+    except (AttributeError, OSError):
+        fd = None
+    if fd is not None:
+        select.select([fd], [], [])
+    else:
+        while True:
+            time.sleep(1.0)
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                break
+            except PermissionError:
+                continue
+    os._exit(0)
+
+
 def _protocol_streams() -> tuple[IO[bytes], IO[bytes]]:
     jobs = os.fdopen(os.dup(0), "rb", buffering=1 << 16)
     answers = os.fdopen(os.dup(1), "wb", buffering=1 << 16)
@@ -61,7 +83,6 @@ def _protocol_streams() -> tuple[IO[bytes], IO[bytes]]:
 def main(engine_pid: int) -> None:
     jobs, answers = _protocol_streams()
     from engine_container.analysis import analyse
-    from engine_container.analysis_pool import exit_with
     from engine_container.tuning import tune_process
 
     tune_process()
