@@ -168,11 +168,21 @@ class GroupCommit(Protocol):
         writes it made or none. Fails as a whole (nothing stored) rather than with the
         error of one write.
 
-        A store whose service bounds a transaction (DynamoDB: 100 writes, 4 MB, each item
-        once) makes a group beyond those bounds one by one instead (``write_one_by_one``:
-        the same results, an error that of its write, no promise across writes) -- never
-        in several transactions, which a crash between them would leave half done. Its
-        module docstring says which groups it commits at once."""
+        A store whose service bounds a transaction says in its module docstring which
+        groups it commits at once, and does one of two things with the others (the
+        results are one by one's either way):
+
+        * makes them one by one (``write_one_by_one``: an error is that of its write, no
+          promise across writes) -- DynamoDB beyond 100 writes, 4 MB or an item twice;
+        * or commits them in several transactions, each all or nothing -- Table storage,
+          whose transactions hold one partition. An error before the first of them has
+          committed fails the group as a whole, as above; after that, it is the result of
+          each write the failed transaction carried, ending those chains, as one by one
+          reports it. A crash in between leaves the transactions that committed.
+
+        Chains are independent and a caller reads each write's result, so either way it
+        can redo what did not happen: no caller may count on one chain's writes being
+        stored with another's."""
         ...
 
 
@@ -183,9 +193,9 @@ async def write_chains(store: StateStore, chains: Sequence[Sequence[Write]]) -> 
     to (shorter than the chain when a failure stopped it). Exactly what calling ``replace``
     / ``delete`` in that order does -- and that is what a store without ``GroupCommit``
     does. A ``GroupCommit`` store makes them one commit instead of one each (SQLite,
-    ``bench/routing_bench.py``; PostgreSQL; DynamoDB, within its limits); an error there
-    other than a lost compare-and-set is raised and stored nothing, so the caller may try
-    the writes again one by one."""
+    ``bench/routing_bench.py``; PostgreSQL; DynamoDB within its limits), or a few (Table
+    storage: one per partition and step); an error raised there other than a lost
+    compare-and-set stored nothing, so the caller may try the writes again one by one."""
     # ``getattr``, not ``isinstance(store, GroupCommit)``: a runtime protocol check cost
     # 27 us here, against 0.1 us (the store's write itself costs ~40 us)
     group = getattr(store, "write_chains", None)
