@@ -173,7 +173,8 @@ class GroupCommit(Protocol):
         results are one by one's either way):
 
         * makes them one by one (``write_one_by_one``: an error is that of its write, no
-          promise across writes) -- DynamoDB beyond 100 writes, 4 MB or an item twice;
+          promise across writes) -- DynamoDB beyond 100 writes, 4 MB or an item twice,
+          Firestore beyond 500 writes, 10 MiB or a document twice;
         * or commits them in several transactions, each all or nothing -- Table storage,
           whose transactions hold one partition. An error before the first of them has
           committed fails the group as a whole, as above; after that, it is the result of
@@ -193,8 +194,8 @@ async def write_chains(store: StateStore, chains: Sequence[Sequence[Write]]) -> 
     to (shorter than the chain when a failure stopped it). Exactly what calling ``replace``
     / ``delete`` in that order does -- and that is what a store without ``GroupCommit``
     does. A ``GroupCommit`` store makes them one commit instead of one each (SQLite,
-    ``bench/routing_bench.py``; PostgreSQL; DynamoDB within its limits), or a few (Table
-    storage: one per partition and step); an error raised there other than a lost
+    ``bench/routing_bench.py``; PostgreSQL; DynamoDB and Firestore within their limits), or
+    a few (Table storage: one per partition and step); an error raised there other than a lost
     compare-and-set stored nothing, so the caller may try the writes again one by one."""
     # ``getattr``, not ``isinstance(store, GroupCommit)``: a runtime protocol check cost
     # 27 us here, against 0.1 us (the store's write itself costs ~40 us)
