@@ -370,11 +370,10 @@ class FirestoreStateStore:
 
     async def _commit(self, kept: list[list[_Ready]], lost: list[Exception | None]) -> None:
         """Commit every write of ``kept`` in one batch; after a lost precondition, cut the
-        chains whose documents moved on (``_drop_moved``) and commit the rest."""
-        for _ in range(3):
-            ready = [each for chain in kept for each in chain]
-            if not ready:
-                return
+        chains whose documents moved on (``_drop_moved``) and commit the rest -- twice in a
+        row a read that shows nothing moved is ``Retryable``, with nothing stored."""
+        unexplained = 0
+        while ready := [each for chain in kept for each in chain]:
             batch = self._client.batch()
             for each in ready:
                 option = self._client.write_option(last_update_time=each.update_time)
@@ -384,8 +383,13 @@ class FirestoreStateStore:
                     batch.update(each.ref, each.op.fields, option=option)
             try:
                 answers = await batch.commit()
-            except (gexc.FailedPrecondition, gexc.NotFound):
-                await self._drop_moved(kept, lost)
+            except (gexc.FailedPrecondition, gexc.NotFound) as exc:
+                if await self._drop_moved(kept, lost):
+                    unexplained = 0
+                    continue
+                unexplained += 1
+                if unexplained == 2:
+                    raise Retryable(f"a batched write lost a precondition: {exc}") from exc
                 continue
             except gexc.GoogleAPICallError as exc:
                 raise translate(exc, f"committing {len(ready)} writes") from exc
@@ -396,11 +400,11 @@ class FirestoreStateStore:
                 else:
                     self._remember(each.op.result, answer.update_time or each.update_time)
             return
-        raise Retryable("a batched write kept losing preconditions that no read explained")
 
-    async def _drop_moved(self, kept: list[list[_Ready]], lost: list[Exception | None]) -> None:
+    async def _drop_moved(self, kept: list[list[_Ready]], lost: list[Exception | None]) -> bool:
         """Read every document of ``kept`` at once; a chain whose write finds its document
-        gone, expired or written since is cut there, with that write's ``Conflict``."""
+        gone, expired or written since is cut there, with that write's ``Conflict``. Whether
+        any was."""
         refs = [each.ref for chain in kept for each in chain]
         try:
             now = {
@@ -408,6 +412,7 @@ class FirestoreStateStore:
             }
         except gexc.GoogleAPICallError as exc:
             raise translate(exc, f"reading {len(refs)} documents") from exc
+        cut = False
         for c, chain in enumerate(kept):
             for i, each in enumerate(chain):
                 snapshot = now.get(each.ref.path)
@@ -422,7 +427,9 @@ class FirestoreStateStore:
                         f"{item.table}/{item.partition}/{item.key} changed meanwhile"
                     )
                     del chain[i:]
+                    cut = True
                     break
+        return cut
 
     async def query(
         self, *, table: str, partition: str, limit: int | None = None, after: str | None = None
