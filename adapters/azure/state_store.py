@@ -17,6 +17,24 @@ Compare-and-set
     version other than ``item.version`` -- a 412 is ``Conflict``. Several conductor instances
     can therefore run at once, as the core requires.
 
+Grouped writes
+    ``write_chains`` (``core.ports.state_store.GroupCommit``) uses entity group transactions
+    (``submit_transaction``), which Table storage allows only within one ``PartitionKey``
+    -- one logical table and partition here -- with at most 100 operations, each entity
+    once, and 4 MiB of request. A group goes step by step: every chain's first write, then
+    the second write of each chain whose first applied, and so on; each step's writes of one
+    partition are one transaction (split further beyond 100 writes or 4 MiB). A routing
+    batch of one tenant (each crawl's outbox clear, then its backlog delete) is two
+    transactions instead of two writes per crawl. Each write keeps its ETag condition (read
+    first where the store does not remember it, as ``replace`` does); Table storage cancels
+    a transaction at its first failed condition and names it (412, or 404: gone): that
+    write is its chain's ``Conflict`` and the rest goes again. Results are one by one's.
+    Atomicity is per transaction: a group of one partition and one step is all or nothing,
+    a wider one is several transactions -- an error before the first has committed fails
+    the group as a whole (nothing stored); after that, it is the result of each write the
+    failed transaction carried, ending their chains, as one by one reports errors. A group
+    on one item twice goes one by one.
+
 Expiry
     Table storage has no TTL: an item whose ``expires`` has passed is filtered out of every
     read (``get``, ``query``, ``scan``), refused by ``replace`` / ``delete`` and replaced by
@@ -41,10 +59,12 @@ Settings and cost
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import dataclasses
 import re
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -56,15 +76,29 @@ from azure.core.exceptions import (
     ResourceModifiedError,
     ResourceNotFoundError,
 )
-from azure.data.tables import TableEntity, UpdateMode
+from azure.data.tables import TableEntity, TableTransactionError, UpdateMode
 from azure.data.tables.aio import TableClient
 
-from adapters.azure.errors import translated_errors
+from adapters.azure.errors import SDK_ERRORS, translate, translated_errors
 from core.clock import Clock, SystemClock
 from core.errors import Conflict, InvalidRequest
-from core.ports.state_store import Item, StateCapabilities, decode_data, encode_data
+from core.ports.state_store import (
+    Item,
+    Replace,
+    StateCapabilities,
+    Write,
+    Written,
+    decode_data,
+    encode_data,
+    write_one_by_one,
+)
 
 MAX_ITEM_CHARS = 450_000
+#: an entity group transaction: at most 100 operations on one PartitionKey, each entity
+#: once, 4 MiB of request (counted here as the data plus 1 KiB per operation, with room)
+MAX_TRANSACTION_OPERATIONS = 100
+MAX_TRANSACTION_CHARS = 4_000_000 - 100 * 1024
+_LOST = frozenset({"UpdateConditionNotSatisfied", "ConditionNotMet", "ResourceNotFound"})
 _CHUNK = 32_000
 _ETAG_CACHE = 10_000
 _SEPARATOR = "|"
@@ -96,6 +130,53 @@ def _expiry(moment: datetime | None) -> str:
     if moment.tzinfo is None:
         raise InvalidRequest("expires_at must be timezone-aware")
     return moment.isoformat(timespec="microseconds")
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Op:
+    """One write of ``write_chains`` as a transaction operation: its chain, the entity (a
+    replace's new one, or a delete's keys), the item it leaves (None: a delete) and the
+    ETag it is conditional on, once known."""
+
+    chain: int
+    write: Write
+    entity: TableEntity
+    result: Item | None
+    etag: str = ""
+
+    @property
+    def size(self) -> int:
+        return sum(len(str(value)) for value in self.entity.values()) + 1024
+
+    def operation(self) -> tuple[str, TableEntity, dict[str, Any]]:
+        condition = {"etag": self.etag, "match_condition": MatchConditions.IfNotModified}
+        if self.result is None:
+            return ("delete", self.entity, condition)
+        return ("update", self.entity, {"mode": UpdateMode.REPLACE, **condition})
+
+
+def _chunks(ops: Sequence[_Op]) -> list[list[_Op]]:
+    """``ops`` of one partition as transactions Table storage takes (100 operations and
+    4 MiB at most each)."""
+    chunks: list[list[_Op]] = []
+    size = 0
+    for op in ops:
+        full = len(chunks[-1]) == MAX_TRANSACTION_OPERATIONS if chunks else True
+        if full or size + op.size > MAX_TRANSACTION_CHARS:
+            chunks.append([])
+            size = 0
+        chunks[-1].append(op)
+        size += op.size
+    return chunks
+
+
+def _repeats(chains: Sequence[Sequence[Write]]) -> bool:
+    keys = [(w.item.table, w.item.partition, w.item.key) for chain in chains for w in chain]
+    return len(set(keys)) != len(keys)
+
+
+def _stale(item: Item) -> Conflict:
+    return Conflict(f"{item.table}/{item.partition}/{item.key} is not at v{item.version}")
 
 
 @translated_errors("Table storage")
@@ -276,6 +357,104 @@ class TableStateStore:
             raise Conflict(f"{item.table}/{item.partition}/{item.key} changed meanwhile") from exc
         if 404 in statuses:
             raise Conflict(f"{item.table}/{item.partition}/{item.key} is gone")
+
+    async def write_chains(self, *, chains: Sequence[Sequence[Write]]) -> list[list[Written]]:
+        """``core.ports.state_store.GroupCommit`` as far as entity group transactions go
+        (one partition each): step by step -- every chain's first write, then the second
+        of each chain whose first applied, ... -- each step's writes in one transaction per
+        partition (see the module docstring). A group on one item twice goes one by one."""
+        if _repeats(chains):
+            return await write_one_by_one(self, chains)
+        # InvalidRequest (data, expiry) before anything is sent
+        ops = [[self._op(c, write) for write in chain] for c, chain in enumerate(chains)]
+        results: list[list[Written]] = [[] for _ in chains]
+        committed = False  # until then an error fails the group as a whole
+        for step in range(max((len(chain) for chain in ops), default=0)):
+            # the next write of each chain whose writes so far all applied
+            due = [
+                chain[step]
+                for c, chain in enumerate(ops)
+                if step < len(chain) and all(not isinstance(r, Exception) for r in results[c])
+            ]
+            partitions: dict[str, list[_Op]] = {}
+            for op in await self._with_etags(due, results, raising=not committed):
+                partitions.setdefault(str(op.entity["PartitionKey"]), []).append(op)
+            for chunk in [chunk for same in partitions.values() for chunk in _chunks(same)]:
+                try:
+                    done = await self._transaction(chunk)
+                except SDK_ERRORS as exc:
+                    if not committed:
+                        raise
+                    done = [translate(exc, "Table storage (write_chains)")] * len(chunk)
+                committed = committed or any(not isinstance(r, Exception) for r in done)
+                for op, result in zip(chunk, done, strict=True):
+                    results[op.chain].append(result)
+        return results
+
+    def _op(self, chain: int, write: Write) -> _Op:
+        item = write.item
+        pk, rk = partition_key(item.table, item.partition), escape_key(item.key)
+        if not isinstance(write, Replace):
+            return _Op(chain, write, TableEntity(PartitionKey=pk, RowKey=rk), None)
+        encoded, version = encode_data(write.data, max_bytes=MAX_ITEM_CHARS), item.version + 1
+        entity = self._entity(pk, rk, encoded, version, _expiry(write.expires_at))
+        replaced = Item(
+            item.table, item.partition, item.key, decode_data(encoded), version, write.expires_at
+        )
+        return _Op(chain, write, entity, replaced)
+
+    async def _with_etags(
+        self, due: list[_Op], results: list[list[Written]], *, raising: bool
+    ) -> list[_Op]:
+        """The ops of ``due`` whose item is live at its version, with its ETag (read first
+        where not remembered, as ``replace`` / ``delete`` do); the others' ``Conflict`` --
+        or, unless ``raising``, the error of the read -- ends their chain."""
+
+        async def etag_of(item: Item) -> str:
+            if self._expired(item):
+                raise Conflict(f"{item.table}/{item.partition}/{item.key} has expired")
+            return await self._etag_of(item)
+
+        found = await asyncio.gather(
+            *(etag_of(op.write.item) for op in due), return_exceptions=True
+        )
+        ready: list[_Op] = []
+        for op, etag in zip(due, found, strict=True):
+            if isinstance(etag, str):
+                ready.append(dataclasses.replace(op, etag=etag))
+                continue
+            if not isinstance(etag, Exception):
+                raise etag  # cancelled
+            if not isinstance(etag, Conflict):
+                if raising:
+                    raise etag
+                if isinstance(etag, SDK_ERRORS):
+                    etag = translate(etag, "Table storage (write_chains)")
+            results[op.chain].append(etag)
+        return ready
+
+    async def _transaction(self, chunk: list[_Op]) -> list[Written]:
+        """``chunk`` (one partition) in one entity group transaction. Table storage cancels
+        it as a whole at the first lost condition (412, or 404: the entity is gone) and
+        names it: that op is a ``Conflict`` and the rest goes again."""
+        done: dict[int, Written] = {}
+        left = list(range(len(chunk)))
+        while left:
+            try:
+                answers = await self.table.submit_transaction([chunk[i].operation() for i in left])
+            except TableTransactionError as exc:
+                if getattr(exc, "error_code", None) not in _LOST or not 0 <= exc.index < len(left):
+                    raise
+                lost = left.pop(exc.index)
+                done[lost] = _stale(chunk[lost].write.item)
+                continue
+            for i, answer in zip(left, answers, strict=True):
+                result = chunk[i].result
+                if result is not None:
+                    self._remember(result, str(answer["etag"]))
+                done[i] = result
+            left = []
+        return [done[i] for i in range(len(chunk))]
 
     async def query(
         self, *, table: str, partition: str, limit: int | None = None, after: str | None = None

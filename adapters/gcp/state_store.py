@@ -23,6 +23,19 @@ Compare-and-set
     between, without transactions (which the emulator serialises pessimistically), in one
     round trip for the usual read-modify-write. A lost race is ``core.errors.Conflict``.
 
+Grouped writes
+    ``write_chains`` (``core.ports.state_store.GroupCommit``) makes a group one batched write
+    (one ``Commit``, atomic: all of it or nothing), each write with its own
+    ``last_update_time`` precondition, so a routing batch's clears and deletes cost one
+    round trip (plus a read for each item this instance has not seen at that version).
+    Firestore fails the whole batch on a lost precondition without saying which write lost:
+    the store then reads the documents again (one ``BatchGetDocuments``), the writes whose
+    documents moved on are their chains' ``Conflict`` (the chains' later writes dropped, the
+    earlier ones kept) and the rest is committed again -- one by one's results, stored by
+    one commit. Any other error stores nothing and is raised. A group that one batch
+    cannot hold -- more than 500 writes (``MAX_BATCH_WRITES``), about 10 MiB of request,
+    or a document twice -- goes one by one. Billing is per document written either way.
+
 Expiry
     ``expires_at`` is a Firestore timestamp; expired items are invisible at once (filtered on
     read against the injected clock). Deploy a TTL policy on ``expires_at`` for the tables that
@@ -46,9 +59,11 @@ Settings
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, cast
 from urllib.parse import quote
@@ -60,10 +75,23 @@ from google.cloud.firestore_v1.base_document import DocumentSnapshot
 
 from adapters.gcp.errors import translate
 from core.clock import Clock, SystemClock
-from core.errors import Conflict, InvalidRequest, NotFound
-from core.ports.state_store import Item, StateCapabilities, decode_data, encode_data
+from core.errors import Conflict, InvalidRequest, NotFound, Retryable
+from core.ports.state_store import (
+    Item,
+    Replace,
+    StateCapabilities,
+    Write,
+    Written,
+    decode_data,
+    encode_data,
+    write_one_by_one,
+)
 
 MAX_ITEM_BYTES = 1_000_000
+#: a batched write: at most 500 writes and 10 MiB of request (counted here as the JSON plus
+#: 1 KiB per write, with room to spare)
+MAX_BATCH_WRITES = 500
+MAX_BATCH_BYTES = 9_000_000
 MAX_NAME_CHARS = 400
 _RESERVED = re.compile(r"__.*__")
 _PAGE = 200
@@ -99,6 +127,31 @@ def _plain(value: datetime | None) -> datetime | None:
     return datetime(
         utc.year, utc.month, utc.day, utc.hour, utc.minute, utc.second, utc.microsecond, UTC
     )
+
+
+@dataclass(frozen=True, slots=True)
+class _Op:
+    """One write of ``write_chains``: its fields (None: a delete), the item it leaves."""
+
+    write: Write
+    fields: dict[str, Any] | None
+    result: Item | None
+
+
+@dataclass(frozen=True, slots=True)
+class _Ready:
+    """An ``_Op`` with its document and the update time it is conditional on."""
+
+    op: _Op
+    ref: AsyncDocumentReference
+    update_time: datetime
+
+
+def _fits_one_batch(chains: Sequence[Sequence[_Op]]) -> bool:
+    ops = [op for chain in chains for op in chain]
+    where = {(op.write.item.table, op.write.item.partition, op.write.item.key) for op in ops}
+    size = sum(len(str((op.fields or {}).get("json", ""))) + 1024 for op in ops)
+    return len(ops) <= MAX_BATCH_WRITES and len(where) == len(ops) and size <= MAX_BATCH_BYTES
 
 
 class FirestoreStateStore:
@@ -267,6 +320,116 @@ class FirestoreStateStore:
         ref, update_time = await self._current(item)
         self._seen.pop((item.table, item.partition, item.key), None)
         await self._write(ref, update_time, None)
+
+    async def write_chains(self, *, chains: Sequence[Sequence[Write]]) -> list[list[Written]]:
+        """``core.ports.state_store.GroupCommit``: the group as one batched write (atomic),
+        each write keeping its ``last_update_time`` precondition. Firestore fails the whole
+        batch on a lost precondition without saying which: the documents are read again
+        (one ``get_all``), the writes they show lost are their chains' ``Conflict`` (the
+        chains' later writes dropped), and the rest is committed again. A group beyond one
+        batch (500 writes, 10 MiB, a document twice) goes one by one."""
+        ops = [[self._op(write) for write in chain] for chain in chains]  # InvalidRequest first
+        if not _fits_one_batch(ops):
+            return await write_one_by_one(self, chains)
+        found = await asyncio.gather(
+            *(self._current(op.write.item) for chain in ops for op in chain),
+            return_exceptions=True,
+        )
+        answers = iter(found)
+        kept: list[list[_Ready]] = [[] for _ in ops]
+        lost: list[Exception | None] = [None] * len(ops)
+        for c, chain in enumerate(ops):
+            for op in chain:
+                current = next(answers)
+                if lost[c] is not None:
+                    continue
+                if isinstance(current, Conflict):
+                    lost[c] = current  # as ``replace`` / ``delete`` would find it
+                elif isinstance(current, BaseException):
+                    raise current  # nothing stored: the group fails as a whole
+                else:
+                    kept[c].append(_Ready(op, *current))
+        await self._commit(kept, lost)
+        results: list[list[Written]] = []
+        for applied, failed in zip(kept, lost, strict=True):
+            done: list[Written] = [each.op.result for each in applied]
+            if failed is not None:
+                done.append(failed)
+            results.append(done)
+        return results
+
+    def _op(self, write: Write) -> _Op:
+        if not isinstance(write, Replace):
+            return _Op(write, None, None)
+        item, version = write.item, write.item.version + 1
+        text = encode_data(write.data, max_bytes=MAX_ITEM_BYTES)
+        expires = _timestamp(write.expires_at)
+        fields = {"json": text, "version": version, "expires_at": expires}
+        new = Item(item.table, item.partition, item.key, decode_data(text), version, expires)
+        return _Op(write, fields, new)
+
+    async def _commit(self, kept: list[list[_Ready]], lost: list[Exception | None]) -> None:
+        """Commit every write of ``kept`` in one batch; after a lost precondition, cut the
+        chains whose documents moved on (``_drop_moved``) and commit the rest -- twice in a
+        row a read that shows nothing moved is ``Retryable``, with nothing stored."""
+        unexplained = 0
+        while ready := [each for chain in kept for each in chain]:
+            batch = self._client.batch()
+            for each in ready:
+                option = self._client.write_option(last_update_time=each.update_time)
+                if each.op.fields is None:
+                    batch.delete(each.ref, option=option)
+                else:
+                    batch.update(each.ref, each.op.fields, option=option)
+            try:
+                answers = await batch.commit()
+            except (gexc.FailedPrecondition, gexc.NotFound) as exc:
+                if await self._drop_moved(kept, lost):
+                    unexplained = 0
+                    continue
+                unexplained += 1
+                if unexplained == 2:
+                    raise Retryable(f"a batched write lost a precondition: {exc}") from exc
+                continue
+            except gexc.GoogleAPICallError as exc:
+                raise translate(exc, f"committing {len(ready)} writes") from exc
+            for each, answer in zip(ready, answers, strict=True):
+                item = each.op.write.item
+                if each.op.result is None:
+                    self._seen.pop((item.table, item.partition, item.key), None)
+                else:
+                    self._remember(each.op.result, answer.update_time or each.update_time)
+            return
+
+    async def _drop_moved(self, kept: list[list[_Ready]], lost: list[Exception | None]) -> bool:
+        """Read every document of ``kept`` at once; a chain whose write finds its document
+        gone, expired or written since is cut there, with that write's ``Conflict``. Whether
+        any was."""
+        refs = [each.ref for chain in kept for each in chain]
+        try:
+            now = {
+                snapshot.reference.path: snapshot async for snapshot in self._client.get_all(refs)
+            }
+        except gexc.GoogleAPICallError as exc:
+            raise translate(exc, f"reading {len(refs)} documents") from exc
+        cut = False
+        for c, chain in enumerate(kept):
+            for i, each in enumerate(chain):
+                snapshot = now.get(each.ref.path)
+                if (
+                    snapshot is None
+                    or not snapshot.exists
+                    or self._expired(snapshot)
+                    or snapshot.update_time != each.update_time
+                ):
+                    item = each.op.write.item
+                    lost[c] = Conflict(
+                        f"{item.table}/{item.partition}/{item.key} changed meanwhile"
+                    )
+                    del chain[i:]
+                    cut = True
+                    break
+        return cut
 
     async def query(
         self, *, table: str, partition: str, limit: int | None = None, after: str | None = None

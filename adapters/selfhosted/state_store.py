@@ -12,6 +12,18 @@ Features
     Expired items (``expires_at`` passed) are invisible at once and purged lazily (on
     ``create`` of the same key, and by a sweep at most once a minute per instance).
 
+Grouped writes
+    ``write_chains`` (``core.ports.state_store.GroupCommit``) makes every replace and delete
+    of a group in one transaction, in the order one by one would make them: each statement
+    keeps its own ``WHERE version = %s``, a statement that changes no row is that write's
+    ``Conflict`` and ends its chain, and the other chains go on -- exactly one by one's
+    results, with one commit (one WAL flush, the cost of a write with
+    ``synchronous_commit = on``) instead of one each. It still costs a round trip per
+    statement. Any other error -- a lost connection, a deadlock with a group of another
+    conductor touching the same rows in another order (``Retryable``) -- rolls the whole
+    group back: nothing stored, and the caller tries again one by one. No size limit of its
+    own: the conductor's groups are a routing batch's writes.
+
 Clocks
     "Expired" compares ``expires_at`` (written by the core from its clock, like a DynamoDB
     TTL attribute) with the database's ``now()`` -- one clock for every instance -- unless a
@@ -31,7 +43,7 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -41,7 +53,16 @@ from psycopg import sql
 from adapters.selfhosted.database import PostgresDatabase
 from core.clock import Clock
 from core.errors import Conflict, InvalidRequest
-from core.ports.state_store import Item, StateCapabilities, decode_data, encode_data, written
+from core.ports.state_store import (
+    Item,
+    Replace,
+    StateCapabilities,
+    Write,
+    Written,
+    decode_data,
+    encode_data,
+    written,
+)
 
 _MAX_ITEM_BYTES = 1024 * 1024
 _PURGE_EVERY_S = 60.0
@@ -62,6 +83,20 @@ def _aware(moment: datetime | None) -> datetime | None:
     if moment is not None and moment.tzinfo is None:
         raise InvalidRequest("expires_at must be timezone-aware")
     return moment
+
+
+@dataclass(frozen=True, slots=True)
+class _Prepared:
+    """One write of ``write_chains`` ready to run: its statement and parameters, and the item
+    it leaves when it applies (None: a delete)."""
+
+    statement: str
+    params: tuple[Any, ...]
+    result: Item | None
+
+
+def _stale(item: Item) -> Conflict:
+    return Conflict(f"{item.table}/{item.partition}/{item.key} is not at v{item.version}")
 
 
 def _item(row: tuple[Any, ...]) -> Item:
@@ -180,27 +215,13 @@ class PostgresStateStore:
     async def replace(
         self, *, item: Item, data: Mapping[str, Any], expires_at: datetime | None = None
     ) -> Item:
-        encoded, expires_at = encode_data(data, max_bytes=_MAX_ITEM_BYTES), _aware(expires_at)
+        prepared = self._prepare(Replace(item, data, expires_at))
         async with self._database.connection("replace") as conn:
-            cur = await conn.execute(
-                self._sql.update,
-                (
-                    encoded,
-                    expires_at,
-                    item.table,
-                    item.partition,
-                    item.key,
-                    item.version,
-                    self._now(),
-                ),
-            )
+            cur = await conn.execute(prepared.statement, prepared.params)
             if cur.rowcount != 1:
-                raise Conflict(
-                    f"{item.table}/{item.partition}/{item.key} is not at v{item.version}"
-                )
-        return Item(
-            item.table, item.partition, item.key, written(data), item.version + 1, expires_at
-        )
+                raise _stale(item)
+        assert prepared.result is not None  # a replace leaves an item
+        return prepared.result
 
     async def delete(self, *, item: Item) -> None:
         async with self._database.connection("delete") as conn:
@@ -209,9 +230,49 @@ class PostgresStateStore:
                 (item.table, item.partition, item.key, item.version, self._now()),
             )
             if cur.rowcount != 1:
-                raise Conflict(
-                    f"{item.table}/{item.partition}/{item.key} is not at v{item.version}"
-                )
+                raise _stale(item)
+
+    async def write_chains(self, *, chains: Sequence[Sequence[Write]]) -> list[list[Written]]:
+        """``core.ports.state_store.GroupCommit``: every chain's writes in one transaction,
+        in the order one by one would make them, each statement its own compare-and-set (one
+        that changes no row is that write's ``Conflict`` and ends its chain; the others go
+        on). One commit -- one WAL flush -- for n writes. Any other error (a lost
+        connection, a deadlock with another group: ``Retryable``) rolls it all back."""
+        prepared = [[(write, self._prepare(write)) for write in chain] for chain in chains]
+        results: list[list[Written]] = []
+        async with self._database.transaction("write_chains") as conn:
+            for chain in prepared:
+                done: list[Written] = []
+                results.append(done)
+                for write, ready in chain:
+                    cur = await conn.execute(ready.statement, ready.params)
+                    if cur.rowcount != 1:
+                        done.append(_stale(write.item))
+                        break
+                    done.append(ready.result)
+        return results
+
+    def _prepare(self, write: Write) -> _Prepared:
+        """``write`` as a statement; ``InvalidRequest`` for data or an expiry the store
+        cannot hold (before anything is sent)."""
+        item, now = write.item, self._now()
+        if not isinstance(write, Replace):
+            params = (item.table, item.partition, item.key, item.version, now)
+            return _Prepared(self._sql.delete, params, None)
+        encoded = encode_data(write.data, max_bytes=_MAX_ITEM_BYTES)
+        expires_at = _aware(write.expires_at)
+        return _Prepared(
+            self._sql.update,
+            (encoded, expires_at, item.table, item.partition, item.key, item.version, now),
+            Item(
+                item.table,
+                item.partition,
+                item.key,
+                written(write.data),
+                item.version + 1,
+                expires_at,
+            ),
+        )
 
     async def query(
         self, *, table: str, partition: str, limit: int | None = None, after: str | None = None

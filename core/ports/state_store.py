@@ -166,7 +166,24 @@ class GroupCommit(Protocol):
     async def write_chains(self, *, chains: Sequence[Sequence[Write]]) -> list[list[Written]]:
         """``write_chains`` below, every write in one transaction: after a crash, all the
         writes it made or none. Fails as a whole (nothing stored) rather than with the
-        error of one write."""
+        error of one write.
+
+        A store whose service bounds a transaction says in its module docstring which
+        groups it commits at once, and does one of two things with the others (the
+        results are one by one's either way):
+
+        * makes them one by one (``write_one_by_one``: an error is that of its write, no
+          promise across writes) -- DynamoDB beyond 100 writes, 4 MB or an item twice,
+          Firestore beyond 500 writes, 10 MiB or a document twice;
+        * or commits them in several transactions, each all or nothing -- Table storage,
+          whose transactions hold one partition. An error before the first of them has
+          committed fails the group as a whole, as above; after that, it is the result of
+          each write the failed transaction carried, ending those chains, as one by one
+          reports it. A crash in between leaves the transactions that committed.
+
+        Chains are independent and a caller reads each write's result, so either way it
+        can redo what did not happen: no caller may count on one chain's writes being
+        stored with another's."""
         ...
 
 
@@ -176,15 +193,25 @@ async def write_chains(store: StateStore, chains: Sequence[Sequence[Write]]) -> 
     chains are independent of each other. Returns, per chain, what each write it tried came
     to (shorter than the chain when a failure stopped it). Exactly what calling ``replace``
     / ``delete`` in that order does -- and that is what a store without ``GroupCommit``
-    does. The local SQLite store makes them one commit instead of one each
-    (``bench/routing_bench.py``); an error there other than a lost compare-and-set is raised
-    and stored nothing, so the caller may try the writes again one by one."""
+    does. A ``GroupCommit`` store makes them one commit instead of one each (SQLite,
+    ``bench/routing_bench.py``; PostgreSQL; DynamoDB and Firestore within their limits), or
+    a few (Table storage: one per partition and step); an error raised there other than a lost
+    compare-and-set stored nothing, so the caller may try the writes again one by one."""
     # ``getattr``, not ``isinstance(store, GroupCommit)``: a runtime protocol check cost
     # 27 us here, against 0.1 us (the store's write itself costs ~40 us)
     group = getattr(store, "write_chains", None)
     if group is not None and sum(len(chain) for chain in chains) > 1:
         grouped: list[list[Written]] = await group(chains=chains)
         return grouped
+    return await write_one_by_one(store, chains)
+
+
+async def write_one_by_one(
+    store: StateStore, chains: Sequence[Sequence[Write]]
+) -> list[list[Written]]:
+    """``write_chains`` without a group: ``replace`` / ``delete`` in turn, each chain
+    stopping at its first failure (what a ``GroupCommit`` store falls back to for a group
+    its service cannot commit at once)."""
     results: list[list[Written]] = []
     for chain in chains:
         done: list[Written] = []

@@ -229,3 +229,31 @@ async def test_write_chains_stop_at_a_conflict_and_leave_other_chains_alone(
     assert await store.get(table=table, partition="t1", key="c") is None
     assert await store.get(table=table, partition="t1", key="d") == d1
     assert await write_chains(store, []) == []
+
+
+async def test_write_chains_keep_what_a_chain_did_before_its_conflict(
+    state_h: StateHarness, unique: Callable[[str], str]
+) -> None:
+    """A group on distinct items (what a store commits at once, where it can): a chain's
+    writes before its lost compare-and-set stay, the ones after it are not tried, and the
+    other chains apply."""
+    table, store = unique("crawls"), state_h.store
+    a, b, c, d, e = [
+        await store.create(table=table, partition="t1", key=k, data={"n": 1})
+        for k in ("a", "b", "c", "d", "e")
+    ]
+    stale = Item(table, "t1", "b", {"n": 1}, 7)
+    done = await write_chains(
+        store,
+        [[Replace(a, {"n": 2}), Delete(stale), Delete(c)], [Delete(d), Replace(e, {"n": 2})]],
+    )
+    (a2, refused), (d_gone, e2) = done
+    assert isinstance(refused, Conflict)
+    assert isinstance(a2, Item)
+    assert isinstance(e2, Item)
+    assert d_gone is None
+    assert await store.get(table=table, partition="t1", key="a") == a2
+    assert await store.get(table=table, partition="t1", key="b") == b
+    assert await store.get(table=table, partition="t1", key="c") == c  # not tried
+    assert await store.get(table=table, partition="t1", key="d") is None
+    assert await store.get(table=table, partition="t1", key="e") == e2
