@@ -19,18 +19,15 @@ Features
       with ``ExclusiveStartKey`` until ``limit`` live items are found (``Limit`` counts items
       before the expiry filter). ``scan`` (housekeeping and the operator's container list
       only) reads the whole table with a filter on ``tbl``: its cost grows with the table.
-    * ``write_chains`` (``core.ports.state_store.GroupCommit``) sends a group of replaces and
-      deletes as one ``TransactWriteItems``, each write keeping its own condition: all of
-      them or none. DynamoDB cancels the whole transaction when one condition fails, and
-      names it (``CancellationReasons``: ``ConditionalCheckFailed`` at that action's
-      index): that write is its chain's ``Conflict``, the chain's later writes are dropped
-      (its earlier ones stay in), and the rest goes again, with a fresh
-      ``ClientRequestToken`` each time (botocore's own retries of one request apply it
-      once) -- so the results are one by one's, and one transaction stores them. Any other
-      cancellation stores nothing and is raised: ``TransactionConflict`` (another
-      transaction on one of the items) and throttling as ``Retryable``.
     * boto3 is synchronous: calls run in worker threads (``adapters.aws.errors.call``);
       throttling and 5xx answers become ``core.errors.Retryable``.
+    * No ``write_chains`` of its own (``core.ports.state_store.GroupCommit``): a routing
+      batch's writes are plain conditional writes made at the same time
+      (``write_one_by_one``), one round trip per step of the chains. A
+      ``TransactWriteItems`` would make each step's writes one request, but bills each write
+      twice (two write request units), and the conductor needs no promise across them: for
+      a batch of 10 that is ~$12.5 more per million batches, against ~$0.1 of Lambda time
+      (a ~10 ms round trip at 512 MB) saved.
 
 Limits
     An item is at most 400 KB: ``data`` may be 350,000 bytes of JSON
@@ -38,13 +35,6 @@ Limits
     (sorted keys, no NaN / Infinity, as on every backend). Table names may not contain ``#``; keys and partitions
     must be non-empty (DynamoDB refuses empty key strings). ``expires_at`` must be
     timezone-aware. Bad input is ``core.errors.InvalidRequest``.
-    A group is one transaction only if DynamoDB can take it as one: at most 100 writes
-    (``MAX_TRANSACTION_ACTIONS``), each on an item of its own, and 4 MB of items (estimated
-    from the request, deleted items counted at their size as last read, with a margin).
-    Anything else goes one by one (``core.ports.state_store.write_one_by_one``: the same
-    results, a call each, no promise across writes) rather than in several transactions,
-    which would give a crash in between half a group -- a routing batch is well inside the
-    limits.
 
 Settings
     ``SKYCRAWL_AWS_TABLE`` (``deploy/aws/template.yaml`` creates it: on-demand capacity, TTL on
@@ -54,44 +44,23 @@ Settings
 
 Cost
     On-demand: nothing at idle but storage ($0.25 per GB-month); ~$1.25 per million writes
-    and $0.25 per million reads (strongly consistent reads count double). A write inside a
-    transaction costs twice a plain one (two write request units), and a cancelled
-    transaction is paid too: a group trades write cost for one round trip instead of n.
+    and $0.25 per million reads (strongly consistent reads count double).
 """
 
 from __future__ import annotations
 
 import math
-import uuid
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from adapters.aws.errors import ClientError, call, error_code
 from adapters.aws.settings import AwsSettings
 from core.clock import Clock, SystemClock
-from core.errors import Conflict, InvalidRequest, NotFound, Retryable
-from core.ports.state_store import (
-    Item,
-    Replace,
-    StateCapabilities,
-    Write,
-    Written,
-    decode_data,
-    encode_data,
-    write_one_by_one,
-)
+from core.errors import Conflict, InvalidRequest, NotFound
+from core.ports.state_store import Item, StateCapabilities, decode_data, encode_data
 
 MAX_DATA_BYTES = 350_000
-#: ``TransactWriteItems``: at most 100 actions, no item twice, 4 MB of items in all (counted
-#: here as the request's attribute names and values, with room to spare)
-MAX_TRANSACTION_ACTIONS = 100
-MAX_TRANSACTION_BYTES = 4_000_000 - 100 * 1024
-#: cancellation reasons that another try may clear (the rest are bugs: ``ValidationError``)
-_TRANSIENT_REASONS = frozenset(
-    {"TransactionConflict", "ThrottlingError", "ProvisionedThroughputExceeded"}
-)
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _LIVE = "(attribute_not_exists(#exp) OR #exp > :now)"
 
@@ -125,29 +94,6 @@ def _item(raw: Mapping[str, Any]) -> Item:
         version=int(raw["ver"]["N"]),
         expires_at=_from_us(int(exp["N"])) if exp else None,
     )
-
-
-def _stale(item: Item) -> Conflict:
-    return Conflict(f"{item.table}/{item.partition}/{item.key} is not at v{item.version}")
-
-
-def _size(value: Any) -> int:
-    """Bytes of an attribute map as DynamoDB counts them, roughly: names and string values
-    in UTF-8, numbers as their digits (an overestimate: DynamoDB packs two per byte)."""
-    if isinstance(value, Mapping):
-        return sum(len(str(name).encode()) + _size(inner) for name, inner in value.items())
-    return len(str(value).encode())
-
-
-@dataclass(frozen=True, slots=True)
-class _Action:
-    """One write of ``write_chains`` as a ``TransactItems`` entry, with the item it leaves
-    when it applies (None: a delete) and the bytes it counts for."""
-
-    write: Write
-    request: dict[str, Any]
-    result: Item | None
-    size: int
 
 
 class DynamoStateStore:
@@ -251,94 +197,32 @@ class DynamoStateStore:
         )
         return Item(table, partition, key, decode_data(encoded), 1, _from_us(exp))
 
-    def _at_version(self, item: Item) -> dict[str, Any]:
-        """The condition of a replace or delete: ``item`` still at its version, and live."""
-        return {
-            "ConditionExpression": f"#ver = :ver AND {_LIVE}",
-            "ExpressionAttributeNames": {"#ver": "ver", "#exp": "exp"},
-            "ExpressionAttributeValues": {
-                ":ver": {"N": str(item.version)},
-                ":now": self._now_us(),
-            },
-        }
-
-    def _replacing(
-        self, item: Item, data: Mapping[str, Any], expires_at: datetime | None
-    ) -> tuple[dict[str, Any], Item]:
-        """The ``PutItem`` parameters of a replace, and the item it leaves."""
-        encoded, exp = encode_data(data, max_bytes=MAX_DATA_BYTES), _to_us(expires_at)
-        version = item.version + 1
-        request = {
-            "Item": self._record(item.table, item.partition, item.key, encoded, version, exp),
-            **self._at_version(item),
-        }
-        return request, Item(
-            item.table, item.partition, item.key, decode_data(encoded), version, _from_us(exp)
-        )
-
     async def replace(
         self, *, item: Item, data: Mapping[str, Any], expires_at: datetime | None = None
     ) -> Item:
-        request, replaced = self._replacing(item, data, expires_at)
-        await self._conditional(self._db.put_item, str(_stale(item)), **request)
-        return replaced
+        encoded, exp = encode_data(data, max_bytes=MAX_DATA_BYTES), _to_us(expires_at)
+        version = item.version + 1
+        await self._conditional(
+            self._db.put_item,
+            f"{item.table}/{item.partition}/{item.key} is not at v{item.version}",
+            Item=self._record(item.table, item.partition, item.key, encoded, version, exp),
+            ConditionExpression=f"#ver = :ver AND {_LIVE}",
+            ExpressionAttributeNames={"#ver": "ver", "#exp": "exp"},
+            ExpressionAttributeValues={":ver": {"N": str(item.version)}, ":now": self._now_us()},
+        )
+        return Item(
+            item.table, item.partition, item.key, decode_data(encoded), version, _from_us(exp)
+        )
 
     async def delete(self, *, item: Item) -> None:
         await self._conditional(
             self._db.delete_item,
-            str(_stale(item)),
+            f"{item.table}/{item.partition}/{item.key} is not at v{item.version}",
             Key=self._key(item.table, item.partition, item.key),
-            **self._at_version(item),
+            ConditionExpression=f"#ver = :ver AND {_LIVE}",
+            ExpressionAttributeNames={"#ver": "ver", "#exp": "exp"},
+            ExpressionAttributeValues={":ver": {"N": str(item.version)}, ":now": self._now_us()},
         )
-
-    async def write_chains(self, *, chains: Sequence[Sequence[Write]]) -> list[list[Written]]:
-        """``core.ports.state_store.GroupCommit``: the group as one ``TransactWriteItems``
-        when it fits one (see the module docstring), else one by one. DynamoDB cancels a
-        transaction as a whole when a condition fails: the writes it names
-        (``ConditionalCheckFailed``) are those chains' ``Conflict`` errors, their later writes
-        are dropped, and the rest is sent again -- until a transaction commits (or nothing
-        is left), so only one of them stores anything."""
-        actions = [[self._action(write) for write in chain] for chain in chains]
-        if not _fits_one_transaction(actions):
-            return await write_one_by_one(self, chains)
-        kept = [len(chain) for chain in actions]  # each chain's writes still in
-        lost: list[Conflict | None] = [None] * len(actions)
-        while True:
-            sent = [(c, i) for c, chain in enumerate(actions) for i in range(kept[c])]
-            if not sent:
-                break
-            try:
-                await self._call(
-                    self._db.transact_write_items,
-                    TransactItems=[actions[c][i].request for c, i in sent],
-                    ClientRequestToken=str(uuid.uuid4()),  # botocore's own retries: once
-                )
-                break
-            except ClientError as exc:
-                failed = _conditions_failed(exc, len(sent))
-            for position in failed:
-                c, i = sent[position]
-                if i < kept[c]:
-                    kept[c], lost[c] = i, _stale(actions[c][i].write.item)
-        results: list[list[Written]] = []
-        for c, chain in enumerate(actions):
-            done: list[Written] = [action.result for action in chain[: kept[c]]]
-            if lost[c] is not None:
-                done.append(lost[c])
-            results.append(done)
-        return results
-
-    def _action(self, write: Write) -> _Action:
-        item = write.item
-        if isinstance(write, Replace):
-            request, replaced = self._replacing(item, write.data, write.expires_at)
-            put = {"TableName": self._table, **request}
-            return _Action(write, {"Put": put}, replaced, _size(request["Item"]))
-        key = self._key(item.table, item.partition, item.key)
-        delete = {"TableName": self._table, "Key": key, **self._at_version(item)}
-        # the item it deletes counts too: its data as last read, and the other attributes
-        size = _size(key) + len(encode_data(item.data, max_bytes=MAX_DATA_BYTES)) + 64
-        return _Action(write, {"Delete": delete}, None, size)
 
     async def query(
         self, *, table: str, partition: str, limit: int | None = None, after: str | None = None
@@ -393,34 +277,3 @@ class DynamoStateStore:
     async def close(self) -> None:
         if self._owns_client:
             self._db.close()
-
-
-def _fits_one_transaction(actions: Sequence[Sequence[_Action]]) -> bool:
-    """Whether the writes may go in one ``TransactWriteItems``: at most 100 of them, each
-    on an item of its own, within the 4 MB of items."""
-    flat = [action for chain in actions for action in chain]
-    keys = {
-        (action.write.item.table, action.write.item.partition, action.write.item.key)
-        for action in flat
-    }
-    return (
-        len(flat) <= MAX_TRANSACTION_ACTIONS
-        and len(keys) == len(flat)
-        and sum(action.size for action in flat) <= MAX_TRANSACTION_BYTES
-    )
-
-
-def _conditions_failed(exc: ClientError, sent: int) -> list[int]:
-    """The positions of the actions whose condition failed, if that is all that cancelled
-    the transaction; ``exc`` again (or ``Retryable``, for what another try may clear)
-    otherwise."""
-    if error_code(exc) != "TransactionCanceledException":
-        raise exc
-    codes = [reason.get("Code", "None") for reason in exc.response.get("CancellationReasons", [])]
-    others = set(codes) - {"None", "ConditionalCheckFailed"}
-    if others and others <= _TRANSIENT_REASONS:
-        raise Retryable(f"TransactWriteItems cancelled: {', '.join(sorted(others))}") from exc
-    failed = [position for position, code in enumerate(codes) if code == "ConditionalCheckFailed"]
-    if others or len(codes) != sent or not failed:
-        raise exc
-    return failed

@@ -19,6 +19,7 @@ Encoding (one rule, here, for every adapter)
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 from collections.abc import Mapping, Sequence
@@ -173,8 +174,7 @@ class GroupCommit(Protocol):
         results are one by one's either way):
 
         * makes them one by one (``write_one_by_one``: an error is that of its write, no
-          promise across writes) -- DynamoDB beyond 100 writes, 4 MB or an item twice,
-          Firestore beyond 500 writes, 10 MiB or a document twice;
+          promise across writes) -- Firestore beyond 500 writes, 10 MiB or a document twice;
         * or commits them in several transactions, each all or nothing -- Table storage,
           whose transactions hold one partition. An error before the first of them has
           committed fails the group as a whole, as above; after that, it is the result of
@@ -194,7 +194,7 @@ async def write_chains(store: StateStore, chains: Sequence[Sequence[Write]]) -> 
     to (shorter than the chain when a failure stopped it). Exactly what calling ``replace``
     / ``delete`` in that order does -- and that is what a store without ``GroupCommit``
     does. A ``GroupCommit`` store makes them one commit instead of one each (SQLite,
-    ``bench/routing_bench.py``; PostgreSQL; DynamoDB and Firestore within their limits), or
+    ``bench/routing_bench.py``; PostgreSQL; Firestore within its limits), or
     a few (Table storage: one per partition and step); an error raised there other than a lost
     compare-and-set stored nothing, so the caller may try the writes again one by one."""
     # ``getattr``, not ``isinstance(store, GroupCommit)``: a runtime protocol check cost
@@ -209,25 +209,30 @@ async def write_chains(store: StateStore, chains: Sequence[Sequence[Write]]) -> 
 async def write_one_by_one(
     store: StateStore, chains: Sequence[Sequence[Write]]
 ) -> list[list[Written]]:
-    """``write_chains`` without a group: ``replace`` / ``delete`` in turn, each chain
+    """``write_chains`` without a group: each chain's ``replace`` / ``delete`` in turn,
     stopping at its first failure (what a ``GroupCommit`` store falls back to for a group
-    its service cannot commit at once)."""
-    results: list[list[Written]] = []
-    for chain in chains:
-        done: list[Written] = []
-        results.append(done)
-        for write in chain:
-            try:
-                if isinstance(write, Replace):
-                    done.append(
-                        await store.replace(
-                            item=write.item, data=write.data, expires_at=write.expires_at
-                        )
+    its service cannot commit at once). The chains are independent, so they run at the same
+    time: a batch of n one-write chains takes one round trip of the store, not n -- how
+    DynamoDB serves a routing batch (a ``TransactWriteItems`` would bill each write twice)."""
+    if len(chains) == 1:
+        return [await _write_chain(store, chains[0])]
+    return list(await asyncio.gather(*(_write_chain(store, chain) for chain in chains)))
+
+
+async def _write_chain(store: StateStore, chain: Sequence[Write]) -> list[Written]:
+    done: list[Written] = []
+    for write in chain:
+        try:
+            if isinstance(write, Replace):
+                done.append(
+                    await store.replace(
+                        item=write.item, data=write.data, expires_at=write.expires_at
                     )
-                else:
-                    await store.delete(item=write.item)
-                    done.append(None)
-            except Exception as exc:  # a Conflict, or an error of that write alone
-                done.append(exc)
-                break
-    return results
+                )
+            else:
+                await store.delete(item=write.item)
+                done.append(None)
+        except Exception as exc:  # a Conflict, or an error of that write alone
+            done.append(exc)
+            break
+    return done

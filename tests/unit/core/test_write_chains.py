@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any
 
@@ -51,3 +52,41 @@ async def test_each_chain_stops_at_its_first_failure_and_the_others_go_on(tmp_pa
         assert await inner.get(table="t", partition="p", key="d") == d  # not tried
     finally:
         await inner.close()
+
+
+class Concurrent:
+    """A store whose writes each take a round trip, counting how many are in flight."""
+
+    def __init__(self) -> None:
+        self.in_flight = 0
+        self.most = 0
+        self.order: list[str] = []
+
+    async def _trip(self, what: str) -> None:
+        self.in_flight += 1
+        self.most = max(self.most, self.in_flight)
+        await asyncio.sleep(0.01)
+        self.order.append(what)
+        self.in_flight -= 1
+
+    async def replace(self, *, item: Item, data: Any, expires_at: Any = None) -> Item:
+        await self._trip(f"replace {item.key}")
+        return Item(item.table, item.partition, item.key, data, item.version + 1)
+
+    async def delete(self, *, item: Item) -> None:
+        await self._trip(f"delete {item.key}")
+
+
+async def test_chains_go_at_once_and_each_chain_in_its_order() -> None:
+    """Without groups (DynamoDB) a batch's chains are independent round trips made at the
+    same time, each chain's writes still one after the other."""
+    store = Concurrent()
+    chains = [
+        [Replace(Item("t", "p", f"c{i}", {}, 1), {"n": i}), Delete(Item("t", "b", f"c{i}", {}, 1))]
+        for i in range(10)
+    ]
+    done = await write_chains(store, chains)  # type: ignore[arg-type]
+    assert store.most == 10
+    assert [len(chain) for chain in done] == [2] * 10
+    for i in range(10):
+        assert store.order.index(f"replace c{i}") < store.order.index(f"delete c{i}")
