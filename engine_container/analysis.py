@@ -22,18 +22,20 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from selectolax.lexbor import LexborHTMLParser
 from yarl import URL
 
-from core.models import CrawlSpec
 from core.output import ExtractSpec, Format
 from engine_container import content, documents, handlers
 from engine_container.decoding import decode_html
 from engine_container.extraction import Extractor
-from engine_container.frontier import LinkResolver
+from engine_container.links import LinkResolver
 from engine_container.parsing import ParsedPage, parse_tree
+
+if TYPE_CHECKING:  # the worker processes never import the crawl models (~4 MB each)
+    from core.models import CrawlSpec
 
 HTML_TYPES = frozenset({"text/html", "application/xhtml+xml"})
 MAX_HANDLER_OUTPUTS = 10_000

@@ -10,7 +10,7 @@ Libraries, chosen by measurement (``bench/content_bench.py``, figures in bench/R
   same conversion with plain-text output. Pages are converted from ``<main>`` (or
   ``[role=main]``, or a lone ``<article>``) when there is one, else from ``<body>``.
 * **links / metadata / title** — Lexbor (selectolax), walked through ``tags()`` (no CSS
-  engine set-up); links are resolved with the frontier's ``LinkResolver`` (the same
+  engine set-up); links are resolved with the ``LinkResolver`` (``engine_container.links``) (the same
   absolute, normalised form the crawler queues) and de-duplicated, first anchor text wins.
 * **JSON-LD and microdata** — extruct, run only when the page has a ``ld+json`` script or an
   ``itemscope`` attribute (extruct parses the page again with lxml: ~2 ms).
@@ -33,7 +33,7 @@ import html_to_markdown
 from selectolax.lexbor import LexborHTMLParser, LexborNode
 
 from core.output import Format
-from engine_container.frontier import LinkResolver
+from engine_container.links import LinkResolver
 
 log = logging.getLogger(__name__)
 

@@ -21,7 +21,6 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from core.models import compile_url_pattern
 from core.output import ExtractSpec, FieldRule
 
 if TYPE_CHECKING:  # parsel (and lxml) are imported only by crawls that extract
@@ -44,6 +43,8 @@ class Extractor:
 
     def __init__(self, spec: ExtractSpec) -> None:
         self._spec = spec
+        from core.models import compile_url_pattern  # not at import: the workers' memory
+
         self._urls = compile_url_pattern(spec.urls) if spec.urls else None
         self._regexes = {
             rule.regex: compile_url_pattern(rule.regex)

@@ -29,7 +29,6 @@ Memory
 from __future__ import annotations
 
 import base64
-import re
 from array import array
 from collections import deque
 from collections.abc import Iterable
@@ -41,10 +40,11 @@ from publicsuffixlist import PublicSuffixList
 from yarl import URL
 
 from core.models import CrawlCounts, CrawlSpec, Scope, compile_url_pattern
+from engine_container.links import LinkResolver, normalize_url
+
+__all__ = ["LinkResolver", "normalize_url"]  # re-exported: resolving links is in links.py
 
 CHECKPOINT_VERSION = 1
-_SCHEME = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]*):")
-_SIMPLE = re.compile(r"[A-Za-z0-9\-._~/!$&'()*+,;=:@?]*")
 
 
 @cache
@@ -62,64 +62,6 @@ def registrable_domain(host: str) -> str:
 
 def url_hash(url: str) -> int:
     return int.from_bytes(blake2b(url.encode(), digest_size=8).digest(), "little")
-
-
-def _canonical(url: URL) -> str | None:
-    if url.scheme not in ("http", "https") or not url.raw_host:
-        return None
-    text = str(url.with_fragment(None))
-    rest = text[text.index("//") + 2 :]
-    slash, query = rest.find("/"), rest.find("?")
-    if slash < 0 or 0 <= query < slash:  # yarl prints an empty path as nothing
-        text = str(url.with_path("/", keep_query=True).with_fragment(None))
-    return text
-
-
-def normalize_url(url: str) -> str | None:
-    """The canonical form of an absolute http(s) URL, or None if it is not one."""
-    try:
-        return _canonical(URL(url.strip()))
-    except (ValueError, TypeError):
-        return None
-
-
-class LinkResolver:
-    """Resolves the links of one page against its base URL into canonical URLs."""
-
-    def __init__(self, base: str) -> None:
-        self._base = URL(base)
-        origin = str(self._base.origin())
-        self._origin = origin
-        self.host = self._base.raw_host or ""
-        self.prefix = origin + "/"  # canonical URLs on the base's origin start with this
-        path = self._base.raw_path or "/"
-        self._dir = origin + path[: path.rfind("/") + 1]
-        self._page = origin + path
-
-    def resolve(self, href: str) -> str | None:
-        href = href.strip()
-        if not href or href[0] == "#":
-            return None
-        scheme = _SCHEME.match(href)
-        if scheme is not None and scheme.group(1).lower() not in ("http", "https"):
-            return None
-        if scheme is None and _SIMPLE.fullmatch(href) and _plain_path(href):
-            if href[0] == "/":
-                if href[:2] == "//":
-                    return self._slow(href)
-                text = self._origin + href
-            elif href[0] == "?":
-                text = self._page + href
-            else:
-                text = self._dir + href
-            return text[:-1] if text[-1] == "?" and text.count("?") == 1 else text
-        return self._slow(href)
-
-    def _slow(self, href: str) -> str | None:
-        try:
-            return _canonical(self._base.join(URL(href)))
-        except (ValueError, TypeError):
-            return None
 
 
 class QueuedUrl(NamedTuple):
@@ -305,12 +247,6 @@ def _unpack(text: str) -> set[int]:
     hashes = array("Q")
     hashes.frombytes(base64.b64decode(text))
     return set(hashes)
-
-
-def _plain_path(href: str) -> bool:
-    """No dot segments, and no ':' in a first segment (which parsers read differently)."""
-    path = href.split("?", 1)[0]
-    return "/." not in "/" + path and ":" not in path.split("/", 1)[0]
 
 
 def _host_of(url: str) -> str:
