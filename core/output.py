@@ -39,11 +39,14 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from enum import StrEnum
 from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic.config import JsonDict
+
+from core.output_basics import DEFAULT_FORMATS, Format, allowed_handlers, handler_allowed
+
+__all__ = ["DEFAULT_FORMATS", "Format", "allowed_handlers", "handler_allowed"]  # and the models
 
 MAX_FIELDS = 100
 MAX_NESTING = 3
@@ -53,19 +56,6 @@ class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
 
 
-class Format(StrEnum):
-    """A per-page output format of ``CrawlSpec.formats``."""
-
-    markdown = "markdown"
-    text = "text"
-    html = "html"
-    raw_html = "raw_html"
-    links = "links"
-    metadata = "metadata"
-    headers = "headers"
-
-
-DEFAULT_FORMATS = (Format.metadata, Format.links, Format.markdown)
 DEFAULT_ALLOW_TYPES = ("text/html", "application/xhtml+xml", "application/pdf")
 _MEDIA_PATTERN = re.compile(r"^(\*/\*|[a-z0-9][a-z0-9!#$&^_.+-]*/(\*|[a-z0-9][a-z0-9!#$&^_.+-]*))$")
 _MEDIA_NAME = "[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]*"
@@ -346,16 +336,3 @@ def read_extract_file(path: str) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ValueError(f"--extract {path}: must hold a JSON object with 'fields'")
     return data
-
-
-# --------------------------------------------------------------------------- handlers
-
-
-def allowed_handlers(setting: str) -> frozenset[str]:
-    """``SKYCRAWL_HANDLERS`` (comma-separated names; ``*``: every installed one) as a set."""
-    return frozenset(part.strip() for part in setting.split(",") if part.strip())
-
-
-def handler_allowed(name: str, allowed: frozenset[str]) -> bool:
-    """The operator's allow-list rule, shared by the API (422) and the engine."""
-    return name in allowed or "*" in allowed

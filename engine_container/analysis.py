@@ -27,14 +27,14 @@ from typing import TYPE_CHECKING, Any
 from selectolax.lexbor import LexborHTMLParser
 from yarl import URL
 
-from core.output import ExtractSpec, Format
+from core.output_basics import Format
 from engine_container import content, documents, handlers
 from engine_container.decoding import decode_html
 from engine_container.extraction import Extractor
 from engine_container.links import LinkResolver
 from engine_container.parsing import ParsedPage, parse_tree
 
-if TYPE_CHECKING:  # the worker processes never import the crawl models (~4 MB each)
+if TYPE_CHECKING:  # the worker processes import neither the crawl models nor pydantic
     from core.models import CrawlSpec
 
 HTML_TYPES = frozenset({"text/html", "application/xhtml+xml"})
@@ -105,6 +105,8 @@ NOTHING = Analysis()
 
 @lru_cache(maxsize=32)
 def _extractor(spec_json: str) -> Extractor:
+    from core.output import ExtractSpec  # pydantic: only in a worker of a crawl that extracts
+
     return Extractor(ExtractSpec.model_validate_json(spec_json))
 
 

@@ -32,7 +32,7 @@ from typing import Any
 import html_to_markdown
 from selectolax.lexbor import LexborHTMLParser, LexborNode
 
-from core.output import Format
+from core.output_basics import Format
 from engine_container.links import LinkResolver
 
 log = logging.getLogger(__name__)

@@ -15,7 +15,7 @@ import io
 import logging
 from typing import Any
 
-from core.output import Format
+from core.output_basics import Format
 
 log = logging.getLogger(__name__)
 

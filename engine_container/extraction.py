@@ -21,10 +21,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from core.output import ExtractSpec, FieldRule
-
 if TYPE_CHECKING:  # parsel (and lxml) are imported only by crawls that extract
     from parsel import Selector, SelectorList
+
+    from core.output import ExtractSpec, FieldRule
 
 MAX_VALUE_CHARS = 100_000
 MAX_ITEMS_PER_PAGE = 1000

@@ -27,13 +27,12 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from functools import cache, cached_property
-from importlib.metadata import entry_points
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from selectolax.lexbor import LexborHTMLParser
 
 from core.errors import InvalidRequest
-from core.output import allowed_handlers, handler_allowed
+from core.output_basics import allowed_handlers, handler_allowed
 
 if TYPE_CHECKING:
     from parsel import Selector
@@ -84,6 +83,8 @@ class _FunctionHandler:
 
 def installed() -> list[str]:
     """Names of every handler installed in this environment."""
+    from importlib.metadata import entry_points  # ~1 MB a worker of a plain crawl never pays
+
     return sorted({ep.name for ep in entry_points(group=GROUP)})
 
 
@@ -102,6 +103,8 @@ def check_allowed(name: str, allowed: frozenset[str]) -> None:
 @cache
 def load(name: str) -> PageHandler:
     """The handler installed under ``name`` (once per process); ``InvalidRequest`` if none."""
+    from importlib.metadata import entry_points
+
     found = [ep for ep in entry_points(group=GROUP) if ep.name == name]
     if not found:
         names = ", ".join(installed()) or "none"
