@@ -64,8 +64,10 @@ WARCINFO = {
 #: members beside the buffer, so the engine's peak holds a few times this. 5,000 pages of
 #: 10-20 KB, default formats (bench/crawl_bench.py, 2026-12-04, interleaved rounds): peak
 #: summed RSS 190 MB at 32 MiB (then the 500-page bound cut first, at ~12 MB), 165 at 8 MiB,
-#: 152 at 4 MiB, at the same pages/s.
-MAX_BUFFER_BYTES = 4 * 1024 * 1024
+#: 152 at 4 MiB, at the same pages/s; with the pipe-fed worker, 112-113 at 4 MiB and 106 at
+#: 2 MiB (two rounds each, interleaved, load 0.6-0.8), no slower. A chunk is one blob write:
+#: ~40 for such a crawl's 75 MB, a fraction of a cent on any cloud's PUT price.
+MAX_BUFFER_BYTES = 2 * 1024 * 1024
 
 
 class PageSink(Protocol):
