@@ -206,13 +206,6 @@ class EgressStats:
     total_ms: float = 0.0
     bans: int = 0
 
-    def record(self, result: FetchResult) -> None:
-        self.count(
-            error=result.status is None,
-            banned=result.status is not None and looks_banned(result),
-            elapsed_ms=result.elapsed_ms,
-        )
-
     def count(self, *, error: bool, banned: bool, elapsed_ms: float) -> None:
         """One request that failed on the network (``error``), said "blocked" (``banned``),
         or neither, after ``elapsed_ms``."""
@@ -234,9 +227,6 @@ class ProxyBook:
     """``EgressStats`` per proxy id (``direct`` for none), for per-proxy heartbeats."""
 
     by_proxy: dict[str, EgressStats] = field(default_factory=dict)
-
-    def record(self, proxy: str, result: FetchResult) -> None:
-        self.by_proxy.setdefault(proxy, EgressStats()).record(result)
 
     def count(self, proxy: str, *, error: bool, banned: bool, elapsed_ms: float) -> None:
         """A request seen without a ``FetchResult`` (the browser's, by its filtering proxy)."""
@@ -384,8 +374,13 @@ class Fetcher:
                 except TimeoutError:
                     budget = f"timed out after {timeout_s:g} s (the page's time budget)"
                     result = hop.failed(FetchError.budget, budget)
-            self.stats.record(result)
-            self.proxy_stats.record(proxy_id(proxy), result)
+            # one look for a ban per response, for both books (it scans up to 64 KiB)
+            error = result.status is None
+            banned = not error and looks_banned(result)
+            self.stats.count(error=error, banned=banned, elapsed_ms=result.elapsed_ms)
+            self.proxy_stats.count(
+                proxy_id(proxy), error=error, banned=banned, elapsed_ms=result.elapsed_ms
+            )
             return result
         finally:
             self._in_use[key] -= 1
