@@ -139,22 +139,26 @@ class _Worker:
         return value
 
     async def _answers(self) -> None:
-        while True:
-            try:
-                value = await self._read_frame()
-            except Exception as exc:  # the job raised: its answer is that error
-                self._waiting.popleft().set_exception(exc)
-                continue
-            if value is None:
-                break
-            answer = self._waiting.popleft()
-            if not answer.done():
-                answer.set_result(value)
-        self.dead = True
-        while self._waiting:
-            answer = self._waiting.popleft()
-            if not answer.done():
-                answer.set_exception(AnalysisDied("analysis worker died"))
+        try:
+            while True:
+                try:
+                    value = await self._read_frame()
+                except Exception as exc:  # the job raised: its answer is that error
+                    failed = self._waiting.popleft()
+                    if not failed.done():  # unless its page was cancelled meanwhile
+                        failed.set_exception(exc)
+                    continue
+                if value is None:
+                    break
+                answer = self._waiting.popleft()
+                if not answer.done():
+                    answer.set_result(value)
+        finally:  # the worker is gone (or this reader broke): no page waits for it forever
+            self.dead = True
+            while self._waiting:
+                answer = self._waiting.popleft()
+                if not answer.done():
+                    answer.set_exception(AnalysisDied("analysis worker died"))
 
     async def close(self) -> None:
         """End its stdin (it exits after its job), wait a little, then kill it."""

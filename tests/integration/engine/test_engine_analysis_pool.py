@@ -177,3 +177,20 @@ async def test_a_handler_printing_cannot_corrupt_the_answers(
         assert pool.remote_jobs == 3
     finally:
         await pool.close()
+
+
+async def test_a_cancelled_page_whose_analysis_fails_leaves_the_worker_answering() -> None:
+    """A crawl cancelled while its page is in a worker: the page's answer (here an error)
+    comes back to nobody, and the next pages are answered as before."""
+    pool = AnalysisPool(1, warmup_jobs=0)
+    await pool.start()
+    try:
+        bad = asyncio.ensure_future(pool.run(job(OutputPlan(extract="not json"))))
+        good = asyncio.ensure_future(pool.run(job()))
+        await asyncio.sleep(0)  # both sent
+        bad.cancel()
+        good.cancel()
+        for _ in range(3):
+            assert await asyncio.wait_for(pool.run(job()), timeout=10) == analyse(job())
+    finally:
+        await pool.close()
