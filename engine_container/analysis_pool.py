@@ -40,6 +40,7 @@ import contextlib
 import logging
 import os
 import pickle
+import site
 import sys
 from pathlib import Path
 from typing import Any
@@ -52,6 +53,9 @@ log = logging.getLogger(__name__)
 #: Where the worker imports this very package from: where the engine did, whatever the
 #: working directory or the way the engine was started.
 _PACKAGE_ROOT = str(Path(__file__).resolve().parents[1])
+#: ... unless that is site-packages, which the worker has anyway (and which must not come
+#: before the standard library, as a PYTHONPATH entry would)
+_SITE_DIRS = frozenset(str(Path(p).resolve()) for p in site.getsitepackages())
 INLINE_BYTES = 4096  # thread mode: small bodies of crawls without formats stay in the loop
 WARMUP_JOBS = 100
 
@@ -90,9 +94,10 @@ class _Worker:
 
     @classmethod
     async def start(cls) -> _Worker:
-        path = os.environ.get("PYTHONPATH")
-        root = _PACKAGE_ROOT
-        env = {**os.environ, "PYTHONPATH": root if not path else os.pathsep.join((root, path))}
+        env = dict(os.environ)
+        if _PACKAGE_ROOT not in _SITE_DIRS:  # a checkout, not an installed package: name it
+            path = env.get("PYTHONPATH")
+            env["PYTHONPATH"] = os.pathsep.join((_PACKAGE_ROOT, path) if path else (_PACKAGE_ROOT,))
         proc = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
