@@ -80,6 +80,12 @@ async def test_a_crawl_runs_in_a_container_that_is_gone_when_idle(
     assert (record.value.state.value, record.value.reason) == ("stopped", "idle")
 
 
+#: Each page answers this late: with the engine's per-host concurrency the 200 pages take ~8 s,
+#: so a signal sent once 40 are reported lands mid-crawl. At 0.05 s the crawl could end (in
+#: ~2 s) before its progress said 40: the signal then stopped an idle container.
+PAGE_DELAY_S = 0.2
+
+
 async def crawl_until_under_way(
     h: DockerHarness, key: str, site_url: str, fetched: int
 ) -> tuple[str, str]:
@@ -102,7 +108,7 @@ async def test_docker_kill_mid_crawl_resumes_in_another_container(
 ) -> None:
     h = docker_harness
     tenant_id, key = await h.tenant("sturdy", max_containers=2, parallel=1)
-    async with serve_site(pages=200, delay_s=0.05) as site:
+    async with serve_site(pages=200, delay_s=PAGE_DELAY_S) as site:
         crawl_id, victim = await crawl_until_under_way(h, key, site.url, 40)
         h.client.containers.get(h.runtime.name_of(victim)).kill()  # SIGKILL, no goodbye
         final = await wait_terminal(h, key, crawl_id, 150)
@@ -121,13 +127,13 @@ async def test_sigterm_mid_crawl_checkpoints_and_the_crawl_resumes_there(
 ) -> None:
     h = docker_harness
     _, key = await h.tenant("drained", max_containers=2, parallel=1)
-    async with serve_site(pages=200, delay_s=0.05) as site:
+    async with serve_site(pages=200, delay_s=PAGE_DELAY_S) as site:
         crawl_id, victim = await crawl_until_under_way(h, key, site.url, 40)
         h.client.containers.get(h.runtime.name_of(victim)).kill(signal="SIGTERM")
         final = await wait_terminal(h, key, crawl_id, 150)
         hits = dict(site.hits)
     assert final["status"] == "completed", final
-    assert final["container_id"] != victim
+    assert final["container_id"] != victim, (final, _story_of(h, victim))
     urls = await page_urls(h, key, crawl_id)
     assert len(urls) == len(set(urls)) == 201
     victim_status = await h.runtime.describe(container_id=victim)
