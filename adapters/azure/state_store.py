@@ -90,6 +90,7 @@ from core.ports.state_store import (
     Written,
     decode_data,
     encode_data,
+    stale,
     write_one_by_one,
 )
 
@@ -173,10 +174,6 @@ def _chunks(ops: Sequence[_Op]) -> list[list[_Op]]:
 def _repeats(chains: Sequence[Sequence[Write]]) -> bool:
     keys = [(w.item.table, w.item.partition, w.item.key) for chain in chains for w in chain]
     return len(set(keys)) != len(keys)
-
-
-def _stale(item: Item) -> Conflict:
-    return Conflict(f"{item.table}/{item.partition}/{item.key} is not at v{item.version}")
 
 
 @translated_errors("Table storage")
@@ -310,7 +307,7 @@ class TableStateStore:
             current = self._item(item.table, item.partition, entity)
             if current.version == item.version and not self._expired(current):
                 return str(entity.metadata["etag"])
-        raise Conflict(f"{item.table}/{item.partition}/{item.key} is not at v{item.version}")
+        raise stale(item)
 
     async def replace(
         self, *, item: Item, data: Mapping[str, Any], expires_at: datetime | None = None
@@ -446,7 +443,7 @@ class TableStateStore:
                 if getattr(exc, "error_code", None) not in _LOST or not 0 <= exc.index < len(left):
                     raise
                 lost = left.pop(exc.index)
-                done[lost] = _stale(chunk[lost].write.item)
+                done[lost] = stale(chunk[lost].write.item)
                 continue
             for i, answer in zip(left, answers, strict=True):
                 result = chunk[i].result

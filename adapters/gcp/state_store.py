@@ -84,6 +84,7 @@ from core.ports.state_store import (
     Written,
     decode_data,
     encode_data,
+    stale,
     write_one_by_one,
 )
 
@@ -285,7 +286,7 @@ class FirestoreStateStore:
             or self._expired(snapshot)
             or int(snapshot.get("version")) != item.version
         ):
-            raise Conflict(f"{item.table}/{item.partition}/{item.key} is not at v{item.version}")
+            raise stale(item)
         return ref, snapshot.update_time
 
     async def _write(

@@ -57,6 +57,7 @@ from core.ports.state_store import (
     Written,
     decode_data,
     encode_data,
+    stale,
     written,
 )
 
@@ -245,10 +246,6 @@ def _replaced(item: Item, data: Mapping[str, Any], expires_us: int | None) -> It
     )
 
 
-def _stale(item: Item) -> Conflict:
-    return Conflict(f"{item.table}/{item.partition}/{item.key} is not at v{item.version}")
-
-
 def _item(row: tuple[Any, ...]) -> Item:
     table, partition, key, data, version, expires_us = row
     return Item(table, partition, key, decode_data(data), version, _from_us(expires_us))
@@ -333,7 +330,7 @@ class SqliteStateStore:
             return _replace_row(conn, item, encoded, expires_us, now)
 
         if await self._db.write_one(op) != 1:
-            raise _stale(item)
+            raise stale(item)
         return _replaced(item, data, expires_us)
 
     async def delete(self, *, item: Item) -> None:
@@ -343,7 +340,7 @@ class SqliteStateStore:
             return _delete_row(conn, item, now)
 
         if await self._db.write_one(op) != 1:
-            raise _stale(item)
+            raise stale(item)
 
     async def write_chains(self, *, chains: Sequence[Sequence[Write]]) -> list[list[Written]]:
         """``core.ports.state_store.GroupCommit``: every chain's writes in one
@@ -379,7 +376,7 @@ class SqliteStateStore:
                     else:
                         applied = _replace_row(conn, item, encoded, expires_us, now) == 1
                         result = _replaced(item, data, expires_us)
-                    done.append(result if applied else _stale(item))
+                    done.append(result if applied else stale(item))
                     if not applied:
                         break
             return results

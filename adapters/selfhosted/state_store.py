@@ -61,6 +61,7 @@ from core.ports.state_store import (
     Written,
     decode_data,
     encode_data,
+    stale,
     written,
 )
 
@@ -93,10 +94,6 @@ class _Prepared:
     statement: str
     params: tuple[Any, ...]
     result: Item | None
-
-
-def _stale(item: Item) -> Conflict:
-    return Conflict(f"{item.table}/{item.partition}/{item.key} is not at v{item.version}")
 
 
 def _item(row: tuple[Any, ...]) -> Item:
@@ -219,7 +216,7 @@ class PostgresStateStore:
         async with self._database.connection("replace") as conn:
             cur = await conn.execute(prepared.statement, prepared.params)
             if cur.rowcount != 1:
-                raise _stale(item)
+                raise stale(item)
         assert prepared.result is not None  # a replace leaves an item
         return prepared.result
 
@@ -230,7 +227,7 @@ class PostgresStateStore:
                 (item.table, item.partition, item.key, item.version, self._now()),
             )
             if cur.rowcount != 1:
-                raise _stale(item)
+                raise stale(item)
 
     async def write_chains(self, *, chains: Sequence[Sequence[Write]]) -> list[list[Written]]:
         """``core.ports.state_store.GroupCommit``: every chain's writes in one transaction,
@@ -247,7 +244,7 @@ class PostgresStateStore:
                 for write, ready in chain:
                     cur = await conn.execute(ready.statement, ready.params)
                     if cur.rowcount != 1:
-                        done.append(_stale(write.item))
+                        done.append(stale(write.item))
                         break
                     done.append(ready.result)
         return results

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
-from core.errors import InvalidRequest
+from core.errors import Conflict, InvalidRequest
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,6 +156,14 @@ class Delete:
 
 
 Write = Replace | Delete
+
+
+def stale(item: Item) -> Conflict:
+    """What a replace or delete of ``item`` that lost its compare-and-set raises: the item
+    is no longer at ``item.version`` (written since, deleted or expired)."""
+    return Conflict(f"{item.table}/{item.partition}/{item.key} is not at v{item.version}")
+
+
 #: What one write came to: the item as replaced, None for a delete, or the error that
 #: ``replace`` / ``delete`` raised (``Conflict``: a lost compare-and-set).
 Written = Item | Exception | None
