@@ -189,6 +189,7 @@ class AnalysisPool:
         self._jobs = 0
         self._workers: list[_Worker] | None = None
         self._starting: asyncio.Task[None] | None = None
+        self._closing: set[asyncio.Task[None]] = set()  # a dead pool's workers, stopping
 
     async def start(self) -> None:
         """Start the worker processes now (and wait until each one answers)."""
@@ -226,8 +227,10 @@ class AnalysisPool:
             if self._workers is workers:
                 log.error("an analysis worker died on %s; threads until a new pool", job.url)
                 self._workers, self._starting, self._jobs = None, None, 0
-                for other in workers:
-                    asyncio.get_running_loop().create_task(other.close())
+                for other in workers:  # kept until done: ``close`` waits for them too
+                    task = asyncio.get_running_loop().create_task(other.close())
+                    self._closing.add(task)
+                    task.add_done_callback(self._closing.discard)
             raise
         self.remote_jobs += 1
         return analysis
@@ -242,3 +245,4 @@ class AnalysisPool:
         if self._workers is not None:
             workers, self._workers = self._workers, None
             await asyncio.gather(*(w.close() for w in workers))
+        await asyncio.gather(*self._closing)

@@ -125,9 +125,11 @@ async def test_a_dead_worker_costs_its_pages_then_threads_then_a_new_worker() ->
         assert pool.remote_jobs == 2
         assert pool._workers is not None
         assert pool._workers[0].proc.pid != first.pid
+        second = pool._workers[0].proc
     finally:
         await pool.close()
     assert first.returncode is not None
+    assert second.returncode is not None  # no worker outlives the pool
 
 
 async def test_a_pages_error_comes_back_as_that_error_and_the_worker_goes_on() -> None:
@@ -194,3 +196,20 @@ async def test_a_cancelled_page_whose_analysis_fails_leaves_the_worker_answering
             assert await asyncio.wait_for(pool.run(job()), timeout=10) == analyse(job())
     finally:
         await pool.close()
+
+
+async def test_closing_the_pool_right_after_a_death_stops_the_dead_pools_other_workers() -> None:
+    pool = AnalysisPool(2, warmup_jobs=0)
+    await pool.start()
+    assert pool._workers is not None
+    dead, sibling = (w.proc for w in pool._workers)
+    dead.kill()
+    await dead.wait()
+    for _ in range(4):  # one of them lands on the dead worker and ends the pool
+        try:
+            await pool.run(job())
+        except AnalysisDied:
+            break
+    assert pool._workers is None
+    await pool.close()  # at once: the sibling's stop was only started by the death
+    assert sibling.returncode is not None
