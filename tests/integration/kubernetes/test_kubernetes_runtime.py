@@ -304,7 +304,9 @@ async def test_engine_secret_is_shared_and_optional_and_the_tenants_values_win(
     dump = (
         "import json, os\n"
         "keys = ('AWS_ACCESS_KEY_ID', 'SKYCRAWL_SELFHOSTED_DSN')\n"
-        "json.dump({k: os.environ.get(k) for k in keys}, open(os.environ['READY'], 'w'))\n"
+        # written aside, then renamed: the test reads the file as soon as it exists
+        "json.dump({k: os.environ.get(k) for k in keys}, open(os.environ['READY'] + '~', 'w'))\n"
+        "os.replace(os.environ['READY'] + '~', os.environ['READY'])\n"
     )
     rt = runtime(apiserver, engine_secret="skycrawl-engine", command=[sys.executable, "-c", dump])
     await rt.start_container(spec=spec("c-11"))  # the shared Secret does not exist: optional
